@@ -1,0 +1,50 @@
+# RAG Engine — every day-to-day command. `make help` lists them.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+.SUFFIXES:
+
+PY := .venv/bin/python
+export ORT_DISABLE_TELEMETRY := 1
+export UV_PYTHON_DOWNLOADS := never
+
+.PHONY: help setup dev test lint fmt up down logs ps clean
+
+help: ## List the targets
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-8s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+	@echo
+	@echo "  make dev ports: DEV_REDIS_PORT DEV_CHROMA_PORT DEV_GATEWAY_PORT DEV_INGEST_PORT"
+	@echo "  DEV_QUERY_PORT and DEV_<SERVICE>_HEALTH_PORT, e.g. make dev DEV_REDIS_PORT=6390"
+
+setup: ## Install what is missing (uv, redis-server, nginx, prometheus) and sync .venv
+	@deploy/scripts/setup.sh
+
+dev: setup ## Run the whole stack natively on loopback, print its URLs; Ctrl-C stops it all
+	@$(PY) deploy/scripts/dev.py
+
+test: setup ## Set up, lint, then run every test (unit, integration, e2e) with real services
+	@$(MAKE) --no-print-directory lint
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+lint: ## ruff check, ruff format --check, mypy --strict on libs and services
+	.venv/bin/ruff check .
+	.venv/bin/ruff format --check .
+	.venv/bin/mypy libs/*/src services/*/src deploy/scripts
+
+fmt: ## Format the code and apply safe lint fixes
+	.venv/bin/ruff check --fix .
+	.venv/bin/ruff format .
+
+up: ## Run the stack in Docker (compose.yml), detached
+	@deploy/scripts/compose.sh up -d --build
+
+down: ## Stop the Docker stack
+	@deploy/scripts/compose.sh down
+
+logs: ## Follow the Docker stack's logs
+	@deploy/scripts/compose.sh logs -f --tail=100
+
+ps: ## Show the Docker stack's containers
+	@deploy/scripts/compose.sh ps
+
+clean: ## Remove .dev/ (native stack data and logs) and caches
+	rm -rf .dev .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,104 @@
+"""`make dev`: run the whole RAG Engine stack natively on loopback until Ctrl-C.
+
+Ports come from DEV_<PART>_PORT variables (see `make help` and docs/development.md); data and
+logs go to .dev/ (or DEV_DIR). Ctrl-C (or SIGTERM) stops every process it started.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+
+from rag_devstack import SERVICES, NativeStack, ProcessFailed, StackPorts
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def main() -> int:
+    try:
+        ports = StackPorts.from_env(os.environ)
+    except ValueError as exc:
+        print(f"make dev: {exc}", file=sys.stderr)
+        return 2
+    taken = ports.taken()
+    if taken:
+        for variable, port in taken:
+            print(f"make dev: port {port} is already in use ({variable})", file=sys.stderr)
+        example = " ".join(f"{variable}={port + 1000}" for variable, port in taken)
+        print(f"make dev: choose free ports, e.g.  make dev {example}", file=sys.stderr)
+        return 1
+
+    workdir = Path(os.environ.get("DEV_DIR") or ROOT / ".dev").resolve()
+    stack = NativeStack(workdir, ports, cwd=ROOT)
+    stopping = False
+
+    def request_stop(signum: int, _frame: object) -> None:
+        nonlocal stopping
+        if stopping:
+            return
+        stopping = True
+        print(f"\nmake dev: {signal.Signals(signum).name} received, stopping...", flush=True)
+
+    signal.signal(signal.SIGINT, request_stop)
+    signal.signal(signal.SIGTERM, request_stop)
+
+    print(
+        f"make dev: starting Redis, Chroma and {', '.join(SERVICES)} (logs in {stack.log_dir})",
+        flush=True,
+    )
+    try:
+        stack.start()
+    except ProcessFailed as exc:
+        print(f"make dev: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+    print(_banner(stack), flush=True)
+    exit_code = 0
+    try:
+        while not stopping:
+            time.sleep(0.3)
+            died = stack.unexpected_exits()
+            if died:
+                for name, code in died:
+                    print(
+                        f"make dev: {name} exited with code {code}; last log lines:\n"
+                        f"{stack.processes[name].log_tail(15)}",
+                        file=sys.stderr,
+                    )
+                exit_code = 1
+                break
+    finally:
+        stack.stop()
+        print("make dev: everything stopped.", flush=True)
+    return exit_code
+
+
+def _banner(stack: NativeStack) -> str:
+    rows = [
+        ("gateway", stack.api_url("gateway"), f"{stack.health_url('gateway')}/metrics"),
+        ("ingest", stack.api_url("ingest"), f"{stack.health_url('ingest')}/metrics"),
+        ("query", stack.api_url("query"), f"{stack.health_url('query')}/metrics"),
+        ("chroma", f"http://127.0.0.1:{stack.ports.chroma}", ""),
+        ("redis", stack.redis_url, ""),
+    ]
+    width = max(len(url) for _, url, _ in rows)
+    lines = ["", "RAG Engine is running natively:", ""]
+    lines += [f"  {name:<8} {url:<{width}}  {metrics}".rstrip() for name, url, metrics in rows]
+    lines += [
+        "",
+        f"  API docs  {stack.api_url('gateway')}/schema",
+        f"  try       curl -s {stack.api_url('gateway')}/ready",
+        f"  logs      {stack.log_dir}/",
+        "",
+        "Press Ctrl-C to stop everything.",
+    ]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

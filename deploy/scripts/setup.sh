@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# Idempotent set-up for development and tests on Debian: uv, the Debian packages the stack and
+# its tests run (redis-server, nginx, prometheus), and the project's Python environment (.venv).
+# Installs with apt-get only when running as root; otherwise prints the exact command to run.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+
+say() { printf 'setup: %s\n' "$*"; }
+
+missing=()
+command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
+command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || missing+=(nginx)
+{ command -v prometheus >/dev/null 2>&1 && command -v promtool >/dev/null 2>&1; } || missing+=(prometheus)
+
+if [ ${#missing[@]} -gt 0 ]; then
+  if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; then
+    say "installing ${missing[*]} with apt-get"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  else
+    say "missing Debian packages: ${missing[*]}"
+    say "run:  sudo apt-get update && sudo apt-get install -y ${missing[*]}"
+    exit 1
+  fi
+fi
+
+find_uv() {
+  command -v uv 2>/dev/null && return 0
+  for candidate in "$HOME/.local/bin/uv" "$HOME/.cargo/bin/uv"; do
+    [ -x "$candidate" ] && { echo "$candidate"; return 0; }
+  done
+  return 1
+}
+
+if ! uv_bin=$(find_uv); then
+  say "installing uv (from the Python package index, with pip --user)"
+  if ! python3 -m pip --version >/dev/null 2>&1; then
+    if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; then
+      apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-pip >/dev/null
+    else
+      say "python3 has no pip; run:  sudo apt-get install -y python3-pip"
+      exit 1
+    fi
+  fi
+  python3 -m pip install --user --quiet uv 2>/dev/null \
+    || python3 -m pip install --user --quiet --break-system-packages uv
+  uv_bin=$(find_uv) || { say "uv was installed but is not on PATH; add ~/.local/bin to PATH"; exit 1; }
+fi
+
+# A Python new enough is on every supported machine; never let uv download one.
+export UV_PYTHON_DOWNLOADS=never
+"$uv_bin" sync --all-packages --frozen --quiet
+say "ready ($("$uv_bin" --version), $(.venv/bin/python --version))"

@@ -1,0 +1,233 @@
+"""Settings pieces and the per-service settings composed from them.
+
+Every field maps to one environment variable of the same name in upper case (no prefix), so the
+names the deployment guide uses (``CHROMA_HOST``, ``REDIS_URL``...) work unchanged. A ``.env``
+file in the working directory is read too; real environment variables win over it.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit, urlunsplit
+
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+Environment = Literal["development", "testing", "production"]
+LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
+LogFormat = Literal["auto", "json", "console"]
+Port = Annotated[int, Field(ge=1, le=65535)]
+
+REDIS_SCHEMES = ("redis", "rediss", "unix")
+
+
+class _EnvSettings(BaseSettings):
+    """Common reading rules: flat upper-case variable names, ``.env`` beside the process."""
+
+    model_config = SettingsConfigDict(
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="ignore",
+        case_sensitive=False,
+        validate_default=True,
+        hide_input_in_errors=True,
+    )
+
+
+def _blank_to_none(value: Any) -> Any:
+    """An empty variable (``OPENAI_API_KEY=``) means "not set", not an empty secret."""
+    if (
+        isinstance(value, str | SecretStr)
+        and not str(value.get_secret_value() if isinstance(value, SecretStr) else value).strip()
+    ):
+        return None
+    return value
+
+
+class RuntimeSettings(_EnvSettings):
+    environment: Environment = Field(
+        "development", description="Deployment environment: development, testing or production."
+    )
+
+    @field_validator("environment", mode="before")
+    @classmethod
+    def _lower_environment(cls, value: Any) -> Any:
+        return value.strip().lower() if isinstance(value, str) else value
+
+
+class ServerSettings(_EnvSettings):
+    host: str = Field("0.0.0.0", description="Address the API and health ports listen on.")  # noqa: S104
+    port: Port = Field(8000, description="API port.")
+    health_port: Port = Field(8089, description="Port serving /health, /ready and /metrics.")
+    workers: int = Field(
+        1, ge=1, le=64, description="Worker processes serving the API (each binds both ports)."
+    )
+    graceful_shutdown_seconds: float = Field(
+        15.0, gt=0, le=600, description="How long in-flight requests may finish after SIGTERM."
+    )
+    ready_check_timeout_seconds: float = Field(
+        2.0, gt=0, le=60, description="Time limit of each dependency check behind /ready."
+    )
+
+    @model_validator(mode="after")
+    def _distinct_ports(self) -> ServerSettings:
+        if self.port == self.health_port:
+            raise ValueError(
+                f"PORT and HEALTH_PORT must differ (both are {self.port}); "
+                "allowed: two different ports"
+            )
+        return self
+
+
+class TelemetrySettings(_EnvSettings):
+    log_level: LogLevel = Field("INFO", description="DEBUG, INFO, WARNING, ERROR or CRITICAL.")
+    log_format: LogFormat = Field(
+        "auto", description="auto (JSON unless stdout is a terminal), json or console."
+    )
+    otel_exporter_otlp_endpoint: str | None = Field(
+        None,
+        description="OTLP/HTTP collector URL (e.g. http://otel-collector:4318); unset: no export.",
+    )
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper_level(cls, value: Any) -> Any:
+        return value.strip().upper() if isinstance(value, str) else value
+
+    @field_validator("log_format", mode="before")
+    @classmethod
+    def _lower_format(cls, value: Any) -> Any:
+        return value.strip().lower() if isinstance(value, str) else value
+
+    @field_validator("otel_exporter_otlp_endpoint", mode="before")
+    @classmethod
+    def _check_endpoint(cls, value: Any) -> Any:
+        value = _blank_to_none(value)
+        if isinstance(value, str) and urlsplit(value).scheme not in ("http", "https"):
+            raise ValueError("must be an http:// or https:// URL")
+        return value
+
+
+class PoolSettings(_EnvSettings):
+    max_connections: int = Field(
+        100, ge=1, le=100_000, description="Most connections a pool (Redis, HTTP) opens at once."
+    )
+    pool_size: int = Field(
+        20,
+        ge=1,
+        le=100_000,
+        description="Idle keep-alive connections an HTTP client pool keeps for reuse.",
+    )
+
+    @model_validator(mode="after")
+    def _pool_within_max(self) -> PoolSettings:
+        if self.pool_size > self.max_connections:
+            if "pool_size" not in self.model_fields_set:
+                # Only MAX_CONNECTIONS was lowered: the default pool follows it down.
+                self.pool_size = self.max_connections
+                return self
+            raise ValueError(
+                f"POOL_SIZE ({self.pool_size}) must not exceed MAX_CONNECTIONS "
+                f"({self.max_connections})"
+            )
+        return self
+
+
+class RedisSettings(_EnvSettings):
+    redis_url: SecretStr = Field(
+        SecretStr("redis://localhost:6379/0"),
+        description="Redis URL (redis://, rediss:// or unix://); may carry a password.",
+    )
+
+    @field_validator("redis_url", mode="after")
+    @classmethod
+    def _check_redis_url(cls, value: SecretStr) -> SecretStr:
+        parts = urlsplit(value.get_secret_value())
+        if parts.scheme not in REDIS_SCHEMES:
+            raise ValueError("must start with redis://, rediss:// or unix://")
+        if parts.scheme != "unix" and not parts.hostname:
+            raise ValueError("must name a host, e.g. redis://localhost:6379/0")
+        return value
+
+    @property
+    def redis_url_display(self) -> str:
+        """The Redis URL with any password replaced, safe for logs."""
+        parts = urlsplit(self.redis_url.get_secret_value())
+        if parts.password is None:
+            return urlunsplit(parts)
+        netloc = parts.netloc.rsplit("@", 1)[1]
+        user = parts.username or ""
+        return urlunsplit(parts._replace(netloc=f"{user}:***@{netloc}"))
+
+
+class ChromaSettings(_EnvSettings):
+    chroma_host: str = Field("localhost", description="Chroma server host.")
+    chroma_port: Port = Field(8000, description="Chroma server port.")
+    chroma_ssl: bool = Field(False, description="Talk to Chroma over HTTPS.")
+
+    @field_validator("chroma_host")
+    @classmethod
+    def _check_host(cls, value: str) -> str:
+        value = value.strip()
+        if not value or "/" in value or any(ch.isspace() for ch in value):
+            raise ValueError("must be a bare host name or address, without scheme, path or port")
+        return value
+
+
+class LLMSettings(_EnvSettings):
+    openai_api_key: SecretStr | None = Field(None, description="OpenAI (or compatible) API key.")
+    google_api_key: SecretStr | None = Field(None, description="Google Gemini API key.")
+    cohere_api_key: SecretStr | None = Field(None, description="Cohere API key (reranking).")
+
+    _blank = field_validator("openai_api_key", "google_api_key", "cohere_api_key", mode="before")(
+        _blank_to_none
+    )
+
+
+class AuthSettings(_EnvSettings):
+    jwt_secret: SecretStr | None = Field(
+        None, description="HS256 key for bearer tokens; at least 32 characters in production."
+    )
+
+    _blank = field_validator("jwt_secret", mode="before")(_blank_to_none)
+
+
+class ServiceSettings(
+    RuntimeSettings, ServerSettings, TelemetrySettings, RedisSettings, PoolSettings
+):
+    """What every service reads."""
+
+    def secret_values(self) -> list[str]:
+        """Every secret this process holds, so telemetry can mask it wherever it shows up."""
+        found: list[str] = []
+        for name in type(self).model_fields:
+            value = getattr(self, name)
+            if isinstance(value, SecretStr):
+                found.append(value.get_secret_value())
+        password = urlsplit(self.redis_url.get_secret_value()).password
+        if password:
+            found.append(password)
+        return [secret for secret in found if secret]
+
+
+class GatewaySettings(ServiceSettings, AuthSettings):
+    @model_validator(mode="after")
+    def _production_needs_jwt_secret(self) -> GatewaySettings:
+        if self.environment == "production":
+            secret = self.jwt_secret.get_secret_value() if self.jwt_secret else ""
+            if len(secret) < 32:
+                raise ValueError(
+                    "JWT_SECRET must be set to at least 32 characters when ENVIRONMENT=production"
+                )
+        return self
+
+
+class IngestSettings(ServiceSettings, ChromaSettings, LLMSettings):
+    pass
+
+
+class QuerySettings(ServiceSettings, ChromaSettings, LLMSettings):
+    pass
+
+
+ALL_SETTINGS: tuple[type[ServiceSettings], ...] = (GatewaySettings, IngestSettings, QuerySettings)

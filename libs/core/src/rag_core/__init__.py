@@ -1,0 +1,1 @@
+"""Shared domain and service plumbing for RAG Engine."""

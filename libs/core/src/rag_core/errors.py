@@ -1,0 +1,146 @@
+"""Domain errors and their RFC 9457 problem-details form."""
+
+from __future__ import annotations
+
+from http import HTTPStatus
+from typing import Any
+
+from litestar.exceptions import HTTPException, ValidationException
+from litestar.plugins.problem_details import (
+    ProblemDetailsConfig,
+    ProblemDetailsException,
+    ProblemDetailsPlugin,
+)
+from rag_telemetry import get_logger
+
+# Problem types are stable identifiers (RFC 9457 §3.1.1), documented in docs/api.md.
+PROBLEM_TYPE_BASE = "urn:rag-engine:problem:"
+
+log = get_logger("rag.errors")
+
+
+class RagError(Exception):
+    """Base of the errors a RAG Engine service answers with a problem-details response."""
+
+    status_code: int = HTTPStatus.INTERNAL_SERVER_ERROR
+    problem: str = "internal-error"
+    title: str = "Internal error"
+
+    def __init__(
+        self,
+        detail: str,
+        *,
+        extra: dict[str, Any] | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        self.extra = extra or {}
+        self.headers = headers or {}
+
+
+class InvalidInput(RagError):
+    status_code = HTTPStatus.UNPROCESSABLE_ENTITY
+    problem = "invalid-input"
+    title = "Invalid input"
+
+
+class NotFound(RagError):
+    status_code = HTTPStatus.NOT_FOUND
+    problem = "not-found"
+    title = "Not found"
+
+
+class Conflict(RagError):
+    status_code = HTTPStatus.CONFLICT
+    problem = "conflict"
+    title = "Conflict"
+
+
+class PayloadTooLarge(RagError):
+    status_code = HTTPStatus.REQUEST_ENTITY_TOO_LARGE
+    problem = "payload-too-large"
+    title = "Payload too large"
+
+
+class UnsupportedMediaType(RagError):
+    status_code = HTTPStatus.UNSUPPORTED_MEDIA_TYPE
+    problem = "unsupported-media-type"
+    title = "Unsupported media type"
+
+
+class DependencyUnavailable(RagError):
+    """A backing service (Redis, Chroma, an LLM API) did not answer; retrying later may work."""
+
+    status_code = HTTPStatus.SERVICE_UNAVAILABLE
+    problem = "dependency-unavailable"
+    title = "Dependency unavailable"
+
+
+def problem_type(slug: str) -> str:
+    return PROBLEM_TYPE_BASE + slug
+
+
+def rag_error_to_problem(exc: RagError) -> ProblemDetailsException:
+    return ProblemDetailsException(
+        status_code=exc.status_code,
+        type_=problem_type(exc.problem),
+        title=exc.title,
+        detail=exc.detail,
+        extra=exc.extra or None,
+        headers=exc.headers or None,
+    )
+
+
+def http_exception_to_problem(exc: HTTPException) -> ProblemDetailsException:
+    """Litestar's own errors (routing, validation) in the same shape as ours."""
+    status = HTTPStatus(exc.status_code)
+    extra: dict[str, Any] | None = None
+    detail = exc.detail if exc.detail != status.phrase else ""
+    if isinstance(exc, ValidationException) and isinstance(exc.extra, list):
+        errors = [
+            {
+                "field": item.get("key"),
+                "source": item.get("source"),
+                "message": item.get("message"),
+            }
+            for item in exc.extra
+            if isinstance(item, dict)
+        ]
+        extra = {"errors": errors}
+        if errors and errors[0]["field"]:
+            detail = f"{errors[0]['field']}: {errors[0]['message']}"
+    elif isinstance(exc.extra, dict):
+        extra = exc.extra
+    return ProblemDetailsException(
+        status_code=exc.status_code,
+        type_=problem_type(status.phrase.lower().replace(" ", "-")),
+        title=status.phrase,
+        detail=detail,
+        extra=extra,
+        headers=exc.headers,
+    )
+
+
+def unexpected_error_to_problem(exc: Exception) -> ProblemDetailsException:
+    """Anything unforeseen: logged in full here, answered without internals."""
+    log.error("unhandled_exception", exc_info=exc)
+    return ProblemDetailsException(
+        status_code=HTTPStatus.INTERNAL_SERVER_ERROR,
+        type_=problem_type("internal-error"),
+        title="Internal error",
+        detail="The server failed to handle this request; it has been logged.",
+    )
+
+
+def problem_details_plugin() -> ProblemDetailsPlugin:
+    """Every error a service returns becomes ``application/problem+json``."""
+    return ProblemDetailsPlugin(
+        ProblemDetailsConfig(
+            exception_to_problem_detail_map={
+                HTTPException: http_exception_to_problem,
+                RagError: rag_error_to_problem,
+                Exception: unexpected_error_to_problem,
+            }
+        )
+    )

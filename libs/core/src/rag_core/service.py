@@ -1,0 +1,151 @@
+"""What every service app shares: problem details, telemetry, health routes, client lifespans."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from dataclasses import dataclass
+from importlib.metadata import PackageNotFoundError, version
+from typing import Generic, TypeVar
+
+from litestar import Litestar
+from litestar.datastructures import State
+from litestar.di import Provide
+from litestar.openapi import OpenAPIConfig
+from litestar.types import ControllerRouterHandler
+from rag_config import ChromaSettings, ServiceSettings
+from rag_telemetry import get_logger, instrument_app
+from redis.asyncio import Redis
+
+from rag_core.clients import ChromaConnection, create_redis
+from rag_core.errors import problem_details_plugin
+from rag_core.health import Readiness, health, ready
+
+S = TypeVar("S", bound=ServiceSettings)
+Lifespan = Callable[[Litestar], AbstractAsyncContextManager[None]]
+
+log = get_logger("rag.service")
+
+
+@dataclass(frozen=True)
+class ServiceSpec(Generic[S]):
+    """How to build one service. ``app_factory`` must be a module-level function (WORKERS>1
+    re-imports it in each worker process)."""
+
+    name: str
+    settings_cls: type[S]
+    app_factory: Callable[[S], Litestar]
+
+    @property
+    def program(self) -> str:
+        return f"rag-{self.name}"
+
+    @property
+    def version(self) -> str:
+        return package_version(self.program)
+
+
+def package_version(distribution: str) -> str:
+    try:
+        return version(distribution)
+    except PackageNotFoundError:
+        return "0.0.0+unknown"
+
+
+def redis_lifespan(settings: ServiceSettings) -> Lifespan:
+    """Redis pool on ``app.state.redis``, checked by /ready, closed at shutdown."""
+
+    @asynccontextmanager
+    async def redis_client(app: Litestar) -> AsyncIterator[None]:
+        redis = create_redis(settings, settings)
+        app.state.redis = redis
+        app.state.readiness.checks["redis"] = redis.ping
+        try:
+            yield
+        finally:
+            await redis.aclose()
+
+    return redis_client
+
+
+def chroma_lifespan(settings: ChromaSettings) -> Lifespan:
+    """Chroma connection on ``app.state.chroma``, checked by /ready."""
+
+    @asynccontextmanager
+    async def chroma_client(app: Litestar) -> AsyncIterator[None]:
+        chroma = ChromaConnection(settings)
+        app.state.chroma = chroma
+        app.state.readiness.checks["chroma"] = chroma.heartbeat
+        yield
+
+    return chroma_client
+
+
+@asynccontextmanager
+async def _readiness_gate(app: Litestar) -> AsyncIterator[None]:
+    """Last lifespan: ready only once every client exists; draining as soon as shutdown starts."""
+    readiness: Readiness = app.state.readiness
+    readiness.started = True
+    log.info("service_started")
+    try:
+        yield
+    finally:
+        readiness.draining = True
+        log.info("service_stopping")
+
+
+def provide_redis(state: State) -> Redis:
+    redis: Redis = state.redis
+    return redis
+
+
+def provide_chroma(state: State) -> ChromaConnection:
+    chroma: ChromaConnection = state.chroma
+    return chroma
+
+
+def build_service_app(
+    spec: ServiceSpec[S],
+    settings: S,
+    *,
+    route_handlers: Sequence[ControllerRouterHandler] = (),
+    lifespan: Sequence[Lifespan] = (),
+    dependencies: Mapping[str, Provide] | None = None,
+    description: str = "",
+) -> Litestar:
+    """A Litestar app with the house plumbing; the service adds its routes and clients."""
+    readiness = Readiness(timeout=settings.ready_check_timeout_seconds)
+    app = Litestar(
+        route_handlers=[health, ready, *route_handlers],
+        lifespan=[*lifespan, _readiness_gate],
+        dependencies=dict(dependencies or {}),
+        plugins=[problem_details_plugin()],
+        state=State({"readiness": readiness, "settings": settings}),
+        openapi_config=OpenAPIConfig(
+            title=f"RAG Engine {spec.name}",
+            version=spec.version,
+            description=description,
+            path="/schema",
+        ),
+        logging_config=None,
+        debug=False,
+    )
+    return instrument_app(app)
+
+
+def readiness_of(app: Litestar) -> Readiness:
+    readiness: Readiness = app.state.readiness
+    return readiness
+
+
+__all__ = [
+    "Lifespan",
+    "ServiceSpec",
+    "build_service_app",
+    "chroma_lifespan",
+    "package_version",
+    "provide_chroma",
+    "provide_redis",
+    "readiness_of",
+    "redis_lifespan",
+]

@@ -1,0 +1,32 @@
+"""Native processes for development, tests and benchmarks (never imported by services)."""
+
+from rag_devstack.processes import (
+    LOOPBACK,
+    ManagedProcess,
+    ProcessFailed,
+    descendants,
+    free_port,
+    http_ok,
+    pid_alive,
+    port_is_free,
+    redis_answers,
+    wait_gone,
+)
+from rag_devstack.stack import SERVICES, NativeStack, StackPorts, executable
+
+__all__ = [
+    "LOOPBACK",
+    "SERVICES",
+    "ManagedProcess",
+    "NativeStack",
+    "ProcessFailed",
+    "StackPorts",
+    "descendants",
+    "executable",
+    "free_port",
+    "http_ok",
+    "pid_alive",
+    "port_is_free",
+    "redis_answers",
+    "wait_gone",
+]

@@ -1,0 +1,278 @@
+"""The whole RAG Engine stack as native processes on loopback.
+
+Used by ``make dev``, by the end-to-end tests (on free ports) and by the benchmarks, so all
+three run the system the same way.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, fields
+from pathlib import Path
+from types import TracebackType
+
+from rag_devstack.processes import (
+    LOOPBACK,
+    ManagedProcess,
+    ProcessFailed,
+    free_port,
+    http_ok,
+    port_is_free,
+    redis_answers,
+)
+
+SERVICES = ("ingest", "query", "gateway")
+START_TIMEOUT_SECONDS = 60.0
+
+
+@dataclass
+class StackPorts:
+    """Loopback ports of the native stack; each can be changed by ``DEV_<FIELD>``."""
+
+    redis: int = 6380
+    chroma: int = 8001
+    gateway: int = 8100
+    gateway_health: int = 8190
+    ingest: int = 8110
+    ingest_health: int = 8191
+    query: int = 8120
+    query_health: int = 8192
+
+    @staticmethod
+    def variable(field: str) -> str:
+        return f"DEV_{field.upper()}_PORT"
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> StackPorts:
+        values: dict[str, int] = {}
+        for field in fields(cls):
+            raw = env.get(cls.variable(field.name))
+            if raw is None or raw == "":
+                continue
+            if not raw.isdigit() or not 0 < int(raw) < 65536:
+                raise ValueError(f"{cls.variable(field.name)}={raw!r}: allowed: a port 1-65535")
+            values[field.name] = int(raw)
+        return cls(**values)
+
+    @classmethod
+    def free(cls) -> StackPorts:
+        ports: set[int] = set()
+        values: dict[str, int] = {}
+        for field in fields(cls):
+            port = free_port()
+            while port in ports:
+                port = free_port()
+            ports.add(port)
+            values[field.name] = port
+        return cls(**values)
+
+    def items(self) -> Iterable[tuple[str, int]]:
+        return ((field.name, getattr(self, field.name)) for field in fields(self))
+
+    def taken(self) -> list[tuple[str, int]]:
+        """(variable, port) for every port something else already listens on."""
+        return [
+            (self.variable(name), port) for name, port in self.items() if not port_is_free(port)
+        ]
+
+    def api(self, service: str) -> int:
+        return int(getattr(self, service))
+
+    def health(self, service: str) -> int:
+        return int(getattr(self, f"{service}_health"))
+
+
+def executable(name: str) -> str:
+    """A program from the project's venv, else from PATH (and sbin, where Debian puts nginx)."""
+    beside_python = Path(sys.executable).parent / name
+    if beside_python.exists():
+        return str(beside_python)
+    found = shutil.which(name) or shutil.which(name, path="/usr/sbin:/usr/local/sbin:/sbin")
+    if found is None:
+        raise ProcessFailed(f"{name} is not installed; run `make setup`")
+    return found
+
+
+class NativeStack:
+    """Redis, Chroma and the services, each a managed process logging to ``workdir/logs``."""
+
+    def __init__(
+        self,
+        workdir: Path,
+        ports: StackPorts,
+        *,
+        cwd: Path | None = None,
+        env: Mapping[str, str] | None = None,
+        python: str = sys.executable,
+    ) -> None:
+        self.workdir = workdir
+        self.ports = ports
+        self.cwd = cwd or workdir
+        self.extra_env = dict(env or {})
+        self.python = python
+        self.processes: dict[str, ManagedProcess] = {}
+
+    @property
+    def log_dir(self) -> Path:
+        return self.workdir / "logs"
+
+    @property
+    def redis_url(self) -> str:
+        return f"redis://{LOOPBACK}:{self.ports.redis}/0"
+
+    def api_url(self, service: str) -> str:
+        return f"http://{LOOPBACK}:{self.ports.api(service)}"
+
+    def health_url(self, service: str) -> str:
+        return f"http://{LOOPBACK}:{self.ports.health(service)}"
+
+    def service_env(
+        self, service: str, overrides: Mapping[str, str] | None = None
+    ) -> dict[str, str]:
+        env = dict(os.environ)
+        env.update(
+            {
+                "ENVIRONMENT": "development",
+                "HOST": LOOPBACK,
+                "PORT": str(self.ports.api(service)),
+                "HEALTH_PORT": str(self.ports.health(service)),
+                "REDIS_URL": self.redis_url,
+                "CHROMA_HOST": LOOPBACK,
+                "CHROMA_PORT": str(self.ports.chroma),
+                "LOG_FORMAT": "json",
+                "PYTHONUNBUFFERED": "1",
+                "ORT_DISABLE_TELEMETRY": "1",
+            }
+        )
+        env.update(self.extra_env)
+        env.update(overrides or {})
+        return env
+
+    def _add(
+        self, name: str, argv: list[str], env: Mapping[str, str] | None = None
+    ) -> ManagedProcess:
+        process = ManagedProcess(
+            name, argv, log_path=self.log_dir / f"{name}.log", env=env, cwd=self.cwd
+        )
+        self.processes[name] = process.start()
+        return process
+
+    def start_redis(self) -> ManagedProcess:
+        data = self.workdir / "data" / "redis"
+        data.mkdir(parents=True, exist_ok=True)
+        return self._add(
+            "redis",
+            [
+                executable("redis-server"),
+                "--bind",
+                LOOPBACK,
+                "--port",
+                str(self.ports.redis),
+                "--dir",
+                str(data),
+                "--appendonly",
+                "yes",
+                "--appendfsync",
+                "everysec",
+                "--maxmemory-policy",
+                "noeviction",
+                "--save",
+                "",
+                "--daemonize",
+                "no",
+                "--logfile",
+                "",
+            ],
+        )
+
+    def start_chroma(self) -> ManagedProcess:
+        data = self.workdir / "data" / "chroma"
+        data.mkdir(parents=True, exist_ok=True)
+        env = {**os.environ, "ANONYMIZED_TELEMETRY": "False", "NO_COLOR": "1"}
+        return self._add(
+            "chroma",
+            [
+                executable("chroma"),
+                "run",
+                "--host",
+                LOOPBACK,
+                "--port",
+                str(self.ports.chroma),
+                "--path",
+                str(data),
+            ],
+            env,
+        )
+
+    def start_service(
+        self, service: str, overrides: Mapping[str, str] | None = None, *, name: str | None = None
+    ) -> ManagedProcess:
+        return self._add(
+            name or service,
+            [self.python, "-m", f"rag_{service}"],
+            self.service_env(service, overrides),
+        )
+
+    def wait_redis(self, timeout: float = START_TIMEOUT_SECONDS) -> None:
+        self.processes["redis"].wait_until(
+            lambda: redis_answers(self.ports.redis), timeout=timeout, what="answering PING"
+        )
+
+    def wait_chroma(self, timeout: float = START_TIMEOUT_SECONDS) -> None:
+        url = f"http://{LOOPBACK}:{self.ports.chroma}/api/v2/heartbeat"
+        self.processes["chroma"].wait_until(
+            lambda: http_ok(url), timeout=timeout, what="answering its heartbeat"
+        )
+
+    def wait_ready(
+        self, service: str, *, name: str | None = None, timeout: float = START_TIMEOUT_SECONDS
+    ) -> None:
+        url = f"{self.health_url(service)}/ready"
+        self.processes[name or service].wait_until(
+            lambda: http_ok(url), timeout=timeout, what="ready"
+        )
+
+    def start(self, services: Iterable[str] = SERVICES) -> NativeStack:
+        """Start everything and wait until each part answers; on failure stop what started."""
+        services = list(services)
+        try:
+            self.start_redis()
+            self.start_chroma()
+            self.wait_redis()
+            self.wait_chroma()
+            for service in services:
+                self.start_service(service)
+            for service in services:
+                self.wait_ready(service)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def unexpected_exits(self) -> list[tuple[str, int]]:
+        return [
+            (name, code)
+            for name, process in self.processes.items()
+            if (code := process.poll()) is not None
+        ]
+
+    def stop(self) -> dict[str, int | None]:
+        """Stop in reverse start order: services first, then Chroma and Redis."""
+        codes: dict[str, int | None] = {}
+        for name in reversed(list(self.processes)):
+            codes[name] = self.processes[name].stop()
+        return codes
+
+    def __enter__(self) -> NativeStack:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()

@@ -1,0 +1,1 @@
+"""RAG Engine ingest service."""

@@ -1,0 +1,1 @@
+"""RAG Engine query service."""

@@ -1,0 +1,61 @@
+"""Session fixtures: a REAL redis-server and a REAL Chroma server on free loopback ports."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from rag_devstack import NativeStack, StackPorts
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+@dataclass(frozen=True)
+class Backing:
+    """Where the session's Redis and Chroma listen."""
+
+    stack: NativeStack
+
+    @property
+    def redis_url(self) -> str:
+        return self.stack.redis_url
+
+    @property
+    def redis_port(self) -> int:
+        return self.stack.ports.redis
+
+    @property
+    def chroma_port(self) -> int:
+        return self.stack.ports.chroma
+
+
+@pytest.fixture(scope="session")
+def backing_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NativeStack]:
+    stack = NativeStack(tmp_path_factory.mktemp("backing"), StackPorts.free())
+    yield stack
+    stack.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_server(backing_stack: NativeStack) -> Backing:
+    """redis-server from the Debian package, with AOF on and noeviction, as in production."""
+    if "redis" not in backing_stack.processes:
+        backing_stack.start_redis()
+        backing_stack.wait_redis()
+    return Backing(backing_stack)
+
+
+@pytest.fixture(scope="session")
+def chroma_server(backing_stack: NativeStack) -> Backing:
+    """`chroma run` from the chromadb package, persisting to a temp dir."""
+    if "chroma" not in backing_stack.processes:
+        backing_stack.start_chroma()
+        backing_stack.wait_chroma()
+    return Backing(backing_stack)
+
+
+@pytest.fixture(scope="session")
+def backing(redis_server: Backing, chroma_server: Backing) -> Backing:
+    return redis_server

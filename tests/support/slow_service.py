@@ -1,0 +1,28 @@
+"""A service with a deliberately slow route, run by the real server runner in e2e tests."""
+
+from __future__ import annotations
+
+import asyncio
+
+from litestar import Litestar, get
+from rag_config import GatewaySettings
+from rag_core.server import run_service
+from rag_core.service import ServiceSpec, build_service_app, redis_lifespan
+
+
+@get("/slow", sync_to_thread=False)
+async def slow(seconds: float = 2.0) -> dict[str, float]:
+    await asyncio.sleep(seconds)
+    return {"slept": seconds}
+
+
+def create_app(settings: GatewaySettings) -> Litestar:
+    return build_service_app(
+        SPEC, settings, route_handlers=[slow], lifespan=[redis_lifespan(settings)]
+    )
+
+
+SPEC = ServiceSpec(name="slowtest", settings_cls=GatewaySettings, app_factory=create_app)
+
+if __name__ == "__main__":
+    run_service(SPEC)

@@ -1,0 +1,104 @@
+"""Every error is RFC 9457 problem+json; bad input names the field; internals never leak."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import msgspec
+import pytest
+from litestar import Litestar, get, post
+from litestar.params import JSONBody
+from litestar.testing import AsyncTestClient
+from rag_core.errors import InvalidInput, NotFound, problem_details_plugin
+
+from tests.support.logs import CapturedLogs
+
+
+class NewCollection(msgspec.Struct):
+    name: str
+    dimension: int
+
+
+@post("/collections", sync_to_thread=False)
+def create_collection(data: JSONBody[NewCollection]) -> dict[str, str]:
+    if data.name.startswith("_"):
+        raise InvalidInput(
+            "name must not start with '_'", extra={"errors": [{"field": "name", "message": "x"}]}
+        )
+    return {"name": data.name}
+
+
+@get("/collections/missing", sync_to_thread=False)
+def missing() -> None:
+    raise NotFound("collection 'missing' does not exist")
+
+
+@get("/crash", sync_to_thread=False)
+def crash() -> None:
+    raise RuntimeError("database password is hunter2")
+
+
+@pytest.fixture
+async def client() -> AsyncIterator[AsyncTestClient[Litestar]]:
+    app = Litestar(
+        route_handlers=[create_collection, missing, crash],
+        plugins=[problem_details_plugin()],
+        logging_config=None,
+    )
+    async with AsyncTestClient(app) as test_client:
+        yield test_client
+
+
+async def test_domain_error_is_problem_json(client: AsyncTestClient[Litestar]) -> None:
+    response = await client.get("/collections/missing")
+    assert response.status_code == 404
+    assert response.headers["content-type"] == "application/problem+json"
+    assert response.json() == {
+        "status": 404,
+        "type": "urn:rag-engine:problem:not-found",
+        "title": "Not found",
+        "detail": "collection 'missing' does not exist",
+    }
+
+
+async def test_invalid_body_names_the_field(client: AsyncTestClient[Litestar]) -> None:
+    response = await client.post("/collections", json={"name": "docs", "dimension": "big"})
+    assert response.status_code == 400
+    assert response.headers["content-type"] == "application/problem+json"
+    body = response.json()
+    assert body["title"] == "Bad Request"
+    assert "dimension" in body["detail"]
+    assert body["errors"][0]["field"] == "dimension"
+
+
+async def test_domain_validation_keeps_its_extra_members(client: AsyncTestClient[Litestar]) -> None:
+    response = await client.post("/collections", json={"name": "_x", "dimension": 3})
+    assert response.status_code == 422
+    assert response.json()["errors"] == [{"field": "name", "message": "x"}]
+
+
+async def test_unexpected_errors_are_logged_but_not_leaked(
+    client: AsyncTestClient[Litestar],
+) -> None:
+    logs = CapturedLogs()
+    response = await client.get("/crash")
+    assert response.status_code == 500
+    assert response.headers["content-type"] == "application/problem+json"
+    assert "hunter2" not in response.text
+    assert "RuntimeError" not in response.text
+    logged = [line for line in logs.lines() if line["event"] == "unhandled_exception"]
+    assert len(logged) == 1
+    assert "RuntimeError" in str(logged[0]["exception"])
+
+
+async def test_unknown_route_and_method_are_problem_json(
+    client: AsyncTestClient[Litestar],
+) -> None:
+    not_found = await client.get("/nope")
+    assert (not_found.status_code, not_found.headers["content-type"]) == (
+        404,
+        "application/problem+json",
+    )
+    wrong_method = await client.delete("/collections")
+    assert wrong_method.status_code == 405
+    assert wrong_method.json()["title"] == "Method Not Allowed"
