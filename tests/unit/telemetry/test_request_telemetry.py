@@ -11,6 +11,8 @@ import structlog
 from litestar import Litestar, get
 from litestar.params import FromPath
 from litestar.testing import AsyncTestClient
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from rag_core.health import Readiness, create_ops_app
 from rag_telemetry import configure_tracing, instrument_app
 
@@ -111,3 +113,18 @@ async def test_metrics_count_requests_by_route_template(
     assert delta("http_requests_total", route="/boom", status="500") == 1
     # Raw paths never become label values.
     assert not any("/items/3" in str(labels) for _, labels, _ in samples(after))
+
+
+async def test_spans_are_named_by_route_template_and_probes_are_not_traced(
+    client: AsyncTestClient[Litestar],
+) -> None:
+    provider = configure_tracing("test", version="0", otlp_endpoint=None)
+    exporter = InMemorySpanExporter()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    await client.get("/items/9")
+    await client.get("/not/here")
+    await client.get("/health")
+    names = [span.name for span in exporter.get_finished_spans()]
+    assert names == ["GET /items/{item_id}", "GET <unmatched>"]
+    attributes = exporter.get_finished_spans()[0].attributes or {}
+    assert attributes["http.route"] == "/items/{item_id}"

@@ -63,6 +63,8 @@ class RequestTelemetryMiddleware:
             if message["type"] == "http.response.start":
                 status = message["status"]
                 MutableScopeHeaders(message)[REQUEST_ID_HEADER] = request_id
+                # The span ends with the last body chunk, so it is named now that routing is done.
+                _name_span(scope)
             elif message["type"] == "http.response.body":
                 response_bytes += len(message.get("body", b""))
             await send(message)
@@ -81,10 +83,6 @@ class RequestTelemetryMiddleware:
     def _record(self, scope: Scope, status: int, response_bytes: int, seconds: float) -> None:
         method = scope.get("method", "")
         route = scope.get("path_template") or UNMATCHED_ROUTE
-        span = trace.get_current_span()
-        if span.is_recording():
-            span.update_name(f"{method} {route}")
-            span.set_attribute("http.route", route)
         labels = (route, method, str(status))
         HTTP_REQUESTS.labels(*labels).inc()
         HTTP_REQUEST_DURATION.labels(*labels).observe(seconds)
@@ -97,6 +95,14 @@ class RequestTelemetryMiddleware:
             duration_ms=round(seconds * 1000, 2),
             response_bytes=response_bytes,
         )
+
+
+def _name_span(scope: Scope) -> None:
+    span = trace.get_current_span()
+    if span.is_recording():
+        route = scope.get("path_template") or UNMATCHED_ROUTE
+        span.update_name(f"{scope.get('method', 'HTTP')} {route}")
+        span.set_attribute("http.route", route)
 
 
 def _span_details(scope: Scope) -> tuple[str, dict[str, Any]]:
@@ -114,7 +120,9 @@ def instrument_app(app: Litestar, *, ops_paths: Collection[str] = OPS_PATHS) -> 
     inner = RequestTelemetryMiddleware(app.asgi_handler, ops_paths=ops_paths)
     app.asgi_handler = OpenTelemetryMiddleware(  # type: ignore[assignment]
         inner,
-        excluded_urls=",".join(f"^{path}$" for path in ops_paths) or None,
+        # Matched (re.search) against the full URL, so anchor on the host part.
+        excluded_urls=",".join(rf"^[a-z]+://[^/]+{re.escape(path)}(\?|$)" for path in ops_paths)
+        or None,
         default_span_details=_span_details,
         exclude_spans=["receive", "send"],
     )
