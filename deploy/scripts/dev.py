@@ -12,7 +12,7 @@ import sys
 import time
 from pathlib import Path
 
-from rag_devstack import SERVICES, NativeStack, ProcessFailed, StackPorts
+from rag_devstack import SERVICES, NativeStack, ProcessFailed, StackPorts, StartCancelled
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -33,17 +33,16 @@ def main() -> int:
 
     workdir = Path(os.environ.get("DEV_DIR") or ROOT / ".dev").resolve()
     stack = NativeStack(workdir, ports, cwd=ROOT)
-    stopping = False
+    received: list[int] = []
 
     def request_stop(signum: int, _frame: object) -> None:
-        nonlocal stopping
-        if stopping:
-            return
-        stopping = True
-        print(f"\nmake dev: {signal.Signals(signum).name} received, stopping...", flush=True)
+        # Only flags here: printing from a signal handler can collide with a print in progress.
+        received.append(signum)
+        stack.cancel()  # a start() in progress gives up and stops whatever it started
 
-    signal.signal(signal.SIGINT, request_stop)
-    signal.signal(signal.SIGTERM, request_stop)
+    # Ctrl-C, `kill`, or the terminal closing: all stop every process we started.
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, request_stop)
 
     print(
         f"make dev: starting Redis, Chroma and {', '.join(SERVICES)} (logs in {stack.log_dir})",
@@ -54,13 +53,16 @@ def main() -> int:
     except ProcessFailed as exc:
         print(f"make dev: {exc}", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
-        return 130
+    except StartCancelled:
+        print(
+            f"make dev: {_signal_name(received)} during start-up; everything stopped.", flush=True
+        )
+        return 0
 
     print(_banner(stack), flush=True)
     exit_code = 0
     try:
-        while not stopping:
+        while not received:
             time.sleep(0.3)
             died = stack.unexpected_exits()
             if died:
@@ -73,9 +75,15 @@ def main() -> int:
                 exit_code = 1
                 break
     finally:
+        if received:
+            print(f"\nmake dev: {_signal_name(received)} received, stopping...", flush=True)
         stack.stop()
         print("make dev: everything stopped.", flush=True)
     return exit_code
+
+
+def _signal_name(received: list[int]) -> str:
+    return signal.Signals(received[0]).name if received else "signal"
 
 
 def _banner(stack: NativeStack) -> str:

@@ -81,3 +81,31 @@ def test_make_dev_names_a_taken_port_and_how_to_change_it(tmp_path: Path) -> Non
     assert result.returncode == 1
     assert f"port {ports.query} is already in use (DEV_QUERY_PORT)" in result.stderr
     assert "make dev DEV_QUERY_PORT=" in result.stderr
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGHUP])
+def test_a_signal_during_start_up_stops_at_once_and_leaves_nothing(
+    tmp_path: Path, signum: signal.Signals
+) -> None:
+    ports = StackPorts.free()
+    runner = subprocess.Popen(
+        [sys.executable, str(DEV_SCRIPT)],
+        env=_dev_env(ports, tmp_path / "dev"),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        started: set[int] = set()
+        while len(started) < 2 and time.monotonic() < deadline:  # Redis and Chroma launched
+            started |= descendants(runner.pid)
+            time.sleep(0.05)
+        runner.send_signal(signum)
+        output, _ = runner.communicate(timeout=30)
+    finally:
+        if runner.poll() is None:
+            os.killpg(runner.pid, signal.SIGKILL)
+    assert runner.returncode == 0
+    assert b"Press Ctrl-C" not in output  # it never claimed to be running
+    assert wait_gone(started | descendants(runner.pid)) == set()

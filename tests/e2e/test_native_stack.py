@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import signal
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -70,8 +71,14 @@ def test_request_id_and_trace_id_on_every_log_line_of_a_request(
     )
     assert response.headers["x-request-id"] == request_id
     log_file: Path = stack.processes[service].log_path
-    lines = [json.loads(line) for line in log_file.read_text().splitlines() if line.startswith("{")]
-    mine = [line for line in lines if line.get("request_id") == request_id]
+    # The summary line is written just after the response is sent: give it a moment.
+    deadline = time.monotonic() + 10
+    while True:
+        lines = [json.loads(ln) for ln in log_file.read_text().splitlines() if ln.startswith("{")]
+        mine = [line for line in lines if line.get("request_id") == request_id]
+        if any(line["event"] == "request" for line in mine) or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
     assert mine, "the request left no log line"
     assert all(line["service"] == service for line in mine)
     assert len({line.get("trace_id") for line in mine}) == 1

@@ -9,6 +9,7 @@ import pytest
 from litestar import Litestar
 from litestar.testing import AsyncTestClient
 from rag_config import GatewaySettings, IngestSettings, QuerySettings, ServiceSettings
+from rag_core.health import create_ops_app
 from rag_devstack import NativeStack, StackPorts, free_port
 from rag_gateway.app import create_app as create_gateway
 from rag_ingest.app import create_app as create_ingest
@@ -57,12 +58,16 @@ async def test_not_ready_names_the_dependency_that_is_down(service: str, backing
     async with AsyncTestClient(app) as client:
         response = await client.get("/ready")
         health = await client.get("/health")
+        async with AsyncTestClient(create_ops_app(app.state.readiness)) as ops:
+            detailed = await ops.get("/ready")
     assert response.status_code == 503
     checks = response.json()["checks"]
-    assert checks["redis"]["status"] == "error"
-    assert "Connection" in checks["redis"]["error"]
+    assert checks["redis"] == {"status": "error"}, "no host or port on the public port"
     if "chroma" in checks:
         assert checks["chroma"]["status"] == "ok"
+    # The internal health port says why.
+    assert detailed.status_code == 503
+    assert "Connection" in detailed.json()["checks"]["redis"]["error"]
     # Liveness never depends on anything external.
     assert health.status_code == 200
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import time
 
 from litestar import Litestar, get
 from rag_config import GatewaySettings
@@ -16,9 +18,16 @@ async def slow(seconds: float = 2.0) -> dict[str, float]:
     return {"slept": seconds}
 
 
+@get("/block", sync_to_thread=False)
+def block(seconds: float = 1.0) -> dict[str, int]:
+    """Blocks its worker's event loop, so a concurrent request must go to another worker."""
+    time.sleep(seconds)
+    return {"pid": os.getpid()}
+
+
 def create_app(settings: GatewaySettings) -> Litestar:
     return build_service_app(
-        SPEC, settings, route_handlers=[slow], lifespan=[redis_lifespan(settings)]
+        SPEC, settings, route_handlers=[slow, block], lifespan=[redis_lifespan(settings)]
     )
 
 

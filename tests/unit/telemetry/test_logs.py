@@ -77,3 +77,38 @@ def test_console_format_on_a_terminal_and_json_otherwise() -> None:
     configure_logging("t", log_format="auto", stream=pipe, cache_loggers=False)
     structlog.stdlib.get_logger().info("hello")
     assert json.loads(pipe.getvalue())["event"] == "hello"
+
+
+def _connect(url: str) -> None:
+    password = "hunter2-local-secret"  # a local that must never reach a log line
+    raise ConnectionError(f"cannot reach {url} with {password}")
+
+
+def test_exceptions_are_masked_and_never_show_frame_locals() -> None:
+    secret = "sk-exception-secret-123"
+    logs = CapturedLogs(secrets=(secret, "hunter2-local-secret"))
+    try:
+        _connect(f"https://api.example/?key={secret}")
+    except ConnectionError:
+        structlog.stdlib.get_logger().exception("provider_failed")
+        logging.getLogger("uvicorn.error").exception("stdlib saw it too")
+    text = logs.text()
+    assert secret not in text
+    assert "hunter2-local-secret" not in text
+    first, second = logs.lines()
+    for line in (first, second):
+        frames = line["exception"][0]["frames"]
+        assert frames, "the traceback itself is kept"
+        assert all("locals" not in frame for frame in frames)
+        assert "***" in line["exception"][0]["exc_value"]
+
+
+def test_counts_with_token_in_their_name_are_not_masked() -> None:
+    logs = CapturedLogs()
+    structlog.stdlib.get_logger().info(
+        "usage", prompt_tokens=12, max_tokens=256, token_count=3, access_token="abc", token="t"
+    )
+    line = logs.lines()[0]
+    assert (line["prompt_tokens"], line["max_tokens"], line["token_count"]) == (12, 256, 3)
+    assert line["access_token"] == "***"
+    assert line["token"] == "***"

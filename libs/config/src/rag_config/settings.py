@@ -164,6 +164,9 @@ class ChromaSettings(_EnvSettings):
     chroma_host: str = Field("localhost", description="Chroma server host.")
     chroma_port: Port = Field(8000, description="Chroma server port.")
     chroma_ssl: bool = Field(False, description="Talk to Chroma over HTTPS.")
+    chroma_timeout_seconds: float = Field(
+        30.0, gt=0, le=600, description="Time limit of each request to Chroma."
+    )
 
     @field_validator("chroma_host")
     @classmethod

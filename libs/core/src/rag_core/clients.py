@@ -2,14 +2,9 @@
 
 from __future__ import annotations
 
-import asyncio
-from typing import TYPE_CHECKING, Any
-
+import httpx
 from rag_config import ChromaSettings, PoolSettings, RedisSettings
 from redis.asyncio import BlockingConnectionPool, Redis
-
-if TYPE_CHECKING:
-    from chromadb.api import AsyncClientAPI
 
 REDIS_POOL_TIMEOUT_SECONDS = 5.0
 
@@ -26,37 +21,31 @@ def create_redis(redis: RedisSettings, pool: PoolSettings) -> Redis:
     return Redis(connection_pool=connection_pool)
 
 
-class ChromaConnection:
-    """Chroma's async client, created on first use.
+class ChromaClient:
+    """Chroma's HTTP API over one pooled httpx client with timeouts.
 
-    Creating the client already talks to the server, so it cannot happen at start-up: a service
-    must come up (and say "not ready") while Chroma is still starting or down.
+    Not chromadb's own async client: that one has no request timeout (a hung Chroma would
+    hang every request), shares its connection pool across instances, and has no public way
+    to close it. Creating this client does not connect, so a service starts while Chroma is
+    down and turns ready when it answers.
     """
 
-    def __init__(self, settings: ChromaSettings) -> None:
-        self._settings = settings
-        self._client: AsyncClientAPI | None = None
-        self._lock = asyncio.Lock()
-
-    async def client(self) -> AsyncClientAPI:
-        if self._client is None:
-            async with self._lock:
-                if self._client is None:
-                    self._client = await self._connect()
-        return self._client
-
-    async def _connect(self) -> AsyncClientAPI:
-        import chromadb  # noqa: PLC0415 - heavy import, paid only by services that use Chroma
-        from chromadb.config import Settings  # noqa: PLC0415
-
-        return await chromadb.AsyncHttpClient(
-            host=self._settings.chroma_host,
-            port=self._settings.chroma_port,
-            ssl=self._settings.chroma_ssl,
-            # Never phone home; never let the client pick an embedding function for us.
-            settings=Settings(anonymized_telemetry=False),
+    def __init__(self, settings: ChromaSettings, pool: PoolSettings) -> None:
+        scheme = "https" if settings.chroma_ssl else "http"
+        self.base_url = f"{scheme}://{settings.chroma_host}:{settings.chroma_port}"
+        self._http = httpx.AsyncClient(
+            base_url=self.base_url,
+            timeout=httpx.Timeout(settings.chroma_timeout_seconds),
+            limits=httpx.Limits(
+                max_connections=pool.max_connections,
+                max_keepalive_connections=pool.pool_size,
+            ),
         )
 
-    async def heartbeat(self) -> Any:
-        client = await self.client()
-        return await client.heartbeat()
+    async def heartbeat(self) -> int:
+        response = await self._http.get("/api/v2/heartbeat")
+        response.raise_for_status()
+        return int(response.json()["nanosecond heartbeat"])
+
+    async def close(self) -> None:
+        await self._http.aclose()

@@ -60,14 +60,27 @@ def health() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@get("/ready", media_type=MediaType.JSON, include_in_schema=False)
-async def ready(state: State) -> Response[dict[str, Any]]:
-    """Ready: every dependency answers. 503 with the failing checks otherwise."""
+async def _ready_response(state: State, *, detailed: bool) -> Response[dict[str, Any]]:
     readiness: Readiness = state.readiness
     ok, body = await readiness.report()
     if not ok and body["checks"]:
         log.warning("not_ready", checks=body["checks"])
+    if not detailed:
+        # Error texts name hosts and ports: only the internal health port shows them.
+        body["checks"] = {name: {"status": c["status"]} for name, c in body["checks"].items()}
     return Response(body, status_code=HTTP_200_OK if ok else HTTP_503_SERVICE_UNAVAILABLE)
+
+
+@get("/ready", media_type=MediaType.JSON, include_in_schema=False)
+async def ready(state: State) -> Response[dict[str, Any]]:
+    """Ready: every dependency answers; 503 with each failing check and its reason otherwise."""
+    return await _ready_response(state, detailed=True)
+
+
+@get("/ready", media_type=MediaType.JSON, include_in_schema=False)
+async def ready_summary(state: State) -> Response[dict[str, Any]]:
+    """The API port's /ready: the same verdict, without dependency error details."""
+    return await _ready_response(state, detailed=False)
 
 
 @get("/metrics", include_in_schema=False, sync_to_thread=False)

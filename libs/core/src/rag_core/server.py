@@ -27,7 +27,7 @@ from litestar import Litestar
 from prometheus_client import multiprocess as prometheus_multiprocess
 from rag_config import ServiceSettings, load_settings_or_exit
 from rag_telemetry import get_logger, setup_telemetry, shutdown_tracing
-from rag_telemetry.metrics import MULTIPROC_ENV
+from rag_telemetry.metrics import MULTIPROC_ENV, WorkerProcessMetrics, multiprocess_mode
 
 from rag_core.health import create_ops_app
 from rag_core.service import ServiceSpec, readiness_of
@@ -147,12 +147,22 @@ async def serve(
     for signum in signals:
         loop.add_signal_handler(signum, begin_shutdown, signum)
     ops_task = asyncio.create_task(ops.serve(sockets=[ops_sock]))
+    sampler = asyncio.create_task(_sample_worker_metrics()) if multiprocess_mode() else None
     try:
         await api.serve(sockets=[api_sock])
     finally:
+        if sampler is not None:
+            sampler.cancel()
         ops.should_exit = True
         await ops_task
     return 0 if api.started else STARTUP_FAILURE_EXIT_CODE
+
+
+async def _sample_worker_metrics(interval: float = 5.0) -> None:
+    metrics = WorkerProcessMetrics()
+    while True:
+        metrics.sample()
+        await asyncio.sleep(interval)
 
 
 def _worker_main(spec: ServiceSpec[Any], api_sock: socket.socket, ops_sock: socket.socket) -> None:
@@ -177,9 +187,11 @@ def _supervise_workers(
     setup_telemetry(spec.name, settings, version=spec.version)
     context = multiprocessing.get_context("spawn")
     stopping = False
+    forced = False
 
     def on_signal(signum: int, _frame: Any) -> None:
-        nonlocal stopping
+        nonlocal stopping, forced
+        forced = stopping  # a second signal: do not wait for the workers
         stopping = True
 
     signal.signal(signal.SIGINT, on_signal)
@@ -187,7 +199,12 @@ def _supervise_workers(
 
     def start_worker() -> tuple[BaseProcess, float]:
         process = context.Process(target=_worker_main, args=(spec, api_sock, ops_sock))
-        process.start()
+        # Spawned with SIGINT ignored, so a Ctrl-C during its start-up cannot raise in it.
+        previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+        try:
+            process.start()
+        finally:
+            signal.signal(signal.SIGINT, previous)
         return process, time.monotonic()
 
     workers = [start_worker() for _ in range(settings.workers)]
@@ -215,7 +232,8 @@ def _supervise_workers(
                 os.kill(process.pid, signal.SIGTERM)
         deadline = time.monotonic() + settings.graceful_shutdown_seconds + 5
         for process, _ in workers:
-            process.join(max(0.0, deadline - time.monotonic()))
+            while process.is_alive() and not forced and time.monotonic() < deadline:
+                process.join(0.2)
             if process.is_alive():
                 process.kill()
                 process.join()

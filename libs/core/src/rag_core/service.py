@@ -13,13 +13,13 @@ from litestar.datastructures import State
 from litestar.di import Provide
 from litestar.openapi import OpenAPIConfig
 from litestar.types import ControllerRouterHandler
-from rag_config import ChromaSettings, ServiceSettings
+from rag_config import ChromaSettings, PoolSettings, ServiceSettings
 from rag_telemetry import get_logger, instrument_app
 from redis.asyncio import Redis
 
-from rag_core.clients import ChromaConnection, create_redis
+from rag_core.clients import ChromaClient, create_redis
 from rag_core.errors import problem_details_plugin
-from rag_core.health import Readiness, health, ready
+from rag_core.health import Readiness, health, ready_summary
 
 S = TypeVar("S", bound=ServiceSettings)
 Lifespan = Callable[[Litestar], AbstractAsyncContextManager[None]]
@@ -68,15 +68,18 @@ def redis_lifespan(settings: ServiceSettings) -> Lifespan:
     return redis_client
 
 
-def chroma_lifespan(settings: ChromaSettings) -> Lifespan:
-    """Chroma connection on ``app.state.chroma``, checked by /ready."""
+def chroma_lifespan(settings: ChromaSettings, pool: PoolSettings) -> Lifespan:
+    """Chroma client on ``app.state.chroma``, checked by /ready, closed at shutdown."""
 
     @asynccontextmanager
     async def chroma_client(app: Litestar) -> AsyncIterator[None]:
-        chroma = ChromaConnection(settings)
+        chroma = ChromaClient(settings, pool)
         app.state.chroma = chroma
         app.state.readiness.checks["chroma"] = chroma.heartbeat
-        yield
+        try:
+            yield
+        finally:
+            await chroma.close()
 
     return chroma_client
 
@@ -99,8 +102,8 @@ def provide_redis(state: State) -> Redis:
     return redis
 
 
-def provide_chroma(state: State) -> ChromaConnection:
-    chroma: ChromaConnection = state.chroma
+def provide_chroma(state: State) -> ChromaClient:
+    chroma: ChromaClient = state.chroma
     return chroma
 
 
@@ -116,7 +119,7 @@ def build_service_app(
     """A Litestar app with the house plumbing; the service adds its routes and clients."""
     readiness = Readiness(timeout=settings.ready_check_timeout_seconds)
     app = Litestar(
-        route_handlers=[health, ready, *route_handlers],
+        route_handlers=[health, ready_summary, *route_handlers],
         lifespan=[*lifespan, _readiness_gate],
         dependencies=dict(dependencies or {}),
         plugins=[problem_details_plugin()],

@@ -21,6 +21,10 @@ class ProcessFailed(RuntimeError):
     """A managed process exited or did not become ready; the message carries its log tail."""
 
 
+class StartCancelled(RuntimeError):
+    """Waiting for a process was cancelled (Ctrl-C during start-up)."""
+
+
 def free_port(host: str = LOOPBACK) -> int:
     """A port nothing listens on right now (the caller binds it soon after)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
@@ -109,9 +113,18 @@ class ManagedProcess:
             return ""
         return "\n".join(text.splitlines()[-lines:])
 
-    def wait_until(self, ready: Callable[[], bool], *, timeout: float, what: str) -> None:
+    def wait_until(
+        self,
+        ready: Callable[[], bool],
+        *,
+        timeout: float,
+        what: str,
+        cancelled: Callable[[], bool] = lambda: False,
+    ) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
+            if cancelled():
+                raise StartCancelled(f"stopped while waiting for {self.name}")
             code = self.poll()
             if code is not None:
                 raise ProcessFailed(

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import shutil
 import sys
+import threading
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -114,6 +115,11 @@ class NativeStack:
         self.extra_env = dict(env or {})
         self.python = python
         self.processes: dict[str, ManagedProcess] = {}
+        self._cancelled = threading.Event()
+
+    def cancel(self) -> None:
+        """Make a ``start`` in progress give up (safe to call from a signal handler)."""
+        self._cancelled.set()
 
     @property
     def log_dir(self) -> Path:
@@ -218,13 +224,19 @@ class NativeStack:
 
     def wait_redis(self, timeout: float = START_TIMEOUT_SECONDS) -> None:
         self.processes["redis"].wait_until(
-            lambda: redis_answers(self.ports.redis), timeout=timeout, what="answering PING"
+            lambda: redis_answers(self.ports.redis),
+            timeout=timeout,
+            what="answering PING",
+            cancelled=self._cancelled.is_set,
         )
 
     def wait_chroma(self, timeout: float = START_TIMEOUT_SECONDS) -> None:
         url = f"http://{LOOPBACK}:{self.ports.chroma}/api/v2/heartbeat"
         self.processes["chroma"].wait_until(
-            lambda: http_ok(url), timeout=timeout, what="answering its heartbeat"
+            lambda: http_ok(url),
+            timeout=timeout,
+            what="answering its heartbeat",
+            cancelled=self._cancelled.is_set,
         )
 
     def wait_ready(
@@ -232,7 +244,7 @@ class NativeStack:
     ) -> None:
         url = f"{self.health_url(service)}/ready"
         self.processes[name or service].wait_until(
-            lambda: http_ok(url), timeout=timeout, what="ready"
+            lambda: http_ok(url), timeout=timeout, what="ready", cancelled=self._cancelled.is_set
         )
 
     def start(self, services: Iterable[str] = SERVICES) -> NativeStack:

@@ -12,8 +12,28 @@ from opentelemetry import trace
 from structlog.types import EventDict, Processor, WrappedLogger
 
 MASK = "***"
-# Keys whose values are secret whatever they hold.
-SECRET_KEY_PARTS = ("password", "secret", "token", "api_key", "apikey", "authorization", "cookie")
+# Keys whose values are secret whatever they hold: these names, or names ending in _<name>.
+# (Counts such as prompt_tokens or max_tokens are not secrets and are left alone.)
+SECRET_KEYS = frozenset(
+    {
+        "password",
+        "passwd",
+        "secret",
+        "token",
+        "api_key",
+        "apikey",
+        "authorization",
+        "cookie",
+        "set_cookie",
+        "access_token",
+        "refresh_token",
+        "id_token",
+        "jwt",
+        "private_key",
+        "client_secret",
+        "credentials",
+    }
+)
 # Third-party loggers that are chatty at INFO; they still log warnings and errors.
 QUIET_LOGGERS = (
     "httpx",
@@ -47,7 +67,7 @@ class SecretMasker:
         return event_dict
 
     def _clean(self, key: str, value: Any) -> Any:
-        if any(part in key.lower() for part in SECRET_KEY_PARTS) and value not in (None, ""):
+        if is_secret_key(key) and value not in (None, ""):
             return MASK
         if isinstance(value, str):
             return self._mask_text(value)
@@ -62,6 +82,11 @@ class SecretMasker:
             if secret in text:
                 text = text.replace(secret, MASK)
         return text
+
+
+def is_secret_key(key: str) -> bool:
+    name = key.lower().replace("-", "_")
+    return name in SECRET_KEYS or any(name.endswith(f"_{secret}") for secret in SECRET_KEYS)
 
 
 def _add_service(service: str) -> Processor:
@@ -104,6 +129,13 @@ def configure_logging(
         add_trace_context,
         structlog.stdlib.ExtraAdder(),
         _drop_color_message,
+        # Exceptions become data here, before masking, so their messages are masked too;
+        # frame locals are never rendered (they hold connection strings, keys, documents).
+        structlog.processors.format_exc_info
+        if use_console
+        else structlog.processors.ExceptionRenderer(
+            structlog.tracebacks.ExceptionDictTransformer(show_locals=False)
+        ),
         SecretMasker(secrets),
     ]
     renderer: Processor
@@ -111,10 +143,7 @@ def configure_logging(
         renderer = structlog.dev.ConsoleRenderer(colors=True)
     else:
         renderer = structlog.processors.JSONRenderer()
-    final: list[Processor] = [structlog.stdlib.ProcessorFormatter.remove_processors_meta]
-    if not use_console:
-        final.append(structlog.processors.dict_tracebacks)
-    final.append(renderer)
+    final: list[Processor] = [structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer]
 
     structlog.configure(
         processors=[

@@ -10,6 +10,7 @@ from prometheus_client import (
     Counter,
     Gauge,
     Histogram,
+    ProcessCollector,
     generate_latest,
 )
 from prometheus_client import multiprocess as prometheus_multiprocess
@@ -69,3 +70,30 @@ def render_metrics() -> bytes:
         prometheus_multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
         return generate_latest(registry)
     return generate_latest(REGISTRY)
+
+
+def multiprocess_mode() -> bool:
+    return bool(os.environ.get(MULTIPROC_ENV))
+
+
+class WorkerProcessMetrics:
+    """process_* metrics of each worker when WORKERS>1, labelled by ``pid``.
+
+    prometheus-client's multi-process collector leaves process metrics out, so each worker
+    samples its own (with the stock ProcessCollector) into multi-process gauges.
+    """
+
+    def __init__(self) -> None:
+        self._collector = ProcessCollector(registry=None)
+        self._gauges: dict[str, Gauge] = {}
+
+    def sample(self) -> None:
+        for family in self._collector.collect():
+            for sample in family.samples:
+                gauge = self._gauges.get(sample.name)
+                if gauge is None:
+                    gauge = Gauge(
+                        sample.name, family.documentation, registry=None, multiprocess_mode="all"
+                    )
+                    self._gauges[sample.name] = gauge
+                gauge.set(sample.value)

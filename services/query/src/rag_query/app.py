@@ -21,7 +21,7 @@ def create_app(settings: QuerySettings | None = None) -> Litestar:
     return build_service_app(
         SERVICE,
         settings,
-        lifespan=[redis_lifespan(settings), chroma_lifespan(settings)],
+        lifespan=[redis_lifespan(settings), chroma_lifespan(settings, settings)],
         dependencies={
             "redis": Provide(provide_redis, sync_to_thread=False),
             "chroma": Provide(provide_chroma, sync_to_thread=False),

@@ -1,0 +1,1 @@
+"""Embedders: one interface, the offline ONNX default and hosted providers."""

