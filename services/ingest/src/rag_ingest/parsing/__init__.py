@@ -1,0 +1,74 @@
+"""Documents in, structured text out: format detection and one parser per format."""
+
+from __future__ import annotations
+
+from rag_ingest.parsing.detect import detect_format
+from rag_ingest.parsing.formats import (
+    parse_csv,
+    parse_docx,
+    parse_html,
+    parse_json,
+    parse_markdown,
+    parse_pdf,
+    parse_text,
+)
+from rag_ingest.parsing.model import (
+    FORMATS,
+    DocumentFormat,
+    ParsedDocument,
+    ParseError,
+    ParseLimits,
+    Section,
+    UnsupportedFormat,
+)
+
+
+def parse_document(
+    data: bytes,
+    *,
+    filename: str | None = None,
+    content_type: str | None = None,
+    limits: ParseLimits | None = None,
+) -> ParsedDocument:
+    """Detect the format from the bytes and parse them; raises ParseError with the reason."""
+    limits = limits or ParseLimits()
+    charset = _charset(content_type)
+    kind = detect_format(data, filename=filename, content_type=content_type)
+    if kind == "pdf":
+        parsed = parse_pdf(data, limits)
+    elif kind == "docx":
+        parsed = parse_docx(data, limits)
+    elif kind == "html":
+        parsed = parse_html(data, charset)
+    elif kind == "json":
+        parsed = parse_json(data, charset)
+    elif kind == "csv":
+        parsed = parse_csv(data, charset)
+    elif kind == "markdown":
+        parsed = parse_markdown(data, charset)
+    else:
+        parsed = parse_text(data, charset)
+    if not parsed.sections:
+        raise ParseError(f"the {kind} document contains no text")
+    return parsed
+
+
+def _charset(content_type: str | None) -> str | None:
+    for part in (content_type or "").split(";")[1:]:
+        key, _, value = part.strip().partition("=")
+        if key.lower() == "charset" and value:
+            return value.strip().strip('"')
+    return None
+
+
+__all__ = [
+    "FORMATS",
+    "DocumentFormat",
+    "ParseError",
+    "ParseLimits",
+    "ParsedDocument",
+    "Section",
+    "UnsupportedFormat",
+    "detect_format",
+    "parse_document",
+]

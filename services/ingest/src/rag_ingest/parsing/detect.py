@@ -1,0 +1,103 @@
+"""Decide a document's format from its bytes (the name and declared type only break ties)."""
+
+from __future__ import annotations
+
+import codecs
+import json
+import re
+import zipfile
+from io import BytesIO
+from pathlib import PurePath
+
+from rag_ingest.parsing.model import DocumentFormat, ParseError, UnsupportedFormat
+
+_HTML_START = re.compile(rb"^\s*(<!--.*?-->\s*)*<(!doctype\s+html|html|head|body)\b", re.I | re.S)
+_HTML_TAGS = re.compile(rb"<(p|div|h[1-6]|article|main|section|table|ul|ol|br)\b[^>]*>", re.I)
+_MARKDOWN_SIGNS = re.compile(r"^(#{1,6} \S|[-*+] \S|\d+\. \S|```|> \S)", re.M)
+_BOMS = (
+    (codecs.BOM_UTF8, "utf-8-sig"),
+    (codecs.BOM_UTF32_LE, "utf-32"),
+    (codecs.BOM_UTF32_BE, "utf-32"),
+    (codecs.BOM_UTF16_LE, "utf-16"),
+    (codecs.BOM_UTF16_BE, "utf-16"),
+)
+MARKDOWN_SUFFIXES = {".md", ".markdown", ".mdown", ".mkd"}
+CSV_SUFFIXES = {".csv", ".tsv"}
+
+
+def decode_text(data: bytes, charset: str | None = None) -> str:
+    """Text from bytes: a BOM or a declared charset wins, otherwise it must be UTF-8."""
+    for bom, encoding in _BOMS:
+        if data.startswith(bom):
+            return data.decode(encoding)
+    if charset:
+        try:
+            return data.decode(charset)
+        except LookupError:
+            raise ParseError(f"unknown character set {charset!r}") from None
+        except UnicodeDecodeError as exc:
+            raise ParseError(f"not valid {charset} text (byte {exc.start})") from None
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ParseError(
+            f"not valid UTF-8 text (invalid byte 0x{data[exc.start]:02x} at offset {exc.start}); "
+            "re-save it as UTF-8 or declare its charset (e.g. text/plain; charset=latin-1)"
+        ) from None
+
+
+def looks_binary(data: bytes) -> bool:
+    sample = data[:8192]
+    if any(sample.startswith(bom) for bom, _ in _BOMS):
+        return False
+    return b"\x00" in sample
+
+
+def detect_format(
+    data: bytes, *, filename: str | None = None, content_type: str | None = None
+) -> DocumentFormat:
+    """The format of ``data``; raises :class:`UnsupportedFormat` with the reason."""
+    if not data.strip():
+        raise ParseError("the document is empty")
+    if data.startswith(b"%PDF-"):
+        return "pdf"
+    if data.startswith(b"PK\x03\x04"):
+        try:
+            with zipfile.ZipFile(BytesIO(data)) as archive:
+                names = set(archive.namelist())
+        except zipfile.BadZipFile:
+            raise UnsupportedFormat("a damaged ZIP archive is not a supported document") from None
+        if "word/document.xml" in names:
+            return "docx"
+        raise UnsupportedFormat("ZIP archives other than DOCX are not supported")
+    if looks_binary(data):
+        raise UnsupportedFormat("binary content is not a supported document type")
+    suffix = PurePath(filename).suffix.lower() if filename else ""
+    declared = (content_type or "").split(";")[0].strip().lower()
+    head = data[:4096]
+    if (
+        _HTML_START.match(head)
+        or declared in ("text/html", "application/xhtml+xml")
+        or (suffix in (".html", ".htm") or len(_HTML_TAGS.findall(head)) >= 3)
+    ):
+        return "html"
+    stripped = data.lstrip()
+    if stripped[:1] in (b"{", b"[") or declared == "application/json" or suffix == ".json":
+        try:
+            json.loads(data)
+        except ValueError:
+            if declared == "application/json" or suffix == ".json":
+                raise ParseError("declared as JSON but it does not parse as JSON") from None
+        else:
+            return "json"
+    if suffix in CSV_SUFFIXES or declared in ("text/csv", "text/tab-separated-values"):
+        return "csv"
+    if suffix in MARKDOWN_SUFFIXES or declared == "text/markdown":
+        return "markdown"
+    try:
+        text = head.decode("utf-8", errors="ignore")
+    except UnicodeDecodeError:  # pragma: no cover - errors="ignore" never raises
+        text = ""
+    if len(_MARKDOWN_SIGNS.findall(text)) >= 2:
+        return "markdown"
+    return "text"

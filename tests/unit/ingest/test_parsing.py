@@ -1,0 +1,200 @@
+"""Every supported format parses with its structure; hostile or broken files fail with a reason."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from rag_ingest.parsing import (
+    ParseError,
+    ParseLimits,
+    UnsupportedFormat,
+    detect_format,
+    parse_document,
+)
+
+from tests.support.documents import make_docx, make_docx_bomb, make_pdf
+
+MARKDOWN = b"""# Guide
+
+Intro paragraph.
+
+## Install
+
+Run the installer.
+
+```bash
+# not a heading, a shell comment
+make setup
+```
+
+### Linux
+
+Use apt.
+
+## Use
+
+Ask questions.
+"""
+
+HTML = b"""<!doctype html><html><head><title>Pricing</title><script>var x = 1;</script>
+<style>p{color:red}</style></head><body>
+<nav class="site-nav"><a href="/">Home</a> <a href="/about">About us</a></nav>
+<header><h1>Site header</h1></header>
+<main><h1>Plans</h1><p>We have two plans.</p>
+<h2>Free</h2><p>Costs nothing.</p><div class="cookie-banner">Accept cookies?</div>
+<h2>Pro</h2><p>Costs 10 euros.</p><table><tr><td>seats</td><td>5</td></tr></table></main>
+<footer>Copyright 2026</footer></body></html>"""
+
+
+def test_markdown_sections_follow_headings_and_ignore_code_fences() -> None:
+    parsed = parse_document(MARKDOWN, filename="guide.md")
+    assert parsed.format == "markdown"
+    assert parsed.title == "Guide"
+    paths = [section.heading_path for section in parsed.sections]
+    assert paths == [
+        ("Guide",),
+        ("Guide", "Install"),
+        ("Guide", "Install", "Linux"),
+        ("Guide", "Use"),
+    ]
+    assert "# not a heading, a shell comment" in parsed.sections[1].text
+
+
+def test_markdown_is_recognised_by_content_without_a_name() -> None:
+    assert detect_format(MARKDOWN) == "markdown"
+
+
+def test_html_keeps_main_content_and_strips_boilerplate() -> None:
+    parsed = parse_document(HTML)
+    assert parsed.format == "html"
+    assert parsed.title == "Pricing"
+    text = "\n".join(section.text for section in parsed.sections)
+    for boilerplate in ("var x", "color:red", "About us", "Site header", "Copyright", "cookies"):
+        assert boilerplate not in text
+    assert [s.heading_path for s in parsed.sections] == [
+        ("Plans",),
+        ("Plans", "Free"),
+        ("Plans", "Pro"),
+    ]
+    assert "seats 5" in parsed.sections[-1].text
+
+
+def test_pdf_pages_are_numbered() -> None:
+    data = make_pdf(["First page about cells.", "Second page about genes."], title="Biology")
+    parsed = parse_document(data, filename="paper.bin")  # the name does not matter
+    assert parsed.format == "pdf"
+    assert parsed.title == "Biology"
+    assert [(s.page, s.text) for s in parsed.sections] == [
+        (1, "First page about cells."),
+        (2, "Second page about genes."),
+    ]
+
+
+def test_docx_headings_paragraphs_and_tables() -> None:
+    data = make_docx(
+        [
+            ("Title", "Handbook"),
+            ("Heading 1", "Leave"),
+            ("", "Staff get 25 days."),
+            ("Heading 2", "Sick leave"),
+            ("", "Tell your manager."),
+        ],
+        table=[["Role", "Days"], ["Engineer", "25"]],
+    )
+    parsed = parse_document(data, filename="handbook.pdf")  # content wins over the name
+    assert parsed.format == "docx"
+    assert parsed.title == "Handbook"
+    assert [s.heading_path for s in parsed.sections] == [(), ("Leave",), ("Leave", "Sick leave")]
+    assert "Staff get 25 days." in parsed.sections[1].text
+    assert "Engineer | 25" in parsed.sections[2].text
+
+
+def test_csv_rows_become_column_value_lines() -> None:
+    data = b"name;city\nAda;London\nGrace;New York\n"
+    parsed = parse_document(data, filename="people.csv")
+    assert parsed.format == "csv"
+    assert parsed.sections[0].text == "name: Ada; city: London\nname: Grace; city: New York"
+
+
+def test_json_is_flattened_per_item() -> None:
+    data = json.dumps([{"q": "What is RAG?", "tags": ["ai", "search"]}, {"q": "Why?"}]).encode()
+    parsed = parse_document(data)
+    assert parsed.format == "json"
+    assert parsed.sections[0].text == "q: What is RAG?\ntags[0]: ai\ntags[1]: search"
+    assert parsed.sections[1].text == "q: Why?"
+
+
+def test_plain_text_and_declared_charsets() -> None:
+    assert (
+        parse_document(b"Hello   world.\r\n\r\n\r\nBye.").sections[0].text == "Hello world.\n\nBye."
+    )
+    latin1 = "Caf\u00e9 cr\u00e8me".encode("latin-1")
+    parsed = parse_document(latin1, content_type="text/plain; charset=latin-1")
+    assert parsed.sections[0].text == "Caf\u00e9 cr\u00e8me"
+    utf16 = "Bonjour".encode("utf-16")  # with its byte-order mark
+    assert parse_document(utf16).sections[0].text == "Bonjour"
+
+
+@pytest.mark.parametrize(
+    ("data", "kwargs", "reason"),
+    [
+        (b"", {}, "empty"),
+        (b"   \n\t ", {}, "empty"),
+        ("caf\u00e9".encode("latin-1"), {}, "not valid UTF-8 text (invalid byte 0xe9 at offset 3)"),
+        (b"\x7fELF\x02\x01\x01\x00\x00\x00binary", {}, "binary content"),
+        (b"PK\x03\x04not really a zip", {}, "damaged ZIP"),
+        (b"{not json", {"filename": "x.json"}, "does not parse as JSON"),
+        (b"%PDF-1.7\n garbage garbage", {}, "not a readable PDF"),
+    ],
+)
+def test_bad_input_fails_with_a_reason(data: bytes, kwargs: dict[str, str], reason: str) -> None:
+    with pytest.raises(ParseError, match=reason.replace("(", r"\(").replace(")", r"\)")):
+        parse_document(data, **kwargs)
+
+
+def test_binary_and_other_archives_are_unsupported_formats() -> None:
+    with pytest.raises(UnsupportedFormat):
+        detect_format(b"\x00\x01\x02\x03")
+    import io
+    import zipfile
+
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        archive.writestr("readme.txt", "hi")
+    with pytest.raises(UnsupportedFormat, match="ZIP archives other than DOCX"):
+        detect_format(buffer.getvalue())
+
+
+def test_encrypted_pdf_is_refused_with_its_reason() -> None:
+    with pytest.raises(ParseError, match="encrypted with a password"):
+        parse_document(make_pdf(["secret"], password="pw"))
+
+
+def test_truncated_pdf_is_refused() -> None:
+    data = make_pdf(["Some text that will be cut off."])
+    with pytest.raises(ParseError):
+        parse_document(data[: len(data) // 3])
+
+
+def test_docx_zip_bomb_is_refused_before_it_is_inflated() -> None:
+    bomb = make_docx_bomb()
+    assert len(bomb) < 1024 * 1024  # tiny on the wire
+    with pytest.raises(ParseError, match="expands"):
+        parse_document(bomb, limits=ParseLimits(max_uncompressed_bytes=50 * 1024 * 1024))
+
+
+def test_pdf_page_limit() -> None:
+    data = make_pdf(["one", "two", "three"])
+    with pytest.raises(ParseError, match="the limit is 2"):
+        parse_document(data, limits=ParseLimits(max_pdf_pages=2))
+
+
+def test_scanned_pdf_without_text_layer_says_so() -> None:
+    from fpdf import FPDF
+
+    pdf = FPDF()
+    pdf.add_page()
+    pdf.rect(10, 10, 50, 50)
+    with pytest.raises(ParseError, match="no text layer"):
+        parse_document(bytes(pdf.output()))
