@@ -195,6 +195,98 @@ class AuthSettings(_EnvSettings):
     _blank = field_validator("jwt_secret", mode="before")(_blank_to_none)
 
 
+class StorageSettings(_EnvSettings):
+    redis_prefix: str = Field(
+        "rag", pattern=r"^[a-z][a-z0-9_-]{0,31}$", description="Prefix of every Redis key we use."
+    )
+    data_dir: str = Field(
+        ".data", description="Directory for local files (the embedder's cached ONNX model)."
+    )
+
+
+class EmbeddingSettings(_EnvSettings):
+    embedding_model: Literal["all-MiniLM-L6-v2", "all-MiniLM-L6-v2-int8"] = Field(
+        "all-MiniLM-L6-v2-int8",
+        description="Model of new collections (a collection keeps the one it was created with).",
+    )
+    embed_batch_size: int = Field(32, ge=1, le=1024, description="Texts per embedding batch.")
+    embed_threads: int = Field(
+        0, ge=0, le=256, description="CPU threads for local embedding (0: all cores)."
+    )
+
+
+class IngestLimits(_EnvSettings):
+    max_request_bytes: int = Field(
+        50 * 1024 * 1024, ge=1024, description="Largest request body the ingest API accepts."
+    )
+    max_file_bytes: int = Field(
+        25 * 1024 * 1024, ge=1, description="Largest single document or uploaded file."
+    )
+    max_documents_per_batch: int = Field(
+        500, ge=1, le=100_000, description="Most documents in one ingest request."
+    )
+    max_chunks_per_document: int = Field(
+        5000, ge=1, description="A document that would make more chunks fails."
+    )
+    max_metadata_bytes: int = Field(
+        16 * 1024, ge=64, description="Largest metadata object of one document (as JSON)."
+    )
+    max_uncompressed_bytes: int = Field(
+        100 * 1024 * 1024, ge=1024, description="Most a DOCX may expand to when unpacked."
+    )
+    max_pdf_pages: int = Field(5000, ge=1, description="Most pages read from one PDF.")
+    chunk_size_tokens: int = Field(
+        200, ge=16, le=254, description="Most tokens in a chunk (the model reads at most 254)."
+    )
+    chunk_overlap_tokens: int = Field(
+        40, ge=0, le=100, description="Tokens a chunk repeats from the end of the previous one."
+    )
+
+    @model_validator(mode="after")
+    def _overlap_below_half(self) -> IngestLimits:
+        if self.chunk_overlap_tokens >= self.chunk_size_tokens // 2:
+            raise ValueError(
+                f"CHUNK_OVERLAP_TOKENS ({self.chunk_overlap_tokens}) must be below half of "
+                f"CHUNK_SIZE_TOKENS ({self.chunk_size_tokens})"
+            )
+        return self
+
+
+class JobSettings(_EnvSettings):
+    job_max_tries: int = Field(
+        5, ge=1, le=50, description="Attempts of a job before it is dead-lettered."
+    )
+    job_timeout_seconds: int = Field(
+        900, ge=10, le=86_400, description="Longest one attempt of a job may run."
+    )
+    job_retention_days: int = Field(
+        14, ge=1, le=3650, description="How long job records and their events are kept."
+    )
+    worker_concurrency: int = Field(
+        2, ge=1, le=256, description="Jobs one worker process runs at once."
+    )
+    version_grace_seconds: int = Field(
+        60, ge=0, le=86_400, description="How long a replaced version's chunks stay readable."
+    )
+    idempotency_ttl_hours: int = Field(
+        24, ge=1, le=720, description="How long an Idempotency-Key is remembered."
+    )
+
+
+class FetchSettings(_EnvSettings):
+    fetch_timeout_seconds: float = Field(
+        20.0, gt=0, le=600, description="Time limit of each URL fetch."
+    )
+    fetch_max_redirects: int = Field(5, ge=0, le=20, description="Redirects a URL fetch follows.")
+    fetch_max_pages: int = Field(
+        50, ge=1, le=10_000, description="Most pages one URL ingest (with max_depth) fetches."
+    )
+    fetch_allow_networks: str = Field(
+        "",
+        description="Comma-separated CIDRs URL ingest may reach although private or loopback.",
+    )
+
+
 class ServiceSettings(
     RuntimeSettings, ServerSettings, TelemetrySettings, RedisSettings, PoolSettings
 ):
@@ -225,11 +317,22 @@ class GatewaySettings(ServiceSettings, AuthSettings):
         return self
 
 
-class IngestSettings(ServiceSettings, ChromaSettings, LLMSettings):
+class IngestSettings(
+    ServiceSettings,
+    ChromaSettings,
+    LLMSettings,
+    StorageSettings,
+    EmbeddingSettings,
+    IngestLimits,
+    JobSettings,
+    FetchSettings,
+):
     pass
 
 
-class QuerySettings(ServiceSettings, ChromaSettings, LLMSettings):
+class QuerySettings(
+    ServiceSettings, ChromaSettings, LLMSettings, StorageSettings, EmbeddingSettings
+):
     pass
 
 

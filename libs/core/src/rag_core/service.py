@@ -17,7 +17,8 @@ from rag_config import ChromaSettings, PoolSettings, ServiceSettings
 from rag_telemetry import get_logger, instrument_app
 from redis.asyncio import Redis
 
-from rag_core.clients import ChromaClient, create_redis
+from rag_core.chroma import ChromaClient
+from rag_core.clients import create_redis
 from rag_core.errors import problem_details_plugin
 from rag_core.health import Readiness, health, ready_summary
 

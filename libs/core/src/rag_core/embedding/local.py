@@ -154,6 +154,9 @@ class LocalEmbedder:
             len(e.ids) for e in self._counter.encode_batch(list(texts), add_special_tokens=False)
         ]
 
+    def token_spans(self, text: str) -> list[tuple[int, int]]:
+        return list(self._counter.encode(text, add_special_tokens=False).offsets)
+
     def embed_sync(self, texts: Sequence[str]) -> Vectors:
         """Embed in length-sorted batches (little padding), returned in the input order."""
         if not texts:

@@ -1,0 +1,256 @@
+"""Chroma's v2 HTTP API: collections and records, with timeouts, pooling and clear errors.
+
+Not chromadb's own async client: that one has no request timeout (a hung Chroma would hang
+every request), shares one connection pool across instances and has no public close. Here
+embeddings are always passed in (Chroma never embeds: its default embedding function would
+download a model), and sent base64-packed as float32, which Chroma accepts and which is about
+a third of the size of JSON numbers.
+"""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+import msgspec
+import numpy as np
+from numpy.typing import NDArray
+from rag_config import ChromaSettings, PoolSettings
+
+from rag_core.errors import Conflict, DependencyUnavailable, RagError
+
+Metadata = dict[str, str | int | float | bool]
+Where = Mapping[str, Any]
+API = "/api/v2/tenants/default_tenant/databases/default_database"
+
+
+class ChromaRequestError(RagError):
+    """Chroma refused a request as invalid (a bug or an invalid filter, not an outage)."""
+
+    status_code = 422
+    problem = "invalid-store-request"
+    title = "Invalid request to the vector store"
+
+
+@dataclass(frozen=True)
+class ChromaCollection:
+    id: str
+    name: str
+    metadata: dict[str, Any]
+
+
+@dataclass
+class Records:
+    """Rows returned by ``get``; each list is aligned with ``ids``."""
+
+    ids: list[str]
+    documents: list[str | None] = field(default_factory=list)
+    metadatas: list[Metadata] = field(default_factory=list)
+
+
+@dataclass
+class Hits(Records):
+    """Rows returned by ``query`` for one query vector, nearest first."""
+
+    distances: list[float] = field(default_factory=list)
+
+
+def pack_embeddings(vectors: NDArray[np.float32]) -> list[str]:
+    little_endian = np.ascontiguousarray(vectors, dtype="<f4")
+    return [base64.b64encode(row.tobytes()).decode("ascii") for row in little_endian]
+
+
+class ChromaClient:
+    """One pooled httpx client for everything a service asks Chroma."""
+
+    def __init__(self, settings: ChromaSettings, pool: PoolSettings) -> None:
+        scheme = "https" if settings.chroma_ssl else "http"
+        self.base_url = f"{scheme}://{settings.chroma_host}:{settings.chroma_port}"
+        self._http = httpx.AsyncClient(
+            base_url=self.base_url,
+            timeout=httpx.Timeout(settings.chroma_timeout_seconds),
+            limits=httpx.Limits(
+                max_connections=pool.max_connections,
+                max_keepalive_connections=pool.pool_size,
+            ),
+        )
+        self._max_batch: int | None = None
+
+    async def close(self) -> None:
+        await self._http.aclose()
+
+    async def _request(self, method: str, path: str, body: Any = None) -> Any:
+        try:
+            response = await self._http.request(
+                method,
+                quote(path, safe="/-_.~"),
+                content=msgspec.json.encode(body) if body is not None else None,
+                headers={"content-type": "application/json"} if body is not None else None,
+            )
+        except httpx.TimeoutException as exc:
+            raise DependencyUnavailable(f"Chroma did not answer in time ({exc!r})") from exc
+        except httpx.TransportError as exc:
+            raise DependencyUnavailable(f"Chroma is unreachable ({exc!r})") from exc
+        if response.status_code >= 500:
+            raise DependencyUnavailable(
+                f"Chroma failed with {response.status_code}: {response.text[:300]}"
+            )
+        if response.status_code >= 400:
+            message = _error_message(response)
+            if response.status_code == 409 or "already exists" in message:
+                raise Conflict(message)
+            raise ChromaRequestError(message, extra={"chroma_status": response.status_code})
+        return response.json() if response.content else None
+
+    async def heartbeat(self) -> int:
+        body = await self._request("GET", "/api/v2/heartbeat")
+        return int(body["nanosecond heartbeat"])
+
+    async def max_batch_size(self) -> int:
+        if self._max_batch is None:
+            body = await self._request("GET", "/api/v2/pre-flight-checks")
+            self._max_batch = int(body["max_batch_size"])
+        return self._max_batch
+
+    async def create_collection(self, name: str, metadata: Mapping[str, Any]) -> ChromaCollection:
+        """Create (cosine space); raises Conflict if the name is taken."""
+        body = await self._request(
+            "POST",
+            f"{API}/collections",
+            {
+                "name": name,
+                "metadata": dict(metadata),
+                "configuration": {"hnsw": {"space": "cosine"}},
+                "get_or_create": False,
+            },
+        )
+        return ChromaCollection(body["id"], body["name"], body.get("metadata") or {})
+
+    async def get_collection(self, name: str) -> ChromaCollection | None:
+        try:
+            body = await self._request("GET", f"{API}/collections/{name}")
+        except ChromaRequestError as exc:
+            if exc.extra.get("chroma_status") == 404:
+                return None
+            raise
+        return ChromaCollection(body["id"], body["name"], body.get("metadata") or {})
+
+    async def delete_collection(self, name: str) -> bool:
+        try:
+            await self._request("DELETE", f"{API}/collections/{name}")
+        except ChromaRequestError as exc:
+            if exc.extra.get("chroma_status") == 404:
+                return False
+            raise
+        return True
+
+    async def upsert(
+        self,
+        collection_id: str,
+        ids: Sequence[str],
+        embeddings: NDArray[np.float32],
+        documents: Sequence[str],
+        metadatas: Sequence[Metadata],
+    ) -> None:
+        batch = await self.max_batch_size()
+        for start in range(0, len(ids), batch):
+            end = start + batch
+            await self._request(
+                "POST",
+                f"{API}/collections/{collection_id}/upsert",
+                {
+                    "ids": list(ids[start:end]),
+                    "embeddings": pack_embeddings(embeddings[start:end]),
+                    "documents": list(documents[start:end]),
+                    "metadatas": list(metadatas[start:end]),
+                },
+            )
+
+    async def get(
+        self,
+        collection_id: str,
+        *,
+        ids: Sequence[str] | None = None,
+        where: Where | None = None,
+        limit: int | None = None,
+        offset: int | None = None,
+        documents: bool = True,
+    ) -> Records:
+        if ids is not None and not ids:
+            return Records([])
+        include = ["metadatas", "documents"] if documents else ["metadatas"]
+        body = await self._request(
+            "POST",
+            f"{API}/collections/{collection_id}/get",
+            {
+                "ids": list(ids) if ids is not None else None,
+                "where": dict(where) if where else None,
+                "limit": limit,
+                "offset": offset,
+                "include": include,
+            },
+        )
+        return Records(
+            body["ids"],
+            body.get("documents") or [None] * len(body["ids"]),
+            [m or {} for m in body.get("metadatas") or [None] * len(body["ids"])],
+        )
+
+    async def delete(
+        self, collection_id: str, *, ids: Sequence[str] | None = None, where: Where | None = None
+    ) -> int:
+        if ids is not None and not ids:
+            return 0
+        if ids is None and not where:
+            raise ValueError("refusing to delete without ids or a filter")
+        body = await self._request(
+            "POST",
+            f"{API}/collections/{collection_id}/delete",
+            {
+                "ids": list(ids) if ids is not None else None,
+                "where": dict(where) if where else None,
+            },
+        )
+        return int((body or {}).get("deleted", 0))
+
+    async def count(self, collection_id: str) -> int:
+        return int(await self._request("GET", f"{API}/collections/{collection_id}/count"))
+
+    async def query(
+        self,
+        collection_id: str,
+        embedding: NDArray[np.float32],
+        *,
+        n_results: int,
+        where: Where | None = None,
+    ) -> Hits:
+        body = await self._request(
+            "POST",
+            f"{API}/collections/{collection_id}/query",
+            {
+                "query_embeddings": [np.asarray(embedding, dtype=np.float32).tolist()],
+                "n_results": n_results,
+                "where": dict(where) if where else None,
+                "include": ["metadatas", "documents", "distances"],
+            },
+        )
+        return Hits(
+            body["ids"][0],
+            (body.get("documents") or [[]])[0],
+            [m or {} for m in (body.get("metadatas") or [[]])[0]],
+            (body.get("distances") or [[]])[0],
+        )
+
+
+def _error_message(response: httpx.Response) -> str:
+    try:
+        body = response.json()
+    except ValueError:
+        return response.text[:300]
+    if isinstance(body, dict):
+        return str(body.get("message") or body.get("error") or body)[:300]
+    return str(body)[:300]
