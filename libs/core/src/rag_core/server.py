@@ -41,7 +41,7 @@ CRASH_LOOP_LIMIT = 5
 log = get_logger("rag.server")
 
 
-class _Server(uvicorn.Server):
+class SignalFreeServer(uvicorn.Server):
     """uvicorn server whose signals are handled by us (two servers share one process)."""
 
     @contextlib.contextmanager
@@ -131,8 +131,8 @@ async def serve(
         "timeout_graceful_shutdown": settings.graceful_shutdown_seconds,
         "backlog": LISTEN_BACKLOG,
     }
-    api = _Server(uvicorn.Config(app, lifespan="on", **common))
-    ops = _Server(uvicorn.Config(create_ops_app(readiness), lifespan="off", **common))
+    api = SignalFreeServer(uvicorn.Config(app, lifespan="on", **common))
+    ops = SignalFreeServer(uvicorn.Config(create_ops_app(readiness), lifespan="off", **common))
 
     def begin_shutdown(signum: int) -> None:
         if readiness.draining:

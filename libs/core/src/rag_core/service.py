@@ -6,7 +6,7 @@ from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 from litestar import Litestar
 from litestar.datastructures import State
@@ -116,6 +116,7 @@ def build_service_app(
     lifespan: Sequence[Lifespan] = (),
     dependencies: Mapping[str, Provide] | None = None,
     description: str = "",
+    **litestar_options: Any,
 ) -> Litestar:
     """A Litestar app with the house plumbing; the service adds its routes and clients."""
     readiness = Readiness(timeout=settings.ready_check_timeout_seconds)
@@ -133,6 +134,7 @@ def build_service_app(
         ),
         logging_config=None,
         debug=False,
+        **litestar_options,
     )
     return instrument_app(app)
 

@@ -41,6 +41,7 @@ class StackPorts:
     ingest_health: int = 8191
     query: int = 8120
     query_health: int = 8192
+    worker_health: int = 8193
 
     @staticmethod
     def variable(field: str) -> str:
@@ -84,6 +85,9 @@ class StackPorts:
 
     def health(self, service: str) -> int:
         return int(getattr(self, f"{service}_health"))
+
+    def worker(self) -> int:
+        return self.worker_health
 
 
 def executable(name: str) -> str:
@@ -149,6 +153,7 @@ class NativeStack:
                 "CHROMA_HOST": LOOPBACK,
                 "CHROMA_PORT": str(self.ports.chroma),
                 "LOG_FORMAT": "json",
+                "DATA_DIR": str(self.workdir / "data"),
                 "PYTHONUNBUFFERED": "1",
                 "ORT_DISABLE_TELEMETRY": "1",
             }
@@ -222,6 +227,30 @@ class NativeStack:
             self.service_env(service, overrides),
         )
 
+    def start_worker(
+        self,
+        overrides: Mapping[str, str] | None = None,
+        *,
+        name: str = "worker",
+        health_port: int | None = None,
+    ) -> ManagedProcess:
+        """An ingest worker (``python -m rag_ingest.worker``); its only port is HEALTH_PORT."""
+        env = self.service_env("ingest", overrides)
+        env["HEALTH_PORT"] = str(health_port or self.ports.worker_health)
+        return self._add(name, [self.python, "-m", "rag_ingest.worker"], env)
+
+    def wait_worker(
+        self,
+        *,
+        name: str = "worker",
+        health_port: int | None = None,
+        timeout: float = START_TIMEOUT_SECONDS,
+    ) -> None:
+        url = f"http://{LOOPBACK}:{health_port or self.ports.worker_health}/ready"
+        self.processes[name].wait_until(
+            lambda: http_ok(url), timeout=timeout, what="ready", cancelled=self._cancelled.is_set
+        )
+
     def wait_redis(self, timeout: float = START_TIMEOUT_SECONDS) -> None:
         self.processes["redis"].wait_until(
             lambda: redis_answers(self.ports.redis),
@@ -247,7 +276,7 @@ class NativeStack:
             lambda: http_ok(url), timeout=timeout, what="ready", cancelled=self._cancelled.is_set
         )
 
-    def start(self, services: Iterable[str] = SERVICES) -> NativeStack:
+    def start(self, services: Iterable[str] = SERVICES, *, with_worker: bool = True) -> NativeStack:
         """Start everything and wait until each part answers; on failure stop what started."""
         services = list(services)
         try:
@@ -257,8 +286,12 @@ class NativeStack:
             self.wait_chroma()
             for service in services:
                 self.start_service(service)
+            if with_worker:
+                self.start_worker()
             for service in services:
                 self.wait_ready(service)
+            if with_worker:
+                self.wait_worker()
         except BaseException:
             self.stop()
             raise

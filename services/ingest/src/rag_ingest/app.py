@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from arq.connections import RedisSettings as ArqRedisSettings
+from arq.connections import create_pool
 from litestar import Litestar
+from litestar.datastructures import State
 from litestar.di import Provide
 from rag_config import IngestSettings, get_settings
 from rag_core.service import (
+    Lifespan,
     ServiceSpec,
     build_service_app,
     chroma_lifespan,
@@ -14,6 +21,62 @@ from rag_core.service import (
     redis_lifespan,
 )
 
+from rag_ingest.collections.registry import CollectionRegistry
+from rag_ingest.collections.routes import CollectionController
+from rag_ingest.documents.routes import DocumentController
+from rag_ingest.documents.service import IdempotencyGuard, IngestService
+from rag_ingest.documents.store import DocumentStore
+from rag_ingest.jobs.routes import JobController
+from rag_ingest.jobs.store import JobStore
+from rag_ingest.keys import Keys
+from rag_ingest.worker.context import deserialize_job, serialize_job
+
+
+def _ingest_lifespan(settings: IngestSettings) -> Lifespan:
+    @asynccontextmanager
+    async def stores(app: Litestar) -> AsyncIterator[None]:
+        keys = Keys(settings.redis_prefix)
+        arq = await create_pool(
+            ArqRedisSettings.from_dsn(settings.redis_url.get_secret_value()),
+            job_serializer=serialize_job,
+            job_deserializer=deserialize_job,
+            default_queue_name=keys.queue(),
+            retry=0,
+        )
+        redis, chroma = app.state.redis, app.state.chroma
+        registry = CollectionRegistry(redis, chroma, keys)
+        documents = DocumentStore(redis, keys)
+        jobs = JobStore(redis, keys, retention_days=settings.job_retention_days)
+        app.state.update(
+            arq=arq,
+            registry=registry,
+            documents=documents,
+            jobs=jobs,
+            idempotency=IdempotencyGuard(redis, keys, settings.idempotency_ttl_hours),
+            ingest=IngestService(
+                settings=settings,
+                redis=redis,
+                arq=arq,
+                registry=registry,
+                documents=documents,
+                jobs=jobs,
+                keys=keys,
+            ),
+        )
+        try:
+            yield
+        finally:
+            await arq.aclose()
+
+    return stores
+
+
+def _from_state(name: str) -> Provide:
+    def provide(state: State) -> object:
+        return state[name]
+
+    return Provide(provide, sync_to_thread=False)
+
 
 def create_app(settings: IngestSettings | None = None) -> Litestar:
     """Build the ingest app; nothing connects until its lifespan starts."""
@@ -21,12 +84,23 @@ def create_app(settings: IngestSettings | None = None) -> Litestar:
     return build_service_app(
         SERVICE,
         settings,
-        lifespan=[redis_lifespan(settings), chroma_lifespan(settings, settings)],
+        route_handlers=[CollectionController, DocumentController, JobController],
+        lifespan=[
+            redis_lifespan(settings),
+            chroma_lifespan(settings, settings),
+            _ingest_lifespan(settings),
+        ],
         dependencies={
             "redis": Provide(provide_redis, sync_to_thread=False),
             "chroma": Provide(provide_chroma, sync_to_thread=False),
+            "settings": Provide(lambda: settings, sync_to_thread=False),
+            **{
+                name: _from_state(name)
+                for name in ("arq", "registry", "documents", "jobs", "idempotency", "ingest")
+            },
         },
         description="Accepts documents and queues them for parsing, chunking and embedding.",
+        request_max_body_size=settings.max_request_bytes,
     )
 
 

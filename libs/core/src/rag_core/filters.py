@@ -1,0 +1,91 @@
+"""Metadata filters in the Mongo-style operators Chroma supports, validated before use.
+
+``{"year": {"$gte": 2020}, "lang": "en"}`` and ``{"$or": [{"a": 1}, {"b": {"$in": [2, 3]}}]}``
+are valid. Anything else is refused with a message naming the part that is wrong, so a bad
+filter is a 422 for the caller and never an error from Chroma.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from rag_core.errors import InvalidInput
+
+COMPARISONS = frozenset({"$eq", "$ne", "$gt", "$gte", "$lt", "$lte"})
+MEMBERSHIP = frozenset({"$in", "$nin"})
+LOGICAL = frozenset({"$and", "$or"})
+MAX_DEPTH = 8
+MAX_TERMS = 100
+Scalar = str | int | float | bool
+
+
+class InvalidFilter(InvalidInput):
+    problem = "invalid-filter"
+    title = "Invalid filter"
+
+
+def _fail(path: str, message: str) -> InvalidFilter:
+    return InvalidFilter(
+        f"{path}: {message}", extra={"errors": [{"field": path, "message": message}]}
+    )
+
+
+def _scalar(value: Any, path: str) -> Scalar:
+    if isinstance(value, bool | int | str) or (isinstance(value, float) and math.isfinite(value)):
+        return value
+    raise _fail(path, "must be a string, number or boolean")
+
+
+def validate_filter(where: Any, *, path: str = "filter") -> dict[str, Any]:
+    """The filter in Chroma's form (implicit AND of several fields made explicit)."""
+    return _validate(where, path, 0, [0])
+
+
+def _validate(where: Any, path: str, depth: int, counter: list[int]) -> dict[str, Any]:
+    if depth > MAX_DEPTH:
+        raise _fail(path, f"nested deeper than {MAX_DEPTH} levels")
+    if not isinstance(where, dict) or not where:
+        raise _fail(path, "must be a non-empty object")
+    clauses: list[dict[str, Any]] = []
+    for key, value in where.items():
+        counter[0] += 1
+        if counter[0] > MAX_TERMS:
+            raise _fail(path, f"more than {MAX_TERMS} terms")
+        here = f"{path}.{key}"
+        if key in LOGICAL:
+            if not isinstance(value, list) or len(value) < 2:
+                raise _fail(here, "needs a list of at least two conditions")
+            parts = [_validate(v, f"{here}[{i}]", depth + 1, counter) for i, v in enumerate(value)]
+            clauses.append({key: parts})
+        elif key.startswith("$"):
+            raise _fail(here, f"unknown operator (use {', '.join(sorted(LOGICAL))} here)")
+        elif key.startswith("_") or not key:
+            raise _fail(here, "fields starting with '_' are internal and cannot be filtered")
+        else:
+            clauses.append({key: _condition(value, here)})
+    return clauses[0] if len(clauses) == 1 else {"$and": clauses}
+
+
+def _condition(value: Any, path: str) -> Any:
+    if not isinstance(value, dict):
+        return {"$eq": _scalar(value, path)}
+    if len(value) != 1:
+        raise _fail(path, "use one operator per condition (combine with $and)")
+    operator, operand = next(iter(value.items()))
+    where = f"{path}.{operator}"
+    if operator in COMPARISONS:
+        scalar = _scalar(operand, where)
+        if operator in ("$gt", "$gte", "$lt", "$lte") and isinstance(scalar, str | bool):
+            raise _fail(where, "ordering comparisons need a number")
+        return {operator: scalar}
+    if operator in MEMBERSHIP:
+        if not isinstance(operand, list) or not operand:
+            raise _fail(where, "needs a non-empty list")
+        if len(operand) > MAX_TERMS:
+            raise _fail(where, f"more than {MAX_TERMS} values")
+        items = [_scalar(v, f"{where}[{i}]") for i, v in enumerate(operand)]
+        if len({type(v) for v in items}) > 1:
+            raise _fail(where, "values must all be of one type")
+        return {operator: items}
+    raise _fail(where, "unknown operator (use $eq $ne $gt $gte $lt $lte $in $nin)")

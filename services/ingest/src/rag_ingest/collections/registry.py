@@ -1,0 +1,153 @@
+"""Collections: a Redis record (model, dimension, counters) plus one Chroma collection.
+
+Create never leaves half a collection behind: if Chroma refuses, the record is removed again.
+A collection's embedding model is fixed at creation; every change bumps its ``version``.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from rag_core.chroma import ChromaClient
+from rag_core.errors import Conflict, InvalidInput, NotFound
+from redis.asyncio import Redis
+
+from rag_ingest.keys import Keys
+
+NAME_PATTERN = re.compile(r"^[a-z0-9](?:[a-z0-9_-]{1,61})[a-z0-9]$")
+NAME_RULE = (
+    "3-63 characters: lower-case letters, digits, '-' and '_', "
+    "starting and ending with a letter or digit"
+)
+MODEL_DIMENSIONS = {"all-MiniLM-L6-v2": 384, "all-MiniLM-L6-v2-int8": 384}
+
+
+@dataclass(frozen=True)
+class Collection:
+    name: str
+    embedding_model: str
+    dimension: int
+    chroma_id: str
+    created_at: float
+    version: int
+    document_count: int
+    chunk_count: int
+    description: str = ""
+
+    @classmethod
+    def from_redis(cls, fields: dict[bytes, bytes], document_count: int) -> Collection:
+        f = {k.decode(): v.decode() for k, v in fields.items()}
+        return cls(
+            name=f["name"],
+            embedding_model=f["model"],
+            dimension=int(f["dimension"]),
+            chroma_id=f["chroma_id"],
+            created_at=float(f["created_at"]),
+            version=int(f.get("version", 0)),
+            document_count=document_count,
+            chunk_count=int(f.get("chunk_count", 0)),
+            description=f.get("description", ""),
+        )
+
+
+def validate_name(name: str) -> str:
+    if not NAME_PATTERN.match(name):
+        raise InvalidInput(
+            f"collection name {name!r} is not allowed: {NAME_RULE}",
+            extra={"errors": [{"field": "name", "message": NAME_RULE}]},
+        )
+    return name
+
+
+class CollectionRegistry:
+    def __init__(self, redis: Redis, chroma: ChromaClient, keys: Keys) -> None:
+        self.redis = redis
+        self.chroma = chroma
+        self.keys = keys
+
+    async def create(self, name: str, model: str, description: str = "") -> Collection:
+        validate_name(name)
+        if model not in MODEL_DIMENSIONS:
+            raise InvalidInput(
+                f"unknown embedding model {model!r}; available: {', '.join(MODEL_DIMENSIONS)}",
+                extra={"errors": [{"field": "embedding_model", "message": "unknown model"}]},
+            )
+        key = self.keys.collection(name)
+        # Claim the name first, atomically: two concurrent creates cannot both succeed.
+        if not await self.redis.hsetnx(key, "name", name):  # type: ignore[misc]  # redis-py's async typing
+            raise Conflict(f"collection {name!r} already exists")
+        try:
+            metadata = {"rag_model": model, "rag_dimension": MODEL_DIMENSIONS[model]}
+            chroma_name = self.keys.chroma_name(name)
+            try:
+                created = await self.chroma.create_collection(chroma_name, metadata)
+            except Conflict:
+                # Left over from a create that died half-way: adopt it only if it matches.
+                existing = await self.chroma.get_collection(chroma_name)
+                if existing is None or existing.metadata.get("rag_model") != model:
+                    raise
+                created = existing
+            now = time.time()
+            await self.redis.hset(  # type: ignore[misc]  # redis-py's async typing
+                key,
+                mapping={
+                    "model": model,
+                    "dimension": MODEL_DIMENSIONS[model],
+                    "chroma_id": created.id,
+                    "created_at": now,
+                    "version": 0,
+                    "chunk_count": 0,
+                    "description": description,
+                },
+            )
+            await self.redis.zadd(self.keys.collections(), {name: now})
+        except BaseException:
+            await self.redis.delete(key)
+            raise
+        return await self.get(name)
+
+    async def find(self, name: str) -> Collection | None:
+        fields = await self.redis.hgetall(self.keys.collection(name))  # type: ignore[misc]  # redis-py's async typing
+        if not fields or b"chroma_id" not in fields:
+            return None
+        count = await self.redis.zcard(self.keys.documents(name))
+        return Collection.from_redis(fields, count)
+
+    async def get(self, name: str) -> Collection:
+        collection = await self.find(name)
+        if collection is None:
+            raise NotFound(f"collection {name!r} does not exist")
+        return collection
+
+    async def all(self) -> list[Collection]:
+        names = [n.decode() for n in await self.redis.zrange(self.keys.collections(), 0, -1)]
+        found = [await self.find(name) for name in names]
+        return [c for c in found if c is not None]
+
+    async def delete(self, name: str) -> Collection:
+        """Remove the collection, its chunks in Chroma and every record of its documents."""
+        collection = await self.get(name)
+        await self.chroma.delete_collection(self.keys.chroma_name(name))
+        doomed: list[Any] = [
+            self.keys.collection(name),
+            self.keys.documents(name),
+            self.keys.content_hashes(name),
+        ]
+        for pattern in self.keys.per_document_patterns(name):
+            async for key in self.redis.scan_iter(match=pattern, count=500):
+                doomed.append(key)
+        async with self.redis.pipeline(transaction=True) as pipe:
+            for start in range(0, len(doomed), 500):
+                pipe.delete(*doomed[start : start + 500])
+            pipe.zrem(self.keys.collections(), name)
+            pipe.xadd(
+                self.keys.changes(name),
+                {"op": "collection_deleted"},
+                maxlen=10_000,
+                approximate=True,
+            )
+            await pipe.execute()
+        return collection

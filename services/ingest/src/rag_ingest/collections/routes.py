@@ -1,0 +1,82 @@
+"""/v1/collections: create, list, get, delete."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+from litestar import Controller, delete, get, post
+from litestar.params import JSONBody
+from litestar.status_codes import HTTP_200_OK, HTTP_201_CREATED
+from rag_config import IngestSettings
+
+from rag_ingest.collections.registry import Collection, CollectionRegistry
+
+
+class CollectionCreate(msgspec.Struct, forbid_unknown_fields=True):
+    name: str
+    embedding_model: str | None = None
+    description: str = msgspec.field(default="")
+
+
+class CollectionOut(msgspec.Struct):
+    name: str
+    embedding_model: str
+    dimension: int
+    created_at: float
+    version: int
+    document_count: int
+    chunk_count: int
+    description: str
+
+    @classmethod
+    def of(cls, c: Collection) -> CollectionOut:
+        return cls(
+            c.name,
+            c.embedding_model,
+            c.dimension,
+            c.created_at,
+            c.version,
+            c.document_count,
+            c.chunk_count,
+            c.description,
+        )
+
+
+class CollectionList(msgspec.Struct):
+    collections: list[CollectionOut]
+
+
+class CollectionController(Controller):
+    path = "/v1/collections"
+    tags = ["collections"]
+
+    @post("", status_code=HTTP_201_CREATED, summary="Create a collection")
+    async def create_collection(
+        self,
+        data: JSONBody[CollectionCreate],
+        registry: CollectionRegistry,
+        settings: IngestSettings,
+    ) -> CollectionOut:
+        """The embedding model is fixed for the collection's life (default: EMBEDDING_MODEL)."""
+        created = await registry.create(
+            data.name, data.embedding_model or settings.embedding_model, data.description[:1000]
+        )
+        return CollectionOut.of(created)
+
+    @get("", summary="List collections")
+    async def list_collections(self, registry: CollectionRegistry) -> CollectionList:
+        return CollectionList([CollectionOut.of(c) for c in await registry.all()])
+
+    @get("/{name:str}", summary="Get a collection with its document and chunk counts")
+    async def get_collection(self, name: str, registry: CollectionRegistry) -> CollectionOut:
+        return CollectionOut.of(await registry.get(name))
+
+    @delete("/{name:str}", status_code=HTTP_200_OK, summary="Delete a collection and all of it")
+    async def delete_collection(self, name: str, registry: CollectionRegistry) -> dict[str, Any]:
+        removed = await registry.delete(name)
+        return {
+            "deleted": removed.name,
+            "documents": removed.document_count,
+            "chunks": removed.chunk_count,
+        }

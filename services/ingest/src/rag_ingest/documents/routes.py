@@ -1,0 +1,436 @@
+"""/v1/collections/{collection}/documents: ingest (JSON, files), list, get, replace, delete."""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Annotated, Any
+
+import msgspec
+from arq.connections import ArqRedis
+from litestar import Controller, Request, Response, delete, get, post, put
+from litestar.datastructures import UploadFile
+from litestar.params import JSONBody, Parameter
+from litestar.status_codes import HTTP_200_OK, HTTP_202_ACCEPTED
+from rag_core.chroma import ChromaClient
+from rag_core.errors import InvalidInput, NotFound, UnsupportedMediaType
+from rag_core.filters import validate_filter
+
+from rag_ingest.collections.registry import CollectionRegistry
+from rag_ingest.documents.service import Accepted, IdempotencyGuard, IngestService, Submission
+from rag_ingest.documents.store import DocumentRecord, DocumentStore
+from rag_ingest.parsing import UnsupportedFormat, detect_format
+
+MetadataValue = str | int | float | bool
+
+
+class DocumentIn(msgspec.Struct, forbid_unknown_fields=True):
+    text: str
+    id: str | None = None
+    metadata: dict[str, MetadataValue] | None = None
+    source: str | None = None
+
+
+class DocumentBatch(msgspec.Struct, forbid_unknown_fields=True):
+    documents: list[DocumentIn]
+
+
+class DocumentReplace(msgspec.Struct, forbid_unknown_fields=True):
+    text: str
+    metadata: dict[str, MetadataValue] | None = None
+    source: str | None = None
+
+
+class JobRef(msgspec.Struct):
+    job_id: str
+    document_id: str | None
+    state: str
+    status_url: str
+    events_url: str
+
+
+class IngestAccepted(msgspec.Struct):
+    collection: str
+    jobs: list[JobRef]
+
+
+class ChunkOut(msgspec.Struct, omit_defaults=True):
+    id: str
+    position: int
+    text: str
+    tokens: int
+    page: int | None = None
+    heading: str | None = None
+
+
+class DocumentOut(msgspec.Struct, omit_defaults=True):
+    id: str
+    version: int
+    chunk_count: int
+    token_count: int
+    created_at: float
+    updated_at: float
+    format: str | None = None
+    title: str | None = None
+    source: str | None = None
+    filename: str | None = None
+    metadata: dict[str, Any] | None = None
+    chunks: list[ChunkOut] | None = None
+
+    @classmethod
+    def of(cls, r: DocumentRecord, chunks: list[ChunkOut] | None = None) -> DocumentOut:
+        return cls(
+            r.id,
+            r.version,
+            r.chunk_count,
+            r.token_count,
+            r.created_at,
+            r.updated_at,
+            r.format,
+            r.title,
+            r.source,
+            r.filename,
+            r.metadata,
+            chunks,
+        )
+
+
+class DocumentPage(msgspec.Struct):
+    documents: list[DocumentOut]
+    total: int
+    offset: int
+    limit: int
+
+
+def _wire(accepted: list[Accepted], collection: str) -> IngestAccepted:
+    return IngestAccepted(collection, [JobRef(**a.to_wire()) for a in accepted])
+
+
+def _request_id(request: Request[Any, Any, Any]) -> str | None:
+    value = request.scope.get("state", {}).get("request_id")
+    return str(value) if value else None
+
+
+async def _with_idempotency(
+    request: Request[Any, Any, Any],
+    guard: IdempotencyGuard,
+    fingerprint: str,
+    work: Any,
+) -> Response[Any]:
+    key = request.headers.get("idempotency-key")
+    if key is None:
+        return Response(await work(), status_code=HTTP_202_ACCEPTED)
+    stored = await guard.begin(key, fingerprint)
+    if stored is not None:
+        return Response(
+            stored["body"],
+            status_code=int(stored["status"]),
+            headers={"Idempotent-Replayed": "true"},
+        )
+    try:
+        body = msgspec.to_builtins(await work())
+    except BaseException:
+        await guard.abandon(key)
+        raise
+    await guard.finish(key, fingerprint, HTTP_202_ACCEPTED, body)
+    return Response(body, status_code=HTTP_202_ACCEPTED)
+
+
+def _fingerprint(*parts: Any) -> str:
+    return hashlib.sha256(msgspec.json.encode(parts, order="sorted")).hexdigest()
+
+
+def _check_supported(item: Submission) -> None:
+    """Refuse what no parser can read now (415), instead of a job that will surely fail."""
+    try:
+        detect_format(item.payload, filename=item.filename, content_type=item.content_type)
+    except UnsupportedFormat as exc:
+        raise UnsupportedMediaType(f"{item.where}: {exc}") from None
+    except Exception:  # noqa: S110 - anything else is for the worker to explain
+        pass
+
+
+class DocumentController(Controller):
+    path = "/v1/collections/{collection:str}/documents"
+    tags = ["documents"]
+
+    @post(
+        "",
+        summary="Ingest a batch of text documents",
+        status_code=HTTP_202_ACCEPTED,
+        responses=None,
+    )
+    async def ingest_json(
+        self,
+        collection: str,
+        data: JSONBody[DocumentBatch],
+        request: Request[Any, Any, Any],
+        ingest: IngestService,
+        idempotency: IdempotencyGuard,
+    ) -> Response[Any]:
+        """202 with one job per document. Honours `Idempotency-Key`."""
+        ingest.check_batch_size(len(data.documents))
+        items = [
+            Submission(
+                payload=doc.text.encode("utf-8"),
+                where=f"documents[{i}]",
+                document_id=doc.id,
+                content_type="text/plain; charset=utf-8",
+                source=doc.source,
+                metadata=dict(doc.metadata or {}),
+            )
+            for i, doc in enumerate(data.documents)
+        ]
+        for item in items:
+            item.filename = None
+
+        async def work() -> IngestAccepted:
+            return _wire(
+                await ingest.submit(
+                    collection,
+                    items,
+                    request_id=_request_id(request),
+                    traceparent=request.headers.get("traceparent"),
+                ),
+                collection,
+            )
+
+        return await _with_idempotency(
+            request,
+            idempotency,
+            _fingerprint("json", collection, msgspec.to_builtins(data)),
+            work,
+        )
+
+    @post("/upload", summary="Upload one or more files", status_code=HTTP_202_ACCEPTED)
+    async def ingest_files(
+        self,
+        collection: str,
+        request: Request[Any, Any, Any],
+        ingest: IngestService,
+        idempotency: IdempotencyGuard,
+    ) -> Response[Any]:
+        """multipart/form-data: `file` (repeat for several), optional `metadata` (a JSON object
+        applied to every file), `source`, and `id` (only with a single file)."""
+        if not request.headers.get("content-type", "").startswith("multipart/form-data"):
+            raise UnsupportedMediaType("send the files as multipart/form-data")
+        form = await request.form()
+        files = [f for f in form.getall("file", []) if isinstance(f, UploadFile)]
+        if not files:
+            raise InvalidInput(
+                "no files: send them in the form field 'file'",
+                extra={"errors": [{"field": "file", "message": "missing"}]},
+            )
+        metadata = _form_metadata(form.get("metadata"))
+        source = form.get("source") if isinstance(form.get("source"), str) else None
+        doc_id = form.get("id") if isinstance(form.get("id"), str) else None
+        if doc_id and len(files) > 1:
+            raise InvalidInput(
+                "'id' names one document; it cannot be used with several files",
+                extra={"errors": [{"field": "id", "message": "several files"}]},
+            )
+        ingest.check_batch_size(len(files))
+        items = []
+        for index, upload in enumerate(files):
+            data = await upload.read()
+            items.append(
+                Submission(
+                    payload=data,
+                    where=f"file[{index}] ({upload.filename})",
+                    document_id=doc_id,
+                    filename=upload.filename,
+                    content_type=upload.content_type,
+                    source=source or upload.filename,
+                    metadata=dict(metadata),
+                )
+            )
+        ingest.validate(items)
+        for item in items:
+            _check_supported(item)
+
+        async def work() -> IngestAccepted:
+            return _wire(
+                await ingest.submit(
+                    collection,
+                    items,
+                    request_id=_request_id(request),
+                    traceparent=request.headers.get("traceparent"),
+                ),
+                collection,
+            )
+
+        fingerprint = _fingerprint(
+            "files",
+            collection,
+            metadata,
+            source,
+            doc_id,
+            [(i.filename, hashlib.sha256(i.payload).hexdigest()) for i in items],
+        )
+        return await _with_idempotency(request, idempotency, fingerprint, work)
+
+    @get("", summary="List documents (paged; optional metadata filter)")
+    async def list_documents(
+        self,
+        collection: str,
+        registry: CollectionRegistry,
+        documents: DocumentStore,
+        chroma: ChromaClient,
+        offset: Annotated[int, Parameter(ge=0)] = 0,
+        limit: Annotated[int, Parameter(ge=1, le=500)] = 50,
+        where: Annotated[str | None, Parameter(description="JSON metadata filter")] = None,
+    ) -> DocumentPage:
+        found = await registry.get(collection)
+        if where is None:
+            ids = await documents.page(collection, offset=offset, limit=limit)
+            records = await documents.get_many(collection, ids)
+            return DocumentPage(
+                [DocumentOut.of(r) for r in records], found.document_count, offset, limit
+            )
+        try:
+            parsed = msgspec.json.decode(where)
+        except msgspec.DecodeError:
+            raise InvalidInput(
+                "where: not valid JSON",
+                extra={"errors": [{"field": "where", "message": "invalid JSON"}]},
+            ) from None
+        condition = validate_filter(parsed, path="where")
+        # Every document's first chunk carries its metadata: filter those in Chroma.
+        rows = await chroma.get(
+            found.chroma_id, where={"$and": [{"_pos": 0}, condition]}, documents=False
+        )
+        matching = sorted({str(m["_doc"]) for m in rows.metadatas})
+        records = await documents.get_many(collection, matching)
+        active = [
+            r
+            for r in records
+            if any(m["_doc"] == r.id and m["_ver"] == r.version_tag for m in rows.metadatas)
+        ]
+        return DocumentPage(
+            [DocumentOut.of(r) for r in active[offset : offset + limit]], len(active), offset, limit
+        )
+
+    @get("/{document_id:str}", summary="A document with its chunks (active version)")
+    async def get_document(
+        self,
+        collection: str,
+        document_id: str,
+        registry: CollectionRegistry,
+        documents: DocumentStore,
+        chroma: ChromaClient,
+        chunks: bool = True,
+    ) -> DocumentOut:
+        found = await registry.get(collection)
+        record = await documents.get(collection, document_id)
+        if record is None:
+            raise NotFound(f"document {document_id!r} is not in collection {collection!r}")
+        if not chunks:
+            return DocumentOut.of(record)
+        rows = await chroma.get(
+            found.chroma_id, where={"$and": [{"_doc": document_id}, {"_ver": record.version_tag}]}
+        )
+        out = sorted(
+            (
+                ChunkOut(
+                    id=chunk_id,
+                    position=int(meta["_pos"]),
+                    text=text or "",
+                    tokens=int(meta.get("_tokens", 0)),
+                    page=int(meta["_page"]) if "_page" in meta else None,
+                    heading=str(meta["_heading"]) if "_heading" in meta else None,
+                )
+                for chunk_id, text, meta in zip(
+                    rows.ids, rows.documents, rows.metadatas, strict=True
+                )
+            ),
+            key=lambda c: c.position,
+        )
+        return DocumentOut.of(record, out)
+
+    @put(
+        "/{document_id:str}",
+        summary="Replace a document with a new version",
+        status_code=HTTP_202_ACCEPTED,
+    )
+    async def replace_document(
+        self,
+        collection: str,
+        document_id: str,
+        data: JSONBody[DocumentReplace],
+        request: Request[Any, Any, Any],
+        ingest: IngestService,
+        idempotency: IdempotencyGuard,
+    ) -> Response[Any]:
+        """Readers see the old version until the new one is complete, then only the new one."""
+        item = Submission(
+            payload=data.text.encode("utf-8"),
+            where="text",
+            document_id=document_id,
+            content_type="text/plain; charset=utf-8",
+            source=data.source,
+            metadata=dict(data.metadata or {}),
+        )
+
+        async def work() -> IngestAccepted:
+            accepted = await ingest.submit(
+                collection,
+                [item],
+                kind="replace",
+                request_id=_request_id(request),
+                traceparent=request.headers.get("traceparent"),
+            )
+            return _wire(accepted, collection)
+
+        return await _with_idempotency(
+            request,
+            idempotency,
+            _fingerprint("replace", collection, document_id, msgspec.to_builtins(data)),
+            work,
+        )
+
+    @delete("/{document_id:str}", status_code=HTTP_200_OK, summary="Delete a document")
+    async def delete_document(
+        self,
+        collection: str,
+        document_id: str,
+        registry: CollectionRegistry,
+        documents: DocumentStore,
+        arq: ArqRedis,
+    ) -> dict[str, Any]:
+        """Invisible at once; its chunks are removed from Chroma by the worker."""
+        await registry.get(collection)
+        outcome = await documents.remove(collection, document_id)
+        if outcome.status == "missing":
+            raise NotFound(f"document {document_id!r} is not in collection {collection!r}")
+        await arq.enqueue_job(
+            "delete_document_chunks",
+            collection,
+            document_id,
+            _job_id=f"delete.{collection}.{document_id}.{outcome.collection_version}",
+        )
+        previous = outcome.previous
+        return {
+            "deleted": document_id,
+            "version": previous.version if previous else None,
+            "chunks": previous.chunk_count if previous else 0,
+        }
+
+
+def _form_metadata(raw: Any) -> dict[str, MetadataValue]:
+    if raw is None or raw == "":
+        return {}
+    if not isinstance(raw, str):
+        raise InvalidInput(
+            "metadata must be a JSON object in a text form field",
+            extra={"errors": [{"field": "metadata", "message": "not text"}]},
+        )
+    try:
+        return msgspec.json.decode(raw, type=dict[str, MetadataValue])
+    except msgspec.ValidationError as exc:
+        raise InvalidInput(
+            f"metadata: {exc}", extra={"errors": [{"field": "metadata", "message": str(exc)}]}
+        ) from None
+    except msgspec.DecodeError:
+        raise InvalidInput(
+            "metadata: not valid JSON",
+            extra={"errors": [{"field": "metadata", "message": "invalid JSON"}]},
+        ) from None

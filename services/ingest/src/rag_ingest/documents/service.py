@@ -1,0 +1,277 @@
+"""Accepting documents: validate, store the bytes and a job record, then enqueue.
+
+A job is enqueued only after its record and its bytes are stored; if the enqueue itself is
+lost (Redis failover, crash), the reconciler re-enqueues any queued job arq does not know.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgspec
+from arq.connections import ArqRedis
+from rag_config import IngestSettings
+from rag_core.errors import Conflict, InvalidInput, PayloadTooLarge
+from redis.asyncio import Redis
+
+from rag_ingest.collections.registry import Collection, CollectionRegistry
+from rag_ingest.documents.store import DocumentStore, content_hash, version_hash
+from rag_ingest.jobs.model import JobKind, JobRecord
+from rag_ingest.jobs.store import JobStore
+from rag_ingest.keys import Keys
+
+DOCUMENT_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:@-]{0,255}$")
+DOCUMENT_ID_RULE = (
+    "1-256 characters: letters, digits and . _ : @ -, starting with a letter or digit"
+)
+IDEMPOTENCY_KEY = re.compile(r"^[\x21-\x7e]{1,255}$")
+
+
+@dataclass
+class Submission:
+    """One document to ingest, already read into memory."""
+
+    payload: bytes
+    where: str  # where it came from in the request, for error messages
+    document_id: str | None = None
+    filename: str | None = None
+    content_type: str | None = None
+    source: str | None = None
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Accepted:
+    record: JobRecord
+
+    def to_wire(self) -> dict[str, Any]:
+        return {
+            "job_id": self.record.id,
+            "document_id": self.record.document_id,
+            "state": self.record.state,
+            "status_url": f"/v1/jobs/{self.record.id}",
+            "events_url": f"/v1/jobs/{self.record.id}/events",
+        }
+
+
+def new_job_id() -> str:
+    # Time-ordered (sortable in listings), unique without coordination.
+    return f"{int(time.time() * 1000):013x}{uuid.uuid4().hex[:12]}"
+
+
+def check_metadata(metadata: dict[str, Any], where: str, limit: int) -> None:
+    for key in metadata:
+        if key.startswith("_") or not key or len(key) > 128:
+            raise InvalidInput(
+                f"{where}.{key}: metadata keys are 1-128 characters and may not start with '_'",
+                extra={
+                    "errors": [{"field": f"{where}.{key}", "message": "reserved or invalid key"}]
+                },
+            )
+    size = len(msgspec.json.encode(metadata))
+    if size > limit:
+        raise PayloadTooLarge(
+            f"{where} is {size} bytes as JSON; the limit is {limit} (MAX_METADATA_BYTES)",
+            extra={"limit": "MAX_METADATA_BYTES", "max_bytes": limit},
+        )
+
+
+class IngestService:
+    def __init__(
+        self,
+        *,
+        settings: IngestSettings,
+        redis: Redis,
+        arq: ArqRedis,
+        registry: CollectionRegistry,
+        documents: DocumentStore,
+        jobs: JobStore,
+        keys: Keys,
+    ) -> None:
+        self.settings = settings
+        self.redis = redis
+        self.arq = arq
+        self.registry = registry
+        self.documents = documents
+        self.jobs = jobs
+        self.keys = keys
+
+    def check_batch_size(self, count: int) -> None:
+        limit = self.settings.max_documents_per_batch
+        if count > limit:
+            raise PayloadTooLarge(
+                f"{count} documents in one request; the limit is {limit} (MAX_DOCUMENTS_PER_BATCH)",
+                extra={"limit": "MAX_DOCUMENTS_PER_BATCH", "max_documents": limit},
+            )
+        if count == 0:
+            raise InvalidInput(
+                "no documents in the request",
+                extra={"errors": [{"field": "documents", "message": "empty"}]},
+            )
+
+    def validate(self, items: list[Submission]) -> None:
+        """Everything checkable before anything is written: nothing is half-accepted."""
+        self.check_batch_size(len(items))
+        seen: dict[str, str] = {}
+        for item in items:
+            if not item.payload.strip():
+                raise InvalidInput(
+                    f"{item.where} is empty",
+                    extra={"errors": [{"field": item.where, "message": "empty"}]},
+                )
+            if len(item.payload) > self.settings.max_file_bytes:
+                raise PayloadTooLarge(
+                    f"{item.where} is {len(item.payload)} bytes; the limit is "
+                    f"{self.settings.max_file_bytes} (MAX_FILE_BYTES)",
+                    extra={"limit": "MAX_FILE_BYTES", "max_bytes": self.settings.max_file_bytes},
+                )
+            if item.document_id is not None and not DOCUMENT_ID.match(item.document_id):
+                raise InvalidInput(
+                    f"{item.where}: document id {item.document_id!r} is not allowed: "
+                    f"{DOCUMENT_ID_RULE}",
+                    extra={"errors": [{"field": f"{item.where}.id", "message": DOCUMENT_ID_RULE}]},
+                )
+            check_metadata(
+                item.metadata, f"{item.where}.metadata", self.settings.max_metadata_bytes
+            )
+            doc_id = item.document_id or self.derived_id(item.payload)
+            if doc_id in seen:
+                raise InvalidInput(
+                    f"{item.where} and {seen[doc_id]} are the same document ({doc_id!r})",
+                    extra={"errors": [{"field": item.where, "message": "duplicate document"}]},
+                )
+            seen[doc_id] = item.where
+
+    @staticmethod
+    def derived_id(payload: bytes) -> str:
+        """Without an explicit id, the content names the document: re-sending it is a no-op."""
+        return "doc-" + hashlib.sha256(payload).hexdigest()[:24]
+
+    async def submit(
+        self,
+        collection_name: str,
+        items: list[Submission],
+        *,
+        kind: JobKind = "ingest",
+        request_id: str | None = None,
+        traceparent: str | None = None,
+    ) -> list[Accepted]:
+        collection = await self.registry.get(collection_name)
+        self.validate(items)
+        accepted = [
+            await self._store_job(collection, item, kind, request_id, traceparent) for item in items
+        ]
+        for entry in accepted:
+            await self.arq.enqueue_job(
+                "ingest_document", entry.record.id, _job_id=entry.record.arq_job_id
+            )
+        return accepted
+
+    async def _store_job(
+        self,
+        collection: Collection,
+        item: Submission,
+        kind: JobKind,
+        request_id: str | None,
+        traceparent: str | None,
+    ) -> Accepted:
+        doc_id = item.document_id or self.derived_id(item.payload)
+        digest = content_hash(item.payload)
+        version = version_hash(
+            digest,
+            metadata=item.metadata,
+            source=item.source,
+            filename=item.filename,
+            content_type=item.content_type,
+            model=collection.embedding_model,
+            chunk_size=self.settings.chunk_size_tokens,
+            chunk_overlap=self.settings.chunk_overlap_tokens,
+        )
+        record = JobRecord(
+            id=new_job_id(),
+            kind=kind,
+            collection=collection.name,
+            document_id=doc_id,
+            max_attempts=self.settings.job_max_tries,
+            sequence=await self.documents.next_sequence(collection.name, doc_id),
+            source=item.source,
+            filename=item.filename,
+            content_type=item.content_type,
+            metadata=item.metadata or None,
+            options={"content_hash": digest, "version_hash": version, "bytes": len(item.payload)},
+            request_id=request_id,
+            traceparent=traceparent,
+        )
+        await self.jobs.create(record, item.payload)
+        return Accepted(record)
+
+    async def retry(self, job_id: str) -> JobRecord:
+        """Run a failed or dead-lettered job again, as a new run with fresh attempts."""
+        record = await self.jobs.get(job_id)
+        if record is None:
+            from rag_core.errors import NotFound  # noqa: PLC0415
+
+            raise NotFound(f"job {job_id!r} does not exist (or has expired)")
+        if record.state not in ("failed", "dead"):
+            raise Conflict(
+                f"job {job_id!r} is {record.state}; only failed or dead jobs are retried"
+            )
+        if await self.jobs.payload(job_id) is None:
+            raise Conflict(f"job {job_id!r} can no longer be retried: its content has expired")
+        previous = record.state
+        record.run += 1
+        record.state, record.stage, record.progress = "queued", "queued", 0.0
+        record.attempts, record.error, record.error_stage = 0, None, None
+        record.finished_at = record.started_at = None
+        record.sequence = await self.documents.next_sequence(
+            record.collection, record.document_id or ""
+        )
+        await self.jobs.save(record, previous_state=previous)
+        await self.jobs.add_event(record, "retried")
+        await self.arq.enqueue_job("ingest_document", record.id, _job_id=record.arq_job_id)
+        return record
+
+
+class IdempotencyGuard:
+    """Same Idempotency-Key and same request: the first response again. Same key, different
+    request: 409. Remembered for IDEMPOTENCY_TTL_HOURS."""
+
+    def __init__(self, redis: Redis, keys: Keys, ttl_hours: int) -> None:
+        self.redis = redis
+        self.keys = keys
+        self.ttl = ttl_hours * 3600
+
+    @staticmethod
+    def check_key(key: str) -> None:
+        if not IDEMPOTENCY_KEY.match(key):
+            raise InvalidInput(
+                "Idempotency-Key must be 1-255 visible ASCII characters",
+                extra={"errors": [{"field": "Idempotency-Key", "message": "invalid"}]},
+            )
+
+    async def begin(self, key: str, fingerprint: str) -> dict[str, Any] | None:
+        """None: go ahead (the key is now reserved). A dict: the stored response to replay."""
+        self.check_key(key)
+        redis_key = self.keys.idempotency(key)
+        reserved = {"fingerprint": fingerprint, "state": "pending"}
+        if await self.redis.set(redis_key, msgspec.json.encode(reserved), nx=True, ex=self.ttl):
+            return None
+        raw = await self.redis.get(redis_key)
+        stored: dict[str, Any] = msgspec.json.decode(raw) if raw else {}
+        if stored.get("fingerprint") != fingerprint:
+            raise Conflict("this Idempotency-Key was used for a different request")
+        if stored.get("state") != "done":
+            raise Conflict("a request with this Idempotency-Key is still being processed")
+        return stored
+
+    async def finish(self, key: str, fingerprint: str, status: int, body: Any) -> None:
+        done = {"fingerprint": fingerprint, "state": "done", "status": status, "body": body}
+        await self.redis.set(self.keys.idempotency(key), msgspec.json.encode(done), ex=self.ttl)
+
+    async def abandon(self, key: str) -> None:
+        await self.redis.delete(self.keys.idempotency(key))

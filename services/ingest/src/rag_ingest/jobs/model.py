@@ -1,0 +1,49 @@
+"""Job records: what a user sees of every piece of ingest work."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import msgspec
+
+JobState = Literal["queued", "running", "succeeded", "failed", "dead"]
+JobKind = Literal["ingest", "replace", "delete", "url"]
+JOB_STATES: tuple[JobState, ...] = ("queued", "running", "succeeded", "failed", "dead")
+FINAL_STATES = frozenset({"succeeded", "failed", "dead"})
+
+
+class JobRecord(msgspec.Struct, kw_only=True):
+    """One job as stored and as returned by ``GET /v1/jobs/{id}``."""
+
+    id: str
+    kind: JobKind
+    collection: str
+    document_id: str | None = None
+    state: JobState = "queued"
+    stage: str = "queued"
+    progress: float = 0.0
+    attempts: int = 0
+    max_attempts: int = 5
+    run: int = 1
+    sequence: int = 0
+    error: str | None = None
+    error_stage: str | None = None
+    result: dict[str, Any] | None = None
+    source: str | None = None
+    filename: str | None = None
+    content_type: str | None = None
+    metadata: dict[str, Any] | None = None
+    options: dict[str, Any] | None = None
+    created_at: float = 0.0
+    updated_at: float = 0.0
+    started_at: float | None = None
+    finished_at: float | None = None
+    next_attempt_at: float | None = None
+    worker: str | None = None
+    request_id: str | None = None
+    traceparent: str | None = None
+
+    @property
+    def arq_job_id(self) -> str:
+        """arq's id for the current run (a manual retry starts a new run)."""
+        return f"{self.id}.{self.run}"

@@ -1,0 +1,90 @@
+"""/v1/jobs: follow, list and retry ingest jobs; stream a job's progress as SSE."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncGenerator
+from typing import Annotated, Any
+
+import msgspec
+from litestar import Controller, Request, get, post
+from litestar.params import Parameter
+from litestar.response import ServerSentEvent, ServerSentEventMessage
+from litestar.status_codes import HTTP_202_ACCEPTED
+from rag_core.errors import NotFound
+
+from rag_ingest.documents.service import IngestService
+from rag_ingest.jobs.model import FINAL_STATES, JobRecord, JobState
+from rag_ingest.jobs.store import JobStore
+
+HEARTBEAT_MS = 15_000
+
+
+class JobList(msgspec.Struct):
+    jobs: list[JobRecord]
+    next_before: float | None = None
+
+
+class JobController(Controller):
+    path = "/v1/jobs"
+    tags = ["jobs"]
+
+    @get("/{job_id:str}", summary="A job: state, progress, result or failure reason")
+    async def get_job(self, job_id: str, jobs: JobStore) -> JobRecord:
+        record = await jobs.get(job_id)
+        if record is None:
+            raise NotFound(f"job {job_id!r} does not exist (or has expired)")
+        return record
+
+    @get("", summary="List jobs, newest first")
+    async def list_jobs(
+        self,
+        jobs: JobStore,
+        job_state: Annotated[JobState | None, Parameter(query="state")] = None,
+        collection: str | None = None,
+        limit: Annotated[int, Parameter(ge=1, le=500)] = 50,
+        before: float | None = None,
+    ) -> JobList:
+        found = await jobs.find(state=job_state, collection=collection, limit=limit, before=before)
+        return JobList(found, found[-1].created_at if len(found) == limit else None)
+
+    @post(
+        "/{job_id:str}/retry",
+        status_code=HTTP_202_ACCEPTED,
+        summary="Run a failed or dead-lettered job again",
+    )
+    async def retry_job(self, job_id: str, ingest: IngestService) -> JobRecord:
+        return await ingest.retry(job_id)
+
+    @get("/{job_id:str}/events", summary="Server-sent events of a job's progress until it ends")
+    async def job_events(
+        self, job_id: str, jobs: JobStore, request: Request[Any, Any, Any]
+    ) -> ServerSentEvent:
+        """Replays the job's events so far, then follows it; ends after its final state.
+        ``Last-Event-ID`` resumes after a reconnect."""
+        if await jobs.get(job_id) is None:
+            raise NotFound(f"job {job_id!r} does not exist (or has expired)")
+        after = request.headers.get("last-event-id") or "0"
+
+        async def stream() -> AsyncGenerator[ServerSentEventMessage, None]:
+            cursor = after
+            while True:
+                got_any = False
+                async for event_id, fields in jobs.events(
+                    job_id, after=cursor, block_ms=HEARTBEAT_MS
+                ):
+                    got_any = True
+                    cursor = event_id
+                    yield ServerSentEventMessage(
+                        data=msgspec.json.encode(fields).decode(),
+                        event=fields["event"],
+                        id=event_id,
+                    )
+                    if fields.get("state") in FINAL_STATES and fields["event"] != "progress":
+                        return
+                if not got_any:
+                    record = await jobs.get(job_id)
+                    if record is None or record.state in FINAL_STATES:
+                        return
+                    yield ServerSentEventMessage(comment="keep-alive")
+
+        return ServerSentEvent(stream())

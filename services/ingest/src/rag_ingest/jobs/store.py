@@ -1,0 +1,137 @@
+"""Job records in Redis, indexed by state and collection, with a stream of progress events.
+
+Records outlive arq's own results (``JOB_RETENTION_DAYS``): a user can always find out what
+became of a job, and a job that exhausted its retries stays visible as ``dead``.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Sequence
+from typing import Any
+
+import msgspec
+from redis.asyncio import Redis
+
+from rag_ingest.jobs.model import JOB_STATES, JobRecord, JobState
+from rag_ingest.keys import Keys
+
+EVENTS_KEPT = 500
+_encoder = msgspec.json.Encoder()
+_decoder = msgspec.json.Decoder(JobRecord)
+
+
+class JobStore:
+    def __init__(self, redis: Redis, keys: Keys, *, retention_days: int) -> None:
+        self.redis = redis
+        self.keys = keys
+        self.retention_seconds = retention_days * 86_400
+
+    async def create(self, record: JobRecord, payload: bytes | None = None) -> None:
+        """Store the record (and the document bytes the worker will need) atomically."""
+        now = time.time()
+        record.created_at = record.updated_at = now
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.set(self.keys.job(record.id), _encoder.encode(record), ex=self.retention_seconds)
+            if payload is not None:
+                pipe.set(self.keys.job_payload(record.id), payload, ex=self.retention_seconds)
+            pipe.zadd(self.keys.jobs_all(), {record.id: now})
+            pipe.zadd(self.keys.jobs_by_collection(record.collection), {record.id: now})
+            pipe.zadd(self.keys.jobs_by_state(record.state), {record.id: now})
+            await pipe.execute()
+        await self.add_event(record, "queued")
+
+    async def get(self, job_id: str) -> JobRecord | None:
+        raw = await self.redis.get(self.keys.job(job_id))
+        return _decoder.decode(raw) if raw else None
+
+    async def get_many(self, job_ids: Sequence[str]) -> list[JobRecord]:
+        if not job_ids:
+            return []
+        raws = await self.redis.mget([self.keys.job(job_id) for job_id in job_ids])
+        return [_decoder.decode(raw) for raw in raws if raw]
+
+    async def payload(self, job_id: str) -> bytes | None:
+        data: bytes | None = await self.redis.get(self.keys.job_payload(job_id))
+        return data
+
+    async def save(self, record: JobRecord, *, previous_state: JobState | None = None) -> None:
+        """Write the record; move it between state indexes if its state changed."""
+        record.updated_at = time.time()
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.set(self.keys.job(record.id), _encoder.encode(record), ex=self.retention_seconds)
+            if previous_state is not None and previous_state != record.state:
+                pipe.zrem(self.keys.jobs_by_state(previous_state), record.id)
+                pipe.zadd(self.keys.jobs_by_state(record.state), {record.id: record.created_at})
+            if record.state == "succeeded":
+                pipe.delete(self.keys.job_payload(record.id))
+            await pipe.execute()
+
+    async def add_event(self, record: JobRecord, event: str, **data: Any) -> None:
+        fields: dict[Any, Any] = {
+            "event": event,
+            "state": record.state,
+            "stage": record.stage,
+            "progress": f"{record.progress:.3f}",
+            "attempts": str(record.attempts),
+            "at": f"{time.time():.3f}",
+        }
+        if record.error:
+            fields["error"] = record.error
+        fields.update({k: str(v) for k, v in data.items()})
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.xadd(self.keys.job_events(record.id), fields, maxlen=EVENTS_KEPT, approximate=True)
+            pipe.expire(self.keys.job_events(record.id), self.retention_seconds)
+            await pipe.execute()
+
+    async def events(
+        self, job_id: str, *, after: str = "0", block_ms: int = 15_000
+    ) -> AsyncIterator[tuple[str, dict[str, str]]]:
+        """Events after ``after`` (a stream id); waits up to ``block_ms`` for new ones."""
+        reply: Any = await self.redis.xread({self.keys.job_events(job_id): after}, block=block_ms)
+        for _stream, entries in reply or []:
+            for entry_id, fields in entries:
+                yield entry_id.decode(), {k.decode(): v.decode() for k, v in fields.items()}
+
+    async def find(
+        self,
+        *,
+        state: JobState | None = None,
+        collection: str | None = None,
+        limit: int = 50,
+        before: float | None = None,
+    ) -> list[JobRecord]:
+        """Newest first; ``before`` (a created_at) pages further back."""
+        if state is not None and collection is not None:
+            # Intersect two indexes, a page at a time, without materialising either.
+            found: list[JobRecord] = []
+            cursor = before
+            while len(found) < limit:
+                ids = await self._page(self.keys.jobs_by_collection(collection), limit * 4, cursor)
+                if not ids:
+                    break
+                records = await self.get_many(ids)
+                found += [r for r in records if r.state == state]
+                cursor = records[-1].created_at if records else None
+                if len(ids) < limit * 4 or cursor is None:
+                    break
+            return found[:limit]
+        if state is not None:
+            index = self.keys.jobs_by_state(state)
+        elif collection is not None:
+            index = self.keys.jobs_by_collection(collection)
+        else:
+            index = self.keys.jobs_all()
+        return await self.get_many(await self._page(index, limit, before))
+
+    async def _page(self, index: str, limit: int, before: float | None) -> list[str]:
+        upper = f"({before}" if before is not None else "+inf"
+        ids = await self.redis.zrevrangebyscore(index, upper, "-inf", start=0, num=limit)
+        return [i.decode() for i in ids]
+
+    async def counts(self) -> dict[str, int]:
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for state in JOB_STATES:
+                pipe.zcard(self.keys.jobs_by_state(state))
+            values = await pipe.execute()
+        return dict(zip(JOB_STATES, values, strict=True))

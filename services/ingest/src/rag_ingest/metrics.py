@@ -1,0 +1,42 @@
+"""Ingest metrics: jobs by outcome, durations by stage, embedding throughput, queue depth."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+STAGE_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 900)
+
+JOBS = Counter(
+    "rag_ingest_jobs_total",
+    "Ingest jobs finished, by kind and outcome (succeeded, failed, dead, retried).",
+    ["kind", "outcome"],
+)
+JOB_DURATION = Histogram(
+    "rag_ingest_job_duration_seconds",
+    "Wall time of one job attempt.",
+    ["kind"],
+    buckets=STAGE_BUCKETS,
+)
+STAGE_DURATION = Histogram(
+    "rag_ingest_stage_duration_seconds",
+    "Wall time of each stage of a job.",
+    ["stage"],
+    buckets=STAGE_BUCKETS,
+)
+CHUNKS_EMBEDDED = Counter("rag_ingest_chunks_embedded_total", "Chunks embedded and stored.")
+TOKENS_EMBEDDED = Counter("rag_ingest_tokens_embedded_total", "Tokens of the chunks embedded.")
+EMBED_BATCH_SECONDS = Histogram(
+    "rag_ingest_embedding_batch_seconds",
+    "Time to embed one batch of chunks.",
+    buckets=STAGE_BUCKETS,
+)
+DOCUMENTS_DEDUPLICATED = Counter(
+    "rag_ingest_documents_deduplicated_total",
+    "Documents whose content was already stored (unchanged or duplicate).",
+)
+QUEUE_DEPTH = Gauge("rag_ingest_queue_depth", "Jobs waiting in the queue.", multiprocess_mode="max")
+DEAD_LETTERED = Gauge(
+    "rag_ingest_dead_lettered_jobs",
+    "Jobs that exhausted their retries (kept for retry).",
+    multiprocess_mode="max",
+)

@@ -1,0 +1,1 @@
+"""The ingest worker: arq tasks that parse, chunk, embed and store documents."""

@@ -1,0 +1,160 @@
+"""The ingest worker process: arq plus a health/metrics port, stopped gracefully by SIGTERM.
+
+On SIGTERM the worker turns not-ready, stops taking jobs, lets running ones finish within
+GRACEFUL_SHUTDOWN_SECONDS and then cancels the rest, which arq re-queues (every job is safe
+to run again). While it runs it keeps a heartbeat in Redis; the reconciler of any worker
+hands the jobs of a worker whose heartbeat stopped (SIGKILL, crash, lost node) to a live one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import socket
+from pathlib import Path
+from typing import Any
+
+import uvicorn
+from arq import Worker, cron, func
+from arq.connections import RedisSettings as ArqRedisSettings
+from arq.connections import create_pool
+from rag_config import IngestSettings
+from rag_core.chroma import ChromaClient
+from rag_core.clients import create_redis
+from rag_core.embedding.local import LocalEmbedder
+from rag_core.health import Readiness, create_ops_app
+from rag_core.server import SignalFreeServer
+from rag_telemetry import get_logger
+
+from rag_ingest.worker.context import WorkerContext, deserialize_job, serialize_job
+from rag_ingest.worker.tasks import (
+    cleanup_version,
+    delete_document_chunks,
+    heartbeat,
+    ingest_document,
+    reconcile,
+)
+
+log = get_logger("rag.worker")
+HEARTBEAT_INTERVAL_SECONDS = 5.0
+
+
+def local_embedder(settings: IngestSettings) -> LocalEmbedder:
+    return LocalEmbedder(
+        Path(settings.data_dir) / "models",
+        variant="int8" if settings.embedding_model.endswith("-int8") else "fp32",
+        threads=settings.embed_threads,
+        batch_size=settings.embed_batch_size,
+    )
+
+
+def build_worker(context: WorkerContext, settings: IngestSettings) -> Worker:
+    return Worker(
+        functions=[
+            func(ingest_document, max_tries=settings.job_max_tries + 1),
+            func(cleanup_version, max_tries=20),
+            func(delete_document_chunks, max_tries=20),
+        ],
+        cron_jobs=[
+            cron(
+                reconcile,
+                second=set(range(0, 60, 10)),
+                run_at_startup=True,
+                unique=False,
+                timeout=60,
+            )
+        ],
+        redis_pool=context.arq,
+        queue_name=context.keys.queue(),
+        max_jobs=settings.worker_concurrency,
+        job_timeout=settings.job_timeout_seconds,
+        keep_result=3600,
+        max_tries=settings.job_max_tries + 1,
+        poll_delay=0.2,
+        health_check_interval=10,
+        handle_signals=False,
+        ctx={"rag": context},
+        job_serializer=serialize_job,
+        job_deserializer=deserialize_job,
+    )
+
+
+async def run_worker(settings: IngestSettings, ops_sock: socket.socket) -> int:
+    redis = create_redis(settings, settings)
+    arq_pool = await create_pool(
+        ArqRedisSettings.from_dsn(settings.redis_url.get_secret_value()),
+        job_serializer=serialize_job,
+        job_deserializer=deserialize_job,
+        default_queue_name=f"{settings.redis_prefix}:queue",
+    )
+    chroma = ChromaClient(settings, settings)
+    embedder = await asyncio.to_thread(local_embedder, settings)
+    context = WorkerContext.build(settings, redis, arq_pool, chroma, embedder)
+    worker = build_worker(context, settings)
+
+    readiness = Readiness(timeout=settings.ready_check_timeout_seconds, started=True)
+    readiness.checks.update(redis=redis.ping, chroma=chroma.heartbeat)
+    ops = SignalFreeServer(
+        uvicorn.Config(
+            create_ops_app(readiness),
+            log_config=None,
+            access_log=False,
+            lifespan="off",
+            server_header=False,
+        )
+    )
+    ops_task = asyncio.create_task(ops.serve(sockets=[ops_sock]))
+
+    async def keep_heartbeat() -> None:
+        while True:
+            with contextlib.suppress(Exception):
+                await heartbeat(context)
+            await asyncio.sleep(HEARTBEAT_INTERVAL_SECONDS)
+
+    async def drain_then_stop() -> None:
+        deadline = asyncio.get_running_loop().time() + settings.graceful_shutdown_seconds
+        while worker.tasks and any(not t.done() for t in worker.tasks.values()):
+            if asyncio.get_running_loop().time() > deadline:
+                log.warning("shutdown_cancelling_jobs", running=len(worker.tasks))
+                break
+            await asyncio.sleep(0.1)
+        worker.handle_sig(signal.SIGTERM)
+
+    stopping: list[Any] = []
+
+    def on_signal(signum: int) -> None:
+        if stopping:
+            worker.handle_sig(signal.SIGTERM)  # second signal: cancel at once
+            return
+        log.info("shutdown_requested", signal=signal.Signals(signum).name)
+        readiness.draining = True
+        worker.allow_pick_jobs = False
+        stopping.append(asyncio.create_task(drain_then_stop()))
+
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, on_signal, signum)
+    beat = asyncio.create_task(keep_heartbeat())
+    log.info(
+        "worker_started",
+        worker_id=context.worker_id,
+        queue=context.keys.queue(),
+        concurrency=settings.worker_concurrency,
+        model=embedder.model,
+    )
+    try:
+        with contextlib.suppress(asyncio.CancelledError):
+            await worker.async_run()
+    finally:
+        beat.cancel()
+        with contextlib.suppress(Exception):
+            await redis.delete(context.keys.worker_heartbeat(context.worker_id))
+        await worker.close()
+        ops.should_exit = True
+        await ops_task
+        await chroma.close()
+        await redis.aclose()
+        embedder.close()
+        log.info("worker_stopped")
+    return 0
