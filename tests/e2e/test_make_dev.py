@@ -62,7 +62,14 @@ def test_make_dev_runs_the_stack_and_ctrl_c_stops_everything(tmp_path: Path) -> 
     assert "everything stopped" in output.read_text()
     assert wait_gone(started) == set()
     logs = sorted(path.name for path in (tmp_path / "dev" / "logs").iterdir())
-    assert logs == ["chroma.log", "gateway.log", "ingest.log", "query.log", "redis.log"]
+    assert logs == [
+        "chroma.log",
+        "gateway.log",
+        "ingest.log",
+        "query.log",
+        "redis.log",
+        "worker.log",
+    ]
 
 
 def test_make_dev_names_a_taken_port_and_how_to_change_it(tmp_path: Path) -> None:

@@ -5,8 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from arq.connections import RedisSettings as ArqRedisSettings
-from arq.connections import create_pool
+from arq.connections import ArqRedis
 from litestar import Litestar
 from litestar.datastructures import State
 from litestar.di import Provide
@@ -36,14 +35,14 @@ def _ingest_lifespan(settings: IngestSettings) -> Lifespan:
     @asynccontextmanager
     async def stores(app: Litestar) -> AsyncIterator[None]:
         keys = Keys(settings.redis_prefix)
-        arq = await create_pool(
-            ArqRedisSettings.from_dsn(settings.redis_url.get_secret_value()),
+        redis, chroma = app.state.redis, app.state.chroma
+        # arq's client on the same lazy pool: create_pool would refuse to start without Redis.
+        arq = ArqRedis(
+            connection_pool=redis.connection_pool,
             job_serializer=serialize_job,
             job_deserializer=deserialize_job,
             default_queue_name=keys.queue(),
-            retry=0,
         )
-        redis, chroma = app.state.redis, app.state.chroma
         registry = CollectionRegistry(redis, chroma, keys)
         documents = DocumentStore(redis, keys)
         jobs = JobStore(redis, keys, retention_days=settings.job_retention_days)
@@ -63,10 +62,7 @@ def _ingest_lifespan(settings: IngestSettings) -> Lifespan:
                 keys=keys,
             ),
         )
-        try:
-            yield
-        finally:
-            await arq.aclose()
+        yield
 
     return stores
 

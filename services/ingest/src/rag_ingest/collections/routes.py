@@ -6,7 +6,8 @@ from typing import Any
 
 import msgspec
 from litestar import Controller, delete, get, post
-from litestar.params import JSONBody
+from litestar.di import NamedDependency
+from litestar.params import FromPath, JSONBody
 from litestar.status_codes import HTTP_200_OK, HTTP_201_CREATED
 from rag_config import IngestSettings
 
@@ -55,8 +56,8 @@ class CollectionController(Controller):
     async def create_collection(
         self,
         data: JSONBody[CollectionCreate],
-        registry: CollectionRegistry,
-        settings: IngestSettings,
+        registry: NamedDependency[CollectionRegistry],
+        settings: NamedDependency[IngestSettings],
     ) -> CollectionOut:
         """The embedding model is fixed for the collection's life (default: EMBEDDING_MODEL)."""
         created = await registry.create(
@@ -65,15 +66,21 @@ class CollectionController(Controller):
         return CollectionOut.of(created)
 
     @get("", summary="List collections")
-    async def list_collections(self, registry: CollectionRegistry) -> CollectionList:
+    async def list_collections(
+        self, registry: NamedDependency[CollectionRegistry]
+    ) -> CollectionList:
         return CollectionList([CollectionOut.of(c) for c in await registry.all()])
 
     @get("/{name:str}", summary="Get a collection with its document and chunk counts")
-    async def get_collection(self, name: str, registry: CollectionRegistry) -> CollectionOut:
+    async def get_collection(
+        self, name: FromPath[str], registry: NamedDependency[CollectionRegistry]
+    ) -> CollectionOut:
         return CollectionOut.of(await registry.get(name))
 
     @delete("/{name:str}", status_code=HTTP_200_OK, summary="Delete a collection and all of it")
-    async def delete_collection(self, name: str, registry: CollectionRegistry) -> dict[str, Any]:
+    async def delete_collection(
+        self, name: FromPath[str], registry: NamedDependency[CollectionRegistry]
+    ) -> dict[str, Any]:
         removed = await registry.delete(name)
         return {
             "deleted": removed.name,

@@ -9,7 +9,8 @@ import msgspec
 from arq.connections import ArqRedis
 from litestar import Controller, Request, Response, delete, get, post, put
 from litestar.datastructures import UploadFile
-from litestar.params import JSONBody, Parameter
+from litestar.di import NamedDependency
+from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
 from litestar.status_codes import HTTP_200_OK, HTTP_202_ACCEPTED
 from rag_core.chroma import ChromaClient
 from rag_core.errors import InvalidInput, NotFound, UnsupportedMediaType
@@ -101,7 +102,7 @@ class DocumentPage(msgspec.Struct):
     limit: int
 
 
-def _wire(accepted: list[Accepted], collection: str) -> IngestAccepted:
+def _wire(accepted: list[Accepted], collection: FromPath[str]) -> IngestAccepted:
     return IngestAccepted(collection, [JobRef(**a.to_wire()) for a in accepted])
 
 
@@ -112,7 +113,7 @@ def _request_id(request: Request[Any, Any, Any]) -> str | None:
 
 async def _with_idempotency(
     request: Request[Any, Any, Any],
-    guard: IdempotencyGuard,
+    guard: NamedDependency[IdempotencyGuard],
     fingerprint: str,
     work: Any,
 ) -> Response[Any]:
@@ -161,11 +162,11 @@ class DocumentController(Controller):
     )
     async def ingest_json(
         self,
-        collection: str,
+        collection: FromPath[str],
         data: JSONBody[DocumentBatch],
         request: Request[Any, Any, Any],
-        ingest: IngestService,
-        idempotency: IdempotencyGuard,
+        ingest: NamedDependency[IngestService],
+        idempotency: NamedDependency[IdempotencyGuard],
     ) -> Response[Any]:
         """202 with one job per document. Honours `Idempotency-Key`."""
         ingest.check_batch_size(len(data.documents))
@@ -204,10 +205,10 @@ class DocumentController(Controller):
     @post("/upload", summary="Upload one or more files", status_code=HTTP_202_ACCEPTED)
     async def ingest_files(
         self,
-        collection: str,
+        collection: FromPath[str],
         request: Request[Any, Any, Any],
-        ingest: IngestService,
-        idempotency: IdempotencyGuard,
+        ingest: NamedDependency[IngestService],
+        idempotency: NamedDependency[IdempotencyGuard],
     ) -> Response[Any]:
         """multipart/form-data: `file` (repeat for several), optional `metadata` (a JSON object
         applied to every file), `source`, and `id` (only with a single file)."""
@@ -239,7 +240,7 @@ class DocumentController(Controller):
                     document_id=doc_id,
                     filename=upload.filename,
                     content_type=upload.content_type,
-                    source=source or upload.filename,
+                    source=source,
                     metadata=dict(metadata),
                 )
             )
@@ -271,13 +272,13 @@ class DocumentController(Controller):
     @get("", summary="List documents (paged; optional metadata filter)")
     async def list_documents(
         self,
-        collection: str,
-        registry: CollectionRegistry,
-        documents: DocumentStore,
-        chroma: ChromaClient,
-        offset: Annotated[int, Parameter(ge=0)] = 0,
-        limit: Annotated[int, Parameter(ge=1, le=500)] = 50,
-        where: Annotated[str | None, Parameter(description="JSON metadata filter")] = None,
+        collection: FromPath[str],
+        registry: NamedDependency[CollectionRegistry],
+        documents: NamedDependency[DocumentStore],
+        chroma: NamedDependency[ChromaClient],
+        offset: Annotated[int, QueryParameter(ge=0)] = 0,
+        limit: Annotated[int, QueryParameter(ge=1, le=500)] = 50,
+        where: Annotated[str | None, QueryParameter(description="JSON metadata filter")] = None,
     ) -> DocumentPage:
         found = await registry.get(collection)
         if where is None:
@@ -312,12 +313,12 @@ class DocumentController(Controller):
     @get("/{document_id:str}", summary="A document with its chunks (active version)")
     async def get_document(
         self,
-        collection: str,
-        document_id: str,
-        registry: CollectionRegistry,
-        documents: DocumentStore,
-        chroma: ChromaClient,
-        chunks: bool = True,
+        collection: FromPath[str],
+        document_id: FromPath[str],
+        registry: NamedDependency[CollectionRegistry],
+        documents: NamedDependency[DocumentStore],
+        chroma: NamedDependency[ChromaClient],
+        chunks: FromQuery[bool] = True,
     ) -> DocumentOut:
         found = await registry.get(collection)
         record = await documents.get(collection, document_id)
@@ -353,12 +354,12 @@ class DocumentController(Controller):
     )
     async def replace_document(
         self,
-        collection: str,
-        document_id: str,
+        collection: FromPath[str],
+        document_id: FromPath[str],
         data: JSONBody[DocumentReplace],
         request: Request[Any, Any, Any],
-        ingest: IngestService,
-        idempotency: IdempotencyGuard,
+        ingest: NamedDependency[IngestService],
+        idempotency: NamedDependency[IdempotencyGuard],
     ) -> Response[Any]:
         """Readers see the old version until the new one is complete, then only the new one."""
         item = Submission(
@@ -390,11 +391,11 @@ class DocumentController(Controller):
     @delete("/{document_id:str}", status_code=HTTP_200_OK, summary="Delete a document")
     async def delete_document(
         self,
-        collection: str,
-        document_id: str,
-        registry: CollectionRegistry,
-        documents: DocumentStore,
-        arq: ArqRedis,
+        collection: FromPath[str],
+        document_id: FromPath[str],
+        registry: NamedDependency[CollectionRegistry],
+        documents: NamedDependency[DocumentStore],
+        arq: NamedDependency[ArqRedis],
     ) -> dict[str, Any]:
         """Invisible at once; its chunks are removed from Chroma by the worker."""
         await registry.get(collection)

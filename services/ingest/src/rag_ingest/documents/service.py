@@ -182,12 +182,12 @@ class IngestService:
     ) -> Accepted:
         doc_id = item.document_id or self.derived_id(item.payload)
         digest = content_hash(item.payload)
+        # The file name is not part of a version: the same bytes under another name are the
+        # same document ("unchanged"), as are the same bytes with a different content type.
         version = version_hash(
             digest,
             metadata=item.metadata,
             source=item.source,
-            filename=item.filename,
-            content_type=item.content_type,
             model=collection.embedding_model,
             chunk_size=self.settings.chunk_size_tokens,
             chunk_overlap=self.settings.chunk_overlap_tokens,

@@ -7,7 +7,8 @@ from typing import Annotated, Any
 
 import msgspec
 from litestar import Controller, Request, get, post
-from litestar.params import Parameter
+from litestar.di import NamedDependency
+from litestar.params import FromPath, FromQuery, QueryParameter
 from litestar.response import ServerSentEvent, ServerSentEventMessage
 from litestar.status_codes import HTTP_202_ACCEPTED
 from rag_core.errors import NotFound
@@ -29,7 +30,7 @@ class JobController(Controller):
     tags = ["jobs"]
 
     @get("/{job_id:str}", summary="A job: state, progress, result or failure reason")
-    async def get_job(self, job_id: str, jobs: JobStore) -> JobRecord:
+    async def get_job(self, job_id: FromPath[str], jobs: NamedDependency[JobStore]) -> JobRecord:
         record = await jobs.get(job_id)
         if record is None:
             raise NotFound(f"job {job_id!r} does not exist (or has expired)")
@@ -38,11 +39,11 @@ class JobController(Controller):
     @get("", summary="List jobs, newest first")
     async def list_jobs(
         self,
-        jobs: JobStore,
-        job_state: Annotated[JobState | None, Parameter(query="state")] = None,
-        collection: str | None = None,
-        limit: Annotated[int, Parameter(ge=1, le=500)] = 50,
-        before: float | None = None,
+        jobs: NamedDependency[JobStore],
+        job_state: Annotated[JobState | None, QueryParameter(name="state")] = None,
+        collection: FromQuery[str | None] = None,
+        limit: Annotated[int, QueryParameter(ge=1, le=500)] = 50,
+        before: FromQuery[float | None] = None,
     ) -> JobList:
         found = await jobs.find(state=job_state, collection=collection, limit=limit, before=before)
         return JobList(found, found[-1].created_at if len(found) == limit else None)
@@ -52,12 +53,17 @@ class JobController(Controller):
         status_code=HTTP_202_ACCEPTED,
         summary="Run a failed or dead-lettered job again",
     )
-    async def retry_job(self, job_id: str, ingest: IngestService) -> JobRecord:
+    async def retry_job(
+        self, job_id: FromPath[str], ingest: NamedDependency[IngestService]
+    ) -> JobRecord:
         return await ingest.retry(job_id)
 
     @get("/{job_id:str}/events", summary="Server-sent events of a job's progress until it ends")
     async def job_events(
-        self, job_id: str, jobs: JobStore, request: Request[Any, Any, Any]
+        self,
+        job_id: FromPath[str],
+        jobs: NamedDependency[JobStore],
+        request: Request[Any, Any, Any],
     ) -> ServerSentEvent:
         """Replays the job's events so far, then follows it; ends after its final state.
         ``Last-Event-ID`` resumes after a reconnect."""

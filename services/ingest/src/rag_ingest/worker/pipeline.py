@@ -76,8 +76,8 @@ def chunk_metadata(job: JobRecord, chunk: Chunk, digest: str, parsed: ParsedDocu
         metadata["_page"] = chunk.page
     if chunk.heading_path:
         metadata["_heading"] = " > ".join(chunk.heading_path)
-    if job.source:
-        metadata["_source"] = job.source
+    if job.source or job.filename:
+        metadata["_source"] = job.source or job.filename or ""
     if parsed.title:
         metadata["_title"] = parsed.title[:500]
     return metadata
@@ -196,7 +196,7 @@ class IngestPipeline:
             token_count=sum(c.token_count for c in chunks),
             format=parsed.format,
             title=parsed.title,
-            source=job.source,
+            source=job.source or job.filename,
             filename=job.filename,
             metadata=job.metadata,
             sequence=job.sequence,

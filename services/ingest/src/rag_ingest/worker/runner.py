@@ -17,8 +17,7 @@ from typing import Any
 
 import uvicorn
 from arq import Worker, cron, func
-from arq.connections import RedisSettings as ArqRedisSettings
-from arq.connections import create_pool
+from arq.connections import ArqRedis
 from rag_config import IngestSettings
 from rag_core.chroma import ChromaClient
 from rag_core.clients import create_redis
@@ -26,6 +25,8 @@ from rag_core.embedding.local import LocalEmbedder
 from rag_core.health import Readiness, create_ops_app
 from rag_core.server import SignalFreeServer
 from rag_telemetry import get_logger
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
 
 from rag_ingest.worker.context import WorkerContext, deserialize_job, serialize_job
 from rag_ingest.worker.tasks import (
@@ -47,6 +48,20 @@ def local_embedder(settings: IngestSettings) -> LocalEmbedder:
         threads=settings.embed_threads,
         batch_size=settings.embed_batch_size,
     )
+
+
+async def _wait_for_redis(redis: Redis, readiness: Readiness) -> None:
+    """arq cannot run without Redis: wait for it (not ready meanwhile) instead of exiting."""
+    delay = 0.5
+    while not readiness.draining:
+        try:
+            await redis.ping()
+        except (RedisError, OSError) as exc:
+            log.warning("waiting_for_redis", error=str(exc), retry_in=delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 10.0)
+        else:
+            return
 
 
 def build_worker(context: WorkerContext, settings: IngestSettings) -> Worker:
@@ -82,8 +97,8 @@ def build_worker(context: WorkerContext, settings: IngestSettings) -> Worker:
 
 async def run_worker(settings: IngestSettings, ops_sock: socket.socket) -> int:
     redis = create_redis(settings, settings)
-    arq_pool = await create_pool(
-        ArqRedisSettings.from_dsn(settings.redis_url.get_secret_value()),
+    arq_pool = ArqRedis(
+        connection_pool=redis.connection_pool,
         job_serializer=serialize_job,
         job_deserializer=deserialize_job,
         default_queue_name=f"{settings.redis_prefix}:queue",
@@ -135,6 +150,7 @@ async def run_worker(settings: IngestSettings, ops_sock: socket.socket) -> int:
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, on_signal, signum)
+    await _wait_for_redis(redis, readiness)
     beat = asyncio.create_task(keep_heartbeat())
     log.info(
         "worker_started",

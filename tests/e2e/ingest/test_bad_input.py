@@ -1,0 +1,108 @@
+"""Bad input: a clear problem+json naming the field or limit, or a failed job with a reason,
+and nothing of a bad document ever becomes visible."""
+
+from __future__ import annotations
+
+import json
+
+import httpx
+import pytest
+from rag_devstack import NativeStack
+
+from tests.support.documents import make_docx_bomb, make_pdf
+from tests.support.ingest import IngestClient
+
+pytestmark = pytest.mark.e2e
+
+
+def _problem(response: httpx.Response, status: int) -> dict:
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"] == "application/problem+json"
+    body: dict = response.json()
+    assert body["status"] == status
+    return body
+
+
+@pytest.mark.parametrize(
+    ("documents", "status", "names"),
+    [
+        ([{"text": ""}], 422, "documents[0]"),
+        ([{"text": "ok"}, {"text": "   "}], 422, "documents[1]"),
+        ([{"text": "x", "metadata": {"_doc": "steal"}}], 422, "documents[0].metadata._doc"),
+        ([{"text": "x", "metadata": {"nested": {"a": 1}}}], 400, "metadata"),
+        ([{"text": "x", "id": "has space"}], 422, "documents[0].id"),
+        ([{"text": "a", "id": "same"}, {"text": "b", "id": "same"}], 422, "documents[1]"),
+        ([{"text": "x", "colour": "red"}], 400, "colour"),
+        ([{"text": "x", "metadata": {"big": "v" * 20_000}}], 413, "MAX_METADATA_BYTES"),
+    ],
+)
+def test_invalid_documents_are_refused_naming_the_field(
+    client: IngestClient, documents: list, status: int, names: str
+) -> None:
+    collection = client.create_collection()
+    body = _problem(client.ingest(collection, documents), status)
+    assert names in json.dumps(body)
+    # Nothing was accepted, not even the valid documents of the batch.
+    assert client.http.get("/v1/jobs", params={"collection": collection}).json()["jobs"] == []
+
+
+def test_limits_are_problem_json_naming_the_limit(client: IngestClient) -> None:
+    collection = client.create_collection()
+    too_many = [{"text": f"d{i}"} for i in range(501)]
+    assert "MAX_DOCUMENTS_PER_BATCH" in _problem(client.ingest(collection, too_many), 413)["detail"]
+    big = client.upload(collection, [("big.txt", b"a" * (25 * 1024 * 1024 + 1), "text/plain")])
+    assert "MAX_FILE_BYTES" in _problem(big, 413)["detail"]
+
+
+def test_unknown_collection_and_bad_names(client: IngestClient) -> None:
+    assert _problem(client.ingest("nope-nope", [{"text": "x"}]), 404)["title"] == "Not found"
+    bad = client.http.post("/v1/collections", json={"name": "Bad Name!"})
+    assert "name" in _problem(bad, 422)["errors"][0]["field"]
+    name = client.create_collection()
+    assert _problem(client.http.post("/v1/collections", json={"name": name}), 409)
+    model = client.http.post("/v1/collections", json={"name": "m-x", "embedding_model": "gpt-9"})
+    assert "unknown embedding model" in _problem(model, 422)["detail"]
+
+
+def test_unsupported_binary_is_415(client: IngestClient) -> None:
+    collection = client.create_collection()
+    response = client.upload(collection, [("x.txt", b"\x7fELF\x00\x01binary", "text/plain")])
+    assert "binary content" in _problem(response, 415)["detail"]
+
+
+@pytest.mark.parametrize(
+    ("filename", "data", "stage", "reason"),
+    [
+        ("broken.pdf", make_pdf(["some text"])[:200], "parsing", "not a readable PDF"),
+        ("locked.pdf", make_pdf(["secret"], password="pw"), "parsing", "encrypted"),
+        ("bomb.docx", make_docx_bomb(120 * 1024 * 1024), "parsing", "expands"),
+        ("latin.txt", "caf\u00e9 cr\u00e8me".encode("latin-1"), "parsing", "not valid UTF-8"),
+    ],
+)
+def test_bad_files_fail_with_a_reason_and_leave_nothing_visible(
+    client: IngestClient, filename: str, data: bytes, stage: str, reason: str
+) -> None:
+    collection = client.create_collection()
+    response = client.upload(collection, [(filename, data, "application/octet-stream")])
+    assert response.status_code == 202, response.text
+    [job] = client.wait([response.json()["jobs"][0]["job_id"]])
+    assert job["state"] == "failed"
+    assert job["error_stage"] == stage
+    assert reason in job["error"]
+    assert job["attempts"] == 1, "bad input is not retried"
+    assert client.document(collection, job["document_id"]).status_code == 404
+    assert client.collection(collection)["chunk_count"] == 0
+
+
+def test_request_body_over_the_limit_is_refused(
+    ingest_stack: NativeStack, client: IngestClient
+) -> None:
+    collection = client.create_collection()
+    huge = b"x" * (50 * 1024 * 1024 + 10)
+    response = httpx.post(
+        f"{ingest_stack.api_url('ingest')}/v1/collections/{collection}/documents",
+        content=huge,
+        headers={"content-type": "application/json"},
+        timeout=60,
+    )
+    assert _problem(response, 413)

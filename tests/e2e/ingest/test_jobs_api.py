@@ -1,0 +1,101 @@
+"""Following jobs: state and progress, SSE events, listing, metrics of the worker."""
+
+from __future__ import annotations
+
+import json
+
+import httpx
+import pytest
+from rag_devstack import NativeStack
+
+from tests.support.ingest import IngestClient
+from tests.support.metrics import value
+
+pytestmark = pytest.mark.e2e
+
+
+def test_sse_stream_follows_a_job_to_its_end(client: IngestClient) -> None:
+    collection = client.create_collection()
+    text = "\n\n".join(f"Paragraph {i} about proteins and their folding." * 8 for i in range(30))
+    [job_id] = client.ingest_ok(collection, [{"text": text}])
+    events = []
+    with httpx.stream("GET", f"{client.base_url}/v1/jobs/{job_id}/events", timeout=60) as stream:
+        assert stream.headers["content-type"].startswith("text/event-stream")
+        current: dict[str, str] = {}
+        for line in stream.iter_lines():
+            if line.startswith("event:"):
+                current["event"] = line.split(":", 1)[1].strip()
+            elif line.startswith("data:"):
+                current["data"] = line.split(":", 1)[1].strip()
+            elif line.startswith("id:"):
+                current["id"] = line.split(":", 1)[1].strip()
+            elif not line and current:
+                events.append(current)
+                current = {}
+    names = [e["event"] for e in events]
+    assert names[0] == "queued"
+    assert "started" in names
+    assert names[-1] == "succeeded"
+    progress = [
+        float(json.loads(e["data"])["progress"]) for e in events if e["event"] == "progress"
+    ]
+    assert progress == sorted(progress)
+    assert {json.loads(e["data"])["stage"] for e in events} >= {"parsing", "embedding", "done"}
+    # Resuming after the last event id gives nothing new and ends (the job is over).
+    resumed = httpx.get(
+        f"{client.base_url}/v1/jobs/{job_id}/events",
+        headers={"Last-Event-ID": events[-1]["id"]},
+        timeout=30,
+    )
+    assert "event:" not in resumed.text
+
+
+def test_job_listing_filters_by_state_and_collection(client: IngestClient) -> None:
+    collection = client.create_collection()
+    ok = client.ingest_ok(collection, [{"text": "fine"}])
+    bad = client.upload(collection, [("x.pdf", b"%PDF-1.4 broken", "application/pdf")])
+    client.wait([*ok, bad.json()["jobs"][0]["job_id"]])
+    listed = client.http.get("/v1/jobs", params={"collection": collection}).json()["jobs"]
+    assert len(listed) == 2
+    failed = client.http.get("/v1/jobs", params={"collection": collection, "state": "failed"})
+    assert [j["filename"] for j in failed.json()["jobs"]] == ["x.pdf"]
+    assert failed.json()["jobs"][0]["error_stage"] == "parsing"
+    missing = client.http.get("/v1/jobs/does-not-exist")
+    assert missing.status_code == 404
+    assert client.http.get("/v1/jobs", params={"state": "exploded"}).status_code == 400
+
+
+def test_retrying_a_failed_job_starts_a_new_run(client: IngestClient) -> None:
+    collection = client.create_collection()
+    bad = client.upload(collection, [("x.pdf", b"%PDF-1.4 broken", "application/pdf")])
+    [job] = client.wait([bad.json()["jobs"][0]["job_id"]])
+    retried = client.http.post(f"/v1/jobs/{job['id']}/retry")
+    assert retried.status_code == 202
+    assert retried.json()["run"] == 2
+    [again] = client.wait([job["id"]])
+    assert again["state"] == "failed"
+    assert again["attempts"] == 1
+    ok = client.ingest_ok(collection, [{"text": "fine"}])
+    client.wait(ok)
+    assert client.http.post(f"/v1/jobs/{ok[0]}/retry").status_code == 409
+
+
+def test_worker_metrics_count_jobs_stages_and_chunks(
+    ingest_stack: NativeStack, client: IngestClient
+) -> None:
+    metrics_url = f"http://127.0.0.1:{ingest_stack.ports.worker_health}/metrics"
+    before = httpx.get(metrics_url).text
+    collection = client.create_collection()
+    client.wait(client.ingest_ok(collection, [{"text": f"Metric doc {i}."} for i in range(4)]))
+    after = httpx.get(metrics_url).text
+
+    def delta(name: str, **labels: str) -> float:
+        return value(after, name, **labels) - value(before, name, **labels)
+
+    assert delta("rag_ingest_jobs_total", kind="ingest", outcome="succeeded") == 4
+    assert delta("rag_ingest_chunks_embedded_total") == 4
+    assert delta("rag_ingest_stage_duration_seconds_count", stage="embed") == 4
+    assert delta("rag_ingest_job_duration_seconds_count", kind="ingest") == 4
+    assert "rag_ingest_queue_depth" in after
+    ready = httpx.get(f"http://127.0.0.1:{ingest_stack.ports.worker_health}/ready").json()
+    assert set(ready["checks"]) == {"redis", "chroma"}

@@ -1,0 +1,143 @@
+"""The worker dies, Chroma goes away: no job is lost, duplicated or silently stuck."""
+
+from __future__ import annotations
+
+import signal
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from rag_devstack import NativeStack, StackPorts, free_port
+
+from tests.support.ingest import IngestClient
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture
+def stack(tmp_path: Path, model_cache: Path) -> Iterator[NativeStack]:
+    native = NativeStack(
+        tmp_path,
+        StackPorts.free(),
+        env={
+            "DATA_DIR": str(model_cache),
+            "JOB_MAX_TRIES": "3",
+            "WORKER_CONCURRENCY": "4",
+        },
+    )
+    with native:
+        native.start(services=["ingest"])
+        yield native
+
+
+def _docs(count: int) -> list[dict]:
+    return [
+        {
+            "id": f"doc-{i:03d}",
+            "text": "\n\n".join(
+                f"Document {i} part {p}: cells {i} and genes {p} interact in pathway {i * p}."
+                for p in range(6)
+            ),
+        }
+        for i in range(count)
+    ]
+
+
+def test_sigkill_mid_batch_then_restart_ingests_everything_exactly_once(
+    stack: NativeStack,
+) -> None:
+    client = IngestClient(stack.api_url("ingest"))
+    killed = client.create_collection()
+    job_ids = client.ingest_ok(killed, _docs(100)) + client.ingest_ok(killed, _docs(200)[100:])
+    deadline = time.monotonic() + 120
+    while True:  # kill while jobs are running, once part of the batch is done
+        listing = client.http.get("/v1/jobs", params={"collection": killed, "limit": 500})
+        jobs_now = listing.json()["jobs"]
+        succeeded = sum(j["state"] == "succeeded" for j in jobs_now)
+        if succeeded >= 20 and any(j["state"] == "running" for j in jobs_now):
+            stack.processes["worker"].signal(signal.SIGKILL)
+            break
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    stack.processes["worker"].stop()
+    states = [client.job(j) for j in job_ids]
+    running = [job for job in states if job["state"] == "running"]
+    assert any(job["state"] == "queued" for job in states), "killed mid-batch"
+    second_port = free_port()
+    stack.start_worker(name="worker-2", health_port=second_port)
+    stack.wait_worker(name="worker-2", health_port=second_port)
+    jobs = client.wait(job_ids, timeout=240)
+    assert {job["state"] for job in jobs} == {"succeeded"}
+    assert running, "the kill should have interrupted running jobs"
+    interrupted = {job["id"] for job in running}
+    assert all(job["attempts"] >= 2 for job in jobs if job["id"] in interrupted)
+
+    clean = client.create_collection()
+    client.wait(client.ingest_ok(clean, _docs(100)) + client.ingest_ok(clean, _docs(200)[100:]))
+    assert client.collection(killed)["document_count"] == 200
+    assert client.collection(killed)["chunk_count"] == client.collection(clean)["chunk_count"]
+    chroma_count = httpx.get(
+        f"http://127.0.0.1:{stack.ports.chroma}/api/v2/tenants/default_tenant/databases/"
+        f"default_database/collections/rag-default-{killed}"
+    ).json()["id"]
+    count = httpx.get(
+        f"http://127.0.0.1:{stack.ports.chroma}/api/v2/tenants/default_tenant/databases/"
+        f"default_database/collections/{chroma_count}/count"
+    ).json()
+    assert count == client.collection(killed)["chunk_count"], "no duplicate chunks in Chroma"
+
+
+@pytest.fixture
+def patient_stack(tmp_path: Path, model_cache: Path) -> Iterator[NativeStack]:
+    native = NativeStack(
+        tmp_path,
+        StackPorts.free(),
+        env={
+            "DATA_DIR": str(model_cache),
+            "JOB_MAX_TRIES": "10",
+        },
+    )
+    with native:
+        native.start(services=["ingest"])
+        yield native
+
+
+def test_chroma_outage_is_retried_with_backoff_then_succeeds(patient_stack: NativeStack) -> None:
+    stack = patient_stack
+    client = IngestClient(stack.api_url("ingest"))
+    collection = client.create_collection()
+    stack.processes["chroma"].stop()
+    [job_id] = client.ingest_ok(collection, [{"id": "patient", "text": "Waits for Chroma."}])
+    deadline = time.monotonic() + 30
+    while (record := client.job(job_id))["attempts"] < 2:
+        assert time.monotonic() < deadline, record
+        time.sleep(0.2)
+    assert record["state"] in ("queued", "running")
+    assert "Chroma" in (record["error"] or "")
+    stack.start_chroma()
+    stack.wait_chroma()
+    [job] = client.wait([job_id], timeout=90)
+    assert job["state"] == "succeeded"
+    assert job["error"] is None
+    assert client.document(collection, "patient").status_code == 200
+
+
+def test_exhausted_retries_dead_letter_the_job_and_retry_revives_it(stack: NativeStack) -> None:
+    client = IngestClient(stack.api_url("ingest"))
+    collection = client.create_collection()
+    stack.processes["chroma"].stop()
+    [job_id] = client.ingest_ok(collection, [{"id": "unlucky", "text": "Never reaches Chroma."}])
+    [job] = client.wait([job_id], timeout=90)  # JOB_MAX_TRIES=3: 1 s + 2 s of backoff
+    assert job["state"] == "dead"
+    assert job["attempts"] == 3
+    assert "Chroma" in job["error"]
+    dead = client.http.get("/v1/jobs", params={"state": "dead"}).json()["jobs"]
+    assert job_id in [j["id"] for j in dead]
+    stack.start_chroma()
+    stack.wait_chroma()
+    assert client.http.post(f"/v1/jobs/{job_id}/retry").status_code == 202
+    [revived] = client.wait([job_id], timeout=60)
+    assert revived["state"] == "succeeded"
+    assert revived["run"] == 2
