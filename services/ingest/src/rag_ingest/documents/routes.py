@@ -19,6 +19,7 @@ from rag_core.filters import validate_filter
 from rag_ingest.collections.registry import CollectionRegistry
 from rag_ingest.documents.service import Accepted, IdempotencyGuard, IngestService, Submission
 from rag_ingest.documents.store import DocumentRecord, DocumentStore
+from rag_ingest.fetching.fetcher import FetchRefused, check_url_syntax
 from rag_ingest.parsing import UnsupportedFormat, detect_format
 
 MetadataValue = str | int | float | bool
@@ -39,6 +40,13 @@ class DocumentReplace(msgspec.Struct, forbid_unknown_fields=True):
     text: str
     metadata: dict[str, MetadataValue] | None = None
     source: str | None = None
+
+
+class UrlIngest(msgspec.Struct, forbid_unknown_fields=True):
+    url: str
+    max_depth: Annotated[int, msgspec.Meta(ge=0, le=3)] = 0
+    same_domain: bool = True
+    metadata: dict[str, MetadataValue] | None = None
 
 
 class JobRef(msgspec.Struct):
@@ -268,6 +276,45 @@ class DocumentController(Controller):
             [(i.filename, hashlib.sha256(i.payload).hexdigest()) for i in items],
         )
         return await _with_idempotency(request, idempotency, fingerprint, work)
+
+    @post(
+        "/url",
+        summary="Ingest a web page (and the pages it links to)",
+        status_code=HTTP_202_ACCEPTED,
+    )
+    async def ingest_url(
+        self,
+        collection: FromPath[str],
+        data: JSONBody[UrlIngest],
+        request: Request[Any, Any, Any],
+        ingest: NamedDependency[IngestService],
+        idempotency: NamedDependency[IdempotencyGuard],
+    ) -> Response[Any]:
+        """The worker fetches it: public addresses only (FETCH_ALLOW_NETWORKS widens that),
+        FETCH_MAX_REDIRECTS redirects, MAX_FILE_BYTES per page, FETCH_TIMEOUT_SECONDS, and at
+        most FETCH_MAX_PAGES pages. Each page becomes a document whose id derives from its URL."""
+        try:
+            url = check_url_syntax(data.url)
+        except FetchRefused as exc:
+            raise InvalidInput(
+                f"url: {exc}", extra={"errors": [{"field": "url", "message": str(exc)}]}
+            ) from None
+
+        async def work() -> IngestAccepted:
+            accepted = await ingest.submit_url(
+                collection,
+                url,
+                max_depth=data.max_depth,
+                same_domain=data.same_domain,
+                metadata=dict(data.metadata or {}),
+                request_id=_request_id(request),
+                traceparent=request.headers.get("traceparent"),
+            )
+            return _wire([accepted], collection)
+
+        return await _with_idempotency(
+            request, idempotency, _fingerprint("url", collection, msgspec.to_builtins(data)), work
+        )
 
     @get("", summary="List documents (paged; optional metadata filter)")
     async def list_documents(

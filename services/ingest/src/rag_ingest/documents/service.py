@@ -210,6 +210,35 @@ class IngestService:
         await self.jobs.create(record, item.payload)
         return Accepted(record)
 
+    async def submit_url(
+        self,
+        collection_name: str,
+        url: str,
+        *,
+        max_depth: int,
+        same_domain: bool,
+        metadata: dict[str, Any],
+        request_id: str | None,
+        traceparent: str | None,
+    ) -> Accepted:
+        """One job that fetches ``url`` (and linked pages up to ``max_depth``) in the worker."""
+        collection = await self.registry.get(collection_name)
+        check_metadata(metadata, "metadata", self.settings.max_metadata_bytes)
+        record = JobRecord(
+            id=new_job_id(),
+            kind="url",
+            collection=collection.name,
+            max_attempts=self.settings.job_max_tries,
+            source=url,
+            metadata=metadata or None,
+            options={"url": url, "max_depth": max_depth, "same_domain": same_domain},
+            request_id=request_id,
+            traceparent=traceparent,
+        )
+        await self.jobs.create(record)
+        await self.arq.enqueue_job("ingest_document", record.id, _job_id=record.arq_job_id)
+        return Accepted(record)
+
     async def retry(self, job_id: str) -> JobRecord:
         """Run a failed or dead-lettered job again, as a new run with fresh attempts."""
         record = await self.jobs.get(job_id)
@@ -221,7 +250,7 @@ class IngestService:
             raise Conflict(
                 f"job {job_id!r} is {record.state}; only failed or dead jobs are retried"
             )
-        if await self.jobs.payload(job_id) is None:
+        if record.kind != "url" and await self.jobs.payload(job_id) is None:
             raise Conflict(f"job {job_id!r} can no longer be retried: its content has expired")
         previous = record.state
         record.run += 1

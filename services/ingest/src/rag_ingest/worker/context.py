@@ -17,6 +17,7 @@ from rag_core.embedding.base import Embedder
 from redis.asyncio import Redis
 
 from rag_ingest.collections.registry import CollectionRegistry
+from rag_ingest.documents.service import IngestService
 from rag_ingest.documents.store import DocumentStore
 from rag_ingest.jobs.store import JobStore
 from rag_ingest.keys import Keys
@@ -43,6 +44,7 @@ class WorkerContext:
     documents: DocumentStore
     registry: CollectionRegistry
     pipeline: IngestPipeline
+    ingest: IngestService
     worker_id: str = field(default_factory=new_worker_id)
 
     @classmethod
@@ -56,6 +58,8 @@ class WorkerContext:
     ) -> WorkerContext:
         keys = Keys(settings.redis_prefix)
         documents = DocumentStore(redis, keys)
+        jobs = JobStore(redis, keys, retention_days=settings.job_retention_days)
+        registry = CollectionRegistry(redis, chroma, keys)
         return cls(
             settings=settings,
             keys=keys,
@@ -63,10 +67,19 @@ class WorkerContext:
             arq=arq,
             chroma=chroma,
             embedder=embedder,
-            jobs=JobStore(redis, keys, retention_days=settings.job_retention_days),
+            jobs=jobs,
             documents=documents,
-            registry=CollectionRegistry(redis, chroma, keys),
+            registry=registry,
             pipeline=IngestPipeline(settings, documents, chroma, embedder),
+            ingest=IngestService(
+                settings=settings,
+                redis=redis,
+                arq=arq,
+                registry=registry,
+                documents=documents,
+                jobs=jobs,
+                keys=keys,
+            ),
         )
 
 

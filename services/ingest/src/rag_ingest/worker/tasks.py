@@ -14,6 +14,8 @@ from rag_core.errors import DependencyUnavailable
 from rag_telemetry import bind_log_context, get_logger, reset_log_context
 from redis.exceptions import RedisError
 
+from rag_ingest.fetching.crawl import crawl
+from rag_ingest.fetching.fetcher import FetchFailed, FetchRefused
 from rag_ingest.jobs.model import FINAL_STATES, JobRecord
 from rag_ingest.metrics import DEAD_LETTERED, JOB_DURATION, JOBS, QUEUE_DEPTH
 from rag_ingest.worker.context import WorkerContext, worker_context
@@ -77,6 +79,13 @@ async def _run_ingest(w: WorkerContext, job: JobRecord, *, attempt: int) -> str:
         collection = await w.registry.find(job.collection)
         if collection is None:
             raise BadDocument("queued", f"collection {job.collection!r} was deleted")
+        if job.kind == "url":
+            await progress("fetching", 0.1)
+            try:
+                result = await crawl(job, w.settings, w.ingest)
+            except FetchRefused as exc:
+                raise BadDocument("fetching", str(exc)) from None
+            return await _succeed(w, job, result)
         payload = await w.jobs.payload(job.id)
         if payload is None:
             raise BadDocument("queued", "the document's content is no longer stored")
@@ -96,7 +105,7 @@ async def _run_ingest(w: WorkerContext, job: JobRecord, *, attempt: int) -> str:
         job.state, job.stage = "queued", "interrupted"
         await asyncio.shield(w.jobs.save(job, previous_state="running"))
         raise
-    except (*TRANSIENT_ERRORS, EmbeddingError) as exc:
+    except (*TRANSIENT_ERRORS, EmbeddingError, FetchFailed) as exc:
         if isinstance(exc, EmbeddingError) and not exc.transient:
             return await _fail(w, job, job.stage, str(exc))
         return await _retry_or_dead_letter(w, job, f"{type(exc).__name__}: {exc}", attempt)

@@ -1,0 +1,1 @@
+"""Fetching documents from URLs for URL ingest."""

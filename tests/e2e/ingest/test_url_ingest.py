@@ -1,0 +1,174 @@
+"""URL ingest from a local web server: crawl depth, redirects, and SSRF refusals."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+from rag_devstack import NativeStack, StackPorts, free_port
+
+from tests.support.documents import make_pdf
+from tests.support.ingest import IngestClient
+
+pytestmark = pytest.mark.e2e
+ALLOWED_HOST = "127.0.0.2"  # the only network the test stack may fetch from
+
+
+def _site(loopback_port: int) -> dict[str, tuple[int, str, bytes]]:
+    page = "<html><body><main><h1>{t}</h1><p>{body}</p>{links}</main></body></html>"
+    return {
+        "/": (
+            200,
+            "text/html",
+            page.format(
+                t="Home",
+                body="Welcome to the handbook.",
+                links='<a href="/a.html">A</a> <a href="/paper.pdf">paper</a> '
+                '<a href="http://other.invalid/x">elsewhere</a> <a href="#top">top</a>',
+            ).encode(),
+        ),
+        "/a.html": (
+            200,
+            "text/html",
+            page.format(
+                t="Page A",
+                body="Alpha content about enzymes.",
+                links='<a href="/c.html">C</a>',
+            ).encode(),
+        ),
+        "/c.html": (
+            200,
+            "text/html",
+            page.format(t="Page C", body="Deep page.", links="").encode(),
+        ),
+        "/paper.pdf": (200, "application/pdf", make_pdf(["A paper about ribosomes."])),
+        "/moved": (301, "/a.html", b""),
+        "/to-loopback": (302, f"http://127.0.0.1:{loopback_port}/", b""),
+        "/image.png": (200, "image/png", b"\x89PNG\r\n\x1a\n\x00\x00\x00binary"),
+    }
+
+
+@pytest.fixture(scope="module")
+def site() -> Iterator[str]:
+    pages = _site(free_port())
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            status, kind, body = pages.get(self.path, (404, "text/plain", b"missing"))
+            self.send_response(status)
+            if 300 <= status < 400:
+                self.send_header("Location", kind)
+            else:
+                self.send_header("Content-Type", kind)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer((ALLOWED_HOST, 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://{ALLOWED_HOST}:{server.server_address[1]}"
+    server.shutdown()
+
+
+@pytest.fixture(scope="module")
+def fetching_client(
+    tmp_path_factory: pytest.TempPathFactory, model_cache: Path
+) -> Iterator[IngestClient]:
+    stack = NativeStack(
+        tmp_path_factory.mktemp("fetch"),
+        StackPorts.free(),
+        env={
+            "DATA_DIR": str(model_cache),
+            "FETCH_ALLOW_NETWORKS": f"{ALLOWED_HOST}/32",
+        },
+    )
+    with stack:
+        stack.start(services=["ingest"])
+        yield IngestClient(stack.api_url("ingest"))
+
+
+def _ingest_url(client: IngestClient, collection: str, **body: object) -> dict:
+    response = client.http.post(f"/v1/collections/{collection}/documents/url", json=body)
+    assert response.status_code == 202, response.text
+    [job] = client.wait([response.json()["jobs"][0]["job_id"]])
+    return job
+
+
+def test_crawl_to_depth_one_ingests_linked_pages_of_the_same_site(
+    fetching_client: IngestClient, site: str
+) -> None:
+    collection = fetching_client.create_collection()
+    job = _ingest_url(
+        fetching_client, collection, url=f"{site}/", max_depth=1, metadata={"crawl": "handbook"}
+    )
+    assert job["state"] == "succeeded", job
+    urls = [page["url"] for page in job["result"]["pages"]]
+    assert urls == [f"{site}/", f"{site}/a.html", f"{site}/paper.pdf"]  # not c.html (depth 2)
+    children = fetching_client.wait([page["job_id"] for page in job["result"]["pages"]])
+    assert [c["result"]["format"] for c in children] == ["html", "html", "pdf"]
+    paper = fetching_client.document(collection, children[2]["document_id"]).json()
+    assert paper["source"] == f"{site}/paper.pdf"
+    assert paper["metadata"] == {"crawl": "handbook"}
+    assert paper["chunks"][0]["page"] == 1
+    # The same crawl again changes nothing.
+    again = _ingest_url(fetching_client, collection, url=f"{site}/", max_depth=1)
+    statuses = {
+        c["result"]["status"]
+        for c in fetching_client.wait([page["job_id"] for page in again["result"]["pages"]])
+    }
+    assert statuses <= {"unchanged", "replaced"}  # replaced: metadata differs this time
+
+
+def test_redirects_are_followed_and_checked(fetching_client: IngestClient, site: str) -> None:
+    collection = fetching_client.create_collection()
+    moved = _ingest_url(fetching_client, collection, url=f"{site}/moved")
+    assert moved["result"]["pages"][0]["url"] == f"{site}/a.html"
+    sneaky = _ingest_url(fetching_client, collection, url=f"{site}/to-loopback")
+    assert sneaky["state"] == "failed"
+    assert sneaky["error_stage"] == "fetching"
+    assert "127.0.0.1" in sneaky["error"]
+    assert "loopback" in sneaky["error"]
+
+
+def test_unsupported_or_missing_pages_fail_with_the_reason(
+    fetching_client: IngestClient, site: str
+) -> None:
+    collection = fetching_client.create_collection()
+    image = _ingest_url(fetching_client, collection, url=f"{site}/image.png")
+    assert image["state"] == "failed"
+    assert "binary content" in image["error"]
+    missing = _ingest_url(fetching_client, collection, url=f"{site}/nope")
+    assert missing["state"] == "failed"
+    assert "404" in missing["error"]
+
+
+def test_private_addresses_are_refused_by_default(client: IngestClient, site: str) -> None:
+    """The shared stack has no FETCH_ALLOW_NETWORKS: loopback, private, link-local refused."""
+    collection = client.create_collection()
+    for url in (f"{site}/", "http://10.1.2.3/", "http://169.254.169.254/latest/meta-data"):
+        job = _ingest_url(client, collection, url=url)
+        assert job["state"] == "failed", url
+        assert "not allowed" in job["error"]
+        assert job["attempts"] == 1
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "field"),
+    [
+        ({"url": "ftp://example.org/file"}, 422, "url"),
+        ({"url": "file:///etc/passwd"}, 422, "url"),
+        ({"url": "http://user:pw@example.org/"}, 422, "url"),
+        ({"url": "http://example.org/", "max_depth": 4}, 400, "max_depth"),
+    ],
+)
+def test_invalid_url_requests(client: IngestClient, body: dict, status: int, field: str) -> None:
+    collection = client.create_collection()
+    response = client.http.post(f"/v1/collections/{collection}/documents/url", json=body)
+    assert response.status_code == status, response.text
+    assert field in response.text
