@@ -7,13 +7,14 @@ PY := .venv/bin/python
 export ORT_DISABLE_TELEMETRY := 1
 export UV_PYTHON_DOWNLOADS := never
 
-.PHONY: help setup dev test lint fmt up down logs ps clean
+.PHONY: help setup dev test lint fmt bench up down logs ps clean
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-8s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 	@echo
 	@echo "  make dev ports: DEV_REDIS_PORT DEV_CHROMA_PORT DEV_GATEWAY_PORT DEV_INGEST_PORT"
-	@echo "  DEV_QUERY_PORT and DEV_<SERVICE>_HEALTH_PORT, e.g. make dev DEV_REDIS_PORT=6390"
+	@echo "  DEV_QUERY_PORT DEV_WORKER_HEALTH_PORT and DEV_<SERVICE>_HEALTH_PORT,"
+	@echo "  e.g. make dev DEV_REDIS_PORT=6390"
 
 setup: ## Install what is missing (uv, redis-server, nginx, prometheus) and sync .venv
 	@deploy/scripts/setup.sh
@@ -28,7 +29,10 @@ test: setup ## Set up, lint, then run every test (unit, integration, e2e) with r
 lint: ## ruff check, ruff format --check, mypy --strict on libs and services
 	.venv/bin/ruff check .
 	.venv/bin/ruff format --check .
-	.venv/bin/mypy libs/*/src services/*/src deploy/scripts
+	.venv/bin/mypy libs/*/src services/*/src deploy/scripts bench
+
+bench: setup ## Measure ingest throughput on SciFact (writes docs/benchmarks.md; ~10 min)
+	$(PY) bench/ingest_throughput.py $(BENCH_ARGS)
 
 fmt: ## Format the code and apply safe lint fixes
 	.venv/bin/ruff check --fix .

@@ -45,7 +45,8 @@ def main() -> int:
         signal.signal(signum, request_stop)
 
     print(
-        f"make dev: starting Redis, Chroma and {', '.join(SERVICES)} (logs in {stack.log_dir})",
+        f"make dev: starting Redis, Chroma, {', '.join(SERVICES)} and an ingest worker "
+        f"(logs in {stack.log_dir})",
         flush=True,
     )
     try:
@@ -91,6 +92,7 @@ def _banner(stack: NativeStack) -> str:
         ("gateway", stack.api_url("gateway"), f"{stack.health_url('gateway')}/metrics"),
         ("ingest", stack.api_url("ingest"), f"{stack.health_url('ingest')}/metrics"),
         ("query", stack.api_url("query"), f"{stack.health_url('query')}/metrics"),
+        ("worker", "(ingest jobs)", f"http://127.0.0.1:{stack.ports.worker_health}/metrics"),
         ("chroma", f"http://127.0.0.1:{stack.ports.chroma}", ""),
         ("redis", stack.redis_url, ""),
     ]

@@ -14,7 +14,12 @@ import yaml
 ROOT = Path(__file__).resolve().parents[3]
 BIN = Path(sys.executable).parent
 DOCKERFILE = ROOT / "deploy" / "docker" / "Dockerfile"
-RAG_SERVICES = {"rag-gateway": "gateway", "rag-ingest": "ingest", "rag-query": "query"}
+RAG_SERVICES = {
+    "rag-gateway": "rag_gateway",
+    "rag-ingest": "rag_ingest",
+    "rag-ingest-worker": "rag_ingest.worker",
+    "rag-query": "rag_query",
+}
 
 
 def run(*argv: str | Path) -> subprocess.CompletedProcess[str]:
@@ -67,12 +72,14 @@ def test_each_service_runs_its_module_against_redis_and_chroma(compose: dict[str
     services = compose["services"]
     for name, module in RAG_SERVICES.items():
         service = services[name]
-        assert service["command"] == ["python", "-m", f"rag_{module}"]
-        assert (ROOT / "services" / module / "src" / f"rag_{module}" / "__main__.py").exists()
+        assert service["command"] == ["python", "-m", module]
+        package = module.split(".")[0]
+        main = ROOT / "services" / package.removeprefix("rag_") / "src" / Path(*module.split("."))
+        assert (main / "__main__.py").exists(), main
         assert service["environment"]["REDIS_URL"] == "redis://redis:6379/0"
         assert service["depends_on"]["redis"]["condition"] == "service_healthy"
         assert service["networks"] == ["rag-network"]
-    for name in ("rag-ingest", "rag-query"):
+    for name in ("rag-ingest", "rag-ingest-worker", "rag-query"):
         assert services[name]["environment"]["CHROMA_HOST"] == "chroma"
         assert services[name]["depends_on"]["chroma"]["condition"] == "service_healthy"
 

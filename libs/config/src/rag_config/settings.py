@@ -181,10 +181,21 @@ class LLMSettings(_EnvSettings):
     openai_api_key: SecretStr | None = Field(None, description="OpenAI (or compatible) API key.")
     google_api_key: SecretStr | None = Field(None, description="Google Gemini API key.")
     cohere_api_key: SecretStr | None = Field(None, description="Cohere API key (reranking).")
-
-    _blank = field_validator("openai_api_key", "google_api_key", "cohere_api_key", mode="before")(
-        _blank_to_none
+    openai_base_url: str | None = Field(
+        None, description="OpenAI-compatible API URL (vLLM, Ollama, llama.cpp); empty: OpenAI."
     )
+    google_base_url: str | None = Field(
+        None, description="Gemini API URL override (a proxy); empty: Google's default."
+    )
+
+    _blank = field_validator(
+        "openai_api_key",
+        "google_api_key",
+        "cohere_api_key",
+        "openai_base_url",
+        "google_base_url",
+        mode="before",
+    )(_blank_to_none)
 
 
 class AuthSettings(_EnvSettings):
@@ -204,14 +215,30 @@ class StorageSettings(_EnvSettings):
     )
 
 
+EmbeddingModel = Literal[
+    "all-MiniLM-L6-v2",
+    "all-MiniLM-L6-v2-int8",
+    "openai/text-embedding-3-small",
+    "openai/text-embedding-3-large",
+    "google/gemini-embedding-001",
+    "google/text-embedding-004",
+]
+
+
 class EmbeddingSettings(_EnvSettings):
-    embedding_model: Literal["all-MiniLM-L6-v2", "all-MiniLM-L6-v2-int8"] = Field(
+    embedding_model: EmbeddingModel = Field(
         "all-MiniLM-L6-v2-int8",
         description="Model of new collections (a collection keeps the one it was created with).",
     )
     embed_batch_size: int = Field(32, ge=1, le=1024, description="Texts per embedding batch.")
     embed_threads: int = Field(
         0, ge=0, le=256, description="CPU threads for local embedding (0: all cores)."
+    )
+    embedding_timeout_seconds: float = Field(
+        30.0, gt=0, le=600, description="Time limit of each call to a hosted embedding API."
+    )
+    embedding_max_retries: int = Field(
+        2, ge=0, le=10, description="Retries of a failed hosted embedding call, within one try."
     )
 
 
@@ -263,7 +290,10 @@ class JobSettings(_EnvSettings):
         14, ge=1, le=3650, description="How long job records and their events are kept."
     )
     worker_concurrency: int = Field(
-        2, ge=1, le=256, description="Jobs one worker process runs at once."
+        16,
+        ge=1,
+        le=256,
+        description="Jobs one worker process runs at once (their chunks are embedded together).",
     )
     version_grace_seconds: int = Field(
         60, ge=0, le=86_400, description="How long a replaced version's chunks stay readable."

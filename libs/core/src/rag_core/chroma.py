@@ -9,6 +9,7 @@ a third of the size of JSON numbers.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -254,3 +255,71 @@ def _error_message(response: httpx.Response) -> str:
     if isinstance(body, dict):
         return str(body.get("message") or body.get("error") or body)[:300]
     return str(body)[:300]
+
+
+@dataclass
+class _PendingUpsert:
+    ids: Sequence[str]
+    embeddings: NDArray[np.float32]
+    documents: Sequence[str]
+    metadatas: Sequence[Metadata]
+    future: asyncio.Future[None]
+
+
+class BatchingUpserter:
+    """Coalesce concurrent upserts into the same collection into few large calls.
+
+    Each Chroma write has a fixed cost (a log append and a commit); thousands of one-document
+    writes cost far more than a few hundred-chunk ones. While one write is in flight the next
+    ones wait and go out together, as in BatchingEmbedder.
+    """
+
+    def __init__(self, chroma: ChromaClient, *, max_records: int = 1000) -> None:
+        self.chroma = chroma
+        self.max_records = max_records
+        self._queues: dict[str, list[_PendingUpsert]] = {}
+        self._runners: dict[str, asyncio.Task[None]] = {}
+
+    async def upsert(
+        self,
+        collection_id: str,
+        ids: Sequence[str],
+        embeddings: NDArray[np.float32],
+        documents: Sequence[str],
+        metadatas: Sequence[Metadata],
+    ) -> None:
+        if not ids:
+            return
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        queue = self._queues.setdefault(collection_id, [])
+        queue.append(_PendingUpsert(ids, embeddings, documents, metadatas, future))
+        runner = self._runners.get(collection_id)
+        if runner is None or runner.done():
+            self._runners[collection_id] = asyncio.create_task(self._drain(collection_id))
+        await future
+
+    async def _drain(self, collection_id: str) -> None:
+        queue = self._queues[collection_id]
+        while queue:
+            taken: list[_PendingUpsert] = []
+            count = 0
+            while queue and (not taken or count + len(queue[0].ids) <= self.max_records):
+                pending = queue.pop(0)
+                taken.append(pending)
+                count += len(pending.ids)
+            try:
+                await self.chroma.upsert(
+                    collection_id,
+                    [i for p in taken for i in p.ids],
+                    np.concatenate([p.embeddings for p in taken]),
+                    [d for p in taken for d in p.documents],
+                    [m for p in taken for m in p.metadatas],
+                )
+            except Exception as exc:  # handed to every waiting caller
+                for pending in taken:
+                    if not pending.future.done():
+                        pending.future.set_exception(exc)
+                continue
+            for pending in taken:
+                if not pending.future.done():
+                    pending.future.set_result(None)

@@ -10,6 +10,7 @@ from litestar import Litestar
 from litestar.datastructures import State
 from litestar.di import Provide
 from rag_config import IngestSettings, get_settings
+from rag_core.embedding.models import EmbedderFactory
 from rag_core.service import (
     Lifespan,
     ServiceSpec,
@@ -43,7 +44,9 @@ def _ingest_lifespan(settings: IngestSettings) -> Lifespan:
             job_deserializer=deserialize_job,
             default_queue_name=keys.queue(),
         )
-        registry = CollectionRegistry(redis, chroma, keys)
+        registry = CollectionRegistry(
+            redis, chroma, keys, EmbedderFactory(settings).check_available
+        )
         documents = DocumentStore(redis, keys)
         jobs = JobStore(redis, keys, retention_days=settings.job_retention_days)
         app.state.update(

@@ -72,6 +72,9 @@ class Keys:
     def jobs_by_collection(self, collection: str) -> str:
         return f"{self.prefix}:jobs:{self.namespace}:col:{collection}"
 
+    def jobs_by_collection_state(self, collection: str, state: str) -> str:
+        return f"{self.prefix}:jobs:{self.namespace}:col:{collection}:state:{state}"
+
     def idempotency(self, key: str) -> str:
         return f"{self.prefix}:idem:{self.namespace}:{key}"
 

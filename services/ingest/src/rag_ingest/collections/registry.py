@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import re
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from rag_core.chroma import ChromaClient
+from rag_core.embedding.models import ModelSpec, model_spec
 from rag_core.errors import Conflict, InvalidInput, NotFound
 from redis.asyncio import Redis
 
@@ -22,7 +24,6 @@ NAME_RULE = (
     "3-63 characters: lower-case letters, digits, '-' and '_', "
     "starting and ending with a letter or digit"
 )
-MODEL_DIMENSIONS = {"all-MiniLM-L6-v2": 384, "all-MiniLM-L6-v2-int8": 384}
 
 
 @dataclass(frozen=True)
@@ -63,24 +64,27 @@ def validate_name(name: str) -> str:
 
 
 class CollectionRegistry:
-    def __init__(self, redis: Redis, chroma: ChromaClient, keys: Keys) -> None:
+    def __init__(
+        self,
+        redis: Redis,
+        chroma: ChromaClient,
+        keys: Keys,
+        check_model: Callable[[str], ModelSpec] = model_spec,
+    ) -> None:
+        self.check_model = check_model
         self.redis = redis
         self.chroma = chroma
         self.keys = keys
 
     async def create(self, name: str, model: str, description: str = "") -> Collection:
         validate_name(name)
-        if model not in MODEL_DIMENSIONS:
-            raise InvalidInput(
-                f"unknown embedding model {model!r}; available: {', '.join(MODEL_DIMENSIONS)}",
-                extra={"errors": [{"field": "embedding_model", "message": "unknown model"}]},
-            )
+        spec = self.check_model(model)
         key = self.keys.collection(name)
         # Claim the name first, atomically: two concurrent creates cannot both succeed.
         if not await self.redis.hsetnx(key, "name", name):  # type: ignore[misc]  # redis-py's async typing
             raise Conflict(f"collection {name!r} already exists")
         try:
-            metadata = {"rag_model": model, "rag_dimension": MODEL_DIMENSIONS[model]}
+            metadata = {"rag_model": model, "rag_dimension": spec.dimension}
             chroma_name = self.keys.chroma_name(name)
             try:
                 created = await self.chroma.create_collection(chroma_name, metadata)
@@ -95,7 +99,7 @@ class CollectionRegistry:
                 key,
                 mapping={
                     "model": model,
-                    "dimension": MODEL_DIMENSIONS[model],
+                    "dimension": spec.dimension,
                     "chroma_id": created.id,
                     "created_at": now,
                     "version": 0,

@@ -38,6 +38,10 @@ class JobStore:
             pipe.zadd(self.keys.jobs_all(), {record.id: now})
             pipe.zadd(self.keys.jobs_by_collection(record.collection), {record.id: now})
             pipe.zadd(self.keys.jobs_by_state(record.state), {record.id: now})
+            pipe.zadd(
+                self.keys.jobs_by_collection_state(record.collection, record.state),
+                {record.id: now},
+            )
             await pipe.execute()
         await self.add_event(record, "queued")
 
@@ -61,8 +65,13 @@ class JobStore:
         async with self.redis.pipeline(transaction=True) as pipe:
             pipe.set(self.keys.job(record.id), _encoder.encode(record), ex=self.retention_seconds)
             if previous_state is not None and previous_state != record.state:
+                by_collection = self.keys.jobs_by_collection_state
                 pipe.zrem(self.keys.jobs_by_state(previous_state), record.id)
                 pipe.zadd(self.keys.jobs_by_state(record.state), {record.id: record.created_at})
+                pipe.zrem(by_collection(record.collection, previous_state), record.id)
+                pipe.zadd(
+                    by_collection(record.collection, record.state), {record.id: record.created_at}
+                )
             if record.state == "succeeded":
                 pipe.delete(self.keys.job_payload(record.id))
             await pipe.execute()
@@ -103,19 +112,8 @@ class JobStore:
     ) -> list[JobRecord]:
         """Newest first; ``before`` (a created_at) pages further back."""
         if state is not None and collection is not None:
-            # Intersect two indexes, a page at a time, without materialising either.
-            found: list[JobRecord] = []
-            cursor = before
-            while len(found) < limit:
-                ids = await self._page(self.keys.jobs_by_collection(collection), limit * 4, cursor)
-                if not ids:
-                    break
-                records = await self.get_many(ids)
-                found += [r for r in records if r.state == state]
-                cursor = records[-1].created_at if records else None
-                if len(ids) < limit * 4 or cursor is None:
-                    break
-            return found[:limit]
+            index = self.keys.jobs_by_collection_state(collection, state)
+            return await self.get_many(await self._page(index, limit, before))
         if state is not None:
             index = self.keys.jobs_by_state(state)
         elif collection is not None:

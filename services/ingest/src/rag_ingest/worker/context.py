@@ -14,6 +14,8 @@ from arq.connections import ArqRedis
 from rag_config import IngestSettings
 from rag_core.chroma import ChromaClient
 from rag_core.embedding.base import Embedder
+from rag_core.embedding.batching import BatchingEmbedder
+from rag_core.embedding.models import EmbedderFactory
 from redis.asyncio import Redis
 
 from rag_ingest.collections.registry import CollectionRegistry
@@ -28,6 +30,22 @@ serialize_job = msgpack.packb
 deserialize_job = partial(msgpack.unpackb, raw=False)
 
 
+class BatchedEmbedders:
+    """The embedder of each collection's model, each wrapped so concurrent jobs share batches."""
+
+    def __init__(self, factory: EmbedderFactory, max_texts: int) -> None:
+        self.factory = factory
+        self.max_texts = max_texts
+        self._wrapped: dict[str, BatchingEmbedder] = {}
+
+    def __call__(self, model: str) -> Embedder:
+        if model not in self._wrapped:
+            self._wrapped[model] = BatchingEmbedder(
+                self.factory.get(model), max_texts=self.max_texts
+            )
+        return self._wrapped[model]
+
+
 def new_worker_id() -> str:
     return f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
 
@@ -39,7 +57,7 @@ class WorkerContext:
     redis: Redis
     arq: ArqRedis
     chroma: ChromaClient
-    embedder: Embedder
+    embedders: BatchedEmbedders
     jobs: JobStore
     documents: DocumentStore
     registry: CollectionRegistry
@@ -54,23 +72,23 @@ class WorkerContext:
         redis: Redis,
         arq: ArqRedis,
         chroma: ChromaClient,
-        embedder: Embedder,
+        embedders: BatchedEmbedders,
     ) -> WorkerContext:
         keys = Keys(settings.redis_prefix)
         documents = DocumentStore(redis, keys)
         jobs = JobStore(redis, keys, retention_days=settings.job_retention_days)
-        registry = CollectionRegistry(redis, chroma, keys)
+        registry = CollectionRegistry(redis, chroma, keys, embedders.factory.check_available)
         return cls(
             settings=settings,
             keys=keys,
             redis=redis,
             arq=arq,
             chroma=chroma,
-            embedder=embedder,
+            embedders=embedders,
             jobs=jobs,
             documents=documents,
             registry=registry,
-            pipeline=IngestPipeline(settings, documents, chroma, embedder),
+            pipeline=IngestPipeline(settings, documents, chroma, embedders),
             ingest=IngestService(
                 settings=settings,
                 redis=redis,

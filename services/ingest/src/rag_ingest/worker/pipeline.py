@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from rag_config import IngestSettings
-from rag_core.chroma import ChromaClient, Metadata
+from rag_core.chroma import BatchingUpserter, ChromaClient, Metadata
 from rag_core.embedding.base import Embedder
 
 from rag_ingest.chunking import Chunk, chunk_sections
@@ -89,12 +89,13 @@ class IngestPipeline:
         settings: IngestSettings,
         documents: DocumentStore,
         chroma: ChromaClient,
-        embedder: Embedder,
+        embedders: Callable[[str], Embedder],
     ) -> None:
         self.settings = settings
         self.documents = documents
         self.chroma = chroma
-        self.embedder = embedder
+        self.embedders = embedders
+        self.upserter = BatchingUpserter(chroma)
 
     async def run(
         self,
@@ -146,12 +147,13 @@ class IngestPipeline:
             raise BadDocument("parsing", str(exc)) from None
         timings.record("parse", started)
 
+        embedder = self.embedders(collection.embedding_model)
         await progress("chunking", 0.15)
         started = time.perf_counter()
         chunks = await asyncio.to_thread(
             chunk_sections,
             parsed.sections,
-            self.embedder.token_spans,
+            embedder.token_spans,
             size=self.settings.chunk_size_tokens,
             overlap=self.settings.chunk_overlap_tokens,
         )
@@ -172,11 +174,11 @@ class IngestPipeline:
             end = start + EMBED_GROUP
             await progress("embedding", 0.2 + 0.7 * start / len(chunks))
             started = time.perf_counter()
-            vectors = await self.embedder.embed_documents(texts[start:end])
+            vectors = await embedder.embed_documents(texts[start:end])
             EMBED_BATCH_SECONDS.observe(time.perf_counter() - started)
             timings.record("embed", started)
             started = time.perf_counter()
-            await self.chroma.upsert(
+            await self.upserter.upsert(
                 collection.chroma_id,
                 ids[start:end],
                 vectors,

@@ -12,7 +12,6 @@ import asyncio
 import contextlib
 import signal
 import socket
-from pathlib import Path
 from typing import Any
 
 import uvicorn
@@ -21,14 +20,19 @@ from arq.connections import ArqRedis
 from rag_config import IngestSettings
 from rag_core.chroma import ChromaClient
 from rag_core.clients import create_redis
-from rag_core.embedding.local import LocalEmbedder
+from rag_core.embedding.models import EmbedderFactory
 from rag_core.health import Readiness, create_ops_app
 from rag_core.server import SignalFreeServer
 from rag_telemetry import get_logger
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from rag_ingest.worker.context import WorkerContext, deserialize_job, serialize_job
+from rag_ingest.worker.context import (
+    BatchedEmbedders,
+    WorkerContext,
+    deserialize_job,
+    serialize_job,
+)
 from rag_ingest.worker.tasks import (
     cleanup_version,
     delete_document_chunks,
@@ -39,15 +43,6 @@ from rag_ingest.worker.tasks import (
 
 log = get_logger("rag.worker")
 HEARTBEAT_INTERVAL_SECONDS = 5.0
-
-
-def local_embedder(settings: IngestSettings) -> LocalEmbedder:
-    return LocalEmbedder(
-        Path(settings.data_dir) / "models",
-        variant="int8" if settings.embedding_model.endswith("-int8") else "fp32",
-        threads=settings.embed_threads,
-        batch_size=settings.embed_batch_size,
-    )
 
 
 async def _wait_for_redis(redis: Redis, readiness: Readiness) -> None:
@@ -104,8 +99,11 @@ async def run_worker(settings: IngestSettings, ops_sock: socket.socket) -> int:
         default_queue_name=f"{settings.redis_prefix}:queue",
     )
     chroma = ChromaClient(settings, settings)
-    embedder = await asyncio.to_thread(local_embedder, settings)
-    context = WorkerContext.build(settings, redis, arq_pool, chroma, embedder)
+    factory = EmbedderFactory(settings)
+    # Load the default model now, not in the first job (it builds the ONNX file if needed).
+    await asyncio.to_thread(factory.get, settings.embedding_model)
+    embedders = BatchedEmbedders(factory, max_texts=settings.embed_batch_size * 8)
+    context = WorkerContext.build(settings, redis, arq_pool, chroma, embedders)
     worker = build_worker(context, settings)
 
     readiness = Readiness(timeout=settings.ready_check_timeout_seconds, started=True)
@@ -157,7 +155,7 @@ async def run_worker(settings: IngestSettings, ops_sock: socket.socket) -> int:
         worker_id=context.worker_id,
         queue=context.keys.queue(),
         concurrency=settings.worker_concurrency,
-        model=embedder.model,
+        model=settings.embedding_model,
     )
     try:
         with contextlib.suppress(asyncio.CancelledError):
@@ -171,6 +169,6 @@ async def run_worker(settings: IngestSettings, ops_sock: socket.socket) -> int:
         await ops_task
         await chroma.close()
         await redis.aclose()
-        embedder.close()
+        await factory.close()
         log.info("worker_stopped")
     return 0

@@ -250,6 +250,9 @@ async def reconcile(ctx: dict[str, Any]) -> dict[str, int]:
 
 
 async def _index_keys(w: WorkerContext) -> list[str]:
-    keys = [w.keys.jobs_all()] + [w.keys.jobs_by_state(s) for s in ("succeeded", "failed", "dead")]
-    keys += [w.keys.jobs_by_collection(c.name) for c in await w.registry.all()]
+    finished = ("succeeded", "failed", "dead")
+    keys = [w.keys.jobs_all()] + [w.keys.jobs_by_state(s) for s in finished]
+    for collection in await w.registry.all():
+        keys.append(w.keys.jobs_by_collection(collection.name))
+        keys += [w.keys.jobs_by_collection_state(collection.name, s) for s in finished]
     return keys

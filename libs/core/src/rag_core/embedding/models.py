@@ -1,0 +1,116 @@
+"""The embedding models a collection can be created with, and building their embedders."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from rag_config import IngestSettings, QuerySettings
+
+from rag_core.embedding.base import Embedder
+from rag_core.errors import InvalidInput
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    name: str  # what a collection records
+    provider: Literal["local", "openai", "google"]
+    remote_name: str
+    dimension: int
+    max_tokens: int
+
+
+MODELS: dict[str, ModelSpec] = {
+    spec.name: spec
+    for spec in (
+        ModelSpec("all-MiniLM-L6-v2", "local", "fp32", 384, 254),
+        ModelSpec("all-MiniLM-L6-v2-int8", "local", "int8", 384, 254),
+        ModelSpec("openai/text-embedding-3-small", "openai", "text-embedding-3-small", 1536, 8000),
+        ModelSpec("openai/text-embedding-3-large", "openai", "text-embedding-3-large", 3072, 8000),
+        ModelSpec("google/gemini-embedding-001", "google", "gemini-embedding-001", 768, 2000),
+        ModelSpec("google/text-embedding-004", "google", "text-embedding-004", 768, 2000),
+    )
+}
+
+
+def model_spec(name: str) -> ModelSpec:
+    spec = MODELS.get(name)
+    if spec is None:
+        raise InvalidInput(
+            f"unknown embedding model {name!r}; available: {', '.join(MODELS)}",
+            extra={"errors": [{"field": "embedding_model", "message": "unknown model"}]},
+        )
+    return spec
+
+
+class EmbedderFactory:
+    """One embedder per model, built on first use and kept."""
+
+    def __init__(self, settings: IngestSettings | QuerySettings) -> None:
+        self.settings = settings
+        self._built: dict[str, Embedder] = {}
+
+    def check_available(self, name: str) -> ModelSpec:
+        """The model's spec, or a 422 naming what is missing to use it."""
+        spec = model_spec(name)
+        if spec.provider == "openai" and self.settings.openai_api_key is None:
+            raise InvalidInput(
+                f"{name} needs OPENAI_API_KEY, which is not set",
+                extra={"errors": [{"field": "embedding_model", "message": "no API key"}]},
+            )
+        if spec.provider == "google" and self.settings.google_api_key is None:
+            raise InvalidInput(
+                f"{name} needs GOOGLE_API_KEY, which is not set",
+                extra={"errors": [{"field": "embedding_model", "message": "no API key"}]},
+            )
+        return spec
+
+    def get(self, name: str) -> Embedder:
+        if name not in self._built:
+            self._built[name] = self._build(self.check_available(name))
+        return self._built[name]
+
+    def _build(self, spec: ModelSpec) -> Embedder:
+        s = self.settings
+        if spec.provider == "local":
+            from rag_core.embedding.local import LocalEmbedder  # noqa: PLC0415
+
+            return LocalEmbedder(
+                Path(s.data_dir) / "models",
+                variant="int8" if spec.remote_name == "int8" else "fp32",
+                threads=s.embed_threads,
+                batch_size=s.embed_batch_size,
+            )
+        if spec.provider == "openai":
+            from rag_core.embedding.hosted import OpenAIEmbedder  # noqa: PLC0415
+
+            assert s.openai_api_key is not None
+            return OpenAIEmbedder(
+                model=spec.remote_name,
+                dimension=spec.dimension,
+                api_key=s.openai_api_key.get_secret_value(),
+                base_url=s.openai_base_url,
+                timeout=s.embedding_timeout_seconds,
+                max_retries=s.embedding_max_retries,
+                max_tokens=spec.max_tokens,
+            )
+        from rag_core.embedding.hosted import GoogleEmbedder  # noqa: PLC0415
+
+        assert s.google_api_key is not None
+        return GoogleEmbedder(
+            model=spec.remote_name,
+            dimension=spec.dimension,
+            api_key=s.google_api_key.get_secret_value(),
+            base_url=s.google_base_url,
+            timeout=s.embedding_timeout_seconds,
+            max_tokens=spec.max_tokens,
+        )
+
+    async def close(self) -> None:
+        for embedder in self._built.values():
+            close = getattr(embedder, "close", None)
+            if close is not None:
+                result = close()
+                if hasattr(result, "__await__"):
+                    await result

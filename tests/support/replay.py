@@ -1,0 +1,60 @@
+"""A local HTTP server that answers with recorded responses and remembers every request."""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+RECORDED = Path(__file__).resolve().parents[1] / "fixtures" / "recorded"
+
+
+@dataclass
+class Replay:
+    """Answer the next requests with (status, recorded file) in order, the last one forever."""
+
+    answers: list[tuple[int, str]]
+    requests: list[dict[str, Any]] = field(default_factory=list)
+    url: str = ""
+
+    def next_answer(self) -> tuple[int, bytes]:
+        status, name = self.answers[0] if len(self.answers) == 1 else self.answers.pop(0)
+        return status, (RECORDED / name).read_bytes()
+
+
+@contextmanager
+def replay_server(*answers: tuple[int, str]) -> Iterator[Replay]:
+    replay = Replay(list(answers))
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            replay.requests.append(
+                {
+                    "path": self.path,
+                    "headers": {k.lower(): v for k, v in self.headers.items()},
+                    "json": json.loads(body) if body else None,
+                }
+            )
+            status, payload = replay.next_answer()
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(payload)))
+            self.end_headers()
+            self.wfile.write(payload)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    replay.url = f"http://127.0.0.1:{server.server_address[1]}"
+    try:
+        yield replay
+    finally:
+        server.shutdown()
