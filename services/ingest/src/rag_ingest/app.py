@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from arq.connections import ArqRedis
 from litestar import Litestar
 from litestar.datastructures import State
 from litestar.di import Provide
@@ -21,50 +20,19 @@ from rag_core.service import (
     redis_lifespan,
 )
 
-from rag_ingest.collections.registry import CollectionRegistry
 from rag_ingest.collections.routes import CollectionController
+from rag_ingest.components import IngestComponents
 from rag_ingest.documents.routes import DocumentController
-from rag_ingest.documents.service import IdempotencyGuard, IngestService
-from rag_ingest.documents.store import DocumentStore
 from rag_ingest.jobs.routes import JobController
-from rag_ingest.jobs.store import JobStore
-from rag_ingest.keys import Keys
-from rag_ingest.worker.context import deserialize_job, serialize_job
 
 
 def _ingest_lifespan(settings: IngestSettings) -> Lifespan:
     @asynccontextmanager
     async def stores(app: Litestar) -> AsyncIterator[None]:
-        keys = Keys(settings.redis_prefix)
-        redis, chroma = app.state.redis, app.state.chroma
-        # arq's client on the same lazy pool: create_pool would refuse to start without Redis.
-        arq = ArqRedis(
-            connection_pool=redis.connection_pool,
-            job_serializer=serialize_job,
-            job_deserializer=deserialize_job,
-            default_queue_name=keys.queue(),
+        components = IngestComponents.build(
+            settings, app.state.redis, app.state.chroma, EmbedderFactory(settings).check_available
         )
-        registry = CollectionRegistry(
-            redis, chroma, keys, EmbedderFactory(settings).check_available
-        )
-        documents = DocumentStore(redis, keys)
-        jobs = JobStore(redis, keys, retention_days=settings.job_retention_days)
-        app.state.update(
-            arq=arq,
-            registry=registry,
-            documents=documents,
-            jobs=jobs,
-            idempotency=IdempotencyGuard(redis, keys, settings.idempotency_ttl_hours),
-            ingest=IngestService(
-                settings=settings,
-                redis=redis,
-                arq=arq,
-                registry=registry,
-                documents=documents,
-                jobs=jobs,
-                keys=keys,
-            ),
-        )
+        app.state.update(components.as_dict())
         yield
 
     return stores

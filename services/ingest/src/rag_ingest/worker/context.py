@@ -6,11 +6,8 @@ import os
 import socket
 import uuid
 from dataclasses import dataclass, field
-from functools import partial
 from typing import Any
 
-import msgpack
-from arq.connections import ArqRedis
 from rag_config import IngestSettings
 from rag_core.chroma import ChromaClient
 from rag_core.embedding.base import Embedder
@@ -18,16 +15,8 @@ from rag_core.embedding.batching import BatchingEmbedder
 from rag_core.embedding.models import EmbedderFactory
 from redis.asyncio import Redis
 
-from rag_ingest.collections.registry import CollectionRegistry
-from rag_ingest.documents.service import IngestService
-from rag_ingest.documents.store import DocumentStore
-from rag_ingest.jobs.store import JobStore
-from rag_ingest.keys import Keys
+from rag_ingest.components import IngestComponents
 from rag_ingest.worker.pipeline import IngestPipeline
-
-# msgpack, never pickle: anyone able to write to Redis could otherwise run code in the worker.
-serialize_job = msgpack.packb
-deserialize_job = partial(msgpack.unpackb, raw=False)
 
 
 class BatchedEmbedders:
@@ -51,53 +40,26 @@ def new_worker_id() -> str:
 
 
 @dataclass
-class WorkerContext:
-    settings: IngestSettings
-    keys: Keys
-    redis: Redis
-    arq: ArqRedis
-    chroma: ChromaClient
+class WorkerContext(IngestComponents):
+    """The shared components plus what only the worker has."""
+
     embedders: BatchedEmbedders
-    jobs: JobStore
-    documents: DocumentStore
-    registry: CollectionRegistry
     pipeline: IngestPipeline
-    ingest: IngestService
     worker_id: str = field(default_factory=new_worker_id)
 
     @classmethod
-    def build(
+    def create(
         cls,
         settings: IngestSettings,
         redis: Redis,
-        arq: ArqRedis,
         chroma: ChromaClient,
         embedders: BatchedEmbedders,
     ) -> WorkerContext:
-        keys = Keys(settings.redis_prefix)
-        documents = DocumentStore(redis, keys)
-        jobs = JobStore(redis, keys, retention_days=settings.job_retention_days)
-        registry = CollectionRegistry(redis, chroma, keys, embedders.factory.check_available)
+        shared = IngestComponents.build(settings, redis, chroma, embedders.factory.check_available)
         return cls(
-            settings=settings,
-            keys=keys,
-            redis=redis,
-            arq=arq,
-            chroma=chroma,
+            **shared.as_dict(),
             embedders=embedders,
-            jobs=jobs,
-            documents=documents,
-            registry=registry,
-            pipeline=IngestPipeline(settings, documents, chroma, embedders),
-            ingest=IngestService(
-                settings=settings,
-                redis=redis,
-                arq=arq,
-                registry=registry,
-                documents=documents,
-                jobs=jobs,
-                keys=keys,
-            ),
+            pipeline=IngestPipeline(settings, shared.documents, chroma, embedders),
         )
 
 

@@ -16,7 +16,6 @@ from typing import Any
 
 import uvicorn
 from arq import Worker, cron, func
-from arq.connections import ArqRedis
 from rag_config import IngestSettings
 from rag_core.chroma import ChromaClient
 from rag_core.clients import create_redis
@@ -27,12 +26,8 @@ from rag_telemetry import get_logger
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from rag_ingest.worker.context import (
-    BatchedEmbedders,
-    WorkerContext,
-    deserialize_job,
-    serialize_job,
-)
+from rag_ingest.queueing import deserialize_job, serialize_job
+from rag_ingest.worker.context import BatchedEmbedders, WorkerContext
 from rag_ingest.worker.tasks import (
     cleanup_version,
     delete_document_chunks,
@@ -92,18 +87,12 @@ def build_worker(context: WorkerContext, settings: IngestSettings) -> Worker:
 
 async def run_worker(settings: IngestSettings, ops_sock: socket.socket) -> int:
     redis = create_redis(settings, settings)
-    arq_pool = ArqRedis(
-        connection_pool=redis.connection_pool,
-        job_serializer=serialize_job,
-        job_deserializer=deserialize_job,
-        default_queue_name=f"{settings.redis_prefix}:queue",
-    )
     chroma = ChromaClient(settings, settings)
     factory = EmbedderFactory(settings)
     # Load the default model now, not in the first job (it builds the ONNX file if needed).
     await asyncio.to_thread(factory.get, settings.embedding_model)
     embedders = BatchedEmbedders(factory, max_texts=settings.embed_batch_size * 8)
-    context = WorkerContext.build(settings, redis, arq_pool, chroma, embedders)
+    context = WorkerContext.create(settings, redis, chroma, embedders)
     worker = build_worker(context, settings)
 
     readiness = Readiness(timeout=settings.ready_check_timeout_seconds, started=True)

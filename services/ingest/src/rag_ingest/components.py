@@ -1,0 +1,82 @@
+"""The stores and services the ingest API and its worker both use, built the same way."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, fields
+from typing import Any
+
+from arq.connections import ArqRedis
+from rag_config import IngestSettings
+from rag_core.chroma import ChromaClient
+from rag_core.embedding.models import ModelSpec
+from redis.asyncio import Redis
+
+from rag_ingest.collections.registry import CollectionRegistry
+from rag_ingest.documents.service import IdempotencyGuard, IngestService
+from rag_ingest.documents.store import DocumentStore
+from rag_ingest.jobs.store import JobStore
+from rag_ingest.keys import Keys
+from rag_ingest.queueing import deserialize_job, serialize_job
+
+
+def queue_client(redis: Redis, keys: Keys) -> ArqRedis:
+    """arq's client on the same (lazy) pool: arq's create_pool would refuse to start without
+    Redis, and a service must start and report not-ready instead."""
+    return ArqRedis(
+        connection_pool=redis.connection_pool,
+        job_serializer=serialize_job,
+        job_deserializer=deserialize_job,
+        default_queue_name=keys.queue(),
+    )
+
+
+@dataclass
+class IngestComponents:
+    settings: IngestSettings
+    keys: Keys
+    redis: Redis
+    arq: ArqRedis
+    chroma: ChromaClient
+    registry: CollectionRegistry
+    documents: DocumentStore
+    jobs: JobStore
+    ingest: IngestService
+    idempotency: IdempotencyGuard
+
+    @classmethod
+    def build(
+        cls,
+        settings: IngestSettings,
+        redis: Redis,
+        chroma: ChromaClient,
+        check_model: Callable[[str], ModelSpec],
+    ) -> IngestComponents:
+        keys = Keys(settings.redis_prefix)
+        arq = queue_client(redis, keys)
+        registry = CollectionRegistry(redis, chroma, keys, check_model)
+        documents = DocumentStore(redis, keys)
+        jobs = JobStore(redis, keys, retention_days=settings.job_retention_days)
+        return cls(
+            settings=settings,
+            keys=keys,
+            redis=redis,
+            arq=arq,
+            chroma=chroma,
+            registry=registry,
+            documents=documents,
+            jobs=jobs,
+            ingest=IngestService(
+                settings=settings,
+                redis=redis,
+                arq=arq,
+                registry=registry,
+                documents=documents,
+                jobs=jobs,
+                keys=keys,
+            ),
+            idempotency=IdempotencyGuard(redis, keys, settings.idempotency_ttl_hours),
+        )
+
+    def as_dict(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in fields(IngestComponents)}
