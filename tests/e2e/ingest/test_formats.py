@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 
 import pytest
@@ -70,6 +71,8 @@ def test_each_format_is_ingested_with_its_structure(client: IngestClient) -> Non
         (2, "Genes are made of DNA."),
     ]
     assert by_name["paper.pdf"]["result"]["pages"] == 2
+    digest = hashlib.sha256(pdf).hexdigest()
+    assert {c["content_hash"] for c in pdf_chunks} == {digest}
     assert by_name["paper.pdf"]["result"]["title"] == "Biology"
 
     md_chunks = _chunks(client, collection, by_name["manual.md"])

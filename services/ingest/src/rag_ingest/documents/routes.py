@@ -69,6 +69,7 @@ class ChunkOut(msgspec.Struct, omit_defaults=True):
     tokens: int
     page: int | None = None
     heading: str | None = None
+    content_hash: str | None = None
 
 
 class DocumentOut(msgspec.Struct, omit_defaults=True):
@@ -385,6 +386,7 @@ class DocumentController(Controller):
                     tokens=int(meta.get("_tokens", 0)),
                     page=int(meta["_page"]) if "_page" in meta else None,
                     heading=str(meta["_heading"]) if "_heading" in meta else None,
+                    content_hash=str(meta["_hash"]) if "_hash" in meta else None,
                 )
                 for chunk_id, text, meta in zip(
                     rows.ids, rows.documents, rows.metadatas, strict=True

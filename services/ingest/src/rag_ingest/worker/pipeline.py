@@ -59,14 +59,17 @@ def parse_limits(settings: IngestSettings) -> ParseLimits:
     )
 
 
-def chunk_metadata(job: JobRecord, chunk: Chunk, digest: str, parsed: ParsedDocument) -> Metadata:
+def chunk_metadata(
+    job: JobRecord, chunk: Chunk, *, version: str, digest: str, parsed: ParsedDocument
+) -> Metadata:
     """What every chunk carries: where it comes from, which version, and the caller's metadata."""
     assert job.document_id is not None
     metadata: Metadata = dict(job.metadata or {})
     metadata.update(
         {
             "_doc": job.document_id,
-            "_ver": version_tag(digest),
+            "_ver": version_tag(version),
+            "_hash": digest,
             "_pos": chunk.position,
             "_tokens": chunk.token_count,
             "_format": parsed.format,
@@ -168,7 +171,9 @@ class IngestPipeline:
             )
 
         ids = [chunk_id(doc_id, version, c.position) for c in chunks]
-        metadatas = [chunk_metadata(job, c, version, parsed) for c in chunks]
+        metadatas = [
+            chunk_metadata(job, c, version=version, digest=digest, parsed=parsed) for c in chunks
+        ]
         texts = [c.text for c in chunks]
         for start in range(0, len(chunks), EMBED_GROUP):
             end = start + EMBED_GROUP
