@@ -198,3 +198,8 @@ def test_scanned_pdf_without_text_layer_says_so() -> None:
     pdf.rect(10, 10, 50, 50)
     with pytest.raises(ParseError, match="no text layer"):
         parse_document(bytes(pdf.output()))
+
+
+def test_pathological_nesting_fails_with_a_reason_not_a_crash() -> None:
+    with pytest.raises(ParseError):
+        parse_document(b"[" * 100_000 + b"]" * 100_000)

@@ -288,7 +288,8 @@ class IdempotencyGuard:
         self.check_key(key)
         redis_key = self.keys.idempotency(key)
         reserved = {"fingerprint": fingerprint, "state": "pending"}
-        if await self.redis.set(redis_key, msgspec.json.encode(reserved), nx=True, ex=self.ttl):
+        # A short reservation: a request that dies half-way frees its key within a minute.
+        if await self.redis.set(redis_key, msgspec.json.encode(reserved), nx=True, ex=60):
             return None
         raw = await self.redis.get(redis_key)
         stored: dict[str, Any] = msgspec.json.decode(raw) if raw else {}

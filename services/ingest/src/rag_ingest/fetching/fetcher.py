@@ -66,6 +66,27 @@ def check_url_syntax(url: str) -> str:
     return urlunsplit(parts._replace(fragment=""))
 
 
+NAT64_PREFIXES = (ipaddress.ip_network("64:ff9b::/96"), ipaddress.ip_network("64:ff9b:1::/48"))
+
+
+def _embedded_ipv4(
+    ip: ipaddress.IPv4Address | ipaddress.IPv6Address,
+) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
+    """The IPv4 address an IPv6 one carries (mapped, 6to4, Teredo, NAT64), which is what
+    is finally reached; Python calls some of these "global" whatever they embed."""
+    if isinstance(ip, ipaddress.IPv4Address):
+        return ip
+    if ip.ipv4_mapped is not None:
+        return ip.ipv4_mapped
+    if ip.sixtofour is not None:
+        return ip.sixtofour
+    if ip.teredo is not None:
+        return ip.teredo[1]
+    if any(ip in prefix for prefix in NAT64_PREFIXES):
+        return ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
+    return ip
+
+
 async def resolve_allowed(host: str, port: int, allow: Sequence[IPNetwork]) -> str:
     """One address of ``host`` that policy allows; refuses if any of its addresses is not."""
     try:
@@ -74,7 +95,7 @@ async def resolve_allowed(host: str, port: int, allow: Sequence[IPNetwork]) -> s
         raise FetchRefused(f"cannot resolve {host}: {exc.strerror}") from None
     addresses = sorted({str(info[4][0]) for info in infos})
     for address in addresses:
-        ip = ipaddress.ip_address(address.split("%")[0])
+        ip = _embedded_ipv4(ipaddress.ip_address(address.split("%")[0]))
         if any(ip in network for network in allow):
             continue
         if not ip.is_global or ip.is_multicast:

@@ -33,21 +33,28 @@ def parse_document(
     """Detect the format from the bytes and parse them; raises ParseError with the reason."""
     limits = limits or ParseLimits()
     charset = _charset(content_type)
-    kind = detect_format(data, filename=filename, content_type=content_type)
-    if kind == "pdf":
-        parsed = parse_pdf(data, limits)
-    elif kind == "docx":
-        parsed = parse_docx(data, limits)
-    elif kind == "html":
-        parsed = parse_html(data, charset)
-    elif kind == "json":
-        parsed = parse_json(data, charset)
-    elif kind == "csv":
-        parsed = parse_csv(data, charset)
-    elif kind == "markdown":
-        parsed = parse_markdown(data, charset)
-    else:
-        parsed = parse_text(data, charset)
+    try:
+        kind = detect_format(data, filename=filename, content_type=content_type)
+        if kind == "pdf":
+            parsed = parse_pdf(data, limits)
+        elif kind == "docx":
+            parsed = parse_docx(data, limits)
+        elif kind == "html":
+            parsed = parse_html(data, charset)
+        elif kind == "json":
+            parsed = parse_json(data, charset)
+        elif kind == "csv":
+            parsed = parse_csv(data, charset)
+        elif kind == "markdown":
+            parsed = parse_markdown(data, charset)
+        else:
+            parsed = parse_text(data, charset)
+    except ParseError:
+        raise
+    except RecursionError:
+        raise ParseError("the document is nested too deeply to read") from None
+    except Exception as exc:  # any parser crash is the document's problem, not a retry
+        raise ParseError(f"the document cannot be read ({type(exc).__name__})") from None
     if not parsed.sections:
         raise ParseError(f"the {kind} document contains no text")
     return parsed
