@@ -25,8 +25,27 @@ def _normalise(vectors: Vectors) -> Vectors:
     return np.asarray(vectors / np.maximum(norms, 1e-12), dtype=np.float32)
 
 
-class _WordPieceCounting:
-    """Token counting for chunking, shared by the hosted embedders."""
+class _HostedEmbedder:
+    """What the hosted embedders share: their identity, and token counting for chunking."""
+
+    provider = ""
+
+    def __init__(self, *, model: str, dimension: int, max_tokens: int) -> None:
+        self._model = model
+        self._dimension = dimension
+        self._max_tokens = max_tokens
+
+    @property
+    def model(self) -> str:
+        return f"{self.provider}/{self._model}"
+
+    @property
+    def dimension(self) -> int:
+        return self._dimension
+
+    @property
+    def max_tokens(self) -> int:
+        return self._max_tokens
 
     @cached_property
     def _tokenizer(self) -> Tokenizer:
@@ -43,8 +62,10 @@ class _WordPieceCounting:
         return list(self._tokenizer.encode(text, add_special_tokens=False).offsets)
 
 
-class OpenAIEmbedder(_WordPieceCounting):
+class OpenAIEmbedder(_HostedEmbedder):
     """OpenAI's embeddings API, or any server that speaks it (vLLM, Ollama, llama.cpp...)."""
+
+    provider = "openai"
 
     def __init__(
         self,
@@ -59,24 +80,10 @@ class OpenAIEmbedder(_WordPieceCounting):
     ) -> None:
         from openai import AsyncOpenAI  # noqa: PLC0415 - only for collections that use it
 
-        self._model = model
-        self._dimension = dimension
-        self._max_tokens = max_tokens
+        super().__init__(model=model, dimension=dimension, max_tokens=max_tokens)
         self._client = AsyncOpenAI(
             api_key=api_key, base_url=base_url, timeout=timeout, max_retries=max_retries
         )
-
-    @property
-    def model(self) -> str:
-        return f"openai/{self._model}"
-
-    @property
-    def dimension(self) -> int:
-        return self._dimension
-
-    @property
-    def max_tokens(self) -> int:
-        return self._max_tokens
 
     async def embed_documents(self, texts: Sequence[str]) -> Vectors:
         import openai  # noqa: PLC0415
@@ -119,9 +126,11 @@ class OpenAIEmbedder(_WordPieceCounting):
         await self._client.close()
 
 
-class GoogleEmbedder(_WordPieceCounting):
+class GoogleEmbedder(_HostedEmbedder):
     """Gemini embeddings through google-genai (the maintained successor of
     google-generativeai)."""
+
+    provider = "google"
 
     def __init__(
         self,
@@ -136,26 +145,12 @@ class GoogleEmbedder(_WordPieceCounting):
         from google import genai  # noqa: PLC0415
         from google.genai import types  # noqa: PLC0415
 
-        self._model = model
-        self._dimension = dimension
-        self._max_tokens = max_tokens
+        super().__init__(model=model, dimension=dimension, max_tokens=max_tokens)
         self._types = types
         self._client = genai.Client(
             api_key=api_key,
             http_options=types.HttpOptions(base_url=base_url, timeout=int(timeout * 1000)),
         )
-
-    @property
-    def model(self) -> str:
-        return f"google/{self._model}"
-
-    @property
-    def dimension(self) -> int:
-        return self._dimension
-
-    @property
-    def max_tokens(self) -> int:
-        return self._max_tokens
 
     async def _embed(self, texts: Sequence[str], task: str) -> Vectors:
         from google.genai import errors  # noqa: PLC0415

@@ -190,8 +190,6 @@ class DocumentController(Controller):
             )
             for i, doc in enumerate(data.documents)
         ]
-        for item in items:
-            item.filename = None
 
         async def work() -> IngestAccepted:
             return _wire(
