@@ -24,7 +24,11 @@ def ingest_stack(
     stack = NativeStack(
         tmp_path_factory.mktemp("ingest"),
         StackPorts.free(),
-        env={"DATA_DIR": str(model_cache), "VERSION_GRACE_SECONDS": "2"},
+        env={
+            "DATA_DIR": str(model_cache),
+            "VERSION_GRACE_SECONDS": "2",
+            "PARSE_TIMEOUT_SECONDS": "5",
+        },
     )
     with stack:
         stack.start(services=["ingest"])

@@ -94,6 +94,24 @@ def test_bad_files_fail_with_a_reason_and_leave_nothing_visible(
     assert client.collection(collection)["chunk_count"] == 0
 
 
+def test_a_parse_that_runs_too_long_fails_the_job_and_spares_the_others(
+    client: IngestClient,
+) -> None:
+    collection = client.create_collection()
+    depth = 50_000  # html.parser needs minutes for this; PARSE_TIMEOUT_SECONDS is 5 here
+    nested = b"<html><body>" + b"<div>" * depth + b"deep" + b"</div>" * depth + b"</body></html>"
+    hostile = client.upload(collection, [("nested.html", nested, "text/html")])
+    assert hostile.status_code == 202, hostile.text
+    fine = client.ingest_ok(collection, [{"id": "fine", "text": "Ordinary text arrives."}])
+    [stuck, ok] = client.wait([hostile.json()["jobs"][0]["job_id"], *fine], timeout=60)
+    assert stuck["state"] == "failed"
+    assert stuck["error_stage"] == "parsing"
+    assert "PARSE_TIMEOUT_SECONDS" in stuck["error"]
+    assert ok["state"] == "succeeded"
+    after = client.ingest_ok(collection, [{"id": "later", "text": "The worker still works."}])
+    assert client.wait(after)[0]["state"] == "succeeded"
+
+
 def test_request_body_over_the_limit_is_refused(
     ingest_stack: NativeStack, client: IngestClient
 ) -> None:

@@ -262,6 +262,15 @@ class IngestLimits(_EnvSettings):
         100 * 1024 * 1024, ge=1024, description="Most a DOCX may expand to when unpacked."
     )
     max_pdf_pages: int = Field(5000, ge=1, description="Most pages read from one PDF.")
+    parse_timeout_seconds: float = Field(
+        120.0, gt=0, le=3600, description="Longest parsing one document may take; then it fails."
+    )
+    parse_max_memory_mb: int = Field(
+        2048, ge=0, description="Address space of a parser process (0: no limit)."
+    )
+    parse_workers: int = Field(
+        0, ge=0, le=64, description="Parser processes per worker (0: one per core, at most 4)."
+    )
     chunk_size_tokens: int = Field(
         200, ge=16, le=254, description="Most tokens in a chunk (the model reads at most 254)."
     )

@@ -55,7 +55,7 @@ class IngestComponents:
         keys = Keys(settings.redis_prefix)
         arq = queue_client(redis, keys)
         registry = CollectionRegistry(redis, chroma, keys, check_model)
-        documents = DocumentStore(redis, keys)
+        documents = DocumentStore(redis, keys, grace_seconds=settings.version_grace_seconds)
         jobs = JobStore(redis, keys, retention_days=settings.job_retention_days)
         return cls(
             settings=settings,

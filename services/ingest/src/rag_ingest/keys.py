@@ -63,6 +63,7 @@ class Keys:
     def job_payload(self, job_id: str) -> str:
         return f"{self.prefix}:payload:{job_id}"
 
+    # The job save script (jobs/store.py) derives the two state indexes from jobs_all().
     def jobs_all(self) -> str:
         return f"{self.prefix}:jobs:{self.namespace}"
 
@@ -84,3 +85,8 @@ class Keys:
 
     def worker_heartbeat(self, worker_id: str) -> str:
         return f"{self.prefix}:worker:{worker_id}"
+
+    def cleanups(self) -> str:
+        """Sorted set of chunk sets to delete from Chroma, scored by when they may go (shared
+        by every namespace: each member names its own)."""
+        return f"{self.prefix}:cleanups"

@@ -40,3 +40,8 @@ DEAD_LETTERED = Gauge(
     "Jobs that exhausted their retries (kept for retry).",
     multiprocess_mode="max",
 )
+CLEANED_CHUNKS = Counter(
+    "rag_ingest_chunks_cleaned_total",
+    "Chunks deleted from Chroma because no reader needs them any more "
+    "(replaced or deleted versions, superseded or failed jobs).",
+)

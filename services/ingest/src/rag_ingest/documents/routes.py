@@ -345,13 +345,9 @@ class DocumentController(Controller):
         rows = await chroma.get(
             found.chroma_id, where={"$and": [{"_pos": 0}, condition]}, documents=False
         )
-        matching = sorted({str(m["_doc"]) for m in rows.metadatas})
-        records = await documents.get_many(collection, matching)
-        active = [
-            r
-            for r in records
-            if any(m["_doc"] == r.id and m["_ver"] == r.version_tag for m in rows.metadatas)
-        ]
+        tags = {(str(m["_doc"]), str(m["_ver"])) for m in rows.metadatas}
+        records = await documents.get_many(collection, sorted({doc for doc, _ in tags}))
+        active = [r for r in records if (r.id, r.tag) in tags]
         return DocumentPage(
             [DocumentOut.of(r) for r in active[offset : offset + limit]], len(active), offset, limit
         )
@@ -373,7 +369,7 @@ class DocumentController(Controller):
         if not chunks:
             return DocumentOut.of(record)
         rows = await chroma.get(
-            found.chroma_id, where={"$and": [{"_doc": document_id}, {"_ver": record.version_tag}]}
+            found.chroma_id, where={"$and": [{"_doc": document_id}, {"_ver": record.tag}]}
         )
         out = sorted(
             (
@@ -445,16 +441,12 @@ class DocumentController(Controller):
         arq: NamedDependency[ArqRedis],
     ) -> dict[str, Any]:
         """Invisible at once; its chunks are removed from Chroma by the worker."""
-        await registry.get(collection)
-        outcome = await documents.remove(collection, document_id)
+        found = await registry.get(collection)
+        outcome = await documents.remove(collection, found.chroma_id, document_id)
         if outcome.status == "missing":
             raise NotFound(f"document {document_id!r} is not in collection {collection!r}")
-        await arq.enqueue_job(
-            "delete_document_chunks",
-            collection,
-            document_id,
-            _job_id=f"delete.{collection}.{document_id}.{outcome.collection_version}",
-        )
+        # Its chunks are listed for cleanup already; this only makes the worker do it now.
+        await arq.enqueue_job("drain_cleanups")
         previous = outcome.previous
         return {
             "deleted": document_id,

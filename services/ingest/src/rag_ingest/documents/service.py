@@ -203,7 +203,12 @@ class IngestService:
             filename=item.filename,
             content_type=item.content_type,
             metadata=item.metadata or None,
-            options={"content_hash": digest, "version_hash": version, "bytes": len(item.payload)},
+            options={
+                "content_hash": digest,
+                "version_hash": version,
+                "bytes": len(item.payload),
+                "chroma_id": collection.chroma_id,
+            },
             request_id=request_id,
             traceparent=traceparent,
         )
@@ -231,7 +236,12 @@ class IngestService:
             max_attempts=self.settings.job_max_tries,
             source=url,
             metadata=metadata or None,
-            options={"url": url, "max_depth": max_depth, "same_domain": same_domain},
+            options={
+                "url": url,
+                "max_depth": max_depth,
+                "same_domain": same_domain,
+                "chroma_id": collection.chroma_id,
+            },
             request_id=request_id,
             traceparent=traceparent,
         )
@@ -252,7 +262,6 @@ class IngestService:
             )
         if record.kind != "url" and await self.jobs.payload(job_id) is None:
             raise Conflict(f"job {job_id!r} can no longer be retried: its content has expired")
-        previous = record.state
         record.run += 1
         record.state, record.stage, record.progress = "queued", "queued", 0.0
         record.attempts, record.error, record.error_stage = 0, None, None
@@ -260,8 +269,10 @@ class IngestService:
         record.sequence = await self.documents.next_sequence(
             record.collection, record.document_id or ""
         )
-        await self.jobs.save(record, previous_state=previous)
-        await self.jobs.add_event(record, "retried")
+        if not await self.jobs.save(
+            record, expect_states=("failed", "dead"), expect_run=record.run - 1, event="retried"
+        ):
+            raise Conflict(f"job {job_id!r} changed meanwhile (retried already?); look again")
         await self.arq.enqueue_job("ingest_document", record.id, _job_id=record.arq_job_id)
         return record
 

@@ -1,13 +1,20 @@
 """Document records and the atomic switch between a document's versions.
 
-Chunks in Chroma carry their document id (``_doc``) and the content hash of the version they
-belong to (``_ver``). A document's Redis record names its active version. A new version's
-chunks are upserted first, then one Redis transaction switches the record, the dedup index,
-the collection's counters and version, and appends the change to the collection's change
-stream; the old version's chunks are deleted only after ``VERSION_GRACE_SECONDS``. Readers
-that filter chunks by the active version therefore see one version, never a mix and never
-nothing. Each requested change gets a per-document sequence number; a change that is no
-longer the newest one requested is dropped ("superseded") instead of switched in.
+Every requested change of a document gets a per-document sequence number, and the chunks a
+job writes carry it as their version tag (``_ver``; chunk ids derive from it too). No two
+changes share a chunk, so nothing one job does can touch another job's chunks.
+
+A new version's chunks are upserted first; then one Redis script checks that the change is
+still the newest requested (else it is "superseded" and never becomes visible) and that the
+collection still exists, and switches the record, the dedup index, the collection's counters
+and version, and appends the change to the collection's change stream. Readers that filter
+chunks by the active tag therefore see one version, never a mix and never nothing.
+
+Chunks that no reader will ever need again — a replaced version's (after
+``VERSION_GRACE_SECONDS``), a deleted document's, a superseded or failed job's — are listed in
+one sorted set of pending cleanups, written in the same script that makes them unneeded (or,
+for a job's own chunks, before the job writes any). Workers drain it, so a crash at any point
+leaves work to finish, never orphans.
 """
 
 from __future__ import annotations
@@ -19,7 +26,6 @@ from typing import Any, Literal
 
 import msgspec
 from redis.asyncio import Redis
-from redis.exceptions import WatchError
 
 from rag_ingest.keys import Keys
 
@@ -29,10 +35,12 @@ _encoder = msgspec.json.Encoder()
 
 class DocumentRecord(msgspec.Struct, kw_only=True, omit_defaults=True):
     """``content_hash`` covers the bytes only (duplicate detection); ``version_hash`` also
-    covers metadata, source and chunking settings (a change to any of them is a new version)."""
+    covers metadata, source and chunking settings (a change to any of them is a new version);
+    ``tag`` names the chunks of this version in Chroma (``_ver``)."""
 
     id: str
     version: int
+    tag: str
     content_hash: str
     version_hash: str
     chunk_count: int
@@ -46,17 +54,13 @@ class DocumentRecord(msgspec.Struct, kw_only=True, omit_defaults=True):
     created_at: float = 0.0
     updated_at: float = 0.0
 
-    @property
-    def version_tag(self) -> str:
-        return version_tag(self.version_hash)
-
 
 _decoder = msgspec.json.Decoder(DocumentRecord)
 
 
-def version_tag(version_hash: str) -> str:
-    """What chunks store in ``_ver``: enough of the version hash to be unique per document."""
-    return version_hash[:16]
+def version_tag(sequence: int) -> str:
+    """The ``_ver`` of the chunks one change writes: its sequence, unique per document."""
+    return str(sequence)
 
 
 def content_hash(data: bytes) -> str:
@@ -68,22 +72,131 @@ def version_hash(digest: str, **inputs: Any) -> str:
     return hashlib.sha256(digest.encode() + msgspec.json.encode(inputs, order="sorted")).hexdigest()
 
 
-def chunk_id(document_id: str, version: str, position: int) -> str:
-    """Deterministic: the same version always makes the same ids, so a re-run upserts."""
-    return hashlib.sha256(f"{document_id}\0{version}\0{position}".encode()).hexdigest()[:32]
+def chunk_id(document_id: str, tag: str, position: int) -> str:
+    """Deterministic: a job run again writes the same ids (an upsert, never a duplicate)."""
+    return hashlib.sha256(f"{document_id}\0{tag}\0{position}".encode()).hexdigest()[:32]
+
+
+@dataclass(frozen=True)
+class Cleanup:
+    """Chunks of one tag of one document that are to be deleted once nobody can need them.
+
+    ``job_id`` is set for a job's own chunks, written before the job stores any: they are
+    deleted only when that job can no longer make them active (it ended, or a newer change of
+    the document was requested)."""
+
+    namespace: str
+    collection: str
+    chroma_id: str
+    document_id: str
+    tag: str
+    job_id: str = ""
+
+    def member(self) -> str:
+        return "\t".join(
+            (
+                self.namespace,
+                self.collection,
+                self.chroma_id,
+                self.document_id,
+                self.tag,
+                self.job_id,
+            )
+        )
+
+    def prefix(self) -> str:
+        """The member without tag and job: the script completes it with the tag it replaces."""
+        return "\t".join((self.namespace, self.collection, self.chroma_id, self.document_id, ""))
+
+    @classmethod
+    def parse(cls, member: str) -> Cleanup:
+        namespace, collection, chroma_id, document_id, tag, job_id = member.split("\t")
+        return cls(namespace, collection, chroma_id, document_id, tag, job_id)
+
+
+SwitchStatus = Literal[
+    "created", "replaced", "unchanged", "superseded", "duplicate", "gone", "deleted", "missing"
+]
 
 
 @dataclass(frozen=True)
 class SwitchOutcome:
-    status: Literal["created", "replaced", "unchanged", "superseded", "deleted", "missing"]
+    status: SwitchStatus
     previous: DocumentRecord | None = None
     collection_version: int | None = None
+    duplicate_of: str | None = None
+
+
+# KEYS: document, sequence, hashes, documents, collection, changes, cleanups
+# ARGV: record, id, sequence, tag, content hash, version hash, chunks, created_at, chroma id,
+#       expected previous tag, own cleanup member, cleanup prefix, previous due, changes kept
+_SWITCH = """
+if redis.call('HGET', KEYS[5], 'chroma_id') ~= ARGV[9] then return {'gone'} end
+local raw = redis.call('GET', KEYS[1])
+local prev = raw and cjson.decode(raw)
+local prev_tag = prev and prev.tag or ''
+if prev_tag ~= ARGV[10] then return {'stale'} end
+local latest = tonumber(redis.call('GET', KEYS[2]) or '0')
+if tonumber(ARGV[3]) < latest then return {'superseded', raw or ''} end
+if prev and prev.version_hash == ARGV[6] then return {'unchanged', raw} end
+local owner = redis.call('HGET', KEYS[3], ARGV[5])
+if not prev and owner and owner ~= ARGV[2] then return {'duplicate', owner} end
+redis.call('SET', KEYS[1], ARGV[1])
+if prev and prev.content_hash ~= ARGV[5]
+   and redis.call('HGET', KEYS[3], prev.content_hash) == ARGV[2] then
+  redis.call('HDEL', KEYS[3], prev.content_hash)
+end
+if not owner then redis.call('HSET', KEYS[3], ARGV[5], ARGV[2]) end
+redis.call('ZADD', KEYS[4], 'NX', ARGV[8], ARGV[2])
+local delta = tonumber(ARGV[7]) - (prev and tonumber(prev.chunk_count) or 0)
+redis.call('HINCRBY', KEYS[5], 'chunk_count', delta)
+local version = redis.call('HINCRBY', KEYS[5], 'version', 1)
+redis.call('XADD', KEYS[6], 'MAXLEN', '~', ARGV[14], '*', 'op', 'upsert',
+  'document_id', ARGV[2], 'version', ARGV[4], 'previous_version', prev_tag,
+  'chunks', ARGV[7], 'collection_version', version)
+redis.call('ZREM', KEYS[7], ARGV[11])
+if prev then redis.call('ZADD', KEYS[7], ARGV[13], ARGV[12] .. prev_tag .. '\\t') end
+return {prev and 'replaced' or 'created', raw or '', version}
+"""
+
+# KEYS: document, sequence, hashes, documents, collection, changes, cleanups
+# ARGV: id, cleanup prefix, now, changes kept
+_REMOVE = """
+redis.call('INCR', KEYS[2])
+local raw = redis.call('GET', KEYS[1])
+if not raw then return {'missing'} end
+local prev = cjson.decode(raw)
+redis.call('DEL', KEYS[1])
+if redis.call('HGET', KEYS[3], prev.content_hash) == ARGV[1] then
+  redis.call('HDEL', KEYS[3], prev.content_hash)
+end
+redis.call('ZREM', KEYS[4], ARGV[1])
+redis.call('HINCRBY', KEYS[5], 'chunk_count', -tonumber(prev.chunk_count))
+local version = redis.call('HINCRBY', KEYS[5], 'version', 1)
+redis.call('XADD', KEYS[6], 'MAXLEN', '~', ARGV[4], '*', 'op', 'delete',
+  'document_id', ARGV[1], 'previous_version', prev.tag, 'collection_version', version)
+redis.call('ZADD', KEYS[7], ARGV[3], ARGV[2] .. prev.tag .. '\\t')
+return {'deleted', raw, version}
+"""
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 class DocumentStore:
-    def __init__(self, redis: Redis, keys: Keys) -> None:
+    def __init__(self, redis: Redis, keys: Keys, *, grace_seconds: float = 60) -> None:
         self.redis = redis
         self.keys = keys
+        self.grace_seconds = grace_seconds
+        self._switch = redis.register_script(_SWITCH)
+        self._remove = redis.register_script(_REMOVE)
+
+    def in_namespace(self, namespace: str) -> DocumentStore:
+        if namespace == self.keys.namespace:
+            return self
+        keys = Keys(self.keys.prefix, namespace)
+        return DocumentStore(self.redis, keys, grace_seconds=self.grace_seconds)
 
     async def get(self, collection: str, document_id: str) -> DocumentRecord | None:
         raw = await self.redis.get(self.keys.document(collection, document_id))
@@ -110,91 +223,88 @@ class DocumentStore:
         value = await self.redis.get(self.keys.document_sequence(collection, document_id))
         return int(value or 0)
 
-    async def switch_to(self, collection: str, new: DocumentRecord) -> SwitchOutcome:
-        """Make ``new`` the active version, if its change is still the newest requested."""
-        doc_key = self.keys.document(collection, new.id)
-        seq_key = self.keys.document_sequence(collection, new.id)
-        async with self.redis.pipeline(transaction=True) as pipe:
-            while True:
-                try:
-                    await pipe.watch(doc_key, seq_key)
-                    latest = int(await pipe.get(seq_key) or 0)
-                    raw = await pipe.get(doc_key)
-                    previous = _decoder.decode(raw) if raw else None
-                    if new.sequence < latest:
-                        await pipe.reset()  # type: ignore[no-untyped-call]  # redis-py's async typing
-                        return SwitchOutcome("superseded", previous)
-                    if previous is not None and previous.version_hash == new.version_hash:
-                        await pipe.reset()  # type: ignore[no-untyped-call]  # redis-py's async typing
-                        return SwitchOutcome("unchanged", previous)
-                    now = time.time()
-                    new.version = (previous.version if previous else 0) + 1
-                    new.created_at = previous.created_at if previous else now
-                    new.updated_at = now
-                    pipe.multi()  # type: ignore[no-untyped-call]  # redis-py's async typing
-                    pipe.set(doc_key, _encoder.encode(new))
-                    hashes = self.keys.content_hashes(collection)
-                    if previous is not None:
-                        pipe.hdel(hashes, previous.content_hash)
-                    pipe.hset(hashes, new.content_hash, new.id)
-                    pipe.zadd(self.keys.documents(collection), {new.id: new.created_at}, nx=True)
-                    col = self.keys.collection(collection)
-                    delta = new.chunk_count - (previous.chunk_count if previous else 0)
-                    pipe.hincrby(col, "chunk_count", delta)
-                    pipe.hincrby(col, "version", 1)
-                    pipe.xadd(
-                        self.keys.changes(collection),
-                        {
-                            "op": "upsert",
-                            "document_id": new.id,
-                            "version": new.version_tag,
-                            "previous_version": previous.version_tag if previous else "",
-                            "chunks": new.chunk_count,
-                        },
-                        maxlen=CHANGES_KEPT,
-                        approximate=True,
-                    )
-                    results = await pipe.execute()
-                    return SwitchOutcome(
-                        "replaced" if previous else "created", previous, int(results[-2])
-                    )
-                except WatchError:
-                    continue
+    def _script_keys(self, collection: str, document_id: str) -> list[str]:
+        return [
+            self.keys.document(collection, document_id),
+            self.keys.document_sequence(collection, document_id),
+            self.keys.content_hashes(collection),
+            self.keys.documents(collection),
+            self.keys.collection(collection),
+            self.keys.changes(collection),
+            self.keys.cleanups(),
+        ]
 
-    async def remove(self, collection: str, document_id: str) -> SwitchOutcome:
-        """Delete the document's record (it disappears from reads at once) and supersede any
-        change of it still in flight."""
-        doc_key = self.keys.document(collection, document_id)
-        seq_key = self.keys.document_sequence(collection, document_id)
-        async with self.redis.pipeline(transaction=True) as pipe:
-            while True:
-                try:
-                    await pipe.watch(doc_key)
-                    raw = await pipe.get(doc_key)
-                    if raw is None:
-                        await pipe.reset()  # type: ignore[no-untyped-call]  # redis-py's async typing
-                        await self.redis.incr(seq_key)
-                        return SwitchOutcome("missing")
-                    previous = _decoder.decode(raw)
-                    pipe.multi()  # type: ignore[no-untyped-call]  # redis-py's async typing
-                    pipe.incr(seq_key)
-                    pipe.delete(doc_key)
-                    pipe.hdel(self.keys.content_hashes(collection), previous.content_hash)
-                    pipe.zrem(self.keys.documents(collection), document_id)
-                    col = self.keys.collection(collection)
-                    pipe.hincrby(col, "chunk_count", -previous.chunk_count)
-                    pipe.hincrby(col, "version", 1)
-                    pipe.xadd(
-                        self.keys.changes(collection),
-                        {
-                            "op": "delete",
-                            "document_id": document_id,
-                            "previous_version": previous.version_tag,
-                        },
-                        maxlen=CHANGES_KEPT,
-                        approximate=True,
-                    )
-                    results = await pipe.execute()
-                    return SwitchOutcome("deleted", previous, int(results[-2]))
-                except WatchError:
-                    continue
+    async def switch_to(
+        self, collection: str, chroma_id: str, new: DocumentRecord, own: Cleanup
+    ) -> SwitchOutcome:
+        """Make ``new`` the active version, if its change is still the newest requested and
+        its content is not another document's; ``own`` is the cleanup its job reserved."""
+        while True:
+            previous = await self.get(collection, new.id)
+            now = time.time()
+            new.version = (previous.version if previous else 0) + 1
+            new.created_at = previous.created_at if previous else now
+            new.updated_at = now
+            reply = await self._switch(
+                keys=self._script_keys(collection, new.id),
+                args=[
+                    _encoder.encode(new),
+                    new.id,
+                    new.sequence,
+                    new.tag,
+                    new.content_hash,
+                    new.version_hash,
+                    new.chunk_count,
+                    new.created_at,
+                    chroma_id,
+                    previous.tag if previous else "",
+                    own.member(),
+                    own.prefix(),
+                    now + self.grace_seconds,
+                    CHANGES_KEPT,
+                ],
+            )
+            status = _text(reply[0])
+            if status == "stale":
+                continue  # another change switched in since we read the record: read again
+            if status == "gone":
+                return SwitchOutcome("gone")
+            if status == "duplicate":
+                return SwitchOutcome("duplicate", duplicate_of=_text(reply[1]))
+            stored = _decoder.decode(reply[1]) if len(reply) > 1 and reply[1] else None
+            if status in ("superseded", "unchanged"):
+                return SwitchOutcome(status, stored)  # type: ignore[arg-type]  # checked above
+            return SwitchOutcome(status, stored, int(reply[2]))  # type: ignore[arg-type]
+
+    async def remove(self, collection: str, chroma_id: str, document_id: str) -> SwitchOutcome:
+        """Delete the document's record (it disappears from reads at once), supersede any
+        change of it still in flight, and list its chunks for cleanup."""
+        pending = Cleanup(self.keys.namespace, collection, chroma_id, document_id, "")
+        reply = await self._remove(
+            keys=self._script_keys(collection, document_id),
+            args=[document_id, pending.prefix(), time.time(), CHANGES_KEPT],
+        )
+        if _text(reply[0]) == "missing":
+            return SwitchOutcome("missing")
+        return SwitchOutcome("deleted", _decoder.decode(reply[1]), int(reply[2]))
+
+    # Pending cleanups ------------------------------------------------------------------------
+    async def reserve_cleanup(self, cleanup: Cleanup, due: float) -> None:
+        """List a job's chunks for cleanup before it writes them; the switch that makes them
+        active takes them off the list again."""
+        await self.redis.zadd(self.keys.cleanups(), {cleanup.member(): due})
+
+    async def cleanup_now(self, cleanup: Cleanup) -> None:
+        await self.redis.zadd(self.keys.cleanups(), {cleanup.member(): time.time()}, xx=True)
+
+    async def due_cleanups(self, limit: int) -> list[Cleanup]:
+        members = await self.redis.zrangebyscore(
+            self.keys.cleanups(), "-inf", time.time(), start=0, num=limit
+        )
+        return [Cleanup.parse(_text(m)) for m in members]
+
+    async def postpone_cleanup(self, cleanup: Cleanup, due: float) -> None:
+        await self.redis.zadd(self.keys.cleanups(), {cleanup.member(): due}, xx=True)
+
+    async def finish_cleanup(self, cleanup: Cleanup) -> None:
+        await self.redis.zrem(self.keys.cleanups(), cleanup.member())

@@ -21,11 +21,40 @@ _encoder = msgspec.json.Encoder()
 _decoder = msgspec.json.Decoder(JobRecord)
 
 
+# KEYS: record, payload, events
+# ARGV: record, ttl, id, state, collection, created_at, index prefix, expected run,
+#       expected states ("a,b" or ""), expected worker (or ""), events kept, event fields...
+_SAVE = """
+local raw = redis.call('GET', KEYS[1])
+if not raw then return 0 end
+local stored = cjson.decode(raw)
+if tonumber(stored.run) ~= tonumber(ARGV[8]) then return 0 end
+if ARGV[9] ~= '' and not string.find(',' .. ARGV[9] .. ',', ',' .. stored.state .. ',', 1, true)
+  then return 0 end
+if ARGV[10] ~= '' and stored.worker ~= ARGV[10] then return 0 end
+redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
+if stored.state ~= ARGV[4] then
+  local p, id, col = ARGV[7], ARGV[3], ARGV[5]
+  redis.call('ZREM', p .. ':state:' .. stored.state, id)
+  redis.call('ZADD', p .. ':state:' .. ARGV[4], ARGV[6], id)
+  redis.call('ZREM', p .. ':col:' .. col .. ':state:' .. stored.state, id)
+  redis.call('ZADD', p .. ':col:' .. col .. ':state:' .. ARGV[4], ARGV[6], id)
+end
+if ARGV[4] == 'succeeded' then redis.call('DEL', KEYS[2]) end
+if #ARGV > 11 then
+  redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[11], '*', unpack(ARGV, 12))
+  redis.call('EXPIRE', KEYS[3], ARGV[2])
+end
+return 1
+"""
+
+
 class JobStore:
     def __init__(self, redis: Redis, keys: Keys, *, retention_days: int) -> None:
         self.redis = redis
         self.keys = keys
         self.retention_seconds = retention_days * 86_400
+        self._save = redis.register_script(_SAVE)
 
     async def create(self, record: JobRecord, payload: bytes | None = None) -> None:
         """Store the record (and the document bytes the worker will need) atomically."""
@@ -42,8 +71,11 @@ class JobStore:
                 self.keys.jobs_by_collection_state(record.collection, record.state),
                 {record.id: now},
             )
+            events = self.keys.job_events(record.id)
+            fields: dict[Any, Any] = self._event_fields(record, "queued", {})
+            pipe.xadd(events, fields, maxlen=EVENTS_KEPT, approximate=True)
+            pipe.expire(events, self.retention_seconds)
             await pipe.execute()
-        await self.add_event(record, "queued")
 
     async def get(self, job_id: str) -> JobRecord | None:
         raw = await self.redis.get(self.keys.job(job_id))
@@ -59,25 +91,48 @@ class JobStore:
         data: bytes | None = await self.redis.get(self.keys.job_payload(job_id))
         return data
 
-    async def save(self, record: JobRecord, *, previous_state: JobState | None = None) -> None:
-        """Write the record; move it between state indexes if its state changed."""
+    async def save(
+        self,
+        record: JobRecord,
+        *,
+        expect_states: Sequence[JobState] = (),
+        expect_worker: str | None = None,
+        expect_run: int | None = None,
+        event: str | None = None,
+        **event_data: Any,
+    ) -> bool:
+        """Write the record, move it between state indexes, and add ``event`` — all at once,
+        and only if the stored record is still in the run (``expect_run``, default the
+        record's), one of ``expect_states`` and owned by ``expect_worker`` where given.
+        False when it is not: someone else (a retry, the reconciler) has taken the job."""
         record.updated_at = time.time()
-        async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.set(self.keys.job(record.id), _encoder.encode(record), ex=self.retention_seconds)
-            if previous_state is not None and previous_state != record.state:
-                by_collection = self.keys.jobs_by_collection_state
-                pipe.zrem(self.keys.jobs_by_state(previous_state), record.id)
-                pipe.zadd(self.keys.jobs_by_state(record.state), {record.id: record.created_at})
-                pipe.zrem(by_collection(record.collection, previous_state), record.id)
-                pipe.zadd(
-                    by_collection(record.collection, record.state), {record.id: record.created_at}
-                )
-            if record.state == "succeeded":
-                pipe.delete(self.keys.job_payload(record.id))
-            await pipe.execute()
+        fields = self._event_fields(record, event, event_data) if event else {}
+        written = await self._save(
+            keys=[
+                self.keys.job(record.id),
+                self.keys.job_payload(record.id),
+                self.keys.job_events(record.id),
+            ],
+            args=[
+                _encoder.encode(record),
+                self.retention_seconds,
+                record.id,
+                record.state,
+                record.collection,
+                record.created_at,
+                self.keys.jobs_all(),
+                record.run if expect_run is None else expect_run,
+                ",".join(expect_states),
+                expect_worker or "",
+                EVENTS_KEPT,
+                *[item for pair in fields.items() for item in pair],
+            ],
+        )
+        return bool(written)
 
-    async def add_event(self, record: JobRecord, event: str, **data: Any) -> None:
-        fields: dict[Any, Any] = {
+    @staticmethod
+    def _event_fields(record: JobRecord, event: str, data: dict[str, Any]) -> dict[str, str]:
+        fields = {
             "event": event,
             "state": record.state,
             "stage": record.stage,
@@ -88,10 +143,7 @@ class JobStore:
         if record.error:
             fields["error"] = record.error
         fields.update({k: str(v) for k, v in data.items()})
-        async with self.redis.pipeline(transaction=False) as pipe:
-            pipe.xadd(self.keys.job_events(record.id), fields, maxlen=EVENTS_KEPT, approximate=True)
-            pipe.expire(self.keys.job_events(record.id), self.retention_seconds)
-            await pipe.execute()
+        return fields
 
     async def events(
         self, job_id: str, *, after: str = "0", block_ms: int = 15_000

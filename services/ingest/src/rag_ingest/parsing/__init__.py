@@ -53,6 +53,10 @@ def parse_document(
         raise
     except RecursionError:
         raise ParseError("the document is nested too deeply to read") from None
+    except MemoryError:
+        raise ParseError(
+            "reading the document needs more memory than PARSE_MAX_MEMORY_MB allows"
+        ) from None
     except Exception as exc:  # any parser crash is the document's problem, not a retry
         raise ParseError(f"the document cannot be read ({type(exc).__name__})") from None
     if not parsed.sections:

@@ -16,6 +16,7 @@ from rag_core.embedding.models import EmbedderFactory
 from redis.asyncio import Redis
 
 from rag_ingest.components import IngestComponents
+from rag_ingest.parsing.pool import ParserPool
 from rag_ingest.worker.pipeline import IngestPipeline
 
 
@@ -54,12 +55,13 @@ class WorkerContext(IngestComponents):
         redis: Redis,
         chroma: ChromaClient,
         embedders: BatchedEmbedders,
+        parsers: ParserPool,
     ) -> WorkerContext:
         shared = IngestComponents.build(settings, redis, chroma, embedders.factory.check_available)
         return cls(
             **shared.as_dict(),
             embedders=embedders,
-            pipeline=IngestPipeline(settings, shared.documents, chroma, embedders),
+            pipeline=IngestPipeline(settings, shared.documents, chroma, embedders, parsers),
         )
 
 

@@ -11,16 +11,19 @@ from typing import Any
 from rag_config import IngestSettings
 from rag_core.chroma import BatchingUpserter, ChromaClient, Metadata
 from rag_core.embedding.base import Embedder
+from rag_telemetry import get_logger
 
 from rag_ingest.chunking import Chunk, chunk_sections
 from rag_ingest.collections.registry import Collection
 from rag_ingest.documents.store import (
+    Cleanup,
     DocumentRecord,
     DocumentStore,
     chunk_id,
     version_tag,
 )
 from rag_ingest.jobs.model import JobRecord
+from rag_ingest.keys import DEFAULT_NAMESPACE
 from rag_ingest.metrics import (
     CHUNKS_EMBEDDED,
     DOCUMENTS_DEDUPLICATED,
@@ -29,6 +32,9 @@ from rag_ingest.metrics import (
     TOKENS_EMBEDDED,
 )
 from rag_ingest.parsing import ParsedDocument, ParseError, ParseLimits, parse_document
+from rag_ingest.parsing.pool import ParserPool
+
+log = get_logger("rag.worker")
 
 Progress = Callable[[str, float], Awaitable[None]]
 EMBED_GROUP = 128  # chunks embedded (and stored) per step, so progress moves visibly
@@ -60,7 +66,7 @@ def parse_limits(settings: IngestSettings) -> ParseLimits:
 
 
 def chunk_metadata(
-    job: JobRecord, chunk: Chunk, *, version: str, digest: str, parsed: ParsedDocument
+    job: JobRecord, chunk: Chunk, *, tag: str, digest: str, parsed: ParsedDocument
 ) -> Metadata:
     """What every chunk carries: where it comes from, which version, and the caller's metadata."""
     assert job.document_id is not None
@@ -68,7 +74,7 @@ def chunk_metadata(
     metadata.update(
         {
             "_doc": job.document_id,
-            "_ver": version_tag(version),
+            "_ver": tag,
             "_hash": digest,
             "_pos": chunk.position,
             "_tokens": chunk.token_count,
@@ -93,53 +99,43 @@ class IngestPipeline:
         documents: DocumentStore,
         chroma: ChromaClient,
         embedders: Callable[[str], Embedder],
+        parsers: ParserPool,
     ) -> None:
         self.settings = settings
         self.documents = documents
         self.chroma = chroma
         self.embedders = embedders
+        self.parsers = parsers
         self.upserter = BatchingUpserter(chroma)
 
     async def run(
-        self,
-        *,
-        job: JobRecord,
-        collection: Collection,
-        payload: bytes,
-        digest: str,
-        version: str,
-        progress: Progress,
+        self, *, job: JobRecord, collection: Collection, payload: bytes, progress: Progress
     ) -> dict[str, Any]:
         """Ingest one document version; returns the job result."""
         assert job.document_id is not None
         timings = Timings()
         doc_id = job.document_id
+        options = job.options or {}
+        digest, version = str(options["content_hash"]), str(options["version_hash"])
+        tag = version_tag(job.sequence)
 
         # Cheap checks first: the same content already stored needs no parsing at all.
         current = await self.documents.get(collection.name, doc_id)
+        if current is not None and current.tag == tag:
+            # This very change is active: an earlier delivery switched it in, then stopped.
+            return self._published(current, collection.version, timings, None)
         if current is not None and current.version_hash == version:
             DOCUMENTS_DEDUPLICATED.inc()
-            return {
-                "status": "unchanged",
-                "document_id": doc_id,
-                "version": current.version,
-                "chunks_created": 0,
-                "chunks": current.chunk_count,
-            }
+            return _unchanged(current)
         owner = await self.documents.owner_of(collection.name, digest)
-        if owner is not None and owner != doc_id:
+        if current is None and owner is not None and owner != doc_id:
             DOCUMENTS_DEDUPLICATED.inc()
-            return {
-                "status": "duplicate",
-                "document_id": doc_id,
-                "duplicate_of": owner,
-                "chunks_created": 0,
-            }
+            return _duplicate(doc_id, owner)
 
         await progress("parsing", 0.05)
         started = time.perf_counter()
         try:
-            parsed = await asyncio.to_thread(
+            parsed = await self.parsers.run(
                 parse_document,
                 payload,
                 filename=job.filename,
@@ -170,10 +166,12 @@ class IngestPipeline:
                 f"{self.settings.max_chunks_per_document} (MAX_CHUNKS_PER_DOCUMENT)",
             )
 
-        ids = [chunk_id(doc_id, version, c.position) for c in chunks]
-        metadatas = [
-            chunk_metadata(job, c, version=version, digest=digest, parsed=parsed) for c in chunks
-        ]
+        # Listed for cleanup before any is written: if this change never becomes active
+        # (superseded, failed, or its worker dies), its chunks are removed whatever happens.
+        own = job_cleanup(job, collection)
+        await self.documents.reserve_cleanup(own, time.time() + self.settings.version_grace_seconds)
+        ids = [chunk_id(doc_id, tag, c.position) for c in chunks]
+        metadatas = [chunk_metadata(job, c, tag=tag, digest=digest, parsed=parsed) for c in chunks]
         texts = [c.text for c in chunks]
         for start in range(0, len(chunks), EMBED_GROUP):
             end = start + EMBED_GROUP
@@ -197,6 +195,7 @@ class IngestPipeline:
         record = DocumentRecord(
             id=doc_id,
             version=0,
+            tag=tag,
             content_hash=digest,
             version_hash=version,
             chunk_count=len(chunks),
@@ -208,43 +207,93 @@ class IngestPipeline:
             metadata=job.metadata,
             sequence=job.sequence,
         )
-        outcome = await self.documents.switch_to(collection.name, record)
+        outcome = await self.documents.switch_to(collection.name, collection.chroma_id, record, own)
         timings.record("publish", started)
-        if outcome.status == "superseded":
-            # A newer change of this document was requested: ours must never become visible.
-            newest = outcome.previous
-            if newest is None or newest.version_hash != version:
-                await self.chroma.delete(collection.chroma_id, ids=ids)
-            return {
-                "status": "superseded",
-                "document_id": doc_id,
-                "chunks_created": 0,
-                "timings": timings.seconds,
-            }
-        if outcome.status == "unchanged":
+        if outcome.status in ("created", "replaced"):
+            CHUNKS_EMBEDDED.inc(len(chunks))
+            TOKENS_EMBEDDED.inc(record.token_count)
+            result = self._published(record, outcome.collection_version, timings, outcome.previous)
+            result["status"] = outcome.status
+            if parsed.format == "pdf":
+                result["pages"] = max((s.page or 0) for s in parsed.sections)
+            return result
+        # Our chunks will never be read: remove them now (the listed cleanup is the fallback).
+        await self._discard(own, ids)
+        if outcome.status == "gone":
+            raise BadDocument("publishing", f"collection {collection.name!r} was deleted")
+        if outcome.status == "duplicate":
             DOCUMENTS_DEDUPLICATED.inc()
-            return {
-                "status": "unchanged",
-                "document_id": doc_id,
-                "chunks_created": 0,
-                "version": outcome.previous.version if outcome.previous else None,
-            }
-        CHUNKS_EMBEDDED.inc(len(chunks))
-        TOKENS_EMBEDDED.inc(record.token_count)
-        result: dict[str, Any] = {
-            "status": outcome.status,
+            return _duplicate(doc_id, outcome.duplicate_of or "")
+        if outcome.status == "unchanged" and outcome.previous is not None:
+            DOCUMENTS_DEDUPLICATED.inc()
+            return _unchanged(outcome.previous)
+        # A newer change of this document was requested: ours must never become visible.
+        return {
+            "status": "superseded",
             "document_id": doc_id,
-            "version": record.version,
-            "format": parsed.format,
-            "title": parsed.title,
-            "chunks_created": len(chunks),
-            "tokens": record.token_count,
-            "collection_version": outcome.collection_version,
+            "chunks_created": 0,
             "timings": timings.seconds,
         }
-        if parsed.format == "pdf":
-            result["pages"] = max((s.page or 0) for s in parsed.sections)
-        if outcome.previous is not None:
-            result["replaced_version"] = outcome.previous.version
-            result["previous_version_tag"] = outcome.previous.version_tag
+
+    async def _discard(self, own: Cleanup, ids: list[str]) -> None:
+        try:
+            await self.chroma.delete(own.chroma_id, ids=ids)
+        except Exception as exc:  # the listed cleanup will do it later
+            log.warning("discard_deferred", error=str(exc))
+            await self.documents.cleanup_now(own)
+        else:
+            await self.documents.finish_cleanup(own)
+
+    @staticmethod
+    def _published(
+        record: DocumentRecord,
+        collection_version: int | None,
+        timings: Timings,
+        previous: DocumentRecord | None,
+    ) -> dict[str, Any]:
+        result: dict[str, Any] = {
+            "status": "replaced" if record.version > 1 else "created",
+            "document_id": record.id,
+            "version": record.version,
+            "format": record.format,
+            "title": record.title,
+            "chunks_created": record.chunk_count,
+            "tokens": record.token_count,
+            "collection_version": collection_version,
+            "timings": timings.seconds,
+        }
+        if previous is not None:
+            result["replaced_version"] = previous.version
         return result
+
+
+def job_cleanup(job: JobRecord, collection: Collection) -> Cleanup:
+    """The pending cleanup of the chunks ``job`` writes."""
+    assert job.document_id is not None
+    return Cleanup(
+        DEFAULT_NAMESPACE,
+        collection.name,
+        collection.chroma_id,
+        job.document_id,
+        version_tag(job.sequence),
+        job.id,
+    )
+
+
+def _unchanged(current: DocumentRecord) -> dict[str, Any]:
+    return {
+        "status": "unchanged",
+        "document_id": current.id,
+        "version": current.version,
+        "chunks_created": 0,
+        "chunks": current.chunk_count,
+    }
+
+
+def _duplicate(document_id: str, owner: str) -> dict[str, Any]:
+    return {
+        "status": "duplicate",
+        "document_id": document_id,
+        "duplicate_of": owner,
+        "chunks_created": 0,
+    }

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import signal
 import socket
 from typing import Any
@@ -26,15 +27,10 @@ from rag_telemetry import get_logger
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from rag_ingest.parsing.pool import ParserPool
 from rag_ingest.queueing import deserialize_job, serialize_job
 from rag_ingest.worker.context import BatchedEmbedders, WorkerContext
-from rag_ingest.worker.tasks import (
-    cleanup_version,
-    delete_document_chunks,
-    heartbeat,
-    ingest_document,
-    reconcile,
-)
+from rag_ingest.worker.tasks import drain_cleanups, heartbeat, ingest_document, reconcile
 
 log = get_logger("rag.worker")
 HEARTBEAT_INTERVAL_SECONDS = 5.0
@@ -57,9 +53,9 @@ async def _wait_for_redis(redis: Redis, readiness: Readiness) -> None:
 def build_worker(context: WorkerContext, settings: IngestSettings) -> Worker:
     return Worker(
         functions=[
-            func(ingest_document, max_tries=settings.job_max_tries + 1),
-            func(cleanup_version, max_tries=20),
-            func(delete_document_chunks, max_tries=20),
+            # Attempts are counted (and limited) by the job record; arq's limit is a backstop.
+            func(ingest_document, max_tries=settings.job_max_tries * 2 + 5),
+            func(drain_cleanups, max_tries=3),
         ],
         cron_jobs=[
             cron(
@@ -73,7 +69,8 @@ def build_worker(context: WorkerContext, settings: IngestSettings) -> Worker:
         redis_pool=context.arq,
         queue_name=context.keys.queue(),
         max_jobs=settings.worker_concurrency,
-        job_timeout=settings.job_timeout_seconds,
+        # Each attempt enforces JOB_TIMEOUT_SECONDS itself (and records it); arq's is a backstop.
+        job_timeout=settings.job_timeout_seconds + 60,
         keep_result=3600,
         max_tries=settings.job_max_tries + 1,
         poll_delay=0.2,
@@ -92,7 +89,12 @@ async def run_worker(settings: IngestSettings, ops_sock: socket.socket) -> int:
     # Load the default model now, not in the first job (it builds the ONNX file if needed).
     await asyncio.to_thread(factory.get, settings.embedding_model)
     embedders = BatchedEmbedders(factory, max_texts=settings.embed_batch_size * 8)
-    context = WorkerContext.create(settings, redis, chroma, embedders)
+    parsers = ParserPool(
+        workers=settings.parse_workers or min(4, os.cpu_count() or 1),
+        max_memory_mb=settings.parse_max_memory_mb,
+        timeout_seconds=settings.parse_timeout_seconds,
+    )
+    context = WorkerContext.create(settings, redis, chroma, embedders, parsers)
     worker = build_worker(context, settings)
 
     readiness = Readiness(timeout=settings.ready_check_timeout_seconds, started=True)
@@ -159,5 +161,6 @@ async def run_worker(settings: IngestSettings, ops_sock: socket.socket) -> int:
         await chroma.close()
         await redis.aclose()
         await factory.close()
+        parsers.close()
         log.info("worker_stopped")
     return 0

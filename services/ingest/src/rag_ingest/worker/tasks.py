@@ -1,23 +1,31 @@
-"""arq task functions. Every one is safe to run twice (at-least-once delivery)."""
+"""arq task functions. Every one is safe to run twice (at-least-once delivery).
+
+Every write to a job record is fenced (jobs/store.py): a worker writes only while the stored
+record still says the job is running on it, so a worker that was taken for dead, or a job
+retried meanwhile, can never revert what another one wrote.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 import time
 from typing import Any
 
 from arq import Retry
-from arq.constants import in_progress_key_prefix, job_key_prefix
+from arq.constants import in_progress_key_prefix, job_key_prefix, result_key_prefix
+from rag_core.chroma import ChromaRequestError
 from rag_core.embedding.base import EmbeddingError
 from rag_core.errors import DependencyUnavailable
 from rag_telemetry import bind_log_context, get_logger, reset_log_context
 from redis.exceptions import RedisError
 
+from rag_ingest.documents.store import Cleanup
 from rag_ingest.fetching.crawl import crawl
 from rag_ingest.fetching.fetcher import FetchFailed, FetchRefused
 from rag_ingest.jobs.model import FINAL_STATES, JobRecord
-from rag_ingest.metrics import DEAD_LETTERED, JOB_DURATION, JOBS, QUEUE_DEPTH
+from rag_ingest.metrics import CLEANED_CHUNKS, DEAD_LETTERED, JOB_DURATION, JOBS, QUEUE_DEPTH
 from rag_ingest.worker.context import WorkerContext, worker_context
 from rag_ingest.worker.pipeline import BadDocument
 
@@ -26,13 +34,34 @@ log = get_logger("rag.worker")
 HEARTBEAT_TTL_SECONDS = 15
 ORPHAN_GRACE_SECONDS = 5
 LOST_ENQUEUE_SECONDS = 30
+CLEANUPS_PER_ROUND = 200
 TRANSIENT_ERRORS = (DependencyUnavailable, RedisError, TimeoutError, ConnectionError, OSError)
+
+
+class JobLost(Exception):
+    """The job's record no longer says it runs here (reconciled, retried): stop quietly."""
+
+
+class AttemptTimedOut(Exception):
+    """The attempt ran longer than JOB_TIMEOUT_SECONDS."""
 
 
 def backoff_seconds(attempt: int) -> float:
     """1, 2, 4, 8... seconds, at most 60, with jitter so retries of many jobs spread out."""
     base: float = min(60.0, 2.0 ** max(0, attempt - 1))
     return base * random.uniform(0.8, 1.2)  # noqa: S311 - jitter, not cryptography
+
+
+def transient_reason(exc: BaseException) -> str:
+    """What the job shows for a failure worth retrying: the cause, without internals
+    (addresses, response bodies), which go to the log."""
+    if isinstance(exc, DependencyUnavailable | EmbeddingError | FetchFailed | AttemptTimedOut):
+        return str(exc)
+    if isinstance(exc, RedisError):
+        return "Redis was unavailable"
+    if isinstance(exc, TimeoutError):
+        return "a call to a backing service timed out"
+    return f"a connection failed ({type(exc).__name__})"
 
 
 async def ingest_document(ctx: dict[str, Any], job_id: str) -> str:
@@ -51,90 +80,102 @@ async def ingest_document(ctx: dict[str, Any], job_id: str) -> str:
     )
     started = time.perf_counter()
     try:
-        return await _run_ingest(w, job, attempt=int(ctx["job_try"]))
+        return await _run_ingest(w, job)
+    except JobLost:
+        log.warning("job_taken_over", detail="its record moved on; this run stops")
+        return "lost"
     finally:
         JOB_DURATION.labels(job.kind).observe(time.perf_counter() - started)
         reset_log_context(tokens)
 
 
-async def _run_ingest(w: WorkerContext, job: JobRecord, *, attempt: int) -> str:
+async def _save_or_lose(w: WorkerContext, job: JobRecord, event: str, **data: Any) -> None:
+    """Write the job as the worker running it; JobLost if it no longer is."""
+    if not await w.jobs.save(
+        job, expect_states=("running",), expect_worker=w.worker_id, event=event, **data
+    ):
+        raise JobLost
+
+
+async def _run_ingest(w: WorkerContext, job: JobRecord) -> str:
+    # Attempts are counted here, not by arq: arq's count restarts when a lost job is enqueued
+    # again, and a worker killed mid-attempt must still use up that attempt.
+    attempt = job.attempts + 1
     if attempt > job.max_attempts:
-        # arq delivered it once more after the last allowed attempt (e.g. the worker died
-        # during that attempt): dead-letter it with the last reason we know.
-        return await _dead_letter(w, job, job.error or "the worker stopped during the last attempt")
-    previous = job.state
+        # The last allowed attempt ended without a verdict (its worker died): give up.
+        reason = job.error or "the worker stopped during the last attempt"
+        return await _dead_letter(w, job, reason, expect=("queued", "running"))
     job.state, job.attempts, job.worker = "running", attempt, w.worker_id
     job.next_attempt_at = None
     job.started_at = job.started_at or time.time()
-    await w.jobs.save(job, previous_state=previous)
-    await w.jobs.add_event(job, "started")
-    log.info("job_started", kind=job.kind)
+    if not await w.jobs.save(job, expect_states=("queued", "running"), event="started"):
+        raise JobLost
+    log.info("job_started", kind=job.kind, attempt=attempt)
 
     async def progress(stage: str, fraction: float) -> None:
         job.stage, job.progress = stage, round(fraction, 3)
-        await w.jobs.save(job)
-        await w.jobs.add_event(job, "progress")
+        await _save_or_lose(w, job, "progress")
 
+    limit = w.settings.job_timeout_seconds
     try:
-        collection = await w.registry.find(job.collection)
-        if collection is None:
-            raise BadDocument("queued", f"collection {job.collection!r} was deleted")
-        if job.kind == "url":
-            await progress("fetching", 0.1)
-            try:
-                result = await crawl(job, w.settings, w.ingest)
-            except FetchRefused as exc:
-                raise BadDocument("fetching", str(exc)) from None
-            return await _succeed(w, job, result)
-        payload = await w.jobs.payload(job.id)
-        if payload is None:
-            raise BadDocument("queued", "the document's content is no longer stored")
-        options = job.options or {}
-        result = await w.pipeline.run(
-            job=job,
-            collection=collection,
-            payload=payload,
-            digest=str(options["content_hash"]),
-            version=str(options["version_hash"]),
-            progress=progress,
-        )
+        try:
+            async with asyncio.timeout(limit) as deadline:
+                result = await _attempt(w, job, progress)
+        except TimeoutError:
+            if not deadline.expired():
+                raise
+            raise AttemptTimedOut(
+                f"the attempt took longer than {limit} s (JOB_TIMEOUT_SECONDS)"
+            ) from None
     except BadDocument as exc:
         return await _fail(w, job, exc.stage, str(exc))
     except asyncio.CancelledError:
-        # Shutdown or timeout: arq re-queues it; say so instead of claiming to be running.
+        # Shutdown: arq re-queues it; say so instead of claiming to be running.
         job.state, job.stage = "queued", "interrupted"
-        await asyncio.shield(w.jobs.save(job, previous_state="running"))
+        await asyncio.shield(
+            w.jobs.save(job, expect_states=("running",), expect_worker=w.worker_id)
+        )
         raise
-    except (*TRANSIENT_ERRORS, EmbeddingError, FetchFailed) as exc:
-        if isinstance(exc, EmbeddingError) and not exc.transient:
+    except JobLost:
+        raise
+    except EmbeddingError as exc:
+        if not exc.transient:
             return await _fail(w, job, job.stage, str(exc))
-        return await _retry_or_dead_letter(w, job, f"{type(exc).__name__}: {exc}", attempt)
+        return await _retry_or_dead_letter(w, job, exc)
+    except (*TRANSIENT_ERRORS, FetchFailed, AttemptTimedOut) as exc:
+        log.warning("job_attempt_failed", error=f"{type(exc).__name__}: {exc}")
+        return await _retry_or_dead_letter(w, job, exc)
     except Exception as exc:  # a bug: keep retrying (it may be data-dependent), then dead-letter
         log.exception("job_crashed")
         return await _retry_or_dead_letter(
-            w, job, f"internal error ({type(exc).__name__}: {exc})", attempt
+            w, job, exc, reason=f"internal error ({type(exc).__name__})"
         )
     return await _succeed(w, job, result)
+
+
+async def _attempt(w: WorkerContext, job: JobRecord, progress: Any) -> dict[str, Any]:
+    collection = await w.registry.find(job.collection)
+    expected = (job.options or {}).get("chroma_id")
+    if collection is None or (expected and collection.chroma_id != expected):
+        raise BadDocument("queued", f"collection {job.collection!r} was deleted")
+    if job.kind == "url":
+        await progress("fetching", 0.1)
+        try:
+            return await crawl(job, w.settings, w.ingest)
+        except FetchRefused as exc:
+            raise BadDocument("fetching", str(exc)) from None
+    payload = await w.jobs.payload(job.id)
+    if payload is None:
+        raise BadDocument("queued", "the document's content is no longer stored")
+    return await w.pipeline.run(job=job, collection=collection, payload=payload, progress=progress)
 
 
 async def _succeed(w: WorkerContext, job: JobRecord, result: dict[str, Any]) -> str:
     job.state, job.stage, job.progress = "succeeded", "done", 1.0
     job.result, job.error, job.error_stage = result, None, None
     job.finished_at = time.time()
-    await w.jobs.save(job, previous_state="running")
-    await w.jobs.add_event(job, "succeeded", status=result.get("status", ""))
+    await _save_or_lose(w, job, "succeeded", status=result.get("status", ""))
     JOBS.labels(job.kind, "succeeded").inc()
-    previous_tag = result.get("previous_version_tag")
-    if previous_tag:
-        # The old version stays readable for a grace period, then its chunks go.
-        await w.arq.enqueue_job(
-            "cleanup_version",
-            job.collection,
-            job.document_id,
-            previous_tag,
-            _job_id=f"cleanup.{job.collection}.{job.document_id}.{previous_tag}",
-            _defer_by=w.settings.version_grace_seconds,
-        )
     log.info(
         "job_succeeded",
         status=result.get("status"),
@@ -147,63 +188,77 @@ async def _succeed(w: WorkerContext, job: JobRecord, result: dict[str, Any]) -> 
 async def _fail(w: WorkerContext, job: JobRecord, stage: str, reason: str) -> str:
     job.state, job.error, job.error_stage = "failed", reason, stage
     job.finished_at = time.time()
-    await w.jobs.save(job, previous_state="running")
-    await w.jobs.add_event(job, "failed")
+    await _save_or_lose(w, job, "failed")
     JOBS.labels(job.kind, "failed").inc()
     log.warning("job_failed", stage=stage, reason=reason)
     return "failed"
 
 
-async def _dead_letter(w: WorkerContext, job: JobRecord, reason: str) -> str:
-    previous = job.state
+async def _dead_letter(
+    w: WorkerContext, job: JobRecord, reason: str, *, expect: tuple[Any, ...] = ("running",)
+) -> str:
     job.state, job.error = "dead", reason
     job.error_stage = job.error_stage or job.stage
     job.finished_at = time.time()
-    await w.jobs.save(job, previous_state=previous)
-    await w.jobs.add_event(job, "dead")
+    worker = w.worker_id if expect == ("running",) else None
+    if not await w.jobs.save(job, expect_states=expect, expect_worker=worker, event="dead"):
+        raise JobLost
     JOBS.labels(job.kind, "dead").inc()
     log.error("job_dead_lettered", reason=reason, attempts=job.attempts)
     return "dead"
 
 
-async def _retry_or_dead_letter(w: WorkerContext, job: JobRecord, reason: str, attempt: int) -> str:
-    job.error, job.error_stage = reason, job.stage
-    if attempt >= job.max_attempts:
-        return await _dead_letter(w, job, reason)
-    delay = backoff_seconds(attempt)
+async def _retry_or_dead_letter(
+    w: WorkerContext, job: JobRecord, exc: BaseException, *, reason: str | None = None
+) -> str:
+    job.error, job.error_stage = reason or transient_reason(exc), job.stage
+    if job.attempts >= job.max_attempts:
+        return await _dead_letter(w, job, job.error)
+    delay = backoff_seconds(job.attempts)
     job.state, job.next_attempt_at = "queued", time.time() + delay
-    await w.jobs.save(job, previous_state="running")
-    await w.jobs.add_event(job, "retrying", retry_in=f"{delay:.1f}")
+    await _save_or_lose(w, job, "retrying", retry_in=f"{delay:.1f}")
     JOBS.labels(job.kind, "retried").inc()
-    log.warning("job_retrying", reason=reason, retry_in=round(delay, 1))
+    log.warning("job_retrying", reason=job.error, retry_in=round(delay, 1))
     raise Retry(defer=delay)
 
 
-async def cleanup_version(
-    ctx: dict[str, Any], collection: str, document_id: str, stale_tag: str
-) -> int:
-    """Delete a superseded version's chunks, unless that version became active again."""
+async def drain_cleanups(ctx: dict[str, Any]) -> int:
+    """Delete the chunk sets whose cleanup is due; returns how many chunks went."""
     w = worker_context(ctx)
-    found = await w.registry.find(collection)
-    if found is None:
-        return 0
-    current = await w.documents.get(collection, document_id)
-    if current is not None and current.version_tag == stale_tag:
-        return 0
-    return await w.chroma.delete(
-        found.chroma_id, where={"$and": [{"_doc": document_id}, {"_ver": stale_tag}]}
-    )
+    removed = 0
+    for cleanup in await w.documents.due_cleanups(CLEANUPS_PER_ROUND):
+        if await _still_needed(w, cleanup):
+            await w.documents.postpone_cleanup(
+                cleanup, time.time() + max(10, w.settings.version_grace_seconds)
+            )
+            continue
+        try:
+            removed += await w.chroma.delete(
+                cleanup.chroma_id,
+                where={"$and": [{"_doc": cleanup.document_id}, {"_ver": cleanup.tag}]},
+            )
+        except ChromaRequestError:
+            pass  # the collection is gone, and its chunks with it
+        except DependencyUnavailable as exc:
+            log.warning("cleanup_deferred", error=str(exc))
+            break
+        await w.documents.finish_cleanup(cleanup)
+    CLEANED_CHUNKS.inc(removed)
+    return removed
 
 
-async def delete_document_chunks(ctx: dict[str, Any], collection: str, document_id: str) -> int:
-    """Chunks of a deleted document (its record is already gone, so no one reads them)."""
-    w = worker_context(ctx)
-    found = await w.registry.find(collection)
-    if found is None:
-        return 0
-    if await w.documents.get(collection, document_id) is not None:
-        return 0  # re-created since: its chunks are live again
-    return await w.chroma.delete(found.chroma_id, where={"_doc": document_id})
+async def _still_needed(w: WorkerContext, cleanup: Cleanup) -> bool:
+    """Whether the chunks may still be (or become) what readers see."""
+    documents = w.documents.in_namespace(cleanup.namespace)
+    current = await documents.get(cleanup.collection, cleanup.document_id)
+    if current is not None and current.tag == cleanup.tag:
+        return True
+    if not cleanup.job_id:
+        return False  # a replaced or deleted version: never active again
+    if await documents.latest_sequence(cleanup.collection, cleanup.document_id) > int(cleanup.tag):
+        return False  # a newer change was requested: this one can never switch in
+    job = await w.jobs.get(cleanup.job_id)
+    return job is not None and job.state not in FINAL_STATES and str(job.sequence) == cleanup.tag
 
 
 async def heartbeat(w: WorkerContext) -> None:
@@ -212,7 +267,7 @@ async def heartbeat(w: WorkerContext) -> None:
 
 async def reconcile(ctx: dict[str, Any]) -> dict[str, int]:
     """Keep every job moving: free jobs whose worker died, re-enqueue jobs whose enqueue was
-    lost, expire old index entries, and refresh the queue gauges."""
+    lost, delete chunks nobody needs, expire old index entries, refresh the queue gauges."""
     w = worker_context(ctx)
     freed = requeued = 0
     now = time.time()
@@ -223,11 +278,13 @@ async def reconcile(ctx: dict[str, Any]) -> dict[str, int]:
             continue
         # Its worker is gone: let arq hand the job to a live worker right away instead of
         # waiting for the in-progress marker to time out.
-        await w.redis.delete(in_progress_key_prefix + job.arq_job_id)
+        stopped = job.worker
         job.state, job.stage = "queued", "requeued after its worker stopped"
-        await w.jobs.save(job, previous_state="running")
-        await w.jobs.add_event(job, "requeued")
-        freed += 1
+        if await w.jobs.save(
+            job, expect_states=("running",), expect_worker=stopped or "", event="requeued"
+        ):
+            await w.redis.delete(in_progress_key_prefix + job.arq_job_id)
+            freed += 1
     for job in await w.jobs.find(state="queued", limit=1000):
         if now - job.updated_at < LOST_ENQUEUE_SECONDS:
             continue
@@ -235,8 +292,16 @@ async def reconcile(ctx: dict[str, Any]) -> dict[str, int]:
             continue
         if await w.redis.exists(job_key_prefix + job.arq_job_id):
             continue
+        # arq no longer has it (a lost enqueue, or arq gave up on it): our record decides.
+        if job.attempts >= job.max_attempts:
+            reason = job.error or "the worker stopped during the last attempt"
+            with contextlib.suppress(JobLost):  # it moved on meanwhile: nothing to do
+                await _dead_letter(w, job, reason, expect=("queued",))
+            continue
+        await w.redis.delete(result_key_prefix + job.arq_job_id)
         await w.arq.enqueue_job("ingest_document", job.id, _job_id=job.arq_job_id)
         requeued += 1
+    await drain_cleanups(ctx)
     cutoff = now - w.jobs.retention_seconds
     async with w.redis.pipeline(transaction=False) as pipe:
         for key in await _index_keys(w):

@@ -1,0 +1,52 @@
+"""The parser pool: a stuck or hungry parse is stopped without hurting the others."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import pytest
+from rag_ingest.parsing import ParseError, parse_document
+from rag_ingest.parsing.pool import ParserPool
+
+from tests.support import child_tasks
+
+
+@pytest.fixture
+async def pool() -> AsyncIterator[ParserPool]:
+    parsers = ParserPool(workers=2, max_memory_mb=512, timeout_seconds=3)
+    yield parsers
+    parsers.close()
+
+
+async def test_a_parse_that_hangs_is_stopped_and_the_others_finish(pool: ParserPool) -> None:
+    hung = asyncio.create_task(pool.run(child_tasks.hang))
+    await asyncio.sleep(2)  # the neighbour is still running when the hang is killed
+    innocent = asyncio.create_task(pool.run(child_tasks.slow_echo, "fine", 2.0))
+    with pytest.raises(ParseError, match="PARSE_TIMEOUT_SECONDS"):
+        await hung
+    # The neighbour lost its process with the killed pool and ran again in the new one.
+    assert await innocent == "fine"
+    assert await pool.run(child_tasks.echo, "after") == "after"
+
+
+async def test_memory_beyond_the_limit_fails_in_the_child(pool: ParserPool) -> None:
+    with pytest.raises(MemoryError):
+        await pool.run(child_tasks.allocate, 1024)
+    assert await pool.run(child_tasks.allocate, 16) == 16 * 1024 * 1024
+
+
+async def test_a_document_that_kills_its_parser_twice_fails_with_that_reason(
+    pool: ParserPool,
+) -> None:
+    with pytest.raises(ParseError, match="parser process died"):
+        await pool.run(child_tasks.die)
+    assert await pool.run(child_tasks.echo, "alive") == "alive"
+
+
+async def test_documents_are_parsed_in_the_children(pool: ParserPool) -> None:
+    parsed = await pool.run(
+        parse_document, b"# Title\n\nSome text.", filename="a.md", content_type=None
+    )
+    assert parsed.format == "markdown"
+    assert parsed.sections[0].heading_path == ("Title",)
