@@ -157,3 +157,38 @@ def test_exhausted_retries_dead_letter_the_job_and_retry_revives_it(stack: Nativ
     [revived] = client.wait([job_id], timeout=60)
     assert revived["state"] == "succeeded"
     assert revived["run"] == 2
+
+
+@pytest.fixture
+def impatient_stack(tmp_path: Path, model_cache: Path) -> Iterator[NativeStack]:
+    native = NativeStack(
+        tmp_path,
+        StackPorts.free(),
+        env={
+            "DATA_DIR": str(model_cache),
+            "JOB_MAX_TRIES": "2",
+            "JOB_TIMEOUT_SECONDS": "10",
+            "PARSE_TIMEOUT_SECONDS": "600",
+        },
+    )
+    with native:
+        native.start(services=["ingest"])
+        yield native
+
+
+def test_an_attempt_over_the_job_timeout_is_retried_then_dead_lettered(
+    impatient_stack: NativeStack,
+) -> None:
+    client = IngestClient(impatient_stack.api_url("ingest"))
+    collection = client.create_collection()
+    depth = 50_000  # parsing takes minutes: every attempt runs into JOB_TIMEOUT_SECONDS
+    nested = b"<html><body>" + b"<div>" * depth + b"deep" + b"</div>" * depth + b"</body></html>"
+    response = client.upload(collection, [("slow.html", nested, "text/html")])
+    assert response.status_code == 202, response.text
+    [job] = client.wait([response.json()["jobs"][0]["job_id"]], timeout=90)
+    assert job["state"] == "dead"
+    assert job["attempts"] == 2
+    assert "JOB_TIMEOUT_SECONDS" in job["error"]
+    assert job["error_stage"] == "parsing"
+    later = client.ingest_ok(collection, [{"id": "next", "text": "The worker carries on."}])
+    assert client.wait(later)[0]["state"] == "succeeded"

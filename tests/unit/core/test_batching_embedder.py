@@ -6,6 +6,7 @@ import asyncio
 from collections.abc import Sequence
 
 import numpy as np
+from rag_core.embedding.base import EmbeddingError
 from rag_core.embedding.batching import BatchingEmbedder
 
 
@@ -65,3 +66,46 @@ async def test_empty_request_and_passthroughs() -> None:
     assert (await batching.embed_documents([])).shape == (0, 2)
     assert batching.count_tokens(["a b"]) == [2]
     assert (batching.model, batching.dimension) == ("counting", 2)
+
+
+class PickyEmbedder(CountingEmbedder):
+    """Refuses any batch holding "bad", as a provider refuses an input that is too long."""
+
+    async def embed_documents(self, texts: Sequence[str]) -> np.ndarray:
+        if "bad" in texts:
+            self.calls.append(len(texts))
+            await asyncio.sleep(0.02)
+            raise EmbeddingError("input too long", transient=False)
+        return await super().embed_documents(texts)
+
+
+async def test_a_refused_input_fails_only_its_own_request() -> None:
+    batching = BatchingEmbedder(PickyEmbedder(), max_texts=64)
+    first = asyncio.create_task(batching.embed_documents(["1"]))
+    await asyncio.sleep(0)  # the next three wait for the first run and share the second
+    outcomes = await asyncio.gather(
+        batching.embed_documents(["2", "3"]),
+        batching.embed_documents(["bad"]),
+        batching.embed_documents(["4"]),
+        return_exceptions=True,
+    )
+    assert (await first)[0, 0] == 1.0
+    assert isinstance(outcomes[1], EmbeddingError)
+    assert outcomes[0][:, 0].tolist() == [2.0, 3.0]
+    assert outcomes[2][:, 0].tolist() == [4.0]
+
+
+async def test_an_outage_fails_every_request_without_retrying_each() -> None:
+    class Down(CountingEmbedder):
+        async def embed_documents(self, texts: Sequence[str]) -> np.ndarray:
+            self.calls.append(len(texts))
+            await asyncio.sleep(0.02)
+            raise EmbeddingError("provider down", transient=True)
+
+    inner = Down()
+    batching = BatchingEmbedder(inner, max_texts=64)
+    outcomes = await asyncio.gather(
+        *(batching.embed_documents([str(i)]) for i in range(4)), return_exceptions=True
+    )
+    assert all(isinstance(o, EmbeddingError) for o in outcomes)
+    assert len(inner.calls) <= 2, inner.calls

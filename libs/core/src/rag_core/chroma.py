@@ -9,7 +9,6 @@ a third of the size of JSON numbers.
 
 from __future__ import annotations
 
-import asyncio
 import base64
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -22,6 +21,7 @@ import numpy as np
 from numpy.typing import NDArray
 from rag_config import ChromaSettings, PoolSettings
 
+from rag_core.coalescing import Coalescer
 from rag_core.errors import Conflict, DependencyUnavailable, RagError
 
 Metadata = dict[str, str | int | float | bool]
@@ -257,28 +257,40 @@ def _error_message(response: httpx.Response) -> str:
     return str(body)[:300]
 
 
-@dataclass
-class _PendingUpsert:
+@dataclass(frozen=True)
+class UpsertRequest:
     ids: Sequence[str]
     embeddings: NDArray[np.float32]
     documents: Sequence[str]
     metadatas: Sequence[Metadata]
-    future: asyncio.Future[None]
+
+
+def _merge(requests: list[UpsertRequest]) -> UpsertRequest:
+    """One request of many; an id sent twice is written once, as its last sender wrote it
+    (Chroma refuses duplicate ids within one call)."""
+    rows = {
+        record_id: (request, i) for request in requests for i, record_id in enumerate(request.ids)
+    }
+    return UpsertRequest(
+        list(rows),
+        np.stack([request.embeddings[i] for request, i in rows.values()]),
+        [request.documents[i] for request, i in rows.values()],
+        [request.metadatas[i] for request, i in rows.values()],
+    )
 
 
 class BatchingUpserter:
     """Coalesce concurrent upserts into the same collection into few large calls.
 
     Each Chroma write has a fixed cost (a log append and a commit); thousands of one-document
-    writes cost far more than a few hundred-chunk ones. While one write is in flight the next
-    ones wait and go out together, as in BatchingEmbedder.
+    writes cost far more than a few hundred-chunk ones. If Chroma refuses a combined write as
+    invalid, each part is sent alone so one bad document fails only its own job.
     """
 
     def __init__(self, chroma: ChromaClient, *, max_records: int = 1000) -> None:
         self.chroma = chroma
         self.max_records = max_records
-        self._queues: dict[str, list[_PendingUpsert]] = {}
-        self._runners: dict[str, asyncio.Task[None]] = {}
+        self._collections: dict[str, Coalescer[UpsertRequest, None]] = {}
 
     async def upsert(
         self,
@@ -290,36 +302,22 @@ class BatchingUpserter:
     ) -> None:
         if not ids:
             return
-        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        queue = self._queues.setdefault(collection_id, [])
-        queue.append(_PendingUpsert(ids, embeddings, documents, metadatas, future))
-        runner = self._runners.get(collection_id)
-        if runner is None or runner.done():
-            self._runners[collection_id] = asyncio.create_task(self._drain(collection_id))
-        await future
+        coalescer = self._collections.get(collection_id)
+        if coalescer is None:
+            coalescer = self._collections[collection_id] = self._coalescer(collection_id)
+        await coalescer.submit(UpsertRequest(ids, embeddings, documents, metadatas))
 
-    async def _drain(self, collection_id: str) -> None:
-        queue = self._queues[collection_id]
-        while queue:
-            taken: list[_PendingUpsert] = []
-            count = 0
-            while queue and (not taken or count + len(queue[0].ids) <= self.max_records):
-                pending = queue.pop(0)
-                taken.append(pending)
-                count += len(pending.ids)
-            try:
-                await self.chroma.upsert(
-                    collection_id,
-                    [i for p in taken for i in p.ids],
-                    np.concatenate([p.embeddings for p in taken]),
-                    [d for p in taken for d in p.documents],
-                    [m for p in taken for m in p.metadatas],
-                )
-            except Exception as exc:  # handed to every waiting caller
-                for pending in taken:
-                    if not pending.future.done():
-                        pending.future.set_exception(exc)
-                continue
-            for pending in taken:
-                if not pending.future.done():
-                    pending.future.set_result(None)
+    def _coalescer(self, collection_id: str) -> Coalescer[UpsertRequest, None]:
+        async def write(requests: list[UpsertRequest]) -> list[None]:
+            merged = _merge(requests)
+            await self.chroma.upsert(
+                collection_id, merged.ids, merged.embeddings, merged.documents, merged.metadatas
+            )
+            return [None] * len(requests)
+
+        return Coalescer(
+            write,
+            size=lambda request: len(request.ids),
+            max_size=self.max_records,
+            isolate=lambda exc: isinstance(exc, ChromaRequestError),
+        )

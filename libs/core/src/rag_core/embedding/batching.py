@@ -1,26 +1,25 @@
 """Coalesce embedding requests of concurrent jobs into full batches.
 
 A worker runs several jobs at once and most documents make only a few chunks; embedding each
-job's chunks alone would run the model on tiny batches. Here requests wait while the model is
+job's chunks alone would run the model on tiny batches. Requests wait while the model is
 busy and the next run takes everything waiting (up to ``max_texts``), so the model sees full
 batches whatever the documents' sizes, and no request waits longer than one model run.
 """
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import numpy as np
 
-from rag_core.embedding.base import Embedder, Vectors
+from rag_core.coalescing import Coalescer
+from rag_core.embedding.base import Embedder, EmbeddingError, Vectors
 
 
-@dataclass
-class _Request:
-    texts: Sequence[str]
-    future: asyncio.Future[Vectors]
+def _one_requests_fault(exc: BaseException) -> bool:
+    """A provider refusing an input (too long, filtered) fails that request alone; an outage
+    fails them all."""
+    return not (isinstance(exc, EmbeddingError) and exc.transient)
 
 
 class BatchingEmbedder:
@@ -28,9 +27,9 @@ class BatchingEmbedder:
 
     def __init__(self, inner: Embedder, *, max_texts: int = 256) -> None:
         self.inner = inner
-        self.max_texts = max_texts
-        self._queue: list[_Request] = []
-        self._runner: asyncio.Task[None] | None = None
+        self._batches: Coalescer[Sequence[str], Vectors] = Coalescer(
+            self._embed, size=len, max_size=max_texts, isolate=_one_requests_fault
+        )
 
     @property
     def model(self) -> str:
@@ -56,37 +55,12 @@ class BatchingEmbedder:
     async def embed_documents(self, texts: Sequence[str]) -> Vectors:
         if not texts:
             return np.zeros((0, self.dimension), dtype=np.float32)
-        future: asyncio.Future[Vectors] = asyncio.get_running_loop().create_future()
-        self._queue.append(_Request(texts, future))
-        if self._runner is None or self._runner.done():
-            self._runner = asyncio.create_task(self._drain())
-        return await future
+        return await self._batches.submit(texts)
 
-    async def _drain(self) -> None:
-        while self._queue:
-            taken: list[_Request] = []
-            count = 0
-            while self._queue and (
-                not taken or count + len(self._queue[0].texts) <= self.max_texts
-            ):
-                request = self._queue.pop(0)
-                taken.append(request)
-                count += len(request.texts)
-            taken = [r for r in taken if not r.future.cancelled()]
-            if not taken:
-                continue
-            try:
-                vectors = await self.inner.embed_documents(
-                    [text for request in taken for text in request.texts]
-                )
-            except Exception as exc:
-                for request in taken:
-                    if not request.future.done():
-                        request.future.set_exception(exc)
-                continue
-            start = 0
-            for request in taken:
-                end = start + len(request.texts)
-                if not request.future.done():
-                    request.future.set_result(vectors[start:end])
-                start = end
+    async def _embed(self, requests: list[Sequence[str]]) -> list[Vectors]:
+        vectors = await self.inner.embed_documents([text for texts in requests for text in texts])
+        results, start = [], 0
+        for texts in requests:
+            results.append(vectors[start : start + len(texts)])
+            start += len(texts)
+        return results

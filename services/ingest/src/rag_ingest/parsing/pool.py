@@ -76,6 +76,11 @@ class ParserPool:
                 future = asyncio.wrap_future(self._executor.submit(function, *args, **kwargs))
                 try:
                     return await asyncio.wait_for(future, self.timeout_seconds)
+                except asyncio.CancelledError:
+                    # Nobody waits for this parse any more (the job timed out or stops): a
+                    # child cannot be told to stop one task, so its pool goes.
+                    self._replace(generation)
+                    raise
                 except TimeoutError:
                     log.warning("parse_timed_out", timeout_seconds=self.timeout_seconds)
                     self._replace(generation)
