@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -48,6 +49,18 @@ def _site(loopback_port: int) -> dict[str, tuple[int, str, bytes]]:
         "/moved": (301, "/a.html", b""),
         "/to-loopback": (302, f"http://127.0.0.1:{loopback_port}/", b""),
         "/image.png": (200, "image/png", b"\x89PNG\r\n\x1a\n\x00\x00\x00binary"),
+        "/hub": (
+            200,
+            "text/html",
+            page.format(
+                t="Hub",
+                body="Links, some of them bad.",
+                links='<a href="/a.html">A</a> <a href="/flaky">flaky</a> '
+                '<a href="/drip">drip</a>',
+            ).encode(),
+        ),
+        "/flaky": (503, "text/plain", b"try later"),
+        "/drip": (200, "text/plain", b"x" * 20),  # sent a byte every 0.5 s
     }
 
 
@@ -65,6 +78,12 @@ def site() -> Iterator[str]:
                 self.send_header("Content-Type", kind)
             self.send_header("Content-Length", str(len(body)))
             self.end_headers()
+            if self.path == "/drip":  # every read is quick, the whole fetch is not
+                for byte in body:
+                    self.wfile.write(bytes([byte]))
+                    self.wfile.flush()
+                    time.sleep(0.5)
+                return
             self.wfile.write(body)
 
         def log_message(self, *args: object) -> None:
@@ -86,6 +105,7 @@ def fetching_client(
         env={
             "DATA_DIR": str(model_cache),
             "FETCH_ALLOW_NETWORKS": f"{ALLOWED_HOST}/32",
+            "FETCH_TIMEOUT_SECONDS": "3",
         },
     )
     with stack:
@@ -123,6 +143,18 @@ def test_crawl_to_depth_one_ingests_linked_pages_of_the_same_site(
         for c in fetching_client.wait([page["job_id"] for page in again["result"]["pages"]])
     }
     assert statuses <= {"unchanged", "replaced"}  # replaced: metadata differs this time
+
+
+def test_later_pages_that_fail_are_listed_and_the_crawl_goes_on(
+    fetching_client: IngestClient, site: str
+) -> None:
+    collection = fetching_client.create_collection()
+    job = _ingest_url(fetching_client, collection, url=f"{site}/hub", max_depth=1)
+    assert job["state"] == "succeeded", job
+    assert [p["url"] for p in job["result"]["pages"]] == [f"{site}/hub", f"{site}/a.html"]
+    reasons = {s["url"]: s["reason"] for s in job["result"]["skipped"]}
+    assert "503" in reasons[f"{site}/flaky"]
+    assert "longer than 3s" in reasons[f"{site}/drip"]  # FETCH_TIMEOUT_SECONDS for it all
 
 
 def test_redirects_are_followed_and_checked(fetching_client: IngestClient, site: str) -> None:

@@ -10,9 +10,16 @@ from typing import Any
 from rag_config import IngestSettings
 
 from rag_ingest.documents.service import IngestService, Submission
-from rag_ingest.fetching.fetcher import FetchPolicy, FetchRefused, extract_links, fetch
+from rag_ingest.fetching.fetcher import (
+    FetchFailed,
+    FetchPolicy,
+    FetchRefused,
+    extract_links,
+    fetch,
+)
 from rag_ingest.jobs.model import JobRecord
 from rag_ingest.parsing import ParseError, detect_format
+from rag_ingest.parsing.pool import ParserPool
 
 
 def url_document_id(url: str) -> str:
@@ -28,9 +35,13 @@ def fetch_policy(settings: IngestSettings) -> FetchPolicy:
     )
 
 
-async def crawl(job: JobRecord, settings: IngestSettings, ingest: IngestService) -> dict[str, Any]:
+async def crawl(
+    job: JobRecord, settings: IngestSettings, ingest: IngestService, parsers: ParserPool
+) -> dict[str, Any]:
     """Breadth-first from the job's URL. The first page must succeed (FetchRefused and
-    FetchFailed propagate); later pages that fail are listed with their reason."""
+    FetchFailed propagate: the job fails or is retried); later pages that fail, for good or
+    for now, are listed with their reason. Links are read in the parser pool, which stops a
+    page that would take too long."""
     options = job.options or {}
     root, max_depth = str(options["url"]), int(options.get("max_depth", 0))
     same_domain = bool(options.get("same_domain", True))
@@ -43,7 +54,7 @@ async def crawl(job: JobRecord, settings: IngestSettings, ingest: IngestService)
         url, depth = queue.popleft()
         try:
             page = await fetch(url, policy)
-        except FetchRefused as exc:
+        except (FetchRefused, FetchFailed) as exc:
             if url == root:
                 raise
             skipped.append({"url": url, "reason": str(exc)})
@@ -78,7 +89,14 @@ async def crawl(job: JobRecord, settings: IngestSettings, ingest: IngestService)
             }
         )
         if depth < max_depth and kind == "html":
-            for link in extract_links(page.content, page.url, same_domain=same_domain):
+            try:
+                links = await parsers.run(
+                    extract_links, page.content, page.url, same_domain=same_domain
+                )
+            except ParseError as exc:
+                skipped.append({"url": page.url, "reason": f"links not followed: {exc}"})
+                continue
+            for link in links:
                 if link not in seen:
                     seen.add(link)
                     queue.append((link, depth + 1))

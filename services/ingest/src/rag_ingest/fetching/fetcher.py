@@ -108,8 +108,9 @@ async def resolve_allowed(host: str, port: int, allow: Sequence[IPNetwork]) -> s
                 if ip.is_private
                 else "non-public"
             )
+            # The address itself is not shown: that would let users map internal DNS.
             raise FetchRefused(
-                f"{host} resolves to {ip}, a {kind} address; fetching it is not allowed "
+                f"{host} resolves to a {kind} address; fetching it is not allowed "
                 "(FETCH_ALLOW_NETWORKS can permit it)"
             )
     if not addresses:
@@ -118,7 +119,16 @@ async def resolve_allowed(host: str, port: int, allow: Sequence[IPNetwork]) -> s
 
 
 async def fetch(url: str, policy: FetchPolicy) -> Fetched:
-    """GET ``url`` under ``policy``; follows at most ``max_redirects`` checked redirects."""
+    """GET ``url`` under ``policy``; follows at most ``max_redirects`` checked redirects.
+    The whole fetch — resolving, every hop, the body — has ``timeout_seconds``."""
+    try:
+        async with asyncio.timeout(policy.timeout_seconds):
+            return await _fetch(url, policy)
+    except TimeoutError:
+        raise FetchFailed(f"fetching {url} took longer than {policy.timeout_seconds:g}s") from None
+
+
+async def _fetch(url: str, policy: FetchPolicy) -> Fetched:
     deadline = time.monotonic() + policy.timeout_seconds
     current = check_url_syntax(url)
     async with httpx.AsyncClient(follow_redirects=False, trust_env=False) as client:
@@ -175,7 +185,7 @@ async def fetch(url: str, policy: FetchPolicy) -> Fetched:
                     f"fetching {url} took longer than {policy.timeout_seconds:g}s"
                 ) from None
             except httpx.TransportError as exc:
-                raise FetchFailed(f"cannot fetch {current}: {exc!r}") from None
+                raise FetchFailed(f"cannot fetch {current} ({type(exc).__name__})") from None
     raise FetchRefused(f"more than {policy.max_redirects} redirects (FETCH_MAX_REDIRECTS)")
 
 

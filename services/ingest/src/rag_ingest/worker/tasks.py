@@ -161,7 +161,7 @@ async def _attempt(w: WorkerContext, job: JobRecord, progress: Any) -> dict[str,
     if job.kind == "url":
         await progress("fetching", 0.1)
         try:
-            return await crawl(job, w.settings, w.ingest)
+            return await crawl(job, w.settings, w.ingest, w.pipeline.parsers)
         except FetchRefused as exc:
             raise BadDocument("fetching", str(exc)) from None
     payload = await w.jobs.payload(job.id)
