@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import pytest
-from rag_devstack import NativeStack
+from rag_devstack import NativeStack, StackPorts
 
 from tests.support.ingest import IngestClient
 from tests.support.metrics import value
@@ -99,3 +102,36 @@ def test_worker_metrics_count_jobs_stages_and_chunks(
     assert "rag_ingest_queue_depth" in after
     ready = httpx.get(f"http://127.0.0.1:{ingest_stack.ports.worker_health}/ready").json()
     assert set(ready["checks"]) == {"redis", "chroma"}
+
+
+@pytest.fixture
+def no_worker_stack(tmp_path: Path, model_cache: Path) -> Iterator[NativeStack]:
+    native = NativeStack(
+        tmp_path, StackPorts.free(), env={"DATA_DIR": str(model_cache), "MAX_EVENT_STREAMS": "2"}
+    )
+    with native:
+        native.start(services=["ingest"], with_worker=False)
+        yield native
+
+
+def test_event_streams_beyond_the_limit_get_503_and_never_starve_the_api(
+    no_worker_stack: NativeStack,
+) -> None:
+    client = IngestClient(no_worker_stack.api_url("ingest"))
+    collection = client.create_collection()
+    [job_id] = client.ingest_ok(collection, [{"text": "Waits: no worker runs."}])
+    url = f"{client.base_url}/v1/jobs/{job_id}/events"
+    readers = []  # kept referenced: a dropped line iterator closes its stream
+    with contextlib.ExitStack() as open_streams:
+        for _ in range(2):
+            stream = open_streams.enter_context(httpx.stream("GET", url, timeout=30))
+            readers.append(stream.iter_lines())
+            assert next(readers[-1]).startswith("id:")  # streaming, and held open
+        refused = httpx.get(url, timeout=10)
+        assert refused.status_code == 503
+        assert refused.headers["content-type"] == "application/problem+json"
+        assert refused.headers["retry-after"] == "5"
+        assert "MAX_EVENT_STREAMS" in refused.json()["detail"]
+        assert client.job(job_id)["state"] == "queued"  # the API still answers
+    with httpx.stream("GET", url, timeout=30) as again:  # the slots were given back
+        assert again.status_code == 200

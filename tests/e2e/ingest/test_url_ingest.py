@@ -55,8 +55,7 @@ def _site(loopback_port: int) -> dict[str, tuple[int, str, bytes]]:
             page.format(
                 t="Hub",
                 body="Links, some of them bad.",
-                links='<a href="/a.html">A</a> <a href="/flaky">flaky</a> '
-                '<a href="/drip">drip</a>',
+                links='<a href="/a.html">A</a> <a href="/flaky">flaky</a> <a href="/drip">drip</a>',
             ).encode(),
         ),
         "/flaky": (503, "text/plain", b"try later"),

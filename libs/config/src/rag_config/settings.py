@@ -310,6 +310,9 @@ class JobSettings(_EnvSettings):
     idempotency_ttl_hours: int = Field(
         24, ge=1, le=720, description="How long an Idempotency-Key is remembered."
     )
+    max_event_streams: int = Field(
+        200, ge=1, le=10_000, description="Job event streams (SSE) one process serves at once."
+    )
 
 
 class FetchSettings(_EnvSettings):

@@ -20,10 +20,12 @@ import msgspec
 import numpy as np
 from numpy.typing import NDArray
 from rag_config import ChromaSettings, PoolSettings
+from rag_telemetry import get_logger
 
 from rag_core.coalescing import Coalescer
 from rag_core.errors import Conflict, DependencyUnavailable, RagError
 
+log = get_logger("rag.chroma")
 Metadata = dict[str, str | int | float | bool]
 Where = Mapping[str, Any]
 API = "/api/v2/tenants/default_tenant/databases/default_database"
@@ -93,13 +95,15 @@ class ChromaClient:
                 headers={"content-type": "application/json"} if body is not None else None,
             )
         except httpx.TimeoutException as exc:
-            raise DependencyUnavailable(f"Chroma did not answer in time ({exc!r})") from exc
-        except httpx.TransportError as exc:
-            raise DependencyUnavailable(f"Chroma is unreachable ({exc!r})") from exc
-        if response.status_code >= 500:
             raise DependencyUnavailable(
-                f"Chroma failed with {response.status_code}: {response.text[:300]}"
-            )
+                "Chroma did not answer within CHROMA_TIMEOUT_SECONDS"
+            ) from exc
+        except httpx.TransportError as exc:
+            raise DependencyUnavailable(f"Chroma is unreachable ({type(exc).__name__})") from exc
+        if response.status_code >= 500:
+            # The body may hold internals: it goes to the log, not into the error users see.
+            log.warning("chroma_failed", status=response.status_code, body=response.text[:500])
+            raise DependencyUnavailable(f"Chroma failed with status {response.status_code}")
         if response.status_code >= 400:
             message = _error_message(response)
             if response.status_code == 409 or "already exists" in message:

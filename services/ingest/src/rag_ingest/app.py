@@ -9,6 +9,7 @@ from litestar import Litestar
 from litestar.datastructures import State
 from litestar.di import Provide
 from rag_config import IngestSettings, get_settings
+from rag_core.clients import create_redis
 from rag_core.embedding.models import EmbedderFactory
 from rag_core.service import (
     Lifespan,
@@ -23,6 +24,7 @@ from rag_core.service import (
 from rag_ingest.collections.routes import CollectionController
 from rag_ingest.components import IngestComponents
 from rag_ingest.documents.routes import DocumentController
+from rag_ingest.jobs.events import EventStreams
 from rag_ingest.jobs.routes import JobController
 
 
@@ -33,7 +35,16 @@ def _ingest_lifespan(settings: IngestSettings) -> Lifespan:
             settings, app.state.redis, app.state.chroma, EmbedderFactory(settings).check_available
         )
         app.state.update(components.as_dict())
-        yield
+        streams = EventStreams(
+            create_redis(settings, settings, max_connections=settings.max_event_streams),
+            components.keys,
+            limit=settings.max_event_streams,
+        )
+        app.state.event_streams = streams
+        try:
+            yield
+        finally:
+            await streams.close()
 
     return stores
 
@@ -63,7 +74,15 @@ def create_app(settings: IngestSettings | None = None) -> Litestar:
             "settings": Provide(lambda: settings, sync_to_thread=False),
             **{
                 name: _from_state(name)
-                for name in ("arq", "registry", "documents", "jobs", "idempotency", "ingest")
+                for name in (
+                    "arq",
+                    "registry",
+                    "documents",
+                    "jobs",
+                    "idempotency",
+                    "ingest",
+                    "event_streams",
+                )
             },
         },
         description="Accepts documents and queues them for parsing, chunking and embedding.",

@@ -14,6 +14,7 @@ from litestar.status_codes import HTTP_202_ACCEPTED
 from rag_core.errors import NotFound
 
 from rag_ingest.documents.service import IngestService
+from rag_ingest.jobs.events import EventStreams
 from rag_ingest.jobs.model import FINAL_STATES, JobRecord, JobState
 from rag_ingest.jobs.store import JobStore
 
@@ -63,34 +64,34 @@ class JobController(Controller):
         self,
         job_id: FromPath[str],
         jobs: NamedDependency[JobStore],
+        event_streams: NamedDependency[EventStreams],
         request: Request[Any, Any, Any],
     ) -> ServerSentEvent:
         """Replays the job's events so far, then follows it; ends after its final state.
-        ``Last-Event-ID`` resumes after a reconnect."""
+        ``Last-Event-ID`` resumes after a reconnect. 503 when MAX_EVENT_STREAMS are open."""
         if await jobs.get(job_id) is None:
             raise NotFound(f"job {job_id!r} does not exist (or has expired)")
+        event_streams.check_capacity()
         after = request.headers.get("last-event-id") or "0"
 
         async def stream() -> AsyncGenerator[ServerSentEventMessage, None]:
             cursor = after
-            while True:
-                got_any = False
-                async for event_id, fields in jobs.events(
-                    job_id, after=cursor, block_ms=HEARTBEAT_MS
-                ):
-                    got_any = True
-                    cursor = event_id
-                    yield ServerSentEventMessage(
-                        data=msgspec.json.encode(fields).decode(),
-                        event=fields["event"],
-                        id=event_id,
-                    )
-                    if fields.get("state") in FINAL_STATES and fields["event"] != "progress":
-                        return
-                if not got_any:
-                    record = await jobs.get(job_id)
-                    if record is None or record.state in FINAL_STATES:
-                        return
-                    yield ServerSentEventMessage(comment="keep-alive")
+            async with event_streams.slot():
+                while True:
+                    events = await event_streams.read(job_id, after=cursor, block_ms=HEARTBEAT_MS)
+                    for event_id, fields in events:
+                        cursor = event_id
+                        yield ServerSentEventMessage(
+                            data=msgspec.json.encode(fields).decode(),
+                            event=fields["event"],
+                            id=event_id,
+                        )
+                        if fields.get("state") in FINAL_STATES and fields["event"] != "progress":
+                            return
+                    if not events:
+                        record = await jobs.get(job_id)
+                        if record is None or record.state in FINAL_STATES:
+                            return
+                        yield ServerSentEventMessage(comment="keep-alive")
 
         return ServerSentEvent(stream())

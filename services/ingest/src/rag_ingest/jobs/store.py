@@ -1,4 +1,4 @@
-"""Job records in Redis, indexed by state and collection, with a stream of progress events.
+"""Job records in Redis, indexed by state and collection, each with a stream of its events.
 
 Records outlive arq's own results (``JOB_RETENTION_DAYS``): a user can always find out what
 became of a job, and a job that exhausted its retries stays visible as ``dead``.
@@ -7,7 +7,7 @@ became of a job, and a job that exhausted its retries stays visible as ``dead``.
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import msgspec
@@ -144,15 +144,6 @@ class JobStore:
             fields["error"] = record.error
         fields.update({k: str(v) for k, v in data.items()})
         return fields
-
-    async def events(
-        self, job_id: str, *, after: str = "0", block_ms: int = 15_000
-    ) -> AsyncIterator[tuple[str, dict[str, str]]]:
-        """Events after ``after`` (a stream id); waits up to ``block_ms`` for new ones."""
-        reply: Any = await self.redis.xread({self.keys.job_events(job_id): after}, block=block_ms)
-        for _stream, entries in reply or []:
-            for entry_id, fields in entries:
-                yield entry_id.decode(), {k.decode(): v.decode() for k, v in fields.items()}
 
     async def find(
         self,
