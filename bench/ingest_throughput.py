@@ -64,11 +64,17 @@ def raw_embedder(
             )
         ]
     embedder.embed_sync(chunks[:64])  # warm-up
-    started = time.perf_counter()
+    started, cpu_started = time.perf_counter(), time.process_time()
     embedder.embed_sync(chunks)
     seconds = time.perf_counter() - started
+    cpu = time.process_time() - cpu_started
     embedder.close()
-    return {"chunks": len(chunks), "seconds": seconds, "chunks_per_s": len(chunks) / seconds}
+    return {
+        "chunks": len(chunks),
+        "seconds": seconds,
+        "cpu_seconds": cpu,
+        "chunks_per_s": len(chunks) / seconds,
+    }
 
 
 def peak_rss_mb(pid: int) -> float:
@@ -76,6 +82,31 @@ def peak_rss_mb(pid: int) -> float:
         if line.startswith("VmHWM:"):
             return int(line.split()[1]) / 1024
     return float("nan")
+
+
+def cpu_seconds(pid: int) -> float:
+    """CPU time (user + system) of a process and its living descendants (the worker's parser
+    processes)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    stats = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            stats[int(entry.name)] = (int(fields[1]), (int(fields[11]) + int(fields[12])) / tick)
+    total, family = 0.0, {pid}
+    changed = True
+    while changed:
+        changed = False
+        for child, (parent, _) in stats.items():
+            if parent in family and child not in family:
+                family.add(child)
+                changed = True
+    for member in family:
+        total += stats.get(member, (0, 0.0))[1]
+    return total
 
 
 def end_to_end(
@@ -133,10 +164,9 @@ def end_to_end(
                 before = page["next_before"]
                 if before is None:
                     break
-            rss = {
-                name: peak_rss_mb(stack.processes[name].pid)
-                for name in ["ingest", "worker", *extra, "chroma", "redis"]
-            }
+            names = ["ingest", "worker", *extra, "chroma", "redis"]
+            rss = {name: peak_rss_mb(stack.processes[name].pid) for name in names}
+            cpu = {name: cpu_seconds(stack.processes[name].pid) for name in names}
         return {
             "documents": len(docs),
             "chunks": collection["chunk_count"],
@@ -146,6 +176,7 @@ def end_to_end(
             "docs_per_s": len(docs) / seconds,
             "stage_seconds": stages,
             "peak_rss_mb": rss,
+            "cpu_seconds": cpu,
         }
 
 
@@ -216,6 +247,10 @@ def write_section(raw: dict[str, Any], e2e: dict[str, Any], args: argparse.Names
         "Peak resident memory (VmHWM): "
         + ", ".join(f"{k} {v:.0f} MiB" for k, v in e2e["peak_rss_mb"].items())
         + ".",
+        "",
+        "CPU time over the whole run (user + system, with child processes): "
+        + ", ".join(f"{k} {v:.0f} s" for k, v in e2e["cpu_seconds"].items())
+        + f"; the raw embedder used {raw['cpu_seconds']:.0f} s.",
         "<!-- ingest:end -->",
     ]
     return "\n".join(lines)
@@ -225,7 +260,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--limit", type=int, default=None, help="documents (default: all)")
     parser.add_argument("--workers", type=int, default=1)
-    parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument("--concurrency", type=int, default=64)
     parser.add_argument("--data-dir", default=str(ROOT / ".dev" / "bench-data"))
     args = parser.parse_args()
     # SIGTERM ends the run like Ctrl-C: the stack's `with` block stops every process it started.

@@ -299,7 +299,7 @@ class JobSettings(_EnvSettings):
         14, ge=1, le=3650, description="How long job records and their events are kept."
     )
     worker_concurrency: int = Field(
-        16,
+        64,
         ge=1,
         le=256,
         description="Jobs one worker process runs at once (their chunks are embedded together).",

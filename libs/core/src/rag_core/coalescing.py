@@ -24,7 +24,8 @@ class _Waiting(Generic[Request, Result]):
 
 
 class Coalescer(Generic[Request, Result]):
-    """``call`` takes a list of requests and returns one result per request, in order.
+    """``call`` takes a list of requests and returns one result per request, in order; at
+    most ``concurrency`` calls run at once.
 
     When a combined call fails with an error that may be one request's fault
     (``isolate(error)`` is true: invalid input, not an outage), each request is tried on its
@@ -37,19 +38,24 @@ class Coalescer(Generic[Request, Result]):
         size: Callable[[Request], int],
         max_size: int,
         isolate: Callable[[BaseException], bool],
+        concurrency: int = 1,
     ) -> None:
         self.call = call
         self.size = size
         self.max_size = max_size
         self.isolate = isolate
+        self.concurrency = concurrency
         self._queue: list[_Waiting[Request, Result]] = []
-        self._runner: asyncio.Task[None] | None = None
+        self._runners: set[asyncio.Task[None]] = set()
 
     async def submit(self, request: Request) -> Result:
+        """The result of ``request``, from a call it shares with whatever else is waiting."""
         future: asyncio.Future[Result] = asyncio.get_running_loop().create_future()
         self._queue.append(_Waiting(request, future))
-        if self._runner is None or self._runner.done():
-            self._runner = asyncio.create_task(self._drain())
+        if len(self._runners) < self.concurrency:
+            runner = asyncio.create_task(self._drain())
+            self._runners.add(runner)
+            runner.add_done_callback(self._runners.discard)
         return await future
 
     def _take(self) -> list[_Waiting[Request, Result]]:

@@ -25,10 +25,14 @@ def _one_requests_fault(exc: BaseException) -> bool:
 class BatchingEmbedder:
     """Wraps an :class:`Embedder`; same interface, better batches under concurrency."""
 
-    def __init__(self, inner: Embedder, *, max_texts: int = 256) -> None:
+    def __init__(self, inner: Embedder, *, max_texts: int = 256, concurrency: int = 1) -> None:
         self.inner = inner
         self._batches: Coalescer[Sequence[str], Vectors] = Coalescer(
-            self._embed, size=len, max_size=max_texts, isolate=_one_requests_fault
+            self._embed,
+            size=len,
+            max_size=max_texts,
+            isolate=_one_requests_fault,
+            concurrency=concurrency,
         )
 
     @property

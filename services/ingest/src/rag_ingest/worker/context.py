@@ -23,15 +23,16 @@ from rag_ingest.worker.pipeline import IngestPipeline
 class BatchedEmbedders:
     """The embedder of each collection's model, each wrapped so concurrent jobs share batches."""
 
-    def __init__(self, factory: EmbedderFactory, max_texts: int) -> None:
+    def __init__(self, factory: EmbedderFactory, max_texts: int, concurrency: int) -> None:
         self.factory = factory
         self.max_texts = max_texts
+        self.concurrency = concurrency
         self._wrapped: dict[str, BatchingEmbedder] = {}
 
     def __call__(self, model: str) -> Embedder:
         if model not in self._wrapped:
             self._wrapped[model] = BatchingEmbedder(
-                self.factory.get(model), max_texts=self.max_texts
+                self.factory.get(model), max_texts=self.max_texts, concurrency=self.concurrency
             )
         return self._wrapped[model]
 

@@ -31,13 +31,20 @@ from rag_ingest.metrics import (
     STAGE_DURATION,
     TOKENS_EMBEDDED,
 )
-from rag_ingest.parsing import ParsedDocument, ParseError, ParseLimits, parse_document
+from rag_ingest.parsing import (
+    ParsedDocument,
+    ParseError,
+    ParseLimits,
+    detect_format,
+    parse_document,
+)
 from rag_ingest.parsing.pool import ParserPool
 
 log = get_logger("rag.worker")
 
 Progress = Callable[[str, float], Awaitable[None]]
 EMBED_GROUP = 128  # chunks embedded (and stored) per step, so progress moves visibly
+INLINE_TEXT_BYTES = 64 * 1024
 
 
 class BadDocument(Exception):
@@ -135,13 +142,7 @@ class IngestPipeline:
         await progress("parsing", 0.05)
         started = time.perf_counter()
         try:
-            parsed = await self.parsers.run(
-                parse_document,
-                payload,
-                filename=job.filename,
-                content_type=job.content_type,
-                limits=parse_limits(self.settings),
-            )
+            parsed = await self._parse(job, payload)
         except ParseError as exc:
             raise BadDocument("parsing", str(exc)) from None
         timings.record("parse", started)
@@ -234,6 +235,15 @@ class IngestPipeline:
             "chunks_created": 0,
             "timings": timings.seconds,
         }
+
+    async def _parse(self, job: JobRecord, payload: bytes) -> ParsedDocument:
+        """Small plain text is read right here (a linear scan: nothing to guard against, and
+        most JSON ingest is that); everything else in the killable parser pool."""
+        options = {"filename": job.filename, "content_type": job.content_type}
+        limits = parse_limits(self.settings)
+        if len(payload) <= INLINE_TEXT_BYTES and detect_format(payload, **options) == "text":
+            return parse_document(payload, limits=limits, **options)
+        return await self.parsers.run(parse_document, payload, limits=limits, **options)
 
     async def _discard(self, own: Cleanup, ids: list[str]) -> None:
         try:

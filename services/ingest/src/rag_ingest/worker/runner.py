@@ -88,7 +88,12 @@ async def run_worker(settings: IngestSettings, ops_sock: socket.socket) -> int:
     factory = EmbedderFactory(settings)
     # Load the default model now, not in the first job (it builds the ONNX file if needed).
     await asyncio.to_thread(factory.get, settings.embedding_model)
-    embedders = BatchedEmbedders(factory, max_texts=settings.embed_batch_size * 8)
+    # As many embedding calls in flight as the local model has threads to run them on.
+    embedders = BatchedEmbedders(
+        factory,
+        max_texts=settings.embed_batch_size * 8,
+        concurrency=settings.embed_threads or os.cpu_count() or 2,
+    )
     parsers = ParserPool(
         workers=settings.parse_workers or min(4, os.cpu_count() or 1),
         max_memory_mb=settings.parse_max_memory_mb,
