@@ -135,3 +135,30 @@ def test_event_streams_beyond_the_limit_get_503_and_never_starve_the_api(
         assert client.job(job_id)["state"] == "queued"  # the API still answers
     with httpx.stream("GET", url, timeout=30) as again:  # the slots were given back
         assert again.status_code == 200
+
+
+def test_the_workers_log_lines_of_a_job_carry_the_requests_trace_and_id(
+    ingest_stack: NativeStack, client: IngestClient
+) -> None:
+    trace_id = "0af7651916cd43dd8448eb211c80319c"
+    collection = client.create_collection()
+    response = client.ingest(
+        collection,
+        [{"text": "Traced from the request to the worker."}],
+        headers={
+            "traceparent": f"00-{trace_id}-b7ad6b7169203331-01",
+            "X-Request-ID": "ingest-trace-check",
+        },
+    )
+    assert response.status_code == 202
+    job_id = response.json()["jobs"][0]["job_id"]
+    client.wait([job_id])
+    lines = [
+        json.loads(line)
+        for line in (ingest_stack.log_dir / "worker.log").read_text().splitlines()
+        if job_id in line
+    ]
+    started = [line for line in lines if line["event"] in ("job_started", "job_succeeded")]
+    assert len(started) == 2, lines
+    assert {line["trace_id"] for line in started} == {trace_id}
+    assert {line["request_id"] for line in started} == {"ingest-trace-check"}

@@ -232,7 +232,10 @@ class EmbeddingSettings(_EnvSettings):
     )
     embed_batch_size: int = Field(32, ge=1, le=1024, description="Texts per embedding batch.")
     embed_threads: int = Field(
-        0, ge=0, le=256, description="CPU threads for local embedding (0: all cores)."
+        0,
+        ge=0,
+        le=256,
+        description="Local embedding batches run at once, one thread each (0: one per core).",
     )
     embedding_timeout_seconds: float = Field(
         30.0, gt=0, le=600, description="Time limit of each call to a hosted embedding API."

@@ -13,7 +13,12 @@ from rag_telemetry.logs import (
 )
 from rag_telemetry.metrics import BUILD_INFO, METRICS_CONTENT_TYPE, render_metrics
 from rag_telemetry.middleware import REQUEST_ID_HEADER, instrument_app
-from rag_telemetry.tracing import configure_tracing, shutdown_tracing
+from rag_telemetry.tracing import (
+    configure_tracing,
+    continue_trace,
+    current_traceparent,
+    shutdown_tracing,
+)
 
 
 def setup_telemetry(service: str, settings: ServiceSettings, *, version: str) -> None:
@@ -35,6 +40,8 @@ __all__ = [
     "bind_log_context",
     "configure_logging",
     "configure_tracing",
+    "continue_trace",
+    "current_traceparent",
     "get_logger",
     "instrument_app",
     "render_metrics",

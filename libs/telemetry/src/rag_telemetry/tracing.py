@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
 from opentelemetry import propagate, trace
 from opentelemetry.baggage.propagation import W3CBaggagePropagator
 from opentelemetry.propagators.composite import CompositePropagator
@@ -46,3 +50,25 @@ def shutdown_tracing() -> None:
     """Flush spans still buffered for export."""
     if _provider is not None:
         _provider.shutdown()
+
+
+@contextmanager
+def continue_trace(name: str, traceparent: str | None, **attributes: Any) -> Iterator[trace.Span]:
+    """A consumer span for work a request started elsewhere (a queued job): it joins the
+    request's trace when ``traceparent`` is given, so its log lines carry that trace id."""
+    parent = propagate.extract({"traceparent": traceparent}) if traceparent else None
+    tracer = trace.get_tracer("rag")
+    with tracer.start_as_current_span(
+        name,
+        context=parent,
+        kind=trace.SpanKind.CONSUMER,
+        attributes={k: v for k, v in attributes.items() if v is not None},
+    ) as span:
+        yield span
+
+
+def current_traceparent() -> str | None:
+    """The W3C traceparent of the current span, to hand to work done elsewhere later."""
+    carrier: dict[str, str] = {}
+    propagate.inject(carrier)
+    return carrier.get("traceparent")

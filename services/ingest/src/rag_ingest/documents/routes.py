@@ -15,6 +15,7 @@ from litestar.status_codes import HTTP_200_OK, HTTP_202_ACCEPTED
 from rag_core.chroma import ChromaClient
 from rag_core.errors import InvalidInput, NotFound, UnsupportedMediaType
 from rag_core.filters import validate_filter
+from rag_telemetry import current_traceparent
 
 from rag_ingest.collections.registry import CollectionRegistry
 from rag_ingest.documents.service import Accepted, IdempotencyGuard, IngestService, Submission
@@ -197,7 +198,7 @@ class DocumentController(Controller):
                     collection,
                     items,
                     request_id=_request_id(request),
-                    traceparent=request.headers.get("traceparent"),
+                    traceparent=current_traceparent(),
                 ),
                 collection,
             )
@@ -261,7 +262,7 @@ class DocumentController(Controller):
                     collection,
                     items,
                     request_id=_request_id(request),
-                    traceparent=request.headers.get("traceparent"),
+                    traceparent=current_traceparent(),
                 ),
                 collection,
             )
@@ -307,7 +308,7 @@ class DocumentController(Controller):
                 same_domain=data.same_domain,
                 metadata=dict(data.metadata or {}),
                 request_id=_request_id(request),
-                traceparent=request.headers.get("traceparent"),
+                traceparent=current_traceparent(),
             )
             return _wire([accepted], collection)
 
@@ -420,7 +421,7 @@ class DocumentController(Controller):
                 [item],
                 kind="replace",
                 request_id=_request_id(request),
-                traceparent=request.headers.get("traceparent"),
+                traceparent=current_traceparent(),
             )
             return _wire(accepted, collection)
 

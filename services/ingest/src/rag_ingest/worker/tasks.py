@@ -18,7 +18,7 @@ from arq.constants import in_progress_key_prefix, job_key_prefix, result_key_pre
 from rag_core.chroma import ChromaRequestError
 from rag_core.embedding.base import EmbeddingError
 from rag_core.errors import DependencyUnavailable
-from rag_telemetry import bind_log_context, get_logger, reset_log_context
+from rag_telemetry import bind_log_context, continue_trace, get_logger, reset_log_context
 from redis.exceptions import RedisError
 
 from rag_ingest.documents.store import Cleanup
@@ -77,10 +77,17 @@ async def ingest_document(ctx: dict[str, Any], job_id: str) -> str:
         job_try=ctx["job_try"],
         document_id=job.document_id,
         collection=job.collection,
+        request_id=job.request_id,
     )
     started = time.perf_counter()
     try:
-        return await _run_ingest(w, job)
+        # The request that queued the job started a trace; the job's work joins it.
+        with continue_trace(
+            f"ingest {job.kind}",
+            job.traceparent,
+            **{"rag.job_id": job.id, "rag.collection": job.collection},
+        ):
+            return await _run_ingest(w, job)
     except JobLost:
         log.warning("job_taken_over", detail="its record moved on; this run stops")
         return "lost"
