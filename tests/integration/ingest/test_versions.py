@@ -16,20 +16,18 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 from rag_config import IngestSettings
+from rag_core.catalog import DEFAULT_NAMESPACE, Collection, DocumentRecord
 from rag_core.chroma import ChromaClient
 from rag_core.clients import create_redis
 from rag_core.embedding.models import model_spec
-from rag_ingest.collections.registry import Collection
 from rag_ingest.components import IngestComponents
 from rag_ingest.documents.store import (
     Cleanup,
-    DocumentRecord,
     chunk_id,
     content_hash,
     version_tag,
 )
 from rag_ingest.jobs.model import JobRecord
-from rag_ingest.keys import DEFAULT_NAMESPACE
 from rag_ingest.worker.tasks import drain_cleanups
 
 from tests.conftest import Backing

@@ -8,6 +8,7 @@ from typing import Any
 
 from arq.connections import ArqRedis
 from rag_config import IngestSettings
+from rag_core.catalog import Keys
 from rag_core.chroma import ChromaClient
 from rag_core.embedding.models import ModelSpec
 from redis.asyncio import Redis
@@ -16,7 +17,6 @@ from rag_ingest.collections.registry import CollectionRegistry
 from rag_ingest.documents.service import IdempotencyGuard, IngestService
 from rag_ingest.documents.store import DocumentStore
 from rag_ingest.jobs.store import JobStore
-from rag_ingest.keys import Keys
 from rag_ingest.queueing import deserialize_job, serialize_job
 
 

@@ -9,49 +9,19 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
+from rag_core.catalog import Collection, CollectionCatalog, Keys
 from rag_core.chroma import ChromaClient
 from rag_core.embedding.models import ModelSpec, model_spec
-from rag_core.errors import Conflict, InvalidInput, NotFound
+from rag_core.errors import Conflict, InvalidInput
 from redis.asyncio import Redis
-
-from rag_ingest.keys import Keys
 
 NAME_PATTERN = re.compile(r"^[a-z0-9](?:[a-z0-9_-]{1,61})[a-z0-9]$")
 NAME_RULE = (
     "3-63 characters: lower-case letters, digits, '-' and '_', "
     "starting and ending with a letter or digit"
 )
-
-
-@dataclass(frozen=True)
-class Collection:
-    name: str
-    embedding_model: str
-    dimension: int
-    chroma_id: str
-    created_at: float
-    version: int
-    document_count: int
-    chunk_count: int
-    description: str = ""
-
-    @classmethod
-    def from_redis(cls, fields: dict[bytes, bytes], document_count: int) -> Collection:
-        f = {k.decode(): v.decode() for k, v in fields.items()}
-        return cls(
-            name=f["name"],
-            embedding_model=f["model"],
-            dimension=int(f["dimension"]),
-            chroma_id=f["chroma_id"],
-            created_at=float(f["created_at"]),
-            version=int(f.get("version", 0)),
-            document_count=document_count,
-            chunk_count=int(f.get("chunk_count", 0)),
-            description=f.get("description", ""),
-        )
 
 
 def validate_name(name: str) -> str:
@@ -63,7 +33,7 @@ def validate_name(name: str) -> str:
     return name
 
 
-class CollectionRegistry:
+class CollectionRegistry(CollectionCatalog):
     def __init__(
         self,
         redis: Redis,
@@ -71,10 +41,9 @@ class CollectionRegistry:
         keys: Keys,
         check_model: Callable[[str], ModelSpec] = model_spec,
     ) -> None:
+        super().__init__(redis, keys)
         self.check_model = check_model
-        self.redis = redis
         self.chroma = chroma
-        self.keys = keys
 
     async def create(self, name: str, model: str, description: str = "") -> Collection:
         validate_name(name)
@@ -112,24 +81,6 @@ class CollectionRegistry:
             await self.redis.delete(key)
             raise
         return await self.get(name)
-
-    async def find(self, name: str) -> Collection | None:
-        fields = await self.redis.hgetall(self.keys.collection(name))  # type: ignore[misc]  # redis-py's async typing
-        if not fields or b"chroma_id" not in fields:
-            return None
-        count = await self.redis.zcard(self.keys.documents(name))
-        return Collection.from_redis(fields, count)
-
-    async def get(self, name: str) -> Collection:
-        collection = await self.find(name)
-        if collection is None:
-            raise NotFound(f"collection {name!r} does not exist")
-        return collection
-
-    async def all(self) -> list[Collection]:
-        names = [n.decode() for n in await self.redis.zrange(self.keys.collections(), 0, -1)]
-        found = [await self.find(name) for name in names]
-        return [c for c in found if c is not None]
 
     async def delete(self, name: str) -> Collection:
         """Remove the collection, its chunks in Chroma and every record of its documents."""

@@ -10,8 +10,9 @@ from litestar.di import NamedDependency
 from litestar.params import FromPath, JSONBody
 from litestar.status_codes import HTTP_200_OK, HTTP_201_CREATED
 from rag_config import IngestSettings
+from rag_core.catalog import Collection
 
-from rag_ingest.collections.registry import Collection, CollectionRegistry
+from rag_ingest.collections.registry import CollectionRegistry
 
 
 class CollectionCreate(msgspec.Struct, forbid_unknown_fields=True):

@@ -12,6 +12,7 @@ from litestar.datastructures import UploadFile
 from litestar.di import NamedDependency
 from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
 from litestar.status_codes import HTTP_200_OK, HTTP_202_ACCEPTED
+from rag_core.catalog import DocumentRecord
 from rag_core.chroma import ChromaClient
 from rag_core.errors import InvalidInput, NotFound, UnsupportedMediaType
 from rag_core.filters import validate_filter
@@ -19,7 +20,7 @@ from rag_telemetry import current_traceparent
 
 from rag_ingest.collections.registry import CollectionRegistry
 from rag_ingest.documents.service import Accepted, IdempotencyGuard, IngestService, Submission
-from rag_ingest.documents.store import DocumentRecord, DocumentStore
+from rag_ingest.documents.store import DocumentStore
 from rag_ingest.fetching.fetcher import FetchRefused, check_url_syntax
 from rag_ingest.parsing import UnsupportedFormat, detect_format
 

@@ -16,14 +16,14 @@ from typing import Any
 import msgspec
 from arq.connections import ArqRedis
 from rag_config import IngestSettings
+from rag_core.catalog import Collection, Keys
 from rag_core.errors import Conflict, InvalidInput, PayloadTooLarge
 from redis.asyncio import Redis
 
-from rag_ingest.collections.registry import Collection, CollectionRegistry
+from rag_ingest.collections.registry import CollectionRegistry
 from rag_ingest.documents.store import DocumentStore, content_hash, version_hash
 from rag_ingest.jobs.model import JobKind, JobRecord
 from rag_ingest.jobs.store import JobStore
-from rag_ingest.keys import Keys
 
 DOCUMENT_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:@-]{0,255}$")
 DOCUMENT_ID_RULE = (

@@ -25,37 +25,11 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 import msgspec
+from rag_core.catalog import DocumentRecord, Keys, decode_record
 from redis.asyncio import Redis
-
-from rag_ingest.keys import Keys
 
 CHANGES_KEPT = 100_000
 _encoder = msgspec.json.Encoder()
-
-
-class DocumentRecord(msgspec.Struct, kw_only=True, omit_defaults=True):
-    """``content_hash`` covers the bytes only (duplicate detection); ``version_hash`` also
-    covers metadata, source and chunking settings (a change to any of them is a new version);
-    ``tag`` names the chunks of this version in Chroma (``_ver``)."""
-
-    id: str
-    version: int
-    tag: str
-    content_hash: str
-    version_hash: str
-    chunk_count: int
-    token_count: int = 0
-    format: str | None = None
-    title: str | None = None
-    source: str | None = None
-    filename: str | None = None
-    metadata: dict[str, Any] | None = None
-    sequence: int = 0
-    created_at: float = 0.0
-    updated_at: float = 0.0
-
-
-_decoder = msgspec.json.Decoder(DocumentRecord)
 
 
 def version_tag(sequence: int) -> str:
@@ -200,13 +174,13 @@ class DocumentStore:
 
     async def get(self, collection: str, document_id: str) -> DocumentRecord | None:
         raw = await self.redis.get(self.keys.document(collection, document_id))
-        return _decoder.decode(raw) if raw else None
+        return decode_record(raw) if raw else None
 
     async def get_many(self, collection: str, ids: list[str]) -> list[DocumentRecord]:
         if not ids:
             return []
         raws = await self.redis.mget([self.keys.document(collection, i) for i in ids])
-        return [_decoder.decode(raw) for raw in raws if raw]
+        return [decode_record(raw) for raw in raws if raw]
 
     async def page(self, collection: str, *, offset: int, limit: int) -> list[str]:
         ids = await self.redis.zrange(self.keys.documents(collection), offset, offset + limit - 1)
@@ -271,7 +245,7 @@ class DocumentStore:
                 return SwitchOutcome("gone")
             if status == "duplicate":
                 return SwitchOutcome("duplicate", duplicate_of=_text(reply[1]))
-            stored = _decoder.decode(reply[1]) if len(reply) > 1 and reply[1] else None
+            stored = decode_record(reply[1]) if len(reply) > 1 and reply[1] else None
             if status in ("superseded", "unchanged"):
                 return SwitchOutcome(status, stored)  # type: ignore[arg-type]  # checked above
             return SwitchOutcome(status, stored, int(reply[2]))  # type: ignore[arg-type]
@@ -286,7 +260,7 @@ class DocumentStore:
         )
         if _text(reply[0]) == "missing":
             return SwitchOutcome("missing")
-        return SwitchOutcome("deleted", _decoder.decode(reply[1]), int(reply[2]))
+        return SwitchOutcome("deleted", decode_record(reply[1]), int(reply[2]))
 
     # Pending cleanups ------------------------------------------------------------------------
     async def reserve_cleanup(self, cleanup: Cleanup, due: float) -> None:

@@ -12,10 +12,9 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
+from rag_core.catalog import Keys
 from rag_core.errors import DependencyUnavailable
 from redis.asyncio import Redis
-
-from rag_ingest.keys import Keys
 
 
 class TooManyStreams(DependencyUnavailable):

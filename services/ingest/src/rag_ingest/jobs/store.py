@@ -11,10 +11,10 @@ from collections.abc import Sequence
 from typing import Any
 
 import msgspec
+from rag_core.catalog import Keys
 from redis.asyncio import Redis
 
 from rag_ingest.jobs.model import JOB_STATES, JobRecord, JobState
-from rag_ingest.keys import Keys
 
 EVENTS_KEPT = 500
 _encoder = msgspec.json.Encoder()

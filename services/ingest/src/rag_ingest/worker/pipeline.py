@@ -9,21 +9,19 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from rag_config import IngestSettings
+from rag_core.catalog import DEFAULT_NAMESPACE, Collection, DocumentRecord
 from rag_core.chroma import BatchingUpserter, ChromaClient, Metadata
 from rag_core.embedding.base import Embedder
 from rag_telemetry import get_logger
 
 from rag_ingest.chunking import Chunk, chunk_sections
-from rag_ingest.collections.registry import Collection
 from rag_ingest.documents.store import (
     Cleanup,
-    DocumentRecord,
     DocumentStore,
     chunk_id,
     version_tag,
 )
 from rag_ingest.jobs.model import JobRecord
-from rag_ingest.keys import DEFAULT_NAMESPACE
 from rag_ingest.metrics import (
     CHUNKS_EMBEDDED,
     DOCUMENTS_DEDUPLICATED,

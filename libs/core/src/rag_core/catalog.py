@@ -1,8 +1,19 @@
-"""Every Redis key the ingest service and its worker use, in one place."""
+"""What ingest writes and query reads: Redis key names, collection and document records.
+
+Both services use this one definition (they never import each other): ingest writes the
+records, query reads them to find a collection's Chroma id and model, and which version of
+each document is the active one.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
+
+import msgspec
+from redis.asyncio import Redis
+
+from rag_core.errors import NotFound
 
 DEFAULT_NAMESPACE = "default"
 
@@ -90,3 +101,95 @@ class Keys:
         """Sorted set of chunk sets to delete from Chroma, scored by when they may go (shared
         by every namespace: each member names its own)."""
         return f"{self.prefix}:cleanups"
+
+
+@dataclass(frozen=True)
+class Collection:
+    name: str
+    embedding_model: str
+    dimension: int
+    chroma_id: str
+    created_at: float
+    version: int
+    document_count: int
+    chunk_count: int
+    description: str = ""
+
+    @classmethod
+    def from_redis(cls, fields: dict[bytes, bytes], document_count: int) -> Collection:
+        f = {k.decode(): v.decode() for k, v in fields.items()}
+        return cls(
+            name=f["name"],
+            embedding_model=f["model"],
+            dimension=int(f["dimension"]),
+            chroma_id=f["chroma_id"],
+            created_at=float(f["created_at"]),
+            version=int(f.get("version", 0)),
+            document_count=document_count,
+            chunk_count=int(f.get("chunk_count", 0)),
+            description=f.get("description", ""),
+        )
+
+
+class DocumentRecord(msgspec.Struct, kw_only=True, omit_defaults=True):
+    """``content_hash`` covers the bytes only (duplicate detection); ``version_hash`` also
+    covers metadata, source and chunking settings (a change to any of them is a new version);
+    ``tag`` names the chunks of this version in Chroma (``_ver``)."""
+
+    id: str
+    version: int
+    tag: str
+    content_hash: str
+    version_hash: str
+    chunk_count: int
+    token_count: int = 0
+    format: str | None = None
+    title: str | None = None
+    source: str | None = None
+    filename: str | None = None
+    metadata: dict[str, Any] | None = None
+    sequence: int = 0
+    created_at: float = 0.0
+    updated_at: float = 0.0
+
+
+_record_decoder = msgspec.json.Decoder(DocumentRecord)
+
+
+def decode_record(raw: bytes) -> DocumentRecord:
+    return _record_decoder.decode(raw)
+
+
+class CollectionCatalog:
+    """Reads collection records (ingest's registry adds creating and deleting them)."""
+
+    def __init__(self, redis: Redis, keys: Keys) -> None:
+        self.redis = redis
+        self.keys = keys
+
+    async def find(self, name: str) -> Collection | None:
+        fields = await self.redis.hgetall(self.keys.collection(name))  # type: ignore[misc]  # redis-py's async typing
+        if not fields or b"chroma_id" not in fields:
+            return None
+        count = await self.redis.zcard(self.keys.documents(name))
+        return Collection.from_redis(fields, count)
+
+    async def get(self, name: str) -> Collection:
+        collection = await self.find(name)
+        if collection is None:
+            raise NotFound(f"collection {name!r} does not exist")
+        return collection
+
+    async def names(self) -> list[str]:
+        return [n.decode() for n in await self.redis.zrange(self.keys.collections(), 0, -1)]
+
+    async def all(self) -> list[Collection]:
+        found = [await self.find(name) for name in await self.names()]
+        return [c for c in found if c is not None]
+
+    async def documents(self, collection: str, ids: list[str]) -> dict[str, DocumentRecord]:
+        """The records of ``ids`` that exist, by id."""
+        if not ids:
+            return {}
+        raws = await self.redis.mget([self.keys.document(collection, i) for i in ids])
+        return {i: decode_record(raw) for i, raw in zip(ids, raws, strict=True) if raw}
