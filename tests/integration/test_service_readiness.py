@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +21,7 @@ from tests.conftest import Backing
 SERVICES: dict[str, tuple[type[ServiceSettings], Any, set[str]]] = {
     "gateway": (GatewaySettings, create_gateway, {"redis"}),
     "ingest": (IngestSettings, create_ingest, {"redis", "chroma"}),
-    "query": (QuerySettings, create_query, {"redis", "chroma"}),
+    "query": (QuerySettings, create_query, {"redis", "chroma", "lexical"}),
 }
 
 
@@ -41,7 +42,11 @@ def create(service: str, settings: ServiceSettings) -> Litestar:
 async def test_ready_when_its_dependencies_answer(service: str, backing: Backing) -> None:
     app = create(service, settings_for(service, backing.redis_url, backing.chroma_port))
     async with AsyncTestClient(app) as client:
-        response = await client.get("/ready")
+        for _ in range(50):  # the query service's lexical index builds in the background
+            response = await client.get("/ready")
+            if response.status_code == 200:
+                break
+            await asyncio.sleep(0.1)
         health = await client.get("/health")
     assert response.status_code == 200, response.text
     body = response.json()
@@ -86,5 +91,9 @@ async def test_chroma_down_at_start_then_up_becomes_ready(
         with late:
             late.start_chroma()
             late.wait_chroma()
-            up = await client.get("/ready")
+            for _ in range(50):
+                up = await client.get("/ready")
+                if up.status_code == 200:
+                    break
+                await asyncio.sleep(0.1)
     assert up.status_code == 200, up.text

@@ -375,8 +375,75 @@ class IngestSettings(
     pass
 
 
+class RetrievalSettings(_EnvSettings):
+    search_mode: Literal["hybrid", "dense", "lexical"] = Field(
+        "hybrid", description="Retrieval of requests that do not choose: hybrid, dense, lexical."
+    )
+    rrf_k: int = Field(60, ge=1, le=1000, description="Reciprocal-rank fusion constant k.")
+    dense_weight: float = Field(1.0, ge=0, le=10, description="Weight of dense ranks in fusion.")
+    lexical_weight: float = Field(
+        1.0, ge=0, le=10, description="Weight of lexical (BM25) ranks in fusion."
+    )
+    bm25_k1: float = Field(1.2, ge=0, le=10, description="BM25 term-frequency saturation k1.")
+    bm25_b: float = Field(0.75, ge=0, le=1, description="BM25 length normalisation b.")
+    search_candidates: int = Field(
+        100, ge=1, le=2000, description="Candidates each retriever hands to fusion."
+    )
+    max_top_k: int = Field(100, ge=1, le=1000, description="Most results one search returns.")
+    mmr_lambda: float = Field(
+        0.5, ge=0, le=1, description="MMR trade-off: 1 relevance only, 0 diversity only."
+    )
+    max_query_chars: int = Field(
+        4000, ge=16, le=100_000, description="Longest query text (or chat message) accepted."
+    )
+
+
+class GenerationSettings(_EnvSettings):
+    generator: Literal["extractive", "openai", "google"] = Field(
+        "extractive", description="Answer generator of requests that do not choose."
+    )
+    generator_fallback: str = Field(
+        "extractive",
+        description="Comma-separated generators tried in order when the chosen one fails.",
+    )
+    openai_model: str = Field("gpt-4o-mini", description="Chat model of the openai generator.")
+    google_model: str = Field("gemini-2.0-flash", description="Model of the google generator.")
+    llm_timeout_seconds: float = Field(
+        60.0, gt=0, le=600, description="Time limit of each call to an LLM."
+    )
+    llm_max_retries: int = Field(
+        2, ge=0, le=10, description="Retries of an LLM call that failed with 429, 5xx or timeout."
+    )
+    context_max_tokens: int = Field(
+        3000, ge=100, le=200_000, description="Tokens of retrieved text given to the generator."
+    )
+    answer_max_tokens: int = Field(
+        512, ge=16, le=32_000, description="Longest answer an LLM may write."
+    )
+    prompts_dir: str | None = Field(
+        None, description="Directory whose prompt files override the built-in templates."
+    )
+    answer_cache_ttl_seconds: int = Field(
+        3600, ge=0, le=30 * 86_400, description="How long answers are cached (0: no cache)."
+    )
+    session_ttl_seconds: int = Field(
+        86_400, ge=60, le=90 * 86_400, description="How long an idle chat session is kept."
+    )
+    session_max_turns: int = Field(
+        20, ge=1, le=500, description="Earlier turns of a session given as context."
+    )
+
+    _blank = field_validator("prompts_dir", mode="before")(_blank_to_none)
+
+
 class QuerySettings(
-    ServiceSettings, ChromaSettings, LLMSettings, StorageSettings, EmbeddingSettings
+    ServiceSettings,
+    ChromaSettings,
+    LLMSettings,
+    StorageSettings,
+    EmbeddingSettings,
+    RetrievalSettings,
+    GenerationSettings,
 ):
     pass
 

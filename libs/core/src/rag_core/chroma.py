@@ -48,11 +48,13 @@ class ChromaCollection:
 
 @dataclass
 class Records:
-    """Rows returned by ``get``; each list is aligned with ``ids``."""
+    """Rows returned by ``get``; each list is aligned with ``ids``. ``embeddings`` only when
+    asked for."""
 
     ids: list[str]
     documents: list[str | None] = field(default_factory=list)
     metadatas: list[Metadata] = field(default_factory=list)
+    embeddings: NDArray[np.float32] | None = None
 
 
 @dataclass
@@ -184,10 +186,13 @@ class ChromaClient:
         limit: int | None = None,
         offset: int | None = None,
         documents: bool = True,
+        embeddings: bool = False,
     ) -> Records:
         if ids is not None and not ids:
             return Records([])
         include = ["metadatas", "documents"] if documents else ["metadatas"]
+        if embeddings:
+            include.append("embeddings")
         body = await self._request(
             "POST",
             f"{API}/collections/{collection_id}/get",
@@ -203,6 +208,7 @@ class ChromaClient:
             body["ids"],
             body.get("documents") or [None] * len(body["ids"]),
             [m or {} for m in body.get("metadatas") or [None] * len(body["ids"])],
+            _vectors(body.get("embeddings")) if embeddings else None,
         )
 
     async def delete(
@@ -232,7 +238,11 @@ class ChromaClient:
         *,
         n_results: int,
         where: Where | None = None,
+        embeddings: bool = False,
     ) -> Hits:
+        include = ["metadatas", "documents", "distances"]
+        if embeddings:
+            include.append("embeddings")
         body = await self._request(
             "POST",
             f"{API}/collections/{collection_id}/query",
@@ -240,15 +250,20 @@ class ChromaClient:
                 "query_embeddings": [np.asarray(embedding, dtype=np.float32).tolist()],
                 "n_results": n_results,
                 "where": dict(where) if where else None,
-                "include": ["metadatas", "documents", "distances"],
+                "include": include,
             },
         )
         return Hits(
             body["ids"][0],
             (body.get("documents") or [[]])[0],
             [m or {} for m in (body.get("metadatas") or [[]])[0]],
+            _vectors((body.get("embeddings") or [[]])[0]) if embeddings else None,
             (body.get("distances") or [[]])[0],
         )
+
+
+def _vectors(rows: Any) -> NDArray[np.float32]:
+    return np.asarray(rows or [], dtype=np.float32)
 
 
 def _error_message(response: httpx.Response) -> str:

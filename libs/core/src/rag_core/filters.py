@@ -8,6 +8,7 @@ filter is a 422 for the caller and never an error from Chroma.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from typing import Any
 
 from rag_core.errors import InvalidInput
@@ -89,3 +90,55 @@ def _condition(value: Any, path: str) -> Any:
             raise _fail(where, "values must all be of one type")
         return {operator: items}
     raise _fail(where, "unknown operator (use $eq $ne $gt $gte $lt $lte $in $nin)")
+
+
+def matches(where: Mapping[str, Any], metadata: Mapping[str, Any]) -> bool:
+    """Whether ``metadata`` satisfies a filter ``validate_filter`` returned, as Chroma decides
+    it (the lexical index filters its own hits with this): a condition on a field the record
+    does not have is false, except ``$ne`` and ``$nin``, and values compare only with values of
+    the same kind (a boolean is not a number)."""
+    (key, value), *rest = where.items()
+    assert not rest, "validate_filter makes every AND explicit"
+    if key == "$and":
+        return all(matches(part, metadata) for part in value)
+    if key == "$or":
+        return any(matches(part, metadata) for part in value)
+    (operator, operand), *_ = value.items()
+    if key not in metadata:
+        return operator in ("$ne", "$nin")
+    field = metadata[key]
+    if isinstance(field, int) and not isinstance(field, bool):
+        # Chroma compares an integer field with a float operand cut to an integer (x = 2.5
+        # matches x = 2); doing the same keeps lexical and dense results alike.
+        operand = (
+            [_as_int(item) for item in operand] if isinstance(operand, list) else _as_int(operand)
+        )
+    if operator == "$in":
+        return any(_same(field, item) for item in operand)
+    if operator == "$nin":
+        return not any(_same(field, item) for item in operand)
+    if operator == "$eq":
+        return _same(field, operand)
+    if operator == "$ne":
+        return not _same(field, operand)
+    if isinstance(field, bool) or not isinstance(field, int | float):
+        return False
+    if operator == "$gt":
+        return bool(field > operand)
+    if operator == "$gte":
+        return bool(field >= operand)
+    if operator == "$lt":
+        return bool(field < operand)
+    return bool(field <= operand)
+
+
+def _same(a: Any, b: Any) -> bool:
+    if isinstance(a, bool) or isinstance(b, bool):
+        return isinstance(a, bool) and isinstance(b, bool) and a == b
+    if isinstance(a, str) or isinstance(b, str):
+        return isinstance(a, str) and isinstance(b, str) and a == b
+    return bool(a == b)
+
+
+def _as_int(value: Any) -> Any:
+    return int(value) if isinstance(value, float) else value

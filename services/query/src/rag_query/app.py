@@ -2,10 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
 from litestar import Litestar
+from litestar.datastructures import State
 from litestar.di import Provide
 from rag_config import QuerySettings, get_settings
+from rag_core.catalog import CollectionCatalog, Keys
+from rag_core.embedding.models import EmbedderFactory
 from rag_core.service import (
+    Lifespan,
     ServiceSpec,
     build_service_app,
     chroma_lifespan,
@@ -14,6 +23,46 @@ from rag_core.service import (
     redis_lifespan,
 )
 
+from rag_query.retrieval.indexes import LexicalIndexes
+from rag_query.retrieval.routes import SearchController
+from rag_query.retrieval.search import Retriever
+
+
+def _query_lifespan(settings: QuerySettings) -> Lifespan:
+    @asynccontextmanager
+    async def components(app: Litestar) -> AsyncIterator[None]:
+        keys = Keys(settings.redis_prefix)
+        catalog = CollectionCatalog(app.state.redis, keys)
+        indexes = LexicalIndexes(
+            app.state.redis, app.state.chroma, keys, k1=settings.bm25_k1, b=settings.bm25_b
+        )
+        embedders = EmbedderFactory(settings)
+        app.state.update(
+            catalog=catalog,
+            indexes=indexes,
+            embedders=embedders,
+            retriever=Retriever(app.state.chroma, catalog, indexes, embedders.get, settings),
+        )
+        app.state.readiness.checks["lexical"] = indexes.check_ready
+        follower = asyncio.create_task(indexes.run())
+        try:
+            yield
+        finally:
+            follower.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await follower
+            indexes.close()
+            await embedders.close()
+
+    return components
+
+
+def _from_state(name: str) -> Provide:
+    def provide(state: State) -> object:
+        return state[name]
+
+    return Provide(provide, sync_to_thread=False)
+
 
 def create_app(settings: QuerySettings | None = None) -> Litestar:
     """Build the query app; nothing connects until its lifespan starts."""
@@ -21,10 +70,17 @@ def create_app(settings: QuerySettings | None = None) -> Litestar:
     return build_service_app(
         SERVICE,
         settings,
-        lifespan=[redis_lifespan(settings), chroma_lifespan(settings, settings)],
+        route_handlers=[SearchController],
+        lifespan=[
+            redis_lifespan(settings),
+            chroma_lifespan(settings, settings),
+            _query_lifespan(settings),
+        ],
         dependencies={
             "redis": Provide(provide_redis, sync_to_thread=False),
             "chroma": Provide(provide_chroma, sync_to_thread=False),
+            "settings": Provide(lambda: settings, sync_to_thread=False),
+            **{name: _from_state(name) for name in ("catalog", "indexes", "retriever")},
         },
         description="Hybrid retrieval and grounded answers with citations.",
     )

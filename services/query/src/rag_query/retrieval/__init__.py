@@ -1,0 +1,1 @@
+"""Finding the passages: dense and lexical retrieval, fusion, diversity, filters."""

@@ -1,0 +1,207 @@
+"""One BM25 index per collection, built from Chroma at start and kept current by following
+the collections' change streams.
+
+Ingest appends every switch and delete to ``<prefix>:changes:<ns>:<collection>``; this task
+reads all those streams with one blocking read, so a change reaches the index within a second.
+Every replica builds from the same source (Chroma plus the active-version records) and applies
+the same changes in stream order, so every replica answers alike; after a restart it builds
+again. The index's map of active versions also decides which dense hits are current, so one
+search never mixes two versions of a document.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+from rag_core.catalog import CollectionCatalog, Keys
+from rag_core.chroma import ChromaClient
+from rag_core.errors import DependencyUnavailable
+from rag_telemetry import get_logger
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from rag_query.retrieval.analyzer import Analyzer
+from rag_query.retrieval.lexical import AnalyzedChunk, IndexedChunk, LexicalIndex
+
+log = get_logger("rag.lexical")
+FETCH_DOCUMENTS = 100  # documents per Chroma read while building or following
+BLOCK_MS = 1000
+
+
+@dataclass
+class _Followed:
+    chroma_id: str
+    index: LexicalIndex
+    cursor: str  # the last change applied
+
+
+def user_metadata(metadata: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in metadata.items() if not k.startswith("_")}
+
+
+class LexicalIndexes:
+    def __init__(
+        self,
+        redis: Redis,
+        chroma: ChromaClient,
+        keys: Keys,
+        *,
+        k1: float,
+        b: float,
+    ) -> None:
+        self.redis = redis
+        self.chroma = chroma
+        self.keys = keys
+        self.catalog = CollectionCatalog(redis, keys)
+        self.k1 = k1
+        self.b = b
+        self.analyzer = Analyzer()
+        self._followed: dict[str, _Followed] = {}
+        # Analysis off the event loop, one thread: the stemmer is not thread-safe.
+        self._analysis = ThreadPoolExecutor(max_workers=1, thread_name_prefix="analyze")
+        self.started = False
+        self.lag_seconds = 0.0
+
+    def get(self, collection: str) -> LexicalIndex | None:
+        followed = self._followed.get(collection)
+        return followed.index if followed else None
+
+    async def check_ready(self) -> None:
+        """For /ready: every collection is indexed and its changes are being followed."""
+        if not self.started:
+            raise DependencyUnavailable("the lexical index is still being built")
+
+    async def run(self) -> None:
+        """Build, then follow, until cancelled; Redis or Chroma outages are waited out."""
+        delay = 0.5
+        while True:
+            try:
+                await self._sync_collections()
+                self.started = True
+                await self._follow_once()
+                delay = 0.5
+            except asyncio.CancelledError:
+                raise
+            except (RedisError, OSError, DependencyUnavailable) as exc:
+                log.warning("lexical_follow_failed", error=str(exc), retry_in=delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 10.0)
+
+    def close(self) -> None:
+        self._analysis.shutdown(wait=False, cancel_futures=True)
+
+    async def _sync_collections(self) -> None:
+        """Start following new collections (building their index), drop deleted ones."""
+        names = await self.catalog.names()
+        for name in set(self._followed) - set(names):
+            del self._followed[name]
+            log.info("lexical_index_dropped", collection=name)
+        for name in names:
+            collection = await self.catalog.find(name)
+            if collection is None:
+                continue
+            current = self._followed.get(name)
+            if current is None or current.chroma_id != collection.chroma_id:
+                self._followed[name] = await self._build(name, collection.chroma_id)
+
+    async def _build(self, name: str, chroma_id: str) -> _Followed:
+        started = time.perf_counter()
+        # Changes after this point are replayed on top of what is read below (idempotently).
+        last = await self.redis.xrevrange(self.keys.changes(name), count=1)
+        cursor = last[0][0].decode() if last else "0-0"
+        index = LexicalIndex(self.analyzer, k1=self.k1, b=self.b)
+        ids = [i.decode() for i in await self.redis.zrange(self.keys.documents(name), 0, -1)]
+        for start in range(0, len(ids), FETCH_DOCUMENTS):
+            batch = ids[start : start + FETCH_DOCUMENTS]
+            records = await self.catalog.documents(name, batch)
+            wanted = {doc: record.tag for doc, record in records.items()}
+            await self._apply(index, chroma_id, wanted, removed=())
+        log.info(
+            "lexical_index_built",
+            collection=name,
+            documents=len(index.documents),
+            chunks=len(index),
+            seconds=round(time.perf_counter() - started, 2),
+        )
+        return _Followed(chroma_id, index, cursor)
+
+    async def _apply(
+        self,
+        index: LexicalIndex,
+        chroma_id: str,
+        wanted: dict[str, str],
+        removed: Iterable[str],
+    ) -> None:
+        """Load the chunks of ``wanted`` (document -> tag) from Chroma and index them."""
+        for document_id in removed:
+            index.remove_document(document_id)
+        docs = sorted(wanted)
+        for start in range(0, len(docs), FETCH_DOCUMENTS):
+            batch = docs[start : start + FETCH_DOCUMENTS]
+            where = {"_doc": batch[0]} if len(batch) == 1 else {"_doc": {"$in": batch}}
+            rows = await self.chroma.get(chroma_id, where=where)
+            chunks: dict[str, list[tuple[int, IndexedChunk]]] = {doc: [] for doc in batch}
+            for chunk_id, text, metadata in zip(
+                rows.ids, rows.documents, rows.metadatas, strict=True
+            ):
+                doc = str(metadata.get("_doc"))
+                if doc in chunks and str(metadata.get("_ver")) == wanted[doc]:
+                    chunks[doc].append(
+                        (int(metadata.get("_pos", 0)), IndexedChunk(chunk_id, text or "", metadata))
+                    )
+            analyzed = await asyncio.get_running_loop().run_in_executor(
+                self._analysis, _analyze_all, index, chunks
+            )
+            for doc, found in analyzed.items():
+                index.apply_document(doc, wanted[doc], found)
+
+    async def _follow_once(self) -> None:
+        if not self._followed:
+            await asyncio.sleep(BLOCK_MS / 1000)
+            return
+        streams: dict[Any, Any] = {
+            self.keys.changes(name): f.cursor for name, f in self._followed.items()
+        }
+        reply: Any = await self.redis.xread(streams, count=1000, block=BLOCK_MS)
+        prefix = self.keys.changes("")
+        for stream, entries in reply or []:
+            name = stream.decode().removeprefix(prefix)
+            followed = self._followed.get(name)
+            if followed is None:
+                continue
+            wanted: dict[str, str] = {}
+            removed: set[str] = set()
+            dropped = False
+            for entry_id, raw in entries:
+                fields = {k.decode(): v.decode() for k, v in raw.items()}
+                op, doc = fields.get("op"), fields.get("document_id", "")
+                if op == "upsert":
+                    wanted[doc] = fields["version"]
+                    removed.discard(doc)
+                elif op == "delete":
+                    wanted.pop(doc, None)
+                    removed.add(doc)
+                elif op == "collection_deleted":
+                    dropped = True
+                followed.cursor = entry_id.decode()
+                with contextlib.suppress(ValueError):
+                    self.lag_seconds = time.time() - int(followed.cursor.split("-")[0]) / 1000
+            if dropped:
+                self._followed.pop(name, None)  # rebuilt if the name comes back
+                continue
+            await self._apply(followed.index, followed.chroma_id, wanted, removed)
+
+
+def _analyze_all(
+    index: LexicalIndex, chunks: dict[str, list[tuple[int, IndexedChunk]]]
+) -> dict[str, list[AnalyzedChunk]]:
+    return {
+        doc: index.analyze(chunk for _, chunk in sorted(found, key=lambda pair: pair[0]))
+        for doc, found in chunks.items()
+    }

@@ -1,0 +1,166 @@
+"""POST /v1/collections/{collection}/search: ranked passages with scores and metadata."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import msgspec
+from litestar import Controller, post
+from litestar.di import NamedDependency
+from litestar.params import FromPath, JSONBody
+from litestar.status_codes import HTTP_200_OK
+from rag_config import QuerySettings
+from rag_core.catalog import CollectionCatalog
+from rag_core.errors import InvalidInput
+from rag_core.filters import validate_filter
+
+from rag_query.retrieval.search import Hit, Retriever, SearchRequest, public_metadata
+
+
+class SearchBody(msgspec.Struct, forbid_unknown_fields=True):
+    query: str
+    top_k: int = 10
+    mode: Literal["hybrid", "dense", "lexical"] | None = None
+    filter: dict[str, Any] | None = None
+    mmr: bool = False
+    mmr_lambda: float | None = None
+    rrf_k: int | None = None
+    dense_weight: float | None = None
+    lexical_weight: float | None = None
+
+
+class Scores(msgspec.Struct, omit_defaults=True):
+    dense: float | None = None
+    lexical: float | None = None
+    dense_rank: int | None = None
+    lexical_rank: int | None = None
+
+
+class SearchHit(msgspec.Struct, omit_defaults=True):
+    chunk_id: str
+    document_id: str
+    score: float
+    text: str
+    position: int
+    scores: Scores
+    metadata: dict[str, Any]
+    source: str | None = None
+    title: str | None = None
+    page: int | None = None
+    heading: str | None = None
+
+    @classmethod
+    def of(cls, hit: Hit) -> SearchHit:
+        meta = hit.metadata
+        return cls(
+            chunk_id=hit.chunk_id,
+            document_id=hit.document_id,
+            score=round(hit.score, 6),
+            text=hit.text,
+            position=int(meta.get("_pos", 0)),
+            scores=Scores(hit.dense_score, hit.lexical_score, hit.dense_rank, hit.lexical_rank),
+            metadata=public_metadata(meta),
+            source=_text(meta.get("_source")),
+            title=_text(meta.get("_title")),
+            page=int(meta["_page"]) if "_page" in meta else None,
+            heading=_text(meta.get("_heading")),
+        )
+
+
+class SearchResponse(msgspec.Struct):
+    collection: str
+    query: str
+    mode: str
+    results: list[SearchHit]
+    timings: dict[str, float]
+
+
+def _text(value: Any) -> str | None:
+    return str(value) if value is not None else None
+
+
+def _invalid(field: str, message: str) -> InvalidInput:
+    return InvalidInput(
+        f"{field}: {message}", extra={"errors": [{"field": field, "message": message}]}
+    )
+
+
+def search_request(
+    *,
+    query: str,
+    top_k: int,
+    mode: str | None,
+    where: Any,
+    mmr: bool,
+    mmr_lambda: float | None,
+    rrf_k: int | None,
+    dense_weight: float | None,
+    lexical_weight: float | None,
+    settings: QuerySettings,
+) -> SearchRequest:
+    """A validated search: every bad value is a 422 naming its field."""
+    if not query.strip():
+        raise _invalid("query", "must not be empty")
+    if len(query) > settings.max_query_chars:
+        raise _invalid(
+            "query", f"longer than {settings.max_query_chars} characters (MAX_QUERY_CHARS)"
+        )
+    if not 1 <= top_k <= settings.max_top_k:
+        raise _invalid("top_k", f"must be 1-{settings.max_top_k} (MAX_TOP_K)")
+    if mmr_lambda is not None and not 0 <= mmr_lambda <= 1:
+        raise _invalid("mmr_lambda", "must be between 0 and 1")
+    if rrf_k is not None and not 1 <= rrf_k <= 1000:
+        raise _invalid("rrf_k", "must be 1-1000")
+    for name, weight in (("dense_weight", dense_weight), ("lexical_weight", lexical_weight)):
+        if weight is not None and not 0 <= weight <= 10:
+            raise _invalid(name, "must be between 0 and 10")
+    return SearchRequest(
+        query=query,
+        top_k=top_k,
+        mode=mode or settings.search_mode,  # type: ignore[arg-type]  # a Literal either way
+        where=validate_filter(where, path="filter") if where is not None else None,
+        mmr=mmr,
+        mmr_lambda=settings.mmr_lambda if mmr_lambda is None else mmr_lambda,
+        rrf_k=rrf_k or settings.rrf_k,
+        dense_weight=settings.dense_weight if dense_weight is None else dense_weight,
+        lexical_weight=settings.lexical_weight if lexical_weight is None else lexical_weight,
+        candidates=max(settings.search_candidates, top_k),
+    )
+
+
+class SearchController(Controller):
+    path = "/v1/collections/{collection:str}/search"
+    tags = ["search"]
+
+    @post("", status_code=HTTP_200_OK, summary="Search a collection (hybrid, dense or lexical)")
+    async def search(
+        self,
+        collection: FromPath[str],
+        data: JSONBody[SearchBody],
+        catalog: NamedDependency[CollectionCatalog],
+        retriever: NamedDependency[Retriever],
+        settings: NamedDependency[QuerySettings],
+    ) -> SearchResponse:
+        """Dense and BM25 retrieval fused by reciprocal rank, an optional metadata `filter`
+        ($eq $ne $gt $gte $lt $lte $in $nin $and $or) and optional MMR diversity."""
+        request = search_request(
+            query=data.query,
+            top_k=data.top_k,
+            mode=data.mode,
+            where=data.filter,
+            mmr=data.mmr,
+            mmr_lambda=data.mmr_lambda,
+            rrf_k=data.rrf_k,
+            dense_weight=data.dense_weight,
+            lexical_weight=data.lexical_weight,
+            settings=settings,
+        )
+        found = await catalog.get(collection)
+        result = await retriever.search(found, request)
+        return SearchResponse(
+            collection,
+            data.query,
+            request.mode,
+            [SearchHit.of(h) for h in result.hits],
+            result.timings,
+        )

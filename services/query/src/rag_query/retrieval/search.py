@@ -1,0 +1,211 @@
+"""Search one collection: dense and lexical retrieval, fused, optionally diversified.
+
+Only chunks of each document's active version are returned, and one search reads every
+document's active version from one place (the lexical index's map), so a search running
+while a document is replaced returns the old version or the new one, never both.
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+from rag_config import QuerySettings
+from rag_core.catalog import Collection, CollectionCatalog
+from rag_core.chroma import ChromaClient, Records
+from rag_core.embedding.base import Embedder
+from rag_core.errors import DependencyUnavailable
+from rag_core.filters import matches
+
+from rag_query.metrics import EMPTY_RETRIEVALS, RETRIEVAL_SECONDS
+from rag_query.retrieval.fusion import fuse_rankings, select_diverse
+from rag_query.retrieval.indexes import LexicalIndexes
+from rag_query.retrieval.lexical import LexicalIndex
+
+Mode = Literal["hybrid", "dense", "lexical"]
+
+
+@dataclass(frozen=True)
+class SearchRequest:
+    query: str
+    top_k: int = 10
+    mode: Mode = "hybrid"
+    where: dict[str, Any] | None = None  # already validated
+    mmr: bool = False
+    mmr_lambda: float = 0.5
+    rrf_k: int = 60
+    dense_weight: float = 1.0
+    lexical_weight: float = 1.0
+    candidates: int = 100
+
+
+@dataclass
+class Hit:
+    chunk_id: str
+    document_id: str
+    text: str
+    metadata: dict[str, Any]
+    score: float
+    dense_rank: int | None = None
+    lexical_rank: int | None = None
+    dense_score: float | None = None
+    lexical_score: float | None = None
+
+
+@dataclass
+class SearchResult:
+    hits: list[Hit]
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+class Retriever:
+    def __init__(
+        self,
+        chroma: ChromaClient,
+        catalog: CollectionCatalog,
+        indexes: LexicalIndexes,
+        embedder_for: Callable[[str], Embedder],
+        settings: QuerySettings,
+    ) -> None:
+        self.chroma = chroma
+        self.catalog = catalog
+        self.indexes = indexes
+        self.embedder_for = embedder_for
+        self.settings = settings
+
+    async def search(self, collection: Collection, request: SearchRequest) -> SearchResult:
+        timings: dict[str, float] = {}
+        index = self.indexes.get(collection.name)
+        if index is None:
+            raise DependencyUnavailable(
+                f"collection {collection.name!r} is still being indexed on this replica; "
+                "try again in a moment",
+                headers={"Retry-After": "2"},
+            )
+        rankings: dict[str, list[str]] = {}
+        found: dict[str, Hit] = {}
+        vectors: dict[str, np.ndarray] = {}
+        if request.mode in ("dense", "hybrid"):
+            started = time.perf_counter()
+            rankings["dense"] = await self._dense(collection, index, request, found, vectors)
+            timings["dense_ms"] = _ms(started)
+        if request.mode in ("lexical", "hybrid"):
+            started = time.perf_counter()
+            accept = functools.partial(matches, request.where) if request.where else None
+            lexical = index.search(request.query, request.candidates, accept)
+            rankings["lexical"] = [chunk_id for chunk_id, _ in lexical]
+            for rank, (chunk_id, score) in enumerate(lexical, start=1):
+                hit = found.get(chunk_id)
+                if hit is None:
+                    hit = found[chunk_id] = Hit(chunk_id, "", "", {}, 0.0)
+                hit.lexical_rank, hit.lexical_score = rank, score
+            timings["lexical_ms"] = _ms(started)
+
+        started = time.perf_counter()
+        fused = fuse_rankings(
+            rankings,
+            {"dense": request.dense_weight, "lexical": request.lexical_weight},
+            request.rrf_k,
+        )
+        pool = fused[: max(request.top_k * 3, request.top_k)] if request.mmr else fused
+        chosen = [found[chunk_id] for chunk_id, _ in pool]
+        for hit, (_, score) in zip(chosen, pool, strict=True):
+            hit.score = score
+        await self._complete(collection, chosen, vectors, need_vectors=request.mmr)
+        if request.mmr and chosen:
+            order = select_diverse(
+                [hit.score for hit in chosen],
+                np.stack([vectors[hit.chunk_id] for hit in chosen]),
+                request.top_k,
+                request.mmr_lambda,
+            )
+            chosen = [chosen[i] for i in order]
+        hits = chosen[: request.top_k]
+        timings["fuse_ms"] = _ms(started)
+        RETRIEVAL_SECONDS.labels(request.mode).observe(sum(timings.values()) / 1000)
+        if not hits:
+            EMPTY_RETRIEVALS.labels(request.mode).inc()
+        return SearchResult(hits, timings)
+
+    async def _dense(
+        self,
+        collection: Collection,
+        index: LexicalIndex,
+        request: SearchRequest,
+        found: dict[str, Hit],
+        vectors: dict[str, np.ndarray],
+    ) -> list[str]:
+        embedder = self.embedder_for(collection.embedding_model)
+        query_vector = await embedder.embed_query(request.query)
+        rows = await self.chroma.query(
+            collection.chroma_id,
+            query_vector,
+            n_results=request.candidates,
+            where=request.where,
+            embeddings=request.mmr,
+        )
+        ranking = []
+        for position, chunk_id in enumerate(rows.ids):
+            metadata = dict(rows.metadatas[position])
+            document_id = str(metadata.get("_doc", ""))
+            if index.active_tag(document_id) != str(metadata.get("_ver", "")):
+                continue  # another version than the one this replica serves
+            ranking.append(chunk_id)
+            distance = rows.distances[position]
+            found[chunk_id] = Hit(
+                chunk_id,
+                document_id,
+                rows.documents[position] or "",
+                metadata,
+                0.0,
+                dense_rank=len(ranking),
+                dense_score=round(1.0 - float(distance), 6),
+            )
+            if rows.embeddings is not None:
+                vectors[chunk_id] = rows.embeddings[position]
+        return ranking
+
+    async def _complete(
+        self,
+        collection: Collection,
+        hits: list[Hit],
+        vectors: dict[str, np.ndarray],
+        *,
+        need_vectors: bool,
+    ) -> None:
+        """Text and metadata (and vectors for MMR) of hits only the lexical side found."""
+        missing = [
+            hit.chunk_id
+            for hit in hits
+            if not hit.document_id or (need_vectors and hit.chunk_id not in vectors)
+        ]
+        if not missing:
+            return
+        rows: Records = await self.chroma.get(
+            collection.chroma_id, ids=missing, embeddings=need_vectors
+        )
+        by_id = {chunk_id: i for i, chunk_id in enumerate(rows.ids)}
+        for hit in hits:
+            position = by_id.get(hit.chunk_id)
+            if position is None:
+                continue
+            metadata = dict(rows.metadatas[position])
+            hit.document_id = str(metadata.get("_doc", ""))
+            hit.text = rows.documents[position] or ""
+            hit.metadata = metadata
+            if rows.embeddings is not None and len(rows.embeddings):
+                vectors[hit.chunk_id] = rows.embeddings[position]
+        hits[:] = [hit for hit in hits if hit.document_id]  # cleaned up meanwhile
+
+
+def public_metadata(metadata: Mapping[str, Any]) -> dict[str, Any]:
+    """The caller's own metadata of a chunk (the engine's keys start with ``_``)."""
+    return {k: v for k, v in metadata.items() if not k.startswith("_")}
+
+
+def _ms(started: float) -> float:
+    return round((time.perf_counter() - started) * 1000, 2)
