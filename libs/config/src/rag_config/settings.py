@@ -187,6 +187,10 @@ class LLMSettings(_EnvSettings):
     google_base_url: str | None = Field(
         None, description="Gemini API URL override (a proxy); empty: Google's default."
     )
+    cohere_base_url: str | None = Field(
+        None, description="Cohere API URL override (a proxy); empty: Cohere's default."
+    )
+    cohere_rerank_model: str = Field("rerank-v3.5", description="Cohere reranking model.")
 
     _blank = field_validator(
         "openai_api_key",
@@ -194,6 +198,7 @@ class LLMSettings(_EnvSettings):
         "cohere_api_key",
         "openai_base_url",
         "google_base_url",
+        "cohere_base_url",
         mode="before",
     )(_blank_to_none)
 

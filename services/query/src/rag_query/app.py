@@ -23,6 +23,14 @@ from rag_core.service import (
     redis_lifespan,
 )
 
+from rag_query.answers.cache import AnswerCache
+from rag_query.answers.generators import Generators
+from rag_query.answers.rerank import CohereReranker
+from rag_query.answers.routes import QueryController, SessionController
+from rag_query.answers.service import AnswerService
+from rag_query.answers.sessions import SessionStore
+from rag_query.generation.prompts import Prompts
+from rag_query.openai_api.routes import OpenAIController
 from rag_query.retrieval.indexes import LexicalIndexes
 from rag_query.retrieval.routes import SearchController
 from rag_query.retrieval.search import Retriever
@@ -37,11 +45,47 @@ def _query_lifespan(settings: QuerySettings) -> Lifespan:
             app.state.redis, app.state.chroma, keys, k1=settings.bm25_k1, b=settings.bm25_b
         )
         embedders = EmbedderFactory(settings)
+        retriever = Retriever(app.state.chroma, catalog, indexes, embedders.get, settings)
+        prompts = Prompts(settings.prompts_dir)
+        generators = Generators(settings, prompts, indexes.analyzer)
+        sessions = SessionStore(
+            app.state.redis,
+            keys,
+            ttl_seconds=settings.session_ttl_seconds,
+            max_turns=settings.session_max_turns,
+        )
+        cohere = (
+            CohereReranker(
+                api_key=settings.cohere_api_key.get_secret_value(),
+                base_url=settings.cohere_base_url,
+                model=settings.cohere_rerank_model,
+                timeout=settings.llm_timeout_seconds,
+                max_retries=settings.llm_max_retries,
+            )
+            if settings.cohere_api_key is not None
+            else None
+        )
         app.state.update(
             catalog=catalog,
             indexes=indexes,
             embedders=embedders,
-            retriever=Retriever(app.state.chroma, catalog, indexes, embedders.get, settings),
+            retriever=retriever,
+            generators=generators,
+            sessions=sessions,
+            answers=AnswerService(
+                retriever=retriever,
+                catalog=catalog,
+                indexes=indexes,
+                generators=generators,
+                prompts=prompts,
+                analyzer=indexes.analyzer,
+                sessions=sessions,
+                cache=AnswerCache(
+                    app.state.redis, keys, ttl_seconds=settings.answer_cache_ttl_seconds
+                ),
+                cohere=cohere,
+                settings=settings,
+            ),
         )
         app.state.readiness.checks["lexical"] = indexes.check_ready
         follower = asyncio.create_task(indexes.run())
@@ -53,6 +97,8 @@ def _query_lifespan(settings: QuerySettings) -> Lifespan:
                 await follower
             indexes.close()
             await embedders.close()
+            if cohere is not None:
+                await cohere.close()
 
     return components
 
@@ -70,7 +116,7 @@ def create_app(settings: QuerySettings | None = None) -> Litestar:
     return build_service_app(
         SERVICE,
         settings,
-        route_handlers=[SearchController],
+        route_handlers=[SearchController, QueryController, SessionController, OpenAIController],
         lifespan=[
             redis_lifespan(settings),
             chroma_lifespan(settings, settings),
@@ -80,7 +126,17 @@ def create_app(settings: QuerySettings | None = None) -> Litestar:
             "redis": Provide(provide_redis, sync_to_thread=False),
             "chroma": Provide(provide_chroma, sync_to_thread=False),
             "settings": Provide(lambda: settings, sync_to_thread=False),
-            **{name: _from_state(name) for name in ("catalog", "indexes", "retriever")},
+            **{
+                name: _from_state(name)
+                for name in (
+                    "catalog",
+                    "indexes",
+                    "retriever",
+                    "generators",
+                    "sessions",
+                    "answers",
+                )
+            },
         },
         description="Hybrid retrieval and grounded answers with citations.",
     )

@@ -39,6 +39,7 @@ class _Followed:
     chroma_id: str
     index: LexicalIndex
     cursor: str  # the last change applied
+    version: int  # the collection version that change made
 
 
 def user_metadata(metadata: dict[str, Any]) -> dict[str, Any]:
@@ -71,6 +72,12 @@ class LexicalIndexes:
     def get(self, collection: str) -> LexicalIndex | None:
         followed = self._followed.get(collection)
         return followed.index if followed else None
+
+    def version(self, collection: str) -> int | None:
+        """The collection version this replica's index reflects: what an answer computed now
+        is based on (the answer cache keys on it, so it never serves a stale answer)."""
+        followed = self._followed.get(collection)
+        return followed.version if followed else None
 
     async def check_ready(self) -> None:
         """For /ready: every collection is indexed and its changes are being followed."""
@@ -115,6 +122,7 @@ class LexicalIndexes:
         # Changes after this point are replayed on top of what is read below (idempotently).
         last = await self.redis.xrevrange(self.keys.changes(name), count=1)
         cursor = last[0][0].decode() if last else "0-0"
+        version = int(last[0][1].get(b"collection_version", 0)) if last else 0
         index = LexicalIndex(self.analyzer, k1=self.k1, b=self.b)
         ids = [i.decode() for i in await self.redis.zrange(self.keys.documents(name), 0, -1)]
         for start in range(0, len(ids), FETCH_DOCUMENTS):
@@ -129,7 +137,7 @@ class LexicalIndexes:
             chunks=len(index),
             seconds=round(time.perf_counter() - started, 2),
         )
-        return _Followed(chroma_id, index, cursor)
+        return _Followed(chroma_id, index, cursor, version)
 
     async def _apply(
         self,
@@ -178,6 +186,7 @@ class LexicalIndexes:
             wanted: dict[str, str] = {}
             removed: set[str] = set()
             dropped = False
+            cursor, version = followed.cursor, followed.version
             for entry_id, raw in entries:
                 fields = {k.decode(): v.decode() for k, v in raw.items()}
                 op, doc = fields.get("op"), fields.get("document_id", "")
@@ -189,13 +198,17 @@ class LexicalIndexes:
                     removed.add(doc)
                 elif op == "collection_deleted":
                     dropped = True
-                followed.cursor = entry_id.decode()
-                with contextlib.suppress(ValueError):
-                    self.lag_seconds = time.time() - int(followed.cursor.split("-")[0]) / 1000
+                if "collection_version" in fields:
+                    version = int(fields["collection_version"])
+                cursor = entry_id.decode()
             if dropped:
                 self._followed.pop(name, None)  # rebuilt if the name comes back
                 continue
             await self._apply(followed.index, followed.chroma_id, wanted, removed)
+            # Only now: until the index has the changes, answers must not claim their version.
+            followed.cursor, followed.version = cursor, version
+            with contextlib.suppress(ValueError):
+                self.lag_seconds = time.time() - int(cursor.split("-")[0]) / 1000
 
 
 def _analyze_all(

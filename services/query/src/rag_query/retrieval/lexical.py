@@ -63,6 +63,11 @@ class LexicalIndex:
     def __len__(self) -> int:
         return self._live
 
+    def idf(self, term: str) -> float:
+        """BM25's inverse document frequency of an (analysed) term in this collection."""
+        df = self._df.get(term, 0)
+        return math.log(1.0 + (self._live - df + 0.5) / (df + 0.5)) if self._live else 0.0
+
     def active_tag(self, document_id: str) -> str | None:
         entry = self.documents.get(document_id)
         return entry[0] if entry else None

@@ -1,0 +1,1 @@
+"""Answering a question: retrieve (with strategies and reranking), cite, generate, stream."""

@@ -1,0 +1,44 @@
+"""The answer cache: an answer is stored under the collection version it was computed from,
+the normalised question and every parameter that shapes it. Any change to the collection
+makes a new version, so a cached answer can never be stale: it is simply not found."""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+import msgspec
+from rag_core.catalog import Keys
+from redis.asyncio import Redis
+
+from rag_query.metrics import ANSWER_CACHE
+
+
+def normalise(question: str) -> str:
+    return " ".join(question.lower().split())
+
+
+class AnswerCache:
+    def __init__(self, redis: Redis, keys: Keys, *, ttl_seconds: int) -> None:
+        self.redis = redis
+        self.keys = keys
+        self.ttl = ttl_seconds
+
+    @property
+    def enabled(self) -> bool:
+        return self.ttl > 0
+
+    def key(self, collection: str, version: int, question: str, params: dict[str, Any]) -> str:
+        identity = msgspec.json.encode(
+            {"q": normalise(question), "v": version, "p": params}, order="sorted"
+        )
+        digest = hashlib.sha256(identity).hexdigest()[:40]
+        return f"{self.keys.prefix}:answer:{self.keys.namespace}:{collection}:{digest}"
+
+    async def get(self, key: str) -> dict[str, Any] | None:
+        raw = await self.redis.get(key)
+        ANSWER_CACHE.labels("hit" if raw else "miss").inc()
+        return msgspec.json.decode(raw) if raw else None
+
+    async def put(self, key: str, answer: dict[str, Any]) -> None:
+        await self.redis.set(key, msgspec.json.encode(answer), ex=self.ttl)

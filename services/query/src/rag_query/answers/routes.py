@@ -1,0 +1,153 @@
+"""POST /v1/collections/{collection}/query: an answer with citations, as JSON or as SSE;
+GET/DELETE /v1/sessions/{id}: a chat session's history."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncGenerator
+from typing import Any, Literal
+
+import msgspec
+from litestar import Controller, Response, delete, get, post
+from litestar.di import NamedDependency
+from litestar.params import FromPath, JSONBody
+from litestar.response import ServerSentEvent, ServerSentEventMessage
+from litestar.status_codes import HTTP_200_OK
+from rag_config import QuerySettings
+from rag_core.errors import DependencyUnavailable, NotFound, RagError
+
+from rag_query.answers.service import (
+    AnswerOptions,
+    AnswerService,
+    DoneEvent,
+    ErrorEvent,
+    SourcesEvent,
+    TokenEvent,
+)
+from rag_query.answers.sessions import SessionStore
+from rag_query.retrieval.routes import search_request
+
+
+class QueryBody(msgspec.Struct, forbid_unknown_fields=True):
+    query: str
+    top_k: int = 5
+    mode: Literal["hybrid", "dense", "lexical"] | None = None
+    filter: dict[str, Any] | None = None
+    mmr: bool = False
+    mmr_lambda: float | None = None
+    rrf_k: int | None = None
+    dense_weight: float | None = None
+    lexical_weight: float | None = None
+    generator: Literal["extractive", "openai", "google"] | None = None
+    strategy: Literal["none", "multi_query", "hyde", "step_back"] = "none"
+    rerank: Literal["none", "llm", "cohere"] = "none"
+    session_id: str | None = None
+    cache: bool = True
+    stream: bool = False
+
+
+class GenerationFailed(RagError):
+    status_code = 502
+    problem = "generation-failed"
+    title = "Generation failed"
+
+
+def answer_options(body: QueryBody, settings: QuerySettings) -> AnswerOptions:
+    return AnswerOptions(
+        search=search_request(
+            query=body.query,
+            top_k=body.top_k,
+            mode=body.mode,
+            where=body.filter,
+            mmr=body.mmr,
+            mmr_lambda=body.mmr_lambda,
+            rrf_k=body.rrf_k,
+            dense_weight=body.dense_weight,
+            lexical_weight=body.lexical_weight,
+            settings=settings,
+        ),
+        generator=body.generator,
+        strategy=body.strategy,
+        rerank=body.rerank,
+        session_id=body.session_id,
+        use_cache=body.cache,
+    )
+
+
+def _sse(event: str, data: Any) -> ServerSentEventMessage:
+    return ServerSentEventMessage(event=event, data=msgspec.json.encode(data).decode())
+
+
+class QueryController(Controller):
+    path = "/v1/collections/{collection:str}/query"
+    tags = ["answers"]
+
+    @post(
+        "", status_code=HTTP_200_OK, summary="Answer a question from a collection, with citations"
+    )
+    async def query(
+        self,
+        collection: FromPath[str],
+        data: JSONBody[QueryBody],
+        answers: NamedDependency[AnswerService],
+        settings: NamedDependency[QuerySettings],
+    ) -> Response[Any] | ServerSentEvent:
+        """Retrieve, fit the best passages into CONTEXT_MAX_TOKENS, generate an answer citing
+        them as [1], [2]... With `stream: true`, server-sent events: `sources`, then `token`s,
+        then `done` (answer, usage, timings) or `error`."""
+        prepared = await answers.prepare(collection, answer_options(data, settings))
+        if data.stream:
+
+            async def stream() -> AsyncGenerator[ServerSentEventMessage, None]:
+                try:
+                    async for event in answers.events(prepared, streaming=True):
+                        if isinstance(event, SourcesEvent):
+                            yield _sse("sources", {"sources": event.sources})
+                        elif isinstance(event, TokenEvent):
+                            yield _sse("token", {"text": event.text})
+                        elif isinstance(event, DoneEvent):
+                            done = {k: v for k, v in event.result.items() if k != "sources"}
+                            yield _sse("done", done)
+                        else:
+                            yield _sse(
+                                "error", {"message": event.message, "retry": event.transient}
+                            )
+                except Exception as exc:  # never a cut connection: say what went wrong
+                    yield _sse(
+                        "error",
+                        {"message": f"the answer failed ({type(exc).__name__})", "retry": True},
+                    )
+
+            return ServerSentEvent(stream())
+        async for event in answers.events(prepared, streaming=False):
+            if isinstance(event, DoneEvent):
+                return Response({"collection": collection, "query": data.query, **event.result})
+            if isinstance(event, ErrorEvent):
+                if event.transient:
+                    raise DependencyUnavailable(event.message)
+                raise GenerationFailed(event.message)
+        raise GenerationFailed("the answer ended without a result")
+
+
+class SessionController(Controller):
+    path = "/v1/sessions/{session_id:str}"
+    tags = ["answers"]
+
+    @get("", summary="A chat session's turns")
+    async def history(
+        self, session_id: FromPath[str], sessions: NamedDependency[SessionStore]
+    ) -> dict[str, Any]:
+        turns = await sessions.history(SessionStore.check_id(session_id))
+        if not turns:
+            raise NotFound(f"session {session_id!r} does not exist (or has expired)")
+        return {
+            "session_id": session_id,
+            "turns": [{"role": t.role, "content": t.content} for t in turns],
+        }
+
+    @delete("", status_code=HTTP_200_OK, summary="Forget a chat session")
+    async def forget(
+        self, session_id: FromPath[str], sessions: NamedDependency[SessionStore]
+    ) -> dict[str, Any]:
+        if not await sessions.clear(SessionStore.check_id(session_id)):
+            raise NotFound(f"session {session_id!r} does not exist (or has expired)")
+        return {"deleted": session_id}

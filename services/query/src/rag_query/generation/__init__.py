@@ -1,0 +1,1 @@
+"""Answers from retrieved passages: context within a token budget, generators, citations."""

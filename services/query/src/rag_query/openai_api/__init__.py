@@ -1,0 +1,1 @@
+"""The OpenAI-compatible API: any chat UI or OpenAI SDK can talk to a collection."""

@@ -1,0 +1,276 @@
+"""GET /v1/models and POST /v1/chat/completions, as the OpenAI API defines them.
+
+A model is a collection (answered by the default generator) or ``collection:generator``.
+The last user message is the question and earlier turns are the conversation; the answer
+cites its sources as [1], [2] in the content, and the sources come in an extra ``sources``
+field. Errors use OpenAI's shape, ``{"error": {"message", "type", "param", "code"}}``.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import AsyncGenerator
+from typing import Any
+
+import msgspec
+from litestar import Controller, Request, Response, get, post
+from litestar.di import NamedDependency
+from litestar.exceptions import HTTPException, ValidationException
+from litestar.params import JSONBody
+from litestar.response import ServerSentEvent, ServerSentEventMessage
+from litestar.status_codes import HTTP_200_OK
+from rag_config import QuerySettings
+from rag_core.catalog import CollectionCatalog
+from rag_core.errors import InvalidInput, NotFound, RagError
+from rag_telemetry import get_logger
+
+from rag_query.answers.generators import Generators
+from rag_query.answers.service import (
+    AnswerOptions,
+    AnswerService,
+    DoneEvent,
+    ErrorEvent,
+    TokenEvent,
+)
+from rag_query.generation.base import Message
+from rag_query.retrieval.routes import search_request
+
+log = get_logger("rag.openai")
+
+
+class ChatMessage(msgspec.Struct):
+    role: str
+    content: str | list[dict[str, Any]] | None = None
+
+
+class StreamOptions(msgspec.Struct):
+    include_usage: bool = False
+
+
+class ChatRequest(msgspec.Struct):
+    """Fields OpenAI clients send that do not apply here (temperature, n...) are accepted
+    and ignored, as other OpenAI-compatible servers do."""
+
+    model: str
+    messages: list[ChatMessage]
+    stream: bool = False
+    stream_options: StreamOptions | None = None
+    max_tokens: int | None = None
+    top_k: int | None = None  # extension: passages to retrieve
+    session_id: str | None = None  # extension: keep the conversation server-side
+
+
+def _error_body(message: str, kind: str, param: str | None, code: str | None) -> dict[str, Any]:
+    return {"error": {"message": message, "type": kind, "param": param, "code": code}}
+
+
+def openai_error(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
+    """Every error of these routes in OpenAI's shape."""
+    if isinstance(exc, RagError):
+        status = int(exc.status_code)
+        errors = exc.extra.get("errors") or [{}]
+        param = errors[0].get("field")
+        kind = "invalid_request_error" if status < 500 else "server_error"
+        code = "model_not_found" if isinstance(exc, NotFound) else exc.problem
+        return Response(
+            _error_body(exc.detail, kind, param, code), status_code=status, headers=exc.headers
+        )
+    if isinstance(exc, ValidationException):
+        return Response(
+            _error_body(f"invalid request: {exc.detail}", "invalid_request_error", None, None),
+            status_code=400,
+        )
+    if isinstance(exc, HTTPException):
+        return Response(
+            _error_body(exc.detail, "invalid_request_error", None, None),
+            status_code=exc.status_code,
+        )
+    log.exception("chat_completion_failed")
+    return Response(_error_body("internal error", "server_error", None, None), status_code=500)
+
+
+def _text(content: str | list[dict[str, Any]] | None) -> str:
+    if isinstance(content, str):
+        return content
+    return "".join(
+        str(part.get("text", "")) for part in content or [] if part.get("type") == "text"
+    )
+
+
+def split_model(model: str, generators: Generators) -> tuple[str, str | None]:
+    name, _, generator = model.partition(":")
+    if generator:
+        generators.check(generator, field="model")
+    return name, generator or None
+
+
+class OpenAIController(Controller):
+    path = "/v1"
+    tags = ["openai"]
+    # The exception types the app maps to problem details, so these win for this layer.
+    exception_handlers = {
+        RagError: openai_error,
+        HTTPException: openai_error,
+        Exception: openai_error,
+    }
+
+    @get("/models", summary="Models: one per collection, and per collection and generator")
+    async def models(
+        self,
+        catalog: NamedDependency[CollectionCatalog],
+        generators: NamedDependency[Generators],
+        settings: NamedDependency[QuerySettings],
+    ) -> dict[str, Any]:
+        data = []
+        for collection in await catalog.all():
+            created = int(collection.created_at)
+            data.append(
+                {
+                    "id": collection.name,
+                    "object": "model",
+                    "created": created,
+                    "owned_by": "rag-engine",
+                }
+            )
+            for generator in generators.available():
+                if generator != settings.generator:
+                    data.append(
+                        {
+                            "id": f"{collection.name}:{generator}",
+                            "object": "model",
+                            "created": created,
+                            "owned_by": "rag-engine",
+                        }
+                    )
+        return {"object": "list", "data": data}
+
+    @post("/chat/completions", status_code=HTTP_200_OK, summary="Chat completion from a collection")
+    async def chat(
+        self,
+        data: JSONBody[ChatRequest],
+        answers: NamedDependency[AnswerService],
+        generators: NamedDependency[Generators],
+        settings: NamedDependency[QuerySettings],
+    ) -> Response[Any] | ServerSentEvent:
+        collection, generator = split_model(data.model, generators)
+        turns = [m for m in data.messages if m.role in ("user", "assistant")]
+        if not turns or turns[-1].role != "user" or not _text(turns[-1].content).strip():
+            raise InvalidInput(
+                "messages: the last message must be a non-empty user message (the question)",
+                extra={"errors": [{"field": "messages", "message": "no question"}]},
+            )
+        history = tuple(
+            Message(m.role, _text(m.content))  # type: ignore[arg-type]  # filtered above
+            for m in turns[:-1]
+        )
+        options = AnswerOptions(
+            search=search_request(
+                query=_text(turns[-1].content),
+                top_k=data.top_k or 5,
+                mode=None,
+                where=None,
+                mmr=False,
+                mmr_lambda=None,
+                rrf_k=None,
+                dense_weight=None,
+                lexical_weight=None,
+                settings=settings,
+            ),
+            generator=generator,
+            session_id=data.session_id,
+            history=history,
+        )
+        prepared = await answers.prepare(collection, options)
+        completion_id = f"chatcmpl-{uuid.uuid4().hex}"
+        created = int(time.time())
+        if not data.stream:
+            async for event in answers.events(prepared, streaming=False):
+                if isinstance(event, ErrorEvent):
+                    return Response(
+                        _error_body(event.message, "server_error", None, "generation_failed"),
+                        status_code=503 if event.transient else 502,
+                    )
+                if isinstance(event, DoneEvent):
+                    result = event.result
+                    usage = result["usage"]
+                    return Response(
+                        {
+                            "id": completion_id,
+                            "object": "chat.completion",
+                            "created": created,
+                            "model": data.model,
+                            "choices": [
+                                {
+                                    "index": 0,
+                                    "message": {"role": "assistant", "content": result["answer"]},
+                                    "finish_reason": "stop",
+                                    "logprobs": None,
+                                }
+                            ],
+                            "usage": {
+                                "prompt_tokens": usage["input_tokens"],
+                                "completion_tokens": usage["output_tokens"],
+                                "total_tokens": usage["input_tokens"] + usage["output_tokens"],
+                            },
+                            "sources": result["sources"],
+                        }
+                    )
+            raise RuntimeError("the answer ended without a result")
+
+        include_usage = bool(data.stream_options and data.stream_options.include_usage)
+
+        def chunk(
+            delta: dict[str, Any], finish: str | None, **extra: Any
+        ) -> ServerSentEventMessage:
+            body = {
+                "id": completion_id,
+                "object": "chat.completion.chunk",
+                "created": created,
+                "model": data.model,
+                "choices": [
+                    {"index": 0, "delta": delta, "finish_reason": finish, "logprobs": None}
+                ],
+                **extra,
+            }
+            return ServerSentEventMessage(data=msgspec.json.encode(body).decode())
+
+        async def stream() -> AsyncGenerator[ServerSentEventMessage, None]:
+            yield chunk({"role": "assistant", "content": ""}, None)
+            try:
+                async for event in answers.events(prepared, streaming=True):
+                    if isinstance(event, TokenEvent):
+                        yield chunk({"content": event.text}, None)
+                    elif isinstance(event, ErrorEvent):
+                        error = _error_body(
+                            event.message, "server_error", None, "generation_failed"
+                        )
+                        yield ServerSentEventMessage(data=msgspec.json.encode(error).decode())
+                        return
+                    elif isinstance(event, DoneEvent):
+                        result = event.result
+                        yield chunk({}, "stop", sources=result["sources"])
+                        if include_usage:
+                            usage = result["usage"]
+                            body = {
+                                "id": completion_id,
+                                "object": "chat.completion.chunk",
+                                "created": created,
+                                "model": data.model,
+                                "choices": [],
+                                "usage": {
+                                    "prompt_tokens": usage["input_tokens"],
+                                    "completion_tokens": usage["output_tokens"],
+                                    "total_tokens": usage["input_tokens"] + usage["output_tokens"],
+                                },
+                            }
+                            yield ServerSentEventMessage(data=msgspec.json.encode(body).decode())
+            except Exception as exc:  # never a cut connection
+                error = _error_body(
+                    f"the answer failed ({type(exc).__name__})", "server_error", None, None
+                )
+                yield ServerSentEventMessage(data=msgspec.json.encode(error).decode())
+                return
+            yield ServerSentEventMessage(data="[DONE]")
+
+        return ServerSentEvent(stream())
