@@ -16,15 +16,21 @@ RECORDED = Path(__file__).resolve().parents[1] / "fixtures" / "recorded"
 
 @dataclass
 class Replay:
-    """Answer the next requests with (status, recorded file) in order, the last one forever."""
+    """Answer the next requests with (status, recorded file) in order, the last one forever;
+    ``.sse`` files go out as ``text/event-stream``."""
 
     answers: list[tuple[int, str]]
     requests: list[dict[str, Any]] = field(default_factory=list)
     url: str = ""
 
-    def next_answer(self) -> tuple[int, bytes]:
+    def next_answer(self) -> tuple[int, str, bytes]:
         status, name = self.answers[0] if len(self.answers) == 1 else self.answers.pop(0)
-        return status, (RECORDED / name).read_bytes()
+        return status, name, (RECORDED / name).read_bytes()
+
+    def script(self, *answers: tuple[int, str]) -> None:
+        """Answer the next requests with these (a server shared by several tests)."""
+        self.answers = list(answers)
+        self.requests.clear()
 
 
 @contextmanager
@@ -41,9 +47,10 @@ def replay_server(*answers: tuple[int, str]) -> Iterator[Replay]:
                     "json": json.loads(body) if body else None,
                 }
             )
-            status, payload = replay.next_answer()
+            status, name, payload = replay.next_answer()
             self.send_response(status)
-            self.send_header("Content-Type", "application/json")
+            kind = "text/event-stream" if name.endswith(".sse") else "application/json"
+            self.send_header("Content-Type", kind)
             self.send_header("Content-Length", str(len(payload)))
             self.end_headers()
             self.wfile.write(payload)

@@ -11,12 +11,6 @@ from rag_devstack import NativeStack, StackPorts
 from tests.support.ingest import IngestClient
 
 
-@pytest.fixture(scope="session")
-def model_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """DATA_DIR shared by every stack of the session, so the ONNX model is built once."""
-    return tmp_path_factory.mktemp("data")
-
-
 @pytest.fixture(scope="module")
 def ingest_stack(
     tmp_path_factory: pytest.TempPathFactory, model_cache: Path

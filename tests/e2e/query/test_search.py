@@ -1,0 +1,163 @@
+"""Search through the real query service over documents the real worker ingested."""
+
+from __future__ import annotations
+
+import re
+import threading
+import time
+
+import pytest
+from rag_devstack import NativeStack, free_port, http_ok
+
+from tests.support.ingest import IngestClient
+from tests.support.query import QueryClient
+
+pytestmark = pytest.mark.e2e
+
+
+def test_each_mode_finds_the_passage_with_scores_and_metadata(
+    query: QueryClient, handbook: str
+) -> None:
+    for mode in ("hybrid", "dense", "lexical"):
+        [top, *_] = query.hits(handbook, "how many days of annual leave", mode=mode, top_k=3)
+        assert top["document_id"] == "leave", mode
+        assert "25 days" in top["text"]
+        assert top["metadata"] == {"dept": "hr", "year": 2024}
+        assert top["score"] > 0
+    hybrid = query.hits(handbook, "annual leave days", top_k=2)[0]["scores"]
+    assert hybrid["dense_rank"] >= 1
+    assert hybrid["lexical_rank"] >= 1
+    # Meaning without shared words: only dense retrieval can find it.
+    dense = query.hits(handbook, "holiday vacation time off work", mode="dense", top_k=2)
+    assert "leave" in {hit["document_id"] for hit in dense}
+    assert query.hits(handbook, "holiday vacation", mode="lexical") == []
+
+
+def test_filters_apply_to_dense_and_lexical_hits_alike(query: QueryClient, handbook: str) -> None:
+    where = {"$and": [{"year": {"$gte": 2023}}, {"dept": {"$nin": ["hr"]}}]}
+    for mode in ("dense", "lexical", "hybrid"):
+        found = {
+            h["document_id"]
+            for h in query.hits(handbook, "days laptops expenses", mode=mode, filter=where)
+        }
+        assert found <= {"expenses", "laptops"}, mode
+        assert found, mode
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"filter": {"year": {"$regex": "x"}}}, "filter.year.$regex"),
+        ({"filter": {"$or": [{"a": 1}]}}, "filter.$or"),
+        ({"filter": {"_doc": "leave"}}, "filter._doc"),
+        ({"top_k": 0}, "top_k"),
+        ({"mmr_lambda": 2}, "mmr_lambda"),
+        ({"query": "  "}, "query"),
+    ],
+)
+def test_invalid_requests_are_422_naming_the_field(
+    query: QueryClient, handbook: str, body: dict, field: str
+) -> None:
+    response = query.search(handbook, **{"query": "leave", **body})
+    assert response.status_code == 422, response.text
+    assert response.headers["content-type"] == "application/problem+json"
+    assert response.json()["errors"][0]["field"] == field
+
+
+def test_unknown_collection_is_404(query: QueryClient) -> None:
+    assert query.search("no-such-collection", "x").status_code == 404
+
+
+def test_mmr_prefers_different_passages(ingest: IngestClient, query: QueryClient) -> None:
+    name = ingest.create_collection()
+    docs = [
+        {"id": f"copy-{i}", "text": f"Solar panels convert sunlight into electricity ({i})."}
+        for i in range(3)
+    ] + [{"id": "wind", "text": "Wind turbines convert moving air into electricity."}]
+    ingest.wait(ingest.ingest_ok(name, docs))
+    query.wait_for(name, "turbines", "wind")
+    plain = [
+        h["document_id"]
+        for h in query.hits(name, "electricity from sunlight", top_k=2, mode="dense")
+    ]
+    diverse = [
+        h["document_id"]
+        for h in query.hits(
+            name, "electricity from sunlight", top_k=2, mode="dense", mmr=True, mmr_lambda=0.3
+        )
+    ]
+    assert all(d.startswith("copy") for d in plain)
+    assert "wind" in diverse
+
+
+def test_a_replace_under_concurrent_searches_never_mixes_versions(
+    ingest: IngestClient, query: QueryClient
+) -> None:
+    name = ingest.create_collection()
+    versions = [
+        "\n\n".join(f"Version {v} paragraph {p}: the policy number is {v}." * 6 for p in range(8))
+        for v in range(4)
+    ]
+    ingest.wait(ingest.ingest_ok(name, [{"id": "policy", "text": versions[0]}]))
+    query.wait_for(name, "policy number", "policy")
+    seen: list[set[str]] = []
+    stop = threading.Event()
+
+    def read() -> None:
+        reader = QueryClient(query.base_url)
+        while not stop.is_set():
+            hits = reader.hits(name, "policy number paragraph", top_k=20)
+            seen.append({v for h in hits for v in re.findall(r"(?:Version|is) (\d)", h["text"])})
+
+    readers = [threading.Thread(target=read) for _ in range(2)]
+    for thread in readers:
+        thread.start()
+    try:
+        for text in versions[1:]:
+            response = ingest.http.put(
+                f"/v1/collections/{name}/documents/policy", json={"text": text}
+            )
+            ingest.wait([response.json()["jobs"][0]["job_id"]])
+            time.sleep(1.5)
+    finally:
+        stop.set()
+        for thread in readers:
+            thread.join()
+    assert len(seen) > 20
+    assert all(len(versions_in_one_answer) == 1 for versions_in_one_answer in seen), [
+        s for s in seen if len(s) != 1
+    ][:3]
+    assert seen[-1] == {"3"}
+
+
+def test_every_replica_follows_changes_within_a_second_and_a_restart_rebuilds(
+    query_stack: NativeStack, ingest: IngestClient, query: QueryClient, handbook: str
+) -> None:
+    port, health = free_port(), free_port()
+    replica = query_stack.start_service(
+        "query", {"PORT": str(port), "HEALTH_PORT": str(health)}, name="query-2"
+    )
+    replica.wait_until(
+        lambda: http_ok(f"http://127.0.0.1:{health}/ready"), timeout=60, what="ready"
+    )
+    second = QueryClient(f"http://127.0.0.1:{port}")
+    assert second.hits(handbook, "bicycles shed")[0]["document_id"] == "parking"  # built at start
+    [job] = ingest.wait(
+        ingest.ingest_ok(handbook, [{"id": "canteen", "text": "The canteen serves zucchini soup."}])
+    )
+    assert job["state"] == "succeeded"
+    delays = [client.wait_for(handbook, "zucchini", "canteen") for client in (query, second)]
+    assert max(delays) < 1.5, delays
+    # Same answers on both replicas, down to the order and the scores.
+    for text in ("zucchini soup canteen", "annual leave", "laptops encryption"):
+        assert query.hits(handbook, text, mode="lexical") == second.hits(
+            handbook, text, mode="lexical"
+        )
+    # Deleted documents disappear from both.
+    assert ingest.http.delete(f"/v1/collections/{handbook}/documents/canteen").status_code == 200
+    time.sleep(1.5)
+    for client in (query, second):
+        assert "canteen" not in {
+            h["document_id"] for h in client.hits(handbook, "zucchini canteen")
+        }
+    replica.stop()
