@@ -20,6 +20,7 @@ from rag_query.retrieval.analyzer import Analyzer
 _SENTENCE_END = re.compile(r"(?<=[.!?])[\"')\]]*\s+(?=[\"'(\[]?[A-Z0-9])|\n{2,}|\n(?=[-*#•])")
 MAX_SENTENCES = 4
 MAX_ANSWER_CHARS = 1200
+RELATIVE_FLOOR = 0.5
 
 
 @dataclass(frozen=True)
@@ -64,7 +65,11 @@ class ExtractiveGenerator:
         chosen: list[_Sentence] = []
         seen: set[frozenset[str]] = set()
         length = 0
-        for sentence in sorted(candidates, key=lambda s: (-s.score, s.rank, s.position)):
+        ranked = sorted(candidates, key=lambda s: (-s.score, s.rank, s.position))
+        floor = ranked[0].score * RELATIVE_FLOOR if ranked else 0.0
+        for sentence in ranked:
+            if sentence.score < floor:
+                break  # much weaker than the best: more likely noise than support
             key = frozenset(self.analyzer.terms(sentence.text))
             if key in seen or (chosen and length + len(sentence.text) > MAX_ANSWER_CHARS):
                 continue

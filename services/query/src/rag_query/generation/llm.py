@@ -48,6 +48,10 @@ class OpenAIModel:
             )
         if isinstance(exc, openai.APIConnectionError):
             return GenerationError("the OpenAI-compatible API is unreachable", transient=True)
+        if isinstance(exc, openai.APIError):  # an error event inside a stream
+            return GenerationError(
+                f"the OpenAI-compatible API failed: {exc.message[:300]}", transient=True
+            )
         return GenerationError(
             f"the OpenAI-compatible API failed ({type(exc).__name__})", transient=False
         )
