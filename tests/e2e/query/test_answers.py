@@ -78,7 +78,7 @@ def test_a_failure_mid_stream_becomes_an_error_event(
 ) -> None:
     llm.script((200, "openai_chat_error_midstream.sse"))
     events = query.stream(handbook, "How much leave?", generator="openai", cache=False)
-    assert [e.event for e in events][0] == "sources"
+    assert events[0].event == "sources"
     assert events[-1].event == "error"
     assert "server had an error" in events[-1].data["message"]
     assert "Staff get" in "".join(e.data["text"] for e in events if e.event == "token")

@@ -15,7 +15,7 @@ from typing import Any
 
 from rag_config import QuerySettings
 from rag_core.catalog import Collection, CollectionCatalog
-from rag_core.errors import InvalidInput
+from rag_core.errors import DependencyUnavailable, InvalidInput
 from rag_core.tokens import count_tokens
 from rag_telemetry import get_logger
 
@@ -90,6 +90,12 @@ class Prepared:
     cache_key: str | None = None
     cached: dict[str, Any] | None = None
     llm_usage: Usage = field(default_factory=Usage)
+    warnings: list[str] = field(default_factory=list)
+
+    def degrade(self, step: str, exc: Exception) -> None:
+        """An optional LLM step failed: carry on without it, and say so in the answer."""
+        log.warning("optional_step_failed", step=step, error=str(exc))
+        self.warnings.append(f"{step} skipped: {exc}")
 
 
 def source_dict(source: Source) -> dict[str, Any]:
@@ -168,17 +174,14 @@ class AnswerService:
             model = self.generators.language_model(options.generator)
             if model is not None:
                 transcript = "\n".join(f"{m.role}: {m.content}" for m in history)
-                text, usage = await model.complete(
-                    [
-                        Message(
-                            "user",
-                            self.prompts.render("condense", history=transcript, question=question),
-                        )
-                    ],
-                    max_tokens=200,
-                )
-                prepared.question = " ".join(text.split()) or question
-                prepared.llm_usage = usage
+                prompt = self.prompts.render("condense", history=transcript, question=question)
+                try:
+                    text, usage = await model.complete([Message("user", prompt)], max_tokens=200)
+                except GenerationError as exc:
+                    prepared.degrade("making the question standalone", exc)
+                else:
+                    prepared.question = " ".join(text.split()) or question
+                    prepared.llm_usage = usage
         elif options.use_cache and self.cache.enabled:
             version = self.indexes.version(collection.name)
             if version is not None:
@@ -198,12 +201,17 @@ class AnswerService:
         search = replace(options.search, query=prepared.question)
         if options.rerank != "none":
             search = replace(search, top_k=max(search.top_k, RERANK_CANDIDATES))
-        if options.strategy == "none":
-            hits = (await self.retriever.search(prepared.collection, search)).hits
-        else:
+        plan = None
+        if options.strategy != "none":
             model = self.generators.language_model(options.generator)
             assert model is not None  # checked
-            plan = await rewrite(options.strategy, search, model, self.prompts)
+            try:
+                plan = await rewrite(options.strategy, search, model, self.prompts)
+            except GenerationError as exc:
+                prepared.degrade(f"the {options.strategy} strategy", exc)
+        if plan is None:
+            hits = (await self.retriever.search(prepared.collection, search)).hits
+        else:
             prepared.rewrites = plan.generated
             prepared.llm_usage.input_tokens += plan.usage.input_tokens
             prepared.llm_usage.output_tokens += plan.usage.output_tokens
@@ -218,13 +226,16 @@ class AnswerService:
             hits = [found[chunk_id] for chunk_id, _ in fused[: search.top_k]]
             for hit, (_, score) in zip(hits, fused, strict=False):
                 hit.score = score
-        if options.rerank == "llm" and hits:
-            model = self.generators.language_model(options.generator)
-            assert model is not None
-            hits = await rerank_with_llm(prepared.question, hits, model, self.prompts)
-        elif options.rerank == "cohere" and hits:
-            assert self.cohere is not None
-            hits = await self.cohere.rerank(prepared.question, hits)
+        try:
+            if options.rerank == "llm" and hits:
+                model = self.generators.language_model(options.generator)
+                assert model is not None
+                hits = await rerank_with_llm(prepared.question, hits, model, self.prompts)
+            elif options.rerank == "cohere" and hits:
+                assert self.cohere is not None
+                hits = await self.cohere.rerank(prepared.question, hits)
+        except (GenerationError, DependencyUnavailable) as exc:
+            prepared.degrade(f"the {options.rerank} reranker", exc)
         return hits[: options.search.top_k]
 
     async def events(self, prepared: Prepared, *, streaming: bool) -> AsyncIterator[Event]:
@@ -309,6 +320,8 @@ class AnswerService:
             result["standalone_question"] = prepared.question
         if prepared.options.session_id:
             result["session_id"] = prepared.options.session_id
+        if prepared.warnings:
+            result["warnings"] = prepared.warnings
         return result
 
     async def _remember(self, prepared: Prepared, answer: str) -> None:

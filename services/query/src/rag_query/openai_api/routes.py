@@ -68,7 +68,8 @@ def _error_body(message: str, kind: str, param: str | None, code: str | None) ->
 def openai_error(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
     """Every error of these routes in OpenAI's shape."""
     if isinstance(exc, RagError):
-        status = int(exc.status_code)
+        # OpenAI answers every invalid request with 400, which its SDKs expect.
+        status = 400 if exc.status_code == 422 else int(exc.status_code)
         errors = exc.extra.get("errors") or [{}]
         param = errors[0].get("field")
         kind = "invalid_request_error" if status < 500 else "server_error"

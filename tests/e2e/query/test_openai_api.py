@@ -1,0 +1,137 @@
+"""The OpenAI-compatible API through the official openai SDK with strict response
+validation; and the openai generator talking to a real OpenAI-compatible server running here
+(a second query service, which speaks the same API)."""
+
+from __future__ import annotations
+
+import openai
+import pytest
+from rag_devstack import NativeStack, free_port, http_ok
+
+from tests.support.query import QueryClient
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture(scope="module")
+def sdk(query_stack: NativeStack) -> openai.OpenAI:
+    return openai.OpenAI(
+        base_url=f"{query_stack.api_url('query')}/v1",
+        api_key="unused",
+        max_retries=0,
+        _strict_response_validation=True,
+    )
+
+
+def test_models_list_the_collections(sdk: openai.OpenAI, handbook: str) -> None:
+    ids = {model.id for model in sdk.models.list()}
+    assert handbook in ids
+    assert f"{handbook}:openai" in ids  # the other configured generators, per collection
+    assert f"{handbook}:google" in ids
+
+
+def test_chat_completion(sdk: openai.OpenAI, handbook: str) -> None:
+    completion = sdk.chat.completions.create(
+        model=handbook,
+        messages=[
+            {"role": "system", "content": "Be brief."},
+            {"role": "user", "content": "What must laptops use?"},
+        ],
+    )
+    content = completion.choices[0].message.content or ""
+    assert "full-disk encryption" in content
+    assert "[1]" in content
+    assert completion.choices[0].finish_reason == "stop"
+    assert completion.usage is not None
+    assert completion.usage.total_tokens > 0
+    extra = completion.model_extra or {}
+    assert extra["sources"][0]["document_id"] == "laptops"
+
+
+def test_streaming_chat_completion(sdk: openai.OpenAI, handbook: str) -> None:
+    stream = sdk.chat.completions.create(
+        model=handbook,
+        messages=[{"role": "user", "content": "When does the car park open?"}],
+        stream=True,
+        stream_options={"include_usage": True},
+    )
+    chunks = list(stream)
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert "7 am" in text
+    finishes = [c.choices[0].finish_reason for c in chunks if c.choices]
+    assert finishes[-1] == "stop"
+    assert chunks[-1].usage is not None
+    assert len(chunks) > 4
+
+
+def test_earlier_turns_are_the_conversation(sdk: openai.OpenAI, handbook: str) -> None:
+    completion = sdk.chat.completions.create(
+        model=handbook,
+        messages=[
+            {"role": "user", "content": "Tell me about expenses."},
+            {"role": "assistant", "content": "Expenses are reimbursed within 30 days [1]."},
+            {"role": "user", "content": "What must be attached to the claim?"},
+        ],
+    )
+    assert "receipts" in (completion.choices[0].message.content or "")
+
+
+def test_errors_use_the_openai_shape(sdk: openai.OpenAI, handbook: str) -> None:
+    with pytest.raises(openai.NotFoundError) as missing:
+        sdk.chat.completions.create(
+            model="no-such-collection", messages=[{"role": "user", "content": "hi"}]
+        )
+    assert missing.value.code == "model_not_found"
+    with pytest.raises(openai.BadRequestError) as empty:
+        sdk.chat.completions.create(
+            model=handbook, messages=[{"role": "assistant", "content": "x"}]
+        )
+    assert empty.value.param == "messages"
+    with pytest.raises(openai.BadRequestError) as unknown:
+        sdk.chat.completions.create(
+            model=f"{handbook}:gpt-9", messages=[{"role": "user", "content": "hi"}]
+        )
+    assert unknown.value.param == "model"
+
+
+def test_the_openai_generator_against_a_real_openai_compatible_server(
+    query_stack: NativeStack, handbook: str
+) -> None:
+    """A second query service whose `openai` generator calls the first one's
+    /v1/chat/completions: the SDK's real request, streaming and not, over real HTTP."""
+    port, health = free_port(), free_port()
+    process = query_stack.start_service(
+        "query",
+        {
+            "PORT": str(port),
+            "HEALTH_PORT": str(health),
+            "GENERATOR": "openai",
+            "GENERATOR_FALLBACK": "",
+            "OPENAI_BASE_URL": f"{query_stack.api_url('query')}/v1",
+            "OPENAI_MODEL": handbook,
+            "OPENAI_API_KEY": "unused",
+        },
+        name="query-openai",
+    )
+    try:
+        process.wait_until(
+            lambda: http_ok(f"http://127.0.0.1:{health}/ready"), timeout=60, what="ready"
+        )
+        client = QueryClient(f"http://127.0.0.1:{port}")
+        result = client.answer(handbook, "What must laptops use?", cache=False)
+        # The "model" answers the prompt (sources and question) from the handbook itself,
+        # so its answer is handbook sentences with citations.
+        assert result["generator"] == "openai"
+        assert "laptops" in result["answer"]
+        assert "[1]" in result["answer"]
+        assert result["usage"]["output_tokens"] > 0
+        events = client.stream(handbook, "When does the car park open?", cache=False)
+        assert events[-1].event == "done"
+        assert events[-1].data["generator"] == "openai"
+        streamed = "".join(e.data["text"] for e in events if e.event == "token")
+        assert streamed.strip() == events[-1].data["answer"]
+        assert len([e for e in events if e.event == "token"]) > 3
+        log = (query_stack.log_dir / "query.log").read_text()
+        assert log.count('"route": "/v1/chat/completions"') >= 2  # the upstream saw both
+    finally:
+        process.stop()
