@@ -6,9 +6,12 @@ from __future__ import annotations
 
 import json
 
+import httpx
 import pytest
+from rag_devstack import NativeStack
 
 from tests.support.ingest import IngestClient
+from tests.support.metrics import value
 from tests.support.query import QueryClient
 from tests.support.replay import Replay
 
@@ -183,3 +186,28 @@ def test_answers_are_cached_until_the_collection_changes(
     assert "pasta" in changed["answer"]
     assert "soup" not in changed["answer"]
     assert query.answer(name, "What is for lunch on Monday?", cache=False)["cached"] is False
+
+
+def test_metrics_count_retrieval_generation_cache_and_reranking(
+    query_stack: NativeStack, query: QueryClient, handbook: str, llm: Replay
+) -> None:
+    url = f"{query_stack.health_url('query')}/metrics"
+    before = httpx.get(url).text
+    query.answer(handbook, "When does the car park open?", cache=False)
+    query.answer(handbook, "car park hours")
+    query.answer(handbook, "car park hours")  # a cache hit
+    query.answer(handbook, "anything", filter={"year": 1800}, cache=False)  # nothing found
+    llm.script((200, "cohere_rerank.json"))
+    query.answer(handbook, "parking", rerank="cohere", cache=False)
+    after = httpx.get(url).text
+
+    def delta(name: str, **labels: str) -> float:
+        return value(after, name, **labels) - value(before, name, **labels)
+
+    assert delta("rag_query_retrieval_seconds_count", mode="hybrid") >= 4
+    assert delta("rag_query_generation_seconds_count", generator="extractive", outcome="ok") >= 3
+    assert delta("rag_query_answer_cache_total", outcome="hit") == 1
+    assert delta("rag_query_answer_cache_total", outcome="miss") >= 1
+    assert delta("rag_query_empty_retrievals_total", mode="hybrid") == 1
+    assert delta("rag_query_rerank_seconds_count", reranker="cohere") == 1
+    assert delta("rag_query_llm_tokens_total", generator="extractive", direction="output") > 0

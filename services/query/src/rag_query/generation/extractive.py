@@ -20,7 +20,8 @@ from rag_query.retrieval.analyzer import Analyzer
 _SENTENCE_END = re.compile(r"(?<=[.!?])[\"')\]]*\s+(?=[\"'(\[]?[A-Z0-9])|\n{2,}|\n(?=[-*#•])")
 MAX_SENTENCES = 4
 MAX_ANSWER_CHARS = 1200
-RELATIVE_FLOOR = 0.5
+RELATIVE_FLOOR = 0.6
+MIN_WORDS = 4  # shorter pieces are mostly headings
 
 
 @dataclass(frozen=True)
@@ -49,6 +50,8 @@ class ExtractiveGenerator:
         candidates: list[_Sentence] = []
         for rank, source in enumerate(sources):
             for position, text in enumerate(split_sentences(source.text)):
+                if len(text.split()) < MIN_WORDS:
+                    continue
                 terms = set(self.analyzer.terms(text))
                 overlap = sum(self.idf(t) for t in wanted & terms)
                 if not overlap:
