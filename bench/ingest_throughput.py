@@ -21,6 +21,8 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from query_bench import run_query_bench
+from query_bench import section as query_section
 from rag_config import IngestSettings
 from rag_core.embedding.local import LocalEmbedder
 from rag_devstack import NativeStack, StackPorts, free_port
@@ -110,7 +112,7 @@ def cpu_seconds(pid: int) -> float:
 
 
 def end_to_end(
-    docs: list[dict[str, str]], cache: Path, workers: int, concurrency: int
+    docs: list[dict[str, str]], cache: Path, workers: int, concurrency: int, *, query: bool
 ) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="rag-bench-") as tmp:
         stack = NativeStack(
@@ -123,7 +125,7 @@ def end_to_end(
             },
         )
         with stack:
-            stack.start(services=["ingest"])
+            stack.start(services=["ingest", "query"] if query else ["ingest"])
             extra = []
             for n in range(1, workers):
                 port = free_port()
@@ -167,6 +169,13 @@ def end_to_end(
             names = ["ingest", "worker", *extra, "chroma", "redis"]
             rss = {name: peak_rss_mb(stack.processes[name].pid) for name in names}
             cpu = {name: cpu_seconds(stack.processes[name].pid) for name in names}
+            queried = None
+            if query:
+                print("query benchmarks...", flush=True)
+                time.sleep(2)  # the lexical index follows within a second
+                queried = run_query_bench(
+                    stack.api_url("query"), "scifact", CORPUS.parent, cache, stack.ports.chroma
+                )
         return {
             "documents": len(docs),
             "chunks": collection["chunk_count"],
@@ -177,6 +186,7 @@ def end_to_end(
             "stage_seconds": stages,
             "peak_rss_mb": rss,
             "cpu_seconds": cpu,
+            "query": queried,
         }
 
 
@@ -204,13 +214,6 @@ def machine() -> str:
 
 
 def write_section(raw: dict[str, Any], e2e: dict[str, Any], args: argparse.Namespace) -> str:
-    commit = subprocess.run(
-        ["git", "rev-parse", "--short", "HEAD"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        check=False,
-    ).stdout.strip()
     ratio = e2e["chunks_per_s"] / raw["chunks_per_s"]
     stages = e2e["stage_seconds"]
     total_stage = sum(stages.values()) or 1.0
@@ -218,7 +221,7 @@ def write_section(raw: dict[str, Any], e2e: dict[str, Any], args: argparse.Names
         "<!-- ingest:begin -->",
         "## Ingest throughput (BEIR SciFact)",
         "",
-        f"Measured {datetime.now(UTC):%Y-%m-%d %H:%M} UTC on {machine()}; commit `{commit}`;",
+        f"Measured {datetime.now(UTC):%Y-%m-%d %H:%M} UTC on {machine()}; commit `{commit()}`;",
         f"`python bench/ingest_throughput.py --limit {args.limit or 0} --workers {args.workers} "
         f"--concurrency {args.concurrency}` ({e2e['documents']} documents).",
         "Model all-MiniLM-L6-v2 int8 on onnxruntime (CPU), batch 32, chunks of at most 200",
@@ -256,12 +259,33 @@ def write_section(raw: dict[str, Any], e2e: dict[str, Any], args: argparse.Names
     return "\n".join(lines)
 
 
+def replace_section(text: str, name: str, section: str) -> str:
+    begin, end = f"<!-- {name}:begin -->", f"<!-- {name}:end -->"
+    if begin in text:
+        head, rest = text.split(begin, 1)
+        return head + section + rest.split(end, 1)[1]
+    return text.rstrip() + "\n\n" + section + "\n"
+
+
+def commit() -> str:
+    return subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+    ).stdout.strip()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--limit", type=int, default=None, help="documents (default: all)")
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--concurrency", type=int, default=64)
     parser.add_argument("--data-dir", default=str(ROOT / ".dev" / "bench-data"))
+    parser.add_argument(
+        "--no-query", action="store_true", help="skip the query benchmarks after ingesting"
+    )
     args = parser.parse_args()
     # SIGTERM ends the run like Ctrl-C: the stack's `with` block stops every process it started.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
@@ -273,21 +297,26 @@ def main() -> None:
     raw = raw_embedder(docs, cache / "models", settings)
     print(f"  {raw['chunks']} chunks, {raw['chunks_per_s']:.1f} chunks/s", flush=True)
     print("end to end...", flush=True)
-    e2e = end_to_end(docs, cache, args.workers, args.concurrency)
+    e2e = end_to_end(docs, cache, args.workers, args.concurrency, query=not args.no_query)
     print(
         f"  {e2e['chunks']} chunks, {e2e['chunks_per_s']:.1f} chunks/s "
         f"({e2e['chunks_per_s'] / raw['chunks_per_s']:.0%} of raw)",
         flush=True,
     )
     section = write_section(raw, e2e, args)
-    text = DOC.read_text() if DOC.exists() else "# Benchmarks\n"
-    if "<!-- ingest:begin -->" in text:
-        head, rest = text.split("<!-- ingest:begin -->", 1)
-        text = head + section + rest.split("<!-- ingest:end -->", 1)[1]
-    else:
-        text = text.rstrip() + "\n\n" + section + "\n"
-    DOC.write_text(text)
+    text = replace_section(DOC.read_text() if DOC.exists() else "# Benchmarks\n", "ingest", section)
     print(section)
+    if e2e["query"] is not None:
+        header = (
+            f"Measured {datetime.now(UTC):%Y-%m-%d %H:%M} UTC on {machine()}; commit "
+            f"`{commit()}`; the same run and stack as the ingest figures above "
+            f"({e2e['documents']} documents, {e2e['chunks']} chunks), native stack, one query "
+            "process."
+        )
+        queried = query_section(e2e["query"], header)
+        text = replace_section(text, "query", queried)
+        print(queried)
+    DOC.write_text(text)
     sys.exit(0)
 
 

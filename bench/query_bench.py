@@ -1,0 +1,178 @@
+"""Query benchmarks on an ingested SciFact collection: retrieval quality (nDCG@10, R@100,
+MRR@10 with ir-measures) for BM25, dense and hybrid; search and answer latency through the
+query service next to the raw limit (embed the query + one Chroma query, in-process), all in
+one run. Used by bench/ingest_throughput.py, which ingests the corpus first."""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import json
+import statistics
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import ir_measures
+from ir_measures import RR, R, nDCG
+from rag_config import QuerySettings
+from rag_core.chroma import ChromaClient
+from rag_core.embedding.local import LocalEmbedder
+
+MODES = ("lexical", "dense", "hybrid")
+
+
+def load_test_queries(scifact: Path) -> tuple[dict[str, str], list[ir_measures.Qrel]]:
+    with (scifact / "qrels" / "test.tsv").open() as handle:
+        rows = list(csv.reader(handle, delimiter="\t"))[1:]
+    qrels = [ir_measures.Qrel(q, d, int(s)) for q, d, s in rows]
+    wanted = {q.query_id for q in qrels}
+    queries = {}
+    with (scifact / "queries.jsonl").open() as handle:
+        for line in handle:
+            row = json.loads(line)
+            if row["_id"] in wanted:
+                queries[row["_id"]] = row["text"]
+    return queries, qrels
+
+
+def percentiles(samples: list[float]) -> dict[str, float]:
+    ordered = sorted(samples)
+    cuts = statistics.quantiles(ordered, n=100, method="inclusive")
+    return {"p50": cuts[49], "p95": cuts[94], "mean": statistics.fmean(ordered)}
+
+
+def quality(
+    http: httpx.Client, collection: str, queries: dict[str, str], qrels: list[Any]
+) -> dict[str, dict[str, float]]:
+    measures = [nDCG @ 10, R @ 100, RR @ 10]
+    results = {}
+    for mode in MODES:
+        run = []
+        for query_id, text in queries.items():
+            response = http.post(
+                f"/v1/collections/{collection}/search",
+                json={"query": text, "mode": mode, "top_k": 100},
+            )
+            response.raise_for_status()
+            best: dict[str, float] = {}
+            for rank, hit in enumerate(response.json()["results"]):
+                best.setdefault(hit["document_id"].removeprefix("scifact-"), 1.0 / (rank + 1))
+            run += [ir_measures.ScoredDoc(query_id, d, s) for d, s in best.items()]
+        scores = ir_measures.calc_aggregate(measures, qrels, run)
+        results[mode] = {str(m): float(v) for m, v in scores.items()}
+    return results
+
+
+def latency(http: httpx.Client, collection: str, queries: list[str]) -> dict[str, dict[str, float]]:
+    """One request at a time: the latency a single user sees."""
+    timings: dict[str, dict[str, float]] = {}
+    for label, path, extra in (
+        ("search dense", "search", {"mode": "dense"}),
+        ("search hybrid", "search", {"mode": "hybrid"}),
+        ("answer extractive (hybrid)", "query", {"cache": False}),
+    ):
+        samples = []
+        for text in queries:
+            started = time.perf_counter()
+            response = http.post(
+                f"/v1/collections/{collection}/{path}", json={"query": text, "top_k": 10, **extra}
+            )
+            samples.append((time.perf_counter() - started) * 1000)
+            response.raise_for_status()
+        timings[label] = percentiles(samples)
+    return timings
+
+
+def raw_limit(
+    queries: list[str], cache: Path, chroma_port: int, chroma_name: str
+) -> dict[str, float]:
+    """Embed the query and run one Chroma query, in-process, nothing else."""
+    settings = QuerySettings(_env_file=None, chroma_host="127.0.0.1", chroma_port=chroma_port)
+    embedder = LocalEmbedder(cache / "models", variant="int8")
+
+    async def run() -> list[float]:
+        chroma = ChromaClient(settings, settings)
+        samples = []
+        try:
+            found = await chroma.get_collection(chroma_name)
+            assert found is not None, chroma_name
+            chroma_id = found.id
+            for text in queries:
+                started = time.perf_counter()
+                vector = await embedder.embed_query(text)
+                await chroma.query(chroma_id, vector, n_results=10)
+                samples.append((time.perf_counter() - started) * 1000)
+        finally:
+            await chroma.close()
+        return samples
+
+    try:
+        return percentiles(asyncio.run(run()))
+    finally:
+        embedder.close()
+
+
+def run_query_bench(
+    query_url: str, collection: str, scifact: Path, cache: Path, chroma_port: int
+) -> dict[str, Any]:
+    queries, qrels = load_test_queries(scifact)
+    http = httpx.Client(base_url=query_url, timeout=120)
+    texts = list(queries.values())
+    http.post(f"/v1/collections/{collection}/search", json={"query": "warm up"})
+    return {
+        "queries": len(queries),
+        "quality": quality(http, collection, queries, qrels),
+        "latency": latency(http, collection, texts),
+        "raw": raw_limit(texts, cache, chroma_port, f"rag-default-{collection}"),
+    }
+
+
+def section(result: dict[str, Any], header: str) -> str:
+    q = result["quality"]
+    names = {
+        "lexical": "BM25 (lexical)",
+        "dense": "dense (all-MiniLM-L6-v2 int8)",
+        "hybrid": "hybrid (RRF, k=60)",
+    }
+    lines = [
+        "<!-- query:begin -->",
+        "## Retrieval quality and query latency (BEIR SciFact)",
+        "",
+        header,
+        "",
+        f"Quality on the {result['queries']} test queries over the whole corpus, through the "
+        "query service's search API (a document ranks where its best chunk ranks; scored with "
+        "ir-measures):",
+        "",
+        "| retrieval | nDCG@10 | Recall@100 | MRR@10 |",
+        "|---|---:|---:|---:|",
+    ]
+    for mode in MODES:
+        scores = q[mode]
+        lines.append(
+            f"| {names[mode]} | {scores['nDCG@10']:.4f} | {scores['R@100']:.4f} "
+            f"| {scores['RR@10']:.4f} |"
+        )
+    lines += [
+        "",
+        "Published references (nDCG@10 on SciFact): BM25 0.665 (Thakur et al., BEIR, NeurIPS "
+        "2021 Datasets and Benchmarks, Table 2), all-MiniLM-L6-v2 about 0.645 (MTEB "
+        "leaderboard, SciFact retrieval).",
+        "",
+        "Latency of one request at a time (ms, top 10), through the query service's API, next to "
+        "the raw limit measured in the same run (embed the query, one Chroma query, in-process):",
+        "",
+        "| request | p50 | p95 | mean |",
+        "|---|---:|---:|---:|",
+    ]
+    for label, stats in result["latency"].items():
+        lines.append(f"| {label} | {stats['p50']:.1f} | {stats['p95']:.1f} | {stats['mean']:.1f} |")
+    raw = result["raw"]
+    lines.append(
+        f"| raw: embed query + Chroma query | {raw['p50']:.1f} | {raw['p95']:.1f} "
+        f"| {raw['mean']:.1f} |"
+    )
+    lines.append("<!-- query:end -->")
+    return "\n".join(lines)
