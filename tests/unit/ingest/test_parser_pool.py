@@ -14,15 +14,15 @@ from tests.support import child_tasks
 
 @pytest.fixture
 async def pool() -> AsyncIterator[ParserPool]:
-    parsers = ParserPool(workers=2, max_memory_mb=512, timeout_seconds=3)
+    parsers = ParserPool(workers=2, max_memory_mb=512, timeout_seconds=6)
     yield parsers
     parsers.close()
 
 
 async def test_a_parse_that_hangs_is_stopped_and_the_others_finish(pool: ParserPool) -> None:
     hung = asyncio.create_task(pool.run(child_tasks.hang))
-    await asyncio.sleep(2)  # the neighbour is still running when the hang is killed
-    innocent = asyncio.create_task(pool.run(child_tasks.slow_echo, "fine", 2.0))
+    await asyncio.sleep(5)  # the neighbour is still running when the hang is killed at 6 s
+    innocent = asyncio.create_task(pool.run(child_tasks.slow_echo, "fine", 1.5))
     with pytest.raises(ParseError, match="PARSE_TIMEOUT_SECONDS"):
         await hung
     # The neighbour lost its process with the killed pool and ran again in the new one.

@@ -24,19 +24,11 @@ from rag_query.answers.service import (
     TokenEvent,
 )
 from rag_query.answers.sessions import SessionStore
-from rag_query.retrieval.routes import search_request
+from rag_query.retrieval.routes import SearchBody, search_request
 
 
-class QueryBody(msgspec.Struct, forbid_unknown_fields=True):
-    query: str
+class QueryBody(SearchBody, forbid_unknown_fields=True):
     top_k: int = 5
-    mode: Literal["hybrid", "dense", "lexical"] | None = None
-    filter: dict[str, Any] | None = None
-    mmr: bool = False
-    mmr_lambda: float | None = None
-    rrf_k: int | None = None
-    dense_weight: float | None = None
-    lexical_weight: float | None = None
     generator: Literal["extractive", "openai", "google"] | None = None
     strategy: Literal["none", "multi_query", "hyde", "step_back"] = "none"
     rerank: Literal["none", "llm", "cohere"] = "none"
@@ -53,18 +45,7 @@ class GenerationFailed(RagError):
 
 def answer_options(body: QueryBody, settings: QuerySettings) -> AnswerOptions:
     return AnswerOptions(
-        search=search_request(
-            query=body.query,
-            top_k=body.top_k,
-            mode=body.mode,
-            where=body.filter,
-            mmr=body.mmr,
-            mmr_lambda=body.mmr_lambda,
-            rrf_k=body.rrf_k,
-            dense_weight=body.dense_weight,
-            lexical_weight=body.lexical_weight,
-            settings=settings,
-        ),
+        search=search_request(body, settings),
         generator=body.generator,
         strategy=body.strategy,
         rerank=body.rerank,

@@ -34,7 +34,7 @@ from rag_query.answers.service import (
     TokenEvent,
 )
 from rag_query.generation.base import Message
-from rag_query.retrieval.routes import search_request
+from rag_query.retrieval.routes import SearchBody, search_request
 
 log = get_logger("rag.openai")
 
@@ -167,16 +167,7 @@ class OpenAIController(Controller):
         )
         options = AnswerOptions(
             search=search_request(
-                query=_text(turns[-1].content),
-                top_k=data.top_k or 5,
-                mode=None,
-                where=None,
-                mmr=False,
-                mmr_lambda=None,
-                rrf_k=None,
-                dense_weight=None,
-                lexical_weight=None,
-                settings=settings,
+                SearchBody(query=_text(turns[-1].content), top_k=data.top_k or 5), settings
             ),
             generator=generator,
             session_id=data.session_id,

@@ -161,6 +161,10 @@ class LexicalIndex:
             )
         if not len(candidates):
             return []
+        if len(candidates) > limit:
+            # The best ``limit`` by score, plus everything tied with the last of them.
+            cut = np.partition(scores[candidates], len(candidates) - limit)[len(candidates) - limit]
+            candidates = candidates[scores[candidates] >= cut]
         # Best first; equal scores by chunk id, so every replica orders them alike.
         ranked = sorted(candidates.tolist(), key=lambda s: (-scores[s], self._ids[s]))
         return [(self._ids[s], float(scores[s])) for s in ranked[:limit]]

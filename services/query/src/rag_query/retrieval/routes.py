@@ -85,20 +85,9 @@ def _invalid(field: str, message: str) -> InvalidInput:
     )
 
 
-def search_request(
-    *,
-    query: str,
-    top_k: int,
-    mode: str | None,
-    where: Any,
-    mmr: bool,
-    mmr_lambda: float | None,
-    rrf_k: int | None,
-    dense_weight: float | None,
-    lexical_weight: float | None,
-    settings: QuerySettings,
-) -> SearchRequest:
+def search_request(body: SearchBody, settings: QuerySettings) -> SearchRequest:
     """A validated search: every bad value is a 422 naming its field."""
+    query, top_k = body.query, body.top_k
     if not query.strip():
         raise _invalid("query", "must not be empty")
     if len(query) > settings.max_query_chars:
@@ -107,23 +96,26 @@ def search_request(
         )
     if not 1 <= top_k <= settings.max_top_k:
         raise _invalid("top_k", f"must be 1-{settings.max_top_k} (MAX_TOP_K)")
-    if mmr_lambda is not None and not 0 <= mmr_lambda <= 1:
+    if body.mmr_lambda is not None and not 0 <= body.mmr_lambda <= 1:
         raise _invalid("mmr_lambda", "must be between 0 and 1")
-    if rrf_k is not None and not 1 <= rrf_k <= 1000:
+    if body.rrf_k is not None and not 1 <= body.rrf_k <= 1000:
         raise _invalid("rrf_k", "must be 1-1000")
-    for name, weight in (("dense_weight", dense_weight), ("lexical_weight", lexical_weight)):
+    weights = (("dense_weight", body.dense_weight), ("lexical_weight", body.lexical_weight))
+    for name, weight in weights:
         if weight is not None and not 0 <= weight <= 10:
             raise _invalid(name, "must be between 0 and 10")
     return SearchRequest(
         query=query,
         top_k=top_k,
-        mode=mode or settings.search_mode,  # type: ignore[arg-type]  # a Literal either way
-        where=validate_filter(where, path="filter") if where is not None else None,
-        mmr=mmr,
-        mmr_lambda=settings.mmr_lambda if mmr_lambda is None else mmr_lambda,
-        rrf_k=rrf_k or settings.rrf_k,
-        dense_weight=settings.dense_weight if dense_weight is None else dense_weight,
-        lexical_weight=settings.lexical_weight if lexical_weight is None else lexical_weight,
+        mode=body.mode or settings.search_mode,
+        where=validate_filter(body.filter, path="filter") if body.filter is not None else None,
+        mmr=body.mmr,
+        mmr_lambda=settings.mmr_lambda if body.mmr_lambda is None else body.mmr_lambda,
+        rrf_k=body.rrf_k or settings.rrf_k,
+        dense_weight=settings.dense_weight if body.dense_weight is None else body.dense_weight,
+        lexical_weight=(
+            settings.lexical_weight if body.lexical_weight is None else body.lexical_weight
+        ),
         candidates=max(settings.search_candidates, top_k),
     )
 
@@ -143,18 +135,7 @@ class SearchController(Controller):
     ) -> SearchResponse:
         """Dense and BM25 retrieval fused by reciprocal rank, an optional metadata `filter`
         ($eq $ne $gt $gte $lt $lte $in $nin $and $or) and optional MMR diversity."""
-        request = search_request(
-            query=data.query,
-            top_k=data.top_k,
-            mode=data.mode,
-            where=data.filter,
-            mmr=data.mmr,
-            mmr_lambda=data.mmr_lambda,
-            rrf_k=data.rrf_k,
-            dense_weight=data.dense_weight,
-            lexical_weight=data.lexical_weight,
-            settings=settings,
-        )
+        request = search_request(data, settings)
         found = await catalog.get(collection)
         result = await retriever.search(found, request)
         return SearchResponse(
