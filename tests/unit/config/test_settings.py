@@ -130,8 +130,13 @@ def test_production_gateway_requires_a_strong_jwt_secret(monkeypatch: pytest.Mon
     with pytest.raises(SettingsError, match="JWT_SECRET"):
         load_settings(GatewaySettings)
     monkeypatch.setenv("JWT_SECRET", "x" * 32)
+    with pytest.raises(SettingsError, match="INTERNAL_TOKEN must be set"):
+        load_settings(GatewaySettings)
+    with pytest.raises(SettingsError, match="INTERNAL_TOKEN must be set"):
+        load_settings(QuerySettings)  # ingest and query trust only the gateway's token
+    monkeypatch.setenv("INTERNAL_TOKEN", "t" * 32)
     assert load_settings(GatewaySettings).environment == "production"
-    # Services that never verify tokens do not need it.
+    # Services that never verify tokens do not need the JWT secret.
     monkeypatch.delenv("JWT_SECRET")
     assert load_settings(QuerySettings).environment == "production"
 

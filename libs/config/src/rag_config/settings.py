@@ -34,6 +34,13 @@ class _EnvSettings(BaseSettings):
     )
 
 
+MIN_SECRET_CHARS = 32
+
+
+def _secret_text(value: SecretStr | None) -> str:
+    return value.get_secret_value() if value is not None else ""
+
+
 def _blank_to_none(value: Any) -> Any:
     """An empty variable (``OPENAI_API_KEY=``) means "not set", not an empty secret."""
     if (
@@ -192,7 +199,7 @@ class LLMSettings(_EnvSettings):
     )
     cohere_rerank_model: str = Field("rerank-v3.5", description="Cohere reranking model.")
 
-    _blank = field_validator(
+    _blank_llm = field_validator(
         "openai_api_key",
         "google_api_key",
         "cohere_api_key",
@@ -208,7 +215,7 @@ class AuthSettings(_EnvSettings):
         None, description="HS256 key for bearer tokens; at least 32 characters in production."
     )
 
-    _blank = field_validator("jwt_secret", mode="before")(_blank_to_none)
+    _blank_jwt_secret = field_validator("jwt_secret", mode="before")(_blank_to_none)
 
 
 class StorageSettings(_EnvSettings):
@@ -337,10 +344,46 @@ class FetchSettings(_EnvSettings):
     )
 
 
+class InternalAuthSettings(_EnvSettings):
+    internal_token: SecretStr | None = Field(
+        None,
+        description="Shared secret the gateway sends to ingest and query, which refuse "
+        "requests without it (required in production).",
+    )
+
+    _blank_internal_token = field_validator("internal_token", mode="before")(_blank_to_none)
+
+
 class ServiceSettings(
-    RuntimeSettings, ServerSettings, TelemetrySettings, RedisSettings, PoolSettings
+    RuntimeSettings,
+    ServerSettings,
+    TelemetrySettings,
+    RedisSettings,
+    PoolSettings,
+    InternalAuthSettings,
 ):
     """What every service reads."""
+
+    @model_validator(mode="after")
+    def _production_secrets(self) -> ServiceSettings:
+        """In production the shared secrets must be set, and long enough to resist guessing."""
+        if self.environment != "production":
+            return self
+        weak = [
+            name.upper()
+            for name in ("jwt_secret", "internal_token")
+            if name in type(self).model_fields
+            and len(_secret_text(getattr(self, name))) < MIN_SECRET_CHARS
+        ]
+        if weak:
+            raise ValueError(
+                "; ".join(
+                    f"{name} must be set to at least {MIN_SECRET_CHARS} characters when "
+                    "ENVIRONMENT=production"
+                    for name in weak
+                )
+            )
+        return self
 
     def secret_values(self) -> list[str]:
         """Every secret this process holds, so telemetry can mask it wherever it shows up."""
@@ -356,15 +399,7 @@ class ServiceSettings(
 
 
 class GatewaySettings(ServiceSettings, AuthSettings):
-    @model_validator(mode="after")
-    def _production_needs_jwt_secret(self) -> GatewaySettings:
-        if self.environment == "production":
-            secret = self.jwt_secret.get_secret_value() if self.jwt_secret else ""
-            if len(secret) < 32:
-                raise ValueError(
-                    "JWT_SECRET must be set to at least 32 characters when ENVIRONMENT=production"
-                )
-        return self
+    pass
 
 
 class IngestSettings(
@@ -438,7 +473,7 @@ class GenerationSettings(_EnvSettings):
         20, ge=1, le=500, description="Earlier turns of a session given as context."
     )
 
-    _blank = field_validator("prompts_dir", mode="before")(_blank_to_none)
+    _blank_prompts_dir = field_validator("prompts_dir", mode="before")(_blank_to_none)
 
 
 class QuerySettings(

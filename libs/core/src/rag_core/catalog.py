@@ -26,6 +26,13 @@ class Keys:
     namespace: str = DEFAULT_NAMESPACE
 
     # Collections ----------------------------------------------------------------------------
+    def in_namespace(self, namespace: str) -> Keys:
+        return self if namespace == self.namespace else Keys(self.prefix, namespace)
+
+    def namespaces(self) -> str:
+        """Set of every namespace that has had a collection (shared by all of them)."""
+        return f"{self.prefix}:namespaces"
+
     def collections(self) -> str:
         return f"{self.prefix}:cols:{self.namespace}"
 
@@ -114,9 +121,12 @@ class Collection:
     document_count: int
     chunk_count: int
     description: str = ""
+    namespace: str = DEFAULT_NAMESPACE
 
     @classmethod
-    def from_redis(cls, fields: dict[bytes, bytes], document_count: int) -> Collection:
+    def from_redis(
+        cls, fields: dict[bytes, bytes], document_count: int, namespace: str = DEFAULT_NAMESPACE
+    ) -> Collection:
         f = {k.decode(): v.decode() for k, v in fields.items()}
         return cls(
             name=f["name"],
@@ -128,6 +138,7 @@ class Collection:
             document_count=document_count,
             chunk_count=int(f.get("chunk_count", 0)),
             description=f.get("description", ""),
+            namespace=namespace,
         )
 
 
@@ -167,12 +178,20 @@ class CollectionCatalog:
         self.redis = redis
         self.keys = keys
 
+    def in_namespace(self, namespace: str) -> CollectionCatalog:
+        if namespace == self.keys.namespace:
+            return self
+        return CollectionCatalog(self.redis, self.keys.in_namespace(namespace))
+
+    async def namespaces(self) -> list[str]:
+        return sorted(n.decode() for n in await self.redis.smembers(self.keys.namespaces()))  # type: ignore[misc]  # redis-py's async typing
+
     async def find(self, name: str) -> Collection | None:
         fields = await self.redis.hgetall(self.keys.collection(name))  # type: ignore[misc]  # redis-py's async typing
         if not fields or b"chroma_id" not in fields:
             return None
         count = await self.redis.zcard(self.keys.documents(name))
-        return Collection.from_redis(fields, count)
+        return Collection.from_redis(fields, count, self.keys.namespace)
 
     async def get(self, name: str) -> Collection:
         collection = await self.find(name)

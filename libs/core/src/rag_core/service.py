@@ -21,6 +21,7 @@ from rag_core.chroma import ChromaClient
 from rag_core.clients import create_redis
 from rag_core.errors import problem_details_plugin
 from rag_core.health import Readiness, health, ready_summary
+from rag_core.tenancy import InternalTokenMiddleware
 
 S = TypeVar("S", bound=ServiceSettings)
 Lifespan = Callable[[Litestar], AbstractAsyncContextManager[None]]
@@ -116,12 +117,18 @@ def build_service_app(
     lifespan: Sequence[Lifespan] = (),
     dependencies: Mapping[str, Provide] | None = None,
     description: str = "",
+    behind_gateway: bool = False,
     **litestar_options: Any,
 ) -> Litestar:
-    """A Litestar app with the house plumbing; the service adds its routes and clients."""
+    """A Litestar app with the house plumbing; the service adds its routes and clients.
+    ``behind_gateway``: with INTERNAL_TOKEN set, only requests carrying it are served."""
     readiness = Readiness(timeout=settings.ready_check_timeout_seconds)
+    middleware = list(litestar_options.pop("middleware", []))
+    if behind_gateway and settings.internal_token is not None:
+        middleware.append(InternalTokenMiddleware(settings.internal_token.get_secret_value()))
     app = Litestar(
         route_handlers=[health, ready_summary, *route_handlers],
+        middleware=middleware,
         lifespan=[*lifespan, _readiness_gate],
         dependencies=dict(dependencies or {}),
         plugins=[problem_details_plugin()],

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
-from litestar import Litestar
+from litestar import Litestar, Request
 from litestar.datastructures import State
 from litestar.di import Provide
 from rag_config import IngestSettings, get_settings
@@ -20,6 +21,7 @@ from rag_core.service import (
     provide_redis,
     redis_lifespan,
 )
+from rag_core.tenancy import tenant_of
 
 from rag_ingest.collections.routes import CollectionController
 from rag_ingest.components import IngestComponents
@@ -34,7 +36,7 @@ def _ingest_lifespan(settings: IngestSettings) -> Lifespan:
         components = IngestComponents.build(
             settings, app.state.redis, app.state.chroma, EmbedderFactory(settings).check_available
         )
-        app.state.update(components.as_dict())
+        app.state.components = components
         streams = EventStreams(
             create_redis(settings, settings, max_connections=settings.max_event_streams),
             components.keys,
@@ -49,11 +51,18 @@ def _ingest_lifespan(settings: IngestSettings) -> Lifespan:
     return stores
 
 
-def _from_state(name: str) -> Provide:
-    def provide(state: State) -> object:
-        return state[name]
+def _for_tenant(name: str) -> Provide:
+    """The component ``name`` of the request's tenant (its namespace of every store)."""
+
+    def provide(state: State, request: Request[Any, Any, Any]) -> object:
+        return getattr(state.components.in_namespace(tenant_of(request)), name)
 
     return Provide(provide, sync_to_thread=False)
+
+
+def _provide_event_streams(state: State) -> EventStreams:
+    streams: EventStreams = state.event_streams
+    return streams
 
 
 def create_app(settings: IngestSettings | None = None) -> Litestar:
@@ -72,21 +81,15 @@ def create_app(settings: IngestSettings | None = None) -> Litestar:
             "redis": Provide(provide_redis, sync_to_thread=False),
             "chroma": Provide(provide_chroma, sync_to_thread=False),
             "settings": Provide(lambda: settings, sync_to_thread=False),
+            "event_streams": Provide(_provide_event_streams, sync_to_thread=False),
             **{
-                name: _from_state(name)
-                for name in (
-                    "arq",
-                    "registry",
-                    "documents",
-                    "jobs",
-                    "idempotency",
-                    "ingest",
-                    "event_streams",
-                )
+                name: _for_tenant(name)
+                for name in ("arq", "registry", "documents", "jobs", "idempotency", "ingest")
             },
         },
         description="Accepts documents and queues them for parsing, chunking and embedding.",
         request_max_body_size=settings.max_request_bytes,
+        behind_gateway=True,
     )
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 from arq.connections import ArqRedis
@@ -43,6 +43,8 @@ class IngestComponents:
     jobs: JobStore
     ingest: IngestService
     idempotency: IdempotencyGuard
+    check_model: Callable[[str], ModelSpec]
+    _namespaces: dict[str, IngestComponents] = field(default_factory=dict, repr=False, kw_only=True)
 
     @classmethod
     def build(
@@ -51,9 +53,12 @@ class IngestComponents:
         redis: Redis,
         chroma: ChromaClient,
         check_model: Callable[[str], ModelSpec],
+        *,
+        keys: Keys | None = None,
+        arq: ArqRedis | None = None,
     ) -> IngestComponents:
-        keys = Keys(settings.redis_prefix)
-        arq = queue_client(redis, keys)
+        keys = keys or Keys(settings.redis_prefix)
+        arq = arq or queue_client(redis, Keys(settings.redis_prefix))
         registry = CollectionRegistry(redis, chroma, keys, check_model)
         documents = DocumentStore(redis, keys, grace_seconds=settings.version_grace_seconds)
         jobs = JobStore(redis, keys, retention_days=settings.job_retention_days)
@@ -76,7 +81,28 @@ class IngestComponents:
                 keys=keys,
             ),
             idempotency=IdempotencyGuard(redis, keys, settings.idempotency_ttl_hours),
+            check_model=check_model,
         )
 
+    def in_namespace(self, namespace: str) -> IngestComponents:
+        """The same clients, with stores that read and write ``namespace`` (a tenant)."""
+        if namespace == self.keys.namespace:
+            return self
+        found = self._namespaces.get(namespace)
+        if found is None:
+            found = self._namespaces[namespace] = IngestComponents.build(
+                self.settings,
+                self.redis,
+                self.chroma,
+                self.check_model,
+                keys=self.keys.in_namespace(namespace),
+                arq=self.arq,
+            )
+        return found
+
     def as_dict(self) -> dict[str, Any]:
-        return {f.name: getattr(self, f.name) for f in fields(IngestComponents)}
+        return {
+            f.name: getattr(self, f.name)
+            for f in fields(IngestComponents)
+            if not f.name.startswith("_")
+        }

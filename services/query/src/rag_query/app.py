@@ -6,8 +6,9 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
-from litestar import Litestar
+from litestar import Litestar, Request
 from litestar.datastructures import State
 from litestar.di import Provide
 from rag_config import QuerySettings, get_settings
@@ -22,6 +23,7 @@ from rag_core.service import (
     provide_redis,
     redis_lifespan,
 )
+from rag_core.tenancy import tenant_of
 
 from rag_query.answers.cache import AnswerCache
 from rag_query.answers.generators import Generators
@@ -110,6 +112,15 @@ def _from_state(name: str) -> Provide:
     return Provide(provide, sync_to_thread=False)
 
 
+def _for_tenant(name: str) -> Provide:
+    """The store ``name`` in the request's tenant's namespace."""
+
+    def provide(state: State, request: Request[Any, Any, Any]) -> object:
+        return state[name].in_namespace(tenant_of(request))
+
+    return Provide(provide, sync_to_thread=False)
+
+
 def create_app(settings: QuerySettings | None = None) -> Litestar:
     """Build the query app; nothing connects until its lifespan starts."""
     settings = settings or get_settings(QuerySettings)
@@ -126,19 +137,15 @@ def create_app(settings: QuerySettings | None = None) -> Litestar:
             "redis": Provide(provide_redis, sync_to_thread=False),
             "chroma": Provide(provide_chroma, sync_to_thread=False),
             "settings": Provide(lambda: settings, sync_to_thread=False),
+            "catalog": _for_tenant("catalog"),
+            "sessions": _for_tenant("sessions"),
             **{
                 name: _from_state(name)
-                for name in (
-                    "catalog",
-                    "indexes",
-                    "retriever",
-                    "generators",
-                    "sessions",
-                    "answers",
-                )
+                for name in ("indexes", "retriever", "generators", "answers")
             },
         },
         description="Hybrid retrieval and grounded answers with citations.",
+        behind_gateway=True,
     )
 
 

@@ -77,6 +77,7 @@ class CollectionRegistry(CollectionCatalog):
                 },
             )
             await self.redis.zadd(self.keys.collections(), {name: now})
+            await self.redis.sadd(self.keys.namespaces(), self.keys.namespace)  # type: ignore[misc]  # redis-py's async typing
         except BaseException:
             await self.redis.delete(key)
             raise

@@ -18,6 +18,7 @@ class JobRecord(msgspec.Struct, kw_only=True):
     id: str
     kind: JobKind
     collection: str
+    namespace: str = "default"
     document_id: str | None = None
     state: JobState = "queued"
     stage: str = "queued"

@@ -77,15 +77,20 @@ class JobStore:
             pipe.expire(events, self.retention_seconds)
             await pipe.execute()
 
-    async def get(self, job_id: str) -> JobRecord | None:
+    async def get(self, job_id: str, *, any_namespace: bool = False) -> JobRecord | None:
+        """The job, if it is this namespace's (another tenant's job does not exist here)."""
         raw = await self.redis.get(self.keys.job(job_id))
-        return _decoder.decode(raw) if raw else None
+        record = _decoder.decode(raw) if raw else None
+        if record is None or (not any_namespace and record.namespace != self.keys.namespace):
+            return None
+        return record
 
     async def get_many(self, job_ids: Sequence[str]) -> list[JobRecord]:
         if not job_ids:
             return []
         raws = await self.redis.mget([self.keys.job(job_id) for job_id in job_ids])
-        return [_decoder.decode(raw) for raw in raws if raw]
+        records = [_decoder.decode(raw) for raw in raws if raw]
+        return [r for r in records if r.namespace == self.keys.namespace]
 
     async def payload(self, job_id: str) -> bytes | None:
         data: bytes | None = await self.redis.get(self.keys.job_payload(job_id))

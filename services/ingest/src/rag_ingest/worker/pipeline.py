@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import copy
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -112,6 +113,12 @@ class IngestPipeline:
         self.embedders = embedders
         self.parsers = parsers
         self.upserter = BatchingUpserter(chroma)
+
+    def using(self, documents: DocumentStore) -> IngestPipeline:
+        """The same pipeline (sharing its batches and parsers) writing to other records."""
+        other = copy.copy(self)
+        other.documents = documents
+        return other
 
     async def run(
         self, *, job: JobRecord, collection: Collection, payload: bytes, progress: Progress

@@ -65,11 +65,11 @@ def transient_reason(exc: BaseException) -> str:
 
 
 async def ingest_document(ctx: dict[str, Any], job_id: str) -> str:
-    w = worker_context(ctx)
-    job = await w.jobs.get(job_id)
+    job = await worker_context(ctx).jobs.get(job_id, any_namespace=True)
     if job is None:
         log.warning("job_record_missing", job_id=job_id)
         return "missing"
+    w = worker_context(ctx).for_namespace(job.namespace)
     if job.state in FINAL_STATES:
         return job.state  # delivered again after it finished: nothing to do
     tokens = bind_log_context(
@@ -264,7 +264,7 @@ async def _still_needed(w: WorkerContext, cleanup: Cleanup) -> bool:
         return False  # a replaced or deleted version: never active again
     if await documents.latest_sequence(cleanup.collection, cleanup.document_id) > int(cleanup.tag):
         return False  # a newer change was requested: this one can never switch in
-    job = await w.jobs.get(cleanup.job_id)
+    job = await w.jobs.get(cleanup.job_id, any_namespace=True)
     return job is not None and job.state not in FINAL_STATES and str(job.sequence) == cleanup.tag
 
 
@@ -275,7 +275,38 @@ async def heartbeat(w: WorkerContext) -> None:
 async def reconcile(ctx: dict[str, Any]) -> dict[str, int]:
     """Keep every job moving: free jobs whose worker died, re-enqueue jobs whose enqueue was
     lost, delete chunks nobody needs, expire old index entries, refresh the queue gauges."""
-    w = worker_context(ctx)
+    root = worker_context(ctx)
+    freed = requeued = 0
+    for namespace in await _namespaces(root):
+        w = root.for_namespace(namespace)
+        freed_here, requeued_here = await _reconcile_jobs(w)
+        freed, requeued = freed + freed_here, requeued + requeued_here
+        cutoff = time.time() - w.jobs.retention_seconds
+        async with w.redis.pipeline(transaction=False) as pipe:
+            for key in await _index_keys(w):
+                pipe.zremrangebyscore(key, "-inf", cutoff)
+            await pipe.execute()
+    await drain_cleanups(ctx)
+    QUEUE_DEPTH.set(await root.redis.zcard(root.keys.queue()))
+    DEAD_LETTERED.set(await _count_dead(root))
+    if freed or requeued:
+        log.warning("reconciled", freed=freed, requeued=requeued)
+    return {"freed": freed, "requeued": requeued}
+
+
+async def _namespaces(root: WorkerContext) -> list[str]:
+    return sorted({root.keys.namespace, *await root.registry.namespaces()})
+
+
+async def _count_dead(root: WorkerContext) -> int:
+    total = 0
+    for namespace in await _namespaces(root):
+        total += await root.redis.zcard(root.keys.in_namespace(namespace).jobs_by_state("dead"))
+    return total
+
+
+async def _reconcile_jobs(w: WorkerContext) -> tuple[int, int]:
+    """One namespace's jobs: free those whose worker died, re-enqueue lost ones."""
     freed = requeued = 0
     now = time.time()
     for job in await w.jobs.find(state="running", limit=1000):
@@ -308,17 +339,7 @@ async def reconcile(ctx: dict[str, Any]) -> dict[str, int]:
         await w.redis.delete(result_key_prefix + job.arq_job_id)
         await w.arq.enqueue_job("ingest_document", job.id, _job_id=job.arq_job_id)
         requeued += 1
-    await drain_cleanups(ctx)
-    cutoff = now - w.jobs.retention_seconds
-    async with w.redis.pipeline(transaction=False) as pipe:
-        for key in await _index_keys(w):
-            pipe.zremrangebyscore(key, "-inf", cutoff)
-        await pipe.execute()
-    QUEUE_DEPTH.set(await w.redis.zcard(w.keys.queue()))
-    DEAD_LETTERED.set(await w.redis.zcard(w.keys.jobs_by_state("dead")))
-    if freed or requeued:
-        log.warning("reconciled", freed=freed, requeued=requeued)
-    return {"freed": freed, "requeued": requeued}
+    return freed, requeued
 
 
 async def _index_keys(w: WorkerContext) -> list[str]:

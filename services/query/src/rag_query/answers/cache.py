@@ -28,12 +28,14 @@ class AnswerCache:
     def enabled(self) -> bool:
         return self.ttl > 0
 
-    def key(self, collection: str, version: int, question: str, params: dict[str, Any]) -> str:
+    def key(
+        self, namespace: str, collection: str, version: int, question: str, params: dict[str, Any]
+    ) -> str:
         identity = msgspec.json.encode(
             {"q": normalise(question), "v": version, "p": params}, order="sorted"
         )
         digest = hashlib.sha256(identity).hexdigest()[:40]
-        return f"{self.keys.prefix}:answer:{self.keys.namespace}:{collection}:{digest}"
+        return f"{self.keys.prefix}:answer:{namespace}:{collection}:{digest}"
 
     async def get(self, key: str) -> dict[str, Any] | None:
         raw = await self.redis.get(key)

@@ -7,13 +7,14 @@ from collections.abc import AsyncGenerator
 from typing import Any, Literal
 
 import msgspec
-from litestar import Controller, Response, delete, get, post
+from litestar import Controller, Request, Response, delete, get, post
 from litestar.di import NamedDependency
 from litestar.params import FromPath, JSONBody
 from litestar.response import ServerSentEvent, ServerSentEventMessage
 from litestar.status_codes import HTTP_200_OK
 from rag_config import QuerySettings
 from rag_core.errors import DependencyUnavailable, NotFound, RagError
+from rag_core.tenancy import tenant_of
 
 from rag_query.answers.service import (
     AnswerOptions,
@@ -71,11 +72,14 @@ class QueryController(Controller):
         data: JSONBody[QueryBody],
         answers: NamedDependency[AnswerService],
         settings: NamedDependency[QuerySettings],
+        request: Request[Any, Any, Any],
     ) -> Response[Any] | ServerSentEvent:
         """Retrieve, fit the best passages into CONTEXT_MAX_TOKENS, generate an answer citing
         them as [1], [2]... With `stream: true`, server-sent events: `sources`, then `token`s,
         then `done` (answer, usage, timings) or `error`."""
-        prepared = await answers.prepare(collection, answer_options(data, settings))
+        prepared = await answers.prepare(
+            collection, answer_options(data, settings), tenant_of(request)
+        )
         if data.stream:
 
             async def stream() -> AsyncGenerator[ServerSentEventMessage, None]:

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from rag_config import QuerySettings
-from rag_core.catalog import Collection, CollectionCatalog
+from rag_core.catalog import DEFAULT_NAMESPACE, Collection, CollectionCatalog
 from rag_core.errors import DependencyUnavailable, InvalidInput
 from rag_core.tokens import count_tokens
 from rag_telemetry import get_logger
@@ -161,13 +161,17 @@ class AnswerService:
         if options.session_id is not None:
             self.sessions.check_id(options.session_id)
 
-    async def prepare(self, collection_name: str, options: AnswerOptions) -> Prepared:
+    async def prepare(
+        self, collection_name: str, options: AnswerOptions, namespace: str = DEFAULT_NAMESPACE
+    ) -> Prepared:
+        """Everything before generation, in the tenant's ``namespace``."""
         self.check(options)
         started = time.perf_counter()
-        collection = await self.catalog.get(collection_name)
+        collection = await self.catalog.in_namespace(namespace).get(collection_name)
+        sessions = self.sessions.in_namespace(namespace)
         history = list(options.history)
         if options.session_id:
-            history = await self.sessions.history(options.session_id) + history
+            history = await sessions.history(options.session_id) + history
         question = options.search.query
         prepared = Prepared(collection, options, question, history, [], {})
         if history:
@@ -183,10 +187,12 @@ class AnswerService:
                     prepared.question = " ".join(text.split()) or question
                     prepared.llm_usage = usage
         elif options.use_cache and self.cache.enabled:
-            version = self.indexes.version(collection.name)
+            version = self.indexes.version(namespace, collection.name)
             if version is not None:
                 params = _cache_params(options, options.generator or self.settings.generator)
-                prepared.cache_key = self.cache.key(collection.name, version, question, params)
+                prepared.cache_key = self.cache.key(
+                    namespace, collection.name, version, question, params
+                )
                 prepared.cached = await self.cache.get(prepared.cache_key)
                 if prepared.cached is not None:
                     prepared.timings["total_ms"] = _ms(started)
@@ -256,7 +262,7 @@ class AnswerService:
                 yield TokenEvent(NO_DOCUMENTS)
             yield DoneEvent(self._result(prepared, NO_DOCUMENTS, "none", Usage(), []))
             return
-        index = self.indexes.get(prepared.collection.name)
+        index = self.indexes.get(prepared.collection.namespace, prepared.collection.name)
         extractive = ExtractiveGenerator(self.analyzer, idf=index.idf if index else None)
         failures: list[str] = []
         for generator in self.generators.chain(prepared.options.generator, extractive=extractive):
@@ -326,7 +332,7 @@ class AnswerService:
 
     async def _remember(self, prepared: Prepared, answer: str) -> None:
         if prepared.options.session_id:
-            await self.sessions.append(
+            await self.sessions.in_namespace(prepared.collection.namespace).append(
                 prepared.options.session_id, prepared.options.search.query, answer
             )
 

@@ -26,6 +26,15 @@ class SessionStore:
         self.ttl = ttl_seconds
         self.max_messages = max_turns * 2
 
+    def in_namespace(self, namespace: str) -> SessionStore:
+        if namespace == self.keys.namespace:
+            return self
+        other = SessionStore(
+            self.redis, self.keys.in_namespace(namespace), ttl_seconds=self.ttl, max_turns=1
+        )
+        other.max_messages = self.max_messages
+        return other
+
     @staticmethod
     def check_id(session_id: str) -> str:
         if not SESSION_ID.match(session_id):

@@ -23,6 +23,7 @@ from litestar.status_codes import HTTP_200_OK
 from rag_config import QuerySettings
 from rag_core.catalog import CollectionCatalog
 from rag_core.errors import InvalidInput, NotFound, RagError
+from rag_core.tenancy import tenant_of
 from rag_telemetry import get_logger
 
 from rag_query.answers.generators import Generators
@@ -153,6 +154,7 @@ class OpenAIController(Controller):
         answers: NamedDependency[AnswerService],
         generators: NamedDependency[Generators],
         settings: NamedDependency[QuerySettings],
+        request: Request[Any, Any, Any],
     ) -> Response[Any] | ServerSentEvent:
         collection, generator = split_model(data.model, generators)
         turns = [m for m in data.messages if m.role in ("user", "assistant")]
@@ -173,7 +175,7 @@ class OpenAIController(Controller):
             session_id=data.session_id,
             history=history,
         )
-        prepared = await answers.prepare(collection, options)
+        prepared = await answers.prepare(collection, options, tenant_of(request))
         completion_id = f"chatcmpl-{uuid.uuid4().hex}"
         created = int(time.time())
         if not data.stream:

@@ -34,12 +34,21 @@ FETCH_DOCUMENTS = 100  # documents per Chroma read while building or following
 BLOCK_MS = 1000
 
 
+Where = tuple[str, str]  # (namespace, collection)
+
+
 @dataclass
 class _Followed:
+    namespace: str
+    name: str
     chroma_id: str
     index: LexicalIndex
     cursor: str  # the last change applied
     version: int  # the collection version that change made
+
+    @property
+    def key(self) -> Where:
+        return (self.namespace, self.name)
 
 
 def user_metadata(metadata: dict[str, Any]) -> dict[str, Any]:
@@ -63,20 +72,20 @@ class LexicalIndexes:
         self.k1 = k1
         self.b = b
         self.analyzer = Analyzer()
-        self._followed: dict[str, _Followed] = {}
+        self._followed: dict[Where, _Followed] = {}
         # Analysis off the event loop, one thread: the stemmer is not thread-safe.
         self._analysis = ThreadPoolExecutor(max_workers=1, thread_name_prefix="analyze")
         self.started = False
         self.lag_seconds = 0.0
 
-    def get(self, collection: str) -> LexicalIndex | None:
-        followed = self._followed.get(collection)
+    def get(self, namespace: str, collection: str) -> LexicalIndex | None:
+        followed = self._followed.get((namespace, collection))
         return followed.index if followed else None
 
-    def version(self, collection: str) -> int | None:
+    def version(self, namespace: str, collection: str) -> int | None:
         """The collection version this replica's index reflects: what an answer computed now
         is based on (the answer cache keys on it, so it never serves a stale answer)."""
-        followed = self._followed.get(collection)
+        followed = self._followed.get((namespace, collection))
         return followed.version if followed else None
 
     async def check_ready(self) -> None:
@@ -105,39 +114,47 @@ class LexicalIndexes:
 
     async def _sync_collections(self) -> None:
         """Start following new collections (building their index), drop deleted ones."""
-        names = await self.catalog.names()
-        for name in set(self._followed) - set(names):
-            del self._followed[name]
-            log.info("lexical_index_dropped", collection=name)
-        for name in names:
-            collection = await self.catalog.find(name)
-            if collection is None:
-                continue
-            current = self._followed.get(name)
-            if current is None or current.chroma_id != collection.chroma_id:
-                self._followed[name] = await self._build(name, collection.chroma_id)
+        wanted: set[Where] = set()
+        for namespace in sorted({self.keys.namespace, *await self.catalog.namespaces()}):
+            catalog = self.catalog.in_namespace(namespace)
+            for name in await catalog.names():
+                collection = await catalog.find(name)
+                if collection is None:
+                    continue
+                wanted.add((namespace, name))
+                current = self._followed.get((namespace, name))
+                if current is None or current.chroma_id != collection.chroma_id:
+                    self._followed[(namespace, name)] = await self._build(
+                        namespace, name, collection.chroma_id
+                    )
+        for gone in set(self._followed) - wanted:
+            del self._followed[gone]
+            log.info("lexical_index_dropped", namespace=gone[0], collection=gone[1])
 
-    async def _build(self, name: str, chroma_id: str) -> _Followed:
+    async def _build(self, namespace: str, name: str, chroma_id: str) -> _Followed:
         started = time.perf_counter()
+        keys = self.keys.in_namespace(namespace)
+        catalog = self.catalog.in_namespace(namespace)
         # Changes after this point are replayed on top of what is read below (idempotently).
-        last = await self.redis.xrevrange(self.keys.changes(name), count=1)
+        last = await self.redis.xrevrange(keys.changes(name), count=1)
         cursor = last[0][0].decode() if last else "0-0"
         version = int(last[0][1].get(b"collection_version", 0)) if last else 0
         index = LexicalIndex(self.analyzer, k1=self.k1, b=self.b)
-        ids = [i.decode() for i in await self.redis.zrange(self.keys.documents(name), 0, -1)]
+        ids = [i.decode() for i in await self.redis.zrange(keys.documents(name), 0, -1)]
         for start in range(0, len(ids), FETCH_DOCUMENTS):
             batch = ids[start : start + FETCH_DOCUMENTS]
-            records = await self.catalog.documents(name, batch)
+            records = await catalog.documents(name, batch)
             wanted = {doc: record.tag for doc, record in records.items()}
             await self._apply(index, chroma_id, wanted, removed=())
         log.info(
             "lexical_index_built",
+            namespace=namespace,
             collection=name,
             documents=len(index.documents),
             chunks=len(index),
             seconds=round(time.perf_counter() - started, 2),
         )
-        return _Followed(chroma_id, index, cursor, version)
+        return _Followed(namespace, name, chroma_id, index, cursor, version)
 
     async def _apply(
         self,
@@ -173,15 +190,14 @@ class LexicalIndexes:
         if not self._followed:
             await asyncio.sleep(BLOCK_MS / 1000)
             return
-        streams: dict[Any, Any] = {
-            self.keys.changes(name): f.cursor for name, f in self._followed.items()
+        by_stream = {
+            self.keys.in_namespace(f.namespace).changes(f.name): f for f in self._followed.values()
         }
+        streams: dict[Any, Any] = {stream: f.cursor for stream, f in by_stream.items()}
         reply: Any = await self.redis.xread(streams, count=1000, block=BLOCK_MS)
-        prefix = self.keys.changes("")
         for stream, entries in reply or []:
-            name = stream.decode().removeprefix(prefix)
-            followed = self._followed.get(name)
-            if followed is None:
+            followed = by_stream.get(stream.decode())
+            if followed is None or self._followed.get(followed.key) is not followed:
                 continue
             wanted: dict[str, str] = {}
             removed: set[str] = set()
@@ -202,7 +218,7 @@ class LexicalIndexes:
                     version = int(fields["collection_version"])
                 cursor = entry_id.decode()
             if dropped:
-                self._followed.pop(name, None)  # rebuilt if the name comes back
+                self._followed.pop(followed.key, None)  # rebuilt if the name comes back
                 continue
             await self._apply(followed.index, followed.chroma_id, wanted, removed)
             # Only now: until the index has the changes, answers must not claim their version.

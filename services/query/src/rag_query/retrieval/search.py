@@ -79,7 +79,7 @@ class Retriever:
 
     async def search(self, collection: Collection, request: SearchRequest) -> SearchResult:
         timings: dict[str, float] = {}
-        index = self.indexes.get(collection.name)
+        index = self.indexes.get(collection.namespace, collection.name)
         if index is None:
             raise DependencyUnavailable(
                 f"collection {collection.name!r} is still being indexed on this replica; "
