@@ -398,8 +398,31 @@ class ServiceSettings(
         return [secret for secret in found if secret]
 
 
-class GatewaySettings(ServiceSettings, AuthSettings):
-    pass
+class GatewaySettings(ServiceSettings, AuthSettings, StorageSettings):
+    ingest_url: str = Field(
+        "http://127.0.0.1:8110", description="Where the gateway reaches the ingest API."
+    )
+    query_url: str = Field(
+        "http://127.0.0.1:8120",
+        description="Where the gateway reaches the query replicas (nginx's internal listener).",
+    )
+    admin_api_key: SecretStr | None = Field(
+        None, description="Bootstrap admin key (tenant 'default', every scope) for first start."
+    )
+    rate_limit_per_minute: int = Field(
+        600, ge=1, le=1_000_000, description="Requests per minute of a key without its own limit."
+    )
+    ingest_bytes_per_day: int = Field(
+        1024**3, ge=1, description="Bytes of documents a key may send per UTC day by default."
+    )
+    upstream_timeout_seconds: float = Field(
+        120.0, gt=0, le=3600, description="Longest the gateway waits for ingest or query."
+    )
+    upstream_retries: int = Field(
+        1, ge=0, le=5, description="Retries of an idempotent request whose upstream failed."
+    )
+
+    _blank_admin_api_key = field_validator("admin_api_key", mode="before")(_blank_to_none)
 
 
 class IngestSettings(

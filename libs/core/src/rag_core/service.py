@@ -118,6 +118,7 @@ def build_service_app(
     dependencies: Mapping[str, Provide] | None = None,
     description: str = "",
     behind_gateway: bool = False,
+    openapi_path: str = "/schema",
     **litestar_options: Any,
 ) -> Litestar:
     """A Litestar app with the house plumbing; the service adds its routes and clients.
@@ -137,7 +138,7 @@ def build_service_app(
             title=f"RAG Engine {spec.name}",
             version=spec.version,
             description=description,
-            path="/schema",
+            path=openapi_path,
         ),
         logging_config=None,
         debug=False,

@@ -15,6 +15,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from types import TracebackType
 
+from rag_devstack.nginx import write_native_config
 from rag_devstack.processes import (
     LOOPBACK,
     ManagedProcess,
@@ -42,6 +43,10 @@ class StackPorts:
     query: int = 8120
     query_health: int = 8192
     worker_health: int = 8193
+    query_2: int = 8122
+    query_2_health: int = 8194
+    edge: int = 8080
+    query_lb: int = 8129
 
     @staticmethod
     def variable(field: str) -> str:
@@ -112,14 +117,17 @@ class NativeStack:
         cwd: Path | None = None,
         env: Mapping[str, str] | None = None,
         python: str = sys.executable,
+        internal_token: str | None = None,
     ) -> None:
         self.workdir = workdir
         self.ports = ports
         self.cwd = cwd or workdir
         self.extra_env = dict(env or {})
         self.python = python
+        self.internal_token = internal_token
         self.processes: dict[str, ManagedProcess] = {}
         self._cancelled = threading.Event()
+        self.with_nginx = False
 
     def cancel(self) -> None:
         """Make a ``start`` in progress give up (safe to call from a signal handler)."""
@@ -158,6 +166,16 @@ class NativeStack:
                 "ORT_DISABLE_TELEMETRY": "1",
             }
         )
+        if self.internal_token:
+            env["INTERNAL_TOKEN"] = self.internal_token
+        if service == "gateway":
+            env["INGEST_URL"] = self.api_url("ingest")
+            # Through nginx's internal listener to every query replica, when nginx runs.
+            env["QUERY_URL"] = (
+                f"http://{LOOPBACK}:{self.ports.query_lb}"
+                if self.with_nginx
+                else self.api_url("query")
+            )
         env.update(self.extra_env)
         env.update(overrides or {})
         return env
@@ -276,9 +294,19 @@ class NativeStack:
             lambda: http_ok(url), timeout=timeout, what="ready", cancelled=self._cancelled.is_set
         )
 
-    def start(self, services: Iterable[str] = SERVICES, *, with_worker: bool = True) -> NativeStack:
-        """Start everything and wait until each part answers; on failure stop what started."""
+    def start(
+        self,
+        services: Iterable[str] = SERVICES,
+        *,
+        with_worker: bool = True,
+        with_nginx: bool = False,
+        query_replicas: int = 1,
+    ) -> NativeStack:
+        """Start everything and wait until each part answers; on failure stop what started.
+        With nginx, clients use ``edge_url`` and the gateway reaches the query replicas
+        through nginx's internal listener."""
         services = list(services)
+        self.with_nginx = with_nginx
         try:
             self.start_redis()
             self.start_chroma()
@@ -286,16 +314,76 @@ class NativeStack:
             self.wait_chroma()
             for service in services:
                 self.start_service(service)
+            if "query" in services and query_replicas > 1:
+                self.start_query_replica()
             if with_worker:
                 self.start_worker()
+            if with_nginx:
+                self.start_nginx()
             for service in services:
                 self.wait_ready(service)
+            if "query" in services and query_replicas > 1:
+                self.wait_query_replica()
             if with_worker:
                 self.wait_worker()
+            if with_nginx:
+                self.wait_nginx()
         except BaseException:
             self.stop()
             raise
         return self
+
+    @property
+    def edge_url(self) -> str:
+        return f"http://{LOOPBACK}:{self.ports.edge}"
+
+    def query_replica_ports(self) -> list[int]:
+        ports = [self.ports.query]
+        if "query-2" in self.processes:
+            ports.append(self.ports.query_2)
+        return ports
+
+    def start_query_replica(self) -> ManagedProcess:
+        """A second query process on its own ports (nginx balances between the two)."""
+        return self.start_service(
+            "query",
+            {"PORT": str(self.ports.query_2), "HEALTH_PORT": str(self.ports.query_2_health)},
+            name="query-2",
+        )
+
+    def wait_query_replica(self, timeout: float = START_TIMEOUT_SECONDS) -> None:
+        url = f"http://{LOOPBACK}:{self.ports.query_2_health}/ready"
+        self.processes["query-2"].wait_until(
+            lambda: http_ok(url), timeout=timeout, what="ready", cancelled=self._cancelled.is_set
+        )
+
+    def nginx_config(self, *, gateways: Iterable[int] | None = None) -> Path:
+        """Render the nginx config for this stack; returns the main config file."""
+        gateway_ports = list(gateways or [self.ports.gateway])
+        return write_native_config(
+            self.workdir / "nginx",
+            self.log_dir,
+            edge_listen=f"{LOOPBACK}:{self.ports.edge}",
+            query_lb_listen=f"{LOOPBACK}:{self.ports.query_lb}",
+            gateways=[f"{LOOPBACK}:{port}" for port in gateway_ports],
+            queries=[f"{LOOPBACK}:{port}" for port in self.query_replica_ports()],
+            max_body_size=self.extra_env.get("MAX_REQUEST_BYTES"),
+        )
+
+    def start_nginx(self, *, gateways: Iterable[int] | None = None) -> ManagedProcess:
+        config = self.nginx_config(gateways=gateways)
+        return self._add(
+            "nginx",
+            [executable("nginx"), "-p", str(config.parent), "-c", str(config), "-g", "daemon off;"],
+        )
+
+    def wait_nginx(self, timeout: float = START_TIMEOUT_SECONDS) -> None:
+        self.processes["nginx"].wait_until(
+            lambda: http_ok(f"{self.edge_url}/health") or http_ok(f"{self.edge_url}/ready"),
+            timeout=timeout,
+            what="answering",
+            cancelled=self._cancelled.is_set,
+        )
 
     def unexpected_exits(self) -> list[tuple[str, int]]:
         return [

@@ -2,15 +2,76 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
 from litestar import Litestar
+from litestar.datastructures import State
 from litestar.di import Provide
 from rag_config import GatewaySettings, get_settings
+from rag_core.catalog import Keys
+from rag_core.errors import DependencyUnavailable
 from rag_core.service import (
+    Lifespan,
     ServiceSpec,
     build_service_app,
     provide_redis,
     redis_lifespan,
 )
+
+from rag_gateway.admin.routes import AdminController
+from rag_gateway.auth.authenticate import Authenticator
+from rag_gateway.auth.keys import ApiKeyStore
+from rag_gateway.limits import Limits
+from rag_gateway.openapi import PublicSchema, openapi_document, openapi_page
+from rag_gateway.proxy import Forwarder
+from rag_gateway.public import forward
+from rag_gateway.routing import Upstream
+
+
+def _gateway_lifespan(settings: GatewaySettings) -> Lifespan:
+    @asynccontextmanager
+    async def components(app: Litestar) -> AsyncIterator[None]:
+        keys = Keys(settings.redis_prefix)
+        api_keys = ApiKeyStore(app.state.redis, keys)
+        forwarder = Forwarder(settings)
+        app.state.update(
+            api_keys=api_keys,
+            authenticator=Authenticator(settings, api_keys),
+            limits=Limits(
+                app.state.redis,
+                keys,
+                per_minute=settings.rate_limit_per_minute,
+                bytes_per_day=settings.ingest_bytes_per_day,
+            ),
+            forwarder=forwarder,
+            schema=PublicSchema(forwarder),
+        )
+
+        def upstream_ready(upstream: Upstream) -> object:
+            async def check() -> None:
+                headers = forwarder.upstream_headers({}, "default", None)
+                status, body = await forwarder.json(upstream, "GET", "/ready", headers)
+                if status != 200:
+                    raise DependencyUnavailable(f"{upstream} is {(body or {}).get('status')}")
+
+            return check
+
+        app.state.readiness.checks["ingest"] = upstream_ready("ingest")
+        app.state.readiness.checks["query"] = upstream_ready("query")
+        try:
+            yield
+        finally:
+            await forwarder.close()
+
+    return components
+
+
+def _from_state(name: str) -> Provide:
+    def provide(state: State) -> object:
+        return state[name]
+
+    return Provide(provide, sync_to_thread=False)
 
 
 def create_app(settings: GatewaySettings | None = None) -> Litestar:
@@ -19,11 +80,18 @@ def create_app(settings: GatewaySettings | None = None) -> Litestar:
     return build_service_app(
         SERVICE,
         settings,
-        lifespan=[redis_lifespan(settings)],
+        route_handlers=[AdminController, forward, openapi_document, openapi_page],
+        lifespan=[redis_lifespan(settings), _gateway_lifespan(settings)],
         dependencies={
             "redis": Provide(provide_redis, sync_to_thread=False),
+            **{
+                name: _from_state(name)
+                for name in ("api_keys", "authenticator", "limits", "forwarder", "schema")
+            },
         },
         description="The front door of RAG Engine: auth, tenants, rate limits and routing.",
+        openapi_path="/schema/gateway",
+        request_max_body_size=None,  # bodies stream through; nginx and ingest enforce sizes
     )
 
 

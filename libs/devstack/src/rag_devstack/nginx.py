@@ -1,0 +1,81 @@
+"""nginx for the native stack, from the same template the Docker stack uses
+(deploy/nginx/rag.conf.template)."""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+TEMPLATE = Path(__file__).resolve().parents[4] / "deploy" / "nginx" / "rag.conf.template"
+DEFAULT_MAX_BODY = 50 * 1024 * 1024  # ingest's MAX_REQUEST_BYTES default
+_VARIABLE = re.compile(r"\$\{([A-Z][A-Z0-9_]*)\}")
+
+
+def render(template: str, values: Mapping[str, str]) -> str:
+    """Fill ``${NAME}`` placeholders (as envsubst would); nginx's own ``$name`` stay."""
+
+    def fill(match: re.Match[str]) -> str:
+        name = match.group(1)
+        if name not in values:
+            raise KeyError(f"the nginx template needs {name}")
+        return values[name]
+
+    return _VARIABLE.sub(fill, template)
+
+
+def servers(addresses: Sequence[str]) -> str:
+    return " ".join(f"server {a} max_fails=1 fail_timeout=5s;" for a in addresses)
+
+
+def write_native_config(
+    directory: Path,
+    log_dir: Path,
+    *,
+    edge_listen: str,
+    query_lb_listen: str,
+    gateways: Sequence[str],
+    queries: Sequence[str],
+    max_body_size: str | None = None,
+) -> Path:
+    """A complete nginx configuration under ``directory`` (its own pid, temp and log paths,
+    so it runs without root and beside a system nginx); returns the main file."""
+    directory.mkdir(parents=True, exist_ok=True)
+    log_dir.mkdir(parents=True, exist_ok=True)
+    temp = directory / "tmp"
+    for name in ("body", "proxy", "fastcgi", "uwsgi", "scgi"):
+        (temp / name).mkdir(parents=True, exist_ok=True)
+        os.chmod(temp / name, 0o777)  # noqa: S103 - written by nginx's unprivileged workers
+    rag = render(
+        TEMPLATE.read_text(),
+        {
+            "GATEWAY_SERVERS": servers(gateways),
+            "QUERY_SERVERS": servers(queries),
+            "EDGE_LISTEN": edge_listen,
+            "QUERY_LB_LISTEN": query_lb_listen,
+            "ACCESS_LOG": str(log_dir / "nginx-access.log"),
+            "MAX_BODY_SIZE": str(int(max_body_size) if max_body_size else DEFAULT_MAX_BODY),
+        },
+    )
+    (directory / "rag.conf").write_text(rag)
+    user = "user nobody nogroup;\n" if os.geteuid() == 0 else ""
+    main = directory / "nginx.conf"
+    main.write_text(
+        f"""# The native stack's nginx (written by rag_devstack; the site is rag.conf).
+{user}worker_processes 1;
+pid {directory / "nginx.pid"};
+error_log {log_dir / "nginx-error.log"} warn;
+events {{ worker_connections 1024; }}
+http {{
+    default_type application/octet-stream;
+    client_body_temp_path {temp / "body"};
+    proxy_temp_path {temp / "proxy"};
+    fastcgi_temp_path {temp / "fastcgi"};
+    uwsgi_temp_path {temp / "uwsgi"};
+    scgi_temp_path {temp / "scgi"};
+    include {directory / "rag.conf"};
+}}
+"""
+    )
+    return main

@@ -1,0 +1,80 @@
+"""From the Authorization header to a principal: an API key, a JWT, or the bootstrap admin key.
+
+JWTs are HS256 only (the algorithm is pinned: ``alg: none`` and RS/HS confusion are refused),
+signed with JWT_SECRET, must carry ``exp`` and ``tenant``; ``scope`` (space-separated) or
+``scopes`` (a list) give the scopes, ``collections`` optionally restricts them.
+"""
+
+from __future__ import annotations
+
+import hmac
+from typing import Any
+
+import jwt
+from rag_config import GatewaySettings
+from rag_core.catalog import DEFAULT_NAMESPACE
+from rag_core.tenancy import TENANT_PATTERN
+
+from rag_gateway.auth.keys import KEY_PATTERN, ApiKeyStore
+from rag_gateway.auth.principal import SCOPES, Principal, Unauthorized
+
+
+class Authenticator:
+    def __init__(self, settings: GatewaySettings, keys: ApiKeyStore) -> None:
+        self.keys = keys
+        self.jwt_secret = settings.jwt_secret.get_secret_value() if settings.jwt_secret else None
+        self.admin_key = (
+            settings.admin_api_key.get_secret_value() if settings.admin_api_key else None
+        )
+
+    async def authenticate(self, authorization: str | None, api_key: str | None) -> Principal:
+        token = api_key
+        if token is None and authorization:
+            scheme, _, value = authorization.partition(" ")
+            if scheme.lower() != "bearer" or not value.strip():
+                raise Unauthorized("use 'Authorization: Bearer <API key or JWT>'")
+            token = value.strip()
+        if not token:
+            raise Unauthorized("no credential: send 'Authorization: Bearer <API key or JWT>'")
+        if self.admin_key and hmac.compare_digest(token.encode(), self.admin_key.encode()):
+            return Principal("admin:bootstrap", DEFAULT_NAMESPACE, Principal.expand(["admin"]))
+        if KEY_PATTERN.match(token):
+            record = await self.keys.verify(token)
+            if record is None:
+                raise Unauthorized("the API key is not valid (unknown, wrong or revoked)")
+            return Principal(
+                f"key:{record.id}",
+                record.tenant,
+                Principal.expand(record.scopes),
+                frozenset(record.collections) if record.collections is not None else None,
+                record.requests_per_minute,
+                record.ingest_bytes_per_day,
+            )
+        return self._from_jwt(token)
+
+    def _from_jwt(self, token: str) -> Principal:
+        if self.jwt_secret is None:
+            raise Unauthorized("bearer tokens are not accepted here (JWT_SECRET is not set)")
+        try:
+            claims: dict[str, Any] = jwt.decode(
+                token,
+                self.jwt_secret,
+                algorithms=["HS256"],
+                options={"require": ["exp"], "verify_aud": False},
+            )
+        except jwt.ExpiredSignatureError:
+            raise Unauthorized("the token has expired") from None
+        except jwt.InvalidTokenError as exc:
+            raise Unauthorized(f"the token is not valid ({type(exc).__name__})") from None
+        tenant = claims.get("tenant")
+        if not isinstance(tenant, str) or not TENANT_PATTERN.match(tenant):
+            raise Unauthorized("the token has no valid 'tenant' claim")
+        raw_scopes = claims.get("scopes", claims.get("scope", ""))
+        scopes = raw_scopes.split() if isinstance(raw_scopes, str) else list(raw_scopes or [])
+        collections = claims.get("collections")
+        return Principal(
+            f"jwt:{tenant}:{claims.get('sub', '')}",
+            tenant,
+            Principal.expand(s for s in scopes if s in SCOPES),
+            frozenset(str(c) for c in collections) if isinstance(collections, list) else None,
+        )

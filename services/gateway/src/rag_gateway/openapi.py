@@ -1,0 +1,108 @@
+"""One OpenAPI document for the whole public API: the routes ingest and query describe (as
+the gateway exposes them), the gateway's own admin routes, and how to authenticate. Served at
+/schema/openapi.json, with a browsable page at /schema."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from litestar import Litestar, Request, get
+from litestar.di import NamedDependency
+from litestar.openapi.plugins import SwaggerRenderPlugin
+from litestar.response import Response
+from rag_core.catalog import DEFAULT_NAMESPACE
+from rag_core.errors import RagError
+from rag_core.service import package_version
+
+from rag_gateway.proxy import Forwarder
+from rag_gateway.routing import NoRoute, classify
+
+SECURITY = {
+    "bearer": {
+        "type": "http",
+        "scheme": "bearer",
+        "description": "An API key (rag_...) or an HS256 JWT.",
+    }
+}
+
+
+def _public(path: str, method: str) -> bool:
+    if path.startswith("/v1/admin/"):
+        return True  # the gateway's own routes
+    concrete = path.replace("{", "x").replace("}", "")
+    try:
+        classify(method.upper(), concrete)
+    except NoRoute:
+        return False
+    return True
+
+
+class PublicSchema:
+    def __init__(self, forwarder: Forwarder) -> None:
+        self.forwarder = forwarder
+        self._document: dict[str, Any] | None = None
+        self._lock = asyncio.Lock()
+
+    async def document(self, app: Litestar) -> dict[str, Any]:
+        async with self._lock:
+            if self._document is not None:
+                return self._document
+            document, complete = await self._build(app)
+            if complete:  # kept once both services have described themselves
+                self._document = document
+            return document
+
+    async def _build(self, app: Litestar) -> tuple[dict[str, Any], bool]:
+        merged: dict[str, Any] = {
+            "openapi": "3.1.0",
+            "info": {
+                "title": "RAG Engine API",
+                "version": package_version("rag-gateway"),
+                "description": "Everything behind the gateway: collections, documents, jobs, "
+                "search, answers, the OpenAI-compatible chat API, and API keys. Every route "
+                "needs `Authorization: Bearer <API key or JWT>`.",
+            },
+            "paths": {},
+            "components": {"schemas": {}, "securitySchemes": SECURITY},
+            "security": [{"bearer": []}],
+        }
+        headers = self.forwarder.upstream_headers({}, DEFAULT_NAMESPACE, None)
+        sources = [app.openapi_schema.to_schema()]
+        for upstream in ("ingest", "query"):
+            try:
+                status, body = await self.forwarder.json(
+                    upstream, "GET", "/schema/openapi.json", headers
+                )
+            except RagError:
+                continue
+            if status == 200:
+                sources.append(body)
+        for source in sources:
+            for path, operations in source.get("paths", {}).items():
+                public = {m: op for m, op in operations.items() if _public(path, m)}
+                if public:
+                    merged["paths"].setdefault(path, {}).update(public)
+            merged["components"]["schemas"].update(source.get("components", {}).get("schemas", {}))
+        return merged, len(sources) == 3
+
+
+class _Page(SwaggerRenderPlugin):
+    @staticmethod
+    def get_openapi_json_route(request: Request[Any, Any, Any]) -> str:
+        return "/schema/openapi.json"
+
+
+@get("/schema/openapi.json", include_in_schema=False)
+async def openapi_document(
+    request: Request[Any, Any, Any], schema: NamedDependency[PublicSchema]
+) -> dict[str, Any]:
+    return await schema.document(request.app)
+
+
+@get("/schema", include_in_schema=False)
+async def openapi_page(
+    request: Request[Any, Any, Any], schema: NamedDependency[PublicSchema]
+) -> Response[bytes]:
+    document = await schema.document(request.app)
+    return Response(_Page().render(request, document), media_type="text/html")

@@ -1,0 +1,168 @@
+"""Every public /v1 route: authenticate, authorise (scope, tenant, collections), count against
+the caller's limits, then forward to ingest or query and stream the answer back."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import msgspec
+from litestar import Request, Response, route
+from litestar.di import NamedDependency
+from litestar.enums import HttpMethod
+from litestar.response import Stream
+from rag_core.errors import InvalidInput, NotFound, RagError
+from rag_core.tenancy import TENANT_HEADER, check_tenant
+
+from rag_gateway.auth.authenticate import Authenticator
+from rag_gateway.auth.principal import Principal
+from rag_gateway.limits import Limits
+from rag_gateway.proxy import Forwarder, buffered, request_id, stream_back
+from rag_gateway.routing import NoRoute, Route, classify, is_openai_path
+
+MAX_INSPECTED_BODY = 1024 * 1024  # bodies read to check a collection name (create, chat)
+
+
+class LengthRequired(RagError):
+    status_code = 411
+    problem = "length-required"
+    title = "Length required"
+
+
+class MethodNotAllowed(RagError):
+    status_code = 405
+    problem = "method-not-allowed"
+    title = "Method not allowed"
+
+
+async def authenticate(request: Request[Any, Any, Any], authenticator: Authenticator) -> Principal:
+    principal = await authenticator.authenticate(
+        request.headers.get("authorization"), request.headers.get("x-api-key")
+    )
+    acting_as = request.headers.get(TENANT_HEADER)
+    if acting_as and "admin" in principal.scopes:
+        # An administrator may act in any tenant; for anyone else the header is ignored.
+        principal = Principal(
+            principal.identity, check_tenant(acting_as, TENANT_HEADER), principal.scopes
+        )
+    return principal
+
+
+def openai_error(exc: RagError) -> Response[Any]:
+    status = 400 if exc.status_code == 422 else int(exc.status_code)
+    kind = "invalid_request_error" if status < 500 else "server_error"
+    if status == 401:
+        kind = "authentication_error"
+    elif status == 403:
+        kind = "permission_error"
+    elif status == 429:
+        kind = "rate_limit_error"
+    body = {"error": {"message": exc.detail, "type": kind, "param": None, "code": exc.problem}}
+    return Response(body, status_code=status, headers=exc.headers)
+
+
+@route(
+    "/v1/{rest:path}",
+    http_method=[HttpMethod.GET, HttpMethod.POST, HttpMethod.PUT, HttpMethod.DELETE],
+    include_in_schema=False,
+)
+async def forward(
+    request: Request[Any, Any, Any],
+    authenticator: NamedDependency[Authenticator],
+    limits: NamedDependency[Limits],
+    forwarder: NamedDependency[Forwarder],
+) -> Response[Any] | Stream:
+    path = request.scope["path"]
+    try:
+        return await _forward(request, path, authenticator, limits, forwarder)
+    except RagError as exc:
+        if is_openai_path(path):
+            return openai_error(exc)
+        raise
+
+
+async def _forward(
+    request: Request[Any, Any, Any],
+    path: str,
+    authenticator: Authenticator,
+    limits: Limits,
+    forwarder: Forwarder,
+) -> Response[Any] | Stream:
+    method = request.method.upper()
+    try:
+        target = classify(method, path)
+    except NoRoute as missing:
+        if missing.allowed:
+            raise MethodNotAllowed(
+                f"{method} is not allowed here", headers={"Allow": ", ".join(missing.allowed)}
+            ) from None
+        raise NotFound(f"{path} is not part of the API") from None
+    principal = await authenticate(request, authenticator)
+    principal.require(target.scope)
+    await limits.request(principal)
+    if target.collection is not None:
+        principal.require_collection(target.collection)
+    headers = forwarder.upstream_headers(request.headers, principal.tenant, request_id(request))
+    content = await _body(request, target, principal, limits)
+    if target.kind == "job" and principal.collections is not None:
+        await _check_job(forwarder, target, principal, headers)
+    raw_path = request.scope["raw_path"].decode("latin-1")
+    query = request.scope.get("query_string", b"").decode("latin-1")
+    upstream = await forwarder.send(
+        target.upstream, method, raw_path + (f"?{query}" if query else ""), headers, content
+    )
+    if principal.collections is not None and target.kind in ("collections", "jobs", "models"):
+        status, out_headers, body = await buffered(upstream)
+        if status != 200:
+            return Response(body, status_code=status, headers=out_headers)
+        return Response(
+            _only_allowed(target, msgspec.json.decode(body), principal), headers=out_headers
+        )
+    return stream_back(upstream)
+
+
+async def _body(
+    request: Request[Any, Any, Any], target: Route, principal: Principal, limits: Limits
+) -> Any:
+    if request.method.upper() not in ("POST", "PUT"):
+        return None
+    if target.kind == "documents_write":
+        length = request.headers.get("content-length")
+        if length is None or not length.isdigit():
+            raise LengthRequired(
+                "send documents with a Content-Length (it counts against the daily quota)"
+            )
+        await limits.ingest_bytes(principal, int(length))
+    if principal.collections is not None and target.kind in ("create_collection", "chat"):
+        body = await request.body()
+        if len(body) > MAX_INSPECTED_BODY:
+            raise InvalidInput("the request body is too large for this route")
+        try:
+            data = json.loads(body or b"{}")
+        except ValueError:
+            return body  # the upstream explains what is wrong with it
+        if isinstance(data, dict):
+            name = data.get("name") if target.kind == "create_collection" else data.get("model")
+            if isinstance(name, str):
+                principal.require_collection(name.partition(":")[0])
+        return body
+    return request.stream()
+
+
+async def _check_job(
+    forwarder: Forwarder, target: Route, principal: Principal, headers: dict[str, str]
+) -> None:
+    """A key limited to some collections sees only their jobs."""
+    status, job = await forwarder.json("ingest", "GET", f"/v1/jobs/{target.job_id}", headers)
+    if status != 200 or not principal.may_use(str(job.get("collection"))):
+        raise NotFound(f"job {target.job_id!r} does not exist (or has expired)")
+
+
+def _only_allowed(target: Route, body: Any, principal: Principal) -> Any:
+    if target.kind == "collections":
+        body["collections"] = [c for c in body["collections"] if principal.may_use(c["name"])]
+    elif target.kind == "jobs":
+        body["jobs"] = [j for j in body["jobs"] if principal.may_use(j["collection"])]
+    elif target.kind == "models":
+        body["data"] = [m for m in body["data"] if principal.may_use(m["id"].partition(":")[0])]
+    return body
