@@ -87,12 +87,6 @@ class PublicSchema:
         return merged, len(sources) == 3
 
 
-class _Page(SwaggerRenderPlugin):
-    @staticmethod
-    def get_openapi_json_route(request: Request[Any, Any, Any]) -> str:
-        return "/schema/openapi.json"
-
-
 @get("/schema/openapi.json", include_in_schema=False)
 async def openapi_document(
     request: Request[Any, Any, Any], schema: NamedDependency[PublicSchema]
@@ -105,4 +99,4 @@ async def openapi_page(
     request: Request[Any, Any, Any], schema: NamedDependency[PublicSchema]
 ) -> Response[bytes]:
     document = await schema.document(request.app)
-    return Response(_Page().render(request, document), media_type="text/html")
+    return Response(SwaggerRenderPlugin().render(request, document), media_type="text/html")

@@ -130,7 +130,9 @@ class Forwarder:
 
 
 def response_headers(upstream: httpx.Response) -> dict[str, str]:
-    return {k: v for k, v in upstream.headers.items() if k.lower() not in HOP_BY_HOP}
+    # The gateway answers with its own request id (the same value, set by its middleware).
+    dropped = HOP_BY_HOP | {REQUEST_ID_HEADER.lower()}
+    return {k: v for k, v in upstream.headers.items() if k.lower() not in dropped}
 
 
 def stream_back(upstream: httpx.Response) -> Stream:

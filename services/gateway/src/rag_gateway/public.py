@@ -8,6 +8,7 @@ from typing import Any
 
 import msgspec
 from litestar import Request, Response, route
+from litestar.connection import ASGIConnection
 from litestar.di import NamedDependency
 from litestar.enums import HttpMethod
 from litestar.response import Stream
@@ -35,7 +36,9 @@ class MethodNotAllowed(RagError):
     title = "Method not allowed"
 
 
-async def authenticate(request: Request[Any, Any, Any], authenticator: Authenticator) -> Principal:
+async def authenticate(
+    request: ASGIConnection[Any, Any, Any, Any], authenticator: Authenticator
+) -> Principal:
     principal = await authenticator.authenticate(
         request.headers.get("authorization"), request.headers.get("x-api-key")
     )

@@ -5,17 +5,17 @@ from __future__ import annotations
 from typing import Any
 
 import msgspec
-from litestar import Controller, Request, delete, get, post
+from litestar import Controller, delete, get, post
+from litestar.connection import ASGIConnection
 from litestar.di import NamedDependency
+from litestar.handlers.base import BaseRouteHandler
 from litestar.params import FromPath, FromQuery, JSONBody
 from litestar.status_codes import HTTP_200_OK, HTTP_201_CREATED
 from rag_core.errors import InvalidInput, NotFound
 from rag_core.tenancy import check_tenant
 
-from rag_gateway.auth.authenticate import Authenticator
 from rag_gateway.auth.keys import ApiKey, ApiKeyStore
 from rag_gateway.auth.principal import SCOPES
-from rag_gateway.limits import Limits
 from rag_gateway.public import authenticate
 
 
@@ -62,30 +62,27 @@ def _invalid(field: str, message: str) -> InvalidInput:
     )
 
 
-async def _admin(
-    request: Request[Any, Any, Any], authenticator: Authenticator, limits: Limits
-) -> None:
-    principal = await authenticate(request, authenticator)
+async def admin_only(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
+    """Runs before the body is read: who is asking is settled first."""
+    state = connection.app.state
+    principal = await authenticate(connection, state.authenticator)
     principal.require("admin")
-    await limits.request(principal)
+    await state.limits.request(principal)
 
 
 class AdminController(Controller):
     path = "/v1/admin/keys"
     tags = ["admin"]
+    guards = [admin_only]
 
     @post("", status_code=HTTP_201_CREATED, summary="Create an API key (shown once)")
     async def create_key(
         self,
         data: JSONBody[KeyCreate],
-        request: Request[Any, Any, Any],
-        authenticator: NamedDependency[Authenticator],
-        limits: NamedDependency[Limits],
         api_keys: NamedDependency[ApiKeyStore],
     ) -> KeyOut:
         """Scopes: `ingest:read`, `ingest:write`, `query:read`, `admin`. `collections` limits the
         key to those collections of its tenant."""
-        await _admin(request, authenticator, limits)
         check_tenant(data.tenant)
         unknown = sorted(set(data.scopes) - set(SCOPES))
         if not data.scopes or unknown:
@@ -112,25 +109,17 @@ class AdminController(Controller):
     @get("", summary="List API keys (never their secrets)")
     async def list_keys(
         self,
-        request: Request[Any, Any, Any],
-        authenticator: NamedDependency[Authenticator],
-        limits: NamedDependency[Limits],
         api_keys: NamedDependency[ApiKeyStore],
         tenant: FromQuery[str | None] = None,
     ) -> dict[str, list[KeyOut]]:
-        await _admin(request, authenticator, limits)
         return {"keys": [KeyOut.of(k) for k in await api_keys.list(tenant)]}
 
     @delete("/{key_id:str}", status_code=HTTP_200_OK, summary="Revoke an API key")
     async def revoke_key(
         self,
         key_id: FromPath[str],
-        request: Request[Any, Any, Any],
-        authenticator: NamedDependency[Authenticator],
-        limits: NamedDependency[Limits],
         api_keys: NamedDependency[ApiKeyStore],
     ) -> KeyOut:
-        await _admin(request, authenticator, limits)
         record = await api_keys.revoke(key_id)
         if record is None:
             raise NotFound(f"API key {key_id!r} does not exist")

@@ -1,0 +1,95 @@
+"""The whole stack as `make dev` runs it (nginx, gateway, ingest, worker, two query replicas),
+and helpers to get credentials: every request of these tests goes through nginx."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import jwt
+import pytest
+from rag_devstack import NativeStack, StackPorts
+
+ADMIN_KEY = "admin-" + "k" * 40
+JWT_SECRET = "s" * 48
+INTERNAL_TOKEN = "i" * 48
+
+
+@pytest.fixture(scope="module")
+def full_stack(
+    tmp_path_factory: pytest.TempPathFactory, model_cache: Path
+) -> Iterator[NativeStack]:
+    stack = NativeStack(
+        tmp_path_factory.mktemp("full"),
+        StackPorts.free(),
+        env={
+            "DATA_DIR": str(model_cache),
+            "ADMIN_API_KEY": ADMIN_KEY,
+            "JWT_SECRET": JWT_SECRET,
+            "VERSION_GRACE_SECONDS": "2",
+        },
+        internal_token=INTERNAL_TOKEN,
+    )
+    with stack:
+        stack.start(with_nginx=True, query_replicas=2)
+        yield stack
+
+
+@dataclass
+class Edge:
+    """A client of the public API, through nginx only."""
+
+    url: str
+
+    def __post_init__(self) -> None:
+        self.http = httpx.Client(base_url=self.url, timeout=60)
+
+    def admin(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {ADMIN_KEY}"}
+
+    def new_key(self, tenant: str, scopes: list[str], **extra: object) -> str:
+        response = self.http.post(
+            "/v1/admin/keys",
+            json={"tenant": tenant, "scopes": scopes, **extra},
+            headers=self.admin(),
+        )
+        assert response.status_code == 201, response.text
+        key: str = response.json()["key"]
+        return key
+
+    @staticmethod
+    def bearer(token: str) -> dict[str, str]:
+        return {"Authorization": f"Bearer {token}"}
+
+    def wait_job(self, job_id: str, headers: dict[str, str], timeout: float = 60) -> dict:
+        deadline = time.monotonic() + timeout
+        while True:
+            job = self.http.get(f"/v1/jobs/{job_id}", headers=headers).json()
+            if job["state"] in ("succeeded", "failed", "dead"):
+                return job
+            assert time.monotonic() < deadline, job
+            time.sleep(0.2)
+
+
+def make_jwt(
+    tenant: str, scopes: str, *, expires_in: float = 300, secret: str = JWT_SECRET, **claims: object
+) -> str:
+    return jwt.encode(
+        {
+            "tenant": tenant,
+            "scope": scopes,
+            "exp": int(time.time() + expires_in),
+            "sub": "tester",
+            **claims,
+        },
+        secret,
+        algorithm="HS256",
+    )
+
+
+@pytest.fixture(scope="module")
+def edge(full_stack: NativeStack) -> Edge:
+    return Edge(full_stack.edge_url)

@@ -1,0 +1,118 @@
+"""What a user does, through nginx only: a key, a collection, a PDF, its job's progress as SSE,
+a search, a streamed answer, and the OpenAI SDK."""
+
+from __future__ import annotations
+
+import subprocess
+import time
+
+import openai
+import pytest
+from rag_devstack import NativeStack
+
+from tests.e2e.gateway.conftest import Edge
+from tests.support.documents import make_pdf
+from tests.support.query import read_sse
+
+pytestmark = pytest.mark.e2e
+
+
+def test_nginx_accepts_the_generated_configuration(full_stack: NativeStack) -> None:
+    config = full_stack.workdir / "nginx" / "nginx.conf"
+    result = subprocess.run(
+        ["nginx", "-t", "-p", str(config.parent), "-c", str(config)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "test is successful" in result.stderr
+
+
+def test_a_user_flow_through_nginx(edge: Edge, full_stack: NativeStack) -> None:
+    key = edge.new_key("flow", ["ingest:write", "query:read"], name="flow test")
+    auth = edge.bearer(key)
+    assert (
+        edge.http.post("/v1/collections", json={"name": "manuals"}, headers=auth).status_code == 201
+    )
+    pdf = make_pdf(["The pump must be serviced every 500 hours.", "Spare filters are in bay 4."])
+    upload = edge.http.post(
+        "/v1/collections/manuals/documents/upload",
+        files=[("file", ("pump.pdf", pdf, "application/pdf"))],
+        headers=auth,
+    )
+    assert upload.status_code == 202, upload.text
+    job_id = upload.json()["jobs"][0]["job_id"]
+    with edge.http.stream("GET", f"/v1/jobs/{job_id}/events", headers=auth) as events:
+        assert events.headers["content-type"].startswith("text/event-stream")
+        names = [event.event for event in read_sse(events.iter_lines())]
+    assert names[0] == "queued"
+    assert names[-1] == "succeeded"
+    assert "progress" in names
+    time.sleep(1.5)  # both query replicas follow within a second
+
+    hits = edge.http.post(
+        "/v1/collections/manuals/search", json={"query": "pump service interval"}, headers=auth
+    )
+    assert hits.status_code == 200, hits.text
+    top = hits.json()["results"][0]
+    assert "500 hours" in top["text"]
+    assert top["page"] == 1
+
+    with edge.http.stream(
+        "POST",
+        "/v1/collections/manuals/query",
+        json={"query": "Where are the spare filters?", "stream": True},
+        headers=auth,
+    ) as answer:
+        streamed = list(read_sse(answer.iter_lines()))
+    assert next(e.event for e in streamed) == "sources"
+    assert streamed[-1].event == "done"
+    assert "bay 4" in streamed[-1].data["answer"]
+
+    sdk = openai.OpenAI(
+        base_url=f"{full_stack.edge_url}/v1",
+        api_key=key,
+        max_retries=0,
+        _strict_response_validation=True,
+    )
+    assert "manuals" in {m.id for m in sdk.models.list()}
+    reply = sdk.chat.completions.create(
+        model="manuals", messages=[{"role": "user", "content": "How often is the pump serviced?"}]
+    )
+    assert "500 hours" in (reply.choices[0].message.content or "")
+    # Every hop logged the same request id: nginx's access log has it with the upstream time.
+    response = edge.http.get("/v1/collections", headers={**auth, "X-Request-ID": "flow-check-1"})
+    assert response.headers["x-request-id"] == "flow-check-1"
+    access = (full_stack.log_dir / "nginx-access.log").read_text()
+    assert '"request_id":"flow-check-1"' in access
+    assert "flow-check-1" in (full_stack.log_dir / "gateway.log").read_text()
+    assert "flow-check-1" in (full_stack.log_dir / "ingest.log").read_text()
+
+
+def test_the_public_schema_describes_the_whole_api(edge: Edge) -> None:
+    document = edge.http.get("/schema/openapi.json").json()
+    paths = set(document["paths"])
+    for path in (
+        "/v1/collections",
+        "/v1/collections/{collection}/documents/upload",
+        "/v1/jobs/{job_id}/events",
+        "/v1/collections/{collection}/search",
+        "/v1/collections/{collection}/query",
+        "/v1/chat/completions",
+        "/v1/models",
+        "/v1/admin/keys",
+    ):
+        assert path in paths, path
+    assert "/health" not in paths
+    assert document["components"]["securitySchemes"]["bearer"]["scheme"] == "bearer"
+    page = edge.http.get("/schema")
+    assert page.status_code == 200
+    assert "SwaggerUIBundle" in page.text
+    assert "/v1/chat/completions" in page.text  # the whole document, browsable
+
+
+def test_readiness_covers_what_the_gateway_routes_to(edge: Edge) -> None:
+    ready = edge.http.get("/ready").json()
+    assert ready["status"] == "ready"
+    assert set(ready["checks"]) == {"redis", "ingest", "query"}
