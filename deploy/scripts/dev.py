@@ -7,11 +7,13 @@ logs go to .dev/ (or DEV_DIR). Ctrl-C (or SIGTERM) stops every process it starte
 from __future__ import annotations
 
 import os
+import secrets
 import signal
 import sys
 import time
 from pathlib import Path
 
+import httpx
 from rag_devstack import SERVICES, NativeStack, ProcessFailed, StackPorts, StartCancelled
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -32,7 +34,16 @@ def main() -> int:
         return 1
 
     workdir = Path(os.environ.get("DEV_DIR") or ROOT / ".dev").resolve()
-    stack = NativeStack(workdir, ports, cwd=ROOT)
+    # The gateway's token to ingest and query, and an admin key: from the environment (or
+    # .env) when set there, else made up for this run.
+    admin_key = _setting("ADMIN_API_KEY") or f"dev-admin-{secrets.token_urlsafe(24)}"
+    stack = NativeStack(
+        workdir,
+        ports,
+        cwd=ROOT,
+        env={"ADMIN_API_KEY": admin_key},
+        internal_token=_setting("INTERNAL_TOKEN") or secrets.token_urlsafe(32),
+    )
     received: list[int] = []
 
     def request_stop(signum: int, _frame: object) -> None:
@@ -45,14 +56,16 @@ def main() -> int:
         signal.signal(signum, request_stop)
 
     print(
-        f"make dev: starting Redis, Chroma, {', '.join(SERVICES)} and an ingest worker "
-        f"(logs in {stack.log_dir})",
+        f"make dev: starting Redis, Chroma, {', '.join(SERVICES)}, a second query replica, "
+        f"an ingest worker and nginx (logs in {stack.log_dir})",
         flush=True,
     )
     try:
-        stack.start()
-    except ProcessFailed as exc:
+        stack.start(with_nginx=True, query_replicas=2)
+        dev_key = _dev_key(stack, admin_key)
+    except (ProcessFailed, httpx.HTTPError) as exc:
         print(f"make dev: {exc}", file=sys.stderr)
+        stack.stop()
         return 1
     except StartCancelled:
         print(
@@ -60,7 +73,7 @@ def main() -> int:
         )
         return 0
 
-    print(_banner(stack), flush=True)
+    print(_banner(stack, admin_key, dev_key), flush=True)
     exit_code = 0
     try:
         while not received:
@@ -87,13 +100,46 @@ def _signal_name(received: list[int]) -> str:
     return signal.Signals(received[0]).name if received else "signal"
 
 
-def _banner(stack: NativeStack) -> str:
+def _setting(name: str) -> str | None:
+    """A value from the environment, else from .env (as the services read it)."""
+    if os.environ.get(name):
+        return os.environ[name]
+    dotenv = ROOT / ".env"
+    if dotenv.exists():
+        for line in dotenv.read_text().splitlines():
+            key, _, value = line.partition("=")
+            if key.strip() == name and value.strip():
+                return value.strip().strip("'\"")
+    return None
+
+
+def _dev_key(stack: NativeStack, admin_key: str) -> str:
+    """An API key of the default tenant that may ingest and query, made through the API."""
+    response = httpx.post(
+        f"{stack.edge_url}/v1/admin/keys",
+        json={"tenant": "default", "scopes": ["ingest:write", "query:read"], "name": "make dev"},
+        headers={"Authorization": f"Bearer {admin_key}"},
+        timeout=30,
+    )
+    response.raise_for_status()
+    key: str = response.json()["key"]
+    return key
+
+
+def _banner(stack: NativeStack, admin_key: str, dev_key: str) -> str:
+    port = stack.ports
     rows = [
+        ("API", f"{stack.edge_url}  (nginx: use this one)", ""),
         ("gateway", stack.api_url("gateway"), f"{stack.health_url('gateway')}/metrics"),
         ("ingest", stack.api_url("ingest"), f"{stack.health_url('ingest')}/metrics"),
         ("query", stack.api_url("query"), f"{stack.health_url('query')}/metrics"),
-        ("worker", "(ingest jobs)", f"http://127.0.0.1:{stack.ports.worker_health}/metrics"),
-        ("chroma", f"http://127.0.0.1:{stack.ports.chroma}", ""),
+        (
+            "query-2",
+            f"http://127.0.0.1:{port.query_2}",
+            f"http://127.0.0.1:{port.query_2_health}/metrics",
+        ),
+        ("worker", "(ingest jobs)", f"http://127.0.0.1:{port.worker_health}/metrics"),
+        ("chroma", f"http://127.0.0.1:{port.chroma}", ""),
         ("redis", stack.redis_url, ""),
     ]
     width = max(len(url) for _, url, _ in rows)
@@ -101,8 +147,13 @@ def _banner(stack: NativeStack) -> str:
     lines += [f"  {name:<8} {url:<{width}}  {metrics}".rstrip() for name, url, metrics in rows]
     lines += [
         "",
-        f"  API docs  {stack.api_url('gateway')}/schema",
-        f"  try       curl -s {stack.api_url('gateway')}/ready",
+        f"  API docs  {stack.edge_url}/schema",
+        f"  API key   {dev_key}  (tenant 'default': ingest and query)",
+        f"  admin key {admin_key}  (ADMIN_API_KEY: creates more keys)",
+        "  try",
+        f"    curl -s -H 'Authorization: Bearer {dev_key}' \\",
+        f"         -H 'content-type: application/json' -d '{{\"name\": \"notes\"}}' "
+        f"{stack.edge_url}/v1/collections",
         f"  logs      {stack.log_dir}/",
         "",
         "Press Ctrl-C to stop everything.",

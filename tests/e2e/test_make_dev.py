@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -51,8 +52,19 @@ def test_make_dev_runs_the_stack_and_ctrl_c_stops_everything(tmp_path: Path) -> 
                 assert httpx.get(f"{api}/ready").status_code == 200
                 health = f"http://127.0.0.1:{ports.health(service)}"
                 assert httpx.get(f"{health}/ready").status_code == 200
+            # Through nginx, with the key the banner offers.
+            edge = f"http://127.0.0.1:{ports.edge}"
+            assert f"{edge}  (nginx" in banner
+            key = re.search(r"API key   (rag_\S+)", banner)
+            assert key is not None, banner
+            listed = httpx.get(
+                f"{edge}/v1/collections", headers={"Authorization": f"Bearer {key.group(1)}"}
+            )
+            assert listed.status_code == 200, listed.text
+            assert httpx.get(f"{edge}/v1/collections").status_code == 401
+            assert httpx.get(f"http://127.0.0.1:{ports.query_2_health}/ready").status_code == 200
             started = descendants(runner.pid)
-            assert len(started) >= 5  # redis, chroma, three services (and their children)
+            assert len(started) >= 8  # redis, chroma, 4 services, worker, nginx (and children)
 
             runner.send_signal(signal.SIGINT)  # what Ctrl-C sends
             assert runner.wait(timeout=60) == 0, output.read_text()
@@ -66,6 +78,10 @@ def test_make_dev_runs_the_stack_and_ctrl_c_stops_everything(tmp_path: Path) -> 
         "chroma.log",
         "gateway.log",
         "ingest.log",
+        "nginx-access.log",
+        "nginx-error.log",
+        "nginx.log",
+        "query-2.log",
         "query.log",
         "redis.log",
         "worker.log",

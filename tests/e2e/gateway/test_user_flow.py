@@ -5,16 +5,20 @@ from __future__ import annotations
 
 import subprocess
 import time
+from pathlib import Path
 
+import httpx
 import openai
 import pytest
-from rag_devstack import NativeStack
+from rag_devstack import ManagedProcess, NativeStack, free_port
+from rag_devstack.nginx import write_native_config
 
 from tests.e2e.gateway.conftest import Edge
 from tests.support.documents import make_pdf
 from tests.support.query import read_sse
 
 pytestmark = pytest.mark.e2e
+REPO_ROOT = Path(__file__).resolve().parents[3]
 
 
 def test_nginx_accepts_the_generated_configuration(full_stack: NativeStack) -> None:
@@ -84,10 +88,15 @@ def test_a_user_flow_through_nginx(edge: Edge, full_stack: NativeStack) -> None:
     # Every hop logged the same request id: nginx's access log has it with the upstream time.
     response = edge.http.get("/v1/collections", headers={**auth, "X-Request-ID": "flow-check-1"})
     assert response.headers["x-request-id"] == "flow-check-1"
-    access = (full_stack.log_dir / "nginx-access.log").read_text()
-    assert '"request_id":"flow-check-1"' in access
-    assert "flow-check-1" in (full_stack.log_dir / "gateway.log").read_text()
-    assert "flow-check-1" in (full_stack.log_dir / "ingest.log").read_text()
+    for log, text in (
+        ("nginx-access.log", '"request_id":"flow-check-1"'),
+        ("gateway.log", '"request_id": "flow-check-1"'),
+        ("ingest.log", '"request_id": "flow-check-1"'),
+    ):
+        deadline = time.monotonic() + 5  # summary lines are written as the response ends
+        while text not in (full_stack.log_dir / log).read_text():
+            assert time.monotonic() < deadline, f"{text} not in {log}"
+            time.sleep(0.1)
 
 
 def test_the_public_schema_describes_the_whole_api(edge: Edge) -> None:
@@ -116,3 +125,50 @@ def test_readiness_covers_what_the_gateway_routes_to(edge: Edge) -> None:
     ready = edge.http.get("/ready").json()
     assert ready["status"] == "ready"
     assert set(ready["checks"]) == {"redis", "ingest", "query"}
+
+
+def test_the_edge_serves_tls_with_the_self_signed_certificate(
+    full_stack: NativeStack, tmp_path: Path
+) -> None:
+    script = REPO_ROOT / "deploy" / "scripts" / "make-cert.sh"
+    subprocess.run([str(script), str(tmp_path / "certs")], check=True, capture_output=True)
+    port = free_port()
+    config = write_native_config(
+        tmp_path / "nginx",
+        tmp_path / "logs",
+        edge_listen=f"127.0.0.1:{free_port()}",
+        query_lb_listen=f"127.0.0.1:{free_port()}",
+        gateways=[f"127.0.0.1:{full_stack.ports.gateway}"],
+        queries=[f"127.0.0.1:{full_stack.ports.query}"],
+        tls=(f"127.0.0.1:{port}", tmp_path / "certs" / "rag.crt", tmp_path / "certs" / "rag.key"),
+    )
+    checked = subprocess.run(
+        ["nginx", "-t", "-p", str(config.parent), "-c", str(config)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert checked.returncode == 0, checked.stderr
+    nginx = ManagedProcess(
+        "nginx-tls",
+        ["nginx", "-p", str(config.parent), "-c", str(config), "-g", "daemon off;"],
+        log_path=tmp_path / "nginx-tls.log",
+    ).start()
+    try:
+        url = f"https://127.0.0.1:{port}/health"
+        nginx.wait_until(
+            lambda: _answers(url, tmp_path / "certs" / "rag.crt"), timeout=20, what="TLS"
+        )
+        response = httpx.get(url, verify=str(tmp_path / "certs" / "rag.crt"))
+        assert response.status_code == 200
+        assert response.headers["strict-transport-security"].startswith("max-age=")
+        assert response.headers["x-content-type-options"] == "nosniff"
+    finally:
+        nginx.stop()
+
+
+def _answers(url: str, certificate: Path) -> bool:
+    try:
+        return httpx.get(url, verify=str(certificate), timeout=1).status_code == 200
+    except httpx.HTTPError:
+        return False

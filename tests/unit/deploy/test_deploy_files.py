@@ -86,7 +86,9 @@ def test_each_service_runs_its_module_against_redis_and_chroma(compose: dict[str
 
 def test_ports_and_volumes_follow_the_deployment_guide(compose: dict[str, Any]) -> None:
     services = compose["services"]
-    assert services["rag-gateway"]["ports"] == ["8000:8000", "8089:8089"]
+    # Clients reach the API through nginx on 8000; the gateway publishes only health/metrics.
+    assert services["nginx"]["ports"] == ["8000:8080"]
+    assert services["rag-gateway"]["ports"] == ["8089:8089"]
     # Unauthenticated stores are published on loopback only.
     assert services["chroma"]["ports"] == ["127.0.0.1:${CHROMA_HOST_PORT:-8001}:8000"]
     assert services["redis"]["ports"] == ["127.0.0.1:${REDIS_HOST_PORT:-6379}:6379"]
@@ -140,3 +142,18 @@ def test_make_help_lists_every_target_with_a_line() -> None:
     for target in targets:
         assert re.search(rf"^{target}:.*## \S", makefile, re.MULTILINE), f"{target} lacks ##"
         assert target in result.stdout
+
+
+def test_the_docker_nginx_gets_every_variable_of_the_shared_template(
+    compose: dict[str, Any],
+) -> None:
+    template = ROOT / "deploy" / "nginx" / "rag.conf.template"
+    wanted = set(re.findall(r"\$\{([A-Z][A-Z0-9_]*)\}", template.read_text()))
+    nginx = compose["services"]["nginx"]
+    assert wanted == set(nginx["environment"])
+    assert (
+        f"./{template.relative_to(ROOT)}:/etc/nginx/templates/rag.conf.template:ro"
+        in nginx["volumes"]
+    )
+    gateway = compose["services"]["rag-gateway"]["environment"]
+    assert gateway["QUERY_URL"] == f"http://nginx:{nginx['environment']['QUERY_LB_LISTEN']}"

@@ -9,6 +9,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 TEMPLATE = Path(__file__).resolve().parents[4] / "deploy" / "nginx" / "rag.conf.template"
+TLS_TEMPLATE = TEMPLATE.with_name("rag-tls.conf.template")
 DEFAULT_MAX_BODY = 50 * 1024 * 1024  # ingest's MAX_REQUEST_BYTES default
 _VARIABLE = re.compile(r"\$\{([A-Z][A-Z0-9_]*)\}")
 
@@ -38,9 +39,11 @@ def write_native_config(
     gateways: Sequence[str],
     queries: Sequence[str],
     max_body_size: str | None = None,
+    tls: tuple[str, Path, Path] | None = None,
 ) -> Path:
     """A complete nginx configuration under ``directory`` (its own pid, temp and log paths,
-    so it runs without root and beside a system nginx); returns the main file."""
+    so it runs without root and beside a system nginx); returns the main file. ``tls``:
+    (listen, certificate, key) adds the edge over TLS."""
     directory.mkdir(parents=True, exist_ok=True)
     log_dir.mkdir(parents=True, exist_ok=True)
     temp = directory / "tmp"
@@ -58,6 +61,18 @@ def write_native_config(
             "MAX_BODY_SIZE": str(int(max_body_size) if max_body_size else DEFAULT_MAX_BODY),
         },
     )
+    if tls is not None:
+        listen, certificate, key = tls
+        rag += "\n" + render(
+            TLS_TEMPLATE.read_text(),
+            {
+                "EDGE_TLS_LISTEN": listen,
+                "TLS_CERTIFICATE": str(certificate),
+                "TLS_CERTIFICATE_KEY": str(key),
+                "ACCESS_LOG": str(log_dir / "nginx-access.log"),
+                "MAX_BODY_SIZE": str(int(max_body_size) if max_body_size else DEFAULT_MAX_BODY),
+            },
+        )
     (directory / "rag.conf").write_text(rag)
     user = "user nobody nogroup;\n" if os.geteuid() == 0 else ""
     main = directory / "nginx.conf"
