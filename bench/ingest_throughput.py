@@ -33,6 +33,7 @@ ROOT = Path(__file__).resolve().parents[1]
 CORPUS = ROOT.parent / "shared" / "eval" / "scifact" / "corpus.jsonl"
 DOC = ROOT / "docs" / "benchmarks.md"
 BATCH = 500
+BENCH_ADMIN_KEY = "bench-admin-key-for-this-run-only-0123456789"
 
 
 def load_corpus(limit: int | None) -> list[dict[str, str]]:
@@ -122,10 +123,15 @@ def end_to_end(
                 "DATA_DIR": str(cache),
                 "LOG_LEVEL": "WARNING",
                 "WORKER_CONCURRENCY": str(concurrency),
+                "ADMIN_API_KEY": BENCH_ADMIN_KEY,
+                "RATE_LIMIT_PER_MINUTE": "1000000",
             },
         )
         with stack:
-            stack.start(services=["ingest", "query"] if query else ["ingest"])
+            if query:
+                stack.start(services=["ingest", "query", "gateway"], with_nginx=True)
+            else:
+                stack.start(services=["ingest"])
             extra = []
             for n in range(1, workers):
                 port = free_port()
@@ -174,7 +180,12 @@ def end_to_end(
                 print("query benchmarks...", flush=True)
                 time.sleep(2)  # the lexical index follows within a second
                 queried = run_query_bench(
-                    stack.api_url("query"), "scifact", CORPUS.parent, cache, stack.ports.chroma
+                    stack.api_url("query"),
+                    "scifact",
+                    CORPUS.parent,
+                    cache,
+                    stack.ports.chroma,
+                    edge=(stack.edge_url, BENCH_ADMIN_KEY),
                 )
         return {
             "documents": len(docs),
