@@ -19,7 +19,7 @@ from rag_query.app import create_app as create_query
 from tests.conftest import Backing
 
 SERVICES: dict[str, tuple[type[ServiceSettings], Any, set[str]]] = {
-    "gateway": (GatewaySettings, create_gateway, {"redis"}),
+    "gateway": (GatewaySettings, create_gateway, {"redis", "ingest", "query"}),
     "ingest": (IngestSettings, create_ingest, {"redis", "chroma"}),
     "query": (QuerySettings, create_query, {"redis", "chroma", "lexical"}),
 }
@@ -38,7 +38,26 @@ def create(service: str, settings: ServiceSettings) -> Litestar:
     return app
 
 
-@pytest.mark.parametrize("service", SERVICES)
+async def test_the_gateway_is_not_ready_while_what_it_routes_to_is_down(backing: Backing) -> None:
+    settings = settings_for("gateway", backing.redis_url, backing.chroma_port)
+    settings = settings.model_copy(
+        update={
+            "ingest_url": f"http://127.0.0.1:{free_port()}",
+            "query_url": f"http://127.0.0.1:{free_port()}",
+        }
+    )
+    async with AsyncTestClient(create("gateway", settings)) as client:
+        response = await client.get("/ready")
+    assert response.status_code == 503
+    checks = response.json()["checks"]
+    assert checks == {
+        "redis": {"status": "ok"},
+        "ingest": {"status": "error"},
+        "query": {"status": "error"},
+    }
+
+
+@pytest.mark.parametrize("service", ["ingest", "query"])
 async def test_ready_when_its_dependencies_answer(service: str, backing: Backing) -> None:
     app = create(service, settings_for(service, backing.redis_url, backing.chroma_port))
     async with AsyncTestClient(app) as client:

@@ -157,10 +157,9 @@ def test_the_edge_serves_tls_with_the_self_signed_certificate(
     ).start()
     try:
         url = f"https://127.0.0.1:{port}/health"
-        nginx.wait_until(
-            lambda: _answers(url, tmp_path / "certs" / "rag.crt"), timeout=20, what="TLS"
-        )
-        response = httpx.get(url, verify=str(tmp_path / "certs" / "rag.crt"))
+        trust = ssl.create_default_context(cafile=str(tmp_path / "certs" / "rag.crt"))
+        nginx.wait_until(lambda: _answers(url, trust), timeout=20, what="TLS")
+        response = httpx.get(url, verify=trust)
         assert response.status_code == 200
         assert response.headers["strict-transport-security"].startswith("max-age=")
         assert response.headers["x-content-type-options"] == "nosniff"
