@@ -109,6 +109,15 @@ def provide_chroma(state: State) -> ChromaClient:
     return chroma
 
 
+def from_state(name: str) -> Provide:
+    """A dependency handing handlers what the lifespan stored as ``app.state.<name>``."""
+
+    def provide(state: State) -> object:
+        return state[name]
+
+    return Provide(provide, sync_to_thread=False)
+
+
 def build_service_app(
     spec: ServiceSpec[S],
     settings: S,
@@ -157,6 +166,7 @@ __all__ = [
     "ServiceSpec",
     "build_service_app",
     "chroma_lifespan",
+    "from_state",
     "package_version",
     "provide_chroma",
     "provide_redis",

@@ -6,7 +6,6 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from litestar import Litestar
-from litestar.datastructures import State
 from litestar.di import Provide
 from rag_config import GatewaySettings, get_settings
 from rag_core.catalog import Keys
@@ -15,6 +14,7 @@ from rag_core.service import (
     Lifespan,
     ServiceSpec,
     build_service_app,
+    from_state,
     provide_redis,
     redis_lifespan,
 )
@@ -67,13 +67,6 @@ def _gateway_lifespan(settings: GatewaySettings) -> Lifespan:
     return components
 
 
-def _from_state(name: str) -> Provide:
-    def provide(state: State) -> object:
-        return state[name]
-
-    return Provide(provide, sync_to_thread=False)
-
-
 def create_app(settings: GatewaySettings | None = None) -> Litestar:
     """Build the gateway app; nothing connects until its lifespan starts."""
     settings = settings or get_settings(GatewaySettings)
@@ -85,7 +78,7 @@ def create_app(settings: GatewaySettings | None = None) -> Litestar:
         dependencies={
             "redis": Provide(provide_redis, sync_to_thread=False),
             **{
-                name: _from_state(name)
+                name: from_state(name)
                 for name in ("api_keys", "authenticator", "limits", "forwarder", "schema")
             },
         },

@@ -19,6 +19,7 @@ from rag_core.service import (
     ServiceSpec,
     build_service_app,
     chroma_lifespan,
+    from_state,
     provide_chroma,
     provide_redis,
     redis_lifespan,
@@ -105,13 +106,6 @@ def _query_lifespan(settings: QuerySettings) -> Lifespan:
     return components
 
 
-def _from_state(name: str) -> Provide:
-    def provide(state: State) -> object:
-        return state[name]
-
-    return Provide(provide, sync_to_thread=False)
-
-
 def _for_tenant(name: str) -> Provide:
     """The store ``name`` in the request's tenant's namespace."""
 
@@ -140,8 +134,7 @@ def create_app(settings: QuerySettings | None = None) -> Litestar:
             "catalog": _for_tenant("catalog"),
             "sessions": _for_tenant("sessions"),
             **{
-                name: _from_state(name)
-                for name in ("indexes", "retriever", "generators", "answers")
+                name: from_state(name) for name in ("indexes", "retriever", "generators", "answers")
             },
         },
         description="Hybrid retrieval and grounded answers with citations.",
