@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import sys
@@ -10,6 +11,7 @@ from typing import Any
 
 import pytest
 import yaml
+from rag_devstack import executable
 
 ROOT = Path(__file__).resolve().parents[3]
 BIN = Path(sys.executable).parent
@@ -157,3 +159,49 @@ def test_the_docker_nginx_gets_every_variable_of_the_shared_template(
     )
     gateway = compose["services"]["rag-gateway"]["environment"]
     assert gateway["QUERY_URL"] == f"http://nginx:{nginx['environment']['QUERY_LB_LISTEN']}"
+
+
+def test_prometheus_config_and_alert_rules_pass_promtool() -> None:
+    promtool = executable("promtool")
+    folder = ROOT / "deploy" / "prometheus"
+    config = run(promtool, "check", "config", folder / "prometheus.yml")
+    assert config.returncode == 0, config.stdout + config.stderr
+    rules = run(promtool, "check", "rules", folder / "alerts.yml")
+    assert rules.returncode == 0, rules.stdout + rules.stderr
+    names = set(re.findall(r"alert: (\w+)", (folder / "alerts.yml").read_text()))
+    assert {
+        "ServiceDown",
+        "HighErrorRate",
+        "HighLatencyP95",
+        "IngestQueueGrowing",
+        "DeadLetteredJobs",
+        "AnswerCacheHitRatioCollapsed",
+    } <= names
+
+
+def test_grafana_provisioning_points_the_dashboard_at_the_datasource() -> None:
+    grafana = ROOT / "deploy" / "grafana"
+    source = yaml.safe_load(
+        (grafana / "provisioning" / "datasources" / "prometheus.yml").read_text()
+    )
+    uid = source["datasources"][0]["uid"]
+    dashboard = json.loads((grafana / "dashboards" / "rag-engine.json").read_text())
+    for panel in dashboard["panels"]:
+        assert panel["datasource"]["uid"] == uid, panel["title"]
+        assert panel["targets"], panel["title"]
+    titles = " ".join(p["title"] for p in dashboard["panels"]).lower()
+    for topic in (
+        "request",
+        "error",
+        "latency",
+        "queue",
+        "jobs",
+        "chunks",
+        "retrieval",
+        "generation",
+        "cache",
+        "empty",
+        "tokens",
+        "memory",
+    ):
+        assert topic in titles, topic
