@@ -35,55 +35,77 @@ def validate_compose(path: Path) -> subprocess.CompletedProcess[str]:
     return run(BIN / "check-jsonschema", "--builtin-schema", "vendor.compose-spec", path)
 
 
-@pytest.fixture(scope="module")
-def compose() -> dict[str, Any]:
-    loaded: dict[str, Any] = yaml.safe_load((ROOT / "compose.yml").read_text())
+def load(name: str) -> dict[str, Any]:
+    loaded: dict[str, Any] = yaml.safe_load((ROOT / name).read_text())
     return loaded
 
 
-def test_compose_file_is_valid() -> None:
-    result = validate_compose(ROOT / "compose.yml")
+@pytest.fixture(scope="module")
+def compose() -> dict[str, Any]:
+    return load("compose.yml")
+
+
+@pytest.fixture(scope="module")
+def prod() -> dict[str, Any]:
+    return load("compose.prod.yml")
+
+
+@pytest.mark.parametrize("name", ["compose.yml", "compose.prod.yml"])
+def test_compose_files_are_valid(name: str) -> None:
+    result = validate_compose(ROOT / name)
     assert result.returncode == 0, result.stdout + result.stderr
 
 
 def test_compose_validator_rejects_a_broken_file(tmp_path: Path) -> None:
     broken = tmp_path / "compose.yml"
-    broken.write_text("services:\n  x:\n    imagee: redis\n")
+    broken.write_text("services:\n  api:\n    image: 42\n    ports: nope\n")
     assert validate_compose(broken).returncode != 0
 
 
-def test_every_reference_in_compose_resolves(compose: dict[str, Any]) -> None:
-    services = compose["services"]
-    volumes = set(compose["volumes"])
-    for name, service in services.items():
+@pytest.mark.parametrize("name", ["compose.yml", "compose.prod.yml"])
+def test_every_reference_resolves(name: str) -> None:
+    document = load(name)
+    services, volumes = document["services"], set(document["volumes"])
+    for service_name, service in services.items():
         for dependency in service.get("depends_on", {}):
-            assert dependency in services, f"{name} depends on unknown {dependency}"
+            assert dependency in services, f"{service_name} -> {dependency}"
         for mount in service.get("volumes", []):
             source = mount.split(":")[0]
-            assert source in volumes or source.startswith((".", "/")), f"{name}: {mount}"
+            if source.startswith("."):
+                assert (ROOT / source).exists(), f"{service_name}: {mount}"
+            else:
+                assert source in volumes, f"{service_name}: {mount}"
         for network in service.get("networks", []):
-            assert network in compose["networks"]
-    builders = [name for name, service in services.items() if "build" in service]
+            assert network in document["networks"]
+    builders = [n for n, service in services.items() if "build" in service]
     assert builders == ["chroma"], "exactly one service builds the shared image"
-    for name in RAG_SERVICES:
-        assert services[name]["image"] == services["chroma"]["image"]
-        assert services[name]["pull_policy"] == "never"
+    for service_name in RAG_SERVICES:
+        assert services[service_name]["image"] == services["chroma"]["image"]
+        assert services[service_name]["pull_policy"] == "never"
 
 
-def test_each_service_runs_its_module_against_redis_and_chroma(compose: dict[str, Any]) -> None:
+def test_development_runs_each_service_from_the_mounted_source(compose: dict[str, Any]) -> None:
     services = compose["services"]
+    assert services["chroma"]["build"]["dockerfile"] == "deploy/docker/Dockerfile.dev"
     for name, module in RAG_SERVICES.items():
         service = services[name]
-        assert service["command"] == ["python", "-m", module]
-        package = module.split(".")[0]
-        main = ROOT / "services" / package.removeprefix("rag_") / "src" / Path(*module.split("."))
-        assert (main / "__main__.py").exists(), main
+        if name == "rag-ingest-worker":
+            assert f"python -m {module}" in service["command"]
+        else:
+            assert f"rag_{service['environment']['RAG_SERVICE']}" == module
+        assert "./libs:/app/libs" in service["volumes"]
+        assert "./services:/app/services" in service["volumes"]
         assert service["environment"]["REDIS_URL"] == "redis://redis:6379/0"
         assert service["depends_on"]["redis"]["condition"] == "service_healthy"
         assert service["networks"] == ["rag-network"]
+        assert service["healthcheck"]["test"], name
+    worker = services["rag-ingest-worker"]["healthcheck"]["test"]
+    assert worker == ["CMD", "arq", "--check", "rag_ingest.worker.check.WorkerSettings"]
     for name in ("rag-ingest", "rag-ingest-worker", "rag-query"):
         assert services[name]["environment"]["CHROMA_HOST"] == "chroma"
         assert services[name]["depends_on"]["chroma"]["condition"] == "service_healthy"
+    for name, service in services.items():
+        assert "healthcheck" in service or name in ("nginx-exporter", "redis-exporter"), name
 
 
 def test_ports_and_volumes_follow_the_deployment_guide(compose: dict[str, Any]) -> None:
@@ -91,19 +113,79 @@ def test_ports_and_volumes_follow_the_deployment_guide(compose: dict[str, Any]) 
     # Clients reach the API through nginx on 8000; the gateway publishes only health/metrics.
     assert services["nginx"]["ports"] == ["8000:8080"]
     assert services["rag-gateway"]["ports"] == ["8089:8089"]
-    # Unauthenticated stores are published on loopback only.
+    # Unauthenticated stores and tools are published on loopback only.
     assert services["chroma"]["ports"] == ["127.0.0.1:${CHROMA_HOST_PORT:-8001}:8000"]
     assert services["redis"]["ports"] == ["127.0.0.1:${REDIS_HOST_PORT:-6379}:6379"]
+    assert services["prometheus"]["ports"] == ["127.0.0.1:9090:9090"]
+    assert services["grafana"]["ports"] == ["127.0.0.1:3000:3000"]
     assert "chroma_data:/data" in services["chroma"]["volumes"]
     redis = services["redis"]
     assert "--appendonly" in redis["command"]
     assert redis["command"][redis["command"].index("--maxmemory-policy") + 1] == "noeviction"
-    assert {"rag_data", "rag_logs", "chroma_data", "redis_data"} <= set(compose["volumes"])
+    assert {
+        "rag_data",
+        "rag_logs",
+        "chroma_data",
+        "redis_data",
+        "prometheus_data",
+        "grafana_data",
+    } <= set(compose["volumes"])
 
 
-def test_dockerfile_passes_hadolint() -> None:
-    result = run(BIN / "hadolint", DOCKERFILE)
+def test_production_is_hardened_service_by_service(prod: dict[str, Any]) -> None:
+    services = prod["services"]
+    for name, service in services.items():
+        assert service["restart"] == "unless-stopped", name
+        assert service["read_only"] is True, name
+        assert "/tmp" in service["tmpfs"], name
+        assert service["security_opt"] == ["no-new-privileges:true"], name
+        assert service["cap_drop"] == ["ALL"], name
+        assert service["logging"]["driver"] == "json-file", name
+        assert {"max-size", "max-file"} <= set(service["logging"]["options"]), name
+        resources = service["deploy"]["resources"]
+        assert {"cpus", "memory"} <= set(resources["limits"]), name
+        assert {"cpus", "memory"} <= set(resources["reservations"]), name
+        assert "rag-internal" in service["networks"], name
+        assert not any(
+            str(m).startswith(("./libs", "./services")) for m in service.get("volumes", [])
+        )
+        if name != "nginx":
+            assert "ports" not in service, f"{name} publishes a port"
+    assert services["nginx"]["ports"] == ["${API_PORT:-8000}:8080"]
+    assert prod["networks"]["rag-internal"]["internal"] is True
+    assert services["rag-query"]["deploy"]["replicas"] == 3
+    assert services["rag-ingest-worker"]["deploy"]["replicas"] == 2
+    assert services["chroma"]["build"]["dockerfile"] == "deploy/docker/Dockerfile"
+    for name, module in RAG_SERVICES.items():
+        assert services[name]["command"] == ["python", "-m", module]
+        assert services[name]["environment"]["ENVIRONMENT"] == "production"
+
+
+def test_production_takes_every_secret_from_the_environment(prod: dict[str, Any]) -> None:
+    text = (ROOT / "compose.prod.yml").read_text()
+    services = prod["services"]
+    gateway = services["rag-gateway"]["environment"]
+    assert gateway["JWT_SECRET"].startswith("${JWT_SECRET:?")
+    assert gateway["INTERNAL_TOKEN"].startswith("${INTERNAL_TOKEN:?")
+    assert services["grafana"]["environment"]["GF_SECURITY_ADMIN_PASSWORD"].startswith(
+        "${GRAFANA_PASSWORD:?"
+    )
+    for secret in ("OPENAI_API_KEY", "GOOGLE_API_KEY", "COHERE_API_KEY", "ADMIN_API_KEY"):
+        assert re.search(rf"{secret}: \$\{{{secret}:-\}}", text) or secret not in text, secret
+    assert not re.search(r"(password|secret|token|key)\s*[:=]\s*['\"]?[A-Za-z0-9]{12,}", text, re.I)
+
+
+@pytest.mark.parametrize("name", ["Dockerfile", "Dockerfile.dev"])
+def test_dockerfiles_pass_hadolint(name: str) -> None:
+    result = run(BIN / "hadolint", DOCKERFILE.with_name(name))
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_the_images_carry_the_embedder_so_containers_start_offline() -> None:
+    for name in ("Dockerfile", "Dockerfile.dev"):
+        text = DOCKERFILE.with_name(name).read_text()
+        assert "ensure_onnx_model(Path('/opt/models')" in text, name
+        assert "MODEL_DIR=/opt/models" in text, name
 
 
 def test_dockerfile_follows_the_house_rules() -> None:

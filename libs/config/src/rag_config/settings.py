@@ -225,6 +225,17 @@ class StorageSettings(_EnvSettings):
     data_dir: str = Field(
         ".data", description="Directory for local files (the embedder's cached ONNX model)."
     )
+    model_dir: str | None = Field(
+        None,
+        description="Where the local embedder's ONNX files are (built there if missing); "
+        "empty: DATA_DIR/models. The Docker image ships them in /opt/models.",
+    )
+
+    _blank_model_dir = field_validator("model_dir", mode="before")(_blank_to_none)
+
+    @property
+    def models_path(self) -> str:
+        return self.model_dir or f"{self.data_dir}/models"
 
 
 EmbeddingModel = Literal[

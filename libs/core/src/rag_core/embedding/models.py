@@ -77,7 +77,7 @@ class EmbedderFactory:
             from rag_core.embedding.local import LocalEmbedder  # noqa: PLC0415
 
             return LocalEmbedder(
-                Path(s.data_dir) / "models",
+                Path(s.models_path),
                 variant="int8" if spec.remote_name == "int8" else "fp32",
                 threads=s.embed_threads,
                 batch_size=s.embed_batch_size,

@@ -29,6 +29,7 @@ from redis.exceptions import RedisError
 
 from rag_ingest.parsing.pool import ParserPool
 from rag_ingest.queueing import deserialize_job, serialize_job
+from rag_ingest.worker.check import health_check_key
 from rag_ingest.worker.context import BatchedEmbedders, WorkerContext
 from rag_ingest.worker.tasks import drain_cleanups, heartbeat, ingest_document, reconcile
 
@@ -75,6 +76,7 @@ def build_worker(context: WorkerContext, settings: IngestSettings) -> Worker:
         max_tries=settings.job_max_tries + 1,
         poll_delay=0.2,
         health_check_interval=10,
+        health_check_key=health_check_key(context.keys.queue()),
         handle_signals=False,
         ctx={"rag": context},
         job_serializer=serialize_job,
