@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -162,3 +165,17 @@ def test_the_workers_log_lines_of_a_job_carry_the_requests_trace_and_id(
     assert len(started) == 2, lines
     assert {line["trace_id"] for line in started} == {trace_id}
     assert {line["request_id"] for line in started} == {"ingest-trace-check"}
+
+
+def test_arq_check_is_the_workers_container_health_check(ingest_stack: NativeStack) -> None:
+    arq = Path(sys.executable).parent / "arq"
+    env = {**os.environ, "REDIS_URL": ingest_stack.redis_url}
+    check = ["rag_ingest.worker.check.WorkerSettings"]
+    healthy = subprocess.run([arq, "--check", *check], env=env, capture_output=True, check=False)
+    assert healthy.returncode == 0, healthy.stderr
+    # No worker has ever served this queue: the check fails.
+    elsewhere = {**env, "REDIS_PREFIX": "noworker"}
+    missing = subprocess.run(
+        [arq, "--check", *check], env=elsewhere, capture_output=True, check=False
+    )
+    assert missing.returncode == 1
