@@ -1,0 +1,72 @@
+#!/usr/bin/env bash
+# Restore an archive made by backup.sh. The checksums are verified first: a corrupt or
+# incomplete archive is refused and nothing is touched.
+#
+#   restore.sh ARCHIVE [--compose FILE]          the Docker stack (its services are stopped,
+#                                                 restored, and started again)
+#   restore.sh ARCHIVE --native DATA_DIR          a stopped native stack's data directory
+set -euo pipefail
+
+archive="" mode=docker compose_file=compose.yml data_dir=""
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --native) mode=native data_dir="$2"; shift 2 ;;
+    --compose) compose_file="$2"; shift 2 ;;
+    -h|--help) sed -n '2,8p' "$0"; exit 0 ;;
+    *) archive="$1"; shift ;;
+  esac
+done
+die() { echo "restore: $*" >&2; exit 1; }
+[ -f "$archive" ] || die "no archive at '$archive'"
+
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+tar -C "$work" -xzf "$archive" 2>/dev/null || die "$archive is not a readable archive; nothing restored"
+root=$(find "$work" -mindepth 1 -maxdepth 1 -type d -name 'rag-backup-*' | head -n 1)
+[ -n "$root" ] && [ -f "$root/manifest.json" ] && [ -f "$root/SHA256SUMS" ] \
+  || die "$archive has no manifest or checksums; nothing restored"
+listed=$(wc -l < "$root/SHA256SUMS")
+present=$(cd "$root" && find . -type f ! -name SHA256SUMS ! -name manifest.json | wc -l)
+[ "$listed" -eq "$present" ] || die "$archive holds $present files but lists $listed; nothing restored"
+(cd "$root" && sha256sum --check --quiet --strict SHA256SUMS) >/dev/null 2>&1 \
+  || die "checksums of $archive do not match (corrupted?); nothing restored"
+
+# Redis keeps data in AOF files: load the snapshot with AOF off, then have Redis write the
+# AOF from it, so the restored data survives the next start (with AOF on).
+redis_from_snapshot() {
+  local dir=$1 port
+  port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+  redis-server --bind 127.0.0.1 --port "$port" --dir "$dir" --dbfilename dump.rdb \
+    --appendonly no --save "" --daemonize yes --logfile "$dir/restore.log"
+  for _ in $(seq 50); do redis-cli -p "$port" ping >/dev/null 2>&1 && break; sleep 0.1; done
+  redis-cli -p "$port" config set appendonly yes >/dev/null
+  for _ in $(seq 300); do
+    redis-cli -p "$port" info persistence | grep -q '^aof_rewrite_in_progress:0' \
+      && redis-cli -p "$port" info persistence | grep -q '^aof_enabled:1' && break
+    sleep 0.1
+  done
+  redis-cli -p "$port" shutdown nosave >/dev/null 2>&1 || true
+  rm -f "$dir/dump.rdb" "$dir/restore.log"
+}
+
+if [ "$mode" = native ]; then
+  [ -d "$data_dir" ] || die "no data directory at '$data_dir'"
+  rm -rf "$data_dir/chroma" "$data_dir/redis"
+  mkdir -p "$data_dir/chroma" "$data_dir/redis"
+  cp -a "$root/chroma/." "$data_dir/chroma/"
+  cp "$root/redis/dump.rdb" "$data_dir/redis/dump.rdb"
+  redis_from_snapshot "$data_dir/redis"
+else
+  dc=(docker compose -f "$compose_file")
+  "${dc[@]}" stop
+  staging="$work/redis"
+  mkdir -p "$staging"
+  cp "$root/redis/dump.rdb" "$staging/dump.rdb"
+  redis_from_snapshot "$staging"
+  "${dc[@]}" run --rm --no-deps -v "$staging:/restore:ro" --entrypoint sh redis \
+    -c 'rm -rf /data/* && cp -a /restore/. /data/'
+  "${dc[@]}" run --rm --no-deps -v "$root/chroma:/restore:ro" --entrypoint sh chroma \
+    -c 'rm -rf /data/* && cp -a /restore/. /data/'
+  "${dc[@]}" up -d
+fi
+echo "restore: $archive restored ($(grep -o '"created": "[^"]*"' "$root/manifest.json"))"
