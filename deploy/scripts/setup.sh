@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Idempotent set-up for development and tests on Debian: uv, the Debian packages the stack and
-# its tests run (redis-server, nginx, prometheus), and the project's Python environment (.venv).
+# its tests run (redis-server, nginx, prometheus, curl, openssl), and the project's Python
+# environment (.venv).
 # Installs with apt-get only when running as root; otherwise prints the exact command to run.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -11,6 +12,10 @@ missing=()
 command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
 command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || missing+=(nginx)
 { command -v prometheus >/dev/null 2>&1 && command -v promtool >/dev/null 2>&1; } || missing+=(prometheus)
+# The ops scripts (health checks, backups, TLS certificates) use these.
+command -v curl >/dev/null 2>&1 || missing+=(curl)
+command -v openssl >/dev/null 2>&1 || missing+=(openssl)
+command -v sha256sum >/dev/null 2>&1 || missing+=(coreutils)
 
 if [ ${#missing[@]} -gt 0 ]; then
   if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; then
