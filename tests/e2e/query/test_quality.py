@@ -4,7 +4,9 @@ scored with ir-measures), measured in the same run."""
 
 from __future__ import annotations
 
+import json
 import time
+from pathlib import Path
 
 import ir_measures
 import pytest
@@ -15,6 +17,7 @@ from tests.support.ingest import IngestClient
 from tests.support.query import QueryClient
 
 pytestmark = pytest.mark.e2e
+BASELINE = Path(__file__).resolve().parents[2] / "fixtures" / "quality_baseline.json"
 DOCUMENTS = 1000  # every judged document plus random others: a minute of ingest on 2 cores
 
 
@@ -58,3 +61,6 @@ def test_hybrid_beats_dense_and_bm25_on_scifact(ingest: IngestClient, query: Que
     )
     assert min(ndcg.values()) > 0.5, ndcg  # each retriever works at all
     assert ndcg["hybrid"] >= max(ndcg["dense"], ndcg["lexical"]), ndcg
+    # The regression gate: no change may cost more than 0.01 of the recorded figure.
+    baseline = json.loads(BASELINE.read_text())["hybrid_ndcg_at_10"]
+    assert ndcg["hybrid"] >= baseline - 0.01, (ndcg["hybrid"], baseline)

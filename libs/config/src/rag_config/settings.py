@@ -510,8 +510,18 @@ class GenerationSettings(_EnvSettings):
     _blank_prompts_dir = field_validator("prompts_dir", mode="before")(_blank_to_none)
 
 
+class EvaluationSettings(_EnvSettings):
+    eval_sync_max_cases: int = Field(
+        50, ge=1, le=10_000, description="Evaluations with more cases run in the background."
+    )
+    eval_max_cases: int = Field(
+        20_000, ge=1, le=1_000_000, description="Most cases one evaluation may have."
+    )
+
+
 class QuerySettings(
     ServiceSettings,
+    EvaluationSettings,
     ChromaSettings,
     LLMSettings,
     StorageSettings,

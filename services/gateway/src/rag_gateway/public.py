@@ -16,7 +16,7 @@ from rag_core.errors import InvalidInput, NotFound, RagError
 from rag_core.tenancy import TENANT_HEADER, check_tenant
 
 from rag_gateway.auth.authenticate import Authenticator
-from rag_gateway.auth.principal import Principal
+from rag_gateway.auth.principal import Forbidden, Principal
 from rag_gateway.limits import Limits
 from rag_gateway.proxy import Forwarder, buffered, request_id, stream_back
 from rag_gateway.routing import NoRoute, Route, classify, is_openai_path
@@ -114,7 +114,12 @@ async def _forward(
     upstream = await forwarder.send(
         target.upstream, method, raw_path + (f"?{query}" if query else ""), headers, content
     )
-    if principal.collections is not None and target.kind in ("collections", "jobs", "models"):
+    if principal.collections is not None and target.kind in (
+        "collections",
+        "jobs",
+        "models",
+        "evaluation",
+    ):
         status, out_headers, body = await buffered(upstream)
         if status != 200:
             return Response(body, status_code=status, headers=out_headers)
@@ -136,7 +141,13 @@ async def _body(
                 "send documents with a Content-Length (it counts against the daily quota)"
             )
         await limits.ingest_bytes(principal, int(length))
-    if principal.collections is not None and target.kind in ("create_collection", "chat"):
+    if principal.collections is not None and target.kind == "evaluate_files":
+        raise Forbidden("a key limited to some collections cannot upload evaluation files")
+    if principal.collections is not None and target.kind in (
+        "create_collection",
+        "chat",
+        "evaluate",
+    ):
         body = await request.body()
         if len(body) > MAX_INSPECTED_BODY:
             raise InvalidInput("the request body is too large for this route")
@@ -145,7 +156,9 @@ async def _body(
         except ValueError:
             return body  # the upstream explains what is wrong with it
         if isinstance(data, dict):
-            name = data.get("name") if target.kind == "create_collection" else data.get("model")
+            name = data.get(
+                {"create_collection": "name", "chat": "model"}.get(target.kind, "collection")
+            )
             if isinstance(name, str):
                 principal.require_collection(name.partition(":")[0])
         return body
@@ -168,4 +181,6 @@ def _only_allowed(target: Route, body: Any, principal: Principal) -> Any:
         body["jobs"] = [j for j in body["jobs"] if principal.may_use(j["collection"])]
     elif target.kind == "models":
         body["data"] = [m for m in body["data"] if principal.may_use(m["id"].partition(":")[0])]
+    elif target.kind == "evaluation":
+        principal.require_collection(str(body.get("collection")))
     return body

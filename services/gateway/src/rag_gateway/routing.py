@@ -17,6 +17,9 @@ Kind = Literal[
     "job",  # one job: its collection decides
     "models",
     "chat",  # the collection is the model named in the body
+    "evaluate",  # the collection is named in the JSON body
+    "evaluate_files",  # the collection is a form field of a multipart body
+    "evaluation",  # an evaluation's collection is in the answer
 ]
 
 READ, WRITE, QUERY = "ingest:read", "ingest:write", "query:read"
@@ -68,6 +71,9 @@ TABLE: list[tuple[re.Pattern[str], dict[str, tuple[Upstream, str, Kind]]]] = [
     (re.compile(rf"^/v1/jobs/{_J}/retry$"), {"POST": ("ingest", WRITE, "job")}),
     (re.compile(r"^/v1/models$"), {"GET": ("query", QUERY, "models")}),
     (re.compile(r"^/v1/chat/completions$"), {"POST": ("query", QUERY, "chat")}),
+    (re.compile(r"^/v1/evaluate$"), {"POST": ("query", QUERY, "evaluate")}),
+    (re.compile(r"^/v1/evaluate/beir$"), {"POST": ("query", QUERY, "evaluate_files")}),
+    (re.compile(r"^/v1/evaluations/[^/]+$"), {"GET": ("query", QUERY, "evaluation")}),
     (
         re.compile(r"^/v1/sessions/[^/]+$"),
         {"GET": ("query", QUERY, "plain"), "DELETE": ("query", QUERY, "plain")},

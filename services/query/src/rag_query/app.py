@@ -32,6 +32,8 @@ from rag_query.answers.rerank import CohereReranker
 from rag_query.answers.routes import QueryController, SessionController
 from rag_query.answers.service import AnswerService
 from rag_query.answers.sessions import SessionStore
+from rag_query.evaluation.routes import EvaluationController
+from rag_query.evaluation.service import EvaluationJobs, Evaluator
 from rag_query.generation.prompts import Prompts
 from rag_query.openai_api.routes import OpenAIController
 from rag_query.retrieval.indexes import LexicalIndexes
@@ -68,27 +70,30 @@ def _query_lifespan(settings: QuerySettings) -> Lifespan:
             if settings.cohere_api_key is not None
             else None
         )
+        answers = AnswerService(
+            retriever=retriever,
+            catalog=catalog,
+            indexes=indexes,
+            generators=generators,
+            prompts=prompts,
+            analyzer=indexes.analyzer,
+            sessions=sessions,
+            cache=AnswerCache(app.state.redis, keys, ttl_seconds=settings.answer_cache_ttl_seconds),
+            cohere=cohere,
+            settings=settings,
+        )
+        evaluator = Evaluator(retriever, answers, generators, prompts, indexes.analyzer)
+        evaluations = EvaluationJobs(app.state.redis, keys, evaluator)
         app.state.update(
+            evaluator=evaluator,
+            evaluations=evaluations,
             catalog=catalog,
             indexes=indexes,
             embedders=embedders,
             retriever=retriever,
             generators=generators,
             sessions=sessions,
-            answers=AnswerService(
-                retriever=retriever,
-                catalog=catalog,
-                indexes=indexes,
-                generators=generators,
-                prompts=prompts,
-                analyzer=indexes.analyzer,
-                sessions=sessions,
-                cache=AnswerCache(
-                    app.state.redis, keys, ttl_seconds=settings.answer_cache_ttl_seconds
-                ),
-                cohere=cohere,
-                settings=settings,
-            ),
+            answers=answers,
         )
         app.state.readiness.checks["lexical"] = indexes.check_ready
         follower = asyncio.create_task(indexes.run())
@@ -100,6 +105,7 @@ def _query_lifespan(settings: QuerySettings) -> Lifespan:
                 await follower
             indexes.close()
             await embedders.close()
+            await evaluations.close()
             if cohere is not None:
                 await cohere.close()
 
@@ -121,7 +127,13 @@ def create_app(settings: QuerySettings | None = None) -> Litestar:
     return build_service_app(
         SERVICE,
         settings,
-        route_handlers=[SearchController, QueryController, SessionController, OpenAIController],
+        route_handlers=[
+            SearchController,
+            QueryController,
+            SessionController,
+            OpenAIController,
+            EvaluationController,
+        ],
         lifespan=[
             redis_lifespan(settings),
             chroma_lifespan(settings, settings),
@@ -134,7 +146,15 @@ def create_app(settings: QuerySettings | None = None) -> Litestar:
             "catalog": _for_tenant("catalog"),
             "sessions": _for_tenant("sessions"),
             **{
-                name: from_state(name) for name in ("indexes", "retriever", "generators", "answers")
+                name: from_state(name)
+                for name in (
+                    "indexes",
+                    "retriever",
+                    "generators",
+                    "answers",
+                    "evaluator",
+                    "evaluations",
+                )
             },
         },
         description="Hybrid retrieval and grounded answers with citations.",

@@ -8,7 +8,16 @@ from importlib import resources
 from pathlib import Path
 from string import Template
 
-NAMES = ("answer_system", "answer_user", "condense", "multi_query", "hyde", "step_back", "rerank")
+NAMES = (
+    "answer_system",
+    "answer_user",
+    "condense",
+    "multi_query",
+    "hyde",
+    "step_back",
+    "rerank",
+    "faithfulness",
+)
 
 
 class Prompts:

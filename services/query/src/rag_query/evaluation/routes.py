@@ -1,0 +1,235 @@
+"""POST /v1/evaluate (cases as JSON), POST /v1/evaluate/beir (BEIR queries.jsonl and
+qrels .tsv files), GET /v1/evaluations/{id} (one running in the background)."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from typing import Any, Literal
+
+import msgspec
+from litestar import Controller, Request, Response, get, post
+from litestar.datastructures import UploadFile
+from litestar.di import NamedDependency
+from litestar.params import FromPath, JSONBody
+from litestar.status_codes import HTTP_200_OK, HTTP_202_ACCEPTED
+from rag_config import QuerySettings
+from rag_core.errors import InvalidInput, NotFound
+from rag_core.tenancy import tenant_of
+
+from rag_query.answers.generators import Generators
+from rag_query.evaluation.service import Case, EvaluationJobs, EvaluationRecord, Evaluator, Plan
+from rag_query.retrieval.routes import SearchBody, search_request
+
+
+class EvalCase(msgspec.Struct, forbid_unknown_fields=True):
+    query: str
+    id: str | None = None
+    relevant: list[str] | dict[str, int] | None = None
+    expected_answer: str | None = None
+
+
+class EvaluateBody(msgspec.Struct, forbid_unknown_fields=True):
+    collection: str
+    cases: list[EvalCase]
+    top_k: int = 10
+    mode: Literal["hybrid", "dense", "lexical"] | None = None
+    answers: bool = False
+    generator: Literal["extractive", "openai", "google"] | None = None
+    judge: bool = False
+    background: bool | None = None
+
+
+def _invalid(field: str, message: str) -> InvalidInput:
+    return InvalidInput(
+        f"{field}: {message}", extra={"errors": [{"field": field, "message": message}]}
+    )
+
+
+def _plan(
+    collection: str,
+    cases: list[Case],
+    *,
+    top_k: int,
+    mode: str | None,
+    answers: bool,
+    generator: str | None,
+    judge: bool,
+    settings: QuerySettings,
+    generators: Generators,
+) -> Plan:
+    if not cases:
+        raise _invalid("cases", "no cases")
+    if len(cases) > settings.eval_max_cases:
+        raise _invalid("cases", f"more than {settings.eval_max_cases} (EVAL_MAX_CASES)")
+    for index, case in enumerate(cases):
+        if not case.query.strip():
+            raise _invalid(f"cases[{index}].query", "must not be empty")
+    if answers:
+        generators.check(generator or settings.generator)
+    if judge and generators.language_model(generator) is None:
+        raise _invalid(
+            "judge", "faithfulness needs an LLM (OPENAI_API_KEY, OPENAI_BASE_URL or GOOGLE_API_KEY)"
+        )
+    search = search_request(SearchBody(query="x", top_k=top_k, mode=mode), settings)  # type: ignore[arg-type]
+    return Plan(collection, cases, search, answers, generator, judge)
+
+
+async def _respond(
+    plan: Plan,
+    background: bool | None,
+    request: Request[Any, Any, Any],
+    evaluator: Evaluator,
+    jobs: EvaluationJobs,
+    settings: QuerySettings,
+) -> Response[Any]:
+    namespace = tenant_of(request)
+    if background or (background is None and len(plan.cases) > settings.eval_sync_max_cases):
+        record = await jobs.start(plan, namespace)
+        body = {**msgspec.to_builtins(record), "status_url": f"/v1/evaluations/{record.id}"}
+        return Response(body, status_code=HTTP_202_ACCEPTED)
+    return Response(await evaluator.run(plan, namespace), status_code=HTTP_200_OK)
+
+
+class EvaluationController(Controller):
+    path = "/v1"
+    tags = ["evaluation"]
+
+    @post(
+        "/evaluate",
+        status_code=HTTP_200_OK,
+        summary="Evaluate retrieval (and answers) on test cases",
+    )
+    async def evaluate(
+        self,
+        data: JSONBody[EvaluateBody],
+        request: Request[Any, Any, Any],
+        evaluator: NamedDependency[Evaluator],
+        evaluations: NamedDependency[EvaluationJobs],
+        generators: NamedDependency[Generators],
+        settings: NamedDependency[QuerySettings],
+    ) -> Response[Any]:
+        """Each case: a `query`, the `relevant` document ids (a list, or ids to graded
+        relevance) and/or an `expected_answer`. Retrieval: nDCG@10, R@10, R@100, MRR@10
+        (ir-measures). With `answers`: citation precision, answer support, exact and fuzzy
+        match, and (with `judge` and an LLM) faithfulness. More than EVAL_SYNC_MAX_CASES
+        cases (or `background: true`): 202, and the result at the status URL."""
+        cases = [
+            Case(
+                id=case.id or f"q{index + 1}",
+                query=case.query,
+                relevant=dict.fromkeys(case.relevant, 1)
+                if isinstance(case.relevant, list)
+                else dict(case.relevant or {}),
+                expected_answer=case.expected_answer,
+            )
+            for index, case in enumerate(data.cases)
+        ]
+        plan = _plan(
+            data.collection,
+            cases,
+            top_k=data.top_k,
+            mode=data.mode,
+            answers=data.answers,
+            generator=data.generator,
+            judge=data.judge,
+            settings=settings,
+            generators=generators,
+        )
+        return await _respond(plan, data.background, request, evaluator, evaluations, settings)
+
+    @post(
+        "/evaluate/beir",
+        status_code=HTTP_200_OK,
+        summary="Evaluate with BEIR files (queries.jsonl, qrels .tsv)",
+    )
+    async def evaluate_beir(
+        self,
+        request: Request[Any, Any, Any],
+        evaluator: NamedDependency[Evaluator],
+        evaluations: NamedDependency[EvaluationJobs],
+        generators: NamedDependency[Generators],
+        settings: NamedDependency[QuerySettings],
+    ) -> Response[Any]:
+        """multipart/form-data: `collection`, `queries` (BEIR queries.jsonl: `_id`, `text`),
+        `qrels` (BEIR .tsv: query-id, corpus-id, score, with a header); optional `top_k`,
+        `mode`, `answers`, `background`. Only queries that have judgements are evaluated;
+        document ids are the collection's document ids."""
+        form = await request.form()
+        collection = form.get("collection")
+        if not isinstance(collection, str) or not collection:
+            raise _invalid("collection", "missing")
+        queries = await _read(form.get("queries"), "queries")
+        qrels = await _read(form.get("qrels"), "qrels")
+        judgements: dict[str, dict[str, int]] = {}
+        rows = list(csv.reader(io.StringIO(qrels), delimiter="\t"))
+        for number, row in enumerate(
+            rows[1:] if rows and not rows[0][-1].lstrip("-").isdigit() else rows, start=1
+        ):
+            if len(row) < 3 or not row[-1].lstrip("-").isdigit():
+                raise _invalid("qrels", f"line {number}: expected query-id, corpus-id, score")
+            judgements.setdefault(row[0], {})[row[1]] = int(row[-1])
+        if not judgements:
+            raise _invalid("qrels", "no judgements (query-id, corpus-id, score per line)")
+        cases = []
+        for number, line in enumerate(queries.splitlines(), start=1):
+            if not line.strip():
+                continue
+            try:
+                item = json.loads(line)
+                query_id, text = str(item["_id"]), str(item["text"])
+            except (ValueError, KeyError, TypeError):
+                raise _invalid(
+                    "queries", f"line {number}: expected a JSON object with _id and text"
+                ) from None
+            if query_id in judgements:
+                cases.append(Case(query_id, text, judgements[query_id]))
+        plan = _plan(
+            collection,
+            cases,
+            top_k=_number(form, "top_k", 10),
+            mode=_field(form, "mode"),
+            answers=_field(form, "answers") == "true",
+            generator=_field(form, "generator"),
+            judge=_field(form, "judge") == "true",
+            settings=settings,
+            generators=generators,
+        )
+        background = {"true": True, "false": False}.get(_field(form, "background") or "")
+        return await _respond(plan, background, request, evaluator, evaluations, settings)
+
+    @get("/evaluations/{evaluation_id:str}", summary="An evaluation running in the background")
+    async def evaluation(
+        self,
+        evaluation_id: FromPath[str],
+        request: Request[Any, Any, Any],
+        evaluations: NamedDependency[EvaluationJobs],
+    ) -> EvaluationRecord:
+        record = await evaluations.get(tenant_of(request), evaluation_id)
+        if record is None:
+            raise NotFound(f"evaluation {evaluation_id!r} does not exist (or has expired)")
+        return record
+
+
+async def _read(upload: Any, field: str) -> str:
+    if not isinstance(upload, UploadFile):
+        raise _invalid(field, "send it as a file in the form")
+    try:
+        return (await upload.read()).decode("utf-8")
+    except UnicodeDecodeError:
+        raise _invalid(field, "not UTF-8 text") from None
+
+
+def _field(form: Any, name: str) -> str | None:
+    value = form.get(name)
+    return value if isinstance(value, str) and value else None
+
+
+def _number(form: Any, name: str, default: int) -> int:
+    value = _field(form, name)
+    if value is None:
+        return default
+    if not value.isdigit():
+        raise _invalid(name, "must be a whole number")
+    return int(value)

@@ -1,0 +1,243 @@
+"""Running an evaluation: every case searched (and answered, when asked), scored, and the
+scores aggregated; large sets run in the background with their progress in Redis."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import ir_measures
+import msgspec
+from ir_measures import RR, R, nDCG
+from rag_core.catalog import Keys
+from rag_telemetry import get_logger
+from redis.asyncio import Redis
+
+from rag_query.answers.generators import Generators
+from rag_query.answers.service import AnswerOptions, AnswerService, DoneEvent, ErrorEvent
+from rag_query.evaluation import metrics
+from rag_query.generation.base import GenerationError, Message
+from rag_query.generation.prompts import Prompts
+from rag_query.generation.sources import format_sources
+from rag_query.retrieval.analyzer import Analyzer
+from rag_query.retrieval.search import Retriever, SearchRequest
+
+log = get_logger("rag.evaluation")
+MEASURES = [nDCG @ 10, R @ 10, R @ 100, RR @ 10]
+RETRIEVAL_DEPTH = 100
+Progress = Callable[[float], Awaitable[None]]
+
+
+@dataclass
+class Case:
+    id: str
+    query: str
+    relevant: dict[str, int] = field(default_factory=dict)
+    expected_answer: str | None = None
+
+
+@dataclass(frozen=True)
+class Plan:
+    collection: str
+    cases: list[Case]
+    search: SearchRequest  # its query is replaced by each case's
+    answers: bool = False
+    generator: str | None = None
+    judge: bool = False
+
+
+class Evaluator:
+    def __init__(
+        self,
+        retriever: Retriever,
+        answers: AnswerService,
+        generators: Generators,
+        prompts: Prompts,
+        analyzer: Analyzer,
+    ) -> None:
+        self.retriever = retriever
+        self.answers = answers
+        self.generators = generators
+        self.prompts = prompts
+        self.analyzer = analyzer
+
+    async def run(
+        self, plan: Plan, namespace: str, progress: Progress | None = None
+    ) -> dict[str, Any]:
+        collection = await self.retriever.catalog.in_namespace(namespace).get(plan.collection)
+        run: list[ir_measures.ScoredDoc] = []
+        per_case = []
+        answer_scores: dict[str, list[float | None]] = {
+            "citation_precision": [],
+            "answer_support": [],
+            "exact_match": [],
+            "fuzzy_match": [],
+            "faithfulness": [],
+        }
+        started = time.perf_counter()
+        for done, case in enumerate(plan.cases, start=1):
+            search = replace(plan.search, query=case.query, top_k=RETRIEVAL_DEPTH)
+            hits = (await self.retriever.search(collection, search)).hits
+            ranked: dict[str, float] = {}
+            for rank, hit in enumerate(hits, start=1):
+                ranked.setdefault(hit.document_id, 1.0 / rank)
+            run += [ir_measures.ScoredDoc(case.id, doc, score) for doc, score in ranked.items()]
+            row: dict[str, Any] = {"id": case.id, "retrieved": list(ranked)[: plan.search.top_k]}
+            if plan.answers:
+                row.update(await self._answer(plan, case, namespace, answer_scores))
+            per_case.append(row)
+            if progress is not None:
+                await progress(done / len(plan.cases))
+        judged = [case for case in plan.cases if case.relevant]
+        retrieval: dict[str, float] = {}
+        if judged:
+            qrels = [
+                ir_measures.Qrel(case.id, doc, relevance)
+                for case in judged
+                for doc, relevance in case.relevant.items()
+            ]
+            wanted = {case.id for case in judged}
+            scores = ir_measures.calc_aggregate(
+                MEASURES, qrels, [r for r in run if r.query_id in wanted]
+            )
+            retrieval = {str(measure): round(float(value), 4) for measure, value in scores.items()}
+        result: dict[str, Any] = {
+            "collection": plan.collection,
+            "cases": len(plan.cases),
+            "judged_cases": len(judged),
+            "retrieval": retrieval,
+            "seconds": round(time.perf_counter() - started, 2),
+            "per_case": per_case,
+        }
+        if plan.answers:
+            result["answers"] = {
+                name: metrics.mean(values) for name, values in answer_scores.items()
+            }
+        return result
+
+    async def _answer(
+        self, plan: Plan, case: Case, namespace: str, scores: dict[str, list[float | None]]
+    ) -> dict[str, Any]:
+        options = AnswerOptions(
+            search=replace(plan.search, query=case.query), generator=plan.generator, use_cache=False
+        )
+        prepared = await self.answers.prepare(plan.collection, options, namespace)
+        answer, cited_docs = "", []
+        async for event in self.answers.events(prepared, streaming=False):
+            if isinstance(event, DoneEvent):
+                answer = event.result["answer"]
+                by_number = {s["number"]: s["document_id"] for s in event.result["sources"]}
+                cited_docs = [by_number[n] for n in event.result["cited"] if n in by_number]
+            elif isinstance(event, ErrorEvent):
+                return {"answer_error": event.message}
+        sources = {s.number: s.text for s in prepared.sources}
+        row: dict[str, Any] = {"answer": answer}
+        values = {
+            "citation_precision": metrics.citation_precision(cited_docs, case.relevant)
+            if case.relevant
+            else None,
+            "answer_support": metrics.answer_support(answer, sources, self.analyzer),
+            "exact_match": metrics.exact_match(answer, case.expected_answer)
+            if case.expected_answer
+            else None,
+            "fuzzy_match": metrics.fuzzy_match(answer, case.expected_answer)
+            if case.expected_answer
+            else None,
+            "faithfulness": await self._judge(prepared.sources, answer) if plan.judge else None,
+        }
+        for name, value in values.items():
+            scores[name].append(value)
+            if value is not None:
+                row[name] = round(value, 4)
+        return row
+
+    async def _judge(self, sources: Any, answer: str) -> float | None:
+        model = self.generators.language_model()
+        if model is None or not answer:
+            return None
+        prompt = self.prompts.render("faithfulness", sources=format_sources(sources), answer=answer)
+        try:
+            text, _usage = await model.complete([Message("user", prompt)], max_tokens=10)
+        except GenerationError as exc:
+            log.warning("faithfulness_judge_failed", error=str(exc))
+            return None
+        match = re.search(r"[01](?:\.\d+)?", text)
+        return min(1.0, max(0.0, float(match.group(0)))) if match else None
+
+
+class EvaluationRecord(msgspec.Struct, omit_defaults=True):
+    id: str
+    state: str  # running, succeeded, failed
+    progress: float
+    created_at: float
+    updated_at: float
+    collection: str
+    cases: int
+    result: dict[str, Any] | None = None
+    error: str | None = None
+
+
+class EvaluationJobs:
+    """Evaluations running in the background of this process, their state in Redis (so any
+    replica can report on them) for EVALUATION_RETENTION_SECONDS."""
+
+    RETENTION_SECONDS = 7 * 86_400
+
+    def __init__(self, redis: Redis, keys: Keys, evaluator: Evaluator) -> None:
+        self.redis = redis
+        self.keys = keys
+        self.evaluator = evaluator
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def _key(self, namespace: str, evaluation_id: str) -> str:
+        return f"{self.keys.prefix}:eval:{namespace}:{evaluation_id}"
+
+    async def _save(self, namespace: str, record: EvaluationRecord) -> None:
+        record.updated_at = time.time()
+        await self.redis.set(
+            self._key(namespace, record.id), msgspec.json.encode(record), ex=self.RETENTION_SECONDS
+        )
+
+    async def start(self, plan: Plan, namespace: str) -> EvaluationRecord:
+        now = time.time()
+        record = EvaluationRecord(
+            id=uuid.uuid4().hex,
+            state="running",
+            progress=0.0,
+            created_at=now,
+            updated_at=now,
+            collection=plan.collection,
+            cases=len(plan.cases),
+        )
+        await self._save(namespace, record)
+
+        async def progress(fraction: float) -> None:
+            record.progress = round(fraction, 3)
+            await self._save(namespace, record)
+
+        async def work() -> None:
+            try:
+                record.result = await self.evaluator.run(plan, namespace, progress)
+                record.state = "succeeded"
+            except Exception as exc:
+                log.exception("evaluation_failed", evaluation_id=record.id)
+                record.state, record.error = "failed", f"{type(exc).__name__}: {exc}"[:500]
+            await self._save(namespace, record)
+
+        task = asyncio.create_task(work())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return record
+
+    async def get(self, namespace: str, evaluation_id: str) -> EvaluationRecord | None:
+        raw = await self.redis.get(self._key(namespace, evaluation_id))
+        return msgspec.json.decode(raw, type=EvaluationRecord) if raw else None
+
+    async def close(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
