@@ -31,7 +31,7 @@ lint: ## ruff check, ruff format --check, mypy --strict on libs and services
 	.venv/bin/ruff format --check .
 	.venv/bin/mypy libs/*/src services/*/src deploy/scripts bench
 
-bench: setup ## Measure ingest, query latency and retrieval quality on SciFact (docs/benchmarks.md; ~12 min)
+bench: setup ## Measure ingest, query quality, latency and load on SciFact (docs/benchmarks.md, docs/img; ~20 min)
 	$(PY) bench/ingest_throughput.py $(BENCH_ARGS)
 
 fmt: ## Format the code and apply safe lint fixes

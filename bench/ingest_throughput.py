@@ -21,7 +21,9 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from query_bench import run_query_bench
+from load import plot, sweep
+from load import section as load_section
+from query_bench import load_test_queries, run_query_bench
 from query_bench import section as query_section
 from rag_config import IngestSettings
 from rag_core.embedding.local import LocalEmbedder
@@ -175,17 +177,30 @@ def end_to_end(
             names = ["ingest", "worker", *extra, "chroma", "redis"]
             rss = {name: peak_rss_mb(stack.processes[name].pid) for name in names}
             cpu = {name: cpu_seconds(stack.processes[name].pid) for name in names}
-            queried = None
+            queried = loaded = None
             if query:
                 print("query benchmarks...", flush=True)
                 time.sleep(2)  # the lexical index follows within a second
+                key = bench_key(stack.edge_url)
                 queried = run_query_bench(
                     stack.api_url("query"),
                     "scifact",
                     CORPUS.parent,
                     cache,
                     stack.ports.chroma,
-                    edge=(stack.edge_url, BENCH_ADMIN_KEY),
+                    edge=(stack.edge_url, key),
+                )
+                print("load (wrk)...", flush=True)
+                queries = list(load_test_queries(CORPUS.parent)[0].values())
+                loaded = sweep(
+                    stack.api_url("query"),
+                    stack.edge_url,
+                    key,
+                    "scifact",
+                    queries,
+                    cache,
+                    stack.ports.chroma,
+                    "rag-default-scifact",
                 )
         return {
             "documents": len(docs),
@@ -198,6 +213,7 @@ def end_to_end(
             "peak_rss_mb": rss,
             "cpu_seconds": cpu,
             "query": queried,
+            "load": loaded,
         }
 
 
@@ -270,6 +286,19 @@ def write_section(raw: dict[str, Any], e2e: dict[str, Any], args: argparse.Names
     return "\n".join(lines)
 
 
+def bench_key(edge_url: str) -> str:
+    """An API key for the load, with a rate limit no benchmark reaches."""
+    created = httpx.post(
+        f"{edge_url}/v1/admin/keys",
+        json={"tenant": "default", "scopes": ["query:read"], "name": "bench"},
+        headers={"Authorization": f"Bearer {BENCH_ADMIN_KEY}"},
+        timeout=30,
+    )
+    created.raise_for_status()
+    key: str = created.json()["key"]
+    return key
+
+
 def replace_section(text: str, name: str, section: str) -> str:
     begin, end = f"<!-- {name}:begin -->", f"<!-- {name}:end -->"
     if begin in text:
@@ -327,6 +356,10 @@ def main() -> None:
         queried = query_section(e2e["query"], header)
         text = replace_section(text, "query", queried)
         print(queried)
+        plot(e2e["load"], ROOT / "docs" / "img" / "query-load.png")
+        loaded = load_section(e2e["load"], header, "img/query-load.png")
+        text = replace_section(text, "load", loaded)
+        print(loaded)
     DOC.write_text(text)
     sys.exit(0)
 

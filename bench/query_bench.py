@@ -132,25 +132,16 @@ def run_query_bench(
     *,
     edge: tuple[str, str] | None = None,
 ) -> dict[str, Any]:
-    """``edge``: (nginx URL, admin key) to also measure searches through the gateway."""
+    """``edge``: (nginx URL, API key) to also measure searches through the gateway."""
     queries, qrels = load_test_queries(scifact)
     http = httpx.Client(base_url=query_url, timeout=120)
     texts = list(queries.values())
     http.post(f"/v1/collections/{collection}/search", json={"query": "warm up"})
     edge_client = None
     if edge is not None:
-        url, admin = edge
-        created = httpx.post(
-            f"{url}/v1/admin/keys",
-            json={"tenant": "default", "scopes": ["query:read"], "name": "bench"},
-            headers={"Authorization": f"Bearer {admin}"},
-            timeout=30,
-        )
-        created.raise_for_status()
+        url, key = edge
         edge_client = httpx.Client(
-            base_url=url,
-            timeout=120,
-            headers={"Authorization": f"Bearer {created.json()['key']}"},
+            base_url=url, timeout=120, headers={"Authorization": f"Bearer {key}"}
         )
         edge_client.post(f"/v1/collections/{collection}/search", json={"query": "warm up"})
     return {
