@@ -21,13 +21,18 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import load
+import numpy as np
+import peer
+import scale
 from load import plot, sweep
 from load import section as load_section
-from query_bench import load_test_queries, run_query_bench
+from query_bench import load_test_queries, run_of, run_query_bench, score
 from query_bench import section as query_section
 from rag_config import IngestSettings
 from rag_core.embedding.local import LocalEmbedder
 from rag_devstack import NativeStack, StackPorts, free_port
+from rag_devstack.processes import descendants
 from rag_ingest.chunking import chunk_sections
 from rag_ingest.parsing import parse_document
 
@@ -56,10 +61,10 @@ def raw_embedder(
 ) -> dict[str, Any]:
     """The hardware limit: the same model, batch size and chunks, with nothing else around."""
     embedder = LocalEmbedder(cache, variant="int8", batch_size=settings.embed_batch_size)
-    chunks = []
+    doc_chunks = []
     for doc in docs:
         parsed = parse_document(doc["text"].encode(), content_type="text/plain; charset=utf-8")
-        chunks += [
+        texts = [
             c.text
             for c in chunk_sections(
                 parsed.sections,
@@ -68,9 +73,11 @@ def raw_embedder(
                 overlap=settings.chunk_overlap_tokens,
             )
         ]
+        doc_chunks.append((doc["id"], texts))
+    chunks = [t for _, texts in doc_chunks for t in texts]
     embedder.embed_sync(chunks[:64])  # warm-up
     started, cpu_started = time.perf_counter(), time.process_time()
-    embedder.embed_sync(chunks)
+    vectors = embedder.embed_sync(chunks)
     seconds = time.perf_counter() - started
     cpu = time.process_time() - cpu_started
     embedder.close()
@@ -79,44 +86,84 @@ def raw_embedder(
         "seconds": seconds,
         "cpu_seconds": cpu,
         "chunks_per_s": len(chunks) / seconds,
+        "doc_chunks": doc_chunks,
+        "vectors": vectors,
     }
 
 
+def embedder_quality(raw: dict[str, Any], cache: Path, settings: IngestSettings) -> dict[str, Any]:
+    """Dense retrieval with the int8 model (what we ship) against fp32, exhaustively over the
+    very same chunks, in-process: what quantization costs in quality and buys in speed."""
+    queries, qrels = load_test_queries(CORPUS.parent)
+    owners = [doc_id for doc_id, texts in raw["doc_chunks"] for _ in texts]
+    chunks = [t for _, texts in raw["doc_chunks"] for t in texts]
+    fp32 = LocalEmbedder(cache, variant="fp32", batch_size=settings.embed_batch_size)
+    int8 = LocalEmbedder(cache, variant="int8", batch_size=settings.embed_batch_size)
+    try:
+        fp32.embed_sync(chunks[:64])
+        started = time.perf_counter()
+        fp32_vectors = fp32.embed_sync(chunks)
+        fp32_rate = len(chunks) / (time.perf_counter() - started)
+        out: dict[str, Any] = {"chunks_per_s": {"int8": raw["chunks_per_s"], "fp32": fp32_rate}}
+        for variant, embedder, vectors in (
+            ("int8", int8, raw["vectors"]),
+            ("fp32", fp32, fp32_vectors),
+        ):
+            asked = embedder.embed_sync(list(queries.values()))
+            scores = asked @ vectors.T
+            run = []
+            for row, query_id in enumerate(queries):
+                ranked = np.argsort(-scores[row], kind="stable")[:300]
+                run += run_of(query_id, [owners[i] for i in ranked])
+            out[variant] = score(qrels, run)
+        return out
+    finally:
+        fp32.close()
+        int8.close()
+
+
 def peak_rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
+    """Peak resident memory (VmHWM) of a process, plus that of its living child processes
+    (nginx's workers, the worker's parser processes)."""
+    total = 0.0
+    for member in {pid} | descendants(pid):
+        try:
+            status = Path(f"/proc/{member}/status").read_text()
+        except OSError:
+            continue
+        for line in status.splitlines():
+            if line.startswith("VmHWM:"):
+                total += int(line.split()[1]) / 1024
+    return total
 
 
 def cpu_seconds(pid: int) -> float:
     """CPU time (user + system) of a process and its living descendants (the worker's parser
     processes)."""
     tick = os.sysconf("SC_CLK_TCK")
-    stats = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            stats[int(entry.name)] = (int(fields[1]), (int(fields[11]) + int(fields[12])) / tick)
-    total, family = 0.0, {pid}
-    changed = True
-    while changed:
-        changed = False
-        for child, (parent, _) in stats.items():
-            if parent in family and child not in family:
-                family.add(child)
-                changed = True
-    for member in family:
-        total += stats.get(member, (0, 0.0))[1]
+    total = 0.0
+    for member in {pid} | descendants(pid):
+        try:
+            fields = Path(f"/proc/{member}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += (int(fields[11]) + int(fields[12])) / tick
     return total
 
 
 def end_to_end(
-    docs: list[dict[str, str]], cache: Path, workers: int, concurrency: int, *, query: bool
+    docs: list[dict[str, str]],
+    cache: Path,
+    workers: int,
+    concurrency: int,
+    *,
+    raw: dict[str, Any] | None,
+    synthetic: int = 100_000,
 ) -> dict[str, Any]:
+    """Ingest ``docs`` through a fresh native stack with ``workers`` workers. With ``raw`` (the
+    raw embedder's chunks and vectors), the query side too, on the same stack: the peer
+    pipeline's ingest into the same Chroma, quality and latency, the load sweep, and scale."""
+    query = raw is not None
     with tempfile.TemporaryDirectory(prefix="rag-bench-") as tmp:
         stack = NativeStack(
             Path(tmp),
@@ -150,9 +197,11 @@ def end_to_end(
                 )
                 response.raise_for_status()
             accepted = time.perf_counter() - started
+            timeline: list[tuple[float, int]] = []
             while True:
                 time.sleep(0.5)
                 collection = http.get("/v1/collections/scifact").json()
+                timeline.append((time.perf_counter() - started, collection["document_count"]))
                 if collection["document_count"] >= len(docs):
                     break
                 failed = http.get(
@@ -161,60 +210,111 @@ def end_to_end(
                 if failed:
                     raise SystemExit(f"a job failed: {failed[0]}")
             seconds = time.perf_counter() - started
-            stages: dict[str, float] = {}
-            before = None
-            while True:
-                params: dict[str, str | int | float] = {"collection": "scifact", "limit": 500}
-                if before is not None:
-                    params["before"] = before
-                page = http.get("/v1/jobs", params=params).json()
-                for job in page["jobs"]:
-                    for stage, value in ((job.get("result") or {}).get("timings") or {}).items():
-                        stages[stage] = stages.get(stage, 0.0) + value
-                before = page["next_before"]
-                if before is None:
-                    break
+            stages = job_stages(http)
             names = ["ingest", "worker", *extra, "chroma", "redis"]
-            rss = {name: peak_rss_mb(stack.processes[name].pid) for name in names}
             cpu = {name: cpu_seconds(stack.processes[name].pid) for name in names}
-            queried = loaded = None
-            if query:
-                print("query benchmarks...", flush=True)
-                time.sleep(2)  # the lexical index follows within a second
-                key = bench_key(stack.edge_url)
-                queried = run_query_bench(
-                    stack.api_url("query"),
-                    "scifact",
-                    CORPUS.parent,
-                    cache,
-                    stack.ports.chroma,
-                    edge=(stack.edge_url, key),
+            result: dict[str, Any] = {
+                "workers": workers,
+                "documents": len(docs),
+                "chunks": collection["chunk_count"],
+                "seconds": seconds,
+                "accept_seconds": accepted,
+                "chunks_per_s": collection["chunk_count"] / seconds,
+                "docs_per_s": len(docs) / seconds,
+                "stage_seconds": stages,
+                "cpu_seconds": cpu,
+                "timeline": timeline,
+            }
+            if raw is not None:
+                result.update(
+                    query_side(stack, docs, cache, raw, collection["chunk_count"], synthetic)
                 )
-                print("load (wrk)...", flush=True)
-                queries = list(load_test_queries(CORPUS.parent)[0].values())
-                loaded = sweep(
-                    stack.api_url("query"),
-                    stack.edge_url,
-                    key,
-                    "scifact",
-                    queries,
-                    cache,
-                    stack.ports.chroma,
-                    "rag-default-scifact",
-                )
-        return {
-            "documents": len(docs),
-            "chunks": collection["chunk_count"],
-            "seconds": seconds,
-            "accept_seconds": accepted,
-            "chunks_per_s": collection["chunk_count"] / seconds,
-            "docs_per_s": len(docs) / seconds,
-            "stage_seconds": stages,
-            "peak_rss_mb": rss,
-            "cpu_seconds": cpu,
-            "query": queried,
-            "load": loaded,
-        }
+                names += ["query", "gateway", "nginx"]
+            result["peak_rss_mb"] = {name: peak_rss_mb(stack.processes[name].pid) for name in names}
+        return result
+
+
+def job_stages(http: httpx.Client) -> dict[str, float]:
+    stages: dict[str, float] = {}
+    before = None
+    while True:
+        params: dict[str, str | int | float] = {"collection": "scifact", "limit": 500}
+        if before is not None:
+            params["before"] = before
+        page = http.get("/v1/jobs", params=params).json()
+        for job in page["jobs"]:
+            for stage, value in ((job.get("result") or {}).get("timings") or {}).items():
+                stages[stage] = stages.get(stage, 0.0) + value
+        before = page["next_before"]
+        if before is None:
+            return stages
+
+
+def query_side(
+    stack: NativeStack,
+    docs: list[dict[str, str]],
+    cache: Path,
+    raw: dict[str, Any],
+    chunks: int,
+    synthetic: int,
+) -> dict[str, Any]:
+    settings = IngestSettings(_env_file=None)
+    print("peer pipeline (LlamaIndex) into the same Chroma...", flush=True)
+    peer_ingest = peer.ingest(
+        docs,
+        cache / "models",
+        stack.ports.chroma,
+        chunk_size=settings.chunk_size_tokens,
+        overlap=settings.chunk_overlap_tokens,
+        batch_size=settings.embed_batch_size,
+    )
+    print(
+        f"  {peer_ingest['chunks']} chunks, {peer_ingest['chunks_per_s']:.1f} chunks/s", flush=True
+    )
+    retriever = peer.PeerRetriever(cache / "models", stack.ports.chroma)
+    print("query benchmarks...", flush=True)
+    time.sleep(2)  # the lexical index follows within a second
+    key = bench_key(stack.edge_url)
+    queried = run_query_bench(
+        stack.api_url("query"),
+        "scifact",
+        CORPUS.parent,
+        cache,
+        stack.ports.chroma,
+        edge=(stack.edge_url, key),
+        peer=retriever,
+    )
+    print("load (wrk)...", flush=True)
+    queries = list(load_test_queries(CORPUS.parent)[0].values())
+    loaded = sweep(
+        stack.api_url("query"),
+        stack.edge_url,
+        key,
+        "scifact",
+        queries,
+        cache,
+        stack.ports.chroma,
+        "rag-default-scifact",
+        peer=retriever,
+    )
+    print("scale...", flush=True)
+    stack_settings = IngestSettings(
+        _env_file=None,
+        redis_url=stack.redis_url,
+        chroma_host="127.0.0.1",
+        chroma_port=stack.ports.chroma,
+    )
+    grown = scale.query_growth(
+        stack_settings,
+        stack.api_url("ingest"),
+        stack.api_url("query"),
+        ("scifact", chunks),
+        raw["doc_chunks"],
+        raw["vectors"],
+        queries,
+        sizes=(synthetic,),
+    )
+    return {"peer": peer_ingest, "query": queried, "load": loaded, "scale": grown}
 
 
 def machine() -> str:
@@ -240,48 +340,104 @@ def machine() -> str:
     return f"{cpu}, {os.cpu_count()} cores, {mem:.0f} GiB RAM, Python {platform.python_version()}"
 
 
-def write_section(raw: dict[str, Any], e2e: dict[str, Any], args: argparse.Namespace) -> str:
-    ratio = e2e["chunks_per_s"] / raw["chunks_per_s"]
-    stages = e2e["stage_seconds"]
+def write_section(raw: dict[str, Any], runs: list[dict[str, Any]], args: argparse.Namespace) -> str:
+    first = runs[0]
+    stages = first["stage_seconds"]
     total_stage = sum(stages.values()) or 1.0
     lines = [
         "<!-- ingest:begin -->",
         "## Ingest throughput (BEIR SciFact)",
         "",
         f"Measured {datetime.now(UTC):%Y-%m-%d %H:%M} UTC on {machine()}; commit `{commit()}`;",
-        f"`python bench/ingest_throughput.py --limit {args.limit or 0} --workers {args.workers} "
-        f"--concurrency {args.concurrency}` ({e2e['documents']} documents).",
-        "Model all-MiniLM-L6-v2 int8 on onnxruntime (CPU), batch 32, chunks of at most 200",
-        "tokens with 40 overlapping.",
+        f"`make bench` (`python bench/ingest_throughput.py --limit {args.limit or 0} "
+        f"--workers {args.workers} --concurrency {args.concurrency}`; {first['documents']} "
+        "documents). Model all-MiniLM-L6-v2 int8 on onnxruntime (CPU), batch 32, chunks of at "
+        "most 200 tokens with 40 overlapping.",
         "",
-        "| path | chunks | seconds | chunks/s | docs/s |",
-        "|---|---:|---:|---:|---:|",
+        "| path | chunks | seconds | chunks/s | docs/s | vs raw | vs peer |",
+        "|---|---:|---:|---:|---:|---:|---:|",
         f"| raw embedder, same chunks, in-process | {raw['chunks']} | {raw['seconds']:.1f} | "
-        f"{raw['chunks_per_s']:.1f} | - |",
-        f"| end to end: API -> Redis queue -> worker ({args.workers}) -> Chroma "
-        f"| {e2e['chunks']} | {e2e['seconds']:.1f} | {e2e['chunks_per_s']:.1f} "
-        f"| {e2e['docs_per_s']:.1f} |",
+        f"{raw['chunks_per_s']:.1f} | - | 100% | - |",
+    ]
+    peer_run = first.get("peer")
+    for run in runs:
+        ratio = run["chunks_per_s"] / raw["chunks_per_s"]
+        versus = f"{run['chunks_per_s'] / peer_run['chunks_per_s']:.2f}x" if peer_run else "-"
+        lines.append(
+            f"| end to end: API -> Redis queue -> {run['workers']} worker(s) -> Chroma "
+            f"| {run['chunks']} | {run['seconds']:.1f} | {run['chunks_per_s']:.1f} "
+            f"| {run['docs_per_s']:.1f} | {ratio:.0%} | {versus} |"
+        )
+    if peer_run:
+        lines.append(
+            "| peer: LlamaIndex `IngestionPipeline` (`SentenceSplitter`, same ONNX model) -> "
+            f"`ChromaVectorStore` | {peer_run['chunks']} | {peer_run['seconds']:.1f} "
+            f"| {peer_run['chunks_per_s']:.1f} | {peer_run['docs_per_s']:.1f} "
+            f"| {peer_run['chunks_per_s'] / raw['chunks_per_s']:.0%} | 1.00x |"
+        )
+    ratio = first["chunks_per_s"] / raw["chunks_per_s"]
+    lines += [
         "",
-        f"End to end reaches **{ratio:.0%}** of the raw embedder's chunks/s "
-        f"(target: at least 90%{'' if ratio >= 0.9 else '; not met'}). "
-        f"Accepting all documents took {e2e['accept_seconds']:.1f} s.",
+        f"End to end with one worker reaches **{ratio:.0%}** of the raw embedder's chunks/s "
+        f"(target: at least 90%{'' if ratio >= 0.9 else '; not met'})"
+        + (
+            f" and **{first['chunks_per_s'] / peer_run['chunks_per_s']:.2f}x** the peer pipeline's"
+            if peer_run
+            else ""
+        )
+        + f". Accepting all documents took {first['accept_seconds']:.1f} s. The peer runs in "
+        "one process with nothing else to do: no API, queue, job records, retries, versions "
+        "or lexical index; its splitter counts tokens with the same tokenizer.",
         "",
-        "Time inside jobs by stage (summed over jobs that run concurrently, so it exceeds the",
-        "wall time): "
+        "Time inside jobs by stage, one worker (summed over jobs that run concurrently, so it "
+        "exceeds the wall time): "
         + ", ".join(
             f"{k} {v:.1f} s ({v / total_stage:.0%})"
             for k, v in sorted(stages.items(), key=lambda kv: -kv[1])
         )
         + ".",
         "",
-        "Peak resident memory (VmHWM): "
-        + ", ".join(f"{k} {v:.0f} MiB" for k, v in e2e["peak_rss_mb"].items())
-        + ".",
-        "",
-        "CPU time over the whole run (user + system, with child processes): "
-        + ", ".join(f"{k} {v:.0f} s" for k, v in e2e["cpu_seconds"].items())
-        + f"; the raw embedder used {raw['cpu_seconds']:.0f} s.",
+    ]
+    for run in runs:
+        lines.append(
+            f"- {run['workers']} worker(s): peak resident memory (VmHWM, with child processes) "
+            + ", ".join(f"{k} {v:.0f} MiB" for k, v in run["peak_rss_mb"].items())
+            + "; CPU time (user + system) "
+            + ", ".join(f"{k} {v:.0f} s" for k, v in run["cpu_seconds"].items())
+            + "."
+        )
+    lines += [
+        f"- The raw embedder used {raw['cpu_seconds']:.0f} CPU-s.",
         "<!-- ingest:end -->",
+    ]
+    return "\n".join(lines)
+
+
+def quantization_section(result: dict[str, Any], header: str) -> str:
+    rate = result["chunks_per_s"]
+    lines = [
+        "<!-- quantization:begin -->",
+        "## int8 quantization against fp32",
+        "",
+        header,
+        "",
+        "Dense retrieval over the same chunks, exhaustive (no HNSW), in-process; the int8 "
+        "model is what RAG Engine ships (dynamic quantization of the MatMul weights).",
+        "",
+        "| model | nDCG@10 | Recall@10 | Recall@100 | MRR@10 | embedding chunks/s |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for variant in ("fp32", "int8"):
+        q = result[variant]
+        lines.append(
+            f"| all-MiniLM-L6-v2 {variant} | {q['nDCG@10']:.4f} | {q['R@10']:.4f} "
+            f"| {q['R@100']:.4f} | {q['RR@10']:.4f} | {rate[variant]:.1f} |"
+        )
+    lines += [
+        "",
+        f"int8 changes nDCG@10 by {result['int8']['nDCG@10'] - result['fp32']['nDCG@10']:+.4f} "
+        f"and embeds {rate['int8'] / rate['fp32']:.2f}x as fast.",
+        "<!-- quantization:end -->",
     ]
     return "\n".join(lines)
 
@@ -320,48 +476,129 @@ def commit() -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--limit", type=int, default=None, help="documents (default: all)")
-    parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument(
+        "--workers", default="1,2", help="worker counts to ingest with, one run each (1,2)"
+    )
     parser.add_argument("--concurrency", type=int, default=64)
     parser.add_argument("--data-dir", default=str(ROOT / ".dev" / "bench-data"))
     parser.add_argument(
-        "--no-query", action="store_true", help="skip the query benchmarks after ingesting"
+        "--no-query", action="store_true", help="skip everything after the first ingest"
+    )
+    parser.add_argument("--no-fp32", action="store_true", help="skip int8 against fp32")
+    parser.add_argument(
+        "--load-seconds", type=int, default=load.SECONDS, help="seconds per load level"
+    )
+    parser.add_argument(
+        "--synthetic-chunks", type=int, default=100_000, help="size of the synthetic collection"
     )
     args = parser.parse_args()
     # SIGTERM ends the run like Ctrl-C: the stack's `with` block stops every process it started.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
+    load.SECONDS = args.load_seconds
+    began = time.perf_counter()
     docs = load_corpus(args.limit)
     cache = Path(args.data_dir)
     settings = IngestSettings(_env_file=None)
     print(f"raw embedder on {len(docs)} documents...", flush=True)
     raw = raw_embedder(docs, cache / "models", settings)
     print(f"  {raw['chunks']} chunks, {raw['chunks_per_s']:.1f} chunks/s", flush=True)
-    print("end to end...", flush=True)
-    e2e = end_to_end(docs, cache, args.workers, args.concurrency, query=not args.no_query)
-    print(
-        f"  {e2e['chunks']} chunks, {e2e['chunks_per_s']:.1f} chunks/s "
-        f"({e2e['chunks_per_s'] / raw['chunks_per_s']:.0%} of raw)",
-        flush=True,
-    )
-    section = write_section(raw, e2e, args)
-    text = replace_section(DOC.read_text() if DOC.exists() else "# Benchmarks\n", "ingest", section)
-    print(section)
-    if e2e["query"] is not None:
-        header = (
-            f"Measured {datetime.now(UTC):%Y-%m-%d %H:%M} UTC on {machine()}; commit "
-            f"`{commit()}`; the same run and stack as the ingest figures above "
-            f"({e2e['documents']} documents, {e2e['chunks']} chunks), native stack, one query "
-            "process."
+    quantized = None
+    if not args.no_fp32:
+        print("int8 against fp32...", flush=True)
+        quantized = embedder_quality(raw, cache / "models", settings)
+    runs = []
+    for n, workers in enumerate(int(w) for w in args.workers.split(",")):
+        print(f"end to end, {workers} worker(s)...", flush=True)
+        with_query = n == 0 and not args.no_query
+        run = end_to_end(
+            docs,
+            cache,
+            workers,
+            args.concurrency,
+            raw=raw if with_query else None,
+            synthetic=args.synthetic_chunks,
         )
-        queried = query_section(e2e["query"], header)
-        text = replace_section(text, "query", queried)
-        print(queried)
-        plot(e2e["load"], ROOT / "docs" / "img" / "query-load.png")
-        loaded = load_section(e2e["load"], header, "img/query-load.png")
-        text = replace_section(text, "load", loaded)
-        print(loaded)
+        print(
+            f"  {run['chunks']} chunks, {run['chunks_per_s']:.1f} chunks/s "
+            f"({run['chunks_per_s'] / raw['chunks_per_s']:.0%} of raw)",
+            flush=True,
+        )
+        runs.append(run)
+    section = write_section(raw, runs, args)
+    text = replace_section(DOC.read_text() if DOC.exists() else "# Benchmarks\n", "ingest", section)
+    sections = [section]
+    header = (
+        f"Measured {datetime.now(UTC):%Y-%m-%d %H:%M} UTC on {machine()}; commit "
+        f"`{commit()}`; the same run and stack as the ingest figures above "
+        f"({runs[0]['documents']} documents, {runs[0]['chunks']} chunks), native stack, one "
+        "query process."
+    )
+    if quantized is not None:
+        sections.append(quantization_section(quantized, header))
+        text = replace_section(text, "quantization", sections[-1])
+    first = runs[0]
+    if "query" in first:
+        sections.append(query_section(first["query"], header))
+        text = replace_section(text, "query", sections[-1])
+        plot(first["load"], ROOT / "docs" / "img" / "query-load.png")
+        sections.append(load_section(first["load"], header, "img/query-load.png"))
+        text = replace_section(text, "load", sections[-1])
+        growth = {
+            f"{run['workers']} worker(s)": scale.ingest_growth(run["timeline"]) for run in runs
+        }
+        scale.plot(growth, first["scale"], ROOT / "docs" / "img" / "scale.png")
+        sections.append(scale.section(growth, first["scale"], header, "img/scale.png"))
+        text = replace_section(text, "scale", sections[-1])
     DOC.write_text(text)
+    print("\n\n".join(sections))
+    print(summary(raw, runs, quantized))
+    print(f"make bench took {(time.perf_counter() - began) / 60:.1f} minutes", flush=True)
     sys.exit(0)
+
+
+def summary(
+    raw: dict[str, Any], runs: list[dict[str, Any]], quantized: dict[str, Any] | None
+) -> str:
+    """The few figures that matter, for the terminal."""
+    first = runs[0]
+    rows = [("raw embedder chunks/s", f"{raw['chunks_per_s']:.1f}")]
+    for run in runs:
+        rows.append(
+            (
+                f"ingest chunks/s, {run['workers']} worker(s)",
+                f"{run['chunks_per_s']:.1f} "
+                f"({run['chunks_per_s'] / raw['chunks_per_s']:.0%} of raw)",
+            )
+        )
+    if "peer" in first:
+        rows.append(("peer pipeline chunks/s", f"{first['peer']['chunks_per_s']:.1f}"))
+    if "query" in first:
+        q = first["query"]
+        for key in ("lexical", "dense", "hybrid", "hybrid+mmr", "peer"):
+            if key in q["quality"]:
+                rows.append((f"nDCG@10 {key}", f"{q['quality'][key]['nDCG@10']:.4f}"))
+        rows.append(("search dense p50 ms", f"{q['latency']['search dense']['p50']:.1f}"))
+        rows.append(("raw limit p50 ms", f"{q['raw']['p50']:.1f}"))
+        if "peer_latency" in q:
+            rows.append(("peer retriever p50 ms", f"{q['peer_latency']['p50']:.1f}"))
+        edge = q["latency"].get("search dense, through nginx + gateway")
+        if edge:
+            rows.append(
+                (
+                    "gateway + nginx add, ms",
+                    f"{edge['p50'] - q['latency']['search dense']['p50']:.1f}",
+                )
+            )
+    if quantized is not None:
+        rows.append(
+            (
+                "nDCG@10 dense fp32 / int8 (exhaustive)",
+                f"{quantized['fp32']['nDCG@10']:.4f} / {quantized['int8']['nDCG@10']:.4f}",
+            )
+        )
+    width = max(len(name) for name, _ in rows)
+    return "\n".join(["", "summary", *(f"  {name:<{width}}  {value}" for name, value in rows)])
 
 
 if __name__ == "__main__":

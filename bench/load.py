@@ -7,16 +7,21 @@ from __future__ import annotations
 
 import asyncio
 import json
-import statistics
 import subprocess
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rag_config import QuerySettings
 from rag_core.chroma import ChromaClient
 from rag_core.embedding.local import LocalEmbedder
+from stats import summarize
+
+if TYPE_CHECKING:
+    from peer import PeerRetriever
+
+PEER_LABEL = "peer: LlamaIndex retriever (dense), in-process, threads"
 
 LEVELS = (1, 4, 16, 64)
 SECONDS = 8
@@ -119,16 +124,7 @@ def raw(
         samples, elapsed = asyncio.run(run())
     finally:
         embedder.close()
-    cuts = statistics.quantiles(samples, n=100, method="inclusive")
-    return {
-        "requests": len(samples),
-        "errors": 0,
-        "rps": len(samples) / elapsed,
-        "p50": cuts[49],
-        "p95": cuts[94],
-        "p99": cuts[98],
-        "mean": statistics.fmean(samples),
-    }
+    return summarize(samples, elapsed)
 
 
 def sweep(
@@ -140,6 +136,7 @@ def sweep(
     cache: Path,
     chroma_port: int,
     chroma_name: str,
+    peer: PeerRetriever | None = None,
 ) -> dict[str, Any]:
     results: dict[str, dict[int, dict[str, float]]] = {}
     for label, route, options in KINDS:
@@ -162,6 +159,8 @@ def sweep(
     results["raw: embed query + Chroma query, in-process"] = {
         level: raw(queries, cache, chroma_port, chroma_name, level) for level in LEVELS
     }
+    if peer is not None:
+        results[PEER_LABEL] = {level: peer.under_load(queries, level, SECONDS) for level in LEVELS}
     return {"levels": list(LEVELS), "seconds": SECONDS, "results": results}
 
 
@@ -174,7 +173,15 @@ def plot(sweep_result: dict[str, Any], path: Path) -> None:
     levels = sweep_result["levels"]
     figure, (latency, throughput) = plt.subplots(1, 2, figsize=(13, 5.2))
     for name, by_level in sweep_result["results"].items():
-        style = "--" if name.startswith("raw") else ("-" if "gateway" in name else ":")
+        style = (
+            "--"
+            if name.startswith("raw")
+            else "-."
+            if name.startswith("peer")
+            else "-"
+            if "gateway" in name
+            else ":"
+        )
         latency.plot(levels, [by_level[n]["p50"] for n in levels], style, marker="o", label=name)
         throughput.plot(levels, [by_level[n]["rps"] for n in levels], style, marker="o", label=name)
     for axis, title, unit in (

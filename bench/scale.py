@@ -1,0 +1,339 @@
+"""Scale: how ingest time and query latency grow with the collection.
+
+Ingest growth comes from the full run's own timeline (documents done against time). Query
+growth is measured on collections of increasing size: the first 1,000 SciFact documents, the
+whole corpus, and synthetic collections of 50k and 100k chunks. Embedding 100k chunks would
+take this machine 20 minutes, so these collections are bulk-loaded with vectors the raw
+embedder already computed (synthetic chunks: real chunks with words shuffled and vectors
+jittered), through the very store calls the worker makes after embedding: chunks into Chroma,
+then the version switch in Redis, which the query replicas follow like any ingest."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import random
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+from numpy.typing import NDArray
+from rag_config import IngestSettings
+from rag_core.catalog import DEFAULT_NAMESPACE, CollectionCatalog, DocumentRecord, Keys
+from rag_core.chroma import ChromaClient
+from rag_ingest.documents.store import Cleanup, DocumentStore, chunk_id, version_tag
+from redis.asyncio import Redis
+from stats import summarize
+
+CHUNKS_PER_SYNTHETIC_DOC = 4
+WRITE_BATCH = 1000
+
+
+async def bulk_load(
+    settings: IngestSettings,
+    collection: str,
+    docs: list[tuple[str, list[str]]],
+    vectors: NDArray[np.float32],
+) -> None:
+    """Store ``docs`` (id, chunk texts) with ``vectors`` (one per chunk, in order) as the worker
+    would once it has embedded them."""
+    redis = Redis.from_url(settings.redis_url.get_secret_value())
+    chroma = ChromaClient(settings, settings)
+    keys = Keys(settings.redis_prefix)
+    store = DocumentStore(redis, keys)
+    try:
+        found = await CollectionCatalog(redis, keys).get(collection)
+        row = 0
+        pending: list[tuple[str, str, int, str]] = []  # document, tag, position, text
+        records: list[DocumentRecord] = []
+        for doc_id, texts in docs:
+            sequence = await store.next_sequence(collection, doc_id)
+            tag = version_tag(sequence)
+            pending += [(doc_id, tag, i, t) for i, t in enumerate(texts)]
+            records.append(
+                DocumentRecord(
+                    id=doc_id,
+                    version=0,
+                    tag=tag,
+                    content_hash=f"bulk-{doc_id}",
+                    version_hash=f"bulk-{doc_id}-{tag}",
+                    chunk_count=len(texts),
+                    sequence=sequence,
+                )
+            )
+            if len(pending) >= WRITE_BATCH or doc_id == docs[-1][0]:
+                await chroma.upsert(
+                    found.chroma_id,
+                    [chunk_id(d, tag, i) for d, tag, i, _ in pending],
+                    vectors[row : row + len(pending)],
+                    [t for *_, t in pending],
+                    [
+                        {"_doc": d, "_ver": tag, "_pos": i, "_hash": f"bulk-{d}"}
+                        for d, tag, i, _ in pending
+                    ],
+                )
+                row += len(pending)
+                for record in records:
+                    own = Cleanup(
+                        DEFAULT_NAMESPACE,
+                        collection,
+                        found.chroma_id,
+                        record.id,
+                        record.tag,
+                        "bulk",
+                    )
+                    await store.reserve_cleanup(own, time.time() + 3600)
+                    outcome = await store.switch_to(collection, found.chroma_id, record, own)
+                    assert outcome.status == "created", outcome
+                pending, records = [], []
+    finally:
+        await chroma.close()
+        await redis.aclose()
+
+
+def synthetic(
+    chunks: list[str], vectors: NDArray[np.float32], total: int, seed: int = 7
+) -> tuple[list[tuple[str, list[str]]], NDArray[np.float32]]:
+    """``total`` chunks made from the real ones: words shuffled, vectors jittered (then
+    normalised), so no two are equal and both indexes see a realistic vocabulary."""
+    rng = random.Random(seed)  # noqa: S311 - test data, not secrets
+    noise = np.random.default_rng(seed)
+    picks = [rng.randrange(len(chunks)) for _ in range(total)]
+    texts = []
+    for n in picks:
+        words = chunks[n].split()
+        rng.shuffle(words)
+        texts.append(" ".join(words))
+    jittered = vectors[picks] + noise.normal(0, 0.03, (total, vectors.shape[1])).astype(np.float32)
+    jittered /= np.linalg.norm(jittered, axis=1, keepdims=True)
+    docs = [
+        (
+            f"synthetic-{start // CHUNKS_PER_SYNTHETIC_DOC}",
+            texts[start : start + CHUNKS_PER_SYNTHETIC_DOC],
+        )
+        for start in range(0, total, CHUNKS_PER_SYNTHETIC_DOC)
+    ]
+    return docs, jittered
+
+
+def wait_indexed(query_url: str, collection: str, marker: str, timeout: float = 600) -> float:
+    """Seconds until a lexical search finds ``marker``, a word only the last chunk loaded
+    holds: the replica's index has followed the whole bulk load."""
+    started = time.perf_counter()
+    with httpx.Client(base_url=query_url, timeout=60) as http:
+        while time.perf_counter() - started < timeout:
+            found = http.post(
+                f"/v1/collections/{collection}/search",
+                json={"query": marker, "mode": "lexical", "top_k": 1},
+            )
+            if found.status_code == 200 and found.json()["results"]:
+                return time.perf_counter() - started
+            time.sleep(0.5)
+    raise SystemExit(f"the query replica did not index {collection} within {timeout} s")
+
+
+def latency_at(query_url: str, collection: str, queries: list[str]) -> dict[str, dict[str, float]]:
+    out = {}
+    with httpx.Client(base_url=query_url, timeout=60) as http:
+        http.post(f"/v1/collections/{collection}/search", json={"query": "warm up"})
+        for mode in ("dense", "hybrid"):
+            samples = []
+            began = time.perf_counter()
+            for text in queries:
+                started = time.perf_counter()
+                response = http.post(
+                    f"/v1/collections/{collection}/search",
+                    json={"query": text, "mode": mode, "top_k": 10},
+                )
+                samples.append((time.perf_counter() - started) * 1000)
+                response.raise_for_status()
+            out[mode] = summarize(samples, time.perf_counter() - began)
+    return out
+
+
+def query_growth(
+    settings: IngestSettings,
+    ingest_url: str,
+    query_url: str,
+    full: tuple[str, int],
+    doc_chunks: list[tuple[str, list[str]]],
+    vectors: NDArray[np.float32],
+    queries: list[str],
+    subsets: tuple[int, ...] = (1000, 3000),
+    sizes: tuple[int, ...] = (100_000,),
+) -> list[dict[str, Any]]:
+    """Search latency on the first ``subsets`` documents, the full corpus (``full``: its
+    collection and chunk count, ingested by the worker) and synthetic collections of ``sizes``
+    chunks."""
+    plan: list[tuple[str, list[tuple[str, list[str]]] | None, NDArray[np.float32] | None, str]] = []
+    for count in subsets:
+        first = doc_chunks[:count]
+        used = sum(len(c) for _, c in first)
+        plan.append((f"scale-{count}", first, vectors[:used], f"first {count:,} SciFact documents"))
+    plan.append((full[0], None, None, "whole SciFact corpus (ingested by the worker)"))
+    all_chunks = [t for _, texts in doc_chunks for t in texts]
+    for size in sizes:
+        made, jittered = synthetic(all_chunks, vectors, size)
+        plan.append((f"scale-{size // 1000}k", made, jittered, f"synthetic, {size:,} chunks"))
+    results = []
+    with httpx.Client(base_url=ingest_url, timeout=120) as http:
+        for name, docs, rows, label in plan:
+            loaded = indexed = 0.0
+            chunks = full[1]
+            if docs is not None and rows is not None:
+                assert http.post("/v1/collections", json={"name": name}).status_code == 201
+                chunks = len(rows)
+                marker = f"bulkmarker{name.replace('-', '')}"
+                last_id, last_texts = docs[-1]
+                marked = [*docs[:-1], (last_id, [*last_texts[:-1], f"{last_texts[-1]} {marker}"])]
+                started = time.perf_counter()
+                asyncio.run(bulk_load(settings, name, marked, rows))
+                loaded = time.perf_counter() - started
+                indexed = wait_indexed(query_url, name, marker)
+            measured = latency_at(query_url, name, queries)
+            print(
+                f"  {label}: {chunks} chunks, dense p50 {measured['dense']['p50']:.1f} ms, "
+                f"hybrid p50 {measured['hybrid']['p50']:.1f} ms",
+                flush=True,
+            )
+            results.append(
+                {
+                    "collection": name,
+                    "label": label,
+                    "chunks": chunks,
+                    "load_seconds": loaded,
+                    "index_seconds": indexed,
+                    "latency": measured,
+                }
+            )
+            if docs is not None:
+                http.delete(f"/v1/collections/{name}")
+    return results
+
+
+def fit_linear(xs: list[float], ys: list[float]) -> tuple[float, float, float]:
+    """Least squares y = a + b x: (a, b, R²)."""
+    x, y = np.asarray(xs, dtype=float), np.asarray(ys, dtype=float)
+    b, a = np.polyfit(x, y, 1)
+    predicted = a + b * x
+    total = float(((y - y.mean()) ** 2).sum()) or 1.0
+    return float(a), float(b), 1.0 - float(((y - predicted) ** 2).sum()) / total
+
+
+def fit_power(xs: list[float], ys: list[float]) -> float:
+    """The exponent k of y ∝ x^k (least squares in log-log)."""
+    k, _ = np.polyfit([math.log(v) for v in xs], [math.log(v) for v in ys], 1)
+    return float(k)
+
+
+def ingest_growth(timeline: list[tuple[float, int]], step: int = 500) -> list[tuple[int, float]]:
+    """(documents done, seconds since the first was posted) at every ``step`` documents."""
+    points, mark = [], step
+    for seconds, done in timeline:
+        while done >= mark:
+            points.append((mark, seconds))
+            mark += step
+    if timeline and (not points or points[-1][0] != timeline[-1][1]):
+        points.append((timeline[-1][1], timeline[-1][0]))
+    return points
+
+
+def plot(
+    growth: dict[str, list[tuple[int, float]]], queries: list[dict[str, Any]], path: Path
+) -> None:
+    import matplotlib  # noqa: PLC0415
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt  # noqa: PLC0415
+
+    figure, (ingest, search) = plt.subplots(1, 2, figsize=(13, 5))
+    for label, points in growth.items():
+        ingest.plot([p[0] for p in points], [p[1] for p in points], marker=".", label=label)
+    ingest.set_xlabel("documents ingested")
+    ingest.set_ylabel("seconds since the first was posted")
+    ingest.set_title("ingest time against corpus size")
+    ingest.grid(alpha=0.3)
+    ingest.legend(fontsize=8)
+    sizes = [q["chunks"] for q in queries]
+    for mode in ("dense", "hybrid"):
+        search.plot(
+            sizes, [q["latency"][mode]["p50"] for q in queries], marker="o", label=f"{mode} p50"
+        )
+        search.plot(
+            sizes,
+            [q["latency"][mode]["p95"] for q in queries],
+            ":",
+            marker="x",
+            label=f"{mode} p95",
+        )
+    search.set_xscale("log")
+    search.set_xlabel("chunks in the collection (log)")
+    search.set_ylabel("ms, one request at a time")
+    search.set_title("search latency against collection size")
+    search.grid(alpha=0.3)
+    search.legend(fontsize=8)
+    figure.suptitle("Scale on BEIR SciFact and synthetic collections (2 cores)")
+    figure.tight_layout(rect=(0, 0, 1, 0.95))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+
+
+def section(
+    growth: dict[str, list[tuple[int, float]]],
+    queries: list[dict[str, Any]],
+    header: str,
+    image: str,
+) -> str:
+    lines = [
+        "<!-- scale:begin -->",
+        "## Scale",
+        "",
+        header,
+        "",
+        "Ingest time against corpus size "
+        "(from each run's own timeline; least-squares fit `seconds = a + b * documents`):",
+        "",
+        "| run | documents | seconds | fitted s per 1,000 docs | R² |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for label, points in growth.items():
+        _, b, r2 = fit_linear([p[0] for p in points], [p[1] for p in points])
+        lines.append(
+            f"| {label} | {points[-1][0]} | {points[-1][1]:.1f} | {b * 1000:.1f} | {r2:.3f} |"
+        )
+    lines += [
+        "",
+        "Search latency (direct to the query replica, one request at a time, the 300 test "
+        "queries; ms):",
+        "",
+        "| collection | chunks | bulk load s | indexed by the replica after s | dense p50 / p95 "
+        "| hybrid p50 / p95 |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for q in queries:
+        d, h = q["latency"]["dense"], q["latency"]["hybrid"]
+        load = f"{q['load_seconds']:.1f}" if q["load_seconds"] else "-"
+        indexed = f"{q['index_seconds']:.1f}" if q["load_seconds"] else "-"
+        lines.append(
+            f"| {q['label']} | {q['chunks']:,} | {load} | {indexed} | {d['p50']:.1f} / "
+            f"{d['p95']:.1f} | {h['p50']:.1f} / {h['p95']:.1f} |"
+        )
+    sizes = [q["chunks"] for q in queries]
+    exponents = {
+        mode: fit_power(sizes, [q["latency"][mode]["p50"] for q in queries])
+        for mode in ("dense", "hybrid")
+    }
+    lines += [
+        "",
+        "Fitted growth of p50 with collection size (`p50 ∝ chunks^k`): "
+        f"dense k = {exponents['dense']:.2f}, hybrid k = {exponents['hybrid']:.2f} "
+        "(k = 1 would be linear; HNSW search is close to logarithmic, BM25 scoring touches "
+        "every chunk holding a query term).",
+        "",
+        f"![ingest time and search latency against size]({image})",
+        "<!-- scale:end -->",
+    ]
+    return "\n".join(lines)

@@ -1,0 +1,198 @@
+"""`rag eval` through its real entry point, against the stack behind nginx: a BEIR-format set,
+JSON cases in the background with progress (plain lines without a terminal, a bar on one),
+and the exit codes of every way it can fail."""
+
+from __future__ import annotations
+
+import json
+import os
+import pty
+import select
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from rag_devstack import free_port
+
+from tests.e2e.gateway.conftest import Edge
+
+pytestmark = pytest.mark.e2e
+RAG = str(Path(sys.executable).with_name("rag"))
+
+CORPUS = {
+    "d1": "Aspirin reduces the risk of heart attacks in adults over fifty.",
+    "d2": "Vitamin D deficiency is common in northern countries during winter.",
+    "d3": "Regular exercise lowers blood pressure in most patients.",
+    "d4": "Coffee consumption is not linked to higher cancer risk.",
+    "d5": "Sleep deprivation impairs memory consolidation.",
+}
+QUERIES = [
+    {"_id": "q1", "text": "Does aspirin prevent heart attacks?"},
+    {"_id": "q2", "text": "Is vitamin D deficiency common in winter?"},
+    {"_id": "q3", "text": "What does sleep deprivation do to memory?"},
+    {"_id": "q9", "text": "A query without judgements is skipped."},
+]
+QRELS = "query-id\tcorpus-id\tscore\nq1\td1\t1\nq2\td2\t1\nq3\td5\t1\n"
+
+
+@pytest.fixture(scope="module")
+def evaluated(edge: Edge, tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """A tenant's key, a collection holding CORPUS (searchable on every replica), and the
+    BEIR files."""
+    key = edge.new_key("evalcli", ["ingest:write", "query:read"], name="cli eval")
+    auth = edge.bearer(key)
+    assert edge.http.post("/v1/collections", json={"name": "med"}, headers=auth).status_code == 201
+    posted = edge.http.post(
+        "/v1/collections/med/documents",
+        json={"documents": [{"id": k, "text": v} for k, v in CORPUS.items()]},
+        headers=auth,
+    )
+    assert posted.status_code == 202, posted.text
+    for job in posted.json()["jobs"]:
+        assert edge.wait_job(job["job_id"], auth)["state"] == "succeeded"
+    deadline = time.monotonic() + 30
+    seen = 0
+    while seen < 6:  # several answers in a row, so both replicas have it
+        hits = edge.http.post(
+            "/v1/collections/med/search", json={"query": "memory consolidation"}, headers=auth
+        ).json()["results"]
+        seen = seen + 1 if hits and hits[0]["document_id"] == "d5" else 0
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    folder = tmp_path_factory.mktemp("beir")
+    (folder / "queries.jsonl").write_text("\n".join(json.dumps(q) for q in QUERIES) + "\n")
+    (folder / "qrels.tsv").write_text(QRELS)
+    cases = [
+        {"query": q["text"], "relevant": [d]}
+        for q, d in zip(QUERIES[:3], ["d1", "d2", "d5"], strict=True)
+    ]
+    (folder / "cases.json").write_text(json.dumps({"cases": cases}))
+    return {"key": key, "dir": str(folder), "url": edge.url}
+
+
+def rag(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [RAG, *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, **(env or {})},
+        check=False,
+    )
+
+
+def test_beir_files_through_the_gateway(evaluated: dict[str, str]) -> None:
+    folder = Path(evaluated["dir"])
+    done = rag(
+        "--json",
+        "eval",
+        str(folder / "queries.jsonl"),
+        "--qrels",
+        str(folder / "qrels.tsv"),
+        "--collection",
+        "med",
+        env={"RAG_URL": evaluated["url"], "RAG_API_KEY": evaluated["key"]},
+    )
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    assert result["cases"] == result["judged_cases"] == 3  # q9 has no judgements
+    assert result["retrieval"]["RR@10"] == 1.0
+    assert result["retrieval"]["nDCG@10"] == 1.0
+
+
+def test_cases_in_the_background_with_plain_progress(evaluated: dict[str, str]) -> None:
+    done = rag(
+        "--url",
+        evaluated["url"],
+        "--api-key",
+        evaluated["key"],
+        "eval",
+        str(Path(evaluated["dir"]) / "cases.json"),
+        "-c",
+        "med",
+        "--background",
+        "--answers",
+    )
+    assert done.returncode == 0, done.stderr
+    # Not a terminal: progress as plain lines on stderr, ending at 100%; the table on stdout.
+    assert "succeeded 100%" in done.stderr
+    assert "\x1b[" not in done.stderr
+    assert "nDCG@10" in done.stdout
+    assert "citation_precision" in done.stdout
+    assert "1.0000" in done.stdout
+
+
+def test_a_progress_bar_on_a_terminal(evaluated: dict[str, str]) -> None:
+    controller, terminal = pty.openpty()
+    process = subprocess.Popen(
+        [
+            RAG,
+            "--url",
+            evaluated["url"],
+            "--api-key",
+            evaluated["key"],
+            "eval",
+            str(Path(evaluated["dir"]) / "cases.json"),
+            "-c",
+            "med",
+            "--background",
+        ],
+        stdin=terminal,
+        stdout=terminal,
+        stderr=terminal,
+        env={**os.environ, "TERM": "xterm", "COLUMNS": "100"},
+    )
+    os.close(terminal)
+    seen = b""
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        ready, _, _ = select.select([controller], [], [], 0.5)
+        if ready:
+            try:
+                chunk = os.read(controller, 65536)
+            except OSError:
+                break
+            if not chunk:
+                break
+            seen += chunk
+        elif process.poll() is not None:
+            break
+    os.close(controller)
+    assert process.wait(timeout=30) == 0
+    text = seen.decode(errors="replace")
+    assert "evaluating" in text  # the bar
+    assert "\x1b[" in text  # drawn with terminal control sequences
+    assert "nDCG@10" in text
+
+
+def test_exit_codes(evaluated: dict[str, str], tmp_path: Path) -> None:
+    cases = str(Path(evaluated["dir"]) / "cases.json")
+    with_key = ["--url", evaluated["url"], "--api-key", evaluated["key"]]
+
+    missing = rag(*with_key, "eval", cases, "-c", "no-such-collection")
+    assert missing.returncode == 1
+    assert "404" in missing.stderr
+
+    wrong_key = rag("--url", evaluated["url"], "--api-key", "not-a-key", "eval", cases, "-c", "med")
+    assert wrong_key.returncode == 1
+    assert "401" in wrong_key.stderr
+
+    bad_field = rag(*with_key, "eval", cases, "-c", "med", "--top-k", "0")
+    assert bad_field.returncode == 1
+    assert "top_k" in bad_field.stderr
+
+    unreachable = rag(
+        "--url", f"http://127.0.0.1:{free_port()}", "--api-key", "x", "eval", cases, "-c", "med"
+    )
+    assert unreachable.returncode == 3
+    assert "cannot reach" in unreachable.stderr
+
+    assert rag(*with_key, "eval", str(tmp_path / "absent.json"), "-c", "med").returncode == 2
+    broken = tmp_path / "broken.json"
+    broken.write_text("{not json")
+    not_json = rag(*with_key, "eval", str(broken), "-c", "med")
+    assert not_json.returncode == 2
+    assert "not JSON" in not_json.stderr
+    assert rag(*with_key, "eval", cases).returncode == 2  # --collection is required
