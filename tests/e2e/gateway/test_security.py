@@ -16,7 +16,8 @@ import pytest
 from rag_devstack import NativeStack
 from rag_gateway.routing import TABLE
 
-from tests.e2e.gateway.conftest import JWT_SECRET, Edge, make_jwt
+from tests.e2e.gateway.conftest import ADMIN_KEY, INTERNAL_TOKEN, JWT_SECRET, Edge, make_jwt
+from tests.support.logs import leaked_secrets
 
 pytestmark = pytest.mark.e2e
 SECRET_MARK = "zebra-secret-7731"
@@ -193,3 +194,27 @@ def test_going_around_the_gateway_is_refused(full_stack: NativeStack, tenant_a: 
         assert second.status_code == 401
         # Health and readiness stay open for probes.
         assert httpx.get(f"{full_stack.api_url(service)}/health").status_code == 200
+
+
+def test_no_secret_reaches_any_log(full_stack: NativeStack, edge: Edge, tenant_a: dict) -> None:
+    """Runs last in this module: every request above (wrong, revoked and forged credentials,
+    other tenants, the admin API) has been logged by nginx, the gateway and the services."""
+    token = make_jwt("tenant-a", "query:read")
+    assert (
+        edge.http.post(
+            "/v1/collections/zoo/search", json={"query": "animals"}, headers=edge.bearer(token)
+        ).status_code
+        == 200
+    )
+    logs = list(full_stack.log_dir.rglob("*.log"))
+    names = {path.name for path in logs}
+    assert {"gateway.log", "ingest.log", "query.log", "worker.log", "nginx-access.log"} <= names
+    assert sum(len(path.read_text().splitlines()) for path in logs) > 100
+    secrets = {
+        "ADMIN_API_KEY": ADMIN_KEY,
+        "JWT_SECRET": JWT_SECRET,
+        "INTERNAL_TOKEN": INTERNAL_TOKEN,
+        "tenant A's API key": tenant_a["key"],
+        "a JWT": token,
+    }
+    assert leaked_secrets(full_stack.log_dir, secrets) == []

@@ -12,11 +12,13 @@ from litestar.plugins.problem_details import (
     ProblemDetailsPlugin,
 )
 from rag_telemetry import get_logger
+from redis import exceptions as redis_errors
 
 # Problem types are stable identifiers (RFC 9457 §3.1.1), documented in docs/api.md.
 PROBLEM_TYPE_BASE = "urn:rag-engine:problem:"
 
 log = get_logger("rag.errors")
+REDIS_RETRY_AFTER = "2"  # seconds: a restart of Redis with its AOF takes about that here
 
 
 class RagError(Exception):
@@ -122,6 +124,35 @@ def http_exception_to_problem(exc: HTTPException) -> ProblemDetailsException:
     )
 
 
+def redis_unavailable_to_problem(exc: Exception) -> ProblemDetailsException:
+    """Redis down, restarting or loading its data: a 503 the client may retry, never a 500.
+    The address and the driver's message go to the log only."""
+    log.warning("redis_unavailable", error=type(exc).__name__, message=str(exc))
+    return rag_error_to_problem(
+        DependencyUnavailable(
+            "Redis is unavailable; retry shortly", headers={"Retry-After": REDIS_RETRY_AFTER}
+        )
+    )
+
+
+def undecodable_body_to_problem(exc: Exception) -> ProblemDetailsException:
+    """A body that cannot be read at all: not UTF-8, or nested deeper than the decoder's
+    stack (the only sources of these errors in a request are the client's bytes)."""
+    reason = (
+        "the request body is not valid UTF-8"
+        if isinstance(exc, UnicodeDecodeError)
+        else "the request body is nested too deeply to read"
+    )
+    log.info("undecodable_body", error=type(exc).__name__)
+    return ProblemDetailsException(
+        status_code=HTTPStatus.BAD_REQUEST,
+        type_=problem_type("bad-request"),
+        title="Bad Request",
+        detail=reason,
+        extra={"errors": [{"field": "body", "message": reason}]},
+    )
+
+
 def unexpected_error_to_problem(exc: Exception) -> ProblemDetailsException:
     """Anything unforeseen: logged in full here, answered without internals."""
     log.error("unhandled_exception", exc_info=exc)
@@ -140,6 +171,10 @@ def problem_details_plugin() -> ProblemDetailsPlugin:
             exception_to_problem_detail_map={
                 HTTPException: http_exception_to_problem,
                 RagError: rag_error_to_problem,
+                redis_errors.ConnectionError: redis_unavailable_to_problem,
+                redis_errors.TimeoutError: redis_unavailable_to_problem,
+                UnicodeDecodeError: undecodable_body_to_problem,
+                RecursionError: undecodable_body_to_problem,
                 Exception: unexpected_error_to_problem,
             }
         )

@@ -3,8 +3,11 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
+import stat
+import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -30,6 +33,24 @@ def servers(addresses: Sequence[str]) -> str:
     return " ".join(f"server {a} max_fails=1 fail_timeout=5s;" for a in addresses)
 
 
+def temp_dir(directory: Path) -> Path:
+    """Where nginx buffers large bodies. Run as root, nginx's workers are ``nobody``: they must
+    be able to reach the directory, which a private parent (a 0700 home or test directory)
+    forbids; then a directory of its own under the system temp dir is used instead."""
+    inside = directory / "tmp"
+    reachable = all(
+        path.stat().st_mode & stat.S_IXOTH
+        for path in (directory.resolve(), *directory.resolve().parents)
+    )
+    if os.geteuid() != 0 or reachable:
+        return inside
+    digest = hashlib.sha256(str(directory.resolve()).encode()).hexdigest()[:12]
+    outside = Path(tempfile.gettempdir()) / f"rag-nginx-{digest}"
+    outside.mkdir(mode=0o711, exist_ok=True)
+    os.chmod(outside, 0o711)  # noqa: S103 - traversable, not listable, by nginx's workers
+    return outside
+
+
 def write_native_config(
     directory: Path,
     log_dir: Path,
@@ -46,7 +67,7 @@ def write_native_config(
     (listen, certificate, key) adds the edge over TLS."""
     directory.mkdir(parents=True, exist_ok=True)
     log_dir.mkdir(parents=True, exist_ok=True)
-    temp = directory / "tmp"
+    temp = temp_dir(directory)
     for name in ("body", "proxy", "fastcgi", "uwsgi", "scgi"):
         (temp / name).mkdir(parents=True, exist_ok=True)
         os.chmod(temp / name, 0o777)  # noqa: S103 - written by nginx's unprivileged workers

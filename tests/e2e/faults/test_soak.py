@@ -1,0 +1,131 @@
+"""A bounded soak through nginx: mixed searches, streamed answers and ingests at a fixed rate.
+Zero 5xx, p99 within the budget recorded in docs/benchmarks.md, and no service's memory grows
+by 10% or more after the warm-up. 60 s in `make test`; `make soak` runs it for SOAK_SECONDS
+(600) at SOAK_RATE and records the figures in docs/reliability.md."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from rag_devstack import NativeStack, StackPorts
+
+from tests.e2e.gateway.conftest import ADMIN_KEY, Edge
+from tests.support import soak
+
+pytestmark = pytest.mark.e2e
+ROOT = Path(__file__).resolve().parents[3]
+SECONDS = float(os.environ.get("SOAK_SECONDS", "60"))
+RATE = float(os.environ.get("SOAK_RATE", "12"))
+REPORT = os.environ.get("SOAK_REPORT")
+
+
+def budget() -> dict[str, float]:
+    """The p99 budget per request kind, from the table in docs/benchmarks.md."""
+    text = (ROOT / "docs" / "benchmarks.md").read_text()
+    table = text.split("<!-- budget:begin -->", 1)[1].split("<!-- budget:end -->", 1)[0]
+    found = {
+        kind.strip(): float(ms)
+        for kind, ms in re.findall(r"^\| ([a-z ]+) \| (\d+) \|", table, flags=re.MULTILINE)
+    }
+    assert found, "no budget rows in docs/benchmarks.md"
+    return found
+
+
+@pytest.fixture(scope="module")
+def soak_stack(
+    tmp_path_factory: pytest.TempPathFactory, model_cache: Path
+) -> Iterator[NativeStack]:
+    stack = NativeStack(
+        tmp_path_factory.mktemp("soak"),
+        StackPorts.free(),
+        env={
+            "DATA_DIR": str(model_cache),
+            "ADMIN_API_KEY": ADMIN_KEY,
+            "RATE_LIMIT_PER_MINUTE": "1000000",
+            "LOG_LEVEL": "WARNING",
+        },
+    )
+    with stack:
+        stack.start(with_nginx=True, query_replicas=2)
+        yield stack
+
+
+def test_mixed_load_holds(soak_stack: NativeStack) -> None:
+    edge = Edge(soak_stack.edge_url)
+    key = edge.new_key("soak", ["ingest:write", "query:read"])
+    auth = edge.bearer(key)
+    assert edge.http.post("/v1/collections", json={"name": "soak"}, headers=auth).status_code == 201
+    seed = edge.http.post(
+        "/v1/collections/soak/documents",
+        json={
+            "documents": [
+                {"id": f"seed-{i}", "text": f"Enzyme {i} binds receptor {i % 5} in tissue {i}."}
+                for i in range(40)
+            ]
+        },
+        headers=auth,
+    )
+    for job in seed.json()["jobs"]:
+        assert edge.wait_job(job["job_id"], auth)["state"] == "succeeded"
+    names = ["nginx", "gateway", "ingest", "worker", "query", "query-2", "redis", "chroma"]
+    pids = {name: soak_stack.processes[name].pid for name in names}
+    result = soak.run(soak_stack.edge_url, auth, "soak", seconds=SECONDS, rate=RATE, pids=pids)
+
+    for job_id in result.pop("jobs"):
+        assert edge.wait_job(job_id, auth, timeout=120)["state"] == "succeeded"
+    growth = soak.growth(result["rss_mb"])
+    result["rss_growth"] = {name: round(g, 3) for name, g in growth.items()}
+    if REPORT:
+        write_report(Path(REPORT), result)
+    print(json.dumps(result, indent=2))
+    assert result["server_errors"] == 0, result["failures"]
+    assert result["failures"] == []
+    limits = budget()
+    for kind, stats in result["latency_ms"].items():
+        assert stats["p99"] <= limits[kind], (kind, stats, limits[kind])
+    grew = {name: g for name, g in growth.items() if g >= 0.10}
+    assert grew == {}, f"memory grew by 10% or more after the warm-up: {grew}"
+
+
+def write_report(path: Path, result: dict) -> None:
+    lines = [
+        "<!-- soak:begin -->",
+        f"Last `make soak`: {datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {result['seconds']:.0f} s at "
+        f"{result['rate']:g} requests/s through nginx ({result['requests']} requests; 2 query "
+        "replicas, 1 worker, everything on one 2-core machine).",
+        "",
+        "| request | count | p50 ms | p95 ms | p99 ms | budget p99 ms |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    limits = budget()
+    for kind, stats in sorted(result["latency_ms"].items()):
+        lines.append(
+            f"| {kind} | {stats['count']} | {stats['p50']} | {stats['p95']} | {stats['p99']} "
+            f"| {limits.get(kind, '-')} |"
+        )
+    lines += [
+        "",
+        f"Server errors: {result['server_errors']}. Resident memory after the warm-up and at "
+        "the end (MiB): "
+        + ", ".join(
+            f"{name} {v['after_warmup']:.0f} -> {v['end']:.0f} ({result['rss_growth'][name]:+.1%})"
+            for name, v in result["rss_mb"].items()
+        )
+        + ".",
+        "<!-- soak:end -->",
+    ]
+    text = path.read_text()
+    begin, end = "<!-- soak:begin -->", "<!-- soak:end -->"
+    section = "\n".join(lines)
+    if begin in text:
+        head, rest = text.split(begin, 1)
+        text = head + section + rest.split(end, 1)[1]
+    else:
+        text = text.rstrip() + "\n\n" + section + "\n"
+    path.write_text(text)

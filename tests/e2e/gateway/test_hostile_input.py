@@ -1,0 +1,241 @@
+"""Hostile input through the front door (nginx and the gateway): a 1 GB upload refused by its
+size before a byte of it is read, bodies nested to crash parsers, invalid UTF-8, huge metadata,
+filters that try injection. Each gets a clear 4xx naming what is wrong, and every service
+stays ready."""
+
+from __future__ import annotations
+
+import json
+import socket
+import time
+from urllib.parse import urlsplit
+
+import httpx
+import pytest
+from rag_devstack import NativeStack
+
+from tests.e2e.gateway.conftest import Edge
+
+pytestmark = pytest.mark.e2e
+GIB = 1024**3
+
+
+@pytest.fixture(scope="module")
+def writer(edge: Edge) -> dict[str, str]:
+    key = edge.new_key("hostile", ["ingest:write", "query:read"], name="hostile input")
+    auth = edge.bearer(key)
+    assert (
+        edge.http.post("/v1/collections", json={"name": "hostile"}, headers=auth).status_code == 201
+    )
+    posted = edge.http.post(
+        "/v1/collections/hostile/documents",
+        json={"documents": [{"id": "ok", "text": "Plain text about enzymes."}]},
+        headers=auth,
+    )
+    assert edge.wait_job(posted.json()["jobs"][0]["job_id"], auth)["state"] == "succeeded"
+    deadline = time.monotonic() + 30
+    seen = 0
+    while seen < 6:  # several answers in a row: both query replicas have indexed it
+        found = edge.http.post(
+            "/v1/collections/hostile/search", json={"query": "enzymes"}, headers=auth
+        )
+        seen = seen + 1 if found.status_code == 200 and found.json()["results"] else 0
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    return auth
+
+
+def nested_and(depth: int) -> dict:
+    where: dict = {"a": 1}
+    for _ in range(depth):
+        where = {"$and": [where, {"b": 2}]}
+    return where
+
+
+def problem(response: httpx.Response, status: int) -> dict:
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"].startswith("application/problem+json")
+    body: dict = response.json()
+    return body
+
+
+def raw_request(url: str, head: str, body_bytes: int = 0, chunk: int = 1 << 20) -> tuple[str, int]:
+    """Send ``head`` then up to ``body_bytes`` of body until the server answers; (the status
+    line, body bytes sent before the answer came)."""
+    parts = urlsplit(url)
+    sent = 0
+    with socket.create_connection((parts.hostname, parts.port), timeout=30) as sock:
+        sock.sendall(head.encode())
+        sock.setblocking(False)
+        block = b"x" * chunk
+        answer = b""
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                answer += sock.recv(65536)
+                if b"\r\n" in answer:
+                    break
+            except BlockingIOError:
+                pass
+            if sent < body_bytes:
+                try:
+                    sent += sock.send(block[: min(chunk, body_bytes - sent)])
+                except (BlockingIOError, BrokenPipeError, ConnectionResetError):
+                    time.sleep(0.01)
+            else:
+                time.sleep(0.01)
+    return answer.split(b"\r\n", 1)[0].decode(), sent
+
+
+def test_a_1_gb_upload_is_refused_by_its_size_before_it_is_read(
+    edge: Edge, writer: dict[str, str]
+) -> None:
+    head = (
+        "POST /v1/collections/hostile/documents/upload HTTP/1.1\r\n"
+        f"Host: {urlsplit(edge.url).netloc}\r\n"
+        f"Authorization: {writer['Authorization']}\r\n"
+        "Content-Type: multipart/form-data; boundary=xyz\r\n"
+        f"Content-Length: {GIB}\r\n\r\n"
+    )
+    status, sent = raw_request(edge.url, head, body_bytes=GIB)
+    assert " 413 " in status, status
+    assert sent < 64 * 1024 * 1024, f"{sent} bytes were taken before the refusal"
+
+
+def test_a_chunked_upload_is_refused_before_the_limit(edge: Edge, writer: dict[str, str]) -> None:
+    """No Content-Length to refuse by: refused (411, uploads need their length) or cut at the
+    limit (413), never read to the end."""
+    parts = urlsplit(edge.url)
+    with socket.create_connection((parts.hostname, parts.port), timeout=30) as sock:
+        sock.sendall(
+            (
+                "POST /v1/collections/hostile/documents/upload HTTP/1.1\r\n"
+                f"Host: {parts.netloc}\r\n"
+                f"Authorization: {writer['Authorization']}\r\n"
+                "Content-Type: multipart/form-data; boundary=xyz\r\n"
+                "Transfer-Encoding: chunked\r\n\r\n"
+            ).encode()
+        )
+        chunk = b"x" * (1 << 20)
+        framed = f"{len(chunk):x}\r\n".encode() + chunk + b"\r\n"
+        sent = 0
+        answer = b""
+        sock.settimeout(0.05)
+        while sent < 512 * (1 << 20):
+            try:
+                sock.sendall(framed)
+                sent += len(chunk)
+            except (BrokenPipeError, ConnectionResetError):
+                break
+            except TimeoutError:
+                pass
+            try:
+                answer += sock.recv(65536)
+                if answer:
+                    break
+            except TimeoutError:
+                pass
+        sock.settimeout(10)
+        while b"\r\n" not in answer:
+            more = sock.recv(65536)
+            if not more:
+                break
+            answer += more
+    status = answer.split(b"\r\n", 1)[0]
+    assert b" 411 " in status or b" 413 " in status, answer[:200]
+    assert sent < 200 * (1 << 20), f"{sent} bytes were taken before the refusal"
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "names"),
+    [
+        # Nested 100,000 deep: a recursive parser would overflow its stack.
+        (
+            '{"documents": [{"text": "x", "metadata": ' + "[" * 100_000 + "]" * 100_000 + "}]}",
+            400,
+            "",
+        ),
+        ('{"documents": [{"text": "x", "metadata": {"a": {"b": {"c": {}}}}}]}', 400, "metadata"),
+        (
+            json.dumps({"documents": [{"text": "x", "metadata": {"v": "m" * (1 << 20)}}]}),
+            413,
+            "MAX_METADATA_BYTES",
+        ),
+    ],
+)
+def test_bodies_built_to_hurt_parsers_are_refused(
+    edge: Edge, writer: dict[str, str], body: str, status: int, names: str
+) -> None:
+    response = edge.http.post(
+        "/v1/collections/hostile/documents",
+        content=body.encode(),
+        headers={**writer, "content-type": "application/json"},
+    )
+    assert names in json.dumps(problem(response, status))
+
+
+def test_invalid_utf8_in_json_is_a_400(edge: Edge, writer: dict[str, str]) -> None:
+    response = edge.http.post(
+        "/v1/collections/hostile/documents",
+        content=b'{"documents": [{"text": "caf\xe9 \xff\xfe"}]}',
+        headers={**writer, "content-type": "application/json"},
+    )
+    problem(response, 400)
+
+
+@pytest.mark.parametrize(
+    "hostile",
+    [
+        {"$where": "sleep(1000)"},
+        {"topic": {"$regex": ".*"}},
+        {"topic": {"$ne": {"$gt": ""}}},
+        {"$or": "1=1"},
+        {"$and": [{"topic": "a"}] * 10_000},
+        {"__proto__": {"polluted": True}},
+        {"_doc": "someone-else"},
+        nested_and(200),
+    ],
+)
+def test_filters_that_try_injection_are_422_naming_the_filter(
+    edge: Edge, writer: dict[str, str], hostile: dict
+) -> None:
+    response = edge.http.post(
+        "/v1/collections/hostile/search",
+        json={"query": "enzymes", "filter": hostile},
+        headers=writer,
+    )
+    body = problem(response, 422)
+    assert "filter" in json.dumps(body)
+
+
+def test_sql_in_a_filter_is_only_data(edge: Edge, writer: dict[str, str]) -> None:
+    """Filters reach Chroma as values, never as query text: SQL in a key or a value matches
+    nothing and harms nothing."""
+    for hostile in (
+        {"topic'; DROP TABLE embeddings; --": "a"},
+        {"topic": "a' OR '1'='1"},
+        {"topic": {"$in": ["x'); DELETE FROM embeddings; --"]}},
+    ):
+        response = edge.http.post(
+            "/v1/collections/hostile/search",
+            json={"query": "enzymes", "filter": hostile},
+            headers=writer,
+        )
+        assert response.status_code == 200, response.text
+        assert response.json()["results"] == []
+    unfiltered = edge.http.post(
+        "/v1/collections/hostile/search", json={"query": "enzymes"}, headers=writer
+    )
+    assert [hit["document_id"] for hit in unfiltered.json()["results"]] == ["ok"]
+
+
+def test_every_service_is_still_ready(
+    full_stack: NativeStack, edge: Edge, writer: dict[str, str]
+) -> None:
+    for service in ("gateway", "ingest", "query"):
+        assert httpx.get(f"{full_stack.health_url(service)}/ready", timeout=10).status_code == 200
+    hits = edge.http.post(
+        "/v1/collections/hostile/search", json={"query": "enzymes"}, headers=writer
+    )
+    assert hits.status_code == 200
+    assert hits.json()["results"][0]["document_id"] == "ok"
