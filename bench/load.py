@@ -136,7 +136,6 @@ def sweep(
     cache: Path,
     chroma_port: int,
     chroma_name: str,
-    peer: PeerRetriever | None = None,
 ) -> dict[str, Any]:
     results: dict[str, dict[int, dict[str, float]]] = {}
     for label, route, options in KINDS:
@@ -159,9 +158,14 @@ def sweep(
     results["raw: embed query + Chroma query, in-process"] = {
         level: raw(queries, cache, chroma_port, chroma_name, level) for level in LEVELS
     }
-    if peer is not None:
-        results[PEER_LABEL] = {level: peer.under_load(queries, level, SECONDS) for level in LEVELS}
     return {"levels": list(LEVELS), "seconds": SECONDS, "results": results}
+
+
+def add_peer(sweep_result: dict[str, Any], queries: list[str], peer: PeerRetriever) -> None:
+    """The LlamaIndex retriever at the same levels, into ``sweep_result``."""
+    sweep_result["results"][PEER_LABEL] = {
+        level: peer.under_load(queries, level, SECONDS) for level in LEVELS
+    }
 
 
 def plot(sweep_result: dict[str, Any], path: Path) -> None:

@@ -150,10 +150,8 @@ def run_query_bench(
     chroma_port: int,
     *,
     edge: tuple[str, str] | None = None,
-    peer: PeerRetriever | None = None,
 ) -> dict[str, Any]:
-    """``edge``: (nginx URL, API key) to also measure searches through the gateway; ``peer``:
-    the LlamaIndex retriever over the same corpus, scored and timed beside ours."""
+    """``edge``: (nginx URL, API key) to also measure searches through the gateway."""
     queries, qrels = load_test_queries(scifact)
     http = httpx.Client(base_url=query_url, timeout=120)
     texts = list(queries.values())
@@ -172,14 +170,18 @@ def run_query_bench(
         "latency": latency(http, collection, texts, edge_client),
         "raw": raw_limit(texts, cache, chroma_port, f"rag-default-{collection}"),
     }
-    if peer is not None:
-        run = []
-        for query_id, text in queries.items():
-            run += run_of(query_id, peer.search(text, 100))
-        scores["peer"] = score(qrels, run)
-        peer.search("warm up", 10)
-        result["peer_latency"] = percentiles(peer.timed(texts))
     return result
+
+
+def add_peer(result: dict[str, Any], scifact: Path, peer: PeerRetriever) -> None:
+    """Score and time the LlamaIndex retriever over the same corpus, into ``result``."""
+    queries, qrels = load_test_queries(scifact)
+    run = []
+    for query_id, text in queries.items():
+        run += run_of(query_id, peer.search(text, 100))
+    result["quality"]["peer"] = score(qrels, run)
+    peer.search("warm up", 10)
+    result["peer_latency"] = percentiles(peer.timed(list(queries.values())))
 
 
 def section(result: dict[str, Any], header: str) -> str:

@@ -27,6 +27,79 @@ SECURITY = {
 }
 
 
+PROBLEM = {
+    "type": "object",
+    "description": "RFC 9457 problem details; `errors` names each field at fault.",
+    "required": ["status", "title"],
+    "properties": {
+        "type": {"type": "string"},
+        "title": {"type": "string"},
+        "status": {"type": "integer"},
+        "detail": {"type": "string"},
+        "instance": {"type": "string"},
+        "errors": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "properties": {
+                    "field": {"type": ["string", "null"]},
+                    "message": {"type": ["string", "null"]},
+                    "source": {"type": ["string", "null"]},
+                },
+            },
+        },
+    },
+}
+OPENAI_ERROR = {
+    "type": "object",
+    "description": "An error in the shape OpenAI's clients expect.",
+    "required": ["error"],
+    "properties": {
+        "error": {
+            "type": "object",
+            "required": ["message", "type"],
+            "properties": {
+                "message": {"type": "string"},
+                "type": {"type": "string"},
+                "param": {"type": ["string", "null"]},
+                "code": {"type": ["string", "null"]},
+            },
+        }
+    },
+}
+# What any route can answer through the gateway, besides what its service documents.
+COMMON_ERRORS = {
+    "401": "No valid credential",
+    "403": "The credential lacks the scope or the collection",
+    "413": "The body is over a size limit",
+    "429": "Over the rate limit or the daily ingest quota (see Retry-After)",
+    "502": "The service behind the gateway could not be reached",
+    "503": "A dependency is unavailable, or the service is shutting down (see Retry-After)",
+    "504": "The service behind the gateway did not answer in time",
+}
+
+
+def _errors_as_problems(path: str, operation: dict[str, Any]) -> None:
+    """Document every error as it is sent: problem+json (OpenAI's shape on its routes), with
+    the statuses the gateway itself adds."""
+    openai = path in ("/v1/chat/completions", "/v1/models")
+    media, schema = (
+        ("application/json", {"$ref": "#/components/schemas/OpenAIError"})
+        if openai
+        else ("application/problem+json", {"$ref": "#/components/schemas/ProblemDetails"})
+    )
+    responses = operation.setdefault("responses", {})
+    for code, description in COMMON_ERRORS.items():
+        responses.setdefault(code, {"description": description})
+    for code, response in responses.items():
+        if code == "default" or int(code) >= 400:
+            response["content"] = {media: {"schema": schema}}
+    responses["default"] = {
+        "description": "Any other error",
+        "content": {media: {"schema": schema}},
+    }
+
+
 def _public(path: str, method: str) -> bool:
     if path.startswith("/v1/admin/"):
         return True  # the gateway's own routes
@@ -84,6 +157,11 @@ class PublicSchema:
                 if public:
                     merged["paths"].setdefault(path, {}).update(public)
             merged["components"]["schemas"].update(source.get("components", {}).get("schemas", {}))
+        merged["components"]["schemas"].update(ProblemDetails=PROBLEM, OpenAIError=OPENAI_ERROR)
+        for path, operations in merged["paths"].items():
+            for method, operation in operations.items():
+                if method in ("get", "put", "post", "delete", "patch"):
+                    _errors_as_problems(path, operation)
         return merged, len(sources) == 3
 
 

@@ -84,8 +84,11 @@ def create_app(settings: IngestSettings | None = None) -> Litestar:
             "event_streams": Provide(_provide_event_streams, sync_to_thread=False),
             **{
                 name: _for_tenant(name)
-                for name in ("arq", "registry", "documents", "jobs", "idempotency", "ingest")
+                for name in ("arq", "registry", "jobs", "idempotency", "ingest")
             },
+            # Not "documents": a dependency named like a body field turns that field's
+            # validation errors into 500s (Litestar takes them for the server's own).
+            "document_store": _for_tenant("documents"),
         },
         description="Accepts documents and queues them for parsing, chunking and embedding.",
         request_max_body_size=settings.max_request_bytes,

@@ -151,11 +151,13 @@ def create_app(settings: QuerySettings | None = None) -> Litestar:
                     "indexes",
                     "retriever",
                     "generators",
-                    "answers",
                     "evaluator",
                     "evaluations",
                 )
             },
+            # Not "answers": a dependency named like a body field (the evaluation's `answers`)
+            # turns that field's validation errors into 500s (Litestar takes them for its own).
+            "answer_service": from_state("answers"),
         },
         description="Hybrid retrieval and grounded answers with citations.",
         behind_gateway=True,

@@ -322,7 +322,7 @@ class DocumentController(Controller):
         self,
         collection: FromPath[str],
         registry: NamedDependency[CollectionRegistry],
-        documents: NamedDependency[DocumentStore],
+        document_store: NamedDependency[DocumentStore],
         chroma: NamedDependency[ChromaClient],
         offset: Annotated[int, QueryParameter(ge=0)] = 0,
         limit: Annotated[int, QueryParameter(ge=1, le=500)] = 50,
@@ -330,8 +330,8 @@ class DocumentController(Controller):
     ) -> DocumentPage:
         found = await registry.get(collection)
         if where is None:
-            ids = await documents.page(collection, offset=offset, limit=limit)
-            records = await documents.get_many(collection, ids)
+            ids = await document_store.page(collection, offset=offset, limit=limit)
+            records = await document_store.get_many(collection, ids)
             return DocumentPage(
                 [DocumentOut.of(r) for r in records], found.document_count, offset, limit
             )
@@ -348,7 +348,7 @@ class DocumentController(Controller):
             found.chroma_id, where={"$and": [{"_pos": 0}, condition]}, documents=False
         )
         tags = {(str(m["_doc"]), str(m["_ver"])) for m in rows.metadatas}
-        records = await documents.get_many(collection, sorted({doc for doc, _ in tags}))
+        records = await document_store.get_many(collection, sorted({doc for doc, _ in tags}))
         active = [r for r in records if (r.id, r.tag) in tags]
         return DocumentPage(
             [DocumentOut.of(r) for r in active[offset : offset + limit]], len(active), offset, limit
@@ -360,12 +360,12 @@ class DocumentController(Controller):
         collection: FromPath[str],
         document_id: FromPath[str],
         registry: NamedDependency[CollectionRegistry],
-        documents: NamedDependency[DocumentStore],
+        document_store: NamedDependency[DocumentStore],
         chroma: NamedDependency[ChromaClient],
         chunks: FromQuery[bool] = True,
     ) -> DocumentOut:
         found = await registry.get(collection)
-        record = await documents.get(collection, document_id)
+        record = await document_store.get(collection, document_id)
         if record is None:
             raise NotFound(f"document {document_id!r} is not in collection {collection!r}")
         if not chunks:
@@ -439,12 +439,12 @@ class DocumentController(Controller):
         collection: FromPath[str],
         document_id: FromPath[str],
         registry: NamedDependency[CollectionRegistry],
-        documents: NamedDependency[DocumentStore],
+        document_store: NamedDependency[DocumentStore],
         arq: NamedDependency[ArqRedis],
     ) -> dict[str, Any]:
         """Invisible at once; its chunks are removed from Chroma by the worker."""
         found = await registry.get(collection)
-        outcome = await documents.remove(collection, found.chroma_id, document_id)
+        outcome = await document_store.remove(collection, found.chroma_id, document_id)
         if outcome.status == "missing":
             raise NotFound(f"document {document_id!r} is not in collection {collection!r}")
         # Its chunks are listed for cleanup already; this only makes the worker do it now.

@@ -70,21 +70,21 @@ class QueryController(Controller):
         self,
         collection: FromPath[str],
         data: JSONBody[QueryBody],
-        answers: NamedDependency[AnswerService],
+        answer_service: NamedDependency[AnswerService],
         settings: NamedDependency[QuerySettings],
         request: Request[Any, Any, Any],
     ) -> Response[Any] | ServerSentEvent:
         """Retrieve, fit the best passages into CONTEXT_MAX_TOKENS, generate an answer citing
         them as [1], [2]... With `stream: true`, server-sent events: `sources`, then `token`s,
         then `done` (answer, usage, timings) or `error`."""
-        prepared = await answers.prepare(
+        prepared = await answer_service.prepare(
             collection, answer_options(data, settings), tenant_of(request)
         )
         if data.stream:
 
             async def stream() -> AsyncGenerator[ServerSentEventMessage, None]:
                 try:
-                    async for event in answers.events(prepared, streaming=True):
+                    async for event in answer_service.events(prepared, streaming=True):
                         if isinstance(event, SourcesEvent):
                             yield _sse("sources", {"sources": event.sources})
                         elif isinstance(event, TokenEvent):
@@ -103,7 +103,7 @@ class QueryController(Controller):
                     )
 
             return ServerSentEvent(stream())
-        async for event in answers.events(prepared, streaming=False):
+        async for event in answer_service.events(prepared, streaming=False):
             if isinstance(event, DoneEvent):
                 return Response({"collection": collection, "query": data.query, **event.result})
             if isinstance(event, ErrorEvent):

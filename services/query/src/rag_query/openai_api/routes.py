@@ -151,7 +151,7 @@ class OpenAIController(Controller):
     async def chat(
         self,
         data: JSONBody[ChatRequest],
-        answers: NamedDependency[AnswerService],
+        answer_service: NamedDependency[AnswerService],
         generators: NamedDependency[Generators],
         settings: NamedDependency[QuerySettings],
         request: Request[Any, Any, Any],
@@ -175,11 +175,11 @@ class OpenAIController(Controller):
             session_id=data.session_id,
             history=history,
         )
-        prepared = await answers.prepare(collection, options, tenant_of(request))
+        prepared = await answer_service.prepare(collection, options, tenant_of(request))
         completion_id = f"chatcmpl-{uuid.uuid4().hex}"
         created = int(time.time())
         if not data.stream:
-            async for event in answers.events(prepared, streaming=False):
+            async for event in answer_service.events(prepared, streaming=False):
                 if isinstance(event, ErrorEvent):
                     return Response(
                         _error_body(event.message, "server_error", None, "generation_failed"),
@@ -232,7 +232,7 @@ class OpenAIController(Controller):
         async def stream() -> AsyncGenerator[ServerSentEventMessage, None]:
             yield chunk({"role": "assistant", "content": ""}, None)
             try:
-                async for event in answers.events(prepared, streaming=True):
+                async for event in answer_service.events(prepared, streaming=True):
                     if isinstance(event, TokenEvent):
                         yield chunk({"content": event.text}, None)
                     elif isinstance(event, ErrorEvent):

@@ -19,7 +19,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
-from rag_core.catalog import CollectionCatalog, Keys
+from rag_core.catalog import Collection, CollectionCatalog, Keys
 from rag_core.chroma import ChromaClient
 from rag_core.errors import DependencyUnavailable
 from rag_telemetry import get_logger
@@ -73,6 +73,7 @@ class LexicalIndexes:
         self.b = b
         self.analyzer = Analyzer()
         self._followed: dict[Where, _Followed] = {}
+        self._building: dict[Where, asyncio.Lock] = {}
         # Analysis off the event loop, one thread: the stemmer is not thread-safe.
         self._analysis = ThreadPoolExecutor(max_workers=1, thread_name_prefix="analyze")
         self.started = False
@@ -81,6 +82,26 @@ class LexicalIndexes:
     def get(self, namespace: str, collection: str) -> LexicalIndex | None:
         followed = self._followed.get((namespace, collection))
         return followed.index if followed else None
+
+    async def ensure(self, collection: Collection) -> LexicalIndex:
+        """The collection's index, built now if this replica has not got to it yet (a
+        collection created a moment ago): a search waits for the build rather than failing."""
+        current = await self._build_if_needed(
+            collection.namespace, collection.name, collection.chroma_id
+        )
+        return current.index
+
+    async def _build_if_needed(self, namespace: str, name: str, chroma_id: str) -> _Followed:
+        key = (namespace, name)
+        current = self._followed.get(key)
+        if current is not None and current.chroma_id == chroma_id:
+            return current
+        async with self._building.setdefault(key, asyncio.Lock()):
+            current = self._followed.get(key)
+            if current is None or current.chroma_id != chroma_id:
+                current = await self._build(namespace, name, chroma_id)
+                self._followed[key] = current
+            return current
 
     def version(self, namespace: str, collection: str) -> int | None:
         """The collection version this replica's index reflects: what an answer computed now
@@ -122,13 +143,10 @@ class LexicalIndexes:
                 if collection is None:
                     continue
                 wanted.add((namespace, name))
-                current = self._followed.get((namespace, name))
-                if current is None or current.chroma_id != collection.chroma_id:
-                    self._followed[(namespace, name)] = await self._build(
-                        namespace, name, collection.chroma_id
-                    )
+                await self._build_if_needed(namespace, name, collection.chroma_id)
         for gone in set(self._followed) - wanted:
             del self._followed[gone]
+            self._building.pop(gone, None)
             log.info("lexical_index_dropped", namespace=gone[0], collection=gone[1])
 
     async def _build(self, namespace: str, name: str, chroma_id: str) -> _Followed:

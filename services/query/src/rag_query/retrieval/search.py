@@ -20,6 +20,7 @@ from rag_core.chroma import ChromaClient, Records
 from rag_core.embedding.base import Embedder
 from rag_core.errors import DependencyUnavailable
 from rag_core.filters import matches
+from redis.exceptions import RedisError
 
 from rag_query.metrics import EMPTY_RETRIEVALS, RETRIEVAL_SECONDS
 from rag_query.retrieval.fusion import fuse_rankings, select_diverse
@@ -81,11 +82,14 @@ class Retriever:
         timings: dict[str, float] = {}
         index = self.indexes.get(collection.namespace, collection.name)
         if index is None:
-            raise DependencyUnavailable(
-                f"collection {collection.name!r} is still being indexed on this replica; "
-                "try again in a moment",
-                headers={"Retry-After": "2"},
-            )
+            try:
+                index = await self.indexes.ensure(collection)
+            except (RedisError, OSError) as exc:
+                raise DependencyUnavailable(
+                    f"collection {collection.name!r} could not be indexed on this replica yet; "
+                    "try again in a moment",
+                    headers={"Retry-After": "2"},
+                ) from exc
         rankings: dict[str, list[str]] = {}
         found: dict[str, Hit] = {}
         vectors: dict[str, np.ndarray] = {}
