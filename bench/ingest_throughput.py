@@ -489,7 +489,11 @@ def main() -> None:
     parser.add_argument(
         "--no-query", action="store_true", help="skip everything after the first ingest"
     )
-    parser.add_argument("--no-fp32", action="store_true", help="skip int8 against fp32")
+    parser.add_argument(
+        "--fp32",
+        action="store_true",
+        help="also compare the int8 model with fp32 (5 more minutes: embeds the corpus again)",
+    )
     parser.add_argument(
         "--load-seconds", type=int, default=load.SECONDS, help="seconds per load level"
     )
@@ -509,7 +513,7 @@ def main() -> None:
     raw = raw_embedder(docs, cache / "models", settings)
     print(f"  {raw['chunks']} chunks, {raw['chunks_per_s']:.1f} chunks/s", flush=True)
     quantized = None
-    if not args.no_fp32:
+    if args.fp32:
         print("int8 against fp32...", flush=True)
         quantized = embedder_quality(raw, cache / "models", settings)
     runs = []
@@ -540,7 +544,14 @@ def main() -> None:
         "query process."
     )
     if quantized is not None:
-        sections.append(quantization_section(quantized, header))
+        sections.append(
+            quantization_section(
+                quantized,
+                f"Measured {datetime.now(UTC):%Y-%m-%d %H:%M} UTC on {machine()}; commit "
+                f"`{commit()}`; `make bench BENCH_ARGS=--fp32`, on the chunks of the ingest run "
+                "above.",
+            )
+        )
         text = replace_section(text, "quantization", sections[-1])
     first = runs[0]
     if "query" in first:

@@ -24,7 +24,7 @@ if TYPE_CHECKING:
 PEER_LABEL = "peer: LlamaIndex retriever (dense), in-process, threads"
 
 LEVELS = (1, 4, 16, 64)
-SECONDS = 8
+SECONDS = 5
 KINDS = (
     ("search dense", "search", {"mode": "dense", "top_k": 10}),
     ("search hybrid", "search", {"mode": "hybrid", "top_k": 10}),

@@ -57,3 +57,20 @@ def load_scifact() -> SciFact:
             if row["_id"] in wanted:
                 queries[row["_id"]] = row["text"]
     return SciFact(corpus, queries, qrels)
+
+
+# A tiny BEIR-format set for the evaluation API and `rag eval` tests.
+MEDICAL_CORPUS = {
+    "d1": "Aspirin reduces the risk of heart attacks in adults over fifty.",
+    "d2": "Vitamin D deficiency is common in northern countries during winter.",
+    "d3": "Regular exercise lowers blood pressure in most patients.",
+    "d4": "Coffee consumption is not linked to higher cancer risk.",
+    "d5": "Sleep deprivation impairs memory consolidation.",
+}
+MEDICAL_QUERIES = [
+    {"_id": "q1", "text": "Does aspirin prevent heart attacks?"},
+    {"_id": "q2", "text": "Is vitamin D deficiency common in winter?"},
+    {"_id": "q3", "text": "What does sleep deprivation do to memory?"},
+    {"_id": "q9", "text": "A query without judgements is skipped."},
+]
+MEDICAL_QRELS = "query-id\tcorpus-id\tscore\nq1\td1\t1\nq2\td2\t1\nq3\td5\t1\n"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -22,15 +23,18 @@ class Replay:
     answers: list[tuple[int, str]]
     requests: list[dict[str, Any]] = field(default_factory=list)
     url: str = ""
+    # Seconds to wait before answering: a provider that hangs.
+    hang_seconds: float = 0.0
 
     def next_answer(self) -> tuple[int, str, bytes]:
         status, name = self.answers[0] if len(self.answers) == 1 else self.answers.pop(0)
         return status, name, (RECORDED / name).read_bytes()
 
-    def script(self, *answers: tuple[int, str]) -> None:
+    def script(self, *answers: tuple[int, str], hang_seconds: float = 0.0) -> None:
         """Answer the next requests with these (a server shared by several tests)."""
         self.answers = list(answers)
         self.requests.clear()
+        self.hang_seconds = hang_seconds
 
 
 @contextmanager
@@ -48,6 +52,8 @@ def replay_server(*answers: tuple[int, str]) -> Iterator[Replay]:
                 }
             )
             status, name, payload = replay.next_answer()
+            if replay.hang_seconds:
+                time.sleep(replay.hang_seconds)
             self.send_response(status)
             kind = "text/event-stream" if name.endswith(".sse") else "application/json"
             self.send_header("Content-Type", kind)

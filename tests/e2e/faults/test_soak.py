@@ -13,9 +13,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from rag_devstack import NativeStack, StackPorts
+from rag_devstack import NativeStack
 
-from tests.e2e.gateway.conftest import ADMIN_KEY, Edge
+from tests.e2e.gateway.conftest import Edge, load_stack
 from tests.support import soak
 
 pytestmark = pytest.mark.e2e
@@ -41,16 +41,7 @@ def budget() -> dict[str, float]:
 def soak_stack(
     tmp_path_factory: pytest.TempPathFactory, model_cache: Path
 ) -> Iterator[NativeStack]:
-    stack = NativeStack(
-        tmp_path_factory.mktemp("soak"),
-        StackPorts.free(),
-        env={
-            "DATA_DIR": str(model_cache),
-            "ADMIN_API_KEY": ADMIN_KEY,
-            "RATE_LIMIT_PER_MINUTE": "1000000",
-            "LOG_LEVEL": "WARNING",
-        },
-    )
+    stack = load_stack(tmp_path_factory.mktemp("soak"), model_cache)
     with stack:
         stack.start(with_nginx=True, query_replicas=2)
         yield stack

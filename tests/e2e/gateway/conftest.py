@@ -64,6 +64,23 @@ class Edge:
     def bearer(token: str) -> dict[str, str]:
         return {"Authorization": f"Bearer {token}"}
 
+    def wait_searchable(
+        self, collection: str, query: str, headers: dict[str, str], document_id: str | None = None
+    ) -> None:
+        """Until several searches in a row find ``document_id`` (or anything): every query
+        replica behind nginx has indexed it."""
+        deadline = time.monotonic() + 30
+        seen = 0
+        while seen < 6:
+            found = self.http.post(
+                f"/v1/collections/{collection}/search", json={"query": query}, headers=headers
+            )
+            hits = found.json()["results"] if found.status_code == 200 else []
+            good = bool(hits) and document_id in (None, hits[0]["document_id"])
+            seen = seen + 1 if good else 0
+            assert time.monotonic() < deadline, f"{collection} not searchable: {found.text}"
+            time.sleep(0.1)
+
     def wait_job(self, job_id: str, headers: dict[str, str], timeout: float = 60) -> dict:
         deadline = time.monotonic() + timeout
         while True:
@@ -87,6 +104,20 @@ def make_jwt(
         },
         secret,
         algorithm="HS256",
+    )
+
+
+def load_stack(workdir: Path, model_cache: Path) -> NativeStack:
+    """The stack behind nginx for load and fuzzing: no rate limit in the way, quiet logs."""
+    return NativeStack(
+        workdir,
+        StackPorts.free(),
+        env={
+            "DATA_DIR": str(model_cache),
+            "ADMIN_API_KEY": ADMIN_KEY,
+            "RATE_LIMIT_PER_MINUTE": "1000000",
+            "LOG_LEVEL": "WARNING",
+        },
     )
 
 

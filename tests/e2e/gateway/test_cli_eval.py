@@ -17,56 +17,34 @@ import pytest
 from rag_devstack import free_port
 
 from tests.e2e.gateway.conftest import Edge
+from tests.support.eval import MEDICAL_CORPUS, MEDICAL_QRELS, MEDICAL_QUERIES
 
 pytestmark = pytest.mark.e2e
 RAG = str(Path(sys.executable).with_name("rag"))
 
-CORPUS = {
-    "d1": "Aspirin reduces the risk of heart attacks in adults over fifty.",
-    "d2": "Vitamin D deficiency is common in northern countries during winter.",
-    "d3": "Regular exercise lowers blood pressure in most patients.",
-    "d4": "Coffee consumption is not linked to higher cancer risk.",
-    "d5": "Sleep deprivation impairs memory consolidation.",
-}
-QUERIES = [
-    {"_id": "q1", "text": "Does aspirin prevent heart attacks?"},
-    {"_id": "q2", "text": "Is vitamin D deficiency common in winter?"},
-    {"_id": "q3", "text": "What does sleep deprivation do to memory?"},
-    {"_id": "q9", "text": "A query without judgements is skipped."},
-]
-QRELS = "query-id\tcorpus-id\tscore\nq1\td1\t1\nq2\td2\t1\nq3\td5\t1\n"
-
 
 @pytest.fixture(scope="module")
 def evaluated(edge: Edge, tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
-    """A tenant's key, a collection holding CORPUS (searchable on every replica), and the
+    """A tenant's key, a collection holding MEDICAL_CORPUS (searchable on every replica), and the
     BEIR files."""
     key = edge.new_key("evalcli", ["ingest:write", "query:read"], name="cli eval")
     auth = edge.bearer(key)
     assert edge.http.post("/v1/collections", json={"name": "med"}, headers=auth).status_code == 201
     posted = edge.http.post(
         "/v1/collections/med/documents",
-        json={"documents": [{"id": k, "text": v} for k, v in CORPUS.items()]},
+        json={"documents": [{"id": k, "text": v} for k, v in MEDICAL_CORPUS.items()]},
         headers=auth,
     )
     assert posted.status_code == 202, posted.text
     for job in posted.json()["jobs"]:
         assert edge.wait_job(job["job_id"], auth)["state"] == "succeeded"
-    deadline = time.monotonic() + 30
-    seen = 0
-    while seen < 6:  # several answers in a row, so both replicas have it
-        hits = edge.http.post(
-            "/v1/collections/med/search", json={"query": "memory consolidation"}, headers=auth
-        ).json()["results"]
-        seen = seen + 1 if hits and hits[0]["document_id"] == "d5" else 0
-        assert time.monotonic() < deadline
-        time.sleep(0.1)
+    edge.wait_searchable("med", "memory consolidation", auth, "d5")
     folder = tmp_path_factory.mktemp("beir")
-    (folder / "queries.jsonl").write_text("\n".join(json.dumps(q) for q in QUERIES) + "\n")
-    (folder / "qrels.tsv").write_text(QRELS)
+    (folder / "queries.jsonl").write_text("\n".join(json.dumps(q) for q in MEDICAL_QUERIES) + "\n")
+    (folder / "qrels.tsv").write_text(MEDICAL_QRELS)
     cases = [
         {"query": q["text"], "relevant": [d]}
-        for q, d in zip(QUERIES[:3], ["d1", "d2", "d5"], strict=True)
+        for q, d in zip(MEDICAL_QUERIES[:3], ["d1", "d2", "d5"], strict=True)
     ]
     (folder / "cases.json").write_text(json.dumps({"cases": cases}))
     return {"key": key, "dir": str(folder), "url": edge.url}

@@ -33,15 +33,7 @@ def writer(edge: Edge) -> dict[str, str]:
         headers=auth,
     )
     assert edge.wait_job(posted.json()["jobs"][0]["job_id"], auth)["state"] == "succeeded"
-    deadline = time.monotonic() + 30
-    seen = 0
-    while seen < 6:  # several answers in a row: both query replicas have indexed it
-        found = edge.http.post(
-            "/v1/collections/hostile/search", json={"query": "enzymes"}, headers=auth
-        )
-        seen = seen + 1 if found.status_code == 200 and found.json()["results"] else 0
-        assert time.monotonic() < deadline
-        time.sleep(0.1)
+    edge.wait_searchable("hostile", "enzymes", auth, "ok")
     return auth
 
 

@@ -11,9 +11,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from rag_devstack import NativeStack, StackPorts
+from rag_devstack import NativeStack
 
-from tests.e2e.gateway.conftest import ADMIN_KEY, Edge
+from tests.e2e.gateway.conftest import Edge, load_stack
 
 pytestmark = pytest.mark.e2e
 SCHEMATHESIS = str(Path(sys.executable).with_name("schemathesis"))
@@ -26,16 +26,7 @@ MIN_CASES = 1000
 def fuzz_stack(
     tmp_path_factory: pytest.TempPathFactory, model_cache: Path
 ) -> Iterator[NativeStack]:
-    stack = NativeStack(
-        tmp_path_factory.mktemp("fuzz"),
-        StackPorts.free(),
-        env={
-            "DATA_DIR": str(model_cache),
-            "ADMIN_API_KEY": ADMIN_KEY,
-            "RATE_LIMIT_PER_MINUTE": "1000000",
-            "LOG_LEVEL": "WARNING",
-        },
-    )
+    stack = load_stack(tmp_path_factory.mktemp("fuzz"), model_cache)
     with stack:
         stack.start(with_nginx=True)
         yield stack

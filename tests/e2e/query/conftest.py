@@ -65,6 +65,7 @@ def query_stack(
             "COHERE_API_KEY": "c-test",
             "COHERE_BASE_URL": llm.url,
             "LLM_MAX_RETRIES": "0",
+            "LLM_TIMEOUT_SECONDS": "2",
         },
     )
     with stack:

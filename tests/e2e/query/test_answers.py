@@ -5,6 +5,7 @@ and the answer cache."""
 from __future__ import annotations
 
 import json
+import time
 
 import httpx
 import pytest
@@ -95,6 +96,32 @@ def test_a_failing_provider_falls_back_to_extractive(
     assert result["generator"] == "extractive"
     assert "openai" in result["fallback_from"][0]
     assert "full-disk encryption" in result["answer"]
+
+
+def test_a_provider_that_hangs_falls_back_within_the_timeout(
+    query: QueryClient, handbook: str, llm: Replay
+) -> None:
+    llm.script((200, "openai_chat_condense.json"), hang_seconds=30)
+    started = time.monotonic()
+    result = query.answer(handbook, "What must laptops use?", generator="openai", cache=False)
+    assert time.monotonic() - started < 10  # LLM_TIMEOUT_SECONDS is 2 here, no retries
+    assert result["generator"] == "extractive"
+    assert "openai" in result["fallback_from"][0]
+    assert "full-disk encryption" in result["answer"]
+
+
+def test_a_stream_from_a_provider_that_hangs_ends_never_hangs(
+    query: QueryClient, handbook: str, llm: Replay
+) -> None:
+    llm.script((200, "openai_chat_answer.sse"), hang_seconds=30)
+    started = time.monotonic()
+    events = query.stream(handbook, "How much leave?", generator="openai", cache=False)
+    assert time.monotonic() - started < 10
+    assert events[0].event == "sources"
+    assert events[-1].event in ("done", "error")
+    if events[-1].event == "done":  # fell back before the first token
+        assert "Staff get" in "".join(e.data["text"] for e in events if e.event == "token")
+    llm.script((500, "error_500.json"))
 
 
 def test_google_generator(query: QueryClient, handbook: str, llm: Replay) -> None:

@@ -8,32 +8,18 @@ import time
 
 import pytest
 
+from tests.support.eval import MEDICAL_CORPUS, MEDICAL_QRELS, MEDICAL_QUERIES
 from tests.support.ingest import IngestClient
 from tests.support.query import QueryClient
 from tests.support.replay import Replay
 
 pytestmark = pytest.mark.e2e
 
-CORPUS = {
-    "d1": "Aspirin reduces the risk of heart attacks in adults over fifty.",
-    "d2": "Vitamin D deficiency is common in northern countries during winter.",
-    "d3": "Regular exercise lowers blood pressure in most patients.",
-    "d4": "Coffee consumption is not linked to higher cancer risk.",
-    "d5": "Sleep deprivation impairs memory consolidation.",
-}
-QUERIES = [
-    {"_id": "q1", "text": "Does aspirin prevent heart attacks?"},
-    {"_id": "q2", "text": "Is vitamin D deficiency common in winter?"},
-    {"_id": "q3", "text": "What does sleep deprivation do to memory?"},
-    {"_id": "q9", "text": "A query without judgements is skipped."},
-]
-QRELS = "query-id\tcorpus-id\tscore\nq1\td1\t1\nq2\td2\t1\nq3\td5\t1\n"
-
 
 @pytest.fixture(scope="module")
 def medical(ingest: IngestClient, query: QueryClient) -> str:
     name = ingest.create_collection()
-    ingest.wait(ingest.ingest_ok(name, [{"id": k, "text": v} for k, v in CORPUS.items()]))
+    ingest.wait(ingest.ingest_ok(name, [{"id": k, "text": v} for k, v in MEDICAL_CORPUS.items()]))
     query.wait_for(name, "memory consolidation", "d5")
     return name
 
@@ -69,10 +55,10 @@ def test_beir_files_sync_and_in_the_background(query: QueryClient, medical: str)
     files = {
         "queries": (
             "queries.jsonl",
-            "\n".join(json.dumps(q) for q in QUERIES).encode(),
+            "\n".join(json.dumps(q) for q in MEDICAL_QUERIES).encode(),
             "application/jsonl",
         ),
-        "qrels": ("test.tsv", QRELS.encode(), "text/tab-separated-values"),
+        "qrels": ("test.tsv", MEDICAL_QRELS.encode(), "text/tab-separated-values"),
     }
     sync = query.http.post("/v1/evaluate/beir", files=files, data={"collection": medical})
     assert sync.status_code == 200, sync.text
