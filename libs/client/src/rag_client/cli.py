@@ -72,12 +72,13 @@ def read_cases(path: Path) -> list[dict[str, Any]]:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise fail(EXIT_USAGE, f"cannot read {path}: {exc}") from None
+    rows: Any
     try:
         if path.suffix == ".jsonl":
             rows = [json.loads(line) for line in text.splitlines() if line.strip()]
         else:
             loaded = json.loads(text)
-            rows = loaded.get("cases") if isinstance(loaded, dict) else loaded  # type: ignore[assignment]
+            rows = loaded.get("cases") if isinstance(loaded, dict) else loaded
     except ValueError as exc:
         raise fail(EXIT_USAGE, f"{path}: not JSON ({exc})") from None
     if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):

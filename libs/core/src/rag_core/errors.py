@@ -18,7 +18,7 @@ from redis import exceptions as redis_errors
 PROBLEM_TYPE_BASE = "urn:rag-engine:problem:"
 
 log = get_logger("rag.errors")
-REDIS_RETRY_AFTER = "2"  # seconds: a restart of Redis with its AOF takes about that here
+REDIS_RETRY_AFTER = "2"  # seconds before a client tries again while Redis is unavailable
 
 
 class RagError(Exception):
@@ -143,7 +143,10 @@ def undecodable_body_to_problem(exc: Exception) -> ProblemDetailsException:
         if isinstance(exc, UnicodeDecodeError)
         else "the request body is nested too deeply to read"
     )
-    log.info("undecodable_body", error=type(exc).__name__)
+    if isinstance(exc, RecursionError):  # kept in full: our own code could recurse too
+        log.warning("undecodable_body", error="RecursionError", exc_info=exc)
+    else:
+        log.info("undecodable_body", error=type(exc).__name__)
     return ProblemDetailsException(
         status_code=HTTPStatus.BAD_REQUEST,
         type_=problem_type("bad-request"),
