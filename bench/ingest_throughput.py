@@ -33,7 +33,7 @@ from query_bench import load_test_queries, run_of, run_query_bench, score
 from query_bench import section as query_section
 from rag_config import IngestSettings
 from rag_core.embedding.local import LocalEmbedder
-from rag_devstack import NativeStack, StackPorts, free_port
+from rag_devstack import NativeStack, StackPorts, create_api_key, free_port
 from rag_devstack.processes import descendants
 from rag_ingest.chunking import chunk_sections
 from rag_ingest.parsing import parse_document
@@ -265,7 +265,8 @@ def query_side(
     settings = IngestSettings(_env_file=None)
     print("query benchmarks...", flush=True)
     time.sleep(2)  # the lexical index follows within a second
-    key = bench_key(stack.edge_url)
+    # An API key for the load; the stack's rate limit is set high enough for any benchmark.
+    key = create_api_key(stack.edge_url, BENCH_ADMIN_KEY, ["query:read"], "bench")
     queried = run_query_bench(
         stack.api_url("query"),
         "scifact",
@@ -445,19 +446,6 @@ def quantization_section(result: dict[str, Any], header: str) -> str:
         "<!-- quantization:end -->",
     ]
     return "\n".join(lines)
-
-
-def bench_key(edge_url: str) -> str:
-    """An API key for the load, with a rate limit no benchmark reaches."""
-    created = httpx.post(
-        f"{edge_url}/v1/admin/keys",
-        json={"tenant": "default", "scopes": ["query:read"], "name": "bench"},
-        headers={"Authorization": f"Bearer {BENCH_ADMIN_KEY}"},
-        timeout=30,
-    )
-    created.raise_for_status()
-    key: str = created.json()["key"]
-    return key
 
 
 def replace_section(text: str, name: str, section: str) -> str:

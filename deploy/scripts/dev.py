@@ -14,7 +14,14 @@ import time
 from pathlib import Path
 
 import httpx
-from rag_devstack import SERVICES, NativeStack, ProcessFailed, StackPorts, StartCancelled
+from rag_devstack import (
+    SERVICES,
+    NativeStack,
+    ProcessFailed,
+    StackPorts,
+    StartCancelled,
+    create_api_key,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -62,7 +69,10 @@ def main() -> int:
     )
     try:
         stack.start(with_nginx=True, query_replicas=2)
-        dev_key = _dev_key(stack, admin_key)
+        # An API key of the default tenant that may ingest and query, made through the API.
+        dev_key = create_api_key(
+            stack.edge_url, admin_key, ["ingest:write", "query:read"], "make dev"
+        )
     except (ProcessFailed, httpx.HTTPError) as exc:
         print(f"make dev: {exc}", file=sys.stderr)
         stack.stop()
@@ -111,19 +121,6 @@ def _setting(name: str) -> str | None:
             if key.strip() == name and value.strip():
                 return value.strip().strip("'\"")
     return None
-
-
-def _dev_key(stack: NativeStack, admin_key: str) -> str:
-    """An API key of the default tenant that may ingest and query, made through the API."""
-    response = httpx.post(
-        f"{stack.edge_url}/v1/admin/keys",
-        json={"tenant": "default", "scopes": ["ingest:write", "query:read"], "name": "make dev"},
-        headers={"Authorization": f"Bearer {admin_key}"},
-        timeout=30,
-    )
-    response.raise_for_status()
-    key: str = response.json()["key"]
-    return key
 
 
 def _banner(stack: NativeStack, admin_key: str, dev_key: str) -> str:

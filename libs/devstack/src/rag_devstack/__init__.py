@@ -1,5 +1,6 @@
 """Native processes for development, tests and benchmarks (never imported by services)."""
 
+from rag_devstack.keys import create_api_key
 from rag_devstack.processes import (
     LOOPBACK,
     ManagedProcess,
@@ -23,6 +24,7 @@ __all__ = [
     "ProcessFailed",
     "StackPorts",
     "StartCancelled",
+    "create_api_key",
     "descendants",
     "executable",
     "free_port",
