@@ -25,10 +25,18 @@ RATE = float(os.environ.get("SOAK_RATE", "12"))
 REPORT = os.environ.get("SOAK_REPORT")
 # Processes that hold no data of their own: their memory must level off after the warm-up.
 SERVICES = ("nginx", "gateway", "ingest", "worker", "query", "query-2")
-# Redis and Chroma grow with what the soak ingests (documents, chunks, job records): they are
-# held to a bound per ingested document instead.
+# Redis and Chroma grow with what the soak ingests (documents, chunks, job records) and fill
+# their caches (SQLite pages, HNSW blocks) in steps: each may grow by the services' 10% plus
+# 16 KiB per ingested document. A short run ingests few documents, so the 10% matters there;
+# a long one is bound by the per-document figure.
 STORES = ("redis", "chroma")
 STORE_BYTES_PER_DOCUMENT = 16 * 1024
+GROWTH_LIMIT = 0.10
+
+
+def store_allowance(after_warmup_mb: float, documents: int) -> float:
+    """Bytes a store may grow by after the warm-up while `documents` are ingested."""
+    return GROWTH_LIMIT * after_warmup_mb * 1024 * 1024 + STORE_BYTES_PER_DOCUMENT * documents
 
 
 def budget() -> dict[str, float]:
@@ -96,14 +104,15 @@ def test_mixed_load_holds(soak_stack: NativeStack) -> None:
     limits = budget()
     for kind, stats in result["latency_ms"].items():
         assert stats["p99"] <= limits[kind], (kind, stats, limits[kind])
-    grew = {name: growth[name] for name in SERVICES if growth[name] >= 0.10}
+    grew = {name: growth[name] for name in SERVICES if growth[name] >= GROWTH_LIMIT}
     assert grew == {}, f"memory grew by 10% or more after the warm-up: {grew}"
-    heavy = {
-        name: per_document
-        for name, per_document in result["store_bytes_per_document"].items()
-        if per_document > STORE_BYTES_PER_DOCUMENT
-    }
-    assert heavy == {}, f"stores grew by more than 16 KiB per ingested document: {heavy}"
+    heavy = {}
+    for name in STORES:
+        rss = result["rss_mb"][name]
+        grown = (rss["end"] - rss["after_warmup"]) * 1024 * 1024
+        if grown > store_allowance(rss["after_warmup"], len(jobs)):
+            heavy[name] = grown
+    assert heavy == {}, f"stores grew past 10% + 16 KiB per ingested document: {heavy}"
 
 
 def write_report(path: Path, result: dict) -> None:
@@ -135,7 +144,8 @@ def write_report(path: Path, result: dict) -> None:
             f"{name} {per_document / 1024:.1f} KiB per document"
             for name, per_document in result["store_bytes_per_document"].items()
         )
-        + " (bound: 16 KiB; the services' bound is 10% growth after the warm-up).",
+        + " (bound: 10% plus 16 KiB per document; the services' bound is 10% growth after "
+        "the warm-up).",
         "<!-- soak:end -->",
     ]
     text = path.read_text()
