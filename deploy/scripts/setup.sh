@@ -17,6 +17,8 @@ command -v curl >/dev/null 2>&1 || missing+=(curl)
 command -v openssl >/dev/null 2>&1 || missing+=(openssl)
 command -v sha256sum >/dev/null 2>&1 || missing+=(coreutils)
 command -v wrk >/dev/null 2>&1 || missing+=(wrk)  # the load generator of make bench
+# The playground's browser test (tests/e2e/gateway/test_playground.py) drives Debian's Chromium.
+command -v chromium >/dev/null 2>&1 || missing+=(chromium)
 
 if [ ${#missing[@]} -gt 0 ]; then
   if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; then

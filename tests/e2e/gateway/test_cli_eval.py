@@ -5,22 +5,16 @@ and the exit codes of every way it can fail."""
 from __future__ import annotations
 
 import json
-import os
-import pty
-import select
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
 from rag_devstack import free_port
 
 from tests.e2e.gateway.conftest import Edge
+from tests.support.cli import rag, rag_on_terminal
 from tests.support.eval import MEDICAL_CORPUS, MEDICAL_QRELS, MEDICAL_QUERIES
 
 pytestmark = pytest.mark.e2e
-RAG = str(Path(sys.executable).with_name("rag"))
 
 
 @pytest.fixture(scope="module")
@@ -48,17 +42,6 @@ def evaluated(edge: Edge, tmp_path_factory: pytest.TempPathFactory) -> dict[str,
     ]
     (folder / "cases.json").write_text(json.dumps({"cases": cases}))
     return {"key": key, "dir": str(folder), "url": edge.url}
-
-
-def rag(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [RAG, *args],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env={**os.environ, **(env or {})},
-        check=False,
-    )
 
 
 def test_beir_files_through_the_gateway(evaluated: dict[str, str]) -> None:
@@ -103,43 +86,18 @@ def test_cases_in_the_background_with_plain_progress(evaluated: dict[str, str]) 
 
 
 def test_a_progress_bar_on_a_terminal(evaluated: dict[str, str]) -> None:
-    controller, terminal = pty.openpty()
-    process = subprocess.Popen(
-        [
-            RAG,
-            "--url",
-            evaluated["url"],
-            "--api-key",
-            evaluated["key"],
-            "eval",
-            str(Path(evaluated["dir"]) / "cases.json"),
-            "-c",
-            "med",
-            "--background",
-        ],
-        stdin=terminal,
-        stdout=terminal,
-        stderr=terminal,
-        env={**os.environ, "TERM": "xterm", "COLUMNS": "100"},
+    code, text = rag_on_terminal(
+        "--url",
+        evaluated["url"],
+        "--api-key",
+        evaluated["key"],
+        "eval",
+        str(Path(evaluated["dir"]) / "cases.json"),
+        "-c",
+        "med",
+        "--background",
     )
-    os.close(terminal)
-    seen = b""
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        ready, _, _ = select.select([controller], [], [], 0.5)
-        if ready:
-            try:
-                chunk = os.read(controller, 65536)
-            except OSError:
-                break
-            if not chunk:
-                break
-            seen += chunk
-        elif process.poll() is not None:
-            break
-    os.close(controller)
-    assert process.wait(timeout=30) == 0
-    text = seen.decode(errors="replace")
+    assert code == 0
     assert "evaluating" in text  # the bar
     assert "\x1b[" in text  # drawn with terminal control sequences
     assert "nDCG@10" in text

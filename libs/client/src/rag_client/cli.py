@@ -2,21 +2,30 @@
 
 Exit codes: 0 done; 1 the API refused or failed the request (its problem details on stderr);
 2 bad usage or an unreadable input file; 3 the server could not be reached; 4 the work ran and
-failed (an evaluation that ended in ``failed``)."""
+failed (a job or an evaluation that failed, a deployment that is not ready)."""
 
 from __future__ import annotations
 
 import json
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from rag_client.client import Client, Settings
+from rag_client.client import DEFAULT_URL, Client, Settings
 from rag_client.errors import APIError, ConnectionFailed
+from rag_client.ingest_view import IngestRun, collect_files
+from rag_client.models import DoneEvent, ErrorEvent, Job, Model, SourcesEvent, TokenEvent
 
 EXIT_API, EXIT_USAGE, EXIT_UNREACHABLE, EXIT_FAILED = 1, 2, 3, 4
 
@@ -26,14 +35,23 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
+    rich_markup_mode="markdown",  # docstrings are wrapped paragraphs
 )
+collections_app = typer.Typer(help="List, create, show and delete collections.")
+keys_app = typer.Typer(help="API keys (needs an admin key).", no_args_is_help=True)
+config_app = typer.Typer(help="The client's settings.", no_args_is_help=True)
+app.add_typer(collections_app, name="collections")
+app.add_typer(keys_app, name="keys")
+app.add_typer(config_app, name="config")
 out = Console()
 err = Console(stderr=True)
 
 
+@dataclass
 class State:
-    settings: Settings = Settings()
+    settings: Settings = field(default_factory=Settings)
     as_json: bool = False
+    sources: dict[str, str] = field(default_factory=dict)  # setting -> where its value came from
 
 
 state = State()
@@ -43,20 +61,35 @@ state = State()
 def options(
     url: Annotated[
         str | None,
-        typer.Option(envvar="RAG_URL", help="The gateway (default http://127.0.0.1:8080)"),
+        typer.Option(help=f"The gateway (env RAG_URL; default {DEFAULT_URL})"),
     ] = None,
     api_key: Annotated[
         str | None,
-        typer.Option(envvar="RAG_API_KEY", help="An API key (Bearer)", show_default=False),
+        typer.Option(
+            help="An API key, sent as a Bearer token (env RAG_API_KEY)", show_default=False
+        ),
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="JSON on stdout, for scripts")] = False,
 ) -> None:
-    state.settings = Settings.from_env(url, api_key)
+    try:
+        state.settings = Settings.from_env(url, api_key)
+    except ValueError as exc:  # RAG_TIMEOUT or RAG_RETRIES that are not numbers
+        raise fail(EXIT_USAGE, f"bad setting: {exc}") from None
     state.as_json = as_json
+
+    def origin(given: object, env: str) -> str:
+        return "option" if given else ("environment" if os.environ.get(env) else "default")
+
+    state.sources = {
+        "url": origin(url, "RAG_URL"),
+        "api_key": origin(api_key, "RAG_API_KEY"),
+        "timeout": origin(None, "RAG_TIMEOUT"),
+        "retries": origin(None, "RAG_RETRIES"),
+    }
 
 
 def fail(code: int, message: str) -> typer.Exit:
-    err.print(f"[bold red]error:[/] {message}", highlight=False)
+    err.print(f"[bold red]error:[/] {escape(message)}", highlight=False)
     return typer.Exit(code)
 
 
@@ -64,6 +97,571 @@ def api_failure(exc: APIError) -> typer.Exit:
     lines = [str(exc)]
     lines += [f"  {e.get('field', '?')}: {e.get('message', '')}" for e in exc.errors]
     return fail(EXIT_API, "\n".join(lines))
+
+
+@contextmanager
+def client() -> Iterator[Client]:
+    """A client whose failures end the command with the right exit code."""
+    try:
+        with Client(settings=state.settings) as rag:
+            yield rag
+    except APIError as exc:
+        raise api_failure(exc) from None
+    except ConnectionFailed as exc:
+        raise fail(EXIT_UNREACHABLE, f"cannot reach the API: {exc}") from None
+
+
+def emit(value: Any) -> None:
+    """JSON on stdout (models as their fields)."""
+    if isinstance(value, Model):
+        value = value.to_dict()
+    elif isinstance(value, list):
+        value = [v.to_dict() if isinstance(v, Model) else v for v in value]
+    out.print_json(data=value)
+
+
+def parse_json_option(name: str, text: str | None) -> Any:
+    if text is None:
+        return None
+    try:
+        return json.loads(text)
+    except ValueError as exc:
+        raise fail(EXIT_USAGE, f"{name}: not JSON ({exc})") from None
+
+
+def when(timestamp: float | None) -> str:
+    if not timestamp:
+        return "-"
+    return datetime.fromtimestamp(timestamp, UTC).strftime("%Y-%m-%d %H:%M:%S")
+
+
+# Collections --------------------------------------------------------------------------------
+
+
+def collections_table(rows: list[Any]) -> Table:
+    table = Table(title="Collections", title_justify="left")
+    for name, justify in (
+        ("name", "left"),
+        ("documents", "right"),
+        ("chunks", "right"),
+        ("embedding model", "left"),
+        ("created (UTC)", "left"),
+    ):
+        table.add_column(name, justify=justify)  # type: ignore[arg-type]
+    for c in rows:
+        table.add_row(
+            c.name, str(c.document_count), str(c.chunk_count), c.embedding_model, when(c.created_at)
+        )
+    return table
+
+
+@collections_app.callback(invoke_without_command=True)
+def collections_list(ctx: typer.Context) -> None:
+    """Without a subcommand: list the collections."""
+    if ctx.invoked_subcommand is not None:
+        return
+    with client() as rag:
+        found = rag.list_collections()
+    if state.as_json:
+        emit(found)
+    else:
+        out.print(collections_table(found))
+
+
+@collections_app.command("create")
+def collections_create(
+    name: str,
+    description: Annotated[str | None, typer.Option(help="What it holds")] = None,
+    embedding_model: Annotated[str | None, typer.Option(help="Default: the server's")] = None,
+) -> None:
+    """Create a collection."""
+    with client() as rag:
+        created = rag.create_collection(
+            name, description=description, embedding_model=embedding_model
+        )
+    if state.as_json:
+        emit(created)
+    else:
+        out.print(f"created collection {created.name} ({created.embedding_model})")
+
+
+@collections_app.command("show")
+def collections_show(name: str) -> None:
+    """A collection with its counts."""
+    with client() as rag:
+        found = rag.get_collection(name)
+    if state.as_json:
+        emit(found)
+    else:
+        out.print(collections_table([found]))
+
+
+@collections_app.command("delete")
+def collections_delete(
+    name: str,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask")] = False,
+) -> None:
+    """Delete a collection and everything in it."""
+    if not yes and not typer.confirm(f"Delete collection {name} and all its documents?"):
+        raise fail(EXIT_USAGE, "not confirmed (use --yes in scripts)")
+    with client() as rag:
+        deleted = rag.delete_collection(name)
+    if state.as_json:
+        emit(deleted)
+    else:
+        out.print(f"deleted collection {name}")
+
+
+# Ingest -------------------------------------------------------------------------------------
+
+
+@app.command()
+def ingest(
+    paths: Annotated[list[Path], typer.Argument(help="Files and folders to upload")],
+    collection: Annotated[str, typer.Option("--collection", "-c", help="Into this collection")],
+    recursive: Annotated[bool, typer.Option("--recursive", "-r", help="Into subfolders")] = False,
+    pattern: Annotated[
+        str | None, typer.Option(help="Only file names matching this glob, e.g. '*.pdf'")
+    ] = None,
+    metadata: Annotated[
+        str | None, typer.Option(help="A JSON object of metadata for every file")
+    ] = None,
+    wait: Annotated[
+        bool, typer.Option("--wait/--no-wait", help="Follow the jobs until they end")
+    ] = True,
+) -> None:
+    """Upload files (PDF, DOCX, HTML, Markdown, text...), one job each, and follow them: a
+    progress bar per file and overall on a terminal, plain lines otherwise; then a summary
+    with every failure and its reason. Creates the collection if it does not exist."""
+    meta = parse_json_option("--metadata", metadata)
+    if meta is not None and not isinstance(meta, dict):
+        raise fail(EXIT_USAGE, "--metadata: must be a JSON object")
+    try:
+        files = collect_files(paths, recursive=recursive, pattern=pattern)
+    except FileNotFoundError as exc:
+        raise fail(EXIT_USAGE, str(exc)) from None
+    if not files:
+        raise fail(EXIT_USAGE, "no files to upload (check the paths, --recursive and --pattern)")
+    with client() as rag:
+        try:
+            rag.get_collection(collection)
+        except APIError as exc:
+            if exc.status != 404:
+                raise
+            rag.create_collection(collection)
+            err.print(f"created collection {collection}", highlight=False)
+        run = IngestRun(
+            rag,
+            collection,
+            files,
+            metadata=meta,
+            console=err,
+            live=err.is_terminal and not state.as_json,
+        )
+        results = run.execute(wait=wait)
+    if state.as_json:
+        emit(run.summary())
+    else:
+        out.print(run.table())
+    if any(r.state in ("failed", "dead", "refused") for r in results):
+        raise typer.Exit(EXIT_FAILED)
+
+
+def follow_job(rag: Client, job: Job) -> Job:
+    """Until the job ends: a bar on a terminal, a line per change otherwise."""
+    if state.as_json or not err.is_terminal:
+        seen: list[tuple[str, str]] = []
+
+        def line(current: Job) -> None:
+            mark = (current.state, current.stage)
+            if not seen or seen[-1] != mark:
+                if not state.as_json:
+                    err.print(
+                        f"job {current.id}: {current.state} ({current.stage}) "
+                        f"{round(current.progress * 100)}%",
+                        highlight=False,
+                    )
+                seen.append(mark)
+
+        return rag.wait_job(job.id, on_progress=line)
+    with Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        TaskProgressColumn(),
+        TextColumn("{task.fields[stage]}"),
+        TimeElapsedColumn(),
+        console=err,
+        transient=True,
+    ) as bar:
+        task = bar.add_task(f"job {job.id}", total=1.0, stage=job.stage)
+        return rag.wait_job(
+            job.id,
+            on_progress=lambda j: bar.update(task, completed=j.progress, stage=j.stage),
+        )
+
+
+@app.command("ingest-url")
+def ingest_url(
+    url: str,
+    collection: Annotated[str, typer.Option("--collection", "-c", help="Into this collection")],
+    depth: Annotated[
+        int, typer.Option("--depth", "-d", help="Follow links this deep (0-3)", min=0, max=3)
+    ] = 0,
+    same_domain: Annotated[
+        bool, typer.Option("--same-domain/--any-domain", help="Follow links off the site")
+    ] = True,
+    wait: Annotated[bool, typer.Option("--wait/--no-wait", help="Follow the job")] = True,
+) -> None:
+    """Fetch a web page (and the pages it links to) into a collection."""
+    with client() as rag:
+        accepted = rag.ingest_url(collection, url, max_depth=depth, same_domain=same_domain)
+        job = rag.get_job(accepted.job_ids[0])
+        if wait:
+            job = follow_job(rag, job)
+    if state.as_json:
+        emit(job)
+    elif job.state == "succeeded":
+        pages = (job.result or {}).get("pages") or (job.result or {}).get("documents")
+        out.print(f"{url}: succeeded" + (f" ({pages} pages)" if pages else ""), highlight=False)
+    else:
+        out.print(f"{url}: {job.state}" + (f": {job.error}" if job.error else ""), highlight=False)
+    if job.state in ("failed", "dead"):
+        raise typer.Exit(EXIT_FAILED)
+
+
+# Search and answers -------------------------------------------------------------------------
+
+
+class SearchMode(StrEnum):
+    hybrid = "hybrid"
+    dense = "dense"
+    lexical = "lexical"
+
+
+class GeneratorName(StrEnum):
+    extractive = "extractive"
+    openai = "openai"
+    google = "google"
+
+
+TopK = Annotated[int | None, typer.Option("--k", "-k", help="How many passages")]
+Mode = Annotated[SearchMode | None, typer.Option(help="Default: the server's SEARCH_MODE")]
+Filter = Annotated[str | None, typer.Option("--filter", help="A JSON metadata filter")]
+
+
+@app.command()
+def search(
+    query: str,
+    collection: Annotated[str, typer.Option("--collection", "-c", help="Search this collection")],
+    k: TopK = None,
+    mode: Mode = None,
+    where: Filter = None,
+) -> None:
+    """Ranked passages for a query."""
+    with client() as rag:
+        found = rag.search(
+            collection,
+            query,
+            top_k=k,
+            mode=mode.value if mode else None,
+            filter=parse_json_option("--filter", where),
+        )
+    if state.as_json:
+        emit(found)
+        return
+    table = Table(title=f"{found.mode} search of {collection}", title_justify="left")
+    table.add_column("#", justify="right")
+    table.add_column("score", justify="right")
+    table.add_column("document")
+    table.add_column("passage")
+    for rank, hit in enumerate(found.results, 1):
+        text = " ".join(hit.text.split())
+        table.add_row(
+            str(rank),
+            f"{hit.score:.4f}",
+            hit.document_id,
+            escape(text[:200] + ("…" if len(text) > 200 else "")),
+        )
+    out.print(table)
+
+
+def print_sources(sources: list[Any], cited: list[int]) -> None:
+    if not sources:
+        return
+    out.print()
+    out.print("[bold]Sources[/]")
+    for source in sources:
+        mark = "*" if source.number in cited else " "
+        where = source.title or source.source or source.document_id
+        page = f", page {source.page}" if source.page else ""
+        quote = " ".join(source.quote.split())
+        out.print(
+            f"{mark}[{source.number}] {escape(where)}{page}: "
+            f"{escape(quote[:160] + ('…' if len(quote) > 160 else ''))}",
+            highlight=False,
+        )
+
+
+@app.command()
+def query(
+    question: str,
+    collection: Annotated[str, typer.Option("--collection", "-c", help="Ask this collection")],
+    stream: Annotated[
+        bool, typer.Option("--stream/--no-stream", help="Print the answer as it is written")
+    ] = False,
+    k: TopK = None,
+    mode: Mode = None,
+    where: Filter = None,
+    generator: Annotated[
+        GeneratorName | None, typer.Option(help="Default: the server's GENERATOR")
+    ] = None,
+    session: Annotated[str | None, typer.Option(help="A session id: a conversation")] = None,
+) -> None:
+    """An answer citing its sources as [1], [2]...; the sources follow, numbered (* cited)."""
+    options: dict[str, Any] = {
+        "top_k": k,
+        "mode": mode.value if mode else None,
+        "filter": parse_json_option("--filter", where),
+        "generator": generator.value if generator else None,
+        "session_id": session,
+    }
+    with client() as rag:
+        if not stream:
+            answer = rag.query(collection, question, **options)
+            if state.as_json:
+                emit(answer)
+                return
+            out.print(answer.answer, highlight=False)
+            print_sources(answer.sources, answer.cited)
+            return
+        for event in rag.query_stream(collection, question, **options):
+            if state.as_json:  # one JSON object per event, as it arrives
+                out.print(json.dumps(event.to_dict()), highlight=False, soft_wrap=True)
+                if isinstance(event, ErrorEvent):
+                    raise typer.Exit(EXIT_FAILED)
+                continue
+            if isinstance(event, TokenEvent):
+                out.print(event.text, end="", highlight=False, soft_wrap=True)
+            elif isinstance(event, DoneEvent):
+                out.print()
+                print_sources(event.answer.sources, event.answer.cited)
+            elif isinstance(event, ErrorEvent):
+                out.print()
+                raise fail(EXIT_FAILED, f"the answer failed: {event.message}")
+            elif isinstance(event, SourcesEvent):
+                pass  # printed with the end of the answer
+
+
+# Jobs ---------------------------------------------------------------------------------------
+
+
+@app.command()
+def jobs(
+    failed: Annotated[bool, typer.Option("--failed", help="Only failed jobs")] = False,
+    job_state: Annotated[
+        str | None, typer.Option("--state", help="queued, running, succeeded, failed or dead")
+    ] = None,
+    collection: Annotated[str | None, typer.Option("--collection", "-c")] = None,
+    limit: Annotated[int, typer.Option(help="At most this many (1-500)", min=1, max=500)] = 20,
+    retry: Annotated[
+        str | None, typer.Option("--retry", help="Run this failed job again", metavar="ID")
+    ] = None,
+) -> None:
+    """Recent jobs, newest first, with their failure reasons; or retry one."""
+    with client() as rag:
+        if retry is not None:
+            job = rag.retry_job(retry)
+            if state.as_json:
+                emit(job)
+            else:
+                out.print(f"job {job.id}: {job.state} again (run {job.run})")
+            return
+        page = rag.list_jobs(
+            state="failed" if failed else job_state, collection=collection, limit=limit
+        )
+    if state.as_json:
+        emit(page.jobs)
+        return
+    table = Table(title="Jobs", title_justify="left")
+    table.add_column("id", no_wrap=True)  # whole: `rag jobs --retry ID` takes it
+    for name in ("state", "collection", "document", "created (UTC)", "reason"):
+        table.add_column(name)
+    for job in page.jobs:
+        reason = job.error or ""
+        table.add_row(
+            job.id,
+            job.state,
+            job.collection,
+            job.filename or job.document_id or job.source or "-",
+            when(job.created_at),
+            escape(reason),
+        )
+    out.print(table)
+
+
+# Status and config --------------------------------------------------------------------------
+
+
+@app.command()
+def status() -> None:
+    """Readiness and version of every service, the embedder, the queue and your collections.
+    Exit code 4 when a service is not ready."""
+    with client() as rag:
+        info = rag.get_system_info()
+        collections = rag.list_collections()
+    if state.as_json:
+        emit({**info.to_dict(), "collections": [c.name for c in collections]})
+    else:
+        table = Table(title=f"RAG Engine at {state.settings.url}", title_justify="left")
+        table.add_column("service")
+        table.add_column("status")
+        table.add_column("version")
+        table.add_column("facts")
+        for name, service in info.services.items():
+            colour = "green" if service.status == "ready" else "red"
+            facts = ", ".join(f"{k}={v}" for k, v in service.facts.items())
+            table.add_row(
+                name, f"[{colour}]{service.status}[/]", service.version or "-", escape(facts)
+            )
+        out.print(table)
+        out.print(f"embedder: {info.embedding_model or '-'}", highlight=False)
+        out.print(
+            f"queue: {info.queue.depth} waiting, {info.queue.workers} worker(s) reporting",
+            highlight=False,
+        )
+        names = ", ".join(c.name for c in collections) or "none"
+        out.print(f"collections of tenant {info.tenant}: {names}", highlight=False)
+    if info.status != "ready":
+        raise typer.Exit(EXIT_FAILED)
+
+
+def masked(key: str | None) -> str | None:
+    if not key:
+        return None
+    return key[:8] + "…" if len(key) > 12 else "…"
+
+
+@config_app.command("show")
+def config_show() -> None:
+    """The settings in effect, and where each came from (the key is masked)."""
+    settings = state.settings
+    values = {
+        "url": settings.url,
+        "api_key": masked(settings.api_key),
+        "timeout": settings.timeout,
+        "retries": settings.retries,
+    }
+    if state.as_json:
+        emit({name: {"value": v, "from": state.sources[name]} for name, v in values.items()})
+        return
+    table = Table(title="rag settings", title_justify="left")
+    for name in ("setting", "value", "from"):
+        table.add_column(name)
+    for name, value in values.items():
+        table.add_row(name, "-" if value is None else str(value), state.sources[name])
+    out.print(table)
+
+
+@config_app.command("validate")
+def config_validate() -> None:
+    """Check the settings: a usable URL and key, the server reachable, the key accepted."""
+    settings = state.settings
+    problems = []
+    if not settings.url.startswith(("http://", "https://")):
+        problems.append(f"url: {settings.url!r} is not an http(s) URL")
+    if not settings.api_key:
+        problems.append("api_key: none set (--api-key or RAG_API_KEY)")
+    if settings.timeout <= 0:
+        problems.append("timeout: must be above 0 (RAG_TIMEOUT)")
+    if settings.retries < 0:
+        problems.append("retries: must be 0 or more (RAG_RETRIES)")
+    if problems:
+        raise fail(EXIT_USAGE, "\n".join(problems))
+    with client() as rag:
+        info = rag.get_system_info()
+    if state.as_json:
+        emit({"valid": True, "tenant": info.tenant, "status": info.status})
+    else:
+        out.print(
+            f"ok: {settings.url} answers, the key is valid (tenant {info.tenant}), "
+            f"the deployment is {info.status}",
+            highlight=False,
+        )
+
+
+# Keys ---------------------------------------------------------------------------------------
+
+
+def keys_table(rows: list[Any]) -> Table:
+    table = Table(title="API keys", title_justify="left")
+    table.add_column("id", no_wrap=True)  # whole: `rag keys revoke ID` takes it
+    for name in ("tenant", "name", "scopes", "collections", "created (UTC)", "revoked"):
+        table.add_column(name)
+    for k in rows:
+        table.add_row(
+            k.id,
+            k.tenant,
+            k.name or "-",
+            " ".join(k.scopes),
+            " ".join(k.collections) if k.collections is not None else "all",
+            when(k.created_at),
+            when(k.revoked_at) if k.revoked_at else "",
+        )
+    return table
+
+
+@keys_app.command("create")
+def keys_create(
+    tenant: Annotated[str, typer.Option(help="The tenant the key acts in")],
+    scope: Annotated[
+        list[str],
+        typer.Option(help="ingest:read, ingest:write, query:read or admin (repeat)"),
+    ],
+    name: Annotated[str | None, typer.Option(help="What it is for")] = None,
+    collection: Annotated[
+        list[str] | None, typer.Option(help="Only these collections (repeat)")
+    ] = None,
+    requests_per_minute: Annotated[int | None, typer.Option(help="Its own rate limit")] = None,
+) -> None:
+    """Create an API key; its secret is printed this once."""
+    with client() as rag:
+        created = rag.create_key(
+            tenant,
+            scope,
+            name=name,
+            collections=collection,
+            requests_per_minute=requests_per_minute,
+        )
+    if state.as_json:
+        emit(created)
+    else:
+        out.print(keys_table([created]))
+        out.print(f"key (shown once): {created.key}", highlight=False, soft_wrap=True)
+
+
+@keys_app.command("list")
+def keys_list(tenant: Annotated[str | None, typer.Option(help="Only this tenant")] = None) -> None:
+    """API keys, never their secrets."""
+    with client() as rag:
+        found = rag.list_keys(tenant=tenant)
+    if state.as_json:
+        emit(found)
+    else:
+        out.print(keys_table(found))
+
+
+@keys_app.command("revoke")
+def keys_revoke(key_id: str) -> None:
+    """Revoke an API key: it stops working at once."""
+    with client() as rag:
+        revoked = rag.revoke_key(key_id)
+    if state.as_json:
+        emit(revoked)
+    else:
+        out.print(f"revoked key {revoked.id} of tenant {revoked.tenant}")
+
+
+# Evaluation ---------------------------------------------------------------------------------
 
 
 def read_cases(path: Path) -> list[dict[str, Any]]:
@@ -103,7 +701,7 @@ def show_evaluation(result: dict[str, Any]) -> None:
     out.print(table)
 
 
-def wait_with_progress(client: Client, evaluation_id: str) -> dict[str, Any]:
+def wait_with_progress(rag: Client, evaluation_id: str) -> dict[str, Any]:
     """A progress bar on a terminal; one line per change of progress otherwise."""
     if state.as_json or not err.is_terminal:
         last = [-1.0]
@@ -114,7 +712,7 @@ def wait_with_progress(client: Client, evaluation_id: str) -> dict[str, Any]:
                 err.print(f"evaluation {evaluation_id}: {record.get('state')} {progress}%")
             last[0] = progress
 
-        record: dict[str, Any] = client.wait_evaluation(evaluation_id, on_progress=line)
+        record: dict[str, Any] = rag.wait_evaluation(evaluation_id, on_progress=line)
         return record
     with Progress(
         TextColumn("[bold]evaluating"),
@@ -125,7 +723,7 @@ def wait_with_progress(client: Client, evaluation_id: str) -> dict[str, Any]:
         transient=True,
     ) as bar:
         task = bar.add_task("evaluate", total=1.0)
-        final: dict[str, Any] = client.wait_evaluation(
+        final: dict[str, Any] = rag.wait_evaluation(
             evaluation_id,
             on_progress=lambda r: bar.update(task, completed=float(r.get("progress", 0))),
         )
@@ -168,21 +766,16 @@ def evaluate(
         "judge": judge,
         "background": background,
     }
-    try:
-        with Client(settings=state.settings) as client:
-            if qrels is not None:
-                result = client.evaluate_beir(collection, file, qrels, **options)
-            else:
-                result = client.evaluate(collection, read_cases(file), **options)
-            if result.get("state") == "running":
-                record = wait_with_progress(client, result["id"])
-                if record.get("state") == "failed":
-                    raise fail(EXIT_FAILED, f"evaluation failed: {record.get('error')}")
-                result = record["result"]
-    except APIError as exc:
-        raise api_failure(exc) from None
-    except ConnectionFailed as exc:
-        raise fail(EXIT_UNREACHABLE, f"cannot reach the API: {exc}") from None
+    with client() as rag:
+        if qrels is not None:
+            result = rag.evaluate_beir(collection, file, qrels, **options)
+        else:
+            result = rag.evaluate(collection, read_cases(file), **options)
+        if result.get("state") == "running":
+            record = wait_with_progress(rag, result["id"])
+            if record.get("state") == "failed":
+                raise fail(EXIT_FAILED, f"evaluation failed: {record.get('error')}")
+            result = record["result"]
     show_evaluation(result)
 
 

@@ -1,29 +1,49 @@
 """Sync and async clients for the public API (through the gateway).
 
-Every call is described once, as a ``Call``; ``Client`` and ``AsyncClient`` only differ in how
-they send it. Responses of 429 and 503 are retried with backoff, honouring ``Retry-After``;
-other errors raise ``APIError`` with the server's problem details."""
+Every call is described once, in ``rag_client.calls``; ``Client`` and ``AsyncClient`` only
+differ in how they send it. Responses of 429 and 503 are retried with backoff, honouring
+``Retry-After``; other errors raise ``APIError`` with the server's problem details. Streams
+(answers, job progress) are server-sent events, read as they arrive."""
 
 from __future__ import annotations
 
 import asyncio
 import email.utils
+import functools
+import json
 import os
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Generic, ParamSpec, TypeVar, overload
 
 import httpx
 
+from rag_client import calls
+from rag_client.calls import Call
 from rag_client.errors import APIError, ConnectionFailed
+from rag_client.models import (
+    Answer,
+    AnswerEvent,
+    DoneEvent,
+    ErrorEvent,
+    Job,
+    JobEvent,
+    Source,
+    SourcesEvent,
+    TokenEvent,
+    convert,
+)
+
+P = ParamSpec("P")
+T = TypeVar("T")
 
 DEFAULT_URL = "http://127.0.0.1:8080"
 RETRIED_STATUSES = frozenset({429, 503})
 MAX_BACKOFF_SECONDS = 30.0
 
 Progress = Callable[[dict[str, Any]], None]
+JobProgress = Callable[[Job], None]
 
 
 @dataclass(frozen=True)
@@ -57,29 +77,6 @@ class Settings:
         if self.api_key:
             headers["Authorization"] = f"Bearer {self.api_key}"
         return headers
-
-
-@dataclass(frozen=True)
-class Call:
-    method: str
-    path: str
-    json: Any = None
-    params: Mapping[str, Any] | None = None
-    data: Mapping[str, str] | None = None
-    files: Mapping[str, tuple[str, bytes, str]] | None = None
-    accepted: frozenset[int] = field(default_factory=frozenset)
-
-    def send_kwargs(self) -> dict[str, Any]:
-        kwargs: dict[str, Any] = {}
-        if self.json is not None:
-            kwargs["json"] = self.json
-        if self.params:
-            kwargs["params"] = {k: v for k, v in self.params.items() if v is not None}
-        if self.data is not None:
-            kwargs["data"] = dict(self.data)
-        if self.files is not None:
-            kwargs["files"] = dict(self.files)
-        return kwargs
 
 
 def retry_delay(response: httpx.Response | None, attempt: int) -> float:
@@ -116,79 +113,154 @@ def problem_of(response: httpx.Response) -> dict[str, Any]:
     }
 
 
-def result_of(call: Call, response: httpx.Response) -> Any:
+def result_of(call: Call[T], response: httpx.Response) -> T:
     if response.status_code >= 400 and response.status_code not in call.accepted:
         raise APIError(response.status_code, problem_of(response))
     if response.status_code == 204 or not response.content:
-        return None
-    return response.json()
-
-
-# Calls, described once.
-
-
-def evaluate_call(
-    collection: str,
-    cases: Sequence[Mapping[str, Any]],
-    *,
-    top_k: int = 10,
-    mode: str | None = None,
-    answers: bool = False,
-    generator: str | None = None,
-    judge: bool = False,
-    background: bool | None = None,
-) -> Call:
-    body: dict[str, Any] = {
-        "collection": collection,
-        "cases": [dict(c) for c in cases],
-        "top_k": top_k,
-        "answers": answers,
-        "judge": judge,
-    }
-    for name, value in (("mode", mode), ("generator", generator), ("background", background)):
-        if value is not None:
-            body[name] = value
-    return Call("POST", "/v1/evaluate", json=body)
-
-
-def evaluate_beir_call(
-    collection: str,
-    queries: Path,
-    qrels: Path,
-    *,
-    top_k: int = 10,
-    mode: str | None = None,
-    answers: bool = False,
-    generator: str | None = None,
-    judge: bool = False,
-    background: bool | None = None,
-) -> Call:
-    data = {"collection": collection, "top_k": str(top_k)}
-    for name, value in (("mode", mode), ("generator", generator)):
-        if value is not None:
-            data[name] = value
-    for name, flag in (("answers", answers), ("judge", judge)):
-        if flag:
-            data[name] = "true"
-    if background is not None:
-        data["background"] = "true" if background else "false"
-    files = {
-        "queries": (queries.name, queries.read_bytes(), "application/jsonl"),
-        "qrels": (qrels.name, qrels.read_bytes(), "text/tab-separated-values"),
-    }
-    return Call("POST", "/v1/evaluate/beir", data=data, files=files)
-
-
-def evaluation_call(evaluation_id: str) -> Call:
-    return Call("GET", f"/v1/evaluations/{evaluation_id}")
+        return call.decode(None)
+    try:
+        body = response.json()
+    except ValueError:
+        raise APIError(
+            response.status_code,
+            {"title": "Not JSON", "detail": f"the server answered {response.text[:200]!r}"},
+        ) from None
+    return call.decode(body)
 
 
 def finished(record: Mapping[str, Any]) -> bool:
     return record.get("state") in ("succeeded", "failed")
 
 
+# Server-sent events -------------------------------------------------------------------------
+
+
+@dataclass
+class SSEDecoder:
+    """Lines of a text/event-stream in, events (name, data, id) out (the WHATWG rules:
+    ``data`` lines joined by newlines, comments skipped, a blank line ends an event)."""
+
+    event: str = ""
+    data: list[str] | None = None
+    last_id: str | None = None
+
+    def feed(self, line: str) -> tuple[str, str, str | None] | None:
+        if not line:
+            if self.data is None:
+                self.event = ""
+                return None
+            found = (self.event or "message", "\n".join(self.data), self.last_id)
+            self.event, self.data = "", None
+            return found
+        if line.startswith(":"):
+            return None
+        name, _, value = line.partition(":")
+        value = value[1:] if value.startswith(" ") else value
+        if name == "event":
+            self.event = value
+        elif name == "data":
+            self.data = [*(self.data or []), value]
+        elif name == "id":
+            self.last_id = value
+        return None
+
+
+def _json_of(data: str) -> dict[str, Any]:
+    try:
+        loaded = json.loads(data) if data else {}
+    except ValueError:
+        return {"text": data}
+    return loaded if isinstance(loaded, dict) else {"value": loaded}
+
+
+class AnswerEvents:
+    """Turns a streamed answer's events into typed ones; the final ``DoneEvent`` carries the
+    whole ``Answer``, sources included."""
+
+    def __init__(self) -> None:
+        self.sources: list[Source] = []
+
+    def event(self, name: str, data: str) -> AnswerEvent | None:
+        body = _json_of(data)
+        if name == "sources":
+            self.sources = convert(body.get("sources", []), list[Source])
+            return SourcesEvent(sources=self.sources)
+        if name == "token":
+            return TokenEvent(text=str(body.get("text", "")))
+        if name == "done":
+            answer = convert(body, Answer)
+            answer.sources = self.sources
+            return DoneEvent(answer=answer)
+        if name == "error":
+            return ErrorEvent(message=str(body.get("message", "")), retry=bool(body.get("retry")))
+        return None
+
+
+def _job_event(name: str, data: str, event_id: str | None) -> JobEvent:
+    return JobEvent(event=name, id=event_id, data=_json_of(data))
+
+
+# Methods, from the calls --------------------------------------------------------------------
+
+
+class sync_call(Generic[P, T]):
+    """A ``Client`` method that sends what ``build`` describes."""
+
+    def __init__(self, build: Callable[P, Call[T]]) -> None:
+        self.build = build
+        self.__doc__ = build.__doc__
+
+    @overload
+    def __get__(self, client: None, owner: type[Any]) -> sync_call[P, T]: ...
+    @overload
+    def __get__(self, client: Client, owner: type[Any]) -> Callable[P, T]: ...
+    def __get__(self, client: Client | None, owner: type[Any]) -> Any:
+        if client is None:
+            return self
+        build = self.build
+
+        @functools.wraps(build)
+        def method(*args: P.args, **kwargs: P.kwargs) -> T:
+            return client.call(build(*args, **kwargs))
+
+        return method
+
+
+class async_call(Generic[P, T]):
+    """An ``AsyncClient`` method that sends what ``build`` describes."""
+
+    def __init__(self, build: Callable[P, Call[T]]) -> None:
+        self.build = build
+        self.__doc__ = build.__doc__
+
+    @overload
+    def __get__(self, client: None, owner: type[Any]) -> async_call[P, T]: ...
+    @overload
+    def __get__(self, client: AsyncClient, owner: type[Any]) -> Callable[P, Awaitable[T]]: ...
+    def __get__(self, client: AsyncClient | None, owner: type[Any]) -> Any:
+        if client is None:
+            return self
+        build = self.build
+
+        @functools.wraps(build)
+        async def method(*args: P.args, **kwargs: P.kwargs) -> T:
+            return await client.call(build(*args, **kwargs))
+
+        return method
+
+
+def _deadline(max_seconds: float | None) -> float | None:
+    return None if max_seconds is None else time.monotonic() + max_seconds
+
+
+def _check_deadline(deadline: float | None, what: str, max_seconds: float | None) -> None:
+    if deadline is not None and time.monotonic() > deadline:
+        raise TimeoutError(f"{what} still running after {max_seconds} s")
+
+
 class Client:
-    """The public API, synchronously. ``Client()`` reads RAG_URL and RAG_API_KEY."""
+    """The public API, synchronously. ``Client()`` reads RAG_URL and RAG_API_KEY; use it as a
+    context manager, or call ``close()``."""
 
     def __init__(
         self,
@@ -215,7 +287,8 @@ class Client:
     def close(self) -> None:
         self._http.close()
 
-    def call(self, call: Call) -> Any:
+    def call(self, call: Call[T]) -> T:
+        """Send one call: retried on 429/503 and connection resets of idempotent methods."""
         for attempt in range(self.settings.retries + 1):
             try:
                 response = self._http.request(call.method, call.path, **call.send_kwargs())
@@ -227,16 +300,130 @@ class Client:
             return result_of(call, response)
         raise AssertionError("unreachable")  # pragma: no cover
 
-    def evaluate(self, collection: str, cases: Sequence[Mapping[str, Any]], **options: Any) -> Any:
-        """Evaluate retrieval (and answers) on ``cases``; the result, or the evaluation's
-        record (``state`` running, ``status_url``) when it runs in the background."""
-        return self.call(evaluate_call(collection, cases, **options))
+    def _events(
+        self, call: Call[Any], last_event_id: str | None = None
+    ) -> Iterator[tuple[str, str, str | None]]:
+        """The events of a text/event-stream answer, as they arrive."""
+        kwargs = call.send_kwargs()
+        if last_event_id:
+            kwargs["headers"] = {**kwargs.get("headers", {}), "Last-Event-ID": last_event_id}
+        for attempt in range(self.settings.retries + 1):
+            try:
+                with self._http.stream(call.method, call.path, **kwargs) as response:
+                    if response.status_code in RETRIED_STATUSES and attempt < self.settings.retries:
+                        delay = retry_delay(response, attempt)
+                    elif response.status_code >= 400:
+                        response.read()
+                        raise APIError(response.status_code, problem_of(response))
+                    else:
+                        decoder = SSEDecoder()
+                        for line in response.iter_lines():
+                            found = decoder.feed(line)
+                            if found is not None:
+                                yield found
+                        return
+            except httpx.TransportError as exc:
+                raise ConnectionFailed(f"{self.settings.url}: {exc}") from exc
+            time.sleep(delay)
 
-    def evaluate_beir(self, collection: str, queries: Path, qrels: Path, **options: Any) -> Any:
-        return self.call(evaluate_beir_call(collection, queries, qrels, **options))
+    # Collections, documents, jobs, search, answers, evaluation, keys, the system.
+    list_collections = sync_call(calls.list_collections)
+    create_collection = sync_call(calls.create_collection)
+    get_collection = sync_call(calls.get_collection)
+    delete_collection = sync_call(calls.delete_collection)
+    add_documents = sync_call(calls.add_documents)
+    upload_files = sync_call(calls.upload_files)
+    ingest_url = sync_call(calls.ingest_url)
+    list_documents = sync_call(calls.list_documents)
+    get_document = sync_call(calls.get_document)
+    replace_document = sync_call(calls.replace_document)
+    delete_document = sync_call(calls.delete_document)
+    get_job = sync_call(calls.get_job)
+    list_jobs = sync_call(calls.list_jobs)
+    retry_job = sync_call(calls.retry_job)
+    search = sync_call(calls.search)
+    query = sync_call(calls.query)
+    get_session = sync_call(calls.get_session)
+    delete_session = sync_call(calls.delete_session)
+    evaluate = sync_call(calls.evaluate)
+    evaluate_beir = sync_call(calls.evaluate_beir)
+    evaluation = sync_call(calls.evaluation)
+    create_key = sync_call(calls.create_key)
+    list_keys = sync_call(calls.list_keys)
+    revoke_key = sync_call(calls.revoke_key)
+    get_system_info = sync_call(calls.get_system_info)
 
-    def evaluation(self, evaluation_id: str) -> Any:
-        return self.call(evaluation_call(evaluation_id))
+    def query_stream(self, collection: str, question: str, **options: Any) -> Iterator[AnswerEvent]:
+        """The answer as it is written: ``SourcesEvent``, ``TokenEvent``s, then ``DoneEvent``
+        (the whole ``Answer``) or ``ErrorEvent``. Same options as ``query``."""
+        events = AnswerEvents()
+        for name, data, _ in self._events(calls.query_stream(collection, question, **options)):
+            event = events.event(name, data)
+            if event is not None:
+                yield event
+
+    def job_events(self, job_id: str) -> Iterator[JobEvent]:
+        """A job's events until it ends (replayed from its start); a dropped connection
+        resumes after the last event seen."""
+        last: str | None = None
+        for attempt in range(self.settings.retries + 1):
+            try:
+                for name, data, event_id in self._events(calls.job_events(job_id), last):
+                    last = event_id or last
+                    yield _job_event(name, data, event_id)
+                return
+            except ConnectionFailed:
+                if attempt == self.settings.retries:
+                    raise
+                time.sleep(retry_delay(None, attempt))
+
+    def wait_job(
+        self,
+        job_id: str,
+        *,
+        poll_seconds: float = 0.5,
+        max_seconds: float | None = None,
+        on_progress: JobProgress | None = None,
+    ) -> Job:
+        """Poll a job until it ends (succeeded, failed or dead); its final record."""
+        deadline = _deadline(max_seconds)
+        while True:
+            job = self.get_job(job_id)
+            if on_progress is not None:
+                on_progress(job)
+            if job.finished:
+                return job
+            _check_deadline(deadline, f"job {job_id}", max_seconds)
+            time.sleep(poll_seconds)
+
+    def wait_jobs(
+        self,
+        job_ids: Sequence[str],
+        *,
+        poll_seconds: float = 0.5,
+        max_seconds: float | None = None,
+        on_progress: JobProgress | None = None,
+    ) -> list[Job]:
+        """Poll jobs until every one has ended; their final records, in the order given.
+        ``on_progress`` hears of each job whenever its state, stage or progress changes."""
+        deadline = _deadline(max_seconds)
+        final: dict[str, Job] = {}
+        seen: dict[str, tuple[str, str, float]] = {}
+        while True:
+            for job_id in job_ids:
+                if job_id in final:
+                    continue
+                job = self.get_job(job_id)
+                mark = (job.state, job.stage, job.progress)
+                if on_progress is not None and seen.get(job_id) != mark:
+                    on_progress(job)
+                seen[job_id] = mark
+                if job.finished:
+                    final[job_id] = job
+            if len(final) == len(set(job_ids)):
+                return [final[job_id] for job_id in job_ids]
+            _check_deadline(deadline, f"{len(job_ids) - len(final)} jobs", max_seconds)
+            time.sleep(poll_seconds)
 
     def wait_evaluation(
         self,
@@ -247,22 +434,24 @@ class Client:
         on_progress: Progress | None = None,
     ) -> Any:
         """Poll a background evaluation until it ends; its final record."""
-        deadline = None if max_seconds is None else time.monotonic() + max_seconds
+        deadline = _deadline(max_seconds)
         while True:
             record = self.evaluation(evaluation_id)
             if on_progress is not None:
                 on_progress(record)
             if finished(record):
                 return record
-            if deadline is not None and time.monotonic() > deadline:
-                raise TimeoutError(
-                    f"evaluation {evaluation_id} still running after {max_seconds} s"
-                )
+            _check_deadline(deadline, f"evaluation {evaluation_id}", max_seconds)
             time.sleep(poll_seconds)
 
 
+RAGEngine = Client
+"""``RAGEngine().get_system_info()``: the deployment guide's name for the client."""
+
+
 class AsyncClient:
-    """The public API, for asyncio. ``AsyncClient()`` reads RAG_URL and RAG_API_KEY."""
+    """The public API, for asyncio: the same methods as ``Client``, awaited (streams are
+    async iterators). ``AsyncClient()`` reads RAG_URL and RAG_API_KEY."""
 
     def __init__(
         self,
@@ -289,7 +478,7 @@ class AsyncClient:
     async def close(self) -> None:
         await self._http.aclose()
 
-    async def call(self, call: Call) -> Any:
+    async def call(self, call: Call[T]) -> T:
         for attempt in range(self.settings.retries + 1):
             try:
                 response = await self._http.request(call.method, call.path, **call.send_kwargs())
@@ -301,18 +490,98 @@ class AsyncClient:
             return result_of(call, response)
         raise AssertionError("unreachable")  # pragma: no cover
 
-    async def evaluate(
-        self, collection: str, cases: Sequence[Mapping[str, Any]], **options: Any
-    ) -> Any:
-        return await self.call(evaluate_call(collection, cases, **options))
+    async def _events(
+        self, call: Call[Any], last_event_id: str | None = None
+    ) -> AsyncIterator[tuple[str, str, str | None]]:
+        kwargs = call.send_kwargs()
+        if last_event_id:
+            kwargs["headers"] = {**kwargs.get("headers", {}), "Last-Event-ID": last_event_id}
+        for attempt in range(self.settings.retries + 1):
+            try:
+                async with self._http.stream(call.method, call.path, **kwargs) as response:
+                    if response.status_code in RETRIED_STATUSES and attempt < self.settings.retries:
+                        delay = retry_delay(response, attempt)
+                    elif response.status_code >= 400:
+                        await response.aread()
+                        raise APIError(response.status_code, problem_of(response))
+                    else:
+                        decoder = SSEDecoder()
+                        async for line in response.aiter_lines():
+                            found = decoder.feed(line)
+                            if found is not None:
+                                yield found
+                        return
+            except httpx.TransportError as exc:
+                raise ConnectionFailed(f"{self.settings.url}: {exc}") from exc
+            await asyncio.sleep(delay)
 
-    async def evaluate_beir(
-        self, collection: str, queries: Path, qrels: Path, **options: Any
-    ) -> Any:
-        return await self.call(evaluate_beir_call(collection, queries, qrels, **options))
+    list_collections = async_call(calls.list_collections)
+    create_collection = async_call(calls.create_collection)
+    get_collection = async_call(calls.get_collection)
+    delete_collection = async_call(calls.delete_collection)
+    add_documents = async_call(calls.add_documents)
+    upload_files = async_call(calls.upload_files)
+    ingest_url = async_call(calls.ingest_url)
+    list_documents = async_call(calls.list_documents)
+    get_document = async_call(calls.get_document)
+    replace_document = async_call(calls.replace_document)
+    delete_document = async_call(calls.delete_document)
+    get_job = async_call(calls.get_job)
+    list_jobs = async_call(calls.list_jobs)
+    retry_job = async_call(calls.retry_job)
+    search = async_call(calls.search)
+    query = async_call(calls.query)
+    get_session = async_call(calls.get_session)
+    delete_session = async_call(calls.delete_session)
+    evaluate = async_call(calls.evaluate)
+    evaluate_beir = async_call(calls.evaluate_beir)
+    evaluation = async_call(calls.evaluation)
+    create_key = async_call(calls.create_key)
+    list_keys = async_call(calls.list_keys)
+    revoke_key = async_call(calls.revoke_key)
+    get_system_info = async_call(calls.get_system_info)
 
-    async def evaluation(self, evaluation_id: str) -> Any:
-        return await self.call(evaluation_call(evaluation_id))
+    async def query_stream(
+        self, collection: str, question: str, **options: Any
+    ) -> AsyncIterator[AnswerEvent]:
+        events = AnswerEvents()
+        async for name, data, _ in self._events(
+            calls.query_stream(collection, question, **options)
+        ):
+            event = events.event(name, data)
+            if event is not None:
+                yield event
+
+    async def job_events(self, job_id: str) -> AsyncIterator[JobEvent]:
+        last: str | None = None
+        for attempt in range(self.settings.retries + 1):
+            try:
+                async for name, data, event_id in self._events(calls.job_events(job_id), last):
+                    last = event_id or last
+                    yield _job_event(name, data, event_id)
+                return
+            except ConnectionFailed:
+                if attempt == self.settings.retries:
+                    raise
+                await asyncio.sleep(retry_delay(None, attempt))
+
+    async def wait_job(
+        self,
+        job_id: str,
+        *,
+        poll_seconds: float = 0.5,
+        max_seconds: float | None = None,
+        on_progress: JobProgress | None = None,
+    ) -> Job:
+        deadline = _deadline(max_seconds)
+        while True:
+            job = await self.get_job(job_id)
+            if on_progress is not None:
+                on_progress(job)
+            if job.finished:
+                return job
+            _check_deadline(deadline, f"job {job_id}", max_seconds)
+            await asyncio.sleep(poll_seconds)
 
     async def wait_evaluation(
         self,
@@ -322,7 +591,7 @@ class AsyncClient:
         max_seconds: float | None = None,
         on_progress: Callable[[dict[str, Any]], Awaitable[None] | None] | None = None,
     ) -> Any:
-        deadline = None if max_seconds is None else time.monotonic() + max_seconds
+        deadline = _deadline(max_seconds)
         while True:
             record = await self.evaluation(evaluation_id)
             if on_progress is not None:
@@ -331,8 +600,5 @@ class AsyncClient:
                     await maybe
             if finished(record):
                 return record
-            if deadline is not None and time.monotonic() > deadline:
-                raise TimeoutError(
-                    f"evaluation {evaluation_id} still running after {max_seconds} s"
-                )
+            _check_deadline(deadline, f"evaluation {evaluation_id}", max_seconds)
             await asyncio.sleep(poll_seconds)

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any, Generic, TypeVar
 
-from litestar import Litestar
+from litestar import Litestar, MediaType, get
 from litestar.datastructures import State
 from litestar.di import Provide
 from litestar.openapi import OpenAPIConfig
@@ -128,16 +128,25 @@ def build_service_app(
     description: str = "",
     behind_gateway: bool = False,
     openapi_path: str = "/schema",
+    facts: Mapping[str, Any] | None = None,
     **litestar_options: Any,
 ) -> Litestar:
     """A Litestar app with the house plumbing; the service adds its routes and clients.
-    ``behind_gateway``: with INTERNAL_TOKEN set, only requests carrying it are served."""
+    ``behind_gateway``: with INTERNAL_TOKEN set, only requests carrying it are served.
+    ``facts``: what ``GET /info`` says about this service besides its name and version (the
+    gateway's ``/v1/system`` gathers them); settings a client may know, never secrets."""
     readiness = Readiness(timeout=settings.ready_check_timeout_seconds)
     middleware = list(litestar_options.pop("middleware", []))
     if behind_gateway and settings.internal_token is not None:
         middleware.append(InternalTokenMiddleware(settings.internal_token.get_secret_value()))
     app = Litestar(
-        route_handlers=[health, ready_summary, *route_handlers],
+        route_handlers=[
+            health,
+            ready_summary,
+            # Only services behind the gateway tell: it asks them with the internal token.
+            *([_info_route(spec, facts or {})] if behind_gateway else []),
+            *route_handlers,
+        ],
         middleware=middleware,
         lifespan=[*lifespan, _readiness_gate],
         dependencies=dict(dependencies or {}),
@@ -154,6 +163,17 @@ def build_service_app(
         **litestar_options,
     )
     return instrument_app(app)
+
+
+def _info_route(spec: ServiceSpec[Any], facts: Mapping[str, Any]) -> Any:
+    body = {"service": spec.name, "version": spec.version, **facts}
+
+    @get("/info", media_type=MediaType.JSON, include_in_schema=False, sync_to_thread=False)
+    def info() -> dict[str, Any]:
+        """Name, version and the facts the service chose to tell (behind the internal token)."""
+        return body
+
+    return info
 
 
 def readiness_of(app: Litestar) -> Readiness:

@@ -24,9 +24,11 @@ from rag_gateway.auth.authenticate import Authenticator
 from rag_gateway.auth.keys import ApiKeyStore
 from rag_gateway.limits import Limits
 from rag_gateway.openapi import PublicSchema, openapi_document, openapi_page
+from rag_gateway.playground.routes import playground_asset, playground_page
 from rag_gateway.proxy import Forwarder
 from rag_gateway.public import forward
 from rag_gateway.routing import Upstream
+from rag_gateway.system.routes import system_info
 
 
 def _gateway_lifespan(settings: GatewaySettings) -> Lifespan:
@@ -73,7 +75,15 @@ def create_app(settings: GatewaySettings | None = None) -> Litestar:
     return build_service_app(
         SERVICE,
         settings,
-        route_handlers=[AdminController, forward, openapi_document, openapi_page],
+        route_handlers=[
+            AdminController,
+            system_info,
+            forward,
+            openapi_document,
+            openapi_page,
+            playground_page,
+            playground_asset,
+        ],
         lifespan=[redis_lifespan(settings), _gateway_lifespan(settings)],
         dependencies={
             "redis": Provide(provide_redis, sync_to_thread=False),

@@ -93,6 +93,12 @@ def create_app(settings: IngestSettings | None = None) -> Litestar:
         description="Accepts documents and queues them for parsing, chunking and embedding.",
         request_max_body_size=settings.max_request_bytes,
         behind_gateway=True,
+        facts={
+            "embedding_model": settings.embedding_model,
+            "chunk_size_tokens": settings.chunk_size_tokens,
+            "chunk_overlap_tokens": settings.chunk_overlap_tokens,
+            "max_file_bytes": settings.max_file_bytes,
+        },
     )
 
 

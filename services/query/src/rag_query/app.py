@@ -161,6 +161,23 @@ def create_app(settings: QuerySettings | None = None) -> Litestar:
         },
         description="Hybrid retrieval and grounded answers with citations.",
         behind_gateway=True,
+        facts={
+            "search_mode": settings.search_mode,
+            "generator": settings.generator,
+            # The generators configured besides extractive, and their models.
+            "llm_models": {
+                name: model
+                for name, model, configured in (
+                    (
+                        "openai",
+                        settings.openai_model,
+                        settings.openai_api_key is not None or bool(settings.openai_base_url),
+                    ),
+                    ("google", settings.google_model, settings.google_api_key is not None),
+                )
+                if configured
+            },
+        },
     )
 
 

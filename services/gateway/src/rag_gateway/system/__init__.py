@@ -1,0 +1,1 @@
+"""GET /v1/system: what a client may know about the deployment."""

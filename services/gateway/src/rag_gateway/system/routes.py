@@ -1,0 +1,97 @@
+"""GET /v1/system: the deployment at a glance for any valid credential: each service's
+readiness and version, the facts ingest and query tell about themselves (embedder, chunking,
+search mode, generators), and the ingest queue (depth, workers reporting)."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import msgspec
+from litestar import Request, get
+from litestar.di import NamedDependency
+from rag_core.catalog import Keys
+from rag_core.errors import RagError
+from rag_core.health import Readiness
+from rag_core.service import package_version
+from redis.asyncio import Redis
+
+from rag_gateway.auth.authenticate import Authenticator
+from rag_gateway.limits import Limits
+from rag_gateway.proxy import Forwarder
+from rag_gateway.public import authenticate
+from rag_gateway.routing import Upstream
+
+UPSTREAMS: tuple[Upstream, ...] = ("ingest", "query")
+
+
+class ServiceState(msgspec.Struct):
+    status: str  # ready, unavailable (a dependency is down) or unreachable
+    version: str | None = None
+    facts: dict[str, Any] = msgspec.field(default_factory=dict)
+
+
+class QueueState(msgspec.Struct):
+    depth: int  # jobs waiting for a worker
+    workers: int  # worker hosts that reported within the last health-check interval
+
+
+class SystemInfo(msgspec.Struct):
+    status: str  # ready when every service is, else degraded
+    tenant: str
+    services: dict[str, ServiceState]
+    queue: QueueState
+
+
+async def _upstream(forwarder: Forwarder, upstream: Upstream) -> ServiceState:
+    headers = forwarder.upstream_headers({}, "default", None)
+    try:
+        ready, info = await asyncio.gather(
+            forwarder.json(upstream, "GET", "/ready", headers),
+            forwarder.json(upstream, "GET", "/info", headers),
+        )
+    except RagError:  # unreachable, or no answer in time: the gateway's own error says which
+        return ServiceState("unreachable")
+    status = (ready[1] or {}).get("status", "unavailable") if ready[0] in (200, 503) else "error"
+    facts = dict(info[1]) if info[0] == 200 and isinstance(info[1], dict) else {}
+    version = facts.pop("version", None)
+    facts.pop("service", None)
+    return ServiceState(status, version, facts)
+
+
+async def _queue(redis: Redis, keys: Keys) -> QueueState:
+    queue = keys.queue()
+    depth = int(await redis.zcard(queue))
+    workers = 0
+    async for _ in redis.scan_iter(match=f"{queue}:health-check:*", count=100):
+        workers += 1
+    return QueueState(depth, workers)
+
+
+@get("/v1/system", summary="The deployment: services, versions, embedder, queue", tags=["system"])
+async def system_info(
+    request: Request[Any, Any, Any],
+    authenticator: NamedDependency[Authenticator],
+    limits: NamedDependency[Limits],
+    forwarder: NamedDependency[Forwarder],
+    redis: NamedDependency[Redis],
+) -> SystemInfo:
+    """Any valid credential may ask. `status` is `ready` when every service is; a service is
+    `ready`, `unavailable` (up, a dependency is not) or `unreachable`."""
+    principal = await authenticate(request, authenticator)
+    await limits.request(principal)
+    state = request.app.state
+    readiness: Readiness = state.readiness
+    (gateway_ok, _), upstreams, queue = await asyncio.gather(
+        readiness.report(),
+        asyncio.gather(*(_upstream(forwarder, u) for u in UPSTREAMS)),
+        _queue(redis, Keys(state.settings.redis_prefix)),
+    )
+    services = {
+        "gateway": ServiceState(
+            "ready" if gateway_ok else "unavailable", package_version("rag-gateway")
+        ),
+        **dict(zip(UPSTREAMS, upstreams, strict=True)),
+    }
+    ready = all(s.status == "ready" for s in services.values())
+    return SystemInfo("ready" if ready else "degraded", principal.tenant, services, queue)
