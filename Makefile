@@ -16,7 +16,7 @@ help: ## List the targets
 	@echo "  DEV_QUERY_PORT DEV_WORKER_HEALTH_PORT and DEV_<SERVICE>_HEALTH_PORT,"
 	@echo "  e.g. make dev DEV_REDIS_PORT=6390"
 
-setup: ## Install what is missing (uv, redis-server, nginx, prometheus, curl, openssl) and sync .venv
+setup: ## Install what is missing (uv, redis-server, nginx, prometheus, wrk, chromium, curl, openssl) and sync .venv
 	@deploy/scripts/setup.sh
 
 dev: setup ## Run the whole stack natively on loopback, print its URLs; Ctrl-C stops it all

@@ -144,10 +144,14 @@ def _banner(stack: NativeStack, admin_key: str, dev_key: str) -> str:
     lines += [f"  {name:<8} {url:<{width}}  {metrics}".rstrip() for name, url, metrics in rows]
     lines += [
         "",
+        f"  playground {stack.edge_url}/  (paste the API key)",
         f"  API docs  {stack.edge_url}/schema",
         f"  API key   {dev_key}  (tenant 'default': ingest and query)",
         f"  admin key {admin_key}  (ADMIN_API_KEY: creates more keys)",
         "  try",
+        f"    export RAG_URL={stack.edge_url} RAG_API_KEY={dev_key}",
+        "    .venv/bin/rag ingest docs/ -c notes && .venv/bin/rag query 'What is RAG Engine?' "
+        "-c notes --stream",
         f"    curl -s -H 'Authorization: Bearer {dev_key}' \\",
         f"         -H 'content-type: application/json' -d '{{\"name\": \"notes\"}}' "
         f"{stack.edge_url}/v1/collections",

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Idempotent set-up for development and tests on Debian: uv, the Debian packages the stack and
-# its tests run (redis-server, nginx, prometheus, curl, openssl), and the project's Python
+# its tests run (redis-server, nginx, prometheus, wrk, chromium, curl, openssl), and the project's Python
 # environment (.venv).
 # Installs with apt-get only when running as root; otherwise prints the exact command to run.
 set -euo pipefail
