@@ -120,6 +120,14 @@ def emit(value: Any) -> None:
     out.print_json(data=value)
 
 
+def show(value: Any, human: Any) -> None:
+    """``value`` as JSON with --json; otherwise ``human`` (text or a table) for people."""
+    if state.as_json:
+        emit(value)
+    else:
+        out.print(human)
+
+
 def parse_json_option(name: str, text: str | None) -> Any:
     if text is None:
         return None
@@ -162,10 +170,7 @@ def collections_list(ctx: typer.Context) -> None:
         return
     with client() as rag:
         found = rag.list_collections()
-    if state.as_json:
-        emit(found)
-    else:
-        out.print(collections_table(found))
+    show(found, collections_table(found))
 
 
 @collections_app.command("create")
@@ -179,10 +184,7 @@ def collections_create(
         created = rag.create_collection(
             name, description=description, embedding_model=embedding_model
         )
-    if state.as_json:
-        emit(created)
-    else:
-        out.print(f"created collection {created.name} ({created.embedding_model})")
+    show(created, f"created collection {created.name} ({created.embedding_model})")
 
 
 @collections_app.command("show")
@@ -190,10 +192,7 @@ def collections_show(name: str) -> None:
     """A collection with its counts."""
     with client() as rag:
         found = rag.get_collection(name)
-    if state.as_json:
-        emit(found)
-    else:
-        out.print(collections_table([found]))
+    show(found, collections_table([found]))
 
 
 @collections_app.command("delete")
@@ -206,10 +205,7 @@ def collections_delete(
         raise fail(EXIT_USAGE, "not confirmed (use --yes in scripts)")
     with client() as rag:
         deleted = rag.delete_collection(name)
-    if state.as_json:
-        emit(deleted)
-    else:
-        out.print(f"deleted collection {name}")
+    show(deleted, f"deleted collection {name}")
 
 
 # Ingest -------------------------------------------------------------------------------------
@@ -259,10 +255,7 @@ def ingest(
             live=err.is_terminal and not state.as_json,
         )
         results = run.execute(wait=wait)
-    if state.as_json:
-        emit(run.summary())
-    else:
-        out.print(run.table())
+    show(run.summary(), run.table())
     if any(r.state in ("failed", "dead", "refused") for r in results):
         raise typer.Exit(EXIT_FAILED)
 
@@ -471,10 +464,7 @@ def jobs(
     with client() as rag:
         if retry is not None:
             job = rag.retry_job(retry)
-            if state.as_json:
-                emit(job)
-            else:
-                out.print(f"job {job.id}: {job.state} again (run {job.run})")
+            show(job, f"job {job.id}: {job.state} again (run {job.run})")
             return
         page = rag.list_jobs(
             state="failed" if failed else job_state, collection=collection, limit=limit
@@ -644,10 +634,7 @@ def keys_list(tenant: Annotated[str | None, typer.Option(help="Only this tenant"
     """API keys, never their secrets."""
     with client() as rag:
         found = rag.list_keys(tenant=tenant)
-    if state.as_json:
-        emit(found)
-    else:
-        out.print(keys_table(found))
+    show(found, keys_table(found))
 
 
 @keys_app.command("revoke")
@@ -655,10 +642,7 @@ def keys_revoke(key_id: str) -> None:
     """Revoke an API key: it stops working at once."""
     with client() as rag:
         revoked = rag.revoke_key(key_id)
-    if state.as_json:
-        emit(revoked)
-    else:
-        out.print(f"revoked key {revoked.id} of tenant {revoked.tenant}")
+    show(revoked, f"revoked key {revoked.id} of tenant {revoked.tenant}")
 
 
 # Evaluation ---------------------------------------------------------------------------------

@@ -386,15 +386,14 @@ class Client:
         on_progress: JobProgress | None = None,
     ) -> Job:
         """Poll a job until it ends (succeeded, failed or dead); its final record."""
-        deadline = _deadline(max_seconds)
-        while True:
-            job = self.get_job(job_id)
-            if on_progress is not None:
-                on_progress(job)
-            if job.finished:
-                return job
-            _check_deadline(deadline, f"job {job_id}", max_seconds)
-            time.sleep(poll_seconds)
+        return self._poll(
+            lambda: self.get_job(job_id),
+            lambda job: job.finished,
+            f"job {job_id}",
+            poll_seconds=poll_seconds,
+            max_seconds=max_seconds,
+            on_progress=on_progress,
+        )
 
     def wait_jobs(
         self,
@@ -434,14 +433,33 @@ class Client:
         on_progress: Progress | None = None,
     ) -> Any:
         """Poll a background evaluation until it ends; its final record."""
+        return self._poll(
+            lambda: self.evaluation(evaluation_id),
+            finished,
+            f"evaluation {evaluation_id}",
+            poll_seconds=poll_seconds,
+            max_seconds=max_seconds,
+            on_progress=on_progress,
+        )
+
+    @staticmethod
+    def _poll(
+        fetch: Callable[[], T],
+        done: Callable[[T], bool],
+        what: str,
+        *,
+        poll_seconds: float,
+        max_seconds: float | None,
+        on_progress: Callable[[T], None] | None,
+    ) -> T:
         deadline = _deadline(max_seconds)
         while True:
-            record = self.evaluation(evaluation_id)
+            record = fetch()
             if on_progress is not None:
                 on_progress(record)
-            if finished(record):
+            if done(record):
                 return record
-            _check_deadline(deadline, f"evaluation {evaluation_id}", max_seconds)
+            _check_deadline(deadline, what, max_seconds)
             time.sleep(poll_seconds)
 
 
@@ -573,15 +591,14 @@ class AsyncClient:
         max_seconds: float | None = None,
         on_progress: JobProgress | None = None,
     ) -> Job:
-        deadline = _deadline(max_seconds)
-        while True:
-            job = await self.get_job(job_id)
-            if on_progress is not None:
-                on_progress(job)
-            if job.finished:
-                return job
-            _check_deadline(deadline, f"job {job_id}", max_seconds)
-            await asyncio.sleep(poll_seconds)
+        return await self._poll(
+            lambda: self.get_job(job_id),
+            lambda job: job.finished,
+            f"job {job_id}",
+            poll_seconds=poll_seconds,
+            max_seconds=max_seconds,
+            on_progress=on_progress,
+        )
 
     async def wait_evaluation(
         self,
@@ -591,14 +608,34 @@ class AsyncClient:
         max_seconds: float | None = None,
         on_progress: Callable[[dict[str, Any]], Awaitable[None] | None] | None = None,
     ) -> Any:
+        return await self._poll(
+            lambda: self.evaluation(evaluation_id),
+            finished,
+            f"evaluation {evaluation_id}",
+            poll_seconds=poll_seconds,
+            max_seconds=max_seconds,
+            on_progress=on_progress,
+        )
+
+    @staticmethod
+    async def _poll(
+        fetch: Callable[[], Awaitable[T]],
+        done: Callable[[T], bool],
+        what: str,
+        *,
+        poll_seconds: float,
+        max_seconds: float | None,
+        on_progress: Callable[[T], Awaitable[None] | None] | None,
+    ) -> T:
+        """``fetch`` until ``done``; ``on_progress`` may be a plain function or a coroutine one."""
         deadline = _deadline(max_seconds)
         while True:
-            record = await self.evaluation(evaluation_id)
+            record = await fetch()
             if on_progress is not None:
                 maybe = on_progress(record)
                 if maybe is not None:
                     await maybe
-            if finished(record):
+            if done(record):
                 return record
-            _check_deadline(deadline, f"evaluation {evaluation_id}", max_seconds)
+            _check_deadline(deadline, what, max_seconds)
             await asyncio.sleep(poll_seconds)
