@@ -127,7 +127,7 @@ def test_a_query_replica_stopped_mid_answer_finishes_them_and_fails_nothing(
     streams = [future.result(timeout=60) for future in answers]
     pool.shutdown()
     assert code == 0, query.log_tail()
-    assert len(llm.requests) == 4  # every answer reached the LLM before the signal
+    assert len(llm.requests) == 4  # every answer reached the LLM (none was lost)
     for text in streams:
         assert "event: done" in text, text[-500:]
         assert "event: error" not in text
@@ -145,10 +145,15 @@ def test_the_gateway_stopped_mid_answer_finishes_them(
     time.sleep(1.0)
     gateway = stack.processes["gateway"]
     gateway.signal(signal.SIGTERM)
-    time.sleep(0.5)
-    # Draining: no new connection is taken (behind nginx a second gateway would take it).
-    with pytest.raises(httpx.ConnectError):
-        httpx.get(f"{stack.api_url('gateway')}/health", timeout=5)
+    # Draining: soon no new connection is taken (behind nginx a second gateway would take it).
+    deadline = time.monotonic() + 5
+    while True:
+        try:
+            httpx.get(f"{stack.api_url('gateway')}/health", timeout=5)
+        except httpx.ConnectError:
+            break
+        assert time.monotonic() < deadline, "the draining gateway still takes connections"
+        time.sleep(0.1)
     code = exit_code(gateway)
     pool.shutdown()
     failures = [future.exception() for future in answers if future.exception() is not None]

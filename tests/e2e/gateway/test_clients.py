@@ -162,7 +162,7 @@ def test_the_async_client(user: Client, edge: Edge) -> None:
         async with AsyncClient(edge.url, user.settings.api_key) as client:
             await client.create_collection("async-zoo")
             accepted = await client.add_documents("async-zoo", [{"id": "r", "text": RAVENS}])
-            job = await client.wait_job(accepted.job_ids[0], max_seconds=60)
+            [job] = await client.wait_jobs(accepted.job_ids, max_seconds=60)
             assert job.succeeded, job.error
             info = await client.get_system_info()
             events = [e async for e in client.query_stream("async-zoo", "What do ravens use?")]
@@ -298,8 +298,9 @@ def test_cli_reads_and_answers(cli_env: dict[str, str], folder: Path, edge: Edge
 def test_cli_status_config_keys_and_exit_codes(cli_env: dict[str, str], edge: Edge) -> None:
     status = rag("status", env=cli_env)
     assert status.returncode == 0, status.stderr
-    for part in ("gateway", "ingest", "query", "ready", "all-MiniLM-L6-v2-int8", "worker"):
+    for part in ("gateway", "ingest", "query", "ready", "all-MiniLM-L6-v2-int8"):
         assert part in status.stdout
+    assert "0 worker(s)" not in status.stdout
     facts = json.loads(rag("--json", "status", env=cli_env).stdout)
     assert facts["status"] == "ready"
     assert facts["queue"]["workers"] >= 1

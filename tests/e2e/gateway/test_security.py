@@ -135,6 +135,13 @@ def test_every_route_refuses_missing_wrong_revoked_and_bad_tokens(
             assert SECRET_MARK not in response.text
 
 
+def test_every_gateway_route_is_in_the_public_openapi_document(edge: Edge) -> None:
+    paths = edge.http.get("/schema/openapi.json").json()["paths"]
+    for method, path, _scope in _gateway_routes():
+        template = path.replace("/abc", "/{key_id}")
+        assert method.lower() in paths.get(template, {}), (method, template)
+
+
 def test_every_route_needs_its_scope(edge: Edge, tenant_a: dict) -> None:
     only = {
         "ingest:read": edge.new_key("tenant-a", ["query:read"]),

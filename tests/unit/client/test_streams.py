@@ -5,12 +5,15 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Iterator
 
 import httpx
 import pytest
-from rag_client import AsyncClient, Client, DoneEvent, ErrorEvent, Settings, SourcesEvent
+from rag_client import APIError, AsyncClient, Client, DoneEvent, ErrorEvent, Settings, SourcesEvent
 from rag_client.client import SSEDecoder
 from rag_client.models import TokenEvent
+
+from tests.unit.client.test_client import scripted
 
 SETTINGS = Settings(url="http://127.0.0.1:9", api_key="k", retries=2)
 SOURCE = {"number": 1, "chunk_id": "c1", "document_id": "d1", "quote": "Capybaras swim."}
@@ -74,23 +77,75 @@ def test_an_error_event_and_a_refused_stream() -> None:
 
 
 def test_job_events_resume_after_a_dropped_connection() -> None:
+    """The stream breaks after event 5: the client reconnects with Last-Event-ID 5 and gets
+    the rest once."""
     seen: list[str | None] = []
+    first = b'id: 5\nevent: progress\ndata: {"state": "running"}\n\n'
+    rest = b'id: 6\nevent: state\ndata: {"state": "succeeded"}\n\n'
+
+    def broken() -> Iterator[bytes]:
+        yield first
+        raise httpx.ReadError("connection reset")
 
     def handle(request: httpx.Request) -> httpx.Response:
         seen.append(request.headers.get("last-event-id"))
-        if len(seen) == 1:
-            raise httpx.ReadError("connection reset")
-        return httpx.Response(
-            200,
-            content=b'id: 5\nevent: state\ndata: {"state": "succeeded"}\n\n',
-            headers={"content-type": "text/event-stream"},
-        )
+        body = broken() if len(seen) == 1 else iter([rest])
+        return httpx.Response(200, content=body)
 
     with Client(settings=SETTINGS, transport=httpx.MockTransport(handle)) as client:
         events = list(client.job_events("j1"))
-    assert seen == [None, None]
-    assert events[0].state == "succeeded"
-    assert events[0].id == "5"
+    assert seen == [None, "5"]
+    assert [(e.id, e.state) for e in events] == [("5", "running"), ("6", "succeeded")]
+
+
+def test_lines_end_only_at_cr_and_lf() -> None:
+    """U+2028, U+0085 and friends are text inside JSON, not line ends; CRLF split across
+    chunks is one line end."""
+    quote = "Capybaras\u2028swim\u0085well\u2029."
+    data = (
+        f'data: {{"sources": [{{"number": 1, "chunk_id": "c", "document_id": "d", '
+        f'"quote": "{quote}"}}]}}'
+    )
+    # The CR of "event: sources" ends one chunk and its LF starts the next.
+    chunks = [
+        b"event: sources\r",
+        f"\n{data}\r\n\r\nevent: done\ndata: ".encode(),
+        b'{"answer": "ok"}\n\n',
+    ]
+
+    def handle(_: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, content=iter(chunks))
+
+    with Client(settings=SETTINGS, transport=httpx.MockTransport(handle)) as client:
+        events = list(client.query_stream("c", "q"))
+    assert isinstance(events[0], SourcesEvent)
+    assert events[0].sources[0].quote == quote
+    assert isinstance(events[1], DoneEvent)
+    assert len(events) == 2
+
+
+def test_a_retry_after_past_the_longest_backoff_is_not_waited_for() -> None:
+    """A daily quota says "in 20 hours": the caller hears it at once, not after retries."""
+    transport, seen = scripted(
+        httpx.Response(429, headers={"Retry-After": "72000"}, json={"title": "quota"}),
+    )
+    with (
+        Client(settings=SETTINGS, transport=transport) as client,
+        pytest.raises(APIError) as caught,
+    ):
+        client.list_collections()
+    assert caught.value.status == 429
+    assert len(seen) == 1
+
+
+def test_settings_refuse_negative_retries_and_timeouts(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RAG_RETRIES", "-1")
+    with pytest.raises(ValueError, match="RAG_RETRIES"):
+        Settings.from_env()
+    monkeypatch.setenv("RAG_RETRIES", "1")
+    monkeypatch.setenv("RAG_TIMEOUT", "0")
+    with pytest.raises(ValueError, match="RAG_TIMEOUT"):
+        Settings.from_env()
 
 
 def test_uploads_are_multipart_with_one_file_field_each(tmp_path) -> None:

@@ -213,6 +213,7 @@ def replace_document(
     *,
     metadata: Mapping[str, Any] | None = None,
     source: str | None = None,
+    idempotency_key: str | None = None,
 ) -> Call[Accepted]:
     """Replace a document's text (searches see the old version until the new one is in)."""
     body = {"text": text, **_options(metadata=dict(metadata) if metadata else None, source=source)}
@@ -221,6 +222,7 @@ def replace_document(
         f"/v1/collections/{segment(collection)}/documents/{segment(document_id)}",
         lambda b: convert(b, Accepted),
         json=body,
+        headers=_idempotent(idempotency_key),
     )
 
 

@@ -305,20 +305,42 @@ def ingest_url(
     ] = True,
     wait: Annotated[bool, typer.Option("--wait/--no-wait", help="Follow the job")] = True,
 ) -> None:
-    """Fetch a web page (and the pages it links to) into a collection."""
+    """Fetch a web page (and the pages it links to) into a collection: the crawl job, then
+    one job per page; every page's outcome is listed, and a page that fails is exit code 4."""
+    pages: list[Job] = []
     with client() as rag:
         accepted = rag.ingest_url(collection, url, max_depth=depth, same_domain=same_domain)
         job = rag.get_job(accepted.job_ids[0])
         if wait:
             job = follow_job(rag, job)
+            page_ids = [str(p["job_id"]) for p in (job.result or {}).get("pages", [])]
+            if page_ids:
+                pages = rag.wait_jobs(page_ids)
+    result = job.result or {}
+    skipped = result.get("skipped") or []
     if state.as_json:
-        emit(job)
-    elif job.state == "succeeded":
-        pages = (job.result or {}).get("pages") or (job.result or {}).get("documents")
-        out.print(f"{url}: succeeded" + (f" ({pages} pages)" if pages else ""), highlight=False)
-    else:
+        emit({"crawl": job.to_dict(), "pages": [p.to_dict() for p in pages]})
+    elif job.state != "succeeded":
         out.print(f"{url}: {job.state}" + (f": {job.error}" if job.error else ""), highlight=False)
-    if job.state in ("failed", "dead"):
+    else:
+        table = Table(title=f"{url} into {collection}", title_justify="left")
+        for name in ("page", "state", "chunks", "reason"):
+            table.add_column(name)
+        for page in pages:
+            outcome = page.result or {}
+            chunks = outcome.get("chunks", outcome.get("chunks_created"))
+            table.add_row(
+                escape(page.source or page.document_id or page.id),
+                page.state,
+                "-" if chunks is None else str(chunks),
+                escape(page.error or ""),
+            )
+        for item in skipped:
+            table.add_row(
+                escape(str(item.get("url"))), "skipped", "-", escape(str(item.get("reason")))
+            )
+        out.print(table)
+    if job.state in ("failed", "dead") or any(p.state in ("failed", "dead") for p in pages):
         raise typer.Exit(EXIT_FAILED)
 
 
@@ -450,7 +472,7 @@ def query(
 
 @app.command()
 def jobs(
-    failed: Annotated[bool, typer.Option("--failed", help="Only failed jobs")] = False,
+    failed: Annotated[bool, typer.Option("--failed", help="Only failed and dead jobs")] = False,
     job_state: Annotated[
         str | None, typer.Option("--state", help="queued, running, succeeded, failed or dead")
     ] = None,
@@ -466,17 +488,23 @@ def jobs(
             job = rag.retry_job(retry)
             show(job, f"job {job.id}: {job.state} again (run {job.run})")
             return
-        page = rag.list_jobs(
-            state="failed" if failed else job_state, collection=collection, limit=limit
-        )
+        if failed:  # failed, and dead (failed every attempt): both can be retried
+            found = [
+                job
+                for wanted in ("failed", "dead")
+                for job in rag.list_jobs(state=wanted, collection=collection, limit=limit).jobs
+            ]
+            listed = sorted(found, key=lambda job: job.created_at, reverse=True)[:limit]
+        else:
+            listed = rag.list_jobs(state=job_state, collection=collection, limit=limit).jobs
     if state.as_json:
-        emit(page.jobs)
+        emit(listed)
         return
     table = Table(title="Jobs", title_justify="left")
     table.add_column("id", no_wrap=True)  # whole: `rag jobs --retry ID` takes it
     for name in ("state", "collection", "document", "created (UTC)", "reason"):
         table.add_column(name)
-    for job in page.jobs:
+    for job in listed:
         reason = job.error or ""
         table.add_row(
             job.id,
@@ -752,7 +780,10 @@ def evaluate(
     }
     with client() as rag:
         if qrels is not None:
-            result = rag.evaluate_beir(collection, file, qrels, **options)
+            try:
+                result = rag.evaluate_beir(collection, file, qrels, **options)
+            except OSError as exc:
+                raise fail(EXIT_USAGE, f"cannot read {exc.filename}: {exc.strerror}") from None
         else:
             result = rag.evaluate(collection, read_cases(file), **options)
         if result.get("state") == "running":

@@ -12,6 +12,7 @@ import email.utils
 import functools
 import json
 import os
+import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -65,11 +66,17 @@ class Settings:
         timeout: float | None = None,
         retries: int | None = None,
     ) -> Settings:
+        timeout = timeout if timeout is not None else float(os.environ.get("RAG_TIMEOUT", "60"))
+        retries = retries if retries is not None else int(os.environ.get("RAG_RETRIES", "3"))
+        if timeout <= 0:
+            raise ValueError(f"RAG_TIMEOUT must be above 0, not {timeout}")
+        if retries < 0:
+            raise ValueError(f"RAG_RETRIES must be 0 or more, not {retries}")
         return cls(
             url=(url or os.environ.get("RAG_URL") or DEFAULT_URL).rstrip("/"),
             api_key=api_key or os.environ.get("RAG_API_KEY") or None,
-            timeout=timeout if timeout is not None else float(os.environ.get("RAG_TIMEOUT", "60")),
-            retries=retries if retries is not None else int(os.environ.get("RAG_RETRIES", "3")),
+            timeout=timeout,
+            retries=retries,
         )
 
     def headers(self) -> dict[str, str]:
@@ -95,6 +102,46 @@ def retry_delay(response: httpx.Response | None, attempt: int) -> float:
             return min(max(when.timestamp() - time.time(), 0.0), MAX_BACKOFF_SECONDS)
     backoff: float = 0.5 * 2**attempt
     return min(backoff, MAX_BACKOFF_SECONDS)
+
+
+def waits_too_long(response: httpx.Response) -> bool:
+    """A ``Retry-After`` past MAX_BACKOFF_SECONDS (a daily quota, say): not worth waiting for;
+    the caller gets the error at once."""
+    header = (response.headers.get("Retry-After") or "").strip()
+    if header.isdigit():
+        return float(header) > MAX_BACKOFF_SECONDS
+    try:
+        when = email.utils.parsedate_to_datetime(header) if header else None
+    except (TypeError, ValueError):
+        return False
+    return when is not None and when.timestamp() - time.time() > MAX_BACKOFF_SECONDS
+
+
+def retried(response: httpx.Response, attempt: int, retries: int) -> bool:
+    return (
+        response.status_code in RETRIED_STATUSES
+        and attempt < retries
+        and not waits_too_long(response)
+    )
+
+
+class LineSplitter:
+    """Text of an event stream in, complete lines out. Only CR, LF and CRLF end a line:
+    ``str.splitlines`` (what httpx's ``iter_lines`` uses) also splits on U+2028, U+0085 and
+    others, which JSON carries raw inside ``data``."""
+
+    def __init__(self) -> None:
+        self.rest = ""
+        self.after_cr = False  # the last chunk ended with CR: an LF next belongs to it
+
+    def feed(self, text: str) -> list[str]:
+        if self.after_cr and text.startswith("\n"):
+            text = text[1:]
+        buffer = self.rest + text
+        self.after_cr = buffer.endswith("\r")
+        lines = re.split(r"\r\n|\r|\n", buffer)
+        self.rest = lines.pop()
+        return lines
 
 
 def problem_of(response: httpx.Response) -> dict[str, Any]:
@@ -258,6 +305,40 @@ def _check_deadline(deadline: float | None, what: str, max_seconds: float | None
         raise TimeoutError(f"{what} still running after {max_seconds} s")
 
 
+class JobWaiter:
+    """The bookkeeping of waiting for several jobs, for both clients."""
+
+    def __init__(
+        self, job_ids: Sequence[str], on_progress: JobProgress | None, max_seconds: float | None
+    ) -> None:
+        self.job_ids = list(job_ids)
+        self.on_progress = on_progress
+        self.max_seconds = max_seconds
+        self.deadline = _deadline(max_seconds)
+        self.final: dict[str, Job] = {}
+        self.seen: dict[str, tuple[str, str, float]] = {}
+
+    def pending(self) -> list[str]:
+        return [job_id for job_id in dict.fromkeys(self.job_ids) if job_id not in self.final]
+
+    def update(self, job: Job) -> None:
+        mark = (job.state, job.stage, job.progress)
+        if self.on_progress is not None and self.seen.get(job.id) != mark:
+            self.on_progress(job)
+        self.seen[job.id] = mark
+        if job.finished:
+            self.final[job.id] = job
+
+    def done(self) -> bool:
+        if not self.pending():
+            return True
+        _check_deadline(self.deadline, f"{len(self.pending())} jobs", self.max_seconds)
+        return False
+
+    def results(self) -> list[Job]:
+        return [self.final[job_id] for job_id in self.job_ids]
+
+
 class Client:
     """The public API, synchronously. ``Client()`` reads RAG_URL and RAG_API_KEY; use it as a
     context manager, or call ``close()``."""
@@ -288,13 +369,14 @@ class Client:
         self._http.close()
 
     def call(self, call: Call[T]) -> T:
-        """Send one call: retried on 429/503 and connection resets of idempotent methods."""
+        """Send one call; 429 and 503 are retried (not a connection failure: a POST may have
+        arrived)."""
         for attempt in range(self.settings.retries + 1):
             try:
                 response = self._http.request(call.method, call.path, **call.send_kwargs())
             except httpx.TransportError as exc:
                 raise ConnectionFailed(f"{self.settings.url}: {exc}") from exc
-            if response.status_code in RETRIED_STATUSES and attempt < self.settings.retries:
+            if retried(response, attempt, self.settings.retries):
                 time.sleep(retry_delay(response, attempt))
                 continue
             return result_of(call, response)
@@ -310,17 +392,18 @@ class Client:
         for attempt in range(self.settings.retries + 1):
             try:
                 with self._http.stream(call.method, call.path, **kwargs) as response:
-                    if response.status_code in RETRIED_STATUSES and attempt < self.settings.retries:
+                    if retried(response, attempt, self.settings.retries):
                         delay = retry_delay(response, attempt)
                     elif response.status_code >= 400:
                         response.read()
                         raise APIError(response.status_code, problem_of(response))
                     else:
-                        decoder = SSEDecoder()
-                        for line in response.iter_lines():
-                            found = decoder.feed(line)
-                            if found is not None:
-                                yield found
+                        decoder, lines = SSEDecoder(), LineSplitter()
+                        for text in response.iter_text():
+                            for line in lines.feed(text):
+                                found = decoder.feed(line)
+                                if found is not None:
+                                    yield found
                         return
             except httpx.TransportError as exc:
                 raise ConnectionFailed(f"{self.settings.url}: {exc}") from exc
@@ -405,24 +488,13 @@ class Client:
     ) -> list[Job]:
         """Poll jobs until every one has ended; their final records, in the order given.
         ``on_progress`` hears of each job whenever its state, stage or progress changes."""
-        deadline = _deadline(max_seconds)
-        final: dict[str, Job] = {}
-        seen: dict[str, tuple[str, str, float]] = {}
-        while True:
-            for job_id in job_ids:
-                if job_id in final:
-                    continue
-                job = self.get_job(job_id)
-                mark = (job.state, job.stage, job.progress)
-                if on_progress is not None and seen.get(job_id) != mark:
-                    on_progress(job)
-                seen[job_id] = mark
-                if job.finished:
-                    final[job_id] = job
-            if len(final) == len(set(job_ids)):
-                return [final[job_id] for job_id in job_ids]
-            _check_deadline(deadline, f"{len(job_ids) - len(final)} jobs", max_seconds)
-            time.sleep(poll_seconds)
+        waiter = JobWaiter(job_ids, on_progress, max_seconds)
+        while not waiter.done():
+            for job_id in waiter.pending():
+                waiter.update(self.get_job(job_id))
+            if not waiter.done():
+                time.sleep(poll_seconds)
+        return waiter.results()
 
     def wait_evaluation(
         self,
@@ -502,7 +574,7 @@ class AsyncClient:
                 response = await self._http.request(call.method, call.path, **call.send_kwargs())
             except httpx.TransportError as exc:
                 raise ConnectionFailed(f"{self.settings.url}: {exc}") from exc
-            if response.status_code in RETRIED_STATUSES and attempt < self.settings.retries:
+            if retried(response, attempt, self.settings.retries):
                 await asyncio.sleep(retry_delay(response, attempt))
                 continue
             return result_of(call, response)
@@ -517,17 +589,18 @@ class AsyncClient:
         for attempt in range(self.settings.retries + 1):
             try:
                 async with self._http.stream(call.method, call.path, **kwargs) as response:
-                    if response.status_code in RETRIED_STATUSES and attempt < self.settings.retries:
+                    if retried(response, attempt, self.settings.retries):
                         delay = retry_delay(response, attempt)
                     elif response.status_code >= 400:
                         await response.aread()
                         raise APIError(response.status_code, problem_of(response))
                     else:
-                        decoder = SSEDecoder()
-                        async for line in response.aiter_lines():
-                            found = decoder.feed(line)
-                            if found is not None:
-                                yield found
+                        decoder, lines = SSEDecoder(), LineSplitter()
+                        async for text in response.aiter_text():
+                            for line in lines.feed(text):
+                                found = decoder.feed(line)
+                                if found is not None:
+                                    yield found
                         return
             except httpx.TransportError as exc:
                 raise ConnectionFailed(f"{self.settings.url}: {exc}") from exc
@@ -599,6 +672,22 @@ class AsyncClient:
             max_seconds=max_seconds,
             on_progress=on_progress,
         )
+
+    async def wait_jobs(
+        self,
+        job_ids: Sequence[str],
+        *,
+        poll_seconds: float = 0.5,
+        max_seconds: float | None = None,
+        on_progress: JobProgress | None = None,
+    ) -> list[Job]:
+        waiter = JobWaiter(job_ids, on_progress, max_seconds)
+        while not waiter.done():
+            for job in await asyncio.gather(*(self.get_job(j) for j in waiter.pending())):
+                waiter.update(job)
+            if not waiter.done():
+                await asyncio.sleep(poll_seconds)
+        return waiter.results()
 
     async def wait_evaluation(
         self,

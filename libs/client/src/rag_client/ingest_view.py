@@ -180,6 +180,9 @@ class IngestRun:
                 raise  # every other file would be refused the same way
             result.state, result.reason = "refused", f"{exc.status} {exc.detail or exc.title}"
             self.say(f"{result.path.name}: refused: {result.reason}")
+        except OSError as exc:  # unreadable here (permissions, gone since it was listed)
+            result.state, result.reason = "refused", f"cannot read it: {exc.strerror}"
+            self.say(f"{result.path.name}: refused: {result.reason}")
         else:
             job = accepted.jobs[0]
             result.job_id, result.state = job.job_id, job.state

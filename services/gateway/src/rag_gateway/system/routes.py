@@ -26,12 +26,16 @@ UPSTREAMS: tuple[Upstream, ...] = ("ingest", "query")
 
 
 class ServiceState(msgspec.Struct):
-    status: str  # ready, unavailable (a dependency is down) or unreachable
+    # ready; unavailable (a dependency is down), starting or draining (its /ready says so);
+    # unreachable (no answer within READY_CHECK_TIMEOUT_SECONDS)
+    status: str
     version: str | None = None
     facts: dict[str, Any] = msgspec.field(default_factory=dict)
 
 
 class QueueState(msgspec.Struct):
+    """The deployment's one ingest queue (shared by every tenant: counts, never contents)."""
+
     depth: int  # jobs waiting for a worker
     workers: int  # worker hosts that reported within the last health-check interval
 
@@ -43,14 +47,15 @@ class SystemInfo(msgspec.Struct):
     queue: QueueState
 
 
-async def _upstream(forwarder: Forwarder, upstream: Upstream) -> ServiceState:
+async def _upstream(forwarder: Forwarder, upstream: Upstream, seconds: float) -> ServiceState:
     headers = forwarder.upstream_headers({}, "default", None)
     try:
-        ready, info = await asyncio.gather(
-            forwarder.json(upstream, "GET", "/ready", headers),
-            forwarder.json(upstream, "GET", "/info", headers),
-        )
-    except RagError:  # unreachable, or no answer in time: the gateway's own error says which
+        async with asyncio.timeout(seconds):  # a hung service must not hang this answer
+            ready, info = await asyncio.gather(
+                forwarder.json(upstream, "GET", "/ready", headers),
+                forwarder.json(upstream, "GET", "/info", headers),
+            )
+    except (RagError, TimeoutError, msgspec.DecodeError):
         return ServiceState("unreachable")
     status = (ready[1] or {}).get("status", "unavailable") if ready[0] in (200, 503) else "error"
     facts = dict(info[1]) if info[0] == 200 and isinstance(info[1], dict) else {}
@@ -84,7 +89,12 @@ async def system_info(
     readiness: Readiness = state.readiness
     (gateway_ok, _), upstreams, queue = await asyncio.gather(
         readiness.report(),
-        asyncio.gather(*(_upstream(forwarder, u) for u in UPSTREAMS)),
+        asyncio.gather(
+            *(
+                _upstream(forwarder, u, state.settings.ready_check_timeout_seconds)
+                for u in UPSTREAMS
+            )
+        ),
         _queue(redis, Keys(state.settings.redis_prefix)),
     )
     services = {

@@ -224,6 +224,11 @@ class EvaluationJobs:
             try:
                 record.result = await self.evaluator.run(plan, namespace, progress)
                 record.state = "succeeded"
+            except asyncio.CancelledError:
+                # The service is stopping: say so, instead of "running" until the record expires.
+                record.state, record.error = "failed", "interrupted: the query service stopped"
+                await self._save(namespace, record)
+                raise
             except Exception as exc:
                 log.exception("evaluation_failed", evaluation_id=record.id)
                 record.state, record.error = "failed", f"{type(exc).__name__}: {exc}"[:500]
@@ -239,5 +244,8 @@ class EvaluationJobs:
         return msgspec.json.decode(raw, type=EvaluationRecord) if raw else None
 
     async def close(self) -> None:
-        for task in list(self._tasks):
+        """Cancel running evaluations; each records that it was interrupted before this returns."""
+        tasks = list(self._tasks)
+        for task in tasks:
             task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
