@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
@@ -28,6 +28,7 @@ from rag_client.ingest_view import IngestRun, collect_files
 from rag_client.models import DoneEvent, ErrorEvent, Job, Model, SourcesEvent, TokenEvent
 
 EXIT_API, EXIT_USAGE, EXIT_UNREACHABLE, EXIT_FAILED = 1, 2, 3, 4
+R = TypeVar("R")
 
 app = typer.Typer(
     name="rag",
@@ -260,37 +261,51 @@ def ingest(
         raise typer.Exit(EXIT_FAILED)
 
 
-def follow_job(rag: Client, job: Job) -> Job:
-    """Until the job ends: a bar on a terminal, a line per change otherwise."""
+def follow(
+    wait: Callable[[Callable[[R], None]], R],
+    *,
+    label: str,
+    fraction: Callable[[R], float],
+    mark: Callable[[R], object],
+    line: Callable[[R], str],
+    detail: Callable[[R], str] = lambda _: "",
+) -> R:
+    """Run ``wait`` (polling until the work ends) showing its progress: a bar on a terminal;
+    otherwise ``line`` each time ``mark`` changes (nothing with --json)."""
     if state.as_json or not err.is_terminal:
-        seen: list[tuple[str, str]] = []
+        last: list[object] = []
 
-        def line(current: Job) -> None:
-            mark = (current.state, current.stage)
-            if not seen or seen[-1] != mark:
+        def on_progress(record: R) -> None:
+            current = mark(record)
+            if not last or last[0] != current:
                 if not state.as_json:
-                    err.print(
-                        f"job {current.id}: {current.state} ({current.stage}) "
-                        f"{round(current.progress * 100)}%",
-                        highlight=False,
-                    )
-                seen.append(mark)
+                    err.print(line(record), highlight=False)
+                last[:] = [current]
 
-        return rag.wait_job(job.id, on_progress=line)
+        return wait(on_progress)
     with Progress(
         TextColumn("[bold]{task.description}"),
         BarColumn(),
         TaskProgressColumn(),
-        TextColumn("{task.fields[stage]}"),
+        TextColumn("{task.fields[detail]}"),
         TimeElapsedColumn(),
         console=err,
         transient=True,
     ) as bar:
-        task = bar.add_task(f"job {job.id}", total=1.0, stage=job.stage)
-        return rag.wait_job(
-            job.id,
-            on_progress=lambda j: bar.update(task, completed=j.progress, stage=j.stage),
-        )
+        task = bar.add_task(escape(label), total=1.0, detail="")
+        return wait(lambda r: bar.update(task, completed=fraction(r), detail=detail(r)))
+
+
+def follow_job(rag: Client, job: Job) -> Job:
+    """Until the job ends: a bar on a terminal, a line per state or stage otherwise."""
+    return follow(
+        lambda on_progress: rag.wait_job(job.id, on_progress=on_progress),
+        label=f"job {job.id}",
+        fraction=lambda j: j.progress,
+        mark=lambda j: (j.state, j.stage),
+        line=lambda j: f"job {j.id}: {j.state} ({j.stage}) {round(j.progress * 100)}%",
+        detail=lambda j: j.stage,
+    )
 
 
 @app.command("ingest-url")
@@ -715,31 +730,18 @@ def show_evaluation(result: dict[str, Any]) -> None:
 
 def wait_with_progress(rag: Client, evaluation_id: str) -> dict[str, Any]:
     """A progress bar on a terminal; one line per change of progress otherwise."""
-    if state.as_json or not err.is_terminal:
-        last = [-1.0]
 
-        def line(record: dict[str, Any]) -> None:
-            progress = round(float(record.get("progress", 0)) * 100)
-            if progress != last[0] and not state.as_json:
-                err.print(f"evaluation {evaluation_id}: {record.get('state')} {progress}%")
-            last[0] = progress
+    def percent(record: dict[str, Any]) -> int:
+        return round(float(record.get("progress", 0)) * 100)
 
-        record: dict[str, Any] = rag.wait_evaluation(evaluation_id, on_progress=line)
-        return record
-    with Progress(
-        TextColumn("[bold]evaluating"),
-        BarColumn(),
-        TaskProgressColumn(),
-        TimeElapsedColumn(),
-        console=err,
-        transient=True,
-    ) as bar:
-        task = bar.add_task("evaluate", total=1.0)
-        final: dict[str, Any] = rag.wait_evaluation(
-            evaluation_id,
-            on_progress=lambda r: bar.update(task, completed=float(r.get("progress", 0))),
-        )
-        return final
+    final: dict[str, Any] = follow(
+        lambda on_progress: rag.wait_evaluation(evaluation_id, on_progress=on_progress),
+        label="evaluating",
+        fraction=lambda r: float(r.get("progress", 0)),
+        mark=percent,
+        line=lambda r: f"evaluation {evaluation_id}: {r.get('state')} {percent(r)}%",
+    )
+    return final
 
 
 @app.command("eval")

@@ -86,35 +86,31 @@ class Settings:
         return headers
 
 
+def retry_after(response: httpx.Response | None) -> float | None:
+    """Seconds the server's ``Retry-After`` asks for (seconds or an HTTP date), if it sent one."""
+    header = (response.headers.get("Retry-After") or "").strip() if response is not None else ""
+    if header.isdigit():
+        return float(header)
+    try:
+        when = email.utils.parsedate_to_datetime(header) if header else None
+    except (TypeError, ValueError):
+        return None
+    return max(when.timestamp() - time.time(), 0.0) if when is not None else None
+
+
 def retry_delay(response: httpx.Response | None, attempt: int) -> float:
-    """``Retry-After`` (seconds or an HTTP date) when the server sent it, else exponential
-    backoff from 0.5 s; never more than MAX_BACKOFF_SECONDS."""
-    header = response.headers.get("Retry-After") if response is not None else None
-    if header:
-        header = header.strip()
-        if header.isdigit():
-            return min(float(header), MAX_BACKOFF_SECONDS)
-        try:
-            when = email.utils.parsedate_to_datetime(header)
-        except (TypeError, ValueError):
-            when = None
-        if when is not None:
-            return min(max(when.timestamp() - time.time(), 0.0), MAX_BACKOFF_SECONDS)
-    backoff: float = 0.5 * 2**attempt
-    return min(backoff, MAX_BACKOFF_SECONDS)
+    """``Retry-After`` when the server sent it, else exponential backoff from 0.5 s; never more
+    than MAX_BACKOFF_SECONDS."""
+    asked = retry_after(response)
+    delay = asked if asked is not None else 0.5 * 2**attempt
+    return min(delay, MAX_BACKOFF_SECONDS)
 
 
 def waits_too_long(response: httpx.Response) -> bool:
     """A ``Retry-After`` past MAX_BACKOFF_SECONDS (a daily quota, say): not worth waiting for;
     the caller gets the error at once."""
-    header = (response.headers.get("Retry-After") or "").strip()
-    if header.isdigit():
-        return float(header) > MAX_BACKOFF_SECONDS
-    try:
-        when = email.utils.parsedate_to_datetime(header) if header else None
-    except (TypeError, ValueError):
-        return False
-    return when is not None and when.timestamp() - time.time() > MAX_BACKOFF_SECONDS
+    asked = retry_after(response)
+    return asked is not None and asked > MAX_BACKOFF_SECONDS
 
 
 def retried(response: httpx.Response, attempt: int, retries: int) -> bool:
