@@ -29,7 +29,7 @@ from load import add_peer as add_peer_load
 from load import plot, sweep
 from load import section as load_section
 from query_bench import add_peer as add_peer_quality
-from query_bench import load_test_queries, run_of, run_query_bench, score
+from query_bench import chroma_name_of, load_test_queries, run_of, run_query_bench, score
 from query_bench import section as query_section
 from rag_config import IngestSettings
 from rag_core.embedding.local import LocalEmbedder
@@ -273,6 +273,7 @@ def query_side(
         CORPUS.parent,
         cache,
         stack.ports.chroma,
+        chroma_name_of(stack.redis_url, "scifact"),
         edge=(stack.edge_url, key),
     )
     print("load (wrk)...", flush=True)
@@ -285,7 +286,7 @@ def query_side(
         queries,
         cache,
         stack.ports.chroma,
-        "rag-default-scifact",
+        chroma_name_of(stack.redis_url, "scifact"),
     )
     print("scale...", flush=True)
     stack_settings = IngestSettings(

@@ -17,8 +17,10 @@ import httpx
 import ir_measures
 from ir_measures import RR, R, nDCG
 from rag_config import QuerySettings
+from rag_core.catalog import DEFAULT_NAMESPACE, Keys
 from rag_core.chroma import ChromaClient
 from rag_core.embedding.local import LocalEmbedder
+from redis import Redis
 
 if TYPE_CHECKING:
     from peer import PeerRetriever
@@ -113,6 +115,17 @@ def latency(
     return timings
 
 
+def chroma_name_of(redis_url: str, collection: str, namespace: str = DEFAULT_NAMESPACE) -> str:
+    """A collection's Chroma name, from the catalog: it is opaque, not derived from its name."""
+    keys = Keys(QuerySettings(_env_file=None).redis_prefix, namespace)
+    client = Redis.from_url(redis_url)
+    try:
+        value = client.hget(keys.collection(collection), "chroma_name")
+    finally:
+        client.close()
+    return value.decode() if isinstance(value, bytes) else keys.legacy_chroma_name(collection)
+
+
 def raw_limit(
     queries: list[str], cache: Path, chroma_port: int, chroma_name: str
 ) -> dict[str, float]:
@@ -148,6 +161,7 @@ def run_query_bench(
     scifact: Path,
     cache: Path,
     chroma_port: int,
+    chroma_name: str,
     *,
     edge: tuple[str, str] | None = None,
 ) -> dict[str, Any]:
@@ -168,7 +182,7 @@ def run_query_bench(
         "queries": len(queries),
         "quality": scores,
         "latency": latency(http, collection, texts, edge_client),
-        "raw": raw_limit(texts, cache, chroma_port, f"rag-default-{collection}"),
+        "raw": raw_limit(texts, cache, chroma_port, chroma_name),
     }
     return result
 

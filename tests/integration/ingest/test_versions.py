@@ -7,6 +7,7 @@ played out step by step, checking what a reader would see after each step.
 
 from __future__ import annotations
 
+import copy
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -16,11 +17,13 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 from rag_config import IngestSettings
-from rag_core.catalog import DEFAULT_NAMESPACE, Collection, DocumentRecord
+from rag_core.catalog import Collection, DocumentRecord
 from rag_core.chroma import ChromaClient
 from rag_core.clients import create_redis
 from rag_core.embedding.models import model_spec
+from rag_core.errors import Conflict
 from rag_ingest.components import IngestComponents
+from rag_ingest.documents.service import Submission
 from rag_ingest.documents.store import (
     Cleanup,
     chunk_id,
@@ -28,9 +31,12 @@ from rag_ingest.documents.store import (
     version_tag,
 )
 from rag_ingest.jobs.model import JobRecord
+from rag_ingest.parsing.pool import ParserPool
+from rag_ingest.worker.pipeline import IngestPipeline, job_cleanup
 from rag_ingest.worker.tasks import drain_cleanups
 
 from tests.conftest import Backing
+from tests.support.embedding import WordHashEmbedder
 
 pytestmark = pytest.mark.integration
 
@@ -65,15 +71,7 @@ class Change:
         return version_tag(self.job.sequence)
 
     def cleanup(self, collection: Collection) -> Cleanup:
-        assert self.job.document_id is not None
-        return Cleanup(
-            DEFAULT_NAMESPACE,
-            collection.name,
-            collection.chroma_id,
-            self.job.document_id,
-            self.tag,
-            self.job.id,
-        )
+        return job_cleanup(self.job, collection)
 
 
 async def _collection(parts: IngestComponents) -> Collection:
@@ -85,6 +83,7 @@ async def _request(parts: IngestComponents, col: Collection, doc: str, text: str
         id=uuid.uuid4().hex,
         kind="ingest",
         collection=col.name,
+        namespace=parts.keys.namespace,
         document_id=doc,
         sequence=await parts.documents.next_sequence(col.name, doc),
     )
@@ -303,3 +302,118 @@ async def test_job_writes_are_fenced(parts: IngestComponents) -> None:
     queued = await parts.jobs.find(state="queued", collection=col.name)
     assert [j.id for j in queued] == [job.id]
     assert await parts.jobs.find(state="running", collection=col.name) == []
+
+
+# Tenants (issue 14) -------------------------------------------------------------------------
+
+
+async def test_colliding_tenant_and_collection_names_never_share_a_chroma_collection(
+    parts: IngestComponents,
+) -> None:
+    """``acme`` + ``x-hbk`` and ``acme-x`` + ``hbk`` once met in one Chroma collection
+    (``<prefix>-acme-x-hbk``): B deleting its ``hbk`` destroyed A's ``x-hbk``."""
+    a, b = parts.in_namespace("acme"), parts.in_namespace("acme-x")
+    col_a = await a.registry.create("x-hbk", "all-MiniLM-L6-v2")
+    change = await _request(a, col_a, "d", "tenant a words")
+    await _write_chunks(a, col_a, change)
+    assert await _switch(a, col_a, change) == "created"
+
+    col_b = await b.registry.create("hbk", "all-MiniLM-L6-v2")
+    assert col_b.chroma_id != col_a.chroma_id
+    await b.registry.delete("hbk")
+
+    assert await _visible(a, col_a, "d") == ["tenant", "a", "words"]
+    assert (await a.registry.get("x-hbk")).chroma_id == col_a.chroma_id
+    assert await b.registry.find("hbk") is None
+
+
+async def test_a_collection_name_claimed_by_a_create_that_died_is_taken_over(
+    parts: IngestComponents,
+) -> None:
+    name = f"v-{uuid.uuid4().hex[:8]}"
+    # What a create that died between its claim and its Chroma call leaves behind.
+    await parts.redis.hset(parts.keys.collection(name), mapping={"name": name, "claimed_at": 0})  # type: ignore[misc]
+    created = await parts.registry.create(name, "all-MiniLM-L6-v2")
+    assert (await parts.registry.get(name)).chroma_id == created.chroma_id
+    with pytest.raises(Conflict):
+        await parts.registry.create(name, "all-MiniLM-L6-v2")
+
+
+async def test_a_tenants_running_job_keeps_its_chunks_whatever_another_tenant_did(
+    parts: IngestComponents,
+) -> None:
+    """Cleanups once recorded every job as the default tenant's: a drain then judged a
+    tenant's running job by the default tenant's records of the same names, and deleted it."""
+    tenant = parts.in_namespace("acme")
+    col = await tenant.registry.create("shared", "all-MiniLM-L6-v2")
+    running = await _request(tenant, col, "d", "in flight words")
+    running.job.state = "running"
+    assert await tenant.jobs.save(running.job)
+    await _write_chunks(tenant, col, running)  # its cleanup is due at once (grace 0)
+
+    # The default tenant has the same collection and document names, changed more often.
+    other = await parts.registry.create("shared", "all-MiniLM-L6-v2")
+    for _ in range(3):
+        await _request(parts, other, "d", "default tenant words")
+
+    await _drain(parts)
+    assert await _stored_tags(tenant, col, "d") == {running.tag}
+
+
+async def test_a_second_run_of_a_job_that_switched_in_meanwhile_keeps_the_live_chunks(
+    parts: IngestComponents,
+) -> None:
+    """A worker paused past its heartbeat resumes after another run of the same job finished:
+    its switch finds its own version active. It once took that for 'unchanged' and deleted
+    its chunks, which are the live ones (same ids)."""
+    col = await _collection(parts)
+    [accepted] = await parts.ingest.submit(
+        col.name, [Submission(b"alpha beta gamma delta", where="documents[0]", document_id="d")]
+    )
+    job = accepted.record
+    payload = await parts.jobs.payload(job.id)
+    assert payload is not None
+    embedder = WordHashEmbedder()
+    parsers = ParserPool(workers=1, max_memory_mb=512, timeout_seconds=30)
+    pipeline = IngestPipeline(
+        parts.settings, parts.documents, parts.chroma, lambda _: embedder, parsers
+    )
+    first: dict[str, object] = {}
+
+    async def nothing(stage: str, fraction: float) -> None:
+        return None
+
+    async def other_run_finishes_first(stage: str, fraction: float) -> None:
+        if not first:
+            first.update(
+                await pipeline.run(
+                    job=copy.copy(job), collection=col, payload=payload, progress=nothing
+                )
+            )
+
+    try:
+        second = await pipeline.run(
+            job=copy.copy(job), collection=col, payload=payload, progress=other_run_finishes_first
+        )
+    finally:
+        parsers.close()
+    assert first["status"] == "created"
+    assert second["status"] == "created"  # the same change: it reports what is active
+    assert await _visible(parts, col, "d") == ["alpha beta gamma delta"]
+    await _finish(parts, Change(job, ""))
+    await _drain(parts)
+    assert await _visible(parts, col, "d") == ["alpha beta gamma delta"]
+    pending = await parts.redis.zrange(parts.keys.cleanups(), 0, -1)
+    assert pending == [], "nothing of the live version is left listed for cleanup"
+
+
+async def test_deleting_a_document_that_never_existed_leaves_no_key(
+    parts: IngestComponents,
+) -> None:
+    col = await _collection(parts)
+    before = set(await parts.redis.keys(f"{parts.keys.prefix}:*"))
+    for made_up in ("never-1", "never-2", "never-3"):
+        outcome = await parts.documents.remove(col.name, col.chroma_id, made_up)
+        assert outcome.status == "missing"
+    after = set(await parts.redis.keys(f"{parts.keys.prefix}:*"))
+    assert after - before == set()

@@ -7,6 +7,7 @@ each document is the active one.
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass
 from typing import Any
 
@@ -39,7 +40,13 @@ class Keys:
     def collection(self, name: str) -> str:
         return f"{self.prefix}:col:{self.namespace}:{name}"
 
-    def chroma_name(self, name: str) -> str:
+    def new_chroma_name(self) -> str:
+        """A fresh, opaque Chroma collection name. Never derived from tenant or collection
+        names: ``acme`` + ``x-hbk`` and ``acme-x`` + ``hbk`` would otherwise meet in one."""
+        return f"{self.prefix}-{uuid.uuid4().hex}"
+
+    def legacy_chroma_name(self, name: str) -> str:
+        """How collections created before opaque names were named in Chroma."""
         return f"{self.prefix}-{self.namespace}-{name}"
 
     # Documents ------------------------------------------------------------------------------
@@ -97,6 +104,20 @@ class Keys:
     def idempotency(self, key: str) -> str:
         return f"{self.prefix}:idem:{self.namespace}:{key}"
 
+    # Query ----------------------------------------------------------------------------------
+    def answer(self, collection: str, chroma_id: str, digest: str) -> str:
+        """A cached answer. ``chroma_id`` is new for every creation of a collection, so a
+        deleted and re-created one never serves the old one's answers."""
+        return f"{self.prefix}:answer:{self.namespace}:{collection}:{chroma_id}:{digest}"
+
+    def session(self, session_id: str) -> str:
+        """A chat session's turns."""
+        return f"{self.prefix}:session:{self.namespace}:{session_id}"
+
+    def session_collection(self, session_id: str) -> str:
+        """The collection (name and Chroma id) a chat session is bound to."""
+        return f"{self.prefix}:sessioncol:{self.namespace}:{session_id}"
+
     # Worker ---------------------------------------------------------------------------------
     def queue(self) -> str:
         return f"{self.prefix}:queue"
@@ -122,6 +143,7 @@ class Collection:
     chunk_count: int
     description: str = ""
     namespace: str = DEFAULT_NAMESPACE
+    chroma_name: str = ""  # empty for collections made before opaque names (legacy name)
 
     @classmethod
     def from_redis(
@@ -139,6 +161,7 @@ class Collection:
             chunk_count=int(f.get("chunk_count", 0)),
             description=f.get("description", ""),
             namespace=namespace,
+            chroma_name=f.get("chroma_name", ""),
         )
 
 

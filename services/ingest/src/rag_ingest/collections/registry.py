@@ -6,6 +6,7 @@ A collection's embedding model is fixed at creation; every change bumps its ``ve
 
 from __future__ import annotations
 
+import contextlib
 import re
 import time
 from collections.abc import Callable
@@ -22,6 +23,22 @@ NAME_RULE = (
     "3-63 characters: lower-case letters, digits, '-' and '_', "
     "starting and ending with a letter or digit"
 )
+
+CLAIM_EXPIRY_SECONDS = 120
+
+# KEYS: the collection record. ARGV: name, new Chroma name, now, claim expiry.
+# Returns the Chroma name to create, or false if the name is taken.
+_CLAIM = """
+local chroma_id = redis.call('HGET', KEYS[1], 'chroma_id')
+local claimed_at = tonumber(redis.call('HGET', KEYS[1], 'claimed_at') or '0')
+if chroma_id or (redis.call('EXISTS', KEYS[1]) == 1
+                 and tonumber(ARGV[3]) - claimed_at < tonumber(ARGV[4])) then
+  return false
+end
+local chroma_name = redis.call('HGET', KEYS[1], 'chroma_name') or ARGV[2]
+redis.call('HSET', KEYS[1], 'name', ARGV[1], 'chroma_name', chroma_name, 'claimed_at', ARGV[3])
+return chroma_name
+"""
 
 
 def validate_name(name: str) -> str:
@@ -44,21 +61,19 @@ class CollectionRegistry(CollectionCatalog):
         super().__init__(redis, keys)
         self.check_model = check_model
         self.chroma = chroma
+        self._claim_script = redis.register_script(_CLAIM)
 
     async def create(self, name: str, model: str, description: str = "") -> Collection:
         validate_name(name)
         spec = self.check_model(model)
         key = self.keys.collection(name)
-        # Claim the name first, atomically: two concurrent creates cannot both succeed.
-        if not await self.redis.hsetnx(key, "name", name):  # type: ignore[misc]  # redis-py's async typing
-            raise Conflict(f"collection {name!r} already exists")
+        chroma_name = await self._claim(key, name)
         try:
             metadata = {"rag_model": model, "rag_dimension": spec.dimension}
-            chroma_name = self.keys.chroma_name(name)
             try:
                 created = await self.chroma.create_collection(chroma_name, metadata)
             except Conflict:
-                # Left over from a create that died half-way: adopt it only if it matches.
+                # Our own claim's collection, left by a create that died half-way.
                 existing = await self.chroma.get_collection(chroma_name)
                 if existing is None or existing.metadata.get("rag_model") != model:
                     raise
@@ -80,13 +95,29 @@ class CollectionRegistry(CollectionCatalog):
             await self.redis.sadd(self.keys.namespaces(), self.keys.namespace)  # type: ignore[misc]  # redis-py's async typing
         except BaseException:
             await self.redis.delete(key)
+            with contextlib.suppress(Exception):
+                await self.chroma.delete_collection(chroma_name)
             raise
         return await self.get(name)
+
+    async def _claim(self, key: str, name: str) -> str:
+        """Claim the name atomically (two concurrent creates cannot both succeed) together
+        with the opaque Chroma name the collection will have. A claim left by a create that
+        died before finishing is taken over once it is CLAIM_EXPIRY_SECONDS old."""
+        claimed = await self._claim_script(
+            keys=[key],
+            args=[name, self.keys.new_chroma_name(), time.time(), CLAIM_EXPIRY_SECONDS],
+        )
+        if not claimed:
+            raise Conflict(f"collection {name!r} already exists")
+        return claimed.decode() if isinstance(claimed, bytes) else str(claimed)
 
     async def delete(self, name: str) -> Collection:
         """Remove the collection, its chunks in Chroma and every record of its documents."""
         collection = await self.get(name)
-        await self.chroma.delete_collection(self.keys.chroma_name(name))
+        await self.chroma.delete_collection(
+            collection.chroma_name or self.keys.legacy_chroma_name(name)
+        )
         doomed: list[Any] = [
             self.keys.collection(name),
             self.keys.documents(name),

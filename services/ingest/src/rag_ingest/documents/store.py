@@ -89,7 +89,15 @@ class Cleanup:
 
 
 SwitchStatus = Literal[
-    "created", "replaced", "unchanged", "superseded", "duplicate", "gone", "deleted", "missing"
+    "active",
+    "created",
+    "replaced",
+    "unchanged",
+    "superseded",
+    "duplicate",
+    "gone",
+    "deleted",
+    "missing",
 ]
 
 
@@ -110,6 +118,11 @@ local raw = redis.call('GET', KEYS[1])
 local prev = raw and cjson.decode(raw)
 local prev_tag = prev and prev.tag or ''
 if prev_tag ~= ARGV[10] then return {'stale'} end
+if prev_tag == ARGV[4] then
+  -- Another run of this very job switched it in already: these are the live chunks.
+  redis.call('ZREM', KEYS[7], ARGV[11])
+  return {'active', raw}
+end
 local latest = tonumber(redis.call('GET', KEYS[2]) or '0')
 if tonumber(ARGV[3]) < latest then return {'superseded', raw or ''} end
 if prev and prev.version_hash == ARGV[6] then return {'unchanged', raw} end
@@ -136,7 +149,9 @@ return {prev and 'replaced' or 'created', raw or '', version}
 # KEYS: document, sequence, hashes, documents, collection, changes, cleanups
 # ARGV: id, cleanup prefix, now, changes kept
 _REMOVE = """
-redis.call('INCR', KEYS[2])
+-- Supersede any change still in flight; a document never requested has none, and gets no
+-- counter (a DELETE of a made-up id must not leave a key behind).
+if redis.call('EXISTS', KEYS[2]) == 1 then redis.call('INCR', KEYS[2]) end
 local raw = redis.call('GET', KEYS[1])
 if not raw then return {'missing'} end
 local prev = cjson.decode(raw)
@@ -246,7 +261,7 @@ class DocumentStore:
             if status == "duplicate":
                 return SwitchOutcome("duplicate", duplicate_of=_text(reply[1]))
             stored = decode_record(reply[1]) if len(reply) > 1 and reply[1] else None
-            if status in ("superseded", "unchanged"):
+            if status in ("active", "superseded", "unchanged"):
                 return SwitchOutcome(status, stored)  # type: ignore[arg-type]  # checked above
             return SwitchOutcome(status, stored, int(reply[2]))  # type: ignore[arg-type]
 

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from rag_config import IngestSettings
-from rag_core.catalog import DEFAULT_NAMESPACE, Collection, DocumentRecord
+from rag_core.catalog import Collection, DocumentRecord
 from rag_core.chroma import BatchingUpserter, ChromaClient, Metadata
 from rag_core.embedding.base import Embedder
 from rag_telemetry import get_logger
@@ -215,6 +215,10 @@ class IngestPipeline:
         )
         outcome = await self.documents.switch_to(collection.name, collection.chroma_id, record, own)
         timings.record("publish", started)
+        if outcome.status == "active" and outcome.previous is not None:
+            # Another run of this job (a redelivery) switched this change in meanwhile: the
+            # chunks we wrote are the live ones, under the same ids. Never discard them.
+            return self._published(outcome.previous, collection.version, timings, None)
         if outcome.status in ("created", "replaced"):
             CHUNKS_EMBEDDED.inc(len(chunks))
             TOKENS_EMBEDDED.inc(record.token_count)
@@ -286,7 +290,7 @@ def job_cleanup(job: JobRecord, collection: Collection) -> Cleanup:
     """The pending cleanup of the chunks ``job`` writes."""
     assert job.document_id is not None
     return Cleanup(
-        DEFAULT_NAMESPACE,
+        job.namespace,
         collection.name,
         collection.chroma_id,
         job.document_id,
