@@ -238,3 +238,47 @@ def test_metrics_count_retrieval_generation_cache_and_reranking(
     assert delta("rag_query_empty_retrievals_total", mode="hybrid") == 1
     assert delta("rag_query_rerank_seconds_count", reranker="cohere") == 1
     assert delta("rag_query_llm_tokens_total", generator="extractive", direction="output") > 0
+
+
+def test_a_collection_deleted_and_created_again_never_serves_the_old_answers(
+    ingest: IngestClient, query: QueryClient
+) -> None:
+    """The version starts at 0 again after a re-create: the cache once answered from the
+    deleted collection, quotes and all, with ``cached: true``."""
+    name = ingest.create_collection()
+    ingest.wait(ingest.ingest_ok(name, [{"id": "menu", "text": "Lunch is soup on Mondays."}]))
+    query.wait_for(name, "soup", "menu")
+    assert query.answer(name, "What is for lunch on Monday?")["cached"] is False
+    assert query.answer(name, "What is for lunch on Monday?")["cached"] is True
+
+    assert ingest.http.delete(f"/v1/collections/{name}").status_code == 200
+    ingest.create_collection(name)
+    ingest.wait(ingest.ingest_ok(name, [{"id": "menu", "text": "Lunch is curry on Mondays."}]))
+    query.wait_for(name, "curry", "menu")
+    again = query.answer(name, "What is for lunch on Monday?")
+    assert again["cached"] is False
+    assert "curry" in again["answer"]
+    assert "soup" not in again["answer"]
+
+
+def test_a_session_stays_with_the_collection_it_was_started_on(
+    ingest: IngestClient, query: QueryClient, handbook: str
+) -> None:
+    other = ingest.create_collection()
+    ingest.wait(ingest.ingest_ok(other, [{"id": "menu", "text": "Lunch is soup on Mondays."}]))
+    query.wait_for(other, "soup", "menu")
+    query.answer(handbook, "What must laptops use?", session_id="bound-1", cache=False)
+    session = query.http.get("/v1/sessions/bound-1").json()
+    assert session["collection"] == handbook
+
+    # Continuing it on another collection would show that collection the first one's text.
+    refused = query.ask(other, "And what is for lunch?", session_id="bound-1")
+    assert refused.status_code == 409, refused.text
+    assert refused.json()["errors"][0]["field"] == "session_id"
+    assert handbook not in refused.text
+    turns = query.http.get("/v1/sessions/bound-1").json()["turns"]
+    assert len(turns) == 2, "nothing was appended"
+    assert query.http.delete("/v1/sessions/bound-1").status_code == 200
+    # Forgotten, the id is free for any collection again.
+    assert query.answer(other, "What is for lunch?", session_id="bound-1")["session_id"]
+    assert query.http.get("/v1/sessions/bound-1").json()["collection"] == other

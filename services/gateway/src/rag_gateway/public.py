@@ -19,7 +19,7 @@ from rag_gateway.auth.authenticate import Authenticator
 from rag_gateway.auth.principal import Forbidden, Principal
 from rag_gateway.limits import Limits
 from rag_gateway.proxy import Forwarder, buffered, request_id, stream_back
-from rag_gateway.routing import NoRoute, Route, classify, is_openai_path
+from rag_gateway.routing import NoRoute, Route, Upstream, classify, is_openai_path
 
 MAX_INSPECTED_BODY = 1024 * 1024  # bodies read to check a collection name (create, chat)
 
@@ -107,8 +107,8 @@ async def _forward(
         principal.require_collection(target.collection)
     headers = forwarder.upstream_headers(request.headers, principal.tenant, request_id(request))
     content = await _body(request, target, principal, limits)
-    if target.kind == "job" and principal.collections is not None:
-        await _check_job(forwarder, target, principal, headers)
+    if target.kind in ("job", "session") and principal.collections is not None:
+        await _check_owner(forwarder, target, principal, headers)
     raw_path = request.scope["raw_path"].decode("latin-1")
     query = request.scope.get("query_string", b"").decode("latin-1")
     upstream = await forwarder.send(
@@ -165,13 +165,19 @@ async def _body(
     return request.stream()
 
 
-async def _check_job(
+async def _check_owner(
     forwarder: Forwarder, target: Route, principal: Principal, headers: dict[str, str]
 ) -> None:
-    """A key limited to some collections sees only their jobs."""
-    status, job = await forwarder.json("ingest", "GET", f"/v1/jobs/{target.job_id}", headers)
-    if status != 200 or not principal.may_use(str(job.get("collection"))):
-        raise NotFound(f"job {target.job_id!r} does not exist (or has expired)")
+    """A key limited to some collections sees only their jobs and chat sessions (one bound
+    to no collection, from before sessions were bound, counts as none of them)."""
+    upstream: Upstream = "ingest" if target.kind == "job" else "query"
+    if target.kind == "job":
+        what, path = f"job {target.job_id!r}", f"/v1/jobs/{target.job_id}"
+    else:
+        what, path = f"session {target.session_id!r}", f"/v1/sessions/{target.session_id}"
+    status, found = await forwarder.json(upstream, "GET", path, headers)
+    if status != 200 or not principal.may_use(str(found.get("collection"))):
+        raise NotFound(f"{what} does not exist (or has expired)")
 
 
 def _only_allowed(target: Route, body: Any, principal: Principal) -> Any:

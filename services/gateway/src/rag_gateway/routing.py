@@ -20,6 +20,7 @@ Kind = Literal[
     "evaluate",  # the collection is named in the JSON body
     "evaluate_files",  # the collection is a form field of a multipart body
     "evaluation",  # an evaluation's collection is in the answer
+    "session",  # a chat session: the collection it is bound to decides
 ]
 
 READ, WRITE, QUERY = "ingest:read", "ingest:write", "query:read"
@@ -32,10 +33,12 @@ class Route:
     kind: Kind = "plain"
     collection: str | None = None
     job_id: str | None = None
+    session_id: str | None = None
 
 
 _C = r"(?P<collection>[^/]+)"
 _J = r"(?P<job>[^/]+)"
+_S = r"(?P<session>[^/]+)"
 
 # (pattern, {method: (upstream, scope, kind)}), in the order they are tried.
 TABLE: list[tuple[re.Pattern[str], dict[str, tuple[Upstream, str, Kind]]]] = [
@@ -75,8 +78,8 @@ TABLE: list[tuple[re.Pattern[str], dict[str, tuple[Upstream, str, Kind]]]] = [
     (re.compile(r"^/v1/evaluate/beir$"), {"POST": ("query", QUERY, "evaluate_files")}),
     (re.compile(r"^/v1/evaluations/[^/]+$"), {"GET": ("query", QUERY, "evaluation")}),
     (
-        re.compile(r"^/v1/sessions/[^/]+$"),
-        {"GET": ("query", QUERY, "plain"), "DELETE": ("query", QUERY, "plain")},
+        re.compile(rf"^/v1/sessions/{_S}$"),
+        {"GET": ("query", QUERY, "session"), "DELETE": ("query", QUERY, "session")},
     ),
 ]
 
@@ -96,7 +99,14 @@ def classify(method: str, path: str) -> Route:
             raise NoRoute(sorted(methods))
         upstream, scope, kind = methods[method]
         groups = match.groupdict()
-        return Route(upstream, scope, kind, groups.get("collection"), groups.get("job"))
+        return Route(
+            upstream,
+            scope,
+            kind,
+            groups.get("collection"),
+            groups.get("job"),
+            groups.get("session"),
+        )
     raise NoRoute([])
 
 

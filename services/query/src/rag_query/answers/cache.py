@@ -1,6 +1,7 @@
-"""The answer cache: an answer is stored under the collection version it was computed from,
-the normalised question and every parameter that shapes it. Any change to the collection
-makes a new version, so a cached answer can never be stale: it is simply not found."""
+"""The answer cache: an answer is stored under the collection (its Chroma id, new at every
+creation) and version it was computed from, the normalised question and every parameter that
+shapes it. Any change to the collection makes a new version, and a collection created again
+has a new Chroma id, so a cached answer can never be stale: it is simply not found."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import hashlib
 from typing import Any
 
 import msgspec
-from rag_core.catalog import Keys
+from rag_core.catalog import Collection, Keys
 from redis.asyncio import Redis
 
 from rag_query.metrics import ANSWER_CACHE
@@ -29,13 +30,16 @@ class AnswerCache:
         return self.ttl > 0
 
     def key(
-        self, namespace: str, collection: str, version: int, question: str, params: dict[str, Any]
+        self, collection: Collection, version: int, question: str, params: dict[str, Any]
     ) -> str:
+        """Keyed by the collection's Chroma id as well as its version: a collection deleted
+        and created again starts at version 0 again, and must not find the old answers."""
         identity = msgspec.json.encode(
             {"q": normalise(question), "v": version, "p": params}, order="sorted"
         )
         digest = hashlib.sha256(identity).hexdigest()[:40]
-        return f"{self.keys.prefix}:answer:{namespace}:{collection}:{digest}"
+        keys = self.keys.in_namespace(collection.namespace)
+        return keys.answer(collection.name, collection.chroma_id, digest)
 
     async def get(self, key: str) -> dict[str, Any] | None:
         raw = await self.redis.get(key)

@@ -126,6 +126,7 @@ class SessionController(Controller):
             raise NotFound(f"session {session_id!r} does not exist (or has expired)")
         return {
             "session_id": session_id,
+            "collection": await sessions.collection_of(session_id),
             "turns": [{"role": t.role, "content": t.content} for t in turns],
         }
 

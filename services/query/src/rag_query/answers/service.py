@@ -171,7 +171,7 @@ class AnswerService:
         sessions = self.sessions.in_namespace(namespace)
         history = list(options.history)
         if options.session_id:
-            history = await sessions.history(options.session_id) + history
+            history = await sessions.history(options.session_id, collection.name) + history
         question = options.search.query
         prepared = Prepared(collection, options, question, history, [], {})
         if history:
@@ -187,12 +187,10 @@ class AnswerService:
                     prepared.question = " ".join(text.split()) or question
                     prepared.llm_usage = usage
         elif options.use_cache and self.cache.enabled:
-            version = self.indexes.version(namespace, collection.name)
+            version = self.indexes.version(collection)
             if version is not None:
                 params = _cache_params(options, options.generator or self.settings.generator)
-                prepared.cache_key = self.cache.key(
-                    namespace, collection.name, version, question, params
-                )
+                prepared.cache_key = self.cache.key(collection, version, question, params)
                 prepared.cached = await self.cache.get(prepared.cache_key)
                 if prepared.cached is not None:
                     prepared.timings["total_ms"] = _ms(started)
@@ -333,7 +331,10 @@ class AnswerService:
     async def _remember(self, prepared: Prepared, answer: str) -> None:
         if prepared.options.session_id:
             await self.sessions.in_namespace(prepared.collection.namespace).append(
-                prepared.options.session_id, prepared.options.search.query, answer
+                prepared.options.session_id,
+                prepared.collection.name,
+                prepared.options.search.query,
+                answer,
             )
 
 

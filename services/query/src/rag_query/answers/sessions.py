@@ -1,4 +1,9 @@
-"""Chat sessions: a conversation's turns in Redis, kept SESSION_TTL_SECONDS after last use."""
+"""Chat sessions: a conversation's turns in Redis, kept SESSION_TTL_SECONDS after last use.
+
+A session is bound to the collection it was started on: it holds that collection's text
+(quoted in answers), so a key limited to other collections must not read it (the gateway
+checks the collection ``GET /v1/sessions/{id}`` names), and no question on another
+collection may continue it."""
 
 from __future__ import annotations
 
@@ -6,7 +11,7 @@ import re
 
 import msgspec
 from rag_core.catalog import Keys
-from rag_core.errors import InvalidInput
+from rag_core.errors import Conflict, InvalidInput
 from redis.asyncio import Redis
 
 from rag_query.generation.base import Message
@@ -44,17 +49,30 @@ class SessionStore:
             )
         return session_id
 
-    def _key(self, session_id: str) -> str:
-        return f"{self.keys.prefix}:session:{self.keys.namespace}:{session_id}"
+    async def collection_of(self, session_id: str) -> str | None:
+        """The collection the session is bound to (None: no such session)."""
+        value = await self.redis.get(self.keys.session_collection(session_id))
+        return value.decode() if value else None
 
-    async def history(self, session_id: str) -> list[Message]:
-        raws = await self.redis.lrange(self._key(session_id), -self.max_messages, -1)  # type: ignore[misc]  # redis-py's async typing
+    async def history(self, session_id: str, collection: str | None = None) -> list[Message]:
+        """The session's turns; with ``collection``, refused if it was started on another."""
+        if collection is not None:
+            bound = await self.collection_of(session_id)
+            if bound is not None and bound != collection:
+                raise _other_collection(session_id)
+        raws = await self.redis.lrange(self.keys.session(session_id), -self.max_messages, -1)  # type: ignore[misc]  # redis-py's async typing
         turns = [msgspec.json.decode(raw, type=Turn) for raw in raws]
         return [Message(t.role, t.content) for t in turns if t.role in ("user", "assistant")]  # type: ignore[arg-type]
 
-    async def append(self, session_id: str, question: str, answer: str) -> None:
-        key = self._key(session_id)
+    async def append(self, session_id: str, collection: str, question: str, answer: str) -> None:
+        key, bound_key = self.keys.session(session_id), self.keys.session_collection(session_id)
+        # Bind it (first use) or keep it bound, in one step with the append.
+        if not await self.redis.set(bound_key, collection, nx=True, ex=self.ttl):
+            bound = await self.redis.get(bound_key)
+            if bound is not None and bound.decode() != collection:
+                raise _other_collection(session_id)
         async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.set(bound_key, collection, ex=self.ttl)
             pipe.rpush(
                 key,
                 msgspec.json.encode(Turn("user", question)),
@@ -65,4 +83,14 @@ class SessionStore:
             await pipe.execute()
 
     async def clear(self, session_id: str) -> bool:
-        return bool(await self.redis.delete(self._key(session_id)))
+        keys = (self.keys.session(session_id), self.keys.session_collection(session_id))
+        return bool(await self.redis.delete(*keys))
+
+
+def _other_collection(session_id: str) -> Conflict:
+    # Which collection is not said: the caller may not be allowed to know it.
+    return Conflict(
+        f"session {session_id!r} belongs to another collection; start a new session_id "
+        "for this one",
+        extra={"errors": [{"field": "session_id", "message": "bound to another collection"}]},
+    )

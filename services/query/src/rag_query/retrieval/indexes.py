@@ -103,11 +103,14 @@ class LexicalIndexes:
                 self._followed[key] = current
             return current
 
-    def version(self, namespace: str, collection: str) -> int | None:
+    def version(self, collection: Collection) -> int | None:
         """The collection version this replica's index reflects: what an answer computed now
-        is based on (the answer cache keys on it, so it never serves a stale answer)."""
-        followed = self._followed.get((namespace, collection))
-        return followed.version if followed else None
+        is based on (the answer cache keys on it, so it never serves a stale answer). None
+        while the index is of an earlier collection of that name (deleted, then re-created)."""
+        followed = self._followed.get((collection.namespace, collection.name))
+        if followed is None or followed.chroma_id != collection.chroma_id:
+            return None
+        return followed.version
 
     async def check_ready(self) -> None:
         """For /ready: every collection is indexed and its changes are being followed."""
