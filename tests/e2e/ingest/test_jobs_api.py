@@ -110,33 +110,70 @@ def test_worker_metrics_count_jobs_stages_and_chunks(
 @pytest.fixture
 def no_worker_stack(tmp_path: Path, model_cache: Path) -> Iterator[NativeStack]:
     native = NativeStack(
-        tmp_path, StackPorts.free(), env={"DATA_DIR": str(model_cache), "MAX_EVENT_STREAMS": "2"}
+        tmp_path,
+        StackPorts.free(),
+        env={
+            "DATA_DIR": str(model_cache),
+            "MAX_EVENT_STREAMS": "3",
+            "MAX_EVENT_STREAMS_PER_TENANT": "2",
+        },
     )
     with native:
         native.start(services=["ingest"], with_worker=False)
         yield native
 
 
-def test_event_streams_beyond_the_limit_get_503_and_never_starve_the_api(
+def _queued_job_events(base_url: str, tenant: str) -> str:
+    """The events URL of a job of ``tenant`` that stays queued (no worker runs)."""
+    client = IngestClient(base_url)
+    client.http.headers["X-RAG-Tenant"] = tenant
+    collection = client.create_collection()
+    [job_id] = client.ingest_ok(collection, [{"text": f"Waits: no worker runs ({tenant})."}])
+    return f"{base_url}/v1/jobs/{job_id}/events"
+
+
+def _refused(url: str, headers: dict[str, str]) -> httpx.Response:
+    with httpx.stream("GET", url, headers=headers, timeout=10) as response:
+        assert response.status_code != 200, "the stream was opened"
+        response.read()
+        return response
+
+
+def test_event_streams_are_capped_per_tenant_and_per_process_and_never_starve_the_api(
     no_worker_stack: NativeStack,
 ) -> None:
-    client = IngestClient(no_worker_stack.api_url("ingest"))
-    collection = client.create_collection()
-    [job_id] = client.ingest_ok(collection, [{"text": "Waits: no worker runs."}])
-    url = f"{client.base_url}/v1/jobs/{job_id}/events"
+    base_url = no_worker_stack.api_url("ingest")
+    tenants = ("greedy", "modest", "late")
+    urls = {tenant: _queued_job_events(base_url, tenant) for tenant in tenants}
+    headers = {tenant: {"X-RAG-Tenant": tenant} for tenant in tenants}
     readers = []  # kept referenced: a dropped line iterator closes its stream
+
+    def follow(open_streams: contextlib.ExitStack, tenant: str) -> None:
+        stream = open_streams.enter_context(
+            httpx.stream("GET", urls[tenant], headers=headers[tenant], timeout=30)
+        )
+        assert stream.status_code == 200
+        readers.append(stream.iter_lines())
+        assert next(readers[-1]).startswith("id:")  # streaming, and held open
+
     with contextlib.ExitStack() as open_streams:
         for _ in range(2):
-            stream = open_streams.enter_context(httpx.stream("GET", url, timeout=30))
-            readers.append(stream.iter_lines())
-            assert next(readers[-1]).startswith("id:")  # streaming, and held open
-        refused = httpx.get(url, timeout=10)
-        assert refused.status_code == 503
-        assert refused.headers["content-type"] == "application/problem+json"
-        assert refused.headers["retry-after"] == "5"
-        assert "MAX_EVENT_STREAMS" in refused.json()["detail"]
-        assert client.job(job_id)["state"] == "queued"  # the API still answers
-    with httpx.stream("GET", url, timeout=30) as again:  # the slots were given back
+            follow(open_streams, "greedy")
+        greedy = _refused(urls["greedy"], headers["greedy"])
+        assert greedy.status_code == 429
+        assert greedy.headers["content-type"] == "application/problem+json"
+        assert greedy.headers["retry-after"] == "5"
+        assert "MAX_EVENT_STREAMS_PER_TENANT" in greedy.json()["detail"]
+        follow(open_streams, "modest")  # one tenant's streams leave room for the others
+        full = _refused(urls["late"], headers["late"])
+        assert full.status_code == 503  # the process's own limit, over every tenant
+        assert full.headers["content-type"] == "application/problem+json"
+        assert full.headers["retry-after"] == "5"
+        assert "MAX_EVENT_STREAMS)" in full.json()["detail"]
+        job = httpx.get(urls["late"].removesuffix("/events"), headers=headers["late"])
+        assert job.json()["state"] == "queued"  # the API still answers
+    # The slots were given back.
+    with httpx.stream("GET", urls["greedy"], headers=headers["greedy"], timeout=30) as again:
         assert again.status_code == 200
 
 
@@ -179,3 +216,18 @@ def test_arq_check_is_the_workers_container_health_check(ingest_stack: NativeSta
         [arq, "--check", *check], env=elsewhere, capture_output=True, check=False
     )
     assert missing.returncode == 1
+
+
+def test_jobs_show_callers_no_internals(client: IngestClient) -> None:
+    """The stored record holds the worker's host and pid, the Chroma id, content hashes and
+    the trace context: none of it is the caller's business."""
+    collection = client.create_collection()
+    [job_id] = client.ingest_ok(collection, [{"id": "d", "text": "Private details stay in."}])
+    [finished] = client.wait([job_id])
+    listed = client.http.get("/v1/jobs", params={"collection": collection}).json()["jobs"]
+    internals = {"worker", "options", "traceparent", "request_id", "namespace", "sequence"}
+    for shown in (finished, *listed):
+        assert not internals & set(shown), sorted(internals & set(shown))
+        assert shown["state"] == "succeeded"
+        assert shown["document_id"] == "d"
+        assert shown["collection"] == collection

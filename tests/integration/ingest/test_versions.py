@@ -26,6 +26,7 @@ from rag_ingest.components import IngestComponents
 from rag_ingest.documents.service import Submission
 from rag_ingest.documents.store import (
     Cleanup,
+    auto_id,
     chunk_id,
     content_hash,
     version_tag,
@@ -218,18 +219,24 @@ async def test_delete_racing_a_re_upload_keeps_the_new_upload(parts: IngestCompo
     assert (found.document_count, found.chunk_count) == (1, 3)
 
 
-async def test_same_content_under_another_id_is_a_duplicate_and_keeps_the_index(
+async def test_same_content_auto_named_is_a_duplicate_and_keeps_the_index(
     parts: IngestComponents,
 ) -> None:
     col = await _collection(parts)
+    digest = content_hash(b"shared text")
     a = await _request(parts, col, "a", "shared text")
     await _write_chunks(parts, col, a)
     assert await _switch(parts, col, a) == "created"
-    b = await _request(parts, col, "b", "shared text")
+    # Named by its content (no id given): the same text is the same document.
+    b = await _request(parts, col, auto_id(digest), "shared text")
     await _write_chunks(parts, col, b)
     assert await _switch(parts, col, b) == "duplicate"
-    assert await parts.documents.get(col.name, "b") is None
-    digest = content_hash(b"shared text")
+    assert await parts.documents.get(col.name, auto_id(digest)) is None
+    # Named by the caller: a document of its own.
+    named = await _request(parts, col, "b", "shared text")
+    await _write_chunks(parts, col, named)
+    assert await _switch(parts, col, named) == "created"
+    assert await _visible(parts, col, "b") == ["shared", "text"]
     assert await parts.documents.owner_of(col.name, digest) == "a"
 
     # A document that exists may take content another one has; leaving it again must not

@@ -6,7 +6,6 @@ lost (Redis failover, crash), the reconciler re-enqueues any queued job arq does
 
 from __future__ import annotations
 
-import hashlib
 import re
 import time
 import uuid
@@ -21,7 +20,7 @@ from rag_core.errors import Conflict, InvalidInput, PayloadTooLarge
 from redis.asyncio import Redis
 
 from rag_ingest.collections.registry import CollectionRegistry
-from rag_ingest.documents.store import DocumentStore, content_hash, version_hash
+from rag_ingest.documents.store import DocumentStore, content_hash, derived_id, version_hash
 from rag_ingest.jobs.model import JobKind, JobRecord
 from rag_ingest.jobs.store import JobStore
 
@@ -149,8 +148,7 @@ class IngestService:
 
     @staticmethod
     def derived_id(payload: bytes) -> str:
-        """Without an explicit id, the content names the document: re-sending it is a no-op."""
-        return "doc-" + hashlib.sha256(payload).hexdigest()[:24]
+        return derived_id(payload)
 
     async def submit(
         self,

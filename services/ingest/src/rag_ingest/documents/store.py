@@ -41,6 +41,22 @@ def content_hash(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+def derived_id(data: bytes) -> str:
+    """Without an explicit id, the content names the document: re-sending it is a no-op."""
+    return auto_id(content_hash(data))
+
+
+def auto_id(digest: str) -> str:
+    return "doc-" + digest[:24]
+
+
+def is_named(document_id: str, digest: str) -> bool:
+    """Whether the caller named the document (rather than letting its content name it). A
+    named document is kept even when another one has the same text; an auto-named one with
+    another's text is that one's duplicate."""
+    return document_id != auto_id(digest)
+
+
 def version_hash(digest: str, **inputs: Any) -> str:
     """Identity of a document version: its bytes plus everything else that shapes its chunks."""
     return hashlib.sha256(digest.encode() + msgspec.json.encode(inputs, order="sorted")).hexdigest()
@@ -111,7 +127,8 @@ class SwitchOutcome:
 
 # KEYS: document, sequence, hashes, documents, collection, changes, cleanups
 # ARGV: record, id, sequence, tag, content hash, version hash, chunks, created_at, chroma id,
-#       expected previous tag, own cleanup member, cleanup prefix, previous due, changes kept
+#       expected previous tag, own cleanup member, cleanup prefix, previous due, changes kept,
+#       named ('1': the caller named it, so the same text under another id is no duplicate)
 _SWITCH = """
 if redis.call('HGET', KEYS[5], 'chroma_id') ~= ARGV[9] then return {'gone'} end
 local raw = redis.call('GET', KEYS[1])
@@ -127,7 +144,9 @@ local latest = tonumber(redis.call('GET', KEYS[2]) or '0')
 if tonumber(ARGV[3]) < latest then return {'superseded', raw or ''} end
 if prev and prev.version_hash == ARGV[6] then return {'unchanged', raw} end
 local owner = redis.call('HGET', KEYS[3], ARGV[5])
-if not prev and owner and owner ~= ARGV[2] then return {'duplicate', owner} end
+if not prev and owner and owner ~= ARGV[2] and ARGV[15] ~= '1' then
+  return {'duplicate', owner}
+end
 redis.call('SET', KEYS[1], ARGV[1])
 if prev and prev.content_hash ~= ARGV[5]
    and redis.call('HGET', KEYS[3], prev.content_hash) == ARGV[2] then
@@ -251,6 +270,7 @@ class DocumentStore:
                     own.prefix(),
                     now + self.grace_seconds,
                     CHANGES_KEPT,
+                    "1" if is_named(new.id, new.content_hash) else "0",
                 ],
             )
             status = _text(reply[0])

@@ -13,7 +13,8 @@ FINAL_STATES = frozenset({"succeeded", "failed", "dead"})
 
 
 class JobRecord(msgspec.Struct, kw_only=True):
-    """One job as stored and as returned by ``GET /v1/jobs/{id}``."""
+    """One job as stored. What callers see of it is a ``JobView``: the record also holds
+    internals (worker host and pid, Chroma id, content hashes, trace context)."""
 
     id: str
     kind: JobKind
@@ -48,3 +49,34 @@ class JobRecord(msgspec.Struct, kw_only=True):
     def arq_job_id(self) -> str:
         """arq's id for the current run (a manual retry starts a new run)."""
         return f"{self.id}.{self.run}"
+
+
+class JobView(msgspec.Struct, kw_only=True):
+    """A job as ``GET /v1/jobs/{id}``, the job list and retry answer it."""
+
+    id: str
+    kind: JobKind
+    collection: str
+    document_id: str | None
+    state: JobState
+    stage: str
+    progress: float
+    attempts: int
+    max_attempts: int
+    run: int
+    error: str | None
+    error_stage: str | None
+    result: dict[str, Any] | None
+    source: str | None
+    filename: str | None
+    content_type: str | None
+    metadata: dict[str, Any] | None
+    created_at: float
+    updated_at: float
+    started_at: float | None
+    finished_at: float | None
+    next_attempt_at: float | None
+
+    @classmethod
+    def of(cls, record: JobRecord) -> JobView:
+        return cls(**{name: getattr(record, name) for name in cls.__struct_fields__})

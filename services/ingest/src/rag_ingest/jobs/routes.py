@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import AsyncGenerator
 from typing import Annotated, Any
 
@@ -12,17 +13,18 @@ from litestar.params import FromPath, FromQuery, QueryParameter
 from litestar.response import ServerSentEvent, ServerSentEventMessage
 from litestar.status_codes import HTTP_202_ACCEPTED
 from rag_core.errors import NotFound
+from rag_core.tenancy import tenant_of
 
 from rag_ingest.documents.service import IngestService
 from rag_ingest.jobs.events import EventStreams
-from rag_ingest.jobs.model import FINAL_STATES, JobRecord, JobState
+from rag_ingest.jobs.model import FINAL_STATES, JobState, JobView
 from rag_ingest.jobs.store import JobStore
 
 HEARTBEAT_MS = 15_000
 
 
 class JobList(msgspec.Struct):
-    jobs: list[JobRecord]
+    jobs: list[JobView]
     next_before: float | None = None
 
 
@@ -31,11 +33,11 @@ class JobController(Controller):
     tags = ["jobs"]
 
     @get("/{job_id:str}", summary="A job: state, progress, result or failure reason")
-    async def get_job(self, job_id: FromPath[str], jobs: NamedDependency[JobStore]) -> JobRecord:
+    async def get_job(self, job_id: FromPath[str], jobs: NamedDependency[JobStore]) -> JobView:
         record = await jobs.get(job_id)
         if record is None:
             raise NotFound(f"job {job_id!r} does not exist (or has expired)")
-        return record
+        return JobView.of(record)
 
     @get("", summary="List jobs, newest first")
     async def list_jobs(
@@ -47,7 +49,9 @@ class JobController(Controller):
         before: FromQuery[float | None] = None,
     ) -> JobList:
         found = await jobs.find(state=job_state, collection=collection, limit=limit, before=before)
-        return JobList(found, found[-1].created_at if len(found) == limit else None)
+        return JobList(
+            [JobView.of(j) for j in found], found[-1].created_at if len(found) == limit else None
+        )
 
     @post(
         "/{job_id:str}/retry",
@@ -56,8 +60,8 @@ class JobController(Controller):
     )
     async def retry_job(
         self, job_id: FromPath[str], ingest: NamedDependency[IngestService]
-    ) -> JobRecord:
-        return await ingest.retry(job_id)
+    ) -> JobView:
+        return JobView.of(await ingest.retry(job_id))
 
     @get("/{job_id:str}/events", summary="Server-sent events of a job's progress until it ends")
     async def job_events(
@@ -68,15 +72,16 @@ class JobController(Controller):
         request: Request[Any, Any, Any],
     ) -> ServerSentEvent:
         """Replays the job's events so far, then follows it; ends after its final state.
-        ``Last-Event-ID`` resumes after a reconnect. 503 when MAX_EVENT_STREAMS are open."""
+        ``Last-Event-ID`` resumes after a reconnect. 429 when the tenant has
+        MAX_EVENT_STREAMS_PER_TENANT open, 503 when the process has MAX_EVENT_STREAMS open."""
         if await jobs.get(job_id) is None:
             raise NotFound(f"job {job_id!r} does not exist (or has expired)")
-        event_streams.check_capacity()
+        slot = event_streams.reserve(tenant_of(request))
         after = request.headers.get("last-event-id") or "0"
 
         async def stream() -> AsyncGenerator[ServerSentEventMessage, None]:
             cursor = after
-            async with event_streams.slot():
+            try:
                 while True:
                     events = await event_streams.read(job_id, after=cursor, block_ms=HEARTBEAT_MS)
                     for event_id, fields in events:
@@ -93,5 +98,10 @@ class JobController(Controller):
                         if record is None or record.state in FINAL_STATES:
                             return
                         yield ServerSentEventMessage(comment="keep-alive")
+            finally:
+                slot.release()
 
-        return ServerSentEvent(stream())
+        events = stream()
+        # A stream that never starts (its client went before the response did) gives it back.
+        weakref.finalize(events, slot.release)
+        return ServerSentEvent(events)

@@ -9,6 +9,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 from rag_config import IngestSettings
 from rag_core.catalog import Collection, DocumentRecord
 from rag_core.chroma import BatchingUpserter, ChromaClient, Metadata
@@ -20,6 +21,7 @@ from rag_ingest.documents.store import (
     Cleanup,
     DocumentStore,
     chunk_id,
+    is_named,
     version_tag,
 )
 from rag_ingest.jobs.model import JobRecord
@@ -140,7 +142,9 @@ class IngestPipeline:
             DOCUMENTS_DEDUPLICATED.inc()
             return _unchanged(current)
         owner = await self.documents.owner_of(collection.name, digest)
-        if current is None and owner is not None and owner != doc_id:
+        if owner == doc_id:
+            owner = None
+        if current is None and owner is not None and not is_named(doc_id, digest):
             DOCUMENTS_DEDUPLICATED.inc()
             return _duplicate(doc_id, owner)
 
@@ -179,12 +183,23 @@ class IngestPipeline:
         ids = [chunk_id(doc_id, tag, c.position) for c in chunks]
         metadatas = [chunk_metadata(job, c, tag=tag, digest=digest, parsed=parsed) for c in chunks]
         texts = [c.text for c in chunks]
+        # The same text is stored under another id already: its vectors need no embedding.
+        known = await self._vectors_of(collection, owner) if owner else {}
+        reused = 0
         for start in range(0, len(chunks), EMBED_GROUP):
             end = start + EMBED_GROUP
             await progress("embedding", 0.2 + 0.7 * start / len(chunks))
             started = time.perf_counter()
-            vectors = await embedder.embed_documents(texts[start:end])
-            EMBED_BATCH_SECONDS.observe(time.perf_counter() - started)
+            group = texts[start:end]
+            missing = [t for t in group if t not in known]
+            if missing:
+                embedded = await embedder.embed_documents(missing)
+                EMBED_BATCH_SECONDS.observe(time.perf_counter() - started)
+                fresh = dict(zip(missing, embedded, strict=True))
+            else:
+                fresh = {}
+            reused += len(group) - len(missing)
+            vectors = np.stack([known[t] if t in known else fresh[t] for t in group])
             timings.record("embed", started)
             started = time.perf_counter()
             await self.upserter.upsert(
@@ -220,10 +235,13 @@ class IngestPipeline:
             # chunks we wrote are the live ones, under the same ids. Never discard them.
             return self._published(outcome.previous, collection.version, timings, None)
         if outcome.status in ("created", "replaced"):
-            CHUNKS_EMBEDDED.inc(len(chunks))
+            CHUNKS_EMBEDDED.inc(len(chunks) - reused)
             TOKENS_EMBEDDED.inc(record.token_count)
             result = self._published(record, outcome.collection_version, timings, outcome.previous)
             result["status"] = outcome.status
+            if owner is not None:
+                result["same_text_as"] = owner
+                result["chunks_reused"] = reused
             if parsed.format == "pdf":
                 result["pages"] = max((s.page or 0) for s in parsed.sections)
             return result
@@ -253,6 +271,29 @@ class IngestPipeline:
         if len(payload) <= INLINE_TEXT_BYTES and detect_format(payload, **options) == "text":
             return parse_document(payload, limits=limits, **options)
         return await self.parsers.run(parse_document, payload, limits=limits, **options)
+
+    async def _vectors_of(self, collection: Collection, document_id: str) -> dict[str, Any]:
+        """The active chunks' vectors of ``document_id``, by chunk text (empty if it has none
+        any more: a reader of a moment ago, or Chroma failing, only costs an embedding)."""
+        record = await self.documents.get(collection.name, document_id)
+        if record is None:
+            return {}
+        try:
+            rows = await self.chroma.get(
+                collection.chroma_id,
+                where={"$and": [{"_doc": document_id}, {"_ver": record.tag}]},
+                embeddings=True,
+            )
+        except Exception as exc:
+            log.warning("reuse_skipped", error=f"{type(exc).__name__}: {exc}")
+            return {}
+        if rows.embeddings is None:
+            return {}
+        return {
+            text: vector
+            for text, vector in zip(rows.documents, rows.embeddings, strict=True)
+            if text is not None
+        }
 
     async def _discard(self, own: Cleanup, ids: list[str]) -> None:
         try:
