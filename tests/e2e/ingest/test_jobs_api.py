@@ -231,3 +231,23 @@ def test_jobs_show_callers_no_internals(client: IngestClient) -> None:
         assert shown["state"] == "succeeded"
         assert shown["document_id"] == "d"
         assert shown["collection"] == collection
+
+
+def test_retrying_a_failed_job_never_brings_back_content_older_than_the_document(
+    client: IngestClient,
+) -> None:
+    collection = client.create_collection()
+    broken = client.http.post(
+        f"/v1/collections/{collection}/documents/upload",
+        files={"file": ("x.pdf", b"%PDF-1.4 broken", "application/pdf")},
+        data={"id": "report"},
+    )
+    [failed] = client.wait([broken.json()["jobs"][0]["job_id"]])
+    assert failed["state"] == "failed"
+    client.wait(client.ingest_ok(collection, [{"id": "report", "text": "The newer report."}]))
+
+    refused = client.http.post(f"/v1/jobs/{failed['id']}/retry")
+    assert refused.status_code == 409, refused.text
+    assert "changed since" in refused.json()["detail"]
+    assert client.job(failed["id"])["run"] == 1, "the old job was not started again"
+    assert client.document(collection, "report").json()["version"] == 1

@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from types import SimpleNamespace
 
+import msgspec
 import numpy as np
 import pytest
 from rag_config import IngestSettings
@@ -34,7 +35,7 @@ from rag_ingest.documents.store import (
 from rag_ingest.jobs.model import JobRecord
 from rag_ingest.parsing.pool import ParserPool
 from rag_ingest.worker.pipeline import IngestPipeline, job_cleanup
-from rag_ingest.worker.tasks import drain_cleanups
+from rag_ingest.worker.tasks import STALLED_MARGIN_SECONDS, _reconcile_jobs, drain_cleanups
 
 from tests.conftest import Backing
 from tests.support.embedding import WordHashEmbedder
@@ -424,3 +425,33 @@ async def test_deleting_a_document_that_never_existed_leaves_no_key(
         assert outcome.status == "missing"
     after = set(await parts.redis.keys(f"{parts.keys.prefix}:*"))
     assert after - before == set()
+
+
+async def test_a_job_whose_result_could_not_be_saved_is_not_left_running(
+    parts: IngestComponents,
+) -> None:
+    """Redis failed as a live worker saved a job's verdict: the record says running on a
+    worker whose heartbeat is fresh. Once it has been silent past JOB_TIMEOUT_SECONDS, no
+    attempt can still be running it: the reconciler hands it on (it used to stay running)."""
+    col = await _collection(parts)
+    stuck = await _request(parts, col, "stuck", "never finished")
+    busy = await _request(parts, col, "busy", "still working")
+    for change in (stuck, busy):
+        change.job.state, change.job.worker = "running", "alive-worker"
+        assert await parts.jobs.save(change.job)
+    await parts.redis.set(parts.keys.worker_heartbeat("alive-worker"), "1", ex=60)
+    silent = parts.settings.job_timeout_seconds + STALLED_MARGIN_SECONDS + 1
+    raw = await parts.redis.get(parts.keys.job(stuck.job.id))
+    record = msgspec.json.decode(raw)
+    record["updated_at"] -= silent
+    await parts.redis.set(parts.keys.job(stuck.job.id), msgspec.json.encode(record), keepttl=True)
+
+    worker = SimpleNamespace(**parts.as_dict(), worker_id="another-worker")
+    freed, _ = await _reconcile_jobs(worker)  # type: ignore[arg-type]
+    assert freed == 1
+    handed_on = await parts.jobs.get(stuck.job.id)
+    assert handed_on is not None
+    assert (handed_on.state, handed_on.stage) == ("queued", "requeued after its attempt stalled")
+    running = await parts.jobs.get(busy.job.id)
+    assert running is not None
+    assert running.state == "running", "a job that is making progress is left alone"

@@ -17,6 +17,7 @@ from arq.connections import ArqRedis
 from rag_config import IngestSettings
 from rag_core.catalog import Collection, Keys
 from rag_core.errors import Conflict, InvalidInput, PayloadTooLarge
+from rag_core.quota import QuotaGrant
 from redis.asyncio import Redis
 
 from rag_ingest.collections.registry import CollectionRegistry
@@ -224,8 +225,10 @@ class IngestService:
         metadata: dict[str, Any],
         request_id: str | None,
         traceparent: str | None,
+        quota: QuotaGrant | None = None,
     ) -> Accepted:
-        """One job that fetches ``url`` (and linked pages up to ``max_depth``) in the worker."""
+        """One job that fetches ``url`` (and linked pages up to ``max_depth``) in the worker;
+        with ``quota``, every page it fetches counts against that caller's daily bytes."""
         collection = await self.registry.get(collection_name)
         check_metadata(metadata, "metadata", self.settings.max_metadata_bytes)
         record = JobRecord(
@@ -244,6 +247,7 @@ class IngestService:
             },
             request_id=request_id,
             traceparent=traceparent,
+            quota=quota,
         )
         await self.jobs.create(record)
         await self.arq.enqueue_job("ingest_document", record.id, _job_id=record.arq_job_id)
@@ -262,6 +266,14 @@ class IngestService:
             )
         if record.kind != "url" and await self.jobs.payload(job_id) is None:
             raise Conflict(f"job {job_id!r} can no longer be retried: its content has expired")
+        if record.document_id and record.kind != "url":
+            latest = await self.documents.latest_sequence(record.collection, record.document_id)
+            if latest > record.sequence:
+                # Running it again would bring its (older) content back over the newer one.
+                raise Conflict(
+                    f"document {record.document_id!r} has changed since job {job_id!r} was "
+                    "made; send the document again to ingest that content now"
+                )
         record.run += 1
         record.state, record.stage, record.progress = "queued", "queued", 0.0
         record.attempts, record.error, record.error_stage = 0, None, None

@@ -33,6 +33,11 @@ log = get_logger("rag.worker")
 
 HEARTBEAT_TTL_SECONDS = 15
 ORPHAN_GRACE_SECONDS = 5
+# A running job's record is written at least at every stage; an attempt ends after
+# JOB_TIMEOUT_SECONDS. One silent for longer (plus this margin) is run by nobody, even if its
+# worker lives: its last write failed (Redis blinked as it saved the result).
+STALLED_MARGIN_SECONDS = 60
+FINAL_SAVE_TRIES = 5
 LOST_ENQUEUE_SECONDS = 30
 CLEANUPS_PER_ROUND = 200
 TRANSIENT_ERRORS = (DependencyUnavailable, RedisError, TimeoutError, ConnectionError, OSError)
@@ -102,6 +107,20 @@ async def _save_or_lose(w: WorkerContext, job: JobRecord, event: str, **data: An
         job, expect_states=("running",), expect_worker=w.worker_id, event=event, **data
     ):
         raise JobLost
+
+
+async def _save_final(w: WorkerContext, job: JobRecord, event: str, **data: Any) -> None:
+    """The job's verdict: worth a few tries through a short Redis outage (the work is done);
+    if it still cannot be written, the reconciler finds the job stalled and runs it again."""
+    for attempt in range(FINAL_SAVE_TRIES):
+        try:
+            await _save_or_lose(w, job, event, **data)
+            return
+        except RedisError as exc:
+            if attempt + 1 == FINAL_SAVE_TRIES:
+                raise
+            log.warning("final_save_retry", error=f"{type(exc).__name__}: {exc}")
+            await asyncio.sleep(0.2 * 2**attempt)
 
 
 async def _run_ingest(w: WorkerContext, job: JobRecord) -> str:
@@ -181,7 +200,7 @@ async def _succeed(w: WorkerContext, job: JobRecord, result: dict[str, Any]) -> 
     job.state, job.stage, job.progress = "succeeded", "done", 1.0
     job.result, job.error, job.error_stage = result, None, None
     job.finished_at = time.time()
-    await _save_or_lose(w, job, "succeeded", status=result.get("status", ""))
+    await _save_final(w, job, "succeeded", status=result.get("status", ""))
     JOBS.labels(job.kind, "succeeded").inc()
     log.info(
         "job_succeeded",
@@ -195,7 +214,7 @@ async def _succeed(w: WorkerContext, job: JobRecord, result: dict[str, Any]) -> 
 async def _fail(w: WorkerContext, job: JobRecord, stage: str, reason: str) -> str:
     job.state, job.error, job.error_stage = "failed", reason, stage
     job.finished_at = time.time()
-    await _save_or_lose(w, job, "failed")
+    await _save_final(w, job, "failed")
     JOBS.labels(job.kind, "failed").inc()
     log.warning("job_failed", stage=stage, reason=reason)
     return "failed"
@@ -309,15 +328,24 @@ async def _reconcile_jobs(w: WorkerContext) -> tuple[int, int]:
     """One namespace's jobs: free those whose worker died, re-enqueue lost ones."""
     freed = requeued = 0
     now = time.time()
+    stalled_after = w.settings.job_timeout_seconds + STALLED_MARGIN_SECONDS
     for job in await w.jobs.find(state="running", limit=1000):
-        if job.worker == w.worker_id or now - job.updated_at < ORPHAN_GRACE_SECONDS:
+        if now - job.updated_at < ORPHAN_GRACE_SECONDS:
             continue
-        if job.worker and await w.redis.exists(w.keys.worker_heartbeat(job.worker)):
+        stalled = now - job.updated_at > stalled_after
+        if not stalled and job.worker == w.worker_id:
             continue
-        # Its worker is gone: let arq hand the job to a live worker right away instead of
-        # waiting for the in-progress marker to time out.
+        if not stalled and job.worker and await w.redis.exists(w.keys.worker_heartbeat(job.worker)):
+            continue
+        # Its worker is gone (or its attempt ended unrecorded): let arq hand the job to a
+        # live worker right away instead of waiting for the in-progress marker to time out.
         stopped = job.worker
-        job.state, job.stage = "queued", "requeued after its worker stopped"
+        job.state = "queued"
+        job.stage = (
+            "requeued after its attempt stalled"
+            if stalled
+            else ("requeued after its worker stopped")
+        )
         if await w.jobs.save(
             job, expect_states=("running",), expect_worker=stopped or "", event="requeued"
         ):
