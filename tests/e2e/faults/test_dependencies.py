@@ -15,6 +15,7 @@ import httpx
 import pytest
 from rag_devstack import NativeStack, StackPorts
 
+from tests.support.chroma import chunks_in_chroma
 from tests.support.ingest import IngestClient
 from tests.support.query import QueryClient
 
@@ -44,16 +45,6 @@ def stack(tmp_path: Path, model_cache: Path) -> Iterator[NativeStack]:
     with native:
         native.start(services=["ingest", "query"])
         yield native
-
-
-def chunks_in_chroma(stack: NativeStack, collection: str) -> int:
-    """Chunks actually stored (every version), from Chroma itself."""
-    base = f"http://127.0.0.1:{stack.ports.chroma}/api/v2/tenants/default_tenant/databases/default_database"
-    with httpx.Client(base_url=base, timeout=30) as chroma:
-        found = chroma.get(f"/collections/rag-default-{collection}").json()
-        count = chroma.get(f"/collections/{found['id']}/count").json()
-    assert isinstance(count, int)
-    return count
 
 
 def assert_exactly_once(stack: NativeStack, client: IngestClient, collection: str, n: int) -> None:
