@@ -73,6 +73,7 @@ def raw_embedder(
                 embedder.token_spans,
                 size=settings.chunk_size_tokens,
                 overlap=settings.chunk_overlap_tokens,
+                max_chars=settings.chunk_max_chars,
             )
         ]
         doc_chunks.append((doc["id"], texts))

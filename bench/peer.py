@@ -30,8 +30,8 @@ from rag_core.embedding.local import (
     MAX_TOKENS,
     MODEL_NAME,
     ensure_onnx_model,
-    packaged_model_dir,
 )
+from rag_core.embedding.wordpiece import packaged_model_dir
 from stats import summarize
 from tokenizers import Tokenizer
 

@@ -6,8 +6,10 @@
 #   backup.sh [--compose FILE] [OUT_DIR]                      the Docker stack (default)
 #   backup.sh --native DATA_DIR --redis-port PORT --chroma-port PORT [OUT_DIR]
 #
-# Docker: ingest workers and Chroma are stopped for the copy and started again (searches fail
-# for those seconds; nothing is lost). Native: stop Chroma first (the script checks).
+# Docker: the writers (ingest API and workers) stop first, then Redis is snapshotted and
+# Chroma, stopped too, copied: both hold the same moment. Then all start again, also when a
+# step fails (ingest requests and searches fail for those seconds; queued jobs wait, nothing
+# is lost). Native: stop the worker and Chroma first (the script checks Chroma).
 set -euo pipefail
 
 mode=docker compose_file=compose.yml data_dir="" redis_port="" chroma_port="" out=backups
@@ -17,7 +19,7 @@ while [ $# -gt 0 ]; do
     --redis-port) redis_port="$2"; shift 2 ;;
     --chroma-port) chroma_port="$2"; shift 2 ;;
     --compose) compose_file="$2"; shift 2 ;;
-    -h|--help) sed -n '2,11p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,12p' "$0"; exit 0 ;;
     *) out="$1"; shift ;;
   esac
 done
@@ -40,15 +42,20 @@ if [ "$mode" = native ]; then
   cp -a "$data_dir/chroma/." "$root/chroma/"
 else
   dc=(docker compose -f "$compose_file")
+  writers=(rag-ingest rag-ingest-worker)  # everything that writes Redis's documents and Chroma
+  restart() { "${dc[@]}" start chroma "${writers[@]}" >/dev/null; }
+  trap 'restart; rm -rf "$work"' EXIT  # whatever happens from here, they start again
+  trap 'exit 130' INT TERM
+  "${dc[@]}" stop "${writers[@]}"
   "${dc[@]}" exec -T redis redis-cli --rdb /data/backup.rdb >/dev/null
   "${dc[@]}" cp redis:/data/backup.rdb "$root/redis/dump.rdb"
   "${dc[@]}" exec -T redis rm -f /data/backup.rdb
-  "${dc[@]}" stop rag-ingest-worker chroma
-  restart() { "${dc[@]}" start chroma rag-ingest-worker >/dev/null; }
-  trap 'restart; rm -rf "$work"' EXIT
+  "${dc[@]}" stop chroma  # its files are consistent only once it has stopped
   "${dc[@]}" cp chroma:/data/. "$root/chroma/"
   "${dc[@]}" cp rag-ingest:/data/. "$root/app/" || true
   rm -rf "$root/app/models"  # rebuilt from the packaged weights
+  restart  # the copies are taken: no need to wait for the archive
+  trap 'rm -rf "$work"' EXIT
 fi
 
 (

@@ -25,6 +25,11 @@ class Replay:
     url: str = ""
     # Seconds to wait before answering: a provider that hangs.
     hang_seconds: float = 0.0
+    # Cleared: every request waits until it is set again (a provider that hangs until told).
+    gate: threading.Event = field(default_factory=threading.Event)
+
+    def __post_init__(self) -> None:
+        self.gate.set()
 
     def next_answer(self) -> tuple[int, str, bytes]:
         status, name = self.answers[0] if len(self.answers) == 1 else self.answers.pop(0)
@@ -52,6 +57,7 @@ def replay_server(*answers: tuple[int, str]) -> Iterator[Replay]:
                 }
             )
             status, name, payload = replay.next_answer()
+            replay.gate.wait()
             if replay.hang_seconds:
                 time.sleep(replay.hang_seconds)
             self.send_response(status)

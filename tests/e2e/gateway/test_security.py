@@ -34,7 +34,8 @@ def _routes(
     for pattern, methods in TABLE:
         path = pattern.pattern.strip("^$")
         path = path.replace("(?P<collection>[^/]+)", collection).replace("(?P<job>[^/]+)", job_id)
-        path = path.replace("(upload|url)", "upload").replace("[^/]+", "doc-1")
+        path = path.replace("(upload|url)", "upload")
+        path = re.sub(r"\(\?P<\w+>\[\^/\]\+\)", "doc-1", path).replace("[^/]+", "doc-1")
         assert not re.search(r"[()\[\]?^$]", path), path
         for method, (service, scope, _kind) in methods.items():
             if upstream in (None, service):

@@ -3,7 +3,9 @@ and nothing of a bad document ever becomes visible."""
 
 from __future__ import annotations
 
+import io
 import json
+import zipfile
 
 import httpx
 import pytest
@@ -34,6 +36,14 @@ def _problem(response: httpx.Response, status: int) -> dict:
         ([{"text": "a", "id": "same"}, {"text": "b", "id": "same"}], 422, "documents[1]"),
         ([{"text": "x", "colour": "red"}], 400, "colour"),
         ([{"text": "x", "metadata": {"big": "v" * 20_000}}], 413, "MAX_METADATA_BYTES"),
+        # What Chroma refuses or changes is refused here, not retried five times as a crash.
+        ([{"text": "x", "metadata": {"$where": 1}}], 422, "documents[0].metadata.$where"),
+        ([{"text": "x", "metadata": {"#tag": 1}}], 422, "documents[0].metadata.#tag"),
+        ([{"text": "x", "metadata": {"chroma:document": "y"}}], 422, "chroma:document"),
+        ([{"text": "x", "metadata": {"n": 2**63}}], 422, "documents[0].metadata.n"),
+        ([{"text": "x", "metadata": {"n": -(2**63) - 1}}], 422, "documents[0].metadata.n"),
+        # Free text is bounded where it enters (it used to be copied into every chunk).
+        ([{"text": "x", "source": "s" * 3000}], 422, "documents[0].source"),
     ],
 )
 def test_invalid_documents_are_refused_naming_the_field(
@@ -124,3 +134,69 @@ def test_request_body_over_the_limit_is_refused(
         timeout=60,
     )
     assert _problem(response, 413)
+
+
+def test_edge_values_of_metadata_are_kept_exactly(client: IngestClient) -> None:
+    collection = client.create_collection()
+    metadata = {"big": 2**63 - 1, "small": -(2**63), "flag": False, "dollar": "$x", "hash#": 1}
+    client.wait(client.ingest_ok(collection, [{"id": "d", "text": "Edges.", "metadata": metadata}]))
+    assert client.document(collection, "d").json()["metadata"] == metadata
+
+
+def test_long_names_urls_and_zip_directories_are_refused_before_any_work(
+    client: IngestClient, ingest_stack: NativeStack
+) -> None:
+    collection = client.create_collection()
+    long_name = client.upload(collection, [("n" * 5000 + ".txt", b"text", "text/plain")])
+    body = _problem(long_name, 422)
+    assert body["errors"][0]["field"] == "file[0].filename"
+    assert "MAX_FILENAME_CHARS" in body["detail"]
+    huge_name = client.upload(collection, [("n" * 20_000 + ".txt", b"text", "text/plain")])
+    assert "MAX_FILENAME_CHARS" in _problem(huge_name, 422)["detail"]
+    long_url = client.http.post(
+        f"/v1/collections/{collection}/documents/url",
+        json={"url": "https://example.org/" + "p" * 3000},
+    )
+    assert _problem(long_url, 422)["errors"][0]["field"] == "url"
+
+    # A DOCX-looking archive of 20,000 empty files: its end record says so, and that is all
+    # the API reads (it used to list the whole directory in the request).
+    many = io.BytesIO()
+    with zipfile.ZipFile(many, "w") as archive:
+        archive.writestr("word/document.xml", "<w:document/>")
+        for i in range(20_000):
+            archive.writestr(f"x/{i}", b"")
+    refused = client.upload(collection, [("many.docx", many.getvalue(), "application/zip")])
+    assert "MAX_ARCHIVE_ENTRIES" in _problem(refused, 415)["detail"]
+
+
+def _multipart(parts: list[tuple[str, str | None, bytes]]) -> tuple[bytes, str]:
+    """A multipart body written by hand, as an attacker would (headers verbatim)."""
+    boundary = "hostile-boundary-7f3a"
+    body = b""
+    for name, filename, data in parts:
+        disposition = f'form-data; name="{name}"'
+        if filename is not None:
+            disposition += f'; filename="{filename}"'
+        body += f"--{boundary}\r\nContent-Disposition: {disposition}\r\n\r\n".encode()
+        body += data + b"\r\n"
+    body += f"--{boundary}--\r\n".encode()
+    return body, f"multipart/form-data; boundary={boundary}"
+
+
+def test_multipart_bodies_get_the_reason_they_fail(client: IngestClient) -> None:
+    collection = client.create_collection()
+    url = f"/v1/collections/{collection}/documents/upload"
+    body, content_type = _multipart([("file", f"f{i}.txt", b"x") for i in range(10_000)])
+    many = client.http.post(url, content=body, headers={"content-type": content_type})
+    assert "MAX_DOCUMENTS_PER_BATCH" in _problem(many, 413)["detail"]
+
+    body, content_type = _multipart([("file", "evil\r\nX-Injected: 1\r\n.txt", b"text")])
+    broken = client.http.post(url, content=body, headers={"content-type": content_type})
+    problem = _problem(broken, 422)
+    assert "line breaks" in problem["detail"] or "no files" not in problem["detail"]
+
+    body, content_type = _multipart([("file", "ok.txt", b"Fine text."), ("source", None, b"s")])
+    fine = client.http.post(url, content=body, headers={"content-type": content_type})
+    assert fine.status_code == 202, fine.text
+    assert client.http.get("/v1/jobs", params={"collection": collection}).json()["jobs"]

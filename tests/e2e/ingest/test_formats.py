@@ -105,3 +105,18 @@ def test_long_documents_are_chunked_within_the_token_budget(client: IngestClient
     assert all(c["tokens"] <= 200 for c in chunks)
     assert [c["position"] for c in chunks] == list(range(len(chunks)))
     assert all(c["text"].rstrip().endswith(".") for c in chunks[:-1]), "cut at sentence ends"
+
+
+def test_the_charset_declared_for_an_uploaded_file_is_honoured(client: IngestClient) -> None:
+    collection = client.create_collection()
+    text = "Cr\u00e8me br\u00fbl\u00e9e co\u00fbte cinq \u00e9cus."
+    files = [
+        ("menu-latin1.txt", text.encode("latin-1"), "text/plain; charset=latin-1"),
+        # No byte-order mark: every other byte is zero, and it is still text.
+        ("menu-utf16.txt", text.encode("utf-16-le"), "text/plain; charset=utf-16-le"),
+    ]
+    response = client.upload(collection, files)
+    assert response.status_code == 202, response.text
+    jobs = client.wait([j["job_id"] for j in response.json()["jobs"]])
+    for job in jobs:
+        assert [c["text"] for c in _chunks(client, collection, job)] == [text], job["filename"]

@@ -8,14 +8,17 @@ from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
+import httpx
 import pytest
-from rag_devstack import NativeStack, StackPorts, free_port
+from rag_devstack import NativeStack, StackPorts, free_port, http_ok
 
 from tests.support.documents import make_pdf
 from tests.support.ingest import IngestClient
 
 pytestmark = pytest.mark.e2e
 ALLOWED_HOST = "127.0.0.2"  # the only network the test stack may fetch from
+ADMIN_KEY = "admin-" + "q" * 40
+QUOTA_PAGE_BYTES = 4000
 
 
 def _site(loopback_port: int) -> dict[str, tuple[int, str, bytes]]:
@@ -60,7 +63,25 @@ def _site(loopback_port: int) -> dict[str, tuple[int, str, bytes]]:
         ),
         "/flaky": (503, "text/plain", b"try later"),
         "/drip": (200, "text/plain", b"x" * 20),  # sent a byte every 0.5 s
+        "/quota/hub": (
+            200,
+            "text/html",
+            page.format(
+                t="Quota hub",
+                body="Three big pages.",
+                links="".join(f'<a href="/quota/{n}.html">{n}</a> ' for n in (1, 2, 3)),
+            ).encode(),
+        ),
+        **{f"/quota/{n}.html": (200, "text/html", _big_page(n)) for n in (1, 2, 3)},
     }
+
+
+def _big_page(number: int) -> bytes:
+    """An HTML page of exactly QUOTA_PAGE_BYTES."""
+    head = f"<html><body><h1>Big page {number}</h1><p>".encode()
+    tail = b"</p></body></html>"
+    words = f"fact{number} " * QUOTA_PAGE_BYTES
+    return head + words.encode()[: QUOTA_PAGE_BYTES - len(head) - len(tail)] + tail
 
 
 @pytest.fixture(scope="module")
@@ -95,9 +116,9 @@ def site() -> Iterator[str]:
 
 
 @pytest.fixture(scope="module")
-def fetching_client(
+def fetch_stack(
     tmp_path_factory: pytest.TempPathFactory, model_cache: Path
-) -> Iterator[IngestClient]:
+) -> Iterator[NativeStack]:
     stack = NativeStack(
         tmp_path_factory.mktemp("fetch"),
         StackPorts.free(),
@@ -105,11 +126,28 @@ def fetching_client(
             "DATA_DIR": str(model_cache),
             "FETCH_ALLOW_NETWORKS": f"{ALLOWED_HOST}/32",
             "FETCH_TIMEOUT_SECONDS": "3",
+            "ADMIN_API_KEY": ADMIN_KEY,
         },
     )
     with stack:
         stack.start(services=["ingest"])
-        yield IngestClient(stack.api_url("ingest"))
+        yield stack
+
+
+@pytest.fixture(scope="module")
+def fetching_client(fetch_stack: NativeStack) -> IngestClient:
+    return IngestClient(fetch_stack.api_url("ingest"))
+
+
+@pytest.fixture(scope="module")
+def fetching_gateway(fetch_stack: NativeStack) -> httpx.Client:
+    """The gateway in front of the fetching stack's ingest API (no query service: it answers
+    /health, not /ready)."""
+    gateway = fetch_stack.start_service("gateway")
+    gateway.wait_until(
+        lambda: http_ok(f"{fetch_stack.health_url('gateway')}/health"), timeout=60, what="up"
+    )
+    return httpx.Client(base_url=fetch_stack.api_url("gateway"), timeout=30)
 
 
 def _ingest_url(client: IngestClient, collection: str, **body: object) -> dict:
@@ -177,6 +215,72 @@ def test_unsupported_or_missing_pages_fail_with_the_reason(
     missing = _ingest_url(fetching_client, collection, url=f"{site}/nope")
     assert missing["state"] == "failed"
     assert "404" in missing["error"]
+
+
+def _gateway_job(gateway: httpx.Client, response: httpx.Response, auth: dict[str, str]) -> dict:
+    assert response.status_code == 202, response.text
+    job_id = response.json()["jobs"][0]["job_id"]
+    deadline = time.monotonic() + 60
+    while (job := gateway.get(f"/v1/jobs/{job_id}", headers=auth).json())["state"] not in (
+        "succeeded",
+        "failed",
+        "dead",
+    ):
+        assert time.monotonic() < deadline, job
+        time.sleep(0.2)
+    return job
+
+
+def test_pages_fetched_for_url_ingest_count_against_the_callers_daily_quota(
+    fetching_gateway: httpx.Client, site: str
+) -> None:
+    gateway = fetching_gateway
+    created = gateway.post(
+        "/v1/admin/keys",
+        json={"tenant": "crawler", "scopes": ["ingest:write"], "ingest_bytes_per_day": 10_000},
+        headers={"Authorization": f"Bearer {ADMIN_KEY}"},
+    )
+    assert created.status_code == 201, created.text
+    auth = {"Authorization": f"Bearer {created.json()['key']}"}
+    assert gateway.post("/v1/collections", json={"name": "site"}, headers=auth).status_code == 201
+    # A small request, big pages: the hub and two pages fit in the 10,000 bytes, not a third.
+    crawl = _gateway_job(
+        gateway,
+        gateway.post(
+            "/v1/collections/site/documents/url",
+            json={"url": f"{site}/quota/hub", "max_depth": 1},
+            headers=auth,
+        ),
+        auth,
+    )
+    assert crawl["state"] == "succeeded", crawl
+    pages = [page["url"] for page in crawl["result"]["pages"]]
+    assert pages == [f"{site}/quota/hub", f"{site}/quota/1.html", f"{site}/quota/2.html"]
+    [skipped] = crawl["result"]["skipped"]
+    assert skipped["url"] == f"{site}/quota/3.html"
+    assert "INGEST_BYTES_PER_DAY" in skipped["reason"]
+    # A URL whose first page no longer fits fails at once, saying why; it is not retried.
+    # Only the gateway says whose quota it is: a client's own header is dropped.
+    forged = '{"identity":"key:someone-else","bytes_per_day":1000000000}'
+    single = _gateway_job(
+        gateway,
+        gateway.post(
+            "/v1/collections/site/documents/url",
+            json={"url": f"{site}/quota/3.html"},
+            headers={**auth, "X-RAG-Ingest-Quota": forged},
+        ),
+        auth,
+    )
+    assert single["state"] == "failed", single
+    assert single["error_stage"] == "fetching"
+    assert "INGEST_BYTES_PER_DAY" in single["error"]
+    assert single["attempts"] == 1
+    # The gateway counts what the worker fetched: 2,000 bytes more would pass the quota.
+    over = gateway.post(
+        "/v1/collections/site/documents", json={"documents": [{"text": "x" * 2000}]}, headers=auth
+    )
+    assert over.status_code == 429, over.text
+    assert "INGEST_BYTES_PER_DAY" in over.json()["detail"]
 
 
 def test_private_addresses_are_refused_by_default(client: IngestClient, site: str) -> None:

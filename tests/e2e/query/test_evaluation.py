@@ -4,9 +4,13 @@ upload, background runs with progress, and the LLM judge on a recorded response.
 from __future__ import annotations
 
 import json
+import signal
 import time
+from collections.abc import Callable, Iterator
 
+import httpx
 import pytest
+from rag_devstack import NativeStack, free_port, http_ok
 
 from tests.support.eval import MEDICAL_CORPUS, MEDICAL_QRELS, MEDICAL_QUERIES
 from tests.support.ingest import IngestClient
@@ -113,3 +117,99 @@ def test_bad_evaluations_are_refused(
     )
     assert bad_qrels.status_code == 422
     assert bad_qrels.json()["errors"][0]["field"] == "qrels"
+
+
+@pytest.fixture
+def held_replica(query_stack: NativeStack, llm: Replay) -> Iterator[str]:
+    """A second query replica whose LLM calls wait as long as the LLM holds them (the module's
+    replica gives up after 2 s), renewing its evaluations' slots every third of 2 s."""
+    port, health = free_port(), free_port()
+    replica = query_stack.start_service(
+        "query",
+        {
+            "PORT": str(port),
+            "HEALTH_PORT": str(health),
+            "LLM_TIMEOUT_SECONDS": "300",
+            "EVALUATION_LEASE_SECONDS": "2",
+        },
+        name="query-held",
+    )
+    try:
+        replica.wait_until(
+            lambda: http_ok(f"http://127.0.0.1:{health}/ready"), timeout=120, what="ready"
+        )
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        llm.gate.set()
+        llm.script((500, "error_500.json"))
+        replica.stop()
+
+
+def _until(condition: Callable[[], bool], what: str, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, what
+        time.sleep(0.1)
+
+
+def _finished(http: httpx.Client, status_url: str, headers: dict[str, str]) -> dict:
+    record: dict = {}
+
+    def done() -> bool:
+        nonlocal record
+        record = http.get(status_url, headers=headers).json()
+        return record["state"] != "running"
+
+    _until(done, f"{status_url} still running")
+    return record
+
+
+def test_background_evaluations_are_capped_per_tenant_across_replicas(
+    query_stack: NativeStack, query: QueryClient, medical: str, llm: Replay, held_replica: str
+) -> None:
+    held = httpx.Client(base_url=held_replica, timeout=30)
+    body = {
+        "collection": medical,
+        "cases": [{"query": "Does aspirin prevent heart attacks?", "relevant": ["d1"]}],
+        "answers": True,
+        "generator": "openai",  # its call waits at the LLM while the gate is shut
+        "background": True,
+    }
+    llm.script((500, "error_500.json"))  # then the extractive fallback answers
+    llm.gate.clear()
+    for _ in range(2):  # MAX_EVALUATIONS_PER_TENANT (2)
+        assert held.post("/v1/evaluate", json=body).status_code == 202
+    _until(lambda: len(llm.requests) >= 2, "both evaluations are running")
+    for replica in (held, query.http):  # counted in Redis: the same on every replica
+        refused = replica.post("/v1/evaluate", json=body)
+        assert refused.status_code == 429, refused.text
+        assert refused.headers["content-type"] == "application/problem+json"
+        assert int(refused.headers["retry-after"]) > 0
+        assert "MAX_EVALUATIONS_PER_TENANT" in refused.json()["detail"]
+    assert query.http.post("/v1/evaluate", json={**body, "background": False}).status_code == 200
+    # Another tenant is not held up; its runs that fail give their slot back.
+    other = {"X-RAG-Tenant": "other-tenant"}
+    for _ in range(3):
+        started = query.http.post("/v1/evaluate", json=body, headers=other)
+        assert started.status_code == 202, started.text
+        record = _finished(query.http, started.json()["status_url"], other)
+        assert record["state"] == "failed"  # the collection is not that tenant's
+    # The replica running both dies: their slots lapse without it.
+    query_stack.processes["query-held"].signal(signal.SIGKILL)
+    accepted: list[httpx.Response] = []
+
+    def accepted_again() -> bool:
+        response = query.http.post("/v1/evaluate", json=body)
+        assert response.status_code in (202, 429), response.text
+        accepted.extend([response] if response.status_code == 202 else [])
+        return bool(accepted)
+
+    _until(accepted_again, "the dead replica's slots were never freed")
+    llm.gate.set()
+    assert _finished(query.http, accepted[0].json()["status_url"], {})["state"] == "succeeded"
+    # Runs that end give their slot back: two more, twice.
+    for _ in range(2):
+        runs = [query.http.post("/v1/evaluate", json=body) for _ in range(2)]
+        assert [run.status_code for run in runs] == [202, 202], runs[-1].text
+        for run in runs:
+            assert _finished(query.http, run.json()["status_url"], {})["state"] == "succeeded"

@@ -141,6 +141,28 @@ def test_production_gateway_requires_a_strong_jwt_secret(monkeypatch: pytest.Mon
     assert load_settings(QuerySettings).environment == "production"
 
 
+def test_production_gateway_refuses_a_short_admin_key(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The bootstrap admin key holds every scope in every tenant: a short one would be guessed."""
+    monkeypatch.setenv("ENVIRONMENT", "production")
+    monkeypatch.setenv("JWT_SECRET", "x" * 32)
+    monkeypatch.setenv("INTERNAL_TOKEN", "t" * 32)
+    monkeypatch.setenv("ADMIN_API_KEY", "a" * 31)
+    with pytest.raises(SettingsError) as caught:
+        load_settings(GatewaySettings)
+    message = str(caught.value)
+    assert "ADMIN_API_KEY must be at least 32 characters" in message
+    assert "\n" not in message
+    assert "a" * 31 not in message  # the value itself is never shown
+    monkeypatch.setenv("ADMIN_API_KEY", "a" * 32)
+    assert load_settings(GatewaySettings).admin_api_key is not None
+    monkeypatch.setenv("ADMIN_API_KEY", "")  # unset: no bootstrap key at all, which is fine
+    assert load_settings(GatewaySettings).admin_api_key is None
+    # Outside production a short key is allowed (make dev, tests).
+    monkeypatch.setenv("ENVIRONMENT", "development")
+    monkeypatch.setenv("ADMIN_API_KEY", "short")
+    assert load_settings(GatewaySettings).admin_api_key is not None
+
+
 def test_dotenv_is_read_and_the_environment_wins(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:

@@ -12,9 +12,9 @@ from rag_core.embedding.local import (
     DIMENSION,
     LocalEmbedder,
     ensure_onnx_model,
-    packaged_model_dir,
 )
 from rag_core.embedding.minilm_graph import load_weights, reference_embeddings
+from rag_core.embedding.wordpiece import packaged_model_dir
 from tokenizers import Tokenizer
 
 TEXTS = [

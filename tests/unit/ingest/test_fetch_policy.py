@@ -17,11 +17,30 @@ from rag_ingest.fetching.fetcher import FetchPolicy, FetchRefused, check_url_syn
         "64:ff9b::a9fe:a9fe",
         "2002:a9fe:a9fe::",
         "64:ff9b:1::a00:1",
+        # A private or loopback IPv4 address inside an IPv6 one (issue 22):
+        "::127.0.0.1",  # IPv4-compatible (deprecated, and "global" to Python)
+        "::10.0.0.1",
+        "::169.254.169.254",
+        "::ffff:0:127.0.0.1",  # IPv4-translated (SIIT)
+        "::ffff:10.0.0.1",  # IPv4-mapped
+        "2002:7f00:1::",  # 6to4
+        "2002:a00:1::1",
+        "64:ff9b::7f00:1",  # NAT64
+        "2001:0:4136:e378:8000:63bf:80ff:fffe",  # Teredo, client 127.0.0.1
+        "2001:0:a00:1::f7f7:f7f7",  # Teredo, server 10.0.0.1
+        "64:ff9b:1::808:808",  # local-use NAT64: where its IPv4 address sits is local
     ],
 )
 async def test_non_public_addresses_are_refused(host: str) -> None:
     with pytest.raises(FetchRefused, match="not allowed"):
         await resolve_allowed(host, 80, ())
+
+
+@pytest.mark.parametrize(
+    "host", ["::8.8.8.8", "::ffff:8.8.8.8", "2002:808:808::", "64:ff9b::808:808"]
+)
+async def test_ipv6_that_embeds_a_public_ipv4_address_is_fetched(host: str) -> None:
+    assert await resolve_allowed(host, 80, ()) == host
 
 
 async def test_allow_list_permits_a_network() -> None:

@@ -136,6 +136,31 @@ def test_plain_text_and_declared_charsets() -> None:
     assert parse_document(utf16).sections[0].text == "Bonjour"
 
 
+@pytest.mark.parametrize("charset", ["utf-16-le", "utf-16-be", "utf-32-le"])
+def test_a_declared_wide_charset_without_a_byte_order_mark_is_text_not_binary(
+    charset: str,
+) -> None:
+    content_type = f"text/plain; charset={charset}"
+    text = "Cr\u00e8me br\u00fbl\u00e9e.\n\n# Not a heading in a .txt? It is markdown-like."
+    assert detect_format(text.encode(charset), content_type=content_type) == "text"
+    parsed = parse_document(text.encode(charset), content_type=content_type)
+    assert parsed.sections[0].text == text
+    page = "<html><body><h1>Menu</h1><p>Cr\u00e8me</p></body></html>"
+    assert detect_format(page.encode(charset), content_type=f"text/html; charset={charset}") == (
+        "html"
+    )
+    assert detect_format(page.encode(charset), content_type=content_type) == "html"
+    data = '[{"dish": "cr\u00e8me"}]'.encode(charset)
+    assert parse_document(data, content_type=content_type).sections[0].text == "dish: cr\u00e8me"
+
+
+def test_json_nested_too_deeply_is_a_reason_wherever_it_is_read() -> None:
+    deep = b"[" * 1_000_000 + b"]" * 1_000_000
+    for content_type in (None, "application/json"):
+        with pytest.raises(ParseError, match="nested too deeply"):
+            detect_format(deep, content_type=content_type)
+
+
 @pytest.mark.parametrize(
     ("data", "kwargs", "reason"),
     [

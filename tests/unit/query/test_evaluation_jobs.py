@@ -23,6 +23,19 @@ class MemoryRedis:
         return self.values.get(key)
 
 
+class NoLimit:
+    """Slots that are never short (their Redis accounting is tested end to end)."""
+
+    async def take(self, *_: Any) -> None:
+        pass
+
+    async def keep(self, *_: Any) -> None:
+        await asyncio.sleep(3600)
+
+    async def give_back(self, *_: Any) -> None:
+        pass
+
+
 class Endless:
     async def run(self, *_: Any) -> dict[str, Any]:
         await asyncio.sleep(3600)
@@ -32,7 +45,9 @@ class Endless:
 def test_stopping_the_service_fails_running_evaluations_with_the_reason() -> None:
     async def scenario() -> EvaluationRecord | None:
         redis = MemoryRedis()
-        jobs = EvaluationJobs(cast(Any, redis), Keys("rag"), cast(Any, Endless()))
+        jobs = EvaluationJobs(
+            cast(Any, redis), Keys("rag"), cast(Any, Endless()), cast(Any, NoLimit())
+        )
         plan = SimpleNamespace(collection="c", cases=[1, 2])
         started = await jobs.start(cast(Any, plan), "default")
         await asyncio.sleep(0.05)

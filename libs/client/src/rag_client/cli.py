@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -21,6 +22,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from rich.text import Text
 
 from rag_client.client import DEFAULT_URL, Client, Settings
 from rag_client.errors import APIError, ConnectionFailed
@@ -89,8 +91,24 @@ def options(
     }
 
 
+# What a terminal would act on rather than show: C0 controls but tab and newline, DEL, C1
+# controls (CSI among them), and the bidirectional overrides that reorder what is shown.
+_UNSAFE = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+
+
+def _visible(match: re.Match[str]) -> str:
+    code = ord(match.group())
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+
+
+def plain(text: str) -> Text:
+    """Text from documents or the server, made inert: no markup, no emoji codes, and control
+    characters shown as escapes (``\\x1b``) instead of reaching the terminal."""
+    return Text(_UNSAFE.sub(_visible, text.replace("\r\n", "\n")))
+
+
 def fail(code: int, message: str) -> typer.Exit:
-    err.print(f"[bold red]error:[/] {escape(message)}", highlight=False)
+    err.print(Text.assemble(("error:", "bold red"), " ", plain(message)))
     return typer.Exit(code)
 
 
@@ -345,14 +363,14 @@ def ingest_url(
             outcome = page.result or {}
             chunks = outcome.get("chunks", outcome.get("chunks_created"))
             table.add_row(
-                escape(page.source or page.document_id or page.id),
+                plain(page.source or page.document_id or page.id),
                 page.state,
                 "-" if chunks is None else str(chunks),
-                escape(page.error or ""),
+                plain(page.error or ""),
             )
         for item in skipped:
             table.add_row(
-                escape(str(item.get("url"))), "skipped", "-", escape(str(item.get("reason")))
+                plain(str(item.get("url"))), "skipped", "-", plain(str(item.get("reason")))
             )
         out.print(table)
     if job.state in ("failed", "dead") or any(p.state in ("failed", "dead") for p in pages):
@@ -409,8 +427,8 @@ def search(
         table.add_row(
             str(rank),
             f"{hit.score:.4f}",
-            hit.document_id,
-            escape(text[:200] + ("…" if len(text) > 200 else "")),
+            plain(hit.document_id),
+            plain(text[:200] + ("…" if len(text) > 200 else "")),
         )
     out.print(table)
 
@@ -426,9 +444,10 @@ def print_sources(sources: list[Any], cited: list[int]) -> None:
         page = f", page {source.page}" if source.page else ""
         quote = " ".join(source.quote.split())
         out.print(
-            f"{mark}[{source.number}] {escape(where)}{page}: "
-            f"{escape(quote[:160] + ('…' if len(quote) > 160 else ''))}",
-            highlight=False,
+            plain(
+                f"{mark}[{source.number}] {where}{page}: "
+                f"{quote[:160] + ('…' if len(quote) > 160 else '')}"
+            )
         )
 
 
@@ -461,17 +480,18 @@ def query(
             if state.as_json:
                 emit(answer)
                 return
-            out.print(answer.answer, highlight=False)
+            out.print(plain(answer.answer))
             print_sources(answer.sources, answer.cited)
             return
         for event in rag.query_stream(collection, question, **options):
             if state.as_json:  # one JSON object per event, as it arrives
-                out.print(json.dumps(event.to_dict()), highlight=False, soft_wrap=True)
+                line = json.dumps(event.to_dict())
+                out.print(line, markup=False, highlight=False, soft_wrap=True)
                 if isinstance(event, ErrorEvent):
                     raise typer.Exit(EXIT_FAILED)
                 continue
             if isinstance(event, TokenEvent):
-                out.print(event.text, end="", highlight=False, soft_wrap=True)
+                out.print(plain(event.text), end="", soft_wrap=True)
             elif isinstance(event, DoneEvent):
                 out.print()
                 print_sources(event.answer.sources, event.answer.cited)
@@ -525,9 +545,9 @@ def jobs(
             job.id,
             job.state,
             job.collection,
-            job.filename or job.document_id or job.source or "-",
+            plain(job.filename or job.document_id or job.source or "-"),
             when(job.created_at),
-            escape(reason),
+            plain(reason),
         )
     out.print(table)
 
@@ -554,7 +574,7 @@ def status() -> None:
             colour = "green" if service.status == "ready" else "red"
             facts = ", ".join(f"{k}={v}" for k, v in service.facts.items())
             table.add_row(
-                name, f"[{colour}]{service.status}[/]", service.version or "-", escape(facts)
+                name, f"[{colour}]{service.status}[/]", service.version or "-", plain(facts)
             )
         out.print(table)
         out.print(f"embedder: {info.embedding_model or '-'}", highlight=False)

@@ -214,8 +214,15 @@ class AuthSettings(_EnvSettings):
     jwt_secret: SecretStr | None = Field(
         None, description="HS256 key for bearer tokens; at least 32 characters in production."
     )
+    jwt_audience: str | None = Field(
+        None, description="When set, bearer tokens must carry this 'aud' claim; empty: not checked."
+    )
+    jwt_issuer: str | None = Field(
+        None, description="When set, bearer tokens must carry this 'iss' claim; empty: not checked."
+    )
 
     _blank_jwt_secret = field_validator("jwt_secret", mode="before")(_blank_to_none)
+    _blank_jwt_claims = field_validator("jwt_audience", "jwt_issuer", mode="before")(_blank_to_none)
 
 
 class StorageSettings(_EnvSettings):
@@ -288,6 +295,15 @@ class IngestLimits(_EnvSettings):
         100 * 1024 * 1024, ge=1024, description="Most a DOCX may expand to when unpacked."
     )
     max_pdf_pages: int = Field(5000, ge=1, description="Most pages read from one PDF.")
+    max_archive_entries: int = Field(
+        10_000, ge=1, description="Most files a DOCX (a ZIP archive) may hold."
+    )
+    max_source_chars: int = Field(
+        2048, ge=16, le=65_536, description="Longest `source` (or URL) of a document."
+    )
+    max_filename_chars: int = Field(
+        255, ge=16, le=4096, description="Longest file name of an uploaded file."
+    )
     parse_timeout_seconds: float = Field(
         120.0, gt=0, le=3600, description="Longest parsing one document may take; then it fails."
     )
@@ -302,6 +318,13 @@ class IngestLimits(_EnvSettings):
     )
     chunk_overlap_tokens: int = Field(
         40, ge=0, le=100, description="Tokens a chunk repeats from the end of the previous one."
+    )
+    chunk_max_chars: int = Field(
+        4000,
+        ge=256,
+        le=100_000,
+        description="Most characters in a chunk, whatever its tokens (a word with no spaces "
+        "is split).",
     )
 
     @model_validator(mode="after")
@@ -338,6 +361,13 @@ class JobSettings(_EnvSettings):
     )
     max_event_streams: int = Field(
         200, ge=1, le=10_000, description="Job event streams (SSE) one process serves at once."
+    )
+    max_event_streams_per_tenant: int = Field(
+        50,
+        ge=1,
+        le=10_000,
+        description="Job event streams (SSE) one tenant may hold open on one process, so one "
+        "tenant cannot take all of MAX_EVENT_STREAMS.",
     )
 
 
@@ -418,7 +448,9 @@ class GatewaySettings(ServiceSettings, AuthSettings, StorageSettings):
         description="Where the gateway reaches the query replicas (nginx's internal listener).",
     )
     admin_api_key: SecretStr | None = Field(
-        None, description="Bootstrap admin key (tenant 'default', every scope) for first start."
+        None,
+        description="Bootstrap admin key (tenant 'default', every scope) for first start; "
+        "at least 32 characters in production.",
     )
     rate_limit_per_minute: int = Field(
         600, ge=1, le=1_000_000, description="Requests per minute of a key without its own limit."
@@ -432,8 +464,45 @@ class GatewaySettings(ServiceSettings, AuthSettings, StorageSettings):
     upstream_retries: int = Field(
         1, ge=0, le=5, description="Retries of an idempotent request whose upstream failed."
     )
+    max_stream_connections: int = Field(
+        200,
+        ge=1,
+        le=100_000,
+        description="Connections for long-lived streams (job events, streamed answers), a pool "
+        "apart from MAX_CONNECTIONS so open streams never hold up other requests.",
+    )
+    max_streams_per_tenant: int = Field(
+        32,
+        ge=1,
+        le=100_000,
+        description="Long-lived streams one tenant may have open at once (over every gateway).",
+    )
+    max_streams_per_credential: int = Field(
+        16,
+        ge=1,
+        le=100_000,
+        description="Long-lived streams one API key or token may have open at once.",
+    )
+    max_inspected_body_bytes: int = Field(
+        1024 * 1024,
+        ge=1024,
+        le=64 * 1024 * 1024,
+        description="Largest JSON body the gateway reads itself (answers and chat, to see "
+        "whether they stream; collection names of keys limited to some collections).",
+    )
 
     _blank_admin_api_key = field_validator("admin_api_key", mode="before")(_blank_to_none)
+
+    @model_validator(mode="after")
+    def _production_admin_key(self) -> GatewaySettings:
+        """The bootstrap key holds every scope in every tenant: no short one in production."""
+        key = _secret_text(self.admin_api_key)
+        if self.environment == "production" and key and len(key) < MIN_SECRET_CHARS:
+            raise ValueError(
+                f"ADMIN_API_KEY must be at least {MIN_SECRET_CHARS} characters when "
+                "ENVIRONMENT=production (or left empty)"
+            )
+        return self
 
 
 class IngestSettings(
@@ -516,6 +585,19 @@ class EvaluationSettings(_EnvSettings):
     )
     eval_max_cases: int = Field(
         20_000, ge=1, le=1_000_000, description="Most cases one evaluation may have."
+    )
+    max_evaluations_per_tenant: int = Field(
+        2,
+        ge=1,
+        le=1000,
+        description="Background evaluations one tenant may run at once, over every query replica.",
+    )
+    evaluation_lease_seconds: int = Field(
+        30,
+        ge=2,
+        le=3600,
+        description="How long a background evaluation's slot outlives a query replica that died "
+        "running it (the replica renews it every third of this).",
     )
 
 

@@ -125,10 +125,35 @@ class Keys:
     def worker_heartbeat(self, worker_id: str) -> str:
         return f"{self.prefix}:worker:{worker_id}"
 
+    def live_workers(self) -> str:
+        """Sorted set of worker ids, scored by the time of each one's last heartbeat."""
+        return f"{self.prefix}:workers"
+
     def cleanups(self) -> str:
         """Sorted set of chunk sets to delete from Chroma, scored by when they may go (shared
         by every namespace: each member names its own)."""
         return f"{self.prefix}:cleanups"
+
+    # Per-tenant and per-caller limits ---------------------------------------------------------
+    def evaluation_slots(self) -> str:
+        """Sorted set of the namespace's running background evaluations, scored by when each
+        one's lease lapses unless its query replica renews it."""
+        return f"{self.prefix}:evalslots:{self.namespace}"
+
+    def ingest_quota(self, identity: str, day: int) -> str:
+        """Bytes of documents the caller ``identity`` (an API key or token subject) sent on UTC
+        ``day``: the gateway counts request bodies here, the worker the pages URL ingest
+        fetches (identities are built by the gateway and cannot name another caller)."""
+        return f"{self.prefix}:quota:{identity}:{day}"
+
+    def tenant_streams(self) -> str:
+        """Sorted set of the namespace's open long-lived streams (job events, streamed
+        answers), scored by when each one's lease lapses unless its gateway renews it."""
+        return f"{self.prefix}:streams:{self.namespace}"
+
+    def caller_streams(self, identity: str) -> str:
+        """The same for one caller (an API key or token subject), over every tenant."""
+        return f"{self.prefix}:callerstreams:{identity}"
 
 
 @dataclass(frozen=True)

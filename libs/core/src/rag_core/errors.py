@@ -71,6 +71,14 @@ class UnsupportedMediaType(RagError):
     title = "Unsupported media type"
 
 
+class TooManyRequests(RagError):
+    """Over a limit of the caller (or its tenant) that passes with time; send Retry-After."""
+
+    status_code = HTTPStatus.TOO_MANY_REQUESTS
+    problem = "rate-limited"
+    title = "Too many requests"
+
+
 class DependencyUnavailable(RagError):
     """A backing service (Redis, Chroma, an LLM API) did not answer; retrying later may work."""
 

@@ -6,20 +6,8 @@ the BPE tokenizers LLMs use on English text, which is all a budget needs.
 
 from __future__ import annotations
 
-from functools import lru_cache
-
-from tokenizers import Tokenizer
-
-from rag_core.embedding.local import packaged_model_dir
-
-
-@lru_cache(maxsize=1)
-def _tokenizer() -> Tokenizer:
-    tokenizer = Tokenizer.from_file(str(packaged_model_dir() / "tokenizer.json"))
-    tokenizer.no_truncation()
-    tokenizer.no_padding()
-    return tokenizer
+from rag_core.embedding.wordpiece import counting_tokenizer
 
 
 def count_tokens(text: str) -> int:
-    return len(_tokenizer().encode(text, add_special_tokens=False).ids)
+    return len(counting_tokenizer().encode(text, add_special_tokens=False).ids)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -28,6 +30,7 @@ from rag_gateway.playground.routes import playground_asset, playground_page
 from rag_gateway.proxy import Forwarder
 from rag_gateway.public import forward
 from rag_gateway.routing import Upstream
+from rag_gateway.streams import StreamLeases
 from rag_gateway.system.routes import system_info
 
 
@@ -37,6 +40,12 @@ def _gateway_lifespan(settings: GatewaySettings) -> Lifespan:
         keys = Keys(settings.redis_prefix)
         api_keys = ApiKeyStore(app.state.redis, keys)
         forwarder = Forwarder(settings)
+        stream_leases = StreamLeases(
+            app.state.redis,
+            keys,
+            per_tenant=settings.max_streams_per_tenant,
+            per_credential=settings.max_streams_per_credential,
+        )
         app.state.update(
             api_keys=api_keys,
             authenticator=Authenticator(settings, api_keys),
@@ -47,6 +56,7 @@ def _gateway_lifespan(settings: GatewaySettings) -> Lifespan:
                 bytes_per_day=settings.ingest_bytes_per_day,
             ),
             forwarder=forwarder,
+            stream_leases=stream_leases,
             schema=PublicSchema(forwarder),
         )
 
@@ -61,9 +71,14 @@ def _gateway_lifespan(settings: GatewaySettings) -> Lifespan:
 
         app.state.readiness.checks["ingest"] = upstream_ready("ingest")
         app.state.readiness.checks["query"] = upstream_ready("query")
+        renewing = asyncio.create_task(stream_leases.keep_renewing())
         try:
             yield
         finally:
+            renewing.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await renewing
+            await stream_leases.close_all()
             await forwarder.close()
 
     return components
@@ -89,7 +104,14 @@ def create_app(settings: GatewaySettings | None = None) -> Litestar:
             "redis": Provide(provide_redis, sync_to_thread=False),
             **{
                 name: from_state(name)
-                for name in ("api_keys", "authenticator", "limits", "forwarder", "schema")
+                for name in (
+                    "api_keys",
+                    "authenticator",
+                    "limits",
+                    "forwarder",
+                    "stream_leases",
+                    "schema",
+                )
             },
         },
         description="The front door of RAG Engine: auth, tenants, rate limits and routing.",

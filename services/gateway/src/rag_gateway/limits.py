@@ -1,33 +1,20 @@
 """Per-key limits in Redis, so every gateway replica counts against the same numbers:
-requests per minute, and bytes of documents sent per UTC day. Over a limit: 429 with
-Retry-After."""
+requests per minute, and bytes of documents sent per UTC day (the same daily counter the
+ingest worker charges with the pages a URL ingest fetches: rag_core.quota). Over a limit: 429
+with Retry-After."""
 
 from __future__ import annotations
 
 import time
 
 from rag_core.catalog import Keys
-from rag_core.errors import RagError
+from rag_core.errors import TooManyRequests
+from rag_core.quota import TAKE_SCRIPT, DailyIngestBytes, QuotaGrant, seconds_left_today
 from redis.asyncio import Redis
 
 from rag_gateway.auth.principal import Principal
 
-# KEYS: counter; ARGV: amount, limit, ttl. Counts only what is allowed; returns {allowed, ttl}.
-_TAKE = """
-local used = tonumber(redis.call('GET', KEYS[1]) or '0')
-if used + tonumber(ARGV[1]) > tonumber(ARGV[2]) then
-  return {0, redis.call('PTTL', KEYS[1])}
-end
-redis.call('INCRBY', KEYS[1], ARGV[1])
-if redis.call('PTTL', KEYS[1]) < 0 then redis.call('PEXPIRE', KEYS[1], ARGV[3]) end
-return {1, 0}
-"""
-
-
-class TooManyRequests(RagError):
-    status_code = 429
-    problem = "rate-limited"
-    title = "Too many requests"
+__all__ = ["Limits", "TooManyRequests"]
 
 
 class Limits:
@@ -36,7 +23,8 @@ class Limits:
         self.prefix = keys.prefix
         self.per_minute = per_minute
         self.bytes_per_day = bytes_per_day
-        self._take = redis.register_script(_TAKE)
+        self._take = redis.register_script(TAKE_SCRIPT)
+        self.ingest_quota = DailyIngestBytes(redis, keys)
 
     async def _spend(self, counter: str, amount: int, limit: int, ttl_ms: int) -> float | None:
         """None when allowed; else the seconds until the window resets."""
@@ -57,20 +45,16 @@ class Limits:
                 headers={"Retry-After": str(int(wait + 0.999))},
             )
 
+    def ingest_grant(self, principal: Principal) -> QuotaGrant:
+        """Whose daily ingest bytes the caller spends, and how many: sent on to ingest, so
+        the pages a URL ingest fetches count against the same quota."""
+        return QuotaGrant(principal.identity, principal.ingest_bytes_per_day or self.bytes_per_day)
+
     async def ingest_bytes(self, principal: Principal, size: int) -> None:
-        limit = principal.ingest_bytes_per_day or self.bytes_per_day
-        day = int(time.time() // 86_400)
-        seconds_left = (day + 1) * 86_400 - time.time()
-        wait = await self._spend(
-            f"{self.prefix}:quota:{principal.identity}:{day}",
-            size,
-            limit,
-            int(seconds_left * 1000) + 60_000,
-        )
-        if wait is not None:
+        grant = self.ingest_grant(principal)
+        if not await self.ingest_quota.spend(grant, size):
             raise TooManyRequests(
-                f"this request ({size} bytes) would pass the {limit} bytes of documents this "
-                "credential may send per day (INGEST_BYTES_PER_DAY or the key's own quota)",
-                extra={"limit": "INGEST_BYTES_PER_DAY", "bytes_per_day": limit},
-                headers={"Retry-After": str(int(seconds_left) + 1)},
+                grant.refusal(f"this request ({size} bytes)"),
+                extra={"limit": "INGEST_BYTES_PER_DAY", "bytes_per_day": grant.bytes_per_day},
+                headers={"Retry-After": str(int(seconds_left_today()) + 1)},
             )

@@ -72,9 +72,11 @@ COMMON_ERRORS = {
     "401": "No valid credential",
     "403": "The credential lacks the scope or the collection",
     "413": "The body is over a size limit",
-    "429": "Over the rate limit or the daily ingest quota (see Retry-After)",
+    "429": "Over the rate limit, the daily ingest quota or the open-stream limits "
+    "(see Retry-After)",
     "502": "The service behind the gateway could not be reached",
-    "503": "A dependency is unavailable, or the service is shutting down (see Retry-After)",
+    "503": "A dependency is unavailable, the gateway's connections are all in use, or the "
+    "service is shutting down (see Retry-After)",
     "504": "The service behind the gateway did not answer in time",
 }
 

@@ -1,13 +1,15 @@
-"""Forwarding to ingest and query: one pooled HTTP client, bodies streamed both ways (SSE
+"""Forwarding to ingest and query: two pooled HTTP clients, one for ordinary requests
+(MAX_CONNECTIONS) and one for long-lived streams (MAX_STREAM_CONNECTIONS), so however many
+streams are open the other requests still find a connection. Bodies stream both ways (SSE
 passes through as it is produced), the caller's tenant and the internal token added, request
 id and trace context carried on. Idempotent requests without a body are retried when the
-upstream could not be reached; failures become problem responses (502, 504)."""
+upstream could not be reached; failures become problem responses (502, 503, 504)."""
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 import msgspec
@@ -15,6 +17,7 @@ from litestar import Request, Response
 from litestar.response import Stream
 from rag_config import GatewaySettings
 from rag_core.errors import RagError
+from rag_core.quota import INGEST_QUOTA_HEADER
 from rag_core.tenancy import INTERNAL_TOKEN_HEADER, TENANT_HEADER
 from rag_telemetry import REQUEST_ID_HEADER, current_traceparent, get_logger
 
@@ -36,9 +39,22 @@ HOP_BY_HOP = frozenset(
 )
 # Never forwarded upstream: the caller's credentials, and what only the gateway may say.
 PRIVATE = frozenset(
-    {"authorization", "x-api-key", TENANT_HEADER, INTERNAL_TOKEN_HEADER, "traceparent"}
+    {
+        "authorization",
+        "x-api-key",
+        TENANT_HEADER,
+        INTERNAL_TOKEN_HEADER,
+        INGEST_QUOTA_HEADER,
+        "traceparent",
+    }
 )
 RETRIED_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "DELETE"})
+# How long a stream waits for a free connection of its pool before the caller is told to retry
+# (ordinary requests wait up to UPSTREAM_TIMEOUT_SECONDS).
+STREAM_POOL_WAIT_SECONDS = 5.0
+
+if TYPE_CHECKING:
+    from rag_gateway.streams import Lease
 
 
 class BadGateway(RagError):
@@ -53,6 +69,12 @@ class GatewayTimeout(RagError):
     title = "Gateway timeout"
 
 
+class GatewayBusy(RagError):
+    status_code = 503
+    problem = "gateway-busy"
+    title = "Gateway busy"
+
+
 class Forwarder:
     def __init__(self, settings: GatewaySettings) -> None:
         self.settings = settings
@@ -61,18 +83,19 @@ class Forwarder:
             "query": settings.query_url.rstrip("/"),
         }
         self.token = settings.internal_token.get_secret_value() if settings.internal_token else None
-        self.http = httpx.AsyncClient(
-            timeout=httpx.Timeout(settings.upstream_timeout_seconds, connect=5.0),
-            limits=httpx.Limits(
-                max_connections=settings.max_connections,
-                max_keepalive_connections=settings.pool_size,
+        timeout = httpx.Timeout(settings.upstream_timeout_seconds, connect=5.0)
+        self.http = _client(timeout, settings.max_connections, settings.pool_size)
+        self.streams_http = _client(
+            httpx.Timeout(
+                settings.upstream_timeout_seconds, connect=5.0, pool=STREAM_POOL_WAIT_SECONDS
             ),
-            follow_redirects=False,
-            trust_env=False,
+            settings.max_stream_connections,
+            min(settings.pool_size, settings.max_stream_connections),
         )
 
     async def close(self) -> None:
         await self.http.aclose()
+        await self.streams_http.aclose()
 
     def upstream_headers(
         self, incoming: Mapping[str, str], tenant: str, request_id: str | None
@@ -95,14 +118,25 @@ class Forwarder:
         path_and_query: str,
         headers: dict[str, str],
         content: bytes | AsyncIterator[bytes] | None,
+        *,
+        long_lived: bool = False,
     ) -> httpx.Response:
-        """The upstream's response, headers read and body still streaming."""
+        """The upstream's response, headers read and body still streaming. ``long_lived``
+        requests (job events, streamed answers) use the pool kept for streams."""
         url = self.bases[upstream] + path_and_query
         attempts = 1 + (self.settings.upstream_retries if method in RETRIED_METHODS else 0)
+        http = self.streams_http if long_lived else self.http
         for attempt in range(attempts):
-            request = self.http.build_request(method, url, headers=headers, content=content)
+            request = http.build_request(method, url, headers=headers, content=content)
             try:
-                return await self.http.send(request, stream=True)
+                return await http.send(request, stream=True)
+            except httpx.PoolTimeout:
+                pool = "MAX_STREAM_CONNECTIONS" if long_lived else "MAX_CONNECTIONS"
+                raise GatewayBusy(
+                    f"every connection of this gateway to the {upstream} service is in use "
+                    f"({pool}); try again",
+                    headers={"Retry-After": "2"},
+                ) from None
             except httpx.TimeoutException:
                 raise GatewayTimeout(
                     f"the {upstream} service did not answer within UPSTREAM_TIMEOUT_SECONDS"
@@ -135,14 +169,30 @@ def response_headers(upstream: httpx.Response) -> dict[str, str]:
     return {k: v for k, v in upstream.headers.items() if k.lower() not in dropped}
 
 
-def stream_back(upstream: httpx.Response) -> Stream:
-    """The upstream response as it arrives: SSE events reach the caller one by one."""
+def _client(timeout: httpx.Timeout, connections: int, keepalive: int) -> httpx.AsyncClient:
+    return httpx.AsyncClient(
+        timeout=timeout,
+        limits=httpx.Limits(max_connections=connections, max_keepalive_connections=keepalive),
+        follow_redirects=False,
+        trust_env=False,
+    )
+
+
+def stream_back(upstream: httpx.Response, lease: Lease | None = None) -> Stream:
+    """The upstream response as it arrives: SSE events reach the caller one by one. A stream's
+    ``lease`` is given back when it ends, or when its client goes away."""
 
     async def body() -> AsyncIterator[bytes]:
+        if lease is not None:
+            lease.serving()
         try:
             async for chunk in upstream.aiter_raw():
                 yield chunk
+            if lease is not None:
+                await lease.release()  # before the caller hears the end: it may open another
         finally:
+            if lease is not None:
+                lease.close()  # cancelled (the client went away) or failed: without awaiting
             await upstream.aclose()
 
     return Stream(body(), status_code=upstream.status_code, headers=response_headers(upstream))

@@ -1,9 +1,11 @@
 """Every public /v1 route: authenticate, authorise (scope, tenant, collections), count against
-the caller's limits, then forward to ingest or query and stream the answer back."""
+the caller's limits (a long-lived stream also against the open-stream limits), then forward to
+ingest or query and stream the answer back."""
 
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from typing import Any
 
 import msgspec
@@ -12,7 +14,8 @@ from litestar.connection import ASGIConnection
 from litestar.di import NamedDependency
 from litestar.enums import HttpMethod
 from litestar.response import Stream
-from rag_core.errors import InvalidInput, NotFound, RagError
+from rag_core.errors import NotFound, PayloadTooLarge, RagError
+from rag_core.quota import INGEST_QUOTA_HEADER
 from rag_core.tenancy import TENANT_HEADER, check_tenant
 
 from rag_gateway.auth.authenticate import Authenticator
@@ -20,8 +23,7 @@ from rag_gateway.auth.principal import Forbidden, Principal
 from rag_gateway.limits import Limits
 from rag_gateway.proxy import Forwarder, buffered, request_id, stream_back
 from rag_gateway.routing import NoRoute, Route, Upstream, classify, is_openai_path
-
-MAX_INSPECTED_BODY = 1024 * 1024  # bodies read to check a collection name (create, chat)
+from rag_gateway.streams import StreamLeases
 
 
 class LengthRequired(RagError):
@@ -44,10 +46,9 @@ async def authenticate(
     )
     acting_as = request.headers.get(TENANT_HEADER)
     if acting_as and "admin" in principal.scopes:
-        # An administrator may act in any tenant; for anyone else the header is ignored.
-        principal = Principal(
-            principal.identity, check_tenant(acting_as, TENANT_HEADER), principal.scopes
-        )
+        # An administrator may act in any tenant; for anyone else the header is ignored. Only
+        # the tenant changes: the key's collections, rate and quota still hold.
+        principal = replace(principal, tenant=check_tenant(acting_as, TENANT_HEADER))
     return principal
 
 
@@ -74,10 +75,11 @@ async def forward(
     authenticator: NamedDependency[Authenticator],
     limits: NamedDependency[Limits],
     forwarder: NamedDependency[Forwarder],
+    stream_leases: NamedDependency[StreamLeases],
 ) -> Response[Any] | Stream:
     path = request.scope["path"]
     try:
-        return await _forward(request, path, authenticator, limits, forwarder)
+        return await _forward(request, path, authenticator, limits, forwarder, stream_leases)
     except RagError as exc:
         if is_openai_path(path):
             return openai_error(exc)
@@ -90,6 +92,7 @@ async def _forward(
     authenticator: Authenticator,
     limits: Limits,
     forwarder: Forwarder,
+    stream_leases: StreamLeases,
 ) -> Response[Any] | Stream:
     method = request.method.upper()
     try:
@@ -106,14 +109,31 @@ async def _forward(
     if target.collection is not None:
         principal.require_collection(target.collection)
     headers = forwarder.upstream_headers(request.headers, principal.tenant, request_id(request))
+    if target.kind == "documents_write":
+        # What the worker fetches for a URL ingest counts against the same daily quota.
+        headers[INGEST_QUOTA_HEADER] = limits.ingest_grant(principal).to_header()
     content = await _body(request, target, principal, limits)
     if target.kind in ("job", "session") and principal.collections is not None:
         await _check_owner(forwarder, target, principal, headers)
     raw_path = request.scope["raw_path"].decode("latin-1")
     query = request.scope.get("query_string", b"").decode("latin-1")
-    upstream = await forwarder.send(
-        target.upstream, method, raw_path + (f"?{query}" if query else ""), headers, content
+    long_lived = target.streams == "always" or (
+        target.streams == "when_asked" and _asks_to_stream(content)
     )
+    lease = await stream_leases.open(principal) if long_lived else None
+    try:
+        upstream = await forwarder.send(
+            target.upstream,
+            method,
+            raw_path + (f"?{query}" if query else ""),
+            headers,
+            content,
+            long_lived=long_lived,
+        )
+    except BaseException:
+        if lease is not None:
+            lease.close()
+        raise
     if principal.collections is not None and target.kind in (
         "collections",
         "jobs",
@@ -124,9 +144,11 @@ async def _forward(
         if status != 200:
             return Response(body, status_code=status, headers=out_headers)
         return Response(
-            _only_allowed(target, msgspec.json.decode(body), principal), headers=out_headers
+            _only_allowed(target, msgspec.json.decode(body), principal),
+            status_code=status,  # else Litestar's default for a route that also takes POST: 201
+            headers=out_headers,
         )
-    return stream_back(upstream)
+    return stream_back(upstream, lease)
 
 
 async def _body(
@@ -148,9 +170,7 @@ async def _body(
         "chat",
         "evaluate",
     ):
-        body = await request.body()
-        if len(body) > MAX_INSPECTED_BODY:
-            raise InvalidInput("the request body is too large for this route")
+        body = await _inspected_body(request)
         try:
             data = json.loads(body or b"{}")
         except ValueError:
@@ -162,7 +182,40 @@ async def _body(
             if isinstance(name, str):
                 principal.require_collection(name.partition(":")[0])
         return body
+    if target.streams == "when_asked":
+        return await _inspected_body(request)  # read whole: does it ask for a stream?
     return request.stream()
+
+
+async def _inspected_body(request: Request[Any, Any, Any]) -> bytes:
+    """The whole body, for the gateway to read: at most MAX_INSPECTED_BODY_BYTES."""
+    limit: int = request.app.state.settings.max_inspected_body_bytes
+    too_large = PayloadTooLarge(
+        f"the body is over {limit} bytes, the most the gateway reads on this route "
+        "(MAX_INSPECTED_BODY_BYTES)",
+        extra={"limit": "MAX_INSPECTED_BODY_BYTES", "bytes": limit},
+    )
+    length = request.headers.get("content-length", "")
+    if length.isdigit() and int(length) > limit:
+        raise too_large
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise too_large
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _asks_to_stream(body: Any) -> bool:
+    """Whether a JSON body asks for its answer as a stream (`"stream": true`)."""
+    if not isinstance(body, bytes):
+        return False
+    try:
+        data = json.loads(body or b"{}")
+    except (ValueError, RecursionError):
+        return False  # not a stream: the upstream explains what is wrong with it
+    return isinstance(data, dict) and data.get("stream") is True
 
 
 async def _check_owner(

@@ -23,6 +23,10 @@ Kind = Literal[
     "session",  # a chat session: the collection it is bound to decides
 ]
 
+# Whether the answer is a long-lived stream (SSE): such requests use the gateway's pool for
+# streams and count against the open-stream limits.
+Streams = Literal["never", "always", "when_asked"]  # when_asked: `"stream": true` in the body
+
 READ, WRITE, QUERY = "ingest:read", "ingest:write", "query:read"
 
 
@@ -34,6 +38,7 @@ class Route:
     collection: str | None = None
     job_id: str | None = None
     session_id: str | None = None
+    streams: Streams = "never"
 
 
 _C = r"(?P<collection>[^/]+)"
@@ -84,6 +89,13 @@ TABLE: list[tuple[re.Pattern[str], dict[str, tuple[Upstream, str, Kind]]]] = [
 ]
 
 
+STREAMING: list[tuple[re.Pattern[str], Streams]] = [
+    (re.compile(rf"^/v1/jobs/{_J}/events$"), "always"),
+    (re.compile(rf"^/v1/collections/{_C}/query$"), "when_asked"),
+    (re.compile(r"^/v1/chat/completions$"), "when_asked"),
+]
+
+
 class NoRoute(Exception):
     def __init__(self, allowed: list[str]) -> None:
         super().__init__("no route")
@@ -106,6 +118,7 @@ def classify(method: str, path: str) -> Route:
             groups.get("collection"),
             groups.get("job"),
             groups.get("session"),
+            next((how for found, how in STREAMING if found.match(path)), "never"),
         )
     raise NoRoute([])
 

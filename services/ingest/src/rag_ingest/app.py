@@ -41,6 +41,7 @@ def _ingest_lifespan(settings: IngestSettings) -> Lifespan:
             create_redis(settings, settings, max_connections=settings.max_event_streams),
             components.keys,
             limit=settings.max_event_streams,
+            per_tenant=settings.max_event_streams_per_tenant,
         )
         app.state.event_streams = streams
         try:

@@ -1,13 +1,20 @@
 """Token-aware chunking that follows the document's structure.
 
 Chunks never cross a section (a heading's body, a PDF page), hold at most ``size`` tokens of
-the embedder's own tokenizer, end at the strongest boundary available in their second half
-(paragraph, then sentence or line, then word), and start ``overlap`` tokens before the
-previous chunk's end, at a word boundary.
+the embedder's own tokenizer and at most ``max_chars`` characters, end at the strongest
+boundary available in their second half (paragraph, then sentence or line, then word), and
+start ``overlap`` tokens before the previous chunk's end, at a word boundary.
+
+Hostile text is bounded here too: a "word" longer than ``LONGEST_TOKEN_CHARS`` (2 MB without a
+space is one unknown token to WordPiece) counts as one token per that many characters, so
+no chunk can grow past ``max_chars``; long sections are tokenised a window at a time, and
+chunking stops as soon as the document makes more than ``max_chunks`` chunks, instead of
+tokenising all of it first.
 """
 
 from __future__ import annotations
 
+import bisect
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -17,6 +24,12 @@ TokenSpans = Callable[[str], list[tuple[int, int]]]
 
 PARAGRAPH, SENTENCE, WORD, INSIDE_WORD = 3, 2, 1, 0
 _SENTENCE_END = (".", "!", "?", ":", ";", "\u3002")
+LONGEST_TOKEN_CHARS = 64
+WINDOW_CHARS = 100_000  # a section's text is tokenised this much at a time
+
+
+class TooManyChunks(Exception):
+    """The document makes more chunks than MAX_CHUNKS_PER_DOCUMENT allows."""
 
 
 @dataclass(frozen=True)
@@ -50,40 +63,98 @@ def _overlap_start(strength: Sequence[int], earliest: int, end: int) -> int:
     return end
 
 
+def _bounded(spans: Sequence[tuple[int, int]]) -> list[tuple[int, int]]:
+    """Token spans with every over-long one cut into LONGEST_TOKEN_CHARS pieces."""
+    out: list[tuple[int, int]] = []
+    for first, end in spans:
+        start = first
+        while end - start > LONGEST_TOKEN_CHARS:
+            out.append((start, start + LONGEST_TOKEN_CHARS))
+            start += LONGEST_TOKEN_CHARS
+        out.append((start, end))
+    return out
+
+
+def _windows(text: str, limit: int = WINDOW_CHARS) -> list[str]:
+    """The text in pieces of at most ``limit`` characters, cut at a paragraph break, else a
+    line break, else a space, in the second half of each piece (mid-word only if none)."""
+    pieces: list[str] = []
+    start = 0
+    while len(text) - start > limit:
+        cut = -1
+        for mark in ("\n\n", "\n", " "):
+            cut = text.rfind(mark, start + limit // 2, start + limit)
+            if cut > start:
+                break
+        if cut <= start:
+            cut = start + limit
+        pieces.append(text[start:cut])
+        start = cut
+    pieces.append(text[start:])
+    return pieces
+
+
 def chunk_sections(
-    sections: Sequence[Section], token_spans: TokenSpans, *, size: int, overlap: int
+    sections: Sequence[Section],
+    token_spans: TokenSpans,
+    *,
+    size: int,
+    overlap: int,
+    max_chars: int = 4000,
+    max_chunks: int | None = None,
 ) -> list[Chunk]:
+    """Raises TooManyChunks as soon as there are more than ``max_chunks``."""
     if size < 8:
         raise ValueError("chunk size must be at least 8 tokens")
     if not 0 <= overlap < size // 2:
         raise ValueError("chunk overlap must be below half the chunk size")
+    if max_chars < 2 * LONGEST_TOKEN_CHARS:
+        raise ValueError(f"chunks must be allowed at least {2 * LONGEST_TOKEN_CHARS} characters")
     chunks: list[Chunk] = []
     for section in sections:
-        text = section.text
-        spans = token_spans(text)
-        if not spans:
-            continue
-        if len(spans) <= size:
-            chunks.append(
-                Chunk(text.strip(), len(chunks), len(spans), section.heading_path, section.page)
-            )
-            continue
-        strength = [PARAGRAPH] + [_boundary_strength(text, spans, i) for i in range(1, len(spans))]
-        start = 0
-        while start < len(spans):
-            end = min(start + size, len(spans))
-            if end < len(spans):
-                # The strongest boundary in the chunk's second half; the latest such one.
-                window = range(start + size // 2, end + 1)
-                best = max(window, key=lambda i: (strength[i] if i < len(spans) else 9, i))
-                if strength[best] > INSIDE_WORD:
-                    end = best
-            piece = text[spans[start][0] : spans[end - 1][1]].strip()
-            if piece:
-                chunks.append(
-                    Chunk(piece, len(chunks), end - start, section.heading_path, section.page)
+        for text in _windows(section.text):
+            _chunk_text(text, section, token_spans, chunks, size, overlap, max_chars)
+            if max_chunks is not None and len(chunks) > max_chunks:
+                raise TooManyChunks(
+                    f"the document makes more than {max_chunks} chunks (MAX_CHUNKS_PER_DOCUMENT)"
                 )
-            if end >= len(spans):
-                break
-            start = _overlap_start(strength, max(end - overlap, start + 1), end)
     return chunks
+
+
+def _chunk_text(
+    text: str,
+    section: Section,
+    token_spans: TokenSpans,
+    chunks: list[Chunk],
+    size: int,
+    overlap: int,
+    max_chars: int,
+) -> None:
+    spans = _bounded(token_spans(text))
+    if not spans:
+        return
+    if len(spans) <= size and spans[-1][1] - spans[0][0] <= max_chars:
+        chunks.append(
+            Chunk(text.strip(), len(chunks), len(spans), section.heading_path, section.page)
+        )
+        return
+    ends = [end for _, end in spans]
+    strength = [PARAGRAPH] + [_boundary_strength(text, spans, i) for i in range(1, len(spans))]
+    start = 0
+    while start < len(spans):
+        # At most ``size`` tokens and ``max_chars`` characters (every token is shorter).
+        end = min(start + size, bisect.bisect_right(ends, spans[start][0] + max_chars))
+        if end < len(spans):
+            # The strongest boundary in the chunk's second half; the latest such one.
+            window = range(start + max(1, (end - start) // 2), end + 1)
+            best = max(window, key=lambda i: (strength[i] if i < len(spans) else 9, i))
+            if strength[best] > INSIDE_WORD:
+                end = best
+        piece = text[spans[start][0] : spans[end - 1][1]].strip()
+        if piece:
+            chunks.append(
+                Chunk(piece, len(chunks), end - start, section.heading_path, section.page)
+            )
+        if end >= len(spans):
+            break
+        start = _overlap_start(strength, max(end - overlap, start + 1), end)

@@ -34,6 +34,7 @@ from rag_query.answers.service import AnswerService
 from rag_query.answers.sessions import SessionStore
 from rag_query.evaluation.routes import EvaluationController
 from rag_query.evaluation.service import EvaluationJobs, Evaluator
+from rag_query.evaluation.slots import EvaluationSlots
 from rag_query.generation.prompts import Prompts
 from rag_query.openai_api.routes import OpenAIController
 from rag_query.retrieval.indexes import LexicalIndexes
@@ -83,7 +84,17 @@ def _query_lifespan(settings: QuerySettings) -> Lifespan:
             settings=settings,
         )
         evaluator = Evaluator(retriever, answers, generators, prompts, indexes.analyzer)
-        evaluations = EvaluationJobs(app.state.redis, keys, evaluator)
+        evaluations = EvaluationJobs(
+            app.state.redis,
+            keys,
+            evaluator,
+            EvaluationSlots(
+                app.state.redis,
+                keys,
+                per_tenant=settings.max_evaluations_per_tenant,
+                lease_seconds=settings.evaluation_lease_seconds,
+            ),
+        )
         app.state.update(
             evaluator=evaluator,
             evaluations=evaluations,

@@ -9,13 +9,11 @@ Vectors are normalised to unit length, as Chroma's cosine space and our fusion e
 from __future__ import annotations
 
 from collections.abc import Sequence
-from functools import cached_property
 
 import numpy as np
-from tokenizers import Tokenizer
 
 from rag_core.embedding.base import EmbeddingError, Vectors
-from rag_core.embedding.local import packaged_model_dir
+from rag_core.embedding.wordpiece import counting_tokenizer, token_spans
 
 MAX_INPUTS_PER_CALL = 96
 
@@ -47,19 +45,12 @@ class _HostedEmbedder:
     def max_tokens(self) -> int:
         return self._max_tokens
 
-    @cached_property
-    def _tokenizer(self) -> Tokenizer:
-        tokenizer = Tokenizer.from_file(str(packaged_model_dir() / "tokenizer.json"))
-        tokenizer.no_truncation()
-        tokenizer.no_padding()
-        return tokenizer
-
     def count_tokens(self, texts: Sequence[str]) -> list[int]:
-        encodings = self._tokenizer.encode_batch(list(texts), add_special_tokens=False)
+        encodings = counting_tokenizer().encode_batch(list(texts), add_special_tokens=False)
         return [len(e.ids) for e in encodings]
 
     def token_spans(self, text: str) -> list[tuple[int, int]]:
-        return list(self._tokenizer.encode(text, add_special_tokens=False).offsets)
+        return token_spans(text)
 
 
 class OpenAIEmbedder(_HostedEmbedder):

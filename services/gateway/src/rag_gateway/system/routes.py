@@ -1,6 +1,8 @@
 """GET /v1/system: the deployment at a glance for any valid credential: each service's
 readiness and version, the facts ingest and query tell about themselves (embedder, chunking,
-search mode, generators), and the ingest queue (depth, workers reporting)."""
+search mode, generators), and the ingest queue (depth, workers reporting). Its Redis cost is a
+few commands whatever Redis holds: a queue length and an index of live workers, never a walk
+of the keyspace."""
 
 from __future__ import annotations
 
@@ -14,6 +16,7 @@ from rag_core.catalog import Keys
 from rag_core.errors import RagError
 from rag_core.health import Readiness
 from rag_core.service import package_version
+from rag_core.workers import LiveWorkers
 from redis.asyncio import Redis
 
 from rag_gateway.auth.authenticate import Authenticator
@@ -37,7 +40,7 @@ class QueueState(msgspec.Struct):
     """The deployment's one ingest queue (shared by every tenant: counts, never contents)."""
 
     depth: int  # jobs waiting for a worker
-    workers: int  # worker hosts that reported within the last health-check interval
+    workers: int  # worker processes that sent a heartbeat within the last 15 s
 
 
 class SystemInfo(msgspec.Struct):
@@ -65,12 +68,10 @@ async def _upstream(forwarder: Forwarder, upstream: Upstream, seconds: float) ->
 
 
 async def _queue(redis: Redis, keys: Keys) -> QueueState:
-    queue = keys.queue()
-    depth = int(await redis.zcard(queue))
-    workers = 0
-    async for _ in redis.scan_iter(match=f"{queue}:health-check:*", count=100):
-        workers += 1
-    return QueueState(depth, workers)
+    depth, workers = await asyncio.gather(
+        redis.zcard(keys.queue()), LiveWorkers(redis, keys).count()
+    )
+    return QueueState(int(depth), workers)
 
 
 @get("/v1/system", summary="The deployment: services, versions, embedder, queue", tags=["system"])

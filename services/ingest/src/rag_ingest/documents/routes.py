@@ -8,7 +8,6 @@ from typing import Annotated, Any
 import msgspec
 from arq.connections import ArqRedis
 from litestar import Controller, Request, Response, delete, get, post, put
-from litestar.datastructures import UploadFile
 from litestar.di import NamedDependency
 from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
 from litestar.status_codes import HTTP_200_OK, HTTP_202_ACCEPTED
@@ -16,9 +15,11 @@ from rag_core.catalog import DocumentRecord
 from rag_core.chroma import ChromaClient
 from rag_core.errors import InvalidInput, NotFound, UnsupportedMediaType
 from rag_core.filters import validate_filter
+from rag_core.quota import INGEST_QUOTA_HEADER, QuotaGrant
 from rag_telemetry import current_traceparent
 
 from rag_ingest.collections.registry import CollectionRegistry
+from rag_ingest.documents.forms import read_upload_form
 from rag_ingest.documents.service import Accepted, IdempotencyGuard, IngestService, Submission
 from rag_ingest.documents.store import DocumentStore
 from rag_ingest.fetching.fetcher import FetchRefused, check_url_syntax
@@ -151,10 +152,17 @@ def _fingerprint(*parts: Any) -> str:
     return hashlib.sha256(msgspec.json.encode(parts, order="sorted")).hexdigest()
 
 
-def _check_supported(item: Submission) -> None:
-    """Refuse what no parser can read now (415), instead of a job that will surely fail."""
+def _check_supported(item: Submission, max_archive_entries: int) -> None:
+    """Refuse what no parser can read now (415), instead of a job that will surely fail. Only
+    bounded sniffing here: this process serves every other request."""
     try:
-        detect_format(item.payload, filename=item.filename, content_type=item.content_type)
+        detect_format(
+            item.payload,
+            filename=item.filename,
+            content_type=item.content_type,
+            max_archive_entries=max_archive_entries,
+            sniff=True,
+        )
     except UnsupportedFormat as exc:
         raise UnsupportedMediaType(f"{item.where}: {exc}") from None
     except Exception:  # noqa: S110 - anything else is for the worker to explain
@@ -221,41 +229,48 @@ class DocumentController(Controller):
     ) -> Response[Any]:
         """multipart/form-data: `file` (repeat for several), optional `metadata` (a JSON object
         applied to every file), `source`, and `id` (only with a single file)."""
-        if not request.headers.get("content-type", "").startswith("multipart/form-data"):
+        content_type, options = request.content_type
+        if content_type != "multipart/form-data":
             raise UnsupportedMediaType("send the files as multipart/form-data")
-        form = await request.form()
-        files = [f for f in form.getall("file", []) if isinstance(f, UploadFile)]
-        if not files:
+        if not options.get("boundary"):
+            raise InvalidInput(
+                "multipart/form-data needs a boundary in its Content-Type",
+                extra={"errors": [{"field": "Content-Type", "message": "no boundary"}]},
+            )
+        form = await read_upload_form(
+            request.stream(),
+            options["boundary"].encode("latin-1"),
+            max_parts=ingest.settings.max_documents_per_batch + 10,
+        )
+        if not form.files:
             raise InvalidInput(
                 "no files: send them in the form field 'file'",
                 extra={"errors": [{"field": "file", "message": "missing"}]},
             )
-        metadata = _form_metadata(form.get("metadata"))
-        source = form.get("source") if isinstance(form.get("source"), str) else None
-        doc_id = form.get("id") if isinstance(form.get("id"), str) else None
-        if doc_id and len(files) > 1:
+        metadata = _form_metadata(form.fields.get("metadata"))
+        source = form.fields.get("source")
+        doc_id = form.fields.get("id")
+        if doc_id and len(form.files) > 1:
             raise InvalidInput(
                 "'id' names one document; it cannot be used with several files",
                 extra={"errors": [{"field": "id", "message": "several files"}]},
             )
-        ingest.check_batch_size(len(files))
-        items = []
-        for index, upload in enumerate(files):
-            data = await upload.read()
-            items.append(
-                Submission(
-                    payload=data,
-                    where=f"file[{index}] ({upload.filename})",
-                    document_id=doc_id,
-                    filename=upload.filename,
-                    content_type=upload.content_type,
-                    source=source,
-                    metadata=dict(metadata),
-                )
+        ingest.check_batch_size(len(form.files))
+        items = [
+            Submission(
+                payload=bytes(upload.data),
+                where=f"file[{index}]",
+                document_id=doc_id,
+                filename=upload.filename,
+                content_type=upload.content_type,
+                source=source,
+                metadata=dict(metadata),
             )
+            for index, upload in enumerate(form.files)
+        ]
         ingest.validate(items)
         for item in items:
-            _check_supported(item)
+            _check_supported(item, ingest.settings.max_archive_entries)
 
         async def work() -> IngestAccepted:
             return _wire(
@@ -293,13 +308,16 @@ class DocumentController(Controller):
     ) -> Response[Any]:
         """The worker fetches it: public addresses only (FETCH_ALLOW_NETWORKS widens that),
         FETCH_MAX_REDIRECTS redirects, MAX_FILE_BYTES per page, FETCH_TIMEOUT_SECONDS, and at
-        most FETCH_MAX_PAGES pages. Each page becomes a document whose id derives from its URL."""
+        most FETCH_MAX_PAGES pages. Each page becomes a document whose id derives from its URL.
+        Through the gateway, the pages' bytes count against the caller's daily ingest quota."""
         try:
             url = check_url_syntax(data.url)
         except FetchRefused as exc:
             raise InvalidInput(
                 f"url: {exc}", extra={"errors": [{"field": "url", "message": str(exc)}]}
             ) from None
+        grant = request.headers.get(INGEST_QUOTA_HEADER)
+        quota = QuotaGrant.from_header(grant) if grant else None
 
         async def work() -> IngestAccepted:
             accepted = await ingest.submit_url(
@@ -310,6 +328,7 @@ class DocumentController(Controller):
                 metadata=dict(data.metadata or {}),
                 request_id=_request_id(request),
                 traceparent=current_traceparent(),
+                quota=quota,
             )
             return _wire([accepted], collection)
 

@@ -64,20 +64,47 @@ def new_job_id() -> str:
     return f"{int(time.time() * 1000):013x}{uuid.uuid4().hex[:12]}"
 
 
+INT64 = (-(2**63), 2**63 - 1)
+METADATA_KEY_RULE = (
+    "metadata keys are 1-128 characters and may not start with '_', '$' or '#' "
+    "or with 'chroma:' (reserved by the store)"
+)
+
+
 def check_metadata(metadata: dict[str, Any], where: str, limit: int) -> None:
-    for key in metadata:
-        if key.startswith("_") or not key or len(key) > 128:
+    """Only what the chunk store keeps as given: refused here (422 naming the key), never
+    accepted and then failed (or silently changed) by Chroma in the worker."""
+    for key, value in metadata.items():
+        if not key or len(key) > 128 or key[0] in "_$#" or key.lower().startswith("chroma:"):
             raise InvalidInput(
-                f"{where}.{key}: metadata keys are 1-128 characters and may not start with '_'",
+                f"{where}.{key}: {METADATA_KEY_RULE}",
                 extra={
                     "errors": [{"field": f"{where}.{key}", "message": "reserved or invalid key"}]
                 },
+            )
+        whole = isinstance(value, int) and not isinstance(value, bool)
+        if whole and not INT64[0] <= value <= INT64[1]:
+            raise InvalidInput(
+                f"{where}.{key}: integers must fit in 64 bits (send larger ones as text)",
+                extra={"errors": [{"field": f"{where}.{key}", "message": "integer too large"}]},
             )
     size = len(msgspec.json.encode(metadata))
     if size > limit:
         raise PayloadTooLarge(
             f"{where} is {size} bytes as JSON; the limit is {limit} (MAX_METADATA_BYTES)",
             extra={"limit": "MAX_METADATA_BYTES", "max_bytes": limit},
+        )
+
+
+def check_length(value: str | None, field: str, limit: int, setting: str) -> None:
+    """A free-text field within its limit (422 naming the field and the setting)."""
+    if value is not None and len(value) > limit:
+        raise InvalidInput(
+            f"{field} is {len(value)} characters; the limit is {limit} ({setting})",
+            extra={
+                "errors": [{"field": field, "message": f"longer than {limit} characters"}],
+                "limit": setting,
+            },
         )
 
 
@@ -119,7 +146,19 @@ class IngestService:
         self.check_batch_size(len(items))
         seen: dict[str, str] = {}
         for item in items:
-            if not item.payload.strip():
+            check_length(
+                item.filename,
+                f"{item.where}.filename",
+                self.settings.max_filename_chars,
+                "MAX_FILENAME_CHARS",
+            )
+            check_length(
+                item.source,
+                f"{item.where}.source",
+                self.settings.max_source_chars,
+                "MAX_SOURCE_CHARS",
+            )
+            if not item.payload or item.payload.isspace():
                 raise InvalidInput(
                     f"{item.where} is empty",
                     extra={"errors": [{"field": item.where, "message": "empty"}]},
@@ -230,6 +269,7 @@ class IngestService:
         """One job that fetches ``url`` (and linked pages up to ``max_depth``) in the worker;
         with ``quota``, every page it fetches counts against that caller's daily bytes."""
         collection = await self.registry.get(collection_name)
+        check_length(url, "url", self.settings.max_source_chars, "MAX_SOURCE_CHARS")
         check_metadata(metadata, "metadata", self.settings.max_metadata_bytes)
         record = JobRecord(
             id=new_job_id(),

@@ -1,19 +1,29 @@
 """A URL job: fetch the page (and, with max_depth, the pages it links to) and queue an
-ordinary ingest job for each page, so dedup and versioning work exactly as for uploads."""
+ordinary ingest job for each page, so dedup and versioning work exactly as for uploads.
+
+The request that made the job cost its caller a few bytes of their daily ingest quota; the
+pages cost what they weigh. Every fetched page is charged to the same daily counter the
+gateway uses (the job's ``quota``, from the gateway), and a page is never read past what is
+left of it.
+"""
 
 from __future__ import annotations
 
 import hashlib
 from collections import deque
+from dataclasses import replace
 from typing import Any
 
 from rag_config import IngestSettings
+from rag_core.quota import DailyIngestBytes, QuotaGrant
 
 from rag_ingest.documents.service import IngestService, Submission
 from rag_ingest.fetching.fetcher import (
+    Fetched,
     FetchFailed,
     FetchPolicy,
     FetchRefused,
+    TooLarge,
     extract_links,
     fetch,
 )
@@ -35,17 +45,46 @@ def fetch_policy(settings: IngestSettings) -> FetchPolicy:
     )
 
 
+class QuotaExceeded(FetchRefused):
+    """The page would pass its caller's daily ingest quota: refused, never retried."""
+
+
+async def fetch_within_quota(
+    url: str, policy: FetchPolicy, grant: QuotaGrant | None, counter: DailyIngestBytes
+) -> Fetched:
+    """``fetch``, reading no more than what is left of the caller's quota today, and charging
+    the page to it (a refused page costs nothing)."""
+    if grant is None:  # not through the gateway: nobody's quota to count
+        return await fetch(url, policy)
+    left = await counter.remaining(grant)
+    if left <= 0:
+        raise QuotaExceeded(grant.refusal(f"fetching {url}"))
+    capped = replace(policy, max_bytes=min(policy.max_bytes, left))
+    try:
+        page = await fetch(url, capped)
+    except TooLarge:
+        if capped.max_bytes < policy.max_bytes:  # the quota was the limit, not MAX_FILE_BYTES
+            raise QuotaExceeded(
+                grant.refusal(f"{url} (larger than the {left} bytes left today)")
+            ) from None
+        raise
+    if not await counter.spend(grant, len(page.content)):  # others spent it meanwhile
+        raise QuotaExceeded(grant.refusal(f"{page.url} ({len(page.content)} bytes)"))
+    return page
+
+
 async def crawl(
     job: JobRecord, settings: IngestSettings, ingest: IngestService, parsers: ParserPool
 ) -> dict[str, Any]:
     """Breadth-first from the job's URL. The first page must succeed (FetchRefused and
     FetchFailed propagate: the job fails or is retried); later pages that fail, for good or
-    for now, are listed with their reason. Links are read in the parser pool, which stops a
-    page that would take too long."""
+    for now, are listed with their reason. A page over the caller's daily quota ends the crawl
+    there. Links are read in the parser pool, which stops a page that would take too long."""
     options = job.options or {}
     root, max_depth = str(options["url"]), int(options.get("max_depth", 0))
     same_domain = bool(options.get("same_domain", True))
     policy = fetch_policy(settings)
+    counter = DailyIngestBytes(ingest.redis, ingest.keys)
     queue: deque[tuple[str, int]] = deque([(root, 0)])
     seen = {root}
     pages: list[dict[str, Any]] = []
@@ -53,7 +92,12 @@ async def crawl(
     while queue and len(pages) < settings.fetch_max_pages:
         url, depth = queue.popleft()
         try:
-            page = await fetch(url, policy)
+            page = await fetch_within_quota(url, policy, job.quota, counter)
+        except QuotaExceeded as exc:
+            if url == root:
+                raise
+            skipped.append({"url": url, "reason": str(exc)})
+            break  # nothing more is fetched for this caller today
         except (FetchRefused, FetchFailed) as exc:
             if url == root:
                 raise

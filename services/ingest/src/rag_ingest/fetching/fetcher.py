@@ -14,7 +14,8 @@ import asyncio
 import ipaddress
 import socket
 import time
-from collections.abc import Sequence
+import zlib
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from urllib.parse import urljoin, urlsplit, urlunsplit
 
@@ -22,6 +23,13 @@ import httpx
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 USER_AGENT = "rag-engine-ingest/0.1 (+self-hosted)"
+ACCEPT_ENCODING = "gzip, deflate"  # what BodyDecoder undoes; never br or zstd
+DECODE_PIECE_BYTES = 64 * 1024  # the most one decompression step produces
+_ZLIB_WBITS = {
+    "gzip": zlib.MAX_WBITS | 16,
+    "x-gzip": zlib.MAX_WBITS | 16,
+    "deflate": zlib.MAX_WBITS,  # zlib-wrapped, as RFC 9110 says; raw deflate is tried too
+}
 
 
 class FetchRefused(Exception):
@@ -30,6 +38,10 @@ class FetchRefused(Exception):
 
 class FetchFailed(Exception):
     """A transient problem (timeout, 5xx, connection reset): retrying later may work."""
+
+
+class TooLarge(FetchRefused):
+    """The body is larger than the policy's ``max_bytes`` (found before it is all read)."""
 
 
 @dataclass(frozen=True)
@@ -66,25 +78,32 @@ def check_url_syntax(url: str) -> str:
     return urlunsplit(parts._replace(fragment=""))
 
 
-NAT64_PREFIXES = (ipaddress.ip_network("64:ff9b::/96"), ipaddress.ip_network("64:ff9b:1::/48"))
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+IPV4_COMPATIBLE = ipaddress.ip_network("::/96")  # deprecated (RFC 4291), still routable
+IPV4_TRANSLATED = ipaddress.ip_network("::ffff:0:0:0/96")  # SIIT (RFC 2765)
+NAT64_WELL_KNOWN = ipaddress.ip_network("64:ff9b::/96")
+# Local-use NAT64 (RFC 8215) is not globally reachable, and its operator chooses where in
+# it the IPv4 address sits: it is refused as a whole (FETCH_ALLOW_NETWORKS can permit it).
+NAT64_LOCAL_USE = ipaddress.ip_network("64:ff9b:1::/48")
 
 
-def _embedded_ipv4(
-    ip: ipaddress.IPv4Address | ipaddress.IPv6Address,
-) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
-    """The IPv4 address an IPv6 one carries (mapped, 6to4, Teredo, NAT64), which is what
-    is finally reached; Python calls some of these "global" whatever they embed."""
+def _reached(ip: IPAddress) -> list[IPAddress]:
+    """The addresses a connection to ``ip`` ends at: the IPv4 addresses an IPv6 one carries
+    (compatible, mapped, translated, 6to4, Teredo server and client, NAT64), else ``ip``.
+    Python calls some of these "global" whatever they carry (``::127.0.0.1`` among them)."""
     if isinstance(ip, ipaddress.IPv4Address):
-        return ip
+        return [ip]
     if ip.ipv4_mapped is not None:
-        return ip.ipv4_mapped
+        return [ip.ipv4_mapped]
+    if ip in IPV4_COMPATIBLE and int(ip) > 1:  # not :: or ::1, which are themselves
+        return [ipaddress.IPv4Address(int(ip))]
+    if ip in IPV4_TRANSLATED or ip in NAT64_WELL_KNOWN:
+        return [ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)]
     if ip.sixtofour is not None:
-        return ip.sixtofour
+        return [ip.sixtofour]
     if ip.teredo is not None:
-        return ip.teredo[1]
-    if any(ip in prefix for prefix in NAT64_PREFIXES):
-        return ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
-    return ip
+        return list(ip.teredo)
+    return [ip]
 
 
 async def resolve_allowed(host: str, port: int, allow: Sequence[IPNetwork]) -> str:
@@ -94,11 +113,11 @@ async def resolve_allowed(host: str, port: int, allow: Sequence[IPNetwork]) -> s
     except socket.gaierror as exc:
         raise FetchRefused(f"cannot resolve {host}: {exc.strerror}") from None
     addresses = sorted({str(info[4][0]) for info in infos})
-    for address in addresses:
-        ip = _embedded_ipv4(ipaddress.ip_address(address.split("%")[0]))
+    reached = [ip for a in addresses for ip in _reached(ipaddress.ip_address(a.split("%")[0]))]
+    for ip in reached:
         if any(ip in network for network in allow):
             continue
-        if not ip.is_global or ip.is_multicast:
+        if not ip.is_global or ip.is_multicast or ip in NAT64_LOCAL_USE:
             kind = (
                 "loopback"
                 if ip.is_loopback
@@ -116,6 +135,75 @@ async def resolve_allowed(host: str, port: int, allow: Sequence[IPNetwork]) -> s
     if not addresses:
         raise FetchRefused(f"{host} has no address")
     return addresses[0]
+
+
+class BodyDecoder:
+    """Undoes a response's Content-Encoding a bounded piece at a time, counting MAX_FILE_BYTES
+    on the bytes received and on the decoded bytes as they are produced.
+
+    httpx decodes each network read whole (64 KB of gzip can be 64 MB) and undoes as many
+    codings as the header names (``gzip, gzip``: gigabytes from two kilobytes). Here each
+    step yields at most DECODE_PIECE_BYTES, so the decoded bytes held never pass the limit by
+    more than one piece. At most one coding (gzip or deflate) is accepted: no server needs
+    to stack them (compressing compressed data gains nothing), and each extra layer only
+    multiplies what a few bytes expand to, so a stack is refused rather than decoded.
+    """
+
+    def __init__(self, url: str, content_encoding: str, max_bytes: int) -> None:
+        self.url, self.max_bytes = url, max_bytes
+        self.received = self.decoded = 0
+        codings = [c.strip().lower() for c in content_encoding.split(",")]
+        codings = [c for c in codings if c and c != "identity"]
+        if len(codings) > 1:
+            raise FetchRefused(
+                f"{url} is sent with Content-Encoding {content_encoding!r}: more than one "
+                "content-coding is refused (stacked codings are a decompression bomb)"
+            )
+        if codings and codings[0] not in _ZLIB_WBITS:
+            raise FetchRefused(
+                f"{url} is sent with Content-Encoding {codings[0]!r}, which is not accepted "
+                "(gzip and deflate are)"
+            )
+        self.coding = codings[0] if codings else None
+        self._inflater = zlib.decompressobj(_ZLIB_WBITS[self.coding]) if self.coding else None
+        self._first = True
+
+    def decode(self, raw: bytes) -> Iterator[bytes]:
+        """The decoded pieces of the next ``raw`` bytes of the body; raises TooLarge as soon
+        as the bytes received, or those decoded, pass ``max_bytes``."""
+        self.received += len(raw)
+        if self.received > self.max_bytes:
+            raise self._too_large()
+        if self._inflater is None:
+            yield self._counted(raw)  # a network read: httpx reads at most 64 KB at a time
+            return
+        first, self._first = self._first, False
+        pending = raw
+        while not self._inflater.eof:  # bytes after the end are ignored, as httpx does
+            try:
+                piece = self._inflater.decompress(pending, DECODE_PIECE_BYTES)
+            except zlib.error as exc:
+                if first and self.coding == "deflate" and not self.decoded:
+                    # Some servers send raw deflate, without the zlib wrapper.
+                    first, self._inflater = False, zlib.decompressobj(-zlib.MAX_WBITS)
+                    continue
+                raise FetchRefused(
+                    f"{self.url}: its {self.coding} body cannot be decoded ({exc})"
+                ) from None
+            pending = self._inflater.unconsumed_tail
+            if piece:
+                yield self._counted(piece)
+            if not pending and len(piece) < DECODE_PIECE_BYTES:
+                return  # all input used and no output waiting
+
+    def _counted(self, piece: bytes) -> bytes:
+        self.decoded += len(piece)
+        if self.decoded > self.max_bytes:
+            raise self._too_large()
+        return piece
+
+    def _too_large(self) -> TooLarge:
+        return TooLarge(f"{self.url} is larger than {self.max_bytes} bytes (MAX_FILE_BYTES)")
 
 
 async def fetch(url: str, policy: FetchPolicy) -> Fetched:
@@ -151,6 +239,7 @@ async def _fetch(url: str, policy: FetchPolicy) -> Fetched:
                         "Host": host_header,
                         "User-Agent": USER_AGENT,
                         "Accept": "text/html,application/pdf,text/*,*/*;q=0.5",
+                        "Accept-Encoding": ACCEPT_ENCODING,
                     },
                     extensions={"sni_hostname": parts.hostname},
                     timeout=httpx.Timeout(remaining),
@@ -167,18 +256,19 @@ async def _fetch(url: str, policy: FetchPolicy) -> Fetched:
                         raise FetchRefused(f"{current} answered {response.status_code}")
                     declared = int(response.headers.get("content-length") or 0)
                     if declared > policy.max_bytes:
-                        raise FetchRefused(
+                        raise TooLarge(
                             f"{current} is {declared} bytes; the limit is {policy.max_bytes} "
                             "(MAX_FILE_BYTES)"
                         )
+                    decoder = BodyDecoder(
+                        current,
+                        ", ".join(response.headers.get_list("content-encoding")),
+                        policy.max_bytes,
+                    )
                     body = bytearray()
-                    async for piece in response.aiter_bytes():
-                        body += piece
-                        if len(body) > policy.max_bytes:
-                            raise FetchRefused(
-                                f"{current} is larger than {policy.max_bytes} bytes "
-                                "(MAX_FILE_BYTES)"
-                            )
+                    async for raw in response.aiter_raw():  # raw: httpx would decode it whole
+                        for piece in decoder.decode(raw):
+                            body += piece
                     return Fetched(current, bytes(body), response.headers.get("content-type"))
             except httpx.TimeoutException:
                 raise FetchFailed(

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any, Literal
 
 import msgspec
+from rag_core.quota import QuotaGrant
 
 JobState = Literal["queued", "running", "succeeded", "failed", "dead"]
 JobKind = Literal["ingest", "replace", "delete", "url"]
@@ -44,6 +45,8 @@ class JobRecord(msgspec.Struct, kw_only=True):
     worker: str | None = None
     request_id: str | None = None
     traceparent: str | None = None
+    # Whose daily ingest bytes a URL job's fetched pages spend (from the gateway).
+    quota: QuotaGrant | None = None
 
     @property
     def arq_job_id(self) -> str:

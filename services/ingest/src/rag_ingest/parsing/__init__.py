@@ -34,7 +34,12 @@ def parse_document(
     limits = limits or ParseLimits()
     charset = _charset(content_type)
     try:
-        kind = detect_format(data, filename=filename, content_type=content_type)
+        kind = detect_format(
+            data,
+            filename=filename,
+            content_type=content_type,
+            max_archive_entries=limits.max_archive_entries,
+        )
         if kind == "pdf":
             parsed = parse_pdf(data, limits)
         elif kind == "docx":

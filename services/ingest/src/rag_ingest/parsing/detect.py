@@ -53,15 +53,47 @@ def looks_binary(data: bytes) -> bool:
     return b"\x00" in sample
 
 
+ZIP_END = b"PK\x05\x06"
+ZIP_END_SIZE = 22
+ZIP_COMMENT_MAX = 65_535
+
+
+def zip_entry_count(data: bytes) -> int | None:
+    """How many files a ZIP archive says it holds, read from its end record alone (no
+    directory is parsed); None if there is no such record."""
+    tail_start = max(0, len(data) - ZIP_END_SIZE - ZIP_COMMENT_MAX)
+    at = data.rfind(ZIP_END, tail_start)
+    if at < 0 or len(data) - at < ZIP_END_SIZE:
+        return None
+    count = int.from_bytes(data[at + 10 : at + 12], "little")
+    return None if count == 0xFFFF else count  # 0xFFFF: ZIP64 keeps the count elsewhere
+
+
 def detect_format(
-    data: bytes, *, filename: str | None = None, content_type: str | None = None
+    data: bytes,
+    *,
+    filename: str | None = None,
+    content_type: str | None = None,
+    max_archive_entries: int = 10_000,
+    sniff: bool = False,
 ) -> DocumentFormat:
-    """The format of ``data``; raises :class:`UnsupportedFormat` with the reason."""
-    if not data.strip():
+    """The format of ``data``; raises :class:`UnsupportedFormat` with the reason.
+
+    ``sniff``: decide from bounded work only (what the API may do with a request's bytes:
+    JSON is not parsed, a ZIP's directory is read only when its end record says it is small);
+    what sniffing leaves open, the parser (in the bounded parser pool) decides."""
+    if not data or data.isspace():
         raise ParseError("the document is empty")
     if data.startswith(b"%PDF-"):
         return "pdf"
     if data.startswith(b"PK\x03\x04"):
+        entries = zip_entry_count(data)
+        if entries is None or entries > max_archive_entries:
+            raise UnsupportedFormat(
+                f"the archive holds more than {max_archive_entries} files (MAX_ARCHIVE_ENTRIES)"
+                if entries is not None
+                else "a damaged ZIP archive (or ZIP64) is not a supported document"
+            )
         try:
             with zipfile.ZipFile(BytesIO(data)) as archive:
                 names = set(archive.namelist())
@@ -83,6 +115,8 @@ def detect_format(
         return "html"
     stripped = data.lstrip()
     if stripped[:1] in (b"{", b"[") or declared == "application/json" or suffix == ".json":
+        if sniff:
+            return "json"  # whether it parses is for the parser to find out
         try:
             json.loads(data)
         except ValueError:

@@ -44,3 +44,4 @@ class ParseLimits:
     max_uncompressed_bytes: int = 100 * 1024 * 1024
     max_compression_ratio: float = 100.0
     max_pdf_pages: int = 5000
+    max_archive_entries: int = 10_000

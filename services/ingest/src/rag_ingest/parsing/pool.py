@@ -12,11 +12,12 @@ fails with that reason.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import multiprocessing
 import os
 import resource
 from collections.abc import Callable
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any, TypeVar
 
@@ -26,6 +27,13 @@ from rag_ingest.parsing.model import ParseError
 
 log = get_logger("rag.parsing")
 T = TypeVar("T")
+WARM_UP_SECONDS = 120  # a new pool's processes start (and import) within this, or are used cold
+
+
+def _warm_up() -> None:
+    from rag_ingest.preparing import warm_up  # noqa: PLC0415 - it imports this package
+
+    warm_up()
 
 
 def _limit_memory(max_bytes: int) -> None:
@@ -43,16 +51,33 @@ class ParserPool:
         self.max_memory_bytes = max_memory_mb * 1024 * 1024
         self.timeout_seconds = timeout_seconds
         self._generation = 0
+        self._warming: list[Future[None]] = []
         self._slots = asyncio.Semaphore(workers)
         self._executor = self._new_executor()
 
     def _new_executor(self) -> ProcessPoolExecutor:
-        return ProcessPoolExecutor(
+        executor = ProcessPoolExecutor(
             max_workers=self.workers,
             mp_context=multiprocessing.get_context("spawn"),
             initializer=_limit_memory,
             initargs=(self.max_memory_bytes,),
         )
+        # Start the processes now, and never count their start against a document's time
+        # limit: starting Python and importing the parsers and the tokenizer takes seconds on
+        # a busy machine (a pool replaced after a timeout would otherwise time out again).
+        self._warming = [executor.submit(_warm_up) for _ in range(self.workers)]
+        return executor
+
+    async def _warmed_up(self) -> None:
+        if not self._warming:
+            return
+        warming = self._warming
+        with contextlib.suppress(Exception):  # a broken pool shows itself to the parse
+            await asyncio.wait_for(
+                asyncio.gather(*(asyncio.wrap_future(f) for f in warming)), WARM_UP_SECONDS
+            )
+        if self._warming is warming:
+            self._warming = []
 
     def _replace(self, generation: int) -> None:
         """Kill the pool of ``generation`` (if still current) and start a fresh one."""
@@ -72,6 +97,7 @@ class ParserPool:
         while True:
             # One parse per child at a time, so the time limit counts parsing, not queueing.
             async with self._slots:
+                await self._warmed_up()
                 generation = self._generation
                 future = asyncio.wrap_future(self._executor.submit(function, *args, **kwargs))
                 try:

@@ -16,7 +16,7 @@ from rag_core.chroma import BatchingUpserter, ChromaClient, Metadata
 from rag_core.embedding.base import Embedder
 from rag_telemetry import get_logger
 
-from rag_ingest.chunking import Chunk, chunk_sections
+from rag_ingest.chunking import Chunk, TooManyChunks
 from rag_ingest.documents.store import (
     Cleanup,
     DocumentStore,
@@ -32,14 +32,9 @@ from rag_ingest.metrics import (
     STAGE_DURATION,
     TOKENS_EMBEDDED,
 )
-from rag_ingest.parsing import (
-    ParsedDocument,
-    ParseError,
-    ParseLimits,
-    detect_format,
-    parse_document,
-)
+from rag_ingest.parsing import ParseError, ParseLimits, detect_format
 from rag_ingest.parsing.pool import ParserPool
+from rag_ingest.preparing import ChunkLimits, PreparedDocument, prepare_document
 
 log = get_logger("rag.worker")
 
@@ -61,7 +56,9 @@ class Timings:
     seconds: dict[str, float] = field(default_factory=dict)
 
     def record(self, stage: str, started: float) -> None:
-        elapsed = time.perf_counter() - started
+        self.add(stage, time.perf_counter() - started)
+
+    def add(self, stage: str, elapsed: float) -> None:
         self.seconds[stage] = round(self.seconds.get(stage, 0.0) + elapsed, 4)
         STAGE_DURATION.labels(stage).observe(elapsed)
 
@@ -70,11 +67,21 @@ def parse_limits(settings: IngestSettings) -> ParseLimits:
     return ParseLimits(
         max_uncompressed_bytes=settings.max_uncompressed_bytes,
         max_pdf_pages=settings.max_pdf_pages,
+        max_archive_entries=settings.max_archive_entries,
+    )
+
+
+def chunk_limits(settings: IngestSettings) -> ChunkLimits:
+    return ChunkLimits(
+        size=settings.chunk_size_tokens,
+        overlap=settings.chunk_overlap_tokens,
+        max_chars=settings.chunk_max_chars,
+        max_chunks=settings.max_chunks_per_document,
     )
 
 
 def chunk_metadata(
-    job: JobRecord, chunk: Chunk, *, tag: str, digest: str, parsed: ParsedDocument
+    job: JobRecord, chunk: Chunk, *, tag: str, digest: str, prepared: PreparedDocument
 ) -> Metadata:
     """What every chunk carries: where it comes from, which version, and the caller's metadata."""
     assert job.document_id is not None
@@ -86,7 +93,7 @@ def chunk_metadata(
             "_hash": digest,
             "_pos": chunk.position,
             "_tokens": chunk.token_count,
-            "_format": parsed.format,
+            "_format": prepared.format,
         }
     )
     if chunk.page is not None:
@@ -95,8 +102,8 @@ def chunk_metadata(
         metadata["_heading"] = " > ".join(chunk.heading_path)
     if job.source or job.filename:
         metadata["_source"] = job.source or job.filename or ""
-    if parsed.title:
-        metadata["_title"] = parsed.title[:500]
+    if prepared.title:
+        metadata["_title"] = prepared.title[:500]
     return metadata
 
 
@@ -149,39 +156,28 @@ class IngestPipeline:
             return _duplicate(doc_id, owner)
 
         await progress("parsing", 0.05)
-        started = time.perf_counter()
         try:
-            parsed = await self._parse(job, payload)
+            prepared = await self._prepare(job, payload)
         except ParseError as exc:
             raise BadDocument("parsing", str(exc)) from None
-        timings.record("parse", started)
-
-        embedder = self.embedders(collection.embedding_model)
-        await progress("chunking", 0.15)
-        started = time.perf_counter()
-        chunks = await asyncio.to_thread(
-            chunk_sections,
-            parsed.sections,
-            embedder.token_spans,
-            size=self.settings.chunk_size_tokens,
-            overlap=self.settings.chunk_overlap_tokens,
-        )
-        timings.record("chunk", started)
+        except TooManyChunks as exc:
+            raise BadDocument("chunking", str(exc)) from None
+        timings.add("parse", prepared.parse_seconds)
+        timings.add("chunk", prepared.chunk_seconds)
+        chunks = prepared.chunks
         if not chunks:
             raise BadDocument("chunking", "the document contains no text to index")
-        if len(chunks) > self.settings.max_chunks_per_document:
-            raise BadDocument(
-                "chunking",
-                f"the document makes {len(chunks)} chunks; the limit is "
-                f"{self.settings.max_chunks_per_document} (MAX_CHUNKS_PER_DOCUMENT)",
-            )
+        embedder = self.embedders(collection.embedding_model)
+        await progress("chunking", 0.15)
 
         # Listed for cleanup before any is written: if this change never becomes active
         # (superseded, failed, or its worker dies), its chunks are removed whatever happens.
         own = job_cleanup(job, collection)
         await self.documents.reserve_cleanup(own, time.time() + self.settings.version_grace_seconds)
         ids = [chunk_id(doc_id, tag, c.position) for c in chunks]
-        metadatas = [chunk_metadata(job, c, tag=tag, digest=digest, parsed=parsed) for c in chunks]
+        metadatas = [
+            chunk_metadata(job, c, tag=tag, digest=digest, prepared=prepared) for c in chunks
+        ]
         texts = [c.text for c in chunks]
         # The same text is stored under another id already: its vectors need no embedding.
         known = await self._vectors_of(collection, owner) if owner else {}
@@ -221,8 +217,8 @@ class IngestPipeline:
             version_hash=version,
             chunk_count=len(chunks),
             token_count=sum(c.token_count for c in chunks),
-            format=parsed.format,
-            title=parsed.title,
+            format=prepared.format,
+            title=prepared.title,
             source=job.source or job.filename,
             filename=job.filename,
             metadata=job.metadata,
@@ -242,8 +238,8 @@ class IngestPipeline:
             if owner is not None:
                 result["same_text_as"] = owner
                 result["chunks_reused"] = reused
-            if parsed.format == "pdf":
-                result["pages"] = max((s.page or 0) for s in parsed.sections)
+            if prepared.pages is not None:
+                result["pages"] = prepared.pages
             return result
         # Our chunks will never be read: remove them now (the listed cleanup is the fallback).
         await self._discard(own, ids)
@@ -263,14 +259,21 @@ class IngestPipeline:
             "timings": timings.seconds,
         }
 
-    async def _parse(self, job: JobRecord, payload: bytes) -> ParsedDocument:
-        """Small plain text is read right here (a linear scan: nothing to guard against, and
-        most JSON ingest is that); everything else in the killable parser pool."""
-        options = {"filename": job.filename, "content_type": job.content_type}
-        limits = parse_limits(self.settings)
-        if len(payload) <= INLINE_TEXT_BYTES and detect_format(payload, **options) == "text":
-            return parse_document(payload, limits=limits, **options)
-        return await self.parsers.run(parse_document, payload, limits=limits, **options)
+    async def _prepare(self, job: JobRecord, payload: bytes) -> PreparedDocument:
+        """Small plain text is prepared right here, in a thread (a linear scan of little text:
+        nothing to guard against, and most JSON ingest is that); everything else in the
+        killable, memory-limited parser pool."""
+        options: dict[str, Any] = {
+            "filename": job.filename,
+            "content_type": job.content_type,
+            "limits": parse_limits(self.settings),
+            "chunking": chunk_limits(self.settings),
+        }
+        if len(payload) <= INLINE_TEXT_BYTES and (
+            detect_format(payload, filename=job.filename, content_type=job.content_type) == "text"
+        ):
+            return await asyncio.to_thread(prepare_document, payload, **options)
+        return await self.parsers.run(prepare_document, payload, **options)
 
     async def _vectors_of(self, collection: Collection, document_id: str) -> dict[str, Any]:
         """The active chunks' vectors of ``document_id``, by chunk text (empty if it has none

@@ -23,6 +23,7 @@ from rag_core.clients import create_redis
 from rag_core.embedding.models import EmbedderFactory
 from rag_core.health import Readiness, create_ops_app
 from rag_core.server import SignalFreeServer
+from rag_core.workers import LiveWorkers
 from rag_telemetry import get_logger
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
@@ -117,10 +118,13 @@ async def run_worker(settings: IngestSettings, ops_sock: socket.socket) -> int:
     )
     ops_task = asyncio.create_task(ops.serve(sockets=[ops_sock]))
 
+    live = LiveWorkers(redis, context.keys)  # what GET /v1/system counts
+
     async def keep_heartbeat() -> None:
         while True:
             with contextlib.suppress(Exception):
                 await heartbeat(context)
+                await live.beat(context.worker_id)
             await asyncio.sleep(HEARTBEAT_INTERVAL_SECONDS)
 
     async def drain_then_stop() -> None:
@@ -162,6 +166,7 @@ async def run_worker(settings: IngestSettings, ops_sock: socket.socket) -> int:
         beat.cancel()
         with contextlib.suppress(Exception):
             await redis.delete(context.keys.worker_heartbeat(context.worker_id))
+            await live.leave(context.worker_id)
         await worker.close()
         ops.should_exit = True
         await ops_task

@@ -114,7 +114,8 @@ class EvaluationController(Controller):
         relevance) and/or an `expected_answer`. Retrieval: nDCG@10, R@10, R@100, MRR@10
         (ir-measures). With `answers`: citation precision, answer support, exact and fuzzy
         match, and (with `judge` and an LLM) faithfulness. More than EVAL_SYNC_MAX_CASES
-        cases (or `background: true`): 202, and the result at the status URL."""
+        cases (or `background: true`): 202, and the result at the status URL; 429 while the
+        tenant runs MAX_EVALUATIONS_PER_TENANT in the background already."""
         cases = [
             Case(
                 id=case.id or f"q{index + 1}",

@@ -21,6 +21,7 @@ from redis.asyncio import Redis
 from rag_query.answers.generators import Generators
 from rag_query.answers.service import AnswerOptions, AnswerService, DoneEvent, ErrorEvent
 from rag_query.evaluation import metrics
+from rag_query.evaluation.slots import EvaluationSlots
 from rag_query.generation.base import GenerationError, Message
 from rag_query.generation.prompts import Prompts
 from rag_query.generation.sources import format_sources
@@ -184,14 +185,18 @@ class EvaluationRecord(msgspec.Struct, omit_defaults=True):
 
 class EvaluationJobs:
     """Evaluations running in the background of this process, their state in Redis (so any
-    replica can report on them) for EVALUATION_RETENTION_SECONDS."""
+    replica can report on them) for EVALUATION_RETENTION_SECONDS. Each holds one of its
+    tenant's MAX_EVALUATIONS_PER_TENANT slots while it runs (``slots``)."""
 
     RETENTION_SECONDS = 7 * 86_400
 
-    def __init__(self, redis: Redis, keys: Keys, evaluator: Evaluator) -> None:
+    def __init__(
+        self, redis: Redis, keys: Keys, evaluator: Evaluator, slots: EvaluationSlots
+    ) -> None:
         self.redis = redis
         self.keys = keys
         self.evaluator = evaluator
+        self.slots = slots
         self._tasks: set[asyncio.Task[None]] = set()
 
     def _key(self, namespace: str, evaluation_id: str) -> str:
@@ -204,6 +209,7 @@ class EvaluationJobs:
         )
 
     async def start(self, plan: Plan, namespace: str) -> EvaluationRecord:
+        """Start ``plan`` in the background; 429 when its tenant runs as many as it may."""
         now = time.time()
         record = EvaluationRecord(
             id=uuid.uuid4().hex,
@@ -214,13 +220,19 @@ class EvaluationJobs:
             collection=plan.collection,
             cases=len(plan.cases),
         )
-        await self._save(namespace, record)
+        await self.slots.take(namespace, record.id)
+        try:
+            await self._save(namespace, record)
+        except BaseException:
+            await self.slots.give_back(namespace, record.id)
+            raise
 
         async def progress(fraction: float) -> None:
             record.progress = round(fraction, 3)
             await self._save(namespace, record)
 
         async def work() -> None:
+            lease = asyncio.create_task(self.slots.keep(namespace, record.id))
             try:
                 record.result = await self.evaluator.run(plan, namespace, progress)
                 record.state = "succeeded"
@@ -232,6 +244,9 @@ class EvaluationJobs:
             except Exception as exc:
                 log.exception("evaluation_failed", evaluation_id=record.id)
                 record.state, record.error = "failed", f"{type(exc).__name__}: {exc}"[:500]
+            finally:
+                lease.cancel()
+                await self.slots.give_back(namespace, record.id)
             await self._save(namespace, record)
 
         task = asyncio.create_task(work())

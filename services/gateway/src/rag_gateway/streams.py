@@ -1,0 +1,170 @@
+"""Long-lived streams (a job's events, streamed answers): how many each tenant and each
+credential may hold open at once (MAX_STREAMS_PER_TENANT, MAX_STREAMS_PER_CREDENTIAL), counted
+in Redis so every gateway replica counts against the same numbers. Over either: 429 with
+Retry-After.
+
+An open stream is a lease in two sorted sets, its tenant's and its credential's, scored by when
+it lapses (Redis's clock). The gateway serving the stream renews its leases every
+LEASE_SECONDS / 3 and drops them when the stream ends or its client goes away; the leases of a
+gateway that died lapse by themselves within LEASE_SECONDS."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import uuid
+from dataclasses import dataclass
+
+from rag_core.catalog import Keys
+from rag_telemetry import get_logger
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from rag_gateway.auth.principal import Principal
+from rag_gateway.limits import TooManyRequests
+
+log = get_logger("rag.gateway.streams")
+LEASE_SECONDS = 60
+RETRY_AFTER_SECONDS = 5
+
+# KEYS: the tenant's set, the credential's set; ARGV: lease ms, lease id, tenant limit,
+# credential limit. Drops lapsed leases, then adds this one if both sets have room.
+# Returns 0 (opened), 1 (the tenant is at its limit) or 2 (the credential is).
+_OPEN = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local lapse = now + tonumber(ARGV[1])
+for i = 1, 2 do redis.call('ZREMRANGEBYSCORE', KEYS[i], '-inf', now) end
+if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[3]) then return 1 end
+if redis.call('ZCARD', KEYS[2]) >= tonumber(ARGV[4]) then return 2 end
+for i = 1, 2 do
+  redis.call('ZADD', KEYS[i], lapse, ARGV[2])
+  redis.call('PEXPIRE', KEYS[i], ARGV[1])
+end
+return 0
+"""
+# KEYS: the sets of one lease; ARGV: lease ms, lease id. Pushes the lapse back (XX: a lease
+# dropped meanwhile stays dropped).
+_RENEW = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+for i = 1, #KEYS do
+  redis.call('ZADD', KEYS[i], 'XX', now + tonumber(ARGV[1]), ARGV[2])
+  redis.call('PEXPIRE', KEYS[i], ARGV[1])
+end
+return 1
+"""
+
+
+@dataclass
+class Lease:
+    """One open stream's place under its tenant's and its credential's limits."""
+
+    id: str
+    keys: tuple[str, str]  # the tenant's set, the credential's set
+    owner: StreamLeases
+    closed: bool = False
+
+    def serving(self) -> None:
+        """The stream is being sent: renew the lease until it is closed. (A response that is
+        never sent leaves a lease that lapses within LEASE_SECONDS.)"""
+        if not self.closed:
+            self.owner.serving[self.id] = self
+
+    async def release(self) -> None:
+        """The stream ended: it counts no more, before the caller hears the end of it."""
+        if not self.closed:
+            self.closed = True
+            self.owner.serving.pop(self.id, None)
+            await asyncio.shield(self.owner.drop(self))
+
+    def close(self) -> None:
+        """Like ``release`` without waiting, for where awaiting is not possible: a stream
+        cancelled because its client went away, a request that failed."""
+        if not self.closed:
+            self.closed = True
+            self.owner.serving.pop(self.id, None)
+            self.owner.drop_soon(self)
+
+
+class StreamLeases:
+    def __init__(self, redis: Redis, keys: Keys, *, per_tenant: int, per_credential: int) -> None:
+        self.redis = redis
+        self.keys = keys
+        self.per_tenant = per_tenant
+        self.per_credential = per_credential
+        self._open = redis.register_script(_OPEN)
+        self._renew = redis.register_script(_RENEW)
+        self.serving: dict[str, Lease] = {}  # leases of the streams this process is sending
+        self._dropping: set[asyncio.Task[None]] = set()
+
+    async def open(self, principal: Principal) -> Lease:
+        """A lease for one more stream of ``principal``, or 429 when it may not have one."""
+        lease = Lease(
+            uuid.uuid4().hex,
+            (
+                self.keys.in_namespace(principal.tenant).tenant_streams(),
+                self.keys.caller_streams(principal.identity),
+            ),
+            self,
+        )
+        refused = int(
+            await self._open(
+                keys=list(lease.keys),
+                args=[LEASE_SECONDS * 1000, lease.id, self.per_tenant, self.per_credential],
+            )
+        )
+        if refused:
+            limit, count, who = (
+                ("MAX_STREAMS_PER_TENANT", self.per_tenant, "this tenant")
+                if refused == 1
+                else ("MAX_STREAMS_PER_CREDENTIAL", self.per_credential, "this credential")
+            )
+            raise TooManyRequests(
+                f"{who} already has {count} streams open ({limit}): end one, or try again later",
+                extra={"limit": limit, "streams": count},
+                headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
+            )
+        return lease
+
+    def drop_soon(self, lease: Lease) -> None:
+        task = asyncio.get_running_loop().create_task(self.drop(lease))
+        self._dropping.add(task)
+        task.add_done_callback(self._dropping.discard)
+
+    async def drop(self, lease: Lease) -> None:
+        try:
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for key in lease.keys:
+                    pipe.zrem(key, lease.id)
+                await pipe.execute()
+        except RedisError as exc:  # it lapses by itself within LEASE_SECONDS
+            log.warning("stream_lease_not_dropped", error=type(exc).__name__)
+
+    async def renew(self) -> None:
+        """Push back the lapse of every lease this process is serving."""
+        leases = list(self.serving.values())
+        if not leases:
+            return
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for lease in leases:
+                await self._renew(
+                    keys=list(lease.keys), args=[LEASE_SECONDS * 1000, lease.id], client=pipe
+                )
+            await pipe.execute()
+
+    async def keep_renewing(self) -> None:
+        """Runs for the life of the app."""
+        while True:
+            await asyncio.sleep(LEASE_SECONDS / 3)
+            try:
+                await self.renew()
+            except (RedisError, OSError) as exc:  # the next round tries again before they lapse
+                log.warning("stream_leases_not_renewed", error=type(exc).__name__)
+
+    async def close_all(self) -> None:
+        """At shutdown: this process's streams are gone, and so are their leases."""
+        for lease in list(self.serving.values()):
+            await lease.release()
+        with contextlib.suppress(Exception):
+            await asyncio.gather(*self._dropping)

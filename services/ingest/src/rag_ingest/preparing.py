@@ -1,0 +1,74 @@
+"""Parse and chunk one document in a single call, meant for the parser pool.
+
+Both steps cost what the input makes them cost (25 MB of text is millions of tokens), so both
+run in a parser process, whose memory (PARSE_MAX_MEMORY_MB) and time (PARSE_TIMEOUT_SECONDS)
+are bounded and which can be killed, never in the worker's own process, which serves the
+heartbeat, the reconciler and every other job. Only the chunks come back, not the text.
+
+Every embedder RAG Engine has counts tokens with the all-MiniLM-L6-v2 WordPiece tokenizer
+(the hosted ones too: see rag_core.embedding.hosted), so a parser process loads that one.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+from rag_core.embedding.wordpiece import counting_tokenizer, token_spans
+
+from rag_ingest.chunking import Chunk, chunk_sections
+from rag_ingest.parsing import DocumentFormat, ParseLimits, parse_document
+
+
+@dataclass(frozen=True)
+class ChunkLimits:
+    size: int  # CHUNK_SIZE_TOKENS
+    overlap: int  # CHUNK_OVERLAP_TOKENS
+    max_chars: int  # CHUNK_MAX_CHARS
+    max_chunks: int  # MAX_CHUNKS_PER_DOCUMENT
+
+
+@dataclass(frozen=True)
+class PreparedDocument:
+    format: DocumentFormat
+    title: str | None
+    pages: int | None  # for PDFs
+    chunks: list[Chunk]
+    parse_seconds: float
+    chunk_seconds: float
+
+
+def warm_up() -> None:
+    """Load what preparing needs (run once in each new parser process)."""
+    counting_tokenizer()
+
+
+def prepare_document(
+    data: bytes,
+    *,
+    filename: str | None,
+    content_type: str | None,
+    limits: ParseLimits,
+    chunking: ChunkLimits,
+) -> PreparedDocument:
+    """Raises ParseError (unreadable) or TooManyChunks, each with a reason for the user."""
+    started = time.perf_counter()
+    parsed = parse_document(data, filename=filename, content_type=content_type, limits=limits)
+    parsed_at = time.perf_counter()
+    chunks = chunk_sections(
+        parsed.sections,
+        token_spans,
+        size=chunking.size,
+        overlap=chunking.overlap,
+        max_chars=chunking.max_chars,
+        max_chunks=chunking.max_chunks,
+    )
+    pages = max((s.page or 0) for s in parsed.sections) if parsed.format == "pdf" else None
+    return PreparedDocument(
+        format=parsed.format,
+        title=parsed.title,
+        pages=pages,
+        chunks=chunks,
+        parse_seconds=parsed_at - started,
+        chunk_seconds=time.perf_counter() - parsed_at,
+    )

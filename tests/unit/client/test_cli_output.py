@@ -1,0 +1,123 @@
+"""`rag query` and `rag search` print what documents say as plain text: brackets are not markup
+(a document holding "[/etc]" crashed the command), `:name:` is not an emoji code, and control
+sequences a document carries (ESC, BEL, CSI, carriage returns) never reach the terminal; they
+show as visible escapes instead. The server's answers are recorded responses."""
+
+from __future__ import annotations
+
+import functools
+import json
+from collections.abc import Callable
+
+import httpx
+import pytest
+from rag_client import Client, cli
+from typer.testing import CliRunner
+
+# What a hostile (or merely odd) document may hold: markup, an emoji code, a terminal title
+# change (OSC ... BEL), clear-screen (CSI 2J), a C1 CSI, a carriage return hiding a line.
+HOSTILE = (
+    "See [/etc] and [bold red]this[/]. :smile:\x1b]0;pwned\x07\x1b[2J\x9b31m"
+    "hidden\rshown\tafter tab\nsecond line"
+)
+ENV = {"RAG_URL": "http://127.0.0.1:9", "RAG_API_KEY": "k", "RAG_RETRIES": "0"}
+SOURCE = {
+    "number": 1,
+    "chunk_id": "c1",
+    "document_id": "doc-[/x]",
+    "quote": HOSTILE,
+    "title": "Title [/etc]\x1b[31m",
+}
+
+
+def run(
+    monkeypatch: pytest.MonkeyPatch,
+    handle: Callable[[httpx.Request], httpx.Response],
+    *args: str,
+) -> str:
+    """``rag ARGS`` against recorded answers; what it printed (stdout and stderr)."""
+    transport = httpx.MockTransport(handle)
+    monkeypatch.setattr(cli, "Client", functools.partial(Client, transport=transport))
+    result = CliRunner().invoke(cli.app, list(args), env=ENV)
+    assert result.exception is None or isinstance(result.exception, SystemExit), repr(
+        result.exception
+    )
+    assert result.exit_code == 0, result.output
+    return result.output
+
+
+def words(output: str) -> str:
+    """The output with each run of spaces and line breaks as one space (lines wrap at 80)."""
+    return " ".join(output.split())
+
+
+def harmless(output: str) -> None:
+    """Nothing a terminal would act on: no C0 control but newline, no DEL, no C1."""
+    acted_on = [c for c in output if c != "\n" and (ord(c) < 32 or 127 <= ord(c) < 160)]
+    assert acted_on == [], acted_on
+
+
+def test_an_answer_prints_as_plain_text(monkeypatch: pytest.MonkeyPatch) -> None:
+    answer = {"answer": HOSTILE, "sources": [SOURCE], "cited": [1], "generator": "extractive"}
+    output = run(
+        monkeypatch,
+        lambda _: httpx.Response(200, json=answer),
+        "query",
+        "what is there?",
+        "-c",
+        "docs",
+    )
+    harmless(output)
+    shown = words(output)
+    assert "See [/etc] and [bold red]this[/]. :smile:" in shown  # as written
+    assert "\\x1b]0;pwned\\x07\\x1b[2J\\x9b31m" in shown  # visible, and inert
+    assert "second line" in shown
+    assert "Title [/etc]" in shown
+
+
+def test_a_streamed_answer_prints_as_plain_text(monkeypatch: pytest.MonkeyPatch) -> None:
+    pieces = [HOSTILE[:9], HOSTILE[9:40], HOSTILE[40:]]  # markup and escapes cut across tokens
+    events = [("sources", {"sources": [SOURCE]})]
+    events += [("token", {"text": piece}) for piece in pieces]
+    events += [("done", {"answer": HOSTILE, "cited": [1], "generator": "extractive"})]
+    body = "".join(f"event: {name}\ndata: {json.dumps(data)}\n\n" for name, data in events)
+    output = run(
+        monkeypatch,
+        lambda _: httpx.Response(
+            200, content=body.encode(), headers={"content-type": "text/event-stream"}
+        ),
+        "query",
+        "what is there?",
+        "-c",
+        "docs",
+        "--stream",
+    )
+    harmless(output)
+    assert "See [/etc] and [bold red]this[/]. :smile:" in words(output)
+    assert "Title [/etc]" in words(output)
+
+
+def test_search_results_print_as_plain_text(monkeypatch: pytest.MonkeyPatch) -> None:
+    found = {
+        "collection": "docs",
+        "query": "q",
+        "mode": "hybrid",
+        "results": [
+            {"chunk_id": "c1", "document_id": "[/etc]\x1b[2J", "score": 0.5, "text": HOSTILE}
+        ],
+    }
+    output = run(
+        monkeypatch, lambda _: httpx.Response(200, json=found), "search", "q", "-c", "docs"
+    )
+    harmless(output)
+    assert "[/etc]" in output
+
+
+def test_a_refusal_from_the_server_prints_as_plain_text(monkeypatch: pytest.MonkeyPatch) -> None:
+    problem = {"title": "Not found", "status": 404, "detail": "no [/etc] here\x1b[2J\x07"}
+    transport = httpx.MockTransport(lambda _: httpx.Response(404, json=problem))
+    monkeypatch.setattr(cli, "Client", functools.partial(Client, transport=transport))
+    result = CliRunner().invoke(cli.app, ["query", "q", "-c", "docs"], env=ENV)
+    assert result.exit_code == cli.EXIT_API, repr(result.exception)
+    harmless(result.output)
+    assert "no [/etc] here\\x1b[2J\\x07" in result.output

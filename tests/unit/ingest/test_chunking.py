@@ -1,0 +1,70 @@
+"""Chunking: token and character bounds, structure, and hostile text (long words, huge
+documents) stopped early, with the real WordPiece tokenizer."""
+
+from __future__ import annotations
+
+import pytest
+from rag_core.embedding.wordpiece import token_spans
+from rag_ingest.chunking import LONGEST_TOKEN_CHARS, TooManyChunks, chunk_sections
+from rag_ingest.parsing import Section
+
+
+def _chunk(text: str, **options: int) -> list[str]:
+    settings = {"size": 50, "overlap": 10, "max_chars": 1000} | options
+    return [c.text for c in chunk_sections([Section(text)], token_spans, **settings)]
+
+
+def test_chunks_hold_at_most_size_tokens_and_end_at_sentences() -> None:
+    text = " ".join(f"Sentence number {i} talks about proteins folding." for i in range(40))
+    chunks = chunk_sections([Section(text)], token_spans, size=50, overlap=10)
+    assert len(chunks) > 3
+    assert all(c.token_count <= 50 for c in chunks)
+    assert all(len(token_spans(c.text)) <= 50 for c in chunks)
+    assert all(c.text.endswith(".") for c in chunks[:-1])
+    assert [c.position for c in chunks] == list(range(len(chunks)))
+
+
+def test_a_word_of_two_megabytes_never_makes_a_chunk_past_max_chars() -> None:
+    """WordPiece counts a word with no spaces as one unknown token: 2 MB became one chunk."""
+    word = "x" * (2 * 1024 * 1024)
+    chunks = _chunk(f"Before. {word} After.", max_chars=4000, size=200, overlap=40)
+    assert max(len(c) for c in chunks) <= 4000
+    assert sum(c.count("x") for c in chunks) >= len(word)  # all of it, some overlapping
+    assert chunks[0].startswith("Before.")
+    assert chunks[-1].endswith("After.")
+
+
+def test_characters_bound_a_chunk_even_when_its_tokens_fit() -> None:
+    # Words past 100 characters are one unknown token each to WordPiece (two pieces here):
+    # 50 tokens of them would be 3,000 characters. The character bound cuts first.
+    text = " ".join("ab" * 60 for _ in range(200))
+    chunks = _chunk(text, max_chars=500)
+    assert max(len(c) for c in chunks) <= 500
+    assert max(len(c) for c in chunks) > LONGEST_TOKEN_CHARS
+
+
+def test_a_huge_document_stops_at_the_chunk_limit_without_reading_it_all() -> None:
+    text = "Lorem ipsum dolor sit amet, consectetur adipiscing elit. " * 200_000  # 11 MB
+    seen: list[int] = []
+
+    def counting_spans(piece: str) -> list[tuple[int, int]]:
+        seen.append(len(piece))
+        return token_spans(piece)
+
+    with pytest.raises(TooManyChunks, match="more than 100 chunks"):
+        chunk_sections(
+            [Section(text)], counting_spans, size=200, overlap=40, max_chars=4000, max_chunks=100
+        )
+    assert sum(seen) < len(text) / 20, "it stopped long before tokenising everything"
+
+
+def test_sections_are_never_crossed_and_keep_their_structure() -> None:
+    sections = [
+        Section("Intro text about enzymes.", ("Intro",), page=1),
+        Section("Methods text about assays. " * 30, ("Methods",), page=2),
+    ]
+    chunks = chunk_sections(sections, token_spans, size=40, overlap=5)
+    assert chunks[0].text == "Intro text about enzymes."
+    assert chunks[0].heading_path == ("Intro",)
+    assert {c.page for c in chunks[1:]} == {2}
+    assert all("enzymes" not in c.text for c in chunks[1:])
