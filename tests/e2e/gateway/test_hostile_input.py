@@ -221,6 +221,66 @@ def test_sql_in_a_filter_is_only_data(edge: Edge, writer: dict[str, str]) -> Non
     assert [hit["document_id"] for hit in unfiltered.json()["results"]] == ["ok"]
 
 
+def _rss_mb(pid: int) -> float:
+    for line in open(f"/proc/{pid}/status").read().splitlines():  # noqa: SIM115
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise AssertionError(f"no VmRSS for {pid}")
+
+
+def test_twenty_megabytes_of_text_fail_fast_and_never_stall_the_worker(
+    full_stack: NativeStack, edge: Edge, writer: dict[str, str]
+) -> None:
+    """Chunking once ran in the worker's own process: 25 MB of text froze its event loop for
+    47 s (its heartbeat lapsed, so another worker could take the job twice), took it from 1.6
+    to 8.2 GB, and failed on MAX_CHUNKS_PER_DOCUMENT only after tokenising all of it."""
+    worker = full_stack.processes["worker"].pid
+    other = edge.bearer(edge.new_key("bystander", ["ingest:write", "query:read"]))
+    assert (
+        edge.http.post("/v1/collections", json={"name": "calm"}, headers=other).status_code == 201
+    )
+    posted = edge.http.post(
+        "/v1/collections/calm/documents",
+        json={"documents": [{"id": "calm", "text": "Quiet text about otters."}]},
+        headers=other,
+    )
+    assert edge.wait_job(posted.json()["jobs"][0]["job_id"], other)["state"] == "succeeded"
+    edge.wait_searchable("calm", "otters", other, "calm")
+    before = _rss_mb(worker)
+
+    text = b"Lorem ipsum dolor sit amet, consectetur adipiscing elit, sed do eiusmod. " * 270_000
+    upload = edge.http.post(
+        "/v1/collections/hostile/documents/upload",
+        files={"file": ("huge.txt", text, "text/plain")},
+        headers=writer,
+    )
+    assert upload.status_code == 202, upload.text
+    job_id = upload.json()["jobs"][0]["job_id"]
+    health = f"{full_stack.health_url('worker')}/health"
+    searches = heartbeats = 0
+    deadline = time.monotonic() + 170
+    while (job := edge.http.get(f"/v1/jobs/{job_id}", headers=writer).json())["state"] not in (
+        "succeeded",
+        "failed",
+        "dead",
+    ):
+        assert time.monotonic() < deadline, job
+        # The worker keeps answering and its heartbeat keeps being written while it works.
+        assert httpx.get(health, timeout=10).status_code == 200
+        heartbeats += 1
+        found = edge.http.post(
+            "/v1/collections/calm/search", json={"query": "otters"}, headers=other
+        )
+        assert found.status_code == 200
+        searches += 1
+    assert job["state"] == "failed", job
+    assert job["attempts"] == 1, "a property of the document: failed once, never retried"
+    assert job["error_stage"] == "chunking"
+    assert "MAX_CHUNKS_PER_DOCUMENT" in job["error"]
+    assert heartbeats > 0 and searches > 0  # noqa: PT018 - both ran during the job
+    assert _rss_mb(worker) < before + 200, "the worker's own memory stays near its baseline"
+
+
 def test_every_service_is_still_ready(
     full_stack: NativeStack, edge: Edge, writer: dict[str, str]
 ) -> None:

@@ -6,9 +6,11 @@ import re
 import threading
 import time
 
+import httpx
 import pytest
 from rag_devstack import NativeStack, free_port, http_ok
 
+from tests.support.chroma import CHROMA_API, chroma_id_of
 from tests.support.ingest import IngestClient
 from tests.support.query import QueryClient
 
@@ -161,3 +163,37 @@ def test_every_replica_follows_changes_within_a_second_and_a_restart_rebuilds(
             h["document_id"] for h in client.hits(handbook, "zucchini canteen")
         }
     replica.stop()
+
+
+def test_title_and_source_come_from_the_document_not_from_every_chunk(
+    ingest: IngestClient, query: QueryClient, query_stack: NativeStack
+) -> None:
+    """A document's source was copied into each of its chunks: 0.4 MB of request grew Chroma
+    by 135 MB. It is kept once, in the document's record, and hits still show it."""
+    name = ingest.create_collection()
+    text = "# Otter handbook\n\n" + "\n\n".join(
+        f"Section {i}: otters hold hands while sleeping so they do not drift apart. " * 12
+        for i in range(8)
+    )
+    response = ingest.upload(
+        name, [("otters.md", text.encode(), "text/markdown")], source="https://example.org/o"
+    )
+    assert response.status_code == 202, response.text
+    ingest.wait([job["job_id"] for job in response.json()["jobs"]])
+    query.wait_for(name, "otters drift apart", response.json()["jobs"][0]["document_id"])
+    hits = query.hits(name, "otters hold hands", top_k=3)
+    assert len(hits) > 1
+    assert {(h["source"], h["title"]) for h in hits} == {
+        ("https://example.org/o", "Otter handbook")
+    }
+    answer = query.answer(name, "Why do otters hold hands?", cache=False)
+    assert answer["sources"][0]["source"] == "https://example.org/o"
+
+    chroma = f"http://127.0.0.1:{query_stack.ports.chroma}{CHROMA_API}"
+    stored = httpx.post(
+        f"{chroma}/collections/{chroma_id_of(query_stack, name)}/get",
+        json={"include": ["metadatas"]},
+        timeout=30,
+    ).json()
+    assert len(stored["metadatas"]) > 1
+    assert not any("_source" in m or "_title" in m for m in stored["metadatas"])

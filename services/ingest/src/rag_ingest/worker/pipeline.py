@@ -41,6 +41,7 @@ log = get_logger("rag.worker")
 Progress = Callable[[str, float], Awaitable[None]]
 EMBED_GROUP = 128  # chunks embedded (and stored) per step, so progress moves visibly
 INLINE_TEXT_BYTES = 64 * 1024
+MAX_TITLE_CHARS = 500  # a title parsed from a document (a <title> can be any length)
 
 
 class BadDocument(Exception):
@@ -100,10 +101,8 @@ def chunk_metadata(
         metadata["_page"] = chunk.page
     if chunk.heading_path:
         metadata["_heading"] = " > ".join(chunk.heading_path)
-    if job.source or job.filename:
-        metadata["_source"] = job.source or job.filename or ""
-    if prepared.title:
-        metadata["_title"] = prepared.title[:500]
+    # Title and source are the document's, kept once in its record (the query service adds
+    # them to hits): copied into every chunk, a long source multiplied Chroma's size.
     return metadata
 
 
@@ -218,7 +217,7 @@ class IngestPipeline:
             chunk_count=len(chunks),
             token_count=sum(c.token_count for c in chunks),
             format=prepared.format,
-            title=prepared.title,
+            title=prepared.title[:MAX_TITLE_CHARS] if prepared.title else None,
             source=job.source or job.filename,
             filename=job.filename,
             metadata=job.metadata,

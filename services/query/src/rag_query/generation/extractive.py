@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 
 from rag_query.generation.base import Message, Usage
-from rag_query.generation.sources import Source
+from rag_query.generation.sources import Source, quoted
 from rag_query.retrieval.analyzer import Analyzer
 
 _SENTENCE_END = re.compile(r"(?<=[.!?])[\"')\]]*\s+(?=[\"'(\[]?[A-Z0-9])|\n{2,}|\n(?=[-*#•])")
@@ -95,7 +95,8 @@ class ExtractiveGenerator:
         pieces = []
         for i, sentence in enumerate(chosen):
             last_of_source = i + 1 == len(chosen) or chosen[i + 1].source != sentence.source
-            pieces.append(sentence.text + (f" [{sentence.source}]" if last_of_source else ""))
+            text = quoted(sentence.text)  # a "[3]" in the document cites nothing
+            pieces.append(text + (f" [{sentence.source}]" if last_of_source else ""))
         text = " ".join(pieces)
         usage.output_tokens = len(text.split())
         for word in re.findall(r"\S+\s*", text):

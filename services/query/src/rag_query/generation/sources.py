@@ -65,8 +65,15 @@ def select_sources(
     return chosen
 
 
+def quoted(text: str) -> str:
+    """Text of a source as it may appear in an answer or a prompt: a ``[2]`` in a document is
+    not a citation, so it gets full-width brackets (U+FF3B, U+FF3D), which read the same and
+    that nothing takes for one. Only a generator's own markers cite."""
+    return CITATION.sub(lambda m: f"\uff3b{m.group(1)}\uff3d", text)
+
+
 def format_sources(sources: Sequence[Source]) -> str:
-    return "\n\n".join(f"[{s.number}] ({s.label()})\n{s.text}" for s in sources)
+    return "\n\n".join(f"[{s.number}] ({s.label()})\n{quoted(s.text)}" for s in sources)
 
 
 def cited_numbers(answer: str, sources: Sequence[Source]) -> list[int]:
