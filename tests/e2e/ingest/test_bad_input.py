@@ -193,8 +193,7 @@ def test_multipart_bodies_get_the_reason_they_fail(client: IngestClient) -> None
 
     body, content_type = _multipart([("file", "evil\r\nX-Injected: 1\r\n.txt", b"text")])
     broken = client.http.post(url, content=body, headers={"content-type": content_type})
-    problem = _problem(broken, 422)
-    assert "line breaks" in problem["detail"] or "no files" not in problem["detail"]
+    assert "line breaks" in _problem(broken, 422)["detail"]
 
     body, content_type = _multipart([("file", "ok.txt", b"Fine text."), ("source", None, b"s")])
     fine = client.http.post(url, content=body, headers={"content-type": content_type})
