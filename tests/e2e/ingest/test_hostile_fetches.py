@@ -140,10 +140,35 @@ def test_compression_bombs_fail_once_without_inflating_the_worker(
     assert job["attempts"] == 1, "the page is the problem: it is not retried"
 
 
+def test_json_nested_a_million_deep_fails_once_with_its_reason(
+    client: IngestClient, site: str
+) -> None:
+    crawl = _ingest_url(client, f"{site}/deep.json")
+    # The URL job hands the page on; its own job finds the nesting, in the parser pool.
+    assert crawl["state"] == "succeeded", crawl
+    [page] = client.wait([crawl["result"]["pages"][0]["job_id"]])
+    assert page["state"] == "failed", page
+    assert page["error_stage"] == "parsing"
+    assert "nested too deeply" in page["error"]
+    assert page["attempts"] == 1, "the page is the problem: it is not retried"
+
+
+def test_small_deep_json_uploads_fail_once_with_their_reason(client: IngestClient) -> None:
+    """Small documents are prepared in the worker itself, after a format check there."""
+    collection = client.create_collection()
+    deep = b"[" * 30_000 + b"]" * 30_000
+    response = client.upload(collection, [("deep.json", deep, "application/json")])
+    assert response.status_code == 202, response.text
+    [job] = client.wait([response.json()["jobs"][0]["job_id"]])
+    assert job["state"] == "failed", job
+    assert job["error_stage"] == "parsing"
+    assert "nested too deeply" in job["error"]
+    assert job["attempts"] == 1
+
+
 @pytest.mark.parametrize(
     ("page", "reason"),
     [
-        ("/deep.json", "nested too deeply"),
         ("/corrupt-gzip", "cannot be decoded"),
         ("/brotli", "Content-Encoding 'br'"),
     ],

@@ -50,7 +50,7 @@ async def read_upload_form(
                     if isinstance(event, MultipartSegment):
                         name = event.name
                         if event.filename is not None:
-                            current = FilePart(event.filename, event.content_type)
+                            current = FilePart(event.filename, _media_type(event))
                         else:
                             current = bytearray()
                     elif event:
@@ -84,3 +84,11 @@ async def read_upload_form(
             extra={"errors": [{"field": "file", "message": "malformed multipart part"}]},
         ) from None
     return form
+
+
+def _media_type(part: MultipartSegment) -> str | None:
+    """The part's Content-Type with its charset, which says how a text file is encoded (the
+    multipart parser hands them over apart)."""
+    if part.content_type and part.charset:
+        return f"{part.content_type}; charset={part.charset}"
+    return part.content_type  # type: ignore[no-any-return]

@@ -104,7 +104,9 @@ async def crawl(
             skipped.append({"url": url, "reason": str(exc)})
             continue
         try:
-            kind = detect_format(page.content, content_type=page.content_type)
+            # Sniffed only (JSON is not parsed here, in the worker): whether the page parses
+            # is found by its own job, in the bounded parser pool.
+            kind = detect_format(page.content, content_type=page.content_type, sniff=True)
         except ParseError as exc:
             if url == root:
                 raise FetchRefused(f"{url}: {exc}") from None

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from rag_ingest.parsing.detect import detect_format
+from rag_ingest.parsing.detect import declared_charset, detect_format
 from rag_ingest.parsing.formats import (
     parse_csv,
     parse_docx,
@@ -32,7 +32,7 @@ def parse_document(
 ) -> ParsedDocument:
     """Detect the format from the bytes and parse them; raises ParseError with the reason."""
     limits = limits or ParseLimits()
-    charset = _charset(content_type)
+    charset = declared_charset(content_type)
     try:
         kind = detect_format(
             data,
@@ -67,14 +67,6 @@ def parse_document(
     if not parsed.sections:
         raise ParseError(f"the {kind} document contains no text")
     return parsed
-
-
-def _charset(content_type: str | None) -> str | None:
-    for part in (content_type or "").split(";")[1:]:
-        key, _, value = part.strip().partition("=")
-        if key.lower() == "charset" and value:
-            return value.strip().strip('"')
-    return None
 
 
 __all__ = [

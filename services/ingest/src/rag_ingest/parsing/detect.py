@@ -34,7 +34,7 @@ def decode_text(data: bytes, charset: str | None = None) -> str:
         try:
             return data.decode(charset)
         except LookupError:
-            raise ParseError(f"unknown character set {charset!r}") from None
+            raise ParseError(f"unknown character set {charset[:40]!r}") from None
         except UnicodeDecodeError as exc:
             raise ParseError(f"not valid {charset} text (byte {exc.start})") from None
     try:
@@ -46,11 +46,33 @@ def decode_text(data: bytes, charset: str | None = None) -> str:
         ) from None
 
 
-def looks_binary(data: bytes) -> bool:
+def declared_charset(content_type: str | None) -> str | None:
+    """The ``charset`` parameter of a Content-Type, if it has one."""
+    for part in (content_type or "").split(";")[1:]:
+        key, _, value = part.strip().partition("=")
+        if key.strip().lower() == "charset" and value.strip().strip('"'):
+            return value.strip().strip('"')
+    return None
+
+
+def _head_text(data: bytes, charset: str | None) -> str | None:
+    """The start of ``data`` as text, in its BOM's encoding or its declared charset (None
+    when neither applies, or the charset is unknown: the parser will say so)."""
     sample = data[:8192]
-    if any(sample.startswith(bom) for bom, _ in _BOMS):
-        return False
-    return b"\x00" in sample
+    encoding = next((enc for bom, enc in _BOMS if sample.startswith(bom)), charset)
+    if encoding is None:
+        return None
+    try:
+        return codecs.getincrementaldecoder(encoding)(errors="replace").decode(sample)
+    except (LookupError, TypeError):  # unknown, or not a bytes-to-text codec
+        return None
+
+
+def looks_binary(data: bytes, charset: str | None = None) -> bool:
+    """NUL bytes mean binary, unless the text's BOM or declared charset (UTF-16, UTF-32
+    without a BOM) makes them part of its characters."""
+    text = _head_text(data, charset)
+    return "\x00" in text if text is not None else b"\x00" in data[:8192]
 
 
 ZIP_END = b"PK\x05\x06"
@@ -102,26 +124,31 @@ def detect_format(
         if "word/document.xml" in names:
             return "docx"
         raise UnsupportedFormat("ZIP archives other than DOCX are not supported")
-    if looks_binary(data):
+    charset = declared_charset(content_type)
+    if looks_binary(data, charset):
         raise UnsupportedFormat("binary content is not a supported document type")
     suffix = PurePath(filename).suffix.lower() if filename else ""
     declared = (content_type or "").split(";")[0].strip().lower()
-    head = data[:4096]
+    head_text = _head_text(data, charset)  # the signs below are looked for in UTF-8
+    head = data[:4096] if head_text is None else head_text[:4096].encode("utf-8")
     if (
         _HTML_START.match(head)
         or declared in ("text/html", "application/xhtml+xml")
         or (suffix in (".html", ".htm") or len(_HTML_TAGS.findall(head)) >= 3)
     ):
         return "html"
-    stripped = data.lstrip()
-    if stripped[:1] in (b"{", b"[") or declared == "application/json" or suffix == ".json":
+    first = head.lstrip()[:1] or data.lstrip()[:1]
+    if first in (b"{", b"[") or declared == "application/json" or suffix == ".json":
         if sniff:
             return "json"  # whether it parses is for the parser to find out
+        text = data if head_text is None else decode_text(data, charset)
         try:
-            json.loads(data)
+            json.loads(text)
         except ValueError:
             if declared == "application/json" or suffix == ".json":
                 raise ParseError("declared as JSON but it does not parse as JSON") from None
+        except RecursionError:  # a property of the document, not a crash to retry
+            raise ParseError("the document is nested too deeply to read") from None
         else:
             return "json"
     if suffix in CSV_SUFFIXES or declared in ("text/csv", "text/tab-separated-values"):
