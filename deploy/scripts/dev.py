@@ -44,11 +44,15 @@ def main() -> int:
     # The gateway's token to ingest and query, and an admin key: from the environment (or
     # .env) when set there, else made up for this run.
     admin_key = _setting("ADMIN_API_KEY") or f"dev-admin-{secrets.token_urlsafe(24)}"
+    body_timeout = _setting("NGINX_CLIENT_BODY_TIMEOUT")
     stack = NativeStack(
         workdir,
         ports,
         cwd=ROOT,
-        env={"ADMIN_API_KEY": admin_key},
+        env={
+            "ADMIN_API_KEY": admin_key,
+            **({"NGINX_CLIENT_BODY_TIMEOUT": body_timeout} if body_timeout else {}),
+        },
         internal_token=_setting("INTERNAL_TOKEN") or secrets.token_urlsafe(32),
     )
     received: list[int] = []

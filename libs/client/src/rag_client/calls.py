@@ -64,7 +64,14 @@ class Call(Generic[T]):
 
 
 def segment(value: str) -> str:
-    """One path segment: a collection or document id may hold any character."""
+    """One path segment: a collection or document id may hold any character, quoted. ``.``,
+    ``..`` and an empty id are refused (ValueError) before anything is sent: in a path they
+    would name another resource (``/documents/..`` is the collection itself), and no id of the
+    API can be one of them."""
+    if value in ("", ".", ".."):
+        raise ValueError(
+            f"{value!r} cannot be a collection, document or other id (it would change the path)"
+        )
     return quote(value, safe="")
 
 

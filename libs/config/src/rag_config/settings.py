@@ -490,6 +490,33 @@ class GatewaySettings(ServiceSettings, AuthSettings, StorageSettings):
         description="Largest JSON body the gateway reads itself (answers and chat, to see "
         "whether they stream; collection names of keys limited to some collections).",
     )
+    max_upload_connections: int = Field(
+        64,
+        ge=1,
+        le=100_000,
+        description="Connections for document writes (uploads, batches, replacements, URL "
+        "ingests), a pool apart from MAX_CONNECTIONS so slow uploads never hold up other "
+        "requests.",
+    )
+    max_uploads_per_tenant: int = Field(
+        8,
+        ge=1,
+        le=100_000,
+        description="Document writes one tenant may have in progress at once (over every gateway).",
+    )
+    max_uploads_per_credential: int = Field(
+        4,
+        ge=1,
+        le=100_000,
+        description="Document writes one API key or token may have in progress at once.",
+    )
+    upload_body_timeout_seconds: float = Field(
+        600.0,
+        gt=0,
+        le=86_400,
+        description="Longest the body of a document write may take to arrive, however "
+        "steadily it trickles (nginx's CLIENT_BODY_TIMEOUT ends one that stalls).",
+    )
 
     _blank_admin_api_key = field_validator("admin_api_key", mode="before")(_blank_to_none)
 

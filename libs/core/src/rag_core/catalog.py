@@ -155,6 +155,15 @@ class Keys:
         """The same for one caller (an API key or token subject), over every tenant."""
         return f"{self.prefix}:callerstreams:{identity}"
 
+    def tenant_uploads(self) -> str:
+        """Sorted set of the namespace's document writes in progress (their bodies still
+        arriving), scored like ``tenant_streams``."""
+        return f"{self.prefix}:uploads:{self.namespace}"
+
+    def caller_uploads(self, identity: str) -> str:
+        """The same for one caller (an API key or token subject), over every tenant."""
+        return f"{self.prefix}:calleruploads:{identity}"
+
 
 @dataclass(frozen=True)
 class Collection:

@@ -14,6 +14,8 @@ from pathlib import Path
 TEMPLATE = Path(__file__).resolve().parents[4] / "deploy" / "nginx" / "rag.conf.template"
 TLS_TEMPLATE = TEMPLATE.with_name("rag-tls.conf.template")
 DEFAULT_MAX_BODY = 50 * 1024 * 1024  # ingest's MAX_REQUEST_BYTES default
+DEFAULT_CLIENT_BODY_TIMEOUT = "30s"  # NGINX_CLIENT_BODY_TIMEOUT in .env.example
+_NGINX_TIME = re.compile(r"^[1-9][0-9]*(ms|s|m)?$")
 _VARIABLE = re.compile(r"\$\{([A-Z][A-Z0-9_]*)\}")
 
 
@@ -60,11 +62,16 @@ def write_native_config(
     gateways: Sequence[str],
     queries: Sequence[str],
     max_body_size: str | None = None,
+    client_body_timeout: str | None = None,
     tls: tuple[str, Path, Path] | None = None,
 ) -> Path:
     """A complete nginx configuration under ``directory`` (its own pid, temp and log paths,
     so it runs without root and beside a system nginx); returns the main file. ``tls``:
-    (listen, certificate, key) adds the edge over TLS."""
+    (listen, certificate, key) adds the edge over TLS. ``client_body_timeout`` is an nginx
+    time (``30s``)."""
+    body_timeout = client_body_timeout or DEFAULT_CLIENT_BODY_TIMEOUT
+    if not _NGINX_TIME.match(body_timeout):
+        raise ValueError(f"NGINX_CLIENT_BODY_TIMEOUT={body_timeout!r}: an nginx time, like 30s")
     directory.mkdir(parents=True, exist_ok=True)
     log_dir.mkdir(parents=True, exist_ok=True)
     temp = temp_dir(directory)
@@ -80,6 +87,7 @@ def write_native_config(
             "QUERY_LB_LISTEN": query_lb_listen,
             "ACCESS_LOG": str(log_dir / "nginx-access.log"),
             "MAX_BODY_SIZE": str(int(max_body_size) if max_body_size else DEFAULT_MAX_BODY),
+            "CLIENT_BODY_TIMEOUT": body_timeout,
         },
     )
     if tls is not None:
@@ -92,6 +100,7 @@ def write_native_config(
                 "TLS_CERTIFICATE_KEY": str(key),
                 "ACCESS_LOG": str(log_dir / "nginx-access.log"),
                 "MAX_BODY_SIZE": str(int(max_body_size) if max_body_size else DEFAULT_MAX_BODY),
+                "CLIENT_BODY_TIMEOUT": body_timeout,
             },
         )
     (directory / "rag.conf").write_text(rag)

@@ -368,6 +368,7 @@ class NativeStack:
             gateways=[f"{LOOPBACK}:{port}" for port in gateway_ports],
             queries=[f"{LOOPBACK}:{port}" for port in self.query_replica_ports()],
             max_body_size=self.extra_env.get("MAX_REQUEST_BYTES"),
+            client_body_timeout=self.extra_env.get("NGINX_CLIENT_BODY_TIMEOUT"),
         )
 
     def start_nginx(self, *, gateways: Iterable[int] | None = None) -> ManagedProcess:

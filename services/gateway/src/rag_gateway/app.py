@@ -26,11 +26,12 @@ from rag_gateway.auth.authenticate import Authenticator
 from rag_gateway.auth.keys import ApiKeyStore
 from rag_gateway.limits import Limits
 from rag_gateway.openapi import PublicSchema, openapi_document, openapi_page
+from rag_gateway.paths import refuse_ambiguous_paths
 from rag_gateway.playground.routes import playground_asset, playground_page
 from rag_gateway.proxy import Forwarder
 from rag_gateway.public import forward
 from rag_gateway.routing import Upstream
-from rag_gateway.streams import StreamLeases
+from rag_gateway.streams import UPLOADS, StreamLeases
 from rag_gateway.system.routes import system_info
 
 
@@ -46,6 +47,13 @@ def _gateway_lifespan(settings: GatewaySettings) -> Lifespan:
             per_tenant=settings.max_streams_per_tenant,
             per_credential=settings.max_streams_per_credential,
         )
+        upload_leases = StreamLeases(
+            app.state.redis,
+            keys,
+            per_tenant=settings.max_uploads_per_tenant,
+            per_credential=settings.max_uploads_per_credential,
+            kind=UPLOADS,
+        )
         app.state.update(
             api_keys=api_keys,
             authenticator=Authenticator(settings, api_keys),
@@ -57,6 +65,7 @@ def _gateway_lifespan(settings: GatewaySettings) -> Lifespan:
             ),
             forwarder=forwarder,
             stream_leases=stream_leases,
+            upload_leases=upload_leases,
             schema=PublicSchema(forwarder),
         )
 
@@ -71,14 +80,18 @@ def _gateway_lifespan(settings: GatewaySettings) -> Lifespan:
 
         app.state.readiness.checks["ingest"] = upstream_ready("ingest")
         app.state.readiness.checks["query"] = upstream_ready("query")
-        renewing = asyncio.create_task(stream_leases.keep_renewing())
+        renewing = [
+            asyncio.create_task(leases.keep_renewing()) for leases in (stream_leases, upload_leases)
+        ]
         try:
             yield
         finally:
-            renewing.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await renewing
+            for task in renewing:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
             await stream_leases.close_all()
+            await upload_leases.close_all()
             await forwarder.close()
 
     return components
@@ -110,6 +123,7 @@ def create_app(settings: GatewaySettings | None = None) -> Litestar:
                     "limits",
                     "forwarder",
                     "stream_leases",
+                    "upload_leases",
                     "schema",
                 )
             },
@@ -117,6 +131,7 @@ def create_app(settings: GatewaySettings | None = None) -> Litestar:
         description="The front door of RAG Engine: auth, tenants, rate limits and routing.",
         openapi_path="/schema/gateway",
         request_max_body_size=None,  # bodies stream through; nginx and ingest enforce sizes
+        before_request=refuse_ambiguous_paths,  # on every route, before any credential
     )
 
 

@@ -69,11 +69,14 @@ OPENAI_ERROR = {
 }
 # What any route can answer through the gateway, besides what its service documents.
 COMMON_ERRORS = {
+    "400": "The request cannot be read: among others, a path with a dot segment ('.', '..', "
+    "also percent-encoded) or an encoded '/'",
     "401": "No valid credential",
     "403": "The credential lacks the scope or the collection",
+    "408": "An upload's body did not arrive in time (UPLOAD_BODY_TIMEOUT_SECONDS)",
     "413": "The body is over a size limit",
-    "429": "Over the rate limit, the daily ingest quota or the open-stream limits "
-    "(see Retry-After)",
+    "429": "Over the rate limit, the daily ingest quota, the open-stream limits or the "
+    "uploads-in-progress limits (see Retry-After)",
     "502": "The service behind the gateway could not be reached",
     "503": "A dependency is unavailable, the gateway's connections are all in use, or the "
     "service is shutting down (see Retry-After)",

@@ -1,15 +1,17 @@
-"""Forwarding to ingest and query: two pooled HTTP clients, one for ordinary requests
-(MAX_CONNECTIONS) and one for long-lived streams (MAX_STREAM_CONNECTIONS), so however many
-streams are open the other requests still find a connection. Bodies stream both ways (SSE
-passes through as it is produced), the caller's tenant and the internal token added, request
-id and trace context carried on. Idempotent requests without a body are retried when the
-upstream could not be reached; failures become problem responses (502, 503, 504)."""
+"""Forwarding to ingest and query: three pooled HTTP clients, one for ordinary requests
+(MAX_CONNECTIONS), one for long-lived streams (MAX_STREAM_CONNECTIONS) and one for uploads
+(MAX_UPLOAD_CONNECTIONS), whose bodies arrive as slowly as their clients send them: however
+many streams are open and uploads trickle in, the other requests still find a connection.
+Bodies stream both ways (SSE passes through as it is produced), the caller's tenant and the
+internal token added, request id and trace context carried on. Idempotent requests without a
+body are retried when the upstream could not be reached; failures become problem responses
+(502, 503, 504)."""
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import httpx
 import msgspec
@@ -21,6 +23,7 @@ from rag_core.quota import INGEST_QUOTA_HEADER
 from rag_core.tenancy import INTERNAL_TOKEN_HEADER, TENANT_HEADER
 from rag_telemetry import REQUEST_ID_HEADER, current_traceparent, get_logger
 
+from rag_gateway.paths import AmbiguousPath, same_path
 from rag_gateway.routing import Upstream
 
 log = get_logger("rag.gateway")
@@ -49,9 +52,15 @@ PRIVATE = frozenset(
     }
 )
 RETRIED_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "DELETE"})
-# How long a stream waits for a free connection of its pool before the caller is told to retry
-# (ordinary requests wait up to UPSTREAM_TIMEOUT_SECONDS).
+# How long a stream or an upload waits for a free connection of its pool before the caller is
+# told to retry (ordinary requests wait up to UPSTREAM_TIMEOUT_SECONDS).
 STREAM_POOL_WAIT_SECONDS = 5.0
+Pool = Literal["ordinary", "streams", "uploads"]
+POOL_LIMITS: dict[Pool, str] = {
+    "ordinary": "MAX_CONNECTIONS",
+    "streams": "MAX_STREAM_CONNECTIONS",
+    "uploads": "MAX_UPLOAD_CONNECTIONS",
+}
 
 if TYPE_CHECKING:
     from rag_gateway.streams import Lease
@@ -84,18 +93,26 @@ class Forwarder:
         }
         self.token = settings.internal_token.get_secret_value() if settings.internal_token else None
         timeout = httpx.Timeout(settings.upstream_timeout_seconds, connect=5.0)
-        self.http = _client(timeout, settings.max_connections, settings.pool_size)
-        self.streams_http = _client(
-            httpx.Timeout(
-                settings.upstream_timeout_seconds, connect=5.0, pool=STREAM_POOL_WAIT_SECONDS
-            ),
-            settings.max_stream_connections,
-            min(settings.pool_size, settings.max_stream_connections),
+        waits = httpx.Timeout(
+            settings.upstream_timeout_seconds, connect=5.0, pool=STREAM_POOL_WAIT_SECONDS
         )
+        self.pools: dict[Pool, httpx.AsyncClient] = {
+            "ordinary": _client(timeout, settings.max_connections, settings.pool_size),
+            "streams": _client(
+                waits,
+                settings.max_stream_connections,
+                min(settings.pool_size, settings.max_stream_connections),
+            ),
+            "uploads": _client(
+                waits,
+                settings.max_upload_connections,
+                min(settings.pool_size, settings.max_upload_connections),
+            ),
+        }
 
     async def close(self) -> None:
-        await self.http.aclose()
-        await self.streams_http.aclose()
+        for http in self.pools.values():
+            await http.aclose()
 
     def upstream_headers(
         self, incoming: Mapping[str, str], tenant: str, request_id: str | None
@@ -119,22 +136,24 @@ class Forwarder:
         headers: dict[str, str],
         content: bytes | AsyncIterator[bytes] | None,
         *,
-        long_lived: bool = False,
+        pool: Pool = "ordinary",
     ) -> httpx.Response:
-        """The upstream's response, headers read and body still streaming. ``long_lived``
-        requests (job events, streamed answers) use the pool kept for streams."""
+        """The upstream's response, headers read and body still streaming, sent through the
+        connections of ``pool``; the path is sent as given (or not at all)."""
         url = self.bases[upstream] + path_and_query
         attempts = 1 + (self.settings.upstream_retries if method in RETRIED_METHODS else 0)
-        http = self.streams_http if long_lived else self.http
+        http = self.pools[pool]
         for attempt in range(attempts):
             request = http.build_request(method, url, headers=headers, content=content)
+            if not same_path(request.url.raw_path.decode("ascii").partition("?")[0], url_path(url)):
+                # The client would rewrite the path into another (it removes dot segments).
+                raise AmbiguousPath("the path would not reach the service as it was authorised")
             try:
                 return await http.send(request, stream=True)
             except httpx.PoolTimeout:
-                pool = "MAX_STREAM_CONNECTIONS" if long_lived else "MAX_CONNECTIONS"
                 raise GatewayBusy(
                     f"every connection of this gateway to the {upstream} service is in use "
-                    f"({pool}); try again",
+                    f"({POOL_LIMITS[pool]}); try again",
                     headers={"Retry-After": "2"},
                 ) from None
             except httpx.TimeoutException:
@@ -161,6 +180,13 @@ class Forwarder:
         finally:
             await response.aclose()
         return response.status_code, msgspec.json.decode(body) if body else None
+
+
+def url_path(url: str) -> str:
+    """The path of ``url`` as written (no parsing that could normalise it)."""
+    rest = url.split("://", 1)[-1]
+    start = rest.find("/")
+    return rest[start:].partition("?")[0] if start >= 0 else "/"
 
 
 def response_headers(upstream: httpx.Response) -> dict[str, str]:

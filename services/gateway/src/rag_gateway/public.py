@@ -1,6 +1,8 @@
-"""Every public /v1 route: authenticate, authorise (scope, tenant, collections), count against
-the caller's limits (a long-lived stream also against the open-stream limits), then forward to
-ingest or query and stream the answer back."""
+"""Every public /v1 route: refuse a path that could reach something else than it seems to
+(rag_gateway.paths), authenticate, authorise (scope, tenant, collections), count against the
+caller's limits (a long-lived stream also against the open-stream limits, an upload against
+the uploads-in-progress limits), then forward exactly the path authorised to ingest or query
+and stream the answer back."""
 
 from __future__ import annotations
 
@@ -21,9 +23,15 @@ from rag_core.tenancy import TENANT_HEADER, check_tenant
 from rag_gateway.auth.authenticate import Authenticator
 from rag_gateway.auth.principal import Forbidden, Principal
 from rag_gateway.limits import Limits
+from rag_gateway.paths import checked_path
 from rag_gateway.proxy import Forwarder, buffered, request_id, stream_back
 from rag_gateway.routing import NoRoute, Route, Upstream, classify, is_openai_path
 from rag_gateway.streams import StreamLeases
+from rag_gateway.uploads import body_within
+
+# Requests whose bodies may be large and slow: counted per tenant and key, on a pool of their
+# own, with a deadline for the whole body (rag_gateway.uploads).
+UPLOADS = frozenset({"documents_write", "evaluate_files"})
 
 
 class LengthRequired(RagError):
@@ -76,10 +84,21 @@ async def forward(
     limits: NamedDependency[Limits],
     forwarder: NamedDependency[Forwarder],
     stream_leases: NamedDependency[StreamLeases],
+    upload_leases: NamedDependency[StreamLeases],
 ) -> Response[Any] | Stream:
     path = request.scope["path"]
     try:
-        return await _forward(request, path, authenticator, limits, forwarder, stream_leases)
+        raw_path = checked_path(request.scope)  # what is authorised below is what is sent
+        return await _forward(
+            request,
+            path,
+            raw_path,
+            authenticator,
+            limits,
+            forwarder,
+            stream_leases,
+            upload_leases,
+        )
     except RagError as exc:
         if is_openai_path(path):
             return openai_error(exc)
@@ -89,10 +108,12 @@ async def forward(
 async def _forward(
     request: Request[Any, Any, Any],
     path: str,
+    raw_path: str,
     authenticator: Authenticator,
     limits: Limits,
     forwarder: Forwarder,
     stream_leases: StreamLeases,
+    upload_leases: StreamLeases,
 ) -> Response[Any] | Stream:
     method = request.method.upper()
     try:
@@ -112,28 +133,36 @@ async def _forward(
     if target.kind == "documents_write":
         # What the worker fetches for a URL ingest counts against the same daily quota.
         headers[INGEST_QUOTA_HEADER] = limits.ingest_grant(principal).to_header()
-    content = await _body(request, target, principal, limits)
-    if target.kind in ("job", "session") and principal.collections is not None:
-        await _check_owner(forwarder, target, principal, headers)
-    raw_path = request.scope["raw_path"].decode("latin-1")
-    query = request.scope.get("query_string", b"").decode("latin-1")
-    long_lived = target.streams == "always" or (
-        target.streams == "when_asked" and _asks_to_stream(content)
-    )
-    lease = await stream_leases.open(principal) if long_lived else None
+    # An upload holds its place under the upload limits until the service has its body; taken
+    # before the quota is spent (a refused upload uses none of it), renewed while it arrives.
+    upload = await upload_leases.open(principal) if target.kind in UPLOADS else None
+    lease = None
     try:
+        if upload is not None:
+            upload.serving()
+        content = await _body(request, target, principal, limits)
+        if target.kind in ("job", "session") and principal.collections is not None:
+            await _check_owner(forwarder, target, principal, headers)
+        query = request.scope.get("query_string", b"").decode("latin-1")
+        long_lived = target.streams == "always" or (
+            target.streams == "when_asked" and _asks_to_stream(content)
+        )
+        lease = await stream_leases.open(principal) if long_lived else None
         upstream = await forwarder.send(
             target.upstream,
             method,
             raw_path + (f"?{query}" if query else ""),
             headers,
             content,
-            long_lived=long_lived,
+            pool="streams" if long_lived else "uploads" if upload is not None else "ordinary",
         )
     except BaseException:
-        if lease is not None:
-            lease.close()
+        for held in (lease, upload):
+            if held is not None:
+                held.close()
         raise
+    if upload is not None:
+        await upload.release()  # the service has read the body (or refused it)
     if principal.collections is not None and target.kind in (
         "collections",
         "jobs",
@@ -184,6 +213,8 @@ async def _body(
         return body
     if target.streams == "when_asked":
         return await _inspected_body(request)  # read whole: does it ask for a stream?
+    if target.kind in UPLOADS:
+        return body_within(request.stream(), request.app.state.settings.upload_body_timeout_seconds)
     return request.stream()
 
 

@@ -1,7 +1,8 @@
 """Long-lived streams (a job's events, streamed answers): how many each tenant and each
 credential may hold open at once (MAX_STREAMS_PER_TENANT, MAX_STREAMS_PER_CREDENTIAL), counted
 in Redis so every gateway replica counts against the same numbers. Over either: 429 with
-Retry-After.
+Retry-After. Document writes, whose bodies may trickle in for as long as the client likes, are
+counted the same way (MAX_UPLOADS_PER_TENANT, MAX_UPLOADS_PER_CREDENTIAL).
 
 An open stream is a lease in two sorted sets, its tenant's and its credential's, scored by when
 it lapses (Redis's clock). The gateway serving the stream renews its leases every
@@ -13,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from rag_core.catalog import Keys
@@ -56,6 +58,28 @@ return 1
 """
 
 
+@dataclass(frozen=True)
+class LeaseKind:
+    """What a set of leases counts: its limits are MAX_{name}_PER_TENANT and
+    MAX_{name}_PER_CREDENTIAL."""
+
+    name: str
+    held: str  # what a refusal says the caller holds
+    advice: str
+    tenant_key: Callable[[Keys], str]
+    caller_key: Callable[[Keys, str], str]
+
+
+STREAMS = LeaseKind("STREAMS", "streams open", "end one", Keys.tenant_streams, Keys.caller_streams)
+UPLOADS = LeaseKind(
+    "UPLOADS",
+    "document writes in progress",
+    "let one finish",
+    Keys.tenant_uploads,
+    Keys.caller_uploads,
+)
+
+
 @dataclass
 class Lease:
     """One open stream's place under its tenant's and its credential's limits."""
@@ -88,9 +112,18 @@ class Lease:
 
 
 class StreamLeases:
-    def __init__(self, redis: Redis, keys: Keys, *, per_tenant: int, per_credential: int) -> None:
+    def __init__(
+        self,
+        redis: Redis,
+        keys: Keys,
+        *,
+        per_tenant: int,
+        per_credential: int,
+        kind: LeaseKind = STREAMS,
+    ) -> None:
         self.redis = redis
         self.keys = keys
+        self.kind = kind
         self.per_tenant = per_tenant
         self.per_credential = per_credential
         self._open = redis.register_script(_OPEN)
@@ -103,8 +136,8 @@ class StreamLeases:
         lease = Lease(
             uuid.uuid4().hex,
             (
-                self.keys.in_namespace(principal.tenant).tenant_streams(),
-                self.keys.caller_streams(principal.identity),
+                self.kind.tenant_key(self.keys.in_namespace(principal.tenant)),
+                self.kind.caller_key(self.keys, principal.identity),
             ),
             self,
         )
@@ -116,13 +149,18 @@ class StreamLeases:
         )
         if refused:
             limit, count, who = (
-                ("MAX_STREAMS_PER_TENANT", self.per_tenant, "this tenant")
+                (f"MAX_{self.kind.name}_PER_TENANT", self.per_tenant, "this tenant")
                 if refused == 1
-                else ("MAX_STREAMS_PER_CREDENTIAL", self.per_credential, "this credential")
+                else (
+                    f"MAX_{self.kind.name}_PER_CREDENTIAL",
+                    self.per_credential,
+                    "this credential",
+                )
             )
             raise TooManyRequests(
-                f"{who} already has {count} streams open ({limit}): end one, or try again later",
-                extra={"limit": limit, "streams": count},
+                f"{who} already has {count} {self.kind.held} ({limit}): {self.kind.advice}, "
+                "or try again later",
+                extra={"limit": limit, self.kind.name.lower(): count},
                 headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
             )
         return lease

@@ -35,7 +35,9 @@ class Authenticator:
         )
 
     async def authenticate(self, authorization: str | None, api_key: str | None) -> Principal:
-        token = api_key
+        # An empty header (`X-API-Key:`, sent by some clients and proxies) is no credential:
+        # it must not hide the bearer token beside it.
+        token = api_key.strip() if api_key and api_key.strip() else None
         if token is None and authorization:
             scheme, _, value = authorization.partition(" ")
             if scheme.lower() != "bearer" or not value.strip():

@@ -361,6 +361,11 @@ class DocumentController(Controller):
                 "where: not valid JSON",
                 extra={"errors": [{"field": "where", "message": "invalid JSON"}]},
             ) from None
+        except RecursionError:  # else the app-wide handler blames the (empty) request body
+            raise InvalidInput(
+                "where: nested too deeply to read",
+                extra={"errors": [{"field": "where", "message": "nested too deeply to read"}]},
+            ) from None
         condition = validate_filter(parsed, path="where")
         # Every document's first chunk carries its metadata: filter those in Chroma.
         rows = await chroma.get(
