@@ -135,6 +135,21 @@ class Keys:
         return f"{self.prefix}:cleanups"
 
     # Per-tenant and per-caller limits ---------------------------------------------------------
+    def evaluation(self, evaluation_id: str) -> str:
+        """An evaluation run's record."""
+        return f"{self.prefix}:eval:{self.namespace}:{evaluation_id}"
+
+    def request_rate(self, identity: str, minute: int) -> str:
+        """Requests the caller ``identity`` made in one minute (the gateway's rate limit)."""
+        return f"{self.prefix}:rate:{identity}:{minute}"
+
+    def api_key(self, key_id: str) -> str:
+        return f"{self.prefix}:apikey:{key_id}"
+
+    def api_keys(self) -> str:
+        """Set of every API key id (shared by all tenants: each key names its own)."""
+        return f"{self.prefix}:apikeys"
+
     def evaluation_slots(self) -> str:
         """Sorted set of the namespace's running background evaluations, scored by when each
         one's lease lapses unless its query replica renews it."""

@@ -20,7 +20,7 @@ __all__ = ["Limits", "TooManyRequests"]
 class Limits:
     def __init__(self, redis: Redis, keys: Keys, *, per_minute: int, bytes_per_day: int) -> None:
         self.redis = redis
-        self.prefix = keys.prefix
+        self.keys = keys
         self.per_minute = per_minute
         self.bytes_per_day = bytes_per_day
         self._take = redis.register_script(TAKE_SCRIPT)
@@ -35,7 +35,7 @@ class Limits:
         limit = principal.requests_per_minute or self.per_minute
         window = int(time.time() // 60)
         wait = await self._spend(
-            f"{self.prefix}:rate:{principal.identity}:{window}", 1, limit, 61_000
+            self.keys.request_rate(principal.identity, window), 1, limit, 61_000
         )
         if wait is not None:
             raise TooManyRequests(

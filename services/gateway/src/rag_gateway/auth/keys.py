@@ -43,13 +43,13 @@ def _digest(secret: str) -> str:
 class ApiKeyStore:
     def __init__(self, redis: Redis, keys: Keys) -> None:
         self.redis = redis
-        self.prefix = keys.prefix
+        self.keys = keys
 
     def _key(self, key_id: str) -> str:
-        return f"{self.prefix}:apikey:{key_id}"
+        return self.keys.api_key(key_id)
 
     def _index(self) -> str:
-        return f"{self.prefix}:apikeys"
+        return self.keys.api_keys()
 
     async def create(self, **fields: Any) -> tuple[ApiKey, str]:
         """The stored key and the one-time plaintext ``rag_<id>_<secret>``."""

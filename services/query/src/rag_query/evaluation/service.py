@@ -200,7 +200,7 @@ class EvaluationJobs:
         self._tasks: set[asyncio.Task[None]] = set()
 
     def _key(self, namespace: str, evaluation_id: str) -> str:
-        return f"{self.keys.prefix}:eval:{namespace}:{evaluation_id}"
+        return self.keys.in_namespace(namespace).evaluation(evaluation_id)
 
     async def _save(self, namespace: str, record: EvaluationRecord) -> None:
         record.updated_at = time.time()
