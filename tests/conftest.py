@@ -59,11 +59,3 @@ def chroma_server(backing_stack: NativeStack) -> Backing:
 @pytest.fixture(scope="session")
 def backing(redis_server: Backing, chroma_server: Backing) -> Backing:
     return redis_server
-
-
-# The stateful property test of ingest found a defect still open (issue 14 follow-up): a run
-# of a job paused past its heartbeat, resumed after another run of it was superseded, writes
-# chunks nothing lists for cleanup. It fails most runs until that is fixed, so it is not
-# collected yet; run it by hand with
-# `pytest tests/integration/ingest/test_ingest_state_machine.py -p no:cacheprovider`.
-collect_ignore = ["integration/ingest/test_ingest_state_machine.py"]

@@ -67,13 +67,16 @@ class Change:
 
     job: JobRecord
     text: str
+    own: Cleanup | None = None  # this run's cleanup entry, listed once
 
     @property
     def tag(self) -> str:
         return version_tag(self.job.sequence)
 
     def cleanup(self, collection: Collection) -> Cleanup:
-        return job_cleanup(self.job, collection)
+        if self.own is None:
+            self.own = job_cleanup(self.job, collection)
+        return self.own
 
 
 async def _collection(parts: IngestComponents) -> Collection:
@@ -93,11 +96,14 @@ async def _request(parts: IngestComponents, col: Collection, doc: str, text: str
     return Change(job, text)
 
 
-async def _write_chunks(parts: IngestComponents, col: Collection, change: Change) -> list[str]:
+async def _write_chunks(
+    parts: IngestComponents, col: Collection, change: Change, *, reserve: bool = True
+) -> list[str]:
     """What the worker does before the switch: reserve the cleanup, upsert the chunks."""
     doc = change.job.document_id
     assert doc is not None
-    await parts.documents.reserve_cleanup(change.cleanup(col), time.time())
+    if reserve:
+        await parts.documents.reserve_cleanup(change.cleanup(col), time.time())
     pieces = change.text.split()
     ids = [chunk_id(doc, change.tag, i) for i in range(len(pieces))]
     vectors = np.random.default_rng(0).random((len(pieces), 384), dtype=np.float32)
@@ -283,6 +289,54 @@ async def test_a_running_jobs_own_chunks_wait_until_it_cannot_switch_any_more(
     await parts.redis.zadd(parts.keys.cleanups(), {change.cleanup(col).member(): 0})
     await _drain(parts)
     assert await _stored_tags(parts, col, "d") == set(), "a failed job's chunks go"
+
+
+async def test_two_runs_of_one_job_each_list_their_own_chunks(
+    parts: IngestComponents,
+) -> None:
+    """Run A of a job lists its chunks and stalls; run B of the same job (a redelivery) is
+    superseded, removes the chunks and takes its entry off the list; A then writes its chunks
+    and stops (its job record was finished by B). A's entry must still be listed: before each
+    run had its own, B's removal took A's with it and A's chunks stayed forever."""
+    col = await _collection(parts)
+    first = await _request(parts, col, "d", "alpha words")
+    newer = await _request(parts, col, "d", "beta words")
+    run_a = Change(first.job, first.text)
+    run_b = Change(copy.deepcopy(first.job), first.text)
+    await parts.documents.reserve_cleanup(run_a.cleanup(col), time.time())  # A stalls here
+    ids = await _write_chunks(parts, col, run_b)
+    assert await _switch(parts, col, run_b) == "superseded"
+    await parts.chroma.delete(col.chroma_id, ids=ids)  # what the pipeline's discard does
+    await parts.documents.finish_cleanup(run_b.cleanup(col))
+    await _finish(parts, run_b)
+    # A resumes: it listed its chunks before it stalled, writes them, and its next job write
+    # is refused (B finished the job), so A stops there.
+    await _write_chunks(parts, col, run_a, reserve=False)
+    await _write_chunks(parts, col, newer)
+    assert await _switch(parts, col, newer) == "created"
+    await _drain(parts)
+    assert await _stored_tags(parts, col, "d") == {newer.tag}, "no chunks of A's are left"
+
+
+async def test_a_cleanup_of_a_deleted_collection_goes_when_the_name_is_used_again(
+    parts: IngestComponents,
+) -> None:
+    """A job's chunks listed in a collection that was then deleted and created anew: the new
+    collection's document with the same tag must not keep the old entry waiting forever."""
+    col = await _collection(parts)
+    stale = await _request(parts, col, "d", "old words")
+    await _write_chunks(parts, col, stale)
+    await _finish(parts, stale, "failed")
+    await parts.registry.delete(col.name)
+    recreated = await parts.registry.create(col.name, "all-MiniLM-L6-v2")
+    fresh = await _request(parts, recreated, "d", "new words")
+    assert fresh.tag == stale.tag, "the new collection's first change has the same tag"
+    await _write_chunks(parts, recreated, fresh)
+    assert await _switch(parts, recreated, fresh) == "created"
+    await _drain(parts)
+    listed = [m.decode() for m in await parts.redis.zrange(parts.keys.cleanups(), 0, -1)]
+    assert listed == [], "only the live collection's active chunks remain, and nothing listed"
+    assert await _stored_tags(parts, recreated, "d") == {fresh.tag}
 
 
 async def test_job_writes_are_fenced(parts: IngestComponents) -> None:

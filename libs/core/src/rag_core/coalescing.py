@@ -53,10 +53,18 @@ class Coalescer(Generic[Request, Result]):
         future: asyncio.Future[Result] = asyncio.get_running_loop().create_future()
         self._queue.append(_Waiting(request, future))
         if len(self._runners) < self.concurrency:
-            runner = asyncio.create_task(self._drain())
+            runner = asyncio.create_task(self._run())
             self._runners.add(runner)
-            runner.add_done_callback(self._runners.discard)
         return await future
+
+    async def _run(self) -> None:
+        try:
+            await self._drain()
+        finally:
+            # Leave the set in the same step that found the queue empty: a done callback
+            # would run a step later, and a request sent meanwhile would find the set full,
+            # start no runner and wait for ever.
+            self._runners.discard(asyncio.current_task())
 
     def _take(self) -> list[_Waiting[Request, Result]]:
         taken: list[_Waiting[Request, Result]] = []

@@ -73,7 +73,9 @@ class Cleanup:
 
     ``job_id`` is set for a job's own chunks, written before the job stores any: they are
     deleted only when that job can no longer make them active (it ended, or a newer change of
-    the document was requested)."""
+    the document was requested). ``run`` tells two runs of the same job apart (a redelivery
+    while a stalled worker still runs it): each lists its own entry, so the one that ends
+    first cannot take off the list what the other is still writing."""
 
     namespace: str
     collection: str
@@ -81,18 +83,20 @@ class Cleanup:
     document_id: str
     tag: str
     job_id: str = ""
+    run: str = ""
 
     def member(self) -> str:
-        return "\t".join(
-            (
-                self.namespace,
-                self.collection,
-                self.chroma_id,
-                self.document_id,
-                self.tag,
-                self.job_id,
-            )
-        )
+        fields = [
+            self.namespace,
+            self.collection,
+            self.chroma_id,
+            self.document_id,
+            self.tag,
+            self.job_id,
+        ]
+        if self.run:
+            fields.append(self.run)
+        return "\t".join(fields)
 
     def prefix(self) -> str:
         """The member without tag and job: the script completes it with the tag it replaces."""
@@ -100,8 +104,8 @@ class Cleanup:
 
     @classmethod
     def parse(cls, member: str) -> Cleanup:
-        namespace, collection, chroma_id, document_id, tag, job_id = member.split("\t")
-        return cls(namespace, collection, chroma_id, document_id, tag, job_id)
+        namespace, collection, chroma_id, document_id, tag, job_id, *run = member.split("\t")
+        return cls(namespace, collection, chroma_id, document_id, tag, job_id, "".join(run))
 
 
 SwitchStatus = Literal[

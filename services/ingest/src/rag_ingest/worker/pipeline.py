@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import time
+import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -330,7 +331,7 @@ class IngestPipeline:
 
 
 def job_cleanup(job: JobRecord, collection: Collection) -> Cleanup:
-    """The pending cleanup of the chunks ``job`` writes."""
+    """The pending cleanup of the chunks this run of ``job`` writes."""
     assert job.document_id is not None
     return Cleanup(
         job.namespace,
@@ -339,6 +340,7 @@ def job_cleanup(job: JobRecord, collection: Collection) -> Cleanup:
         job.document_id,
         version_tag(job.sequence),
         job.id,
+        uuid.uuid4().hex[:12],
     )
 
 

@@ -275,6 +275,9 @@ async def drain_cleanups(ctx: dict[str, Any]) -> int:
 
 async def _still_needed(w: WorkerContext, cleanup: Cleanup) -> bool:
     """Whether the chunks may still be (or become) what readers see."""
+    live = await w.registry.in_namespace(cleanup.namespace).find(cleanup.collection)
+    if live is None or live.chroma_id != cleanup.chroma_id:
+        return False  # its collection was deleted (and maybe created anew under that name)
     documents = w.documents.in_namespace(cleanup.namespace)
     current = await documents.get(cleanup.collection, cleanup.document_id)
     if current is not None and current.tag == cleanup.tag:
