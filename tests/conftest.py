@@ -9,7 +9,20 @@ from pathlib import Path
 import pytest
 from rag_devstack import NativeStack, StackPorts
 
+from tests.support import budget
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """Start the test's time budget where pytest-timeout starts its clock (setup included)."""
+    marker = item.get_closest_marker("timeout")
+    if marker is not None:
+        seconds = marker.kwargs.get("timeout", marker.args[0] if marker.args else None)
+    else:
+        seconds = item.config.getoption("timeout", None) or item.config.getini("timeout")
+    budget.start(float(seconds) if seconds else None)
 
 
 @dataclass(frozen=True)

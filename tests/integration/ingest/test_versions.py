@@ -17,6 +17,7 @@ from types import SimpleNamespace
 import msgspec
 import numpy as np
 import pytest
+from arq.constants import in_progress_key_prefix, job_key_prefix
 from rag_config import IngestSettings
 from rag_core.catalog import Collection, DocumentRecord
 from rag_core.chroma import ChromaClient
@@ -35,7 +36,14 @@ from rag_ingest.documents.store import (
 from rag_ingest.jobs.model import JobRecord
 from rag_ingest.parsing.pool import ParserPool
 from rag_ingest.worker.pipeline import IngestPipeline, job_cleanup
-from rag_ingest.worker.tasks import STALLED_MARGIN_SECONDS, _reconcile_jobs, drain_cleanups
+from rag_ingest.worker.tasks import (
+    LOST_ENQUEUE_SECONDS,
+    LOST_START_SECONDS,
+    STALLED_MARGIN_SECONDS,
+    _reconcile_jobs,
+    arq_job_timeout,
+    drain_cleanups,
+)
 
 from tests.conftest import Backing
 from tests.support.embedding import WordHashEmbedder
@@ -509,3 +517,34 @@ async def test_a_job_whose_result_could_not_be_saved_is_not_left_running(
     running = await parts.jobs.get(busy.job.id)
     assert running is not None
     assert running.state == "running", "a job that is making progress is left alone"
+
+
+async def test_a_job_taken_by_a_worker_that_died_before_starting_it_is_released(
+    parts: IngestComponents,
+) -> None:
+    """A worker killed after arq marked a job in progress but before it recorded the job
+    running left it queued in our record and held by arq's marker for JOB_TIMEOUT_SECONDS +
+    70 s (16 minutes by default; a SIGKILL test saw a job wait out its 400 s). A marker older
+    than LOST_START_SECONDS on a job still queued is released; a fresh one is left alone."""
+    col = await _collection(parts)
+    lost = await _request(parts, col, "lost", "taken then dropped")
+    fresh = await _request(parts, col, "fresh", "being started right now")
+    marker_ms = (arq_job_timeout(parts.settings) + 10) * 1000
+    for change, age_ms in ((lost, (LOST_START_SECONDS + 5) * 1000), (fresh, 1000)):
+        raw = await parts.redis.get(parts.keys.job(change.job.id))
+        record = msgspec.json.decode(raw)
+        record["updated_at"] -= LOST_ENQUEUE_SECONDS + 60  # queued a while ago
+        await parts.redis.set(parts.keys.job(change.job.id), msgspec.json.encode(record))
+        await parts.redis.set(job_key_prefix + change.job.arq_job_id, b"job")
+        await parts.redis.psetex(
+            in_progress_key_prefix + change.job.arq_job_id, marker_ms - age_ms, b"1"
+        )
+
+    worker = SimpleNamespace(**parts.as_dict(), worker_id="a-live-worker")
+    freed, requeued = await _reconcile_jobs(worker)  # type: ignore[arg-type]
+    assert (freed, requeued) == (1, 0)
+    assert not await parts.redis.exists(in_progress_key_prefix + lost.job.arq_job_id)
+    assert await parts.redis.exists(in_progress_key_prefix + fresh.job.arq_job_id)
+    for change in (lost, fresh):
+        await parts.redis.delete(job_key_prefix + change.job.arq_job_id)
+        await parts.redis.delete(in_progress_key_prefix + change.job.arq_job_id)

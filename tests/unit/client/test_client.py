@@ -121,3 +121,28 @@ async def test_the_async_client_follows_the_same_rules() -> None:
         assert (await client.evaluation("e1"))["progress"] == 0.5
         with pytest.raises(APIError):
             await client.evaluation("nope")
+
+
+def test_waiting_for_many_jobs_polls_each_about_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Jobs end roughly in the order sent: a round stops after a few still running, so 200
+    jobs cost about a request each plus a few per round (it used to be one request per pending
+    job per round: 200 per half second against the server the jobs run on)."""
+    ids = [f"j{n:03d}" for n in range(200)]
+    polls: list[str] = []
+    rounds = [0]
+    monkeypatch.setattr("rag_client.client.time.sleep", lambda _: rounds.append(0))
+
+    def handle(request: httpx.Request) -> httpx.Response:
+        job_id = request.url.path.rsplit("/", 1)[1]
+        polls.append(job_id)
+        done = 20 * len(rounds)  # the server ends 20 jobs between two rounds
+        state = "succeeded" if ids.index(job_id) < done else "running"
+        return httpx.Response(200, json={"id": job_id, "state": state})
+
+    seen: list[str] = []
+    with Client(settings=settings(), transport=httpx.MockTransport(handle)) as client:
+        jobs = client.wait_jobs(ids, on_progress=lambda job: seen.append(job.id))
+    assert [job.id for job in jobs] == ids
+    assert {job.state for job in jobs} == {"succeeded"}
+    assert len(polls) <= len(ids) + 8 * len(rounds), (len(polls), len(rounds))
+    assert set(seen) == set(ids)

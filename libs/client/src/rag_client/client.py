@@ -301,6 +301,9 @@ def _check_deadline(deadline: float | None, what: str, max_seconds: float | None
         raise TimeoutError(f"{what} still running after {max_seconds} s")
 
 
+UNFINISHED_POLLED_PER_ROUND = 8
+
+
 class JobWaiter:
     """The bookkeeping of waiting for several jobs, for both clients."""
 
@@ -313,17 +316,31 @@ class JobWaiter:
         self.deadline = _deadline(max_seconds)
         self.final: dict[str, Job] = {}
         self.seen: dict[str, tuple[str, str, float]] = {}
+        self.unfinished_this_round = 0
 
     def pending(self) -> list[str]:
         return [job_id for job_id in dict.fromkeys(self.job_ids) if job_id not in self.final]
 
-    def update(self, job: Job) -> None:
+    def update(self, job: Job) -> bool:
+        """Record what ``job`` says; whether this round should poll the next pending job.
+
+        Jobs run roughly in the order they were sent: once a few of the pending ones are
+        still running, the ones after them most likely are too. A round stops there, so
+        waiting for thousands of jobs costs a request per job plus a few per round, not a
+        request per pending job per round."""
         mark = (job.state, job.stage, job.progress)
         if self.on_progress is not None and self.seen.get(job.id) != mark:
             self.on_progress(job)
         self.seen[job.id] = mark
         if job.finished:
             self.final[job.id] = job
+            return True
+        self.unfinished_this_round += 1
+        return self.unfinished_this_round < UNFINISHED_POLLED_PER_ROUND
+
+    def next_round(self) -> list[str]:
+        self.unfinished_this_round = 0
+        return self.pending()
 
     def done(self) -> bool:
         if not self.pending():
@@ -486,8 +503,9 @@ class Client:
         ``on_progress`` hears of each job whenever its state, stage or progress changes."""
         waiter = JobWaiter(job_ids, on_progress, max_seconds)
         while not waiter.done():
-            for job_id in waiter.pending():
-                waiter.update(self.get_job(job_id))
+            for job_id in waiter.next_round():
+                if not waiter.update(self.get_job(job_id)):
+                    break
             if not waiter.done():
                 time.sleep(poll_seconds)
         return waiter.results()
@@ -679,8 +697,9 @@ class AsyncClient:
     ) -> list[Job]:
         waiter = JobWaiter(job_ids, on_progress, max_seconds)
         while not waiter.done():
-            for job in await asyncio.gather(*(self.get_job(j) for j in waiter.pending())):
-                waiter.update(job)
+            for job_id in waiter.next_round():
+                if not waiter.update(await self.get_job(job_id)):
+                    break
             if not waiter.done():
                 await asyncio.sleep(poll_seconds)
         return waiter.results()

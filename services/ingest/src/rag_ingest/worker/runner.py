@@ -32,7 +32,13 @@ from rag_ingest.parsing.pool import ParserPool
 from rag_ingest.queueing import deserialize_job, serialize_job
 from rag_ingest.worker.check import health_check_key
 from rag_ingest.worker.context import BatchedEmbedders, WorkerContext
-from rag_ingest.worker.tasks import drain_cleanups, heartbeat, ingest_document, reconcile
+from rag_ingest.worker.tasks import (
+    arq_job_timeout,
+    drain_cleanups,
+    heartbeat,
+    ingest_document,
+    reconcile,
+)
 
 log = get_logger("rag.worker")
 HEARTBEAT_INTERVAL_SECONDS = 5.0
@@ -71,8 +77,7 @@ def build_worker(context: WorkerContext, settings: IngestSettings) -> Worker:
         redis_pool=context.arq,
         queue_name=context.keys.queue(),
         max_jobs=settings.worker_concurrency,
-        # Each attempt enforces JOB_TIMEOUT_SECONDS itself (and records it); arq's is a backstop.
-        job_timeout=settings.job_timeout_seconds + 60,
+        job_timeout=arq_job_timeout(settings),
         keep_result=3600,
         max_tries=settings.job_max_tries + 1,
         poll_delay=0.2,

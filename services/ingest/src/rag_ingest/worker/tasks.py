@@ -15,6 +15,7 @@ from typing import Any
 
 from arq import Retry
 from arq.constants import in_progress_key_prefix, job_key_prefix, result_key_prefix
+from rag_config import IngestSettings
 from rag_core.chroma import ChromaRequestError
 from rag_core.embedding.base import EmbeddingError
 from rag_core.errors import DependencyUnavailable
@@ -39,6 +40,7 @@ ORPHAN_GRACE_SECONDS = 5
 STALLED_MARGIN_SECONDS = 60
 FINAL_SAVE_TRIES = 5
 LOST_ENQUEUE_SECONDS = 30
+LOST_START_SECONDS = 30
 CLEANUPS_PER_ROUND = 200
 TRANSIENT_ERRORS = (DependencyUnavailable, RedisError, TimeoutError, ConnectionError, OSError)
 
@@ -360,6 +362,13 @@ async def _reconcile_jobs(w: WorkerContext) -> tuple[int, int]:
         if job.next_attempt_at and job.next_attempt_at > now:
             continue
         if await w.redis.exists(job_key_prefix + job.arq_job_id):
+            if await _picked_by_a_dead_worker(w, job):
+                # arq marked it in progress long ago, yet no worker ever recorded it running:
+                # the one that took it died in between (SIGKILL, OOM). Without this the
+                # marker holds the job for JOB_TIMEOUT_SECONDS + 70 s.
+                await w.redis.delete(in_progress_key_prefix + job.arq_job_id)
+                log.warning("job_released", job_id=job.id, reason="picked by a dead worker")
+                freed += 1
             continue
         # arq no longer has it (a lost enqueue, or arq gave up on it): our record decides.
         if job.attempts >= job.max_attempts:
@@ -371,6 +380,25 @@ async def _reconcile_jobs(w: WorkerContext) -> tuple[int, int]:
         await w.arq.enqueue_job("ingest_document", job.id, _job_id=job.arq_job_id)
         requeued += 1
     return freed, requeued
+
+
+def arq_job_timeout(settings: IngestSettings) -> int:
+    """arq's own timeout of an attempt (a backstop: each attempt enforces
+    JOB_TIMEOUT_SECONDS itself and records it)."""
+    return settings.job_timeout_seconds + 60
+
+
+async def _picked_by_a_dead_worker(w: WorkerContext, job: JobRecord) -> bool:
+    """Whether arq's in-progress marker of a job our record says is queued was set more than
+    LOST_START_SECONDS ago. A live worker records the job running within moments of taking it
+    (the record is fenced, so a slow one that does start after all cannot write over the
+    next run)."""
+    left_ms = int(await w.redis.pttl(in_progress_key_prefix + job.arq_job_id))
+    if left_ms <= 0:
+        return False
+    # arq sets the marker for its longest function timeout + 10 s.
+    age_ms = (arq_job_timeout(w.settings) + 10) * 1000 - left_ms
+    return age_ms > LOST_START_SECONDS * 1000
 
 
 async def _index_keys(w: WorkerContext) -> list[str]:
