@@ -1,7 +1,7 @@
 """A bounded mixed load through nginx: searches (dense and hybrid), streamed answers and small
 ingests at a fixed rate, for a fixed time; with every status, latency, and the resident memory
-of every service sampled after a warm-up and at the end. Used by the 60-second soak test in
-`make test` and by `make soak` (SOAK_SECONDS)."""
+of every service sampled after a warm-up and at the end. Used by the 30-second soak test in
+`make test` (errors and memory only) and by `make soak` (SOAK_SECONDS; latency budget too)."""
 
 from __future__ import annotations
 

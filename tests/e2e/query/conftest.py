@@ -41,14 +41,14 @@ HANDBOOK = [
 ]
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="package")
 def llm() -> Iterator[Replay]:
     """Stands in for OpenAI, Gemini and Cohere; each test scripts its answers."""
     with replay_server((500, "error_500.json")) as replay:
         yield replay
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="package")
 def query_stack(
     tmp_path_factory: pytest.TempPathFactory, model_cache: Path, llm: Replay
 ) -> Iterator[NativeStack]:
@@ -73,12 +73,12 @@ def query_stack(
         yield stack
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="package")
 def ingest(query_stack: NativeStack) -> IngestClient:
     return IngestClient(query_stack.api_url("ingest"))
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="package")
 def query(query_stack: NativeStack) -> QueryClient:
     return QueryClient(query_stack.api_url("query"))
 
