@@ -84,7 +84,14 @@ def _traffic(stack: NativeStack) -> None:
     for job in jobs.json()["jobs"]:
         while http.get(job["status_url"], headers=auth).json()["state"] not in ("succeeded",):
             time.sleep(0.2)
-    time.sleep(1.5)
+    deadline = time.monotonic() + 30  # the lexical index follows the change
+    while not http.post(
+        "/v1/collections/observed/search",
+        json={"query": "valve bar", "mode": "lexical"},
+        headers=auth,
+    ).json()["results"]:
+        assert time.monotonic() < deadline, "the lexical index never followed"
+        time.sleep(0.05)
     for mode in ("dense", "lexical", "hybrid"):
         assert (
             http.post(

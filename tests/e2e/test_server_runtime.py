@@ -45,16 +45,21 @@ def test_workers_share_the_ports_and_sum_their_metrics(tmp_path: Path, backing: 
         workers = descendants(process.pid)
         assert len(pids) == 2
         assert pids <= workers
-        time.sleep(5.5)  # one sampling interval of per-worker process metrics
-        metrics = httpx.get(f"{stack.health_url('gateway')}/metrics").text
+        # Each worker's process metrics are sampled every few seconds: wait for both.
+        deadline = time.monotonic() + 30
+        while True:
+            metrics = httpx.get(f"{stack.health_url('gateway')}/metrics").text
+            rss = {
+                labels["pid"]
+                for name, labels, _ in samples(metrics)
+                if name == "process_resident_memory_bytes"
+            }
+            if {str(pid) for pid in pids} <= rss:
+                break
+            assert time.monotonic() < deadline, (pids, rss)
+            time.sleep(0.2)
         # Each worker counted one request; /metrics sums them whichever worker answers.
         assert value(metrics, "http_requests_total", route="/block", status="200") == 2
-        rss = {
-            labels["pid"]
-            for name, labels, _ in samples(metrics)
-            if name == "process_resident_memory_bytes"
-        }
-        assert {str(pid) for pid in pids} <= rss
 
         process.signal(signal.SIGINT)  # Ctrl-C: the supervisor stops its workers
         assert process.stop(timeout=40) == 0, process.log_tail()

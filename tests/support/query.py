@@ -70,14 +70,24 @@ class QueryClient:
             assert response.headers["content-type"].startswith("text/event-stream")
             return list(read_sse(response.iter_lines()))
 
-    def wait_for(self, collection: str, query: str, document_id: str, timeout: float = 15) -> float:
-        """Seconds until a lexical search finds ``document_id``."""
+    def wait_for(
+        self,
+        collection: str,
+        query: str,
+        document_id: str,
+        timeout: float = 15,
+        *,
+        present: bool = True,
+    ) -> float:
+        """Seconds until a lexical search finds ``document_id`` (``present=False``: no longer
+        finds it)."""
         started = time.monotonic()
         while time.monotonic() - started < timeout:
             response = self.search(collection, query, mode="lexical", top_k=20)
-            if response.status_code == 200 and document_id in {
-                hit["document_id"] for hit in response.json()["results"]
-            }:
+            if response.status_code == 200 and present == (
+                document_id in {hit["document_id"] for hit in response.json()["results"]}
+            ):
                 return time.monotonic() - started
             time.sleep(0.05)
-        raise AssertionError(f"{document_id} not found by {self.base_url} within {timeout} s")
+        what = "not found" if present else "still found"
+        raise AssertionError(f"{document_id} {what} by {self.base_url} after {timeout} s")

@@ -35,6 +35,13 @@ class Replay:
         status, name = self.answers[0] if len(self.answers) == 1 else self.answers.pop(0)
         return status, name, (RECORDED / name).read_bytes()
 
+    def wait_requests(self, count: int, timeout: float = 30) -> None:
+        """Until ``count`` requests have arrived (they are in flight while it hangs)."""
+        deadline = time.monotonic() + timeout
+        while len(self.requests) < count:
+            assert time.monotonic() < deadline, f"{len(self.requests)} of {count} requests came"
+            time.sleep(0.02)
+
     def script(self, *answers: tuple[int, str], hang_seconds: float = 0.0) -> None:
         """Answer the next requests with these (a server shared by several tests)."""
         self.answers = list(answers)

@@ -109,7 +109,7 @@ def test_a_query_replica_stopped_mid_answer_finishes_them_and_fails_nothing(
 ) -> None:
     llm.script((200, "openai_chat_answer.sse"), hang_seconds=LLM_SECONDS)
     pool, answers = answers_in_flight(stack.edge_url, auth, 4)  # two on each replica
-    time.sleep(1.0)
+    llm.wait_requests(4)  # each is mid-answer: its replica waits for the model
     query = stack.processes["query"]
     query.signal(signal.SIGTERM)
     stopped_at = time.monotonic()
@@ -142,7 +142,7 @@ def test_the_gateway_stopped_mid_answer_finishes_them(
 ) -> None:
     llm.script((200, "openai_chat_answer.sse"), hang_seconds=LLM_SECONDS)
     pool, answers = answers_in_flight(stack.edge_url, auth, 3)
-    time.sleep(1.0)
+    llm.wait_requests(3)  # each is mid-answer
     gateway = stack.processes["gateway"]
     gateway.signal(signal.SIGTERM)
     # Draining: soon no new connection is taken (behind nginx a second gateway would take it).

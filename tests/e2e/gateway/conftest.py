@@ -65,15 +65,22 @@ class Edge:
         return {"Authorization": f"Bearer {token}"}
 
     def wait_searchable(
-        self, collection: str, query: str, headers: dict[str, str], document_id: str | None = None
+        self,
+        collection: str,
+        query: str,
+        headers: dict[str, str],
+        document_id: str | None = None,
+        mode: str | None = None,
     ) -> None:
         """Until several searches in a row find ``document_id`` (or anything): every query
-        replica behind nginx has indexed it."""
+        replica behind nginx has indexed it (``mode="lexical"``: each replica's lexical index
+        has followed the change, which dense search does not wait for)."""
         deadline = time.monotonic() + 30
         seen = 0
+        body: dict[str, object] = {"query": query} | ({"mode": mode} if mode else {})
         while seen < 6:
             found = self.http.post(
-                f"/v1/collections/{collection}/search", json={"query": query}, headers=headers
+                f"/v1/collections/{collection}/search", json=body, headers=headers
             )
             hits = found.json()["results"] if found.status_code == 200 else []
             good = bool(hits) and document_id in (None, hits[0]["document_id"])

@@ -55,7 +55,7 @@ def test_the_sdk_covers_the_api(user: Client, admin: Client, edge: Edge, tmp_pat
     assert all(s.version for s in info.services.values())
     assert info.embedding_model == "all-MiniLM-L6-v2-int8"
     assert info.queue.workers >= 1
-    assert info.queue.depth >= 0
+    assert isinstance(info.queue.depth, int)  # counted (no SCAN), whatever the queue holds
     assert info.tenant == "clients"
 
     created = user.create_collection("zoo", description="animals")

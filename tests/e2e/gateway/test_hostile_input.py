@@ -20,8 +20,20 @@ pytestmark = pytest.mark.e2e
 GIB = 1024**3
 
 
+# Every process of the stack, with its resident memory before this module's hostile input:
+# afterwards each must be near it (the defects this module guards against cost gigabytes).
+PROCESSES = ("nginx", "gateway", "ingest", "worker", "query", "query-2")
+NEAR_BASELINE_MB = 150
+
+
 @pytest.fixture(scope="module")
-def writer(edge: Edge) -> dict[str, str]:
+def baseline(full_stack: NativeStack) -> dict[str, tuple[int, float]]:
+    pids = {name: full_stack.processes[name].pid for name in PROCESSES}
+    return {name: (pid, _rss_mb(pid)) for name, pid in pids.items()}
+
+
+@pytest.fixture(scope="module")
+def writer(edge: Edge, baseline: dict[str, tuple[int, float]]) -> dict[str, str]:
     key = edge.new_key("hostile", ["ingest:write", "query:read"], name="hostile input")
     auth = edge.bearer(key)
     assert (
@@ -281,11 +293,21 @@ def test_twenty_megabytes_of_text_fail_fast_and_never_stall_the_worker(
     assert _rss_mb(worker) < before + 200, "the worker's own memory stays near its baseline"
 
 
-def test_every_service_is_still_ready(
-    full_stack: NativeStack, edge: Edge, writer: dict[str, str]
+def test_every_service_is_still_ready_and_near_its_memory_baseline(
+    full_stack: NativeStack,
+    edge: Edge,
+    writer: dict[str, str],
+    baseline: dict[str, tuple[int, float]],
 ) -> None:
     for service in ("gateway", "ingest", "query"):
         assert httpx.get(f"{full_stack.health_url(service)}/ready", timeout=10).status_code == 200
+    grown = {
+        name: (round(before), round(_rss_mb(pid)))
+        for name, (pid, before) in baseline.items()
+        if _rss_mb(pid) > before + NEAR_BASELINE_MB
+    }
+    assert grown == {}, f"MiB before and after the hostile input: {grown}"
+    print({name: (round(before), round(_rss_mb(pid))) for name, (pid, before) in baseline.items()})
     hits = edge.http.post(
         "/v1/collections/hostile/search", json={"query": "enzymes"}, headers=writer
     )

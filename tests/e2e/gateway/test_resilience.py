@@ -80,7 +80,7 @@ def test_killing_a_query_replica_under_load_fails_no_client_request(
     )
     for job in response.json()["jobs"]:
         edge.wait_job(job["job_id"], key)
-    time.sleep(1.5)
+    edge.wait_searchable("load", "document 19 topic", key, document_id="d19", mode="lexical")
     failures: list[str] = []
     done = 0
     lock = threading.Lock()

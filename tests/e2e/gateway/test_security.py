@@ -87,7 +87,7 @@ def tenant_a(edge: Edge) -> dict:
     )
     job_id = response.json()["jobs"][0]["job_id"]
     assert edge.wait_job(job_id, auth)["state"] == "succeeded"
-    time.sleep(1.5)
+    edge.wait_searchable("zoo", "animals", auth, mode="lexical")
     hits = edge.http.post("/v1/collections/zoo/search", json={"query": "animals"}, headers=auth)
     assert SECRET_MARK in hits.text  # A itself can read it
     return {"key": key, "job_id": job_id}

@@ -54,7 +54,7 @@ def test_a_user_flow_through_nginx(edge: Edge, full_stack: NativeStack) -> None:
     assert names[0] == "queued"
     assert names[-1] == "succeeded"
     assert "progress" in names
-    time.sleep(1.5)  # both query replicas follow within a second
+    edge.wait_searchable("manuals", "pump service interval", auth, mode="lexical")
 
     hits = edge.http.post(
         "/v1/collections/manuals/search", json={"query": "pump service interval"}, headers=auth

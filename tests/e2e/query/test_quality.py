@@ -5,7 +5,6 @@ scored with ir-measures), measured in the same run."""
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 
 import ir_measures
@@ -50,7 +49,9 @@ def test_hybrid_beats_dense_and_bm25_on_scifact(ingest: IngestClient, query: Que
     finished = ingest.wait(jobs, timeout=600)
     assert {job["state"] for job in finished} == {"succeeded"}
     assert ingest.collection(name)["document_count"] == len(docs)
-    time.sleep(2)  # the lexical index follows within a second
+    # The lexical index follows the changes in order: once it has the last document, it has all.
+    last = docs[-1]
+    query.wait_for(name, " ".join(last["text"].split()[:12]), last["id"], timeout=60)
     qrels = [ir_measures.Qrel(q, d, rel) for q, d, rel in data.qrels]
     measures = [nDCG @ 10, R @ 100, RR @ 10]
     scores = {

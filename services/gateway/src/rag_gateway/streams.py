@@ -4,10 +4,10 @@ in Redis so every gateway replica counts against the same numbers. Over either: 
 Retry-After. Document writes, whose bodies may trickle in for as long as the client likes, are
 counted the same way (MAX_UPLOADS_PER_TENANT, MAX_UPLOADS_PER_CREDENTIAL).
 
-An open stream is a lease in two sorted sets, its tenant's and its credential's, scored by when
-it lapses (Redis's clock). The gateway serving the stream renews its leases every
-LEASE_SECONDS / 3 and drops them when the stream ends or its client goes away; the leases of a
-gateway that died lapse by themselves within LEASE_SECONDS."""
+An open stream is a lease (``rag_core.leases``) in two sets, its tenant's and its credential's.
+The gateway serving the stream renews its leases every LEASE_SECONDS / 3 and drops them when
+the stream ends or its client goes away; the leases of a gateway that died lapse by themselves
+within LEASE_SECONDS."""
 
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from rag_core.catalog import Keys
+from rag_core.leases import Leases
 from rag_telemetry import get_logger
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
@@ -28,34 +29,6 @@ from rag_gateway.limits import TooManyRequests
 log = get_logger("rag.gateway.streams")
 LEASE_SECONDS = 60
 RETRY_AFTER_SECONDS = 5
-
-# KEYS: the tenant's set, the credential's set; ARGV: lease ms, lease id, tenant limit,
-# credential limit. Drops lapsed leases, then adds this one if both sets have room.
-# Returns 0 (opened), 1 (the tenant is at its limit) or 2 (the credential is).
-_OPEN = """
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local lapse = now + tonumber(ARGV[1])
-for i = 1, 2 do redis.call('ZREMRANGEBYSCORE', KEYS[i], '-inf', now) end
-if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[3]) then return 1 end
-if redis.call('ZCARD', KEYS[2]) >= tonumber(ARGV[4]) then return 2 end
-for i = 1, 2 do
-  redis.call('ZADD', KEYS[i], lapse, ARGV[2])
-  redis.call('PEXPIRE', KEYS[i], ARGV[1])
-end
-return 0
-"""
-# KEYS: the sets of one lease; ARGV: lease ms, lease id. Pushes the lapse back (XX: a lease
-# dropped meanwhile stays dropped).
-_RENEW = """
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-for i = 1, #KEYS do
-  redis.call('ZADD', KEYS[i], 'XX', now + tonumber(ARGV[1]), ARGV[2])
-  redis.call('PEXPIRE', KEYS[i], ARGV[1])
-end
-return 1
-"""
 
 
 @dataclass(frozen=True)
@@ -126,8 +99,7 @@ class StreamLeases:
         self.kind = kind
         self.per_tenant = per_tenant
         self.per_credential = per_credential
-        self._open = redis.register_script(_OPEN)
-        self._renew = redis.register_script(_RENEW)
+        self.leases = Leases(redis, LEASE_SECONDS)
         self.serving: dict[str, Lease] = {}  # leases of the streams this process is sending
         self._dropping: set[asyncio.Task[None]] = set()
 
@@ -141,11 +113,9 @@ class StreamLeases:
             ),
             self,
         )
-        refused = int(
-            await self._open(
-                keys=list(lease.keys),
-                args=[LEASE_SECONDS * 1000, lease.id, self.per_tenant, self.per_credential],
-            )
+        tenant_set, caller_set = lease.keys
+        refused = await self.leases.take(
+            lease.id, [(tenant_set, self.per_tenant), (caller_set, self.per_credential)]
         )
         if refused:
             limit, count, who = (
@@ -172,10 +142,7 @@ class StreamLeases:
 
     async def drop(self, lease: Lease) -> None:
         try:
-            async with self.redis.pipeline(transaction=False) as pipe:
-                for key in lease.keys:
-                    pipe.zrem(key, lease.id)
-                await pipe.execute()
+            await self.leases.drop(lease.id, lease.keys)
         except RedisError as exc:  # it lapses by itself within LEASE_SECONDS
             log.warning("stream_lease_not_dropped", error=type(exc).__name__)
 
@@ -186,9 +153,7 @@ class StreamLeases:
             return
         async with self.redis.pipeline(transaction=False) as pipe:
             for lease in leases:
-                await self._renew(
-                    keys=list(lease.keys), args=[LEASE_SECONDS * 1000, lease.id], client=pipe
-                )
+                await self.leases.renew_in(pipe, lease.id, lease.keys)
             await pipe.execute()
 
     async def keep_renewing(self) -> None:
