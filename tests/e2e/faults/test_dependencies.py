@@ -1,6 +1,7 @@
-"""Dependencies and processes die under work: Redis killed with jobs queued, Chroma gone for
-20 s under queries, a busy worker stopped with SIGTERM. Nothing is lost, nothing hangs, every
-error is a clear problem+json, and everything recovers without restarting anything else."""
+"""Dependencies and processes die under work: Redis killed with jobs queued, Chroma gone
+while queries keep coming, a busy worker stopped with SIGTERM. Nothing is lost, nothing
+hangs, every error is a clear problem+json, and everything recovers without restarting
+anything else."""
 
 from __future__ import annotations
 
@@ -87,8 +88,11 @@ def test_queries_get_503_while_chroma_is_down_then_recover(stack: NativeStack) -
     stack.processes["chroma"].stop()
     statuses: Counter[int] = Counter()
     slowest = 0.0
-    outage_ends = time.monotonic() + 20
-    while time.monotonic() < outage_ends:
+    deadline = time.monotonic() + 90
+    rounds = 0
+    while rounds < 6 or statuses[503] < 6:  # a few rounds of each kind after it is noticed
+        assert time.monotonic() < deadline, f"Chroma's outage never showed: {statuses}"
+        rounds += 1
         for mode in ("dense", "hybrid"):
             started = time.monotonic()
             response = query.search(collection, "enzyme receptor", mode=mode)
@@ -102,7 +106,7 @@ def test_queries_get_503_while_chroma_is_down_then_recover(stack: NativeStack) -
         answer = query.ask(collection, "Which receptor does enzyme 2 bind?")
         statuses[answer.status_code] += 1
         assert answer.status_code in (200, 503), answer.text
-        time.sleep(0.5)
+        time.sleep(0.2)
     assert statuses[503] > 0, statuses
     assert set(statuses) <= {200, 503}, statuses
     assert slowest < 15, f"a request took {slowest:.1f} s while Chroma was down"

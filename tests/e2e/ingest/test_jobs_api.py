@@ -13,6 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 from rag_devstack import NativeStack, StackPorts
+from rag_ingest.jobs.routes import HEARTBEAT_MS
 
 from tests.support.ingest import IngestClient
 from tests.support.metrics import value
@@ -47,13 +48,23 @@ def test_sse_stream_follows_a_job_to_its_end(client: IngestClient) -> None:
     ]
     assert progress == sorted(progress)
     assert {json.loads(e["data"])["stage"] for e in events} >= {"parsing", "embedding", "done"}
-    # Resuming after the last event id gives nothing new and ends (the job is over).
+    # Resuming after the last event id gives nothing new and ends at once: the job is over,
+    # so nothing waits for a heartbeat (15 s) that could bring more. The timeout is a hang
+    # check well under that heartbeat, not a latency budget.
     resumed = httpx.get(
         f"{client.base_url}/v1/jobs/{job_id}/events",
         headers={"Last-Event-ID": events[-1]["id"]},
-        timeout=30,
+        timeout=HEARTBEAT_MS / 1000 - 5,
     )
+    assert resumed.status_code == 200
     assert "event:" not in resumed.text
+    # Without Last-Event-ID, a finished job's whole history is replayed, and the stream ends.
+    replayed = httpx.get(f"{client.base_url}/v1/jobs/{job_id}/events", timeout=30)
+    assert [
+        line.split(":", 1)[1].strip()
+        for line in replayed.text.splitlines()
+        if line.startswith("event:")
+    ] == names
 
 
 def test_job_listing_filters_by_state_and_collection(client: IngestClient) -> None:

@@ -58,7 +58,7 @@ def _kill_while_running(
             stack.processes[worker].signal(signal.SIGKILL)
             break
         assert time.monotonic() < deadline
-        time.sleep(0.05)
+        time.sleep(0.25)  # a listing of every job: not so often that it slows the worker
     stack.processes[worker].stop()
 
 

@@ -82,9 +82,11 @@ class EventStreams:
             del self.open_by_tenant[tenant]  # no entry kept for every tenant ever seen
 
     async def read(
-        self, job_id: str, *, after: str, block_ms: int
+        self, job_id: str, *, after: str, block_ms: int | None
     ) -> list[tuple[str, dict[str, str]]]:
-        """Events after ``after`` (a stream id); waits up to ``block_ms`` for new ones."""
+        """Events after ``after`` (a stream id); waits up to ``block_ms`` for new ones (None:
+        not at all; Redis reads 0 as for ever, so it is never passed)."""
+        assert block_ms is None or block_ms > 0
         reply: Any = await self.redis.xread({self.keys.job_events(job_id): after}, block=block_ms)
         return [
             (entry_id.decode(), {k.decode(): v.decode() for k, v in fields.items()})

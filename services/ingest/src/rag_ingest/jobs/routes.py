@@ -74,16 +74,20 @@ class JobController(Controller):
         """Replays the job's events so far, then follows it; ends after its final state.
         ``Last-Event-ID`` resumes after a reconnect. 429 when the tenant has
         MAX_EVENT_STREAMS_PER_TENANT open, 503 when the process has MAX_EVENT_STREAMS open."""
-        if await jobs.get(job_id) is None:
+        record = await jobs.get(job_id)
+        if record is None:
             raise NotFound(f"job {job_id!r} does not exist (or has expired)")
         slot = event_streams.reserve(tenant_of(request))
         after = request.headers.get("last-event-id") or "0"
+        # A job already over has all its events written: read them without waiting (a client
+        # resuming after the last one used to wait a whole heartbeat for the stream to end).
+        block: int | None = None if record.state in FINAL_STATES else HEARTBEAT_MS
 
         async def stream() -> AsyncGenerator[ServerSentEventMessage, None]:
             cursor = after
             try:
                 while True:
-                    events = await event_streams.read(job_id, after=cursor, block_ms=HEARTBEAT_MS)
+                    events = await event_streams.read(job_id, after=cursor, block_ms=block)
                     for event_id, fields in events:
                         cursor = event_id
                         yield ServerSentEventMessage(
