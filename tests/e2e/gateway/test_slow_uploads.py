@@ -23,6 +23,8 @@ import httpx
 import pytest
 from rag_devstack import NativeStack, StackPorts, free_port, http_ok
 
+from tests.support.metrics import value
+
 pytestmark = pytest.mark.e2e
 ADMIN = {"Authorization": "Bearer " + "admin-" + "k" * 40}
 GATEWAY_LIMITS = {
@@ -266,6 +268,45 @@ def test_a_body_that_takes_too_long_in_all_is_cut_by_the_gateway(stack: NativeSt
         # Its place is free again: the same key uploads at once.
         with httpx.Client(base_url=url, timeout=60) as http:
             assert quick_upload(http, key, "inbox").status_code == 202
+
+
+def test_slow_search_bodies_wait_in_nginx_and_never_reach_the_gateway(
+    stack: NativeStack, http: httpx.Client
+) -> None:
+    """A search, question or chat body is small: nginx reads it whole before the gateway sees
+    the request. With request buffering off for every path, each body that trickled in held a
+    request open in the gateway for as long as its client liked."""
+    key = new_key(http, "slow-json")
+    assert http.post("/v1/collections", json={"name": "notes"}, headers=key).is_success
+    edge = urlsplit(stack.edge_url)
+    assert edge.hostname is not None
+    assert edge.port is not None
+    metrics = f"{stack.health_url('gateway')}/metrics"
+    in_flight = value(httpx.get(metrics, timeout=10).text, "http_requests_in_flight")
+    body = b'{"query": "what do the notes say?"}'
+    with ExitStack() as held:
+        for path in (
+            "/v1/collections/notes/search",
+            "/v1/collections/notes/query",
+            "/v1/chat/completions",
+        ):
+            sock = held.enter_context(socket.create_connection((edge.hostname, edge.port)))
+            sock.sendall(
+                (
+                    f"POST {path} HTTP/1.1\r\nHost: {edge.netloc}\r\n"
+                    f"Authorization: {key['Authorization']}\r\n"
+                    f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+                ).encode()
+                + body[:5]  # the rest never comes while the test looks
+            )
+        # A fence: a whole request sent after them, through the same nginx, answered. nginx
+        # passed each request above on as soon as it had read its headers, if it ever does.
+        assert http.get("/v1/collections", headers=key).status_code == 200
+        now = value(httpx.get(metrics, timeout=10).text, "http_requests_in_flight")
+        assert now == in_flight, "the gateway serves requests whose bodies have not come"
+    # A whole body goes through as before.
+    found = http.post("/v1/collections/notes/search", json={"query": "notes"}, headers=key)
+    assert found.status_code == 200, found.text
 
 
 def test_every_service_is_still_ready(stack: NativeStack) -> None:
