@@ -12,6 +12,7 @@ from rag_ingest.fetching.fetcher import (
     BodyDecoder,
     FetchRefused,
     TooLarge,
+    decode_body,
 )
 
 URL = "http://example.org/page"
@@ -88,3 +89,12 @@ def test_a_corrupt_body_is_refused_with_its_reason() -> None:
     decoder = BodyDecoder(URL, "gzip", LIMIT)
     with pytest.raises(FetchRefused, match="cannot be decoded"):
         list(decoder.decode(b"this is not gzip at all"))
+
+
+def test_decode_body_undoes_a_whole_body_within_the_limit() -> None:
+    """What the parser pool runs on a fetched body (the worker only receives it)."""
+    page = b"<p>Enzymes fold.</p>" * 5000
+    assert decode_body(URL, _compress(page, "gzip"), "gzip", LIMIT) == page
+    assert decode_body(URL, _compress(page, "raw"), "deflate", LIMIT) == page
+    with pytest.raises(TooLarge, match="MAX_FILE_BYTES"):
+        decode_body(URL, _compress(b"\0" * (4 * LIMIT), "gzip"), "gzip", LIMIT)

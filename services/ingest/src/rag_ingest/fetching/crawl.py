@@ -24,6 +24,7 @@ from rag_ingest.fetching.fetcher import (
     FetchPolicy,
     FetchRefused,
     TooLarge,
+    decode_body,
     extract_links,
     fetch,
 )
@@ -49,19 +50,38 @@ class QuotaExceeded(FetchRefused):
     """The page would pass its caller's daily ingest quota: refused, never retried."""
 
 
+async def fetch_decoded(url: str, policy: FetchPolicy, parsers: ParserPool) -> Fetched:
+    """``fetch``, then the body undone from its content-coding in the parser pool (within the
+    same ``max_bytes``)."""
+    page = await fetch(url, policy)
+    if page.coding is None:
+        return page
+    try:
+        content = await parsers.run(
+            decode_body, page.url, page.content, page.coding, policy.max_bytes
+        )
+    except ParseError as exc:  # the pool stopped it (time, memory)
+        raise FetchRefused(f"{page.url}: its {page.coding} body was not decoded ({exc})") from None
+    return replace(page, content=content, coding=None)
+
+
 async def fetch_within_quota(
-    url: str, policy: FetchPolicy, grant: QuotaGrant | None, counter: DailyIngestBytes
+    url: str,
+    policy: FetchPolicy,
+    grant: QuotaGrant | None,
+    counter: DailyIngestBytes,
+    parsers: ParserPool,
 ) -> Fetched:
-    """``fetch``, reading no more than what is left of the caller's quota today, and charging
-    the page to it (a refused page costs nothing)."""
+    """``fetch_decoded``, reading no more than what is left of the caller's quota today, and
+    charging the page to it (a refused page costs nothing)."""
     if grant is None:  # not through the gateway: nobody's quota to count
-        return await fetch(url, policy)
+        return await fetch_decoded(url, policy, parsers)
     left = await counter.remaining(grant)
     if left <= 0:
         raise QuotaExceeded(grant.refusal(f"fetching {url}"))
     capped = replace(policy, max_bytes=min(policy.max_bytes, left))
     try:
-        page = await fetch(url, capped)
+        page = await fetch_decoded(url, capped, parsers)
     except TooLarge:
         if capped.max_bytes < policy.max_bytes:  # the quota was the limit, not MAX_FILE_BYTES
             raise QuotaExceeded(
@@ -92,7 +112,7 @@ async def crawl(
     while queue and len(pages) < settings.fetch_max_pages:
         url, depth = queue.popleft()
         try:
-            page = await fetch_within_quota(url, policy, job.quota, counter)
+            page = await fetch_within_quota(url, policy, job.quota, counter, parsers)
         except QuotaExceeded as exc:
             if url == root:
                 raise

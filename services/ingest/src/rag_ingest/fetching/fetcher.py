@@ -65,6 +65,9 @@ class Fetched:
     url: str  # after redirects
     content: bytes
     content_type: str | None
+    # The content-coding ``content`` is still in (gzip or deflate), None once decoded: the
+    # worker receives the body as sent, and the parser pool decodes it (``decode_body``).
+    coding: str | None = None
 
 
 def check_url_syntax(url: str) -> str:
@@ -206,6 +209,18 @@ class BodyDecoder:
         return TooLarge(f"{self.url} is larger than {self.max_bytes} bytes (MAX_FILE_BYTES)")
 
 
+def decode_body(url: str, raw: bytes, coding: str, max_bytes: int) -> bytes:
+    """A fetched body undone from its content-coding, within ``max_bytes`` (TooLarge past
+    it). Run in the parser pool: how long decoding takes depends on the page, and the worker
+    keeps a heartbeat."""
+    decoder = BodyDecoder(url, coding, max_bytes)
+    decoded = bytearray()
+    for start in range(0, len(raw), DECODE_PIECE_BYTES):
+        for piece in decoder.decode(raw[start : start + DECODE_PIECE_BYTES]):
+            decoded += piece
+    return bytes(decoded)
+
+
 async def fetch(url: str, policy: FetchPolicy) -> Fetched:
     """GET ``url`` under ``policy``; follows at most ``max_redirects`` checked redirects.
     The whole fetch — resolving, every hop, the body — has ``timeout_seconds``."""
@@ -260,16 +275,23 @@ async def _fetch(url: str, policy: FetchPolicy) -> Fetched:
                             f"{current} is {declared} bytes; the limit is {policy.max_bytes} "
                             "(MAX_FILE_BYTES)"
                         )
-                    decoder = BodyDecoder(
+                    # Refuses a stacked or unknown coding before a byte of the body is read.
+                    coding = BodyDecoder(
                         current,
                         ", ".join(response.headers.get_list("content-encoding")),
                         policy.max_bytes,
-                    )
+                    ).coding
                     body = bytearray()
                     async for raw in response.aiter_raw():  # raw: httpx would decode it whole
-                        for piece in decoder.decode(raw):
-                            body += piece
-                    return Fetched(current, bytes(body), response.headers.get("content-type"))
+                        body += raw
+                        if len(body) > policy.max_bytes:
+                            raise TooLarge(
+                                f"{current} is larger than {policy.max_bytes} bytes "
+                                "(MAX_FILE_BYTES)"
+                            )
+                    return Fetched(
+                        current, bytes(body), response.headers.get("content-type"), coding
+                    )
             except httpx.TimeoutException:
                 raise FetchFailed(
                     f"fetching {url} took longer than {policy.timeout_seconds:g}s"
