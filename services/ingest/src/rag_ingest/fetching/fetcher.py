@@ -155,19 +155,7 @@ class BodyDecoder:
     def __init__(self, url: str, content_encoding: str, max_bytes: int) -> None:
         self.url, self.max_bytes = url, max_bytes
         self.received = self.decoded = 0
-        codings = [c.strip().lower() for c in content_encoding.split(",")]
-        codings = [c for c in codings if c and c != "identity"]
-        if len(codings) > 1:
-            raise FetchRefused(
-                f"{url} is sent with Content-Encoding {content_encoding!r}: more than one "
-                "content-coding is refused (stacked codings are a decompression bomb)"
-            )
-        if codings and codings[0] not in _ZLIB_WBITS:
-            raise FetchRefused(
-                f"{url} is sent with Content-Encoding {codings[0]!r}, which is not accepted "
-                "(gzip and deflate are)"
-            )
-        self.coding = codings[0] if codings else None
+        self.coding = accepted_coding(url, content_encoding)
         self._inflater = zlib.decompressobj(_ZLIB_WBITS[self.coding]) if self.coding else None
         self._first = True
 
@@ -206,7 +194,29 @@ class BodyDecoder:
         return piece
 
     def _too_large(self) -> TooLarge:
-        return TooLarge(f"{self.url} is larger than {self.max_bytes} bytes (MAX_FILE_BYTES)")
+        return too_large(self.url, self.max_bytes)
+
+
+def accepted_coding(url: str, content_encoding: str) -> str | None:
+    """The one content-coding of a response (None: identity); FetchRefused for a stack of
+    them or one that is not gzip or deflate."""
+    codings = [c.strip().lower() for c in content_encoding.split(",")]
+    codings = [c for c in codings if c and c != "identity"]
+    if len(codings) > 1:
+        raise FetchRefused(
+            f"{url} is sent with Content-Encoding {content_encoding!r}: more than one "
+            "content-coding is refused (stacked codings are a decompression bomb)"
+        )
+    if codings and codings[0] not in _ZLIB_WBITS:
+        raise FetchRefused(
+            f"{url} is sent with Content-Encoding {codings[0]!r}, which is not accepted "
+            "(gzip and deflate are)"
+        )
+    return codings[0] if codings else None
+
+
+def too_large(url: str, max_bytes: int) -> TooLarge:
+    return TooLarge(f"{url} is larger than {max_bytes} bytes (MAX_FILE_BYTES)")
 
 
 def decode_body(url: str, raw: bytes, coding: str, max_bytes: int) -> bytes:
@@ -275,20 +285,15 @@ async def _fetch(url: str, policy: FetchPolicy) -> Fetched:
                             f"{current} is {declared} bytes; the limit is {policy.max_bytes} "
                             "(MAX_FILE_BYTES)"
                         )
-                    # Refuses a stacked or unknown coding before a byte of the body is read.
-                    coding = BodyDecoder(
-                        current,
-                        ", ".join(response.headers.get_list("content-encoding")),
-                        policy.max_bytes,
-                    ).coding
+                    # A stacked or unknown coding is refused before a byte of the body is read.
+                    coding = accepted_coding(
+                        current, ", ".join(response.headers.get_list("content-encoding"))
+                    )
                     body = bytearray()
                     async for raw in response.aiter_raw():  # raw: httpx would decode it whole
                         body += raw
                         if len(body) > policy.max_bytes:
-                            raise TooLarge(
-                                f"{current} is larger than {policy.max_bytes} bytes "
-                                "(MAX_FILE_BYTES)"
-                            )
+                            raise too_large(current, policy.max_bytes)
                     return Fetched(
                         current, bytes(body), response.headers.get("content-type"), coding
                     )

@@ -254,8 +254,9 @@ async def drain_cleanups(ctx: dict[str, Any]) -> int:
     """Delete the chunk sets whose cleanup is due; returns how many chunks went."""
     w = worker_context(ctx)
     removed = 0
+    live: dict[tuple[str, str], str | None] = {}  # each collection's Chroma id, read once
     for cleanup in await w.documents.due_cleanups(CLEANUPS_PER_ROUND):
-        if await _still_needed(w, cleanup):
+        if await _still_needed(w, cleanup, live):
             await w.documents.postpone_cleanup(
                 cleanup, time.time() + max(10, w.settings.version_grace_seconds)
             )
@@ -275,10 +276,16 @@ async def drain_cleanups(ctx: dict[str, Any]) -> int:
     return removed
 
 
-async def _still_needed(w: WorkerContext, cleanup: Cleanup) -> bool:
-    """Whether the chunks may still be (or become) what readers see."""
-    live = await w.registry.in_namespace(cleanup.namespace).find(cleanup.collection)
-    if live is None or live.chroma_id != cleanup.chroma_id:
+async def _still_needed(
+    w: WorkerContext, cleanup: Cleanup, live: dict[tuple[str, str], str | None]
+) -> bool:
+    """Whether the chunks may still be (or become) what readers see. ``live`` keeps the
+    Chroma id of each collection this round has looked up."""
+    where = (cleanup.namespace, cleanup.collection)
+    if where not in live:
+        found = await w.registry.in_namespace(cleanup.namespace).find(cleanup.collection)
+        live[where] = found.chroma_id if found else None
+    if live[where] != cleanup.chroma_id:
         return False  # its collection was deleted (and maybe created anew under that name)
     documents = w.documents.in_namespace(cleanup.namespace)
     current = await documents.get(cleanup.collection, cleanup.document_id)
