@@ -464,6 +464,14 @@ class GatewaySettings(ServiceSettings, AuthSettings, StorageSettings):
     upstream_retries: int = Field(
         1, ge=0, le=5, description="Retries of an idempotent request whose upstream failed."
     )
+    upstream_buffer_bytes: int = Field(
+        1024 * 1024,
+        ge=0,
+        le=64 * 1024 * 1024,
+        description="Largest answer (by its Content-Length) the gateway reads whole before "
+        "replying, so a service that dies half-way is a 502 (or, for a read, a retry), never a "
+        "cut body; longer answers and streams pass through as they arrive.",
+    )
     max_stream_connections: int = Field(
         200,
         ge=1,
@@ -488,7 +496,8 @@ class GatewaySettings(ServiceSettings, AuthSettings, StorageSettings):
         ge=1024,
         le=64 * 1024 * 1024,
         description="Largest JSON body the gateway reads itself (answers and chat, to see "
-        "whether they stream; collection names of keys limited to some collections).",
+        "whether they stream; searches, to send them again; collection names of keys limited "
+        "to some collections).",
     )
     max_upload_connections: int = Field(
         64,

@@ -4,13 +4,15 @@
 many streams are open and uploads trickle in, the other requests still find a connection.
 Bodies stream both ways (SSE passes through as it is produced), the caller's tenant and the
 internal token added, request id and trace context carried on. Idempotent requests without a
-body are retried when the upstream could not be reached; failures become problem responses
-(502, 503, 504)."""
+body are retried when the upstream could not be reached. A short answer is read whole before
+the caller hears anything, so a service that dies half-way is a retry (reads) or a 502, never a
+cut body; failures become problem responses (502, 503, 504)."""
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
 import httpx
@@ -171,6 +173,47 @@ class Forwarder:
                 ) from None
         raise AssertionError("unreachable")
 
+    async def exchange(
+        self,
+        upstream: Upstream,
+        method: str,
+        path_and_query: str,
+        headers: dict[str, str],
+        content: bytes | AsyncIterator[bytes] | None,
+        *,
+        pool: Pool = "ordinary",
+        reads_only: bool = False,
+    ) -> httpx.Response | Whole:
+        """``send``, with an answer of known length up to UPSTREAM_BUFFER_BYTES read whole before
+        the caller hears anything. A service that dies half-way through it (a replica killed
+        after its headers) is asked again when the request only reads, else the caller gets a
+        502, never a cut body under the service's status. Longer answers, and answers without a
+        length (streams), come back still streaming."""
+        resend = reads_only and (content is None or isinstance(content, bytes))
+        attempts = 1 + (self.settings.upstream_retries if resend else 0)
+        failure = ""
+        for attempt in range(attempts):
+            response = await self.send(
+                upstream, method, path_and_query, headers, content, pool=pool
+            )
+            length = response.headers.get("content-length", "")
+            if not length.isdigit() or int(length) > self.settings.upstream_buffer_bytes:
+                return response
+            try:
+                return await buffered(response)
+            except httpx.TimeoutException:
+                raise GatewayTimeout(
+                    f"the {upstream} service did not answer within UPSTREAM_TIMEOUT_SECONDS"
+                ) from None
+            except httpx.TransportError as exc:
+                failure = type(exc).__name__
+                log.warning("upstream_cut", upstream=upstream, error=failure, attempt=attempt + 1)
+        raise BadGateway(
+            f"the {upstream} service failed while answering ({failure})"
+            + ("" if resend else "; the request may have taken effect"),
+            headers={"Retry-After": "2"},
+        )
+
     async def json(
         self, upstream: Upstream, method: str, path: str, headers: dict[str, str]
     ) -> tuple[int, Any]:
@@ -224,7 +267,19 @@ def stream_back(upstream: httpx.Response, lease: Lease | None = None) -> Stream:
     return Stream(body(), status_code=upstream.status_code, headers=response_headers(upstream))
 
 
-async def buffered(upstream: httpx.Response) -> tuple[int, dict[str, str], bytes]:
+@dataclass(frozen=True)
+class Whole:
+    """An answer read to its end (its body decoded)."""
+
+    status: int
+    headers: dict[str, str]
+    body: bytes
+
+    def response(self) -> Response[bytes]:
+        return Response(self.body, status_code=self.status, headers=self.headers)
+
+
+async def buffered(upstream: httpx.Response) -> Whole:
     try:
         body = await upstream.aread()
     finally:
@@ -234,7 +289,7 @@ async def buffered(upstream: httpx.Response) -> tuple[int, dict[str, str], bytes
         for k, v in response_headers(upstream).items()
         if k.lower() not in ("content-length", "content-encoding")
     }
-    return upstream.status_code, headers, body
+    return Whole(upstream.status_code, headers, body)
 
 
 def json_response(status: int, headers: dict[str, str], body: Any) -> Response[Any]:

@@ -24,7 +24,7 @@ from rag_gateway.auth.authenticate import Authenticator
 from rag_gateway.auth.principal import Forbidden, Principal
 from rag_gateway.limits import Limits
 from rag_gateway.paths import checked_path
-from rag_gateway.proxy import Forwarder, buffered, request_id, stream_back
+from rag_gateway.proxy import Forwarder, Whole, buffered, request_id, stream_back
 from rag_gateway.routing import NoRoute, Route, Upstream, classify, is_openai_path
 from rag_gateway.streams import StreamLeases
 from rag_gateway.uploads import body_within
@@ -148,13 +148,14 @@ async def _forward(
             target.streams == "when_asked" and _asks_to_stream(content)
         )
         lease = await stream_leases.open(principal) if long_lived else None
-        upstream = await forwarder.send(
+        upstream = await forwarder.exchange(
             target.upstream,
             method,
             raw_path + (f"?{query}" if query else ""),
             headers,
             content,
             pool="streams" if long_lived else "uploads" if upload is not None else "ordinary",
+            reads_only=target.reads_only,
         )
     except BaseException:
         for held in (lease, upload):
@@ -169,14 +170,18 @@ async def _forward(
         "models",
         "evaluation",
     ):
-        status, out_headers, body = await buffered(upstream)
-        if status != 200:
-            return Response(body, status_code=status, headers=out_headers)
+        whole = upstream if isinstance(upstream, Whole) else await buffered(upstream)
+        if whole.status != 200:
+            return whole.response()
         return Response(
-            _only_allowed(target, msgspec.json.decode(body), principal),
-            status_code=status,  # else Litestar's default for a route that also takes POST: 201
-            headers=out_headers,
+            _only_allowed(target, msgspec.json.decode(whole.body), principal),
+            status_code=200,  # else Litestar's default for a route that also takes POST: 201
+            headers=whole.headers,
         )
+    if isinstance(upstream, Whole):
+        if lease is not None:
+            await lease.release()
+        return upstream.response()
     return stream_back(upstream, lease)
 
 
@@ -213,6 +218,8 @@ async def _body(
         return body
     if target.streams == "when_asked":
         return await _inspected_body(request)  # read whole: does it ask for a stream?
+    if target.reads_only:
+        return await _inspected_body(request)  # read whole: a search can be sent again
     if target.kind in UPLOADS:
         return body_within(request.stream(), request.app.state.settings.upload_body_timeout_seconds)
     return request.stream()

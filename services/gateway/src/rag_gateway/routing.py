@@ -39,11 +39,14 @@ class Route:
     job_id: str | None = None
     session_id: str | None = None
     streams: Streams = "never"
+    # Only reads: asking the service again changes nothing (GETs and searches).
+    reads_only: bool = False
 
 
 _C = r"(?P<collection>[^/]+)"
 _J = r"(?P<job>[^/]+)"
 _S = r"(?P<session>[^/]+)"
+SEARCH = re.compile(rf"^/v1/collections/{_C}/search$")
 
 # (pattern, {method: (upstream, scope, kind)}), in the order they are tried.
 TABLE: list[tuple[re.Pattern[str], dict[str, tuple[Upstream, str, Kind]]]] = [
@@ -55,7 +58,7 @@ TABLE: list[tuple[re.Pattern[str], dict[str, tuple[Upstream, str, Kind]]]] = [
         re.compile(rf"^/v1/collections/{_C}$"),
         {"GET": ("ingest", READ, "plain"), "DELETE": ("ingest", WRITE, "plain")},
     ),
-    (re.compile(rf"^/v1/collections/{_C}/search$"), {"POST": ("query", QUERY, "plain")}),
+    (SEARCH, {"POST": ("query", QUERY, "plain")}),
     (re.compile(rf"^/v1/collections/{_C}/query$"), {"POST": ("query", QUERY, "plain")}),
     (
         re.compile(rf"^/v1/collections/{_C}/documents$"),
@@ -119,6 +122,7 @@ def classify(method: str, path: str) -> Route:
             groups.get("job"),
             groups.get("session"),
             next((how for found, how in STREAMING if found.match(path)), "never"),
+            reads_only=method in ("GET", "HEAD") or SEARCH.match(path) is not None,
         )
     raise NoRoute([])
 
