@@ -117,13 +117,17 @@ def latency(
 
 def chroma_name_of(redis_url: str, collection: str, namespace: str = DEFAULT_NAMESPACE) -> str:
     """A collection's Chroma name, from the catalog: it is opaque, not derived from its name."""
-    keys = Keys(QuerySettings(_env_file=None).redis_prefix, namespace)
+    keys = Keys(QuerySettings(_env_file=None).redis_prefix)
     client = Redis.from_url(redis_url)
     try:
-        value = client.hget(keys.collection(collection), "chroma_name")
+        value = client.hget(keys.collection(namespace, collection), "chroma_name")
     finally:
         client.close()
-    return value.decode() if isinstance(value, bytes) else keys.legacy_chroma_name(collection)
+    return (
+        value.decode()
+        if isinstance(value, bytes)
+        else keys.legacy_chroma_name(namespace, collection)
+    )
 
 
 def raw_limit(

@@ -44,12 +44,12 @@ async def bulk_load(
     keys = Keys(settings.redis_prefix)
     store = DocumentStore(redis, keys)
     try:
-        found = await CollectionCatalog(redis, keys).get(collection)
+        found = await CollectionCatalog(redis, keys).get(DEFAULT_NAMESPACE, collection)
         row = 0
         pending: list[tuple[str, str, int, str]] = []  # document, tag, position, text
         records: list[DocumentRecord] = []
         for doc_id, texts in docs:
-            sequence = await store.next_sequence(collection, doc_id)
+            sequence = await store.next_sequence(DEFAULT_NAMESPACE, collection, doc_id)
             tag = version_tag(sequence)
             pending += [(doc_id, tag, i, t) for i, t in enumerate(texts)]
             records.append(
@@ -85,7 +85,9 @@ async def bulk_load(
                         "bulk",
                     )
                     await store.reserve_cleanup(own, time.time() + 3600)
-                    outcome = await store.switch_to(collection, found.chroma_id, record, own)
+                    outcome = await store.switch_to(
+                        DEFAULT_NAMESPACE, collection, found.chroma_id, record, own
+                    )
                     assert outcome.status == "created", outcome
                 pending, records = [], []
     finally:

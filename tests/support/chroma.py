@@ -14,7 +14,7 @@ def chroma_id_of(stack: NativeStack, collection: str, namespace: str = DEFAULT_N
     """The collection's Chroma id, from the catalog: Chroma names are opaque."""
     client = Redis.from_url(stack.redis_url)
     try:
-        found = client.hget(Keys("rag", namespace).collection(collection), "chroma_id")
+        found = client.hget(Keys("rag").collection(namespace, collection), "chroma_id")
     finally:
         client.close()
     assert isinstance(found, bytes), f"no collection {collection!r} in {namespace!r}"

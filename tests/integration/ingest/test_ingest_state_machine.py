@@ -269,7 +269,7 @@ class IngestMachine(RuleBasedStateMachine):
         )
 
     def parts(self, namespace: str) -> IngestComponents:
-        return self.workers["worker-a"].in_namespace(namespace)
+        return self.workers["worker-a"]  # one set of stores serves every tenant
 
     # Steps -----------------------------------------------------------------------------------
     def _do(self, coro: Coroutine[Any, Any, T]) -> T:
@@ -308,9 +308,11 @@ class IngestMachine(RuleBasedStateMachine):
     async def _read_slot(self, slot: Slot, vectors: bool) -> SlotView:
         namespace, name = slot
         parts = self.parts(namespace)
-        fields = await parts.redis.hgetall(parts.keys.collection(name))  # type: ignore[misc]  # redis-py's async typing
-        collection = await parts.registry.find(name)
-        records = {r.id: r for r in await parts.documents.get_many(name, list(DOCUMENT_IDS))}
+        fields = await parts.redis.hgetall(parts.keys.collection(namespace, name))  # type: ignore[misc]  # redis-py's async typing
+        collection = await parts.registry.find(namespace, name)
+        records = {
+            r.id: r for r in await parts.documents.get_many(namespace, name, list(DOCUMENT_IDS))
+        }
         chroma_id = fields.get(b"chroma_id", b"").decode()
         chunks = None
         if chroma_id:
@@ -360,7 +362,7 @@ class IngestMachine(RuleBasedStateMachine):
             return "retry"
 
     async def _after_delivery(self, job: JobRef, run: str = "") -> None:
-        record = await self.parts(job.slot[0]).jobs.get(job.job_id)
+        record = await self.parts(job.slot[0]).jobs.get(job.slot[0], job.job_id)
         assert record is not None, f"{job}: its job record is gone"
         outcome = (record.result or {}).get("status") or record.error_stage or ""
         note(f"{run or 'delivery'}: job {record.state} {outcome}".rstrip())
@@ -380,16 +382,16 @@ class IngestMachine(RuleBasedStateMachine):
         async def work() -> None:
             registry = self.parts(namespace).registry
             if model.live:
-                await registry.delete(name)
+                await registry.delete(namespace, name)
                 model.live, model.active = False, {}
                 with pytest.raises(NotFound):
-                    await registry.get(name)
+                    await registry.get(namespace, name)
                 return
-            created = await registry.create(name, MODEL)
+            created = await registry.create(namespace, name, MODEL)
             model.live, model.generation = True, model.generation + 1
             model.chroma_id, model.active, model.newest = created.chroma_id, {}, {}
             with pytest.raises(Conflict):
-                await registry.create(name, MODEL)
+                await registry.create(namespace, name, MODEL)
 
         self._step(slot, work())
 
@@ -427,9 +429,9 @@ class IngestMachine(RuleBasedStateMachine):
             service = self.parts(namespace).ingest
             if not model.live:
                 with pytest.raises(NotFound):
-                    await service.submit(name, items)
+                    await service.submit(namespace, name, items)
                 return multiple()
-            accepted = await service.submit(name, items)
+            accepted = await service.submit(namespace, name, items)
             jobs = [
                 JobRef(
                     entry.record.id,
@@ -456,10 +458,10 @@ class IngestMachine(RuleBasedStateMachine):
             parts = self.parts(namespace)
             if not model.live:
                 with pytest.raises(NotFound):
-                    await parts.registry.get(name)
+                    await parts.registry.get(namespace, name)
                 return
-            found = await parts.registry.get(name)
-            outcome = await parts.documents.remove(name, found.chroma_id, document_id)
+            found = await parts.registry.get(namespace, name)
+            outcome = await parts.documents.remove(namespace, name, found.chroma_id, document_id)
             expected = "deleted" if document_id in model.active else "missing"
             assert outcome.status == expected, f"DELETE {document_id}: {outcome.status}"
             # It supersedes every change of the document still in flight.
@@ -693,7 +695,7 @@ class IngestMachine(RuleBasedStateMachine):
             await self._after_delivery(self.paused.job)
             self.paused = None
         for job in self.all_jobs:
-            record = await self.parts(job.slot[0]).jobs.get(job.job_id)
+            record = await self.parts(job.slot[0]).jobs.get(job.slot[0], job.job_id)
             if record is not None and record.state not in FINAL_STATES:
                 await self._deliver("worker-a", job)
                 await self._after_delivery(job)
@@ -708,7 +710,7 @@ class IngestMachine(RuleBasedStateMachine):
         for (namespace, name), model in self.model.items():
             if model.live:
                 with contextlib.suppress(Exception):
-                    await self.parts(namespace).registry.delete(name)
+                    await self.parts(namespace).registry.delete(namespace, name)
         redis = self.env.redis
         doomed = [k async for k in redis.scan_iter(match=f"{self.prefix}:*", count=1000)]
         doomed += [f"arq:job:{job.job_id}.1" for job in self.all_jobs]

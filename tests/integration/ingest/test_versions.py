@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 from arq.constants import in_progress_key_prefix, job_key_prefix
 from rag_config import IngestSettings
-from rag_core.catalog import Collection, DocumentRecord
+from rag_core.catalog import DEFAULT_NAMESPACE, Collection, DocumentRecord
 from rag_core.chroma import ChromaClient
 from rag_core.clients import create_redis
 from rag_core.embedding.models import model_spec
@@ -47,6 +47,8 @@ from rag_ingest.worker.tasks import (
 
 from tests.conftest import Backing
 from tests.support.embedding import WordHashEmbedder
+
+T = DEFAULT_NAMESPACE  # the tenant of tests that do not name one
 
 pytestmark = pytest.mark.integration
 
@@ -88,7 +90,7 @@ class Change:
 
 
 async def _collection(parts: IngestComponents) -> Collection:
-    return await parts.registry.create(f"v-{uuid.uuid4().hex[:8]}", "all-MiniLM-L6-v2")
+    return await parts.registry.create(T, f"v-{uuid.uuid4().hex[:8]}", "all-MiniLM-L6-v2")
 
 
 async def _request(parts: IngestComponents, col: Collection, doc: str, text: str) -> Change:
@@ -96,9 +98,9 @@ async def _request(parts: IngestComponents, col: Collection, doc: str, text: str
         id=uuid.uuid4().hex,
         kind="ingest",
         collection=col.name,
-        namespace=parts.keys.namespace,
+        namespace=col.namespace,
         document_id=doc,
-        sequence=await parts.documents.next_sequence(col.name, doc),
+        sequence=await parts.documents.next_sequence(col.namespace, col.name, doc),
     )
     await parts.jobs.create(job, text.encode())
     return Change(job, text)
@@ -138,13 +140,15 @@ async def _switch(parts: IngestComponents, col: Collection, change: Change) -> s
         chunk_count=len(change.text.split()),
         sequence=change.job.sequence,
     )
-    outcome = await parts.documents.switch_to(col.name, col.chroma_id, record, change.cleanup(col))
+    outcome = await parts.documents.switch_to(
+        col.namespace, col.name, col.chroma_id, record, change.cleanup(col)
+    )
     return outcome.status
 
 
 async def _visible(parts: IngestComponents, col: Collection, doc: str) -> list[str]:
     """What a reader sees: the chunks of the active version, in order."""
-    record = await parts.documents.get(col.name, doc)
+    record = await parts.documents.get(col.namespace, col.name, doc)
     if record is None:
         return []
     rows = await parts.chroma.get(
@@ -217,7 +221,7 @@ async def test_delete_racing_a_re_upload_keeps_the_new_upload(parts: IngestCompo
     await _finish(parts, old)
     new = await _request(parts, col, "d", "new text arrives")
     await _write_chunks(parts, col, new)
-    removed = await parts.documents.remove(col.name, col.chroma_id, "d")
+    removed = await parts.documents.remove(col.namespace, col.name, col.chroma_id, "d")
     assert removed.status == "deleted"
     assert await _visible(parts, col, "d") == []  # invisible at once
     # The re-upload was requested before the delete: the delete wins over it.
@@ -230,7 +234,7 @@ async def test_delete_racing_a_re_upload_keeps_the_new_upload(parts: IngestCompo
     await _drain(parts)
     assert await _visible(parts, col, "d") == ["new", "text", "arrives"]
     assert await _stored_tags(parts, col, "d") == {again.tag}
-    found = await parts.registry.get(col.name)
+    found = await parts.registry.get(col.namespace, col.name)
     assert (found.document_count, found.chunk_count) == (1, 3)
 
 
@@ -246,13 +250,13 @@ async def test_same_content_auto_named_is_a_duplicate_and_keeps_the_index(
     b = await _request(parts, col, auto_id(digest), "shared text")
     await _write_chunks(parts, col, b)
     assert await _switch(parts, col, b) == "duplicate"
-    assert await parts.documents.get(col.name, auto_id(digest)) is None
+    assert await parts.documents.get(col.namespace, col.name, auto_id(digest)) is None
     # Named by the caller: a document of its own.
     named = await _request(parts, col, "b", "shared text")
     await _write_chunks(parts, col, named)
     assert await _switch(parts, col, named) == "created"
     assert await _visible(parts, col, "b") == ["shared", "text"]
-    assert await parts.documents.owner_of(col.name, digest) == "a"
+    assert await parts.documents.owner_of(col.namespace, col.name, digest) == "a"
 
     # A document that exists may take content another one has; leaving it again must not
     # drop the other's entry from the dedup index.
@@ -265,7 +269,7 @@ async def test_same_content_auto_named_is_a_duplicate_and_keeps_the_index(
     c3 = await _request(parts, col, "c", "unique again")
     await _write_chunks(parts, col, c3)
     assert await _switch(parts, col, c3) == "replaced"
-    assert await parts.documents.owner_of(col.name, digest) == "a"
+    assert await parts.documents.owner_of(col.namespace, col.name, digest) == "a"
 
 
 async def test_a_switch_after_its_collection_was_deleted_writes_nothing(
@@ -274,11 +278,11 @@ async def test_a_switch_after_its_collection_was_deleted_writes_nothing(
     col = await _collection(parts)
     change = await _request(parts, col, "d", "late words")
     await _write_chunks(parts, col, change)
-    await parts.registry.delete(col.name)
-    recreated = await parts.registry.create(col.name, "all-MiniLM-L6-v2")
+    await parts.registry.delete(col.namespace, col.name)
+    recreated = await parts.registry.create(col.namespace, col.name, "all-MiniLM-L6-v2")
     assert await _switch(parts, col, change) == "gone"  # its chunks went to the old one
-    assert await parts.documents.get(col.name, "d") is None
-    found = await parts.registry.get(col.name)
+    assert await parts.documents.get(col.namespace, col.name, "d") is None
+    found = await parts.registry.get(col.namespace, col.name)
     assert (found.version, found.chunk_count, found.document_count) == (0, 0, 0)
     assert recreated.chroma_id != col.chroma_id
 
@@ -335,8 +339,8 @@ async def test_a_cleanup_of_a_deleted_collection_goes_when_the_name_is_used_agai
     stale = await _request(parts, col, "d", "old words")
     await _write_chunks(parts, col, stale)
     await _finish(parts, stale, "failed")
-    await parts.registry.delete(col.name)
-    recreated = await parts.registry.create(col.name, "all-MiniLM-L6-v2")
+    await parts.registry.delete(col.namespace, col.name)
+    recreated = await parts.registry.create(col.namespace, col.name, "all-MiniLM-L6-v2")
     fresh = await _request(parts, recreated, "d", "new words")
     assert fresh.tag == stale.tag, "the new collection's first change has the same tag"
     await _write_chunks(parts, recreated, fresh)
@@ -357,11 +361,11 @@ async def test_job_writes_are_fenced(parts: IngestComponents) -> None:
     job.state, job.worker = "queued", None
     assert await parts.jobs.save(job, expect_states=("running",), expect_worker="worker-a")
     # worker-a, alive after all, may no longer write it.
-    stale = await parts.jobs.get(job.id)
+    stale = await parts.jobs.get(T, job.id)
     assert stale is not None
     stale.state, stale.worker = "succeeded", "worker-a"
     assert not await parts.jobs.save(stale, expect_states=("running",), expect_worker="worker-a")
-    current = await parts.jobs.get(job.id)
+    current = await parts.jobs.get(T, job.id)
     assert current is not None
     assert current.state == "queued"
     # A write for an earlier run (the job was retried since) is refused too.
@@ -369,9 +373,9 @@ async def test_job_writes_are_fenced(parts: IngestComponents) -> None:
     assert await parts.jobs.save(job, expect_run=1)
     job.run = 1
     assert not await parts.jobs.save(job)
-    queued = await parts.jobs.find(state="queued", collection=col.name)
+    queued = await parts.jobs.find(T, state="queued", collection=col.name)
     assert [j.id for j in queued] == [job.id]
-    assert await parts.jobs.find(state="running", collection=col.name) == []
+    assert await parts.jobs.find(T, state="running", collection=col.name) == []
 
 
 # Tenants (issue 14) -------------------------------------------------------------------------
@@ -382,19 +386,19 @@ async def test_colliding_tenant_and_collection_names_never_share_a_chroma_collec
 ) -> None:
     """``acme`` + ``x-hbk`` and ``acme-x`` + ``hbk`` once met in one Chroma collection
     (``<prefix>-acme-x-hbk``): B deleting its ``hbk`` destroyed A's ``x-hbk``."""
-    a, b = parts.in_namespace("acme"), parts.in_namespace("acme-x")
-    col_a = await a.registry.create("x-hbk", "all-MiniLM-L6-v2")
+    a = b = parts  # one set of stores serves every tenant
+    col_a = await a.registry.create("acme", "x-hbk", "all-MiniLM-L6-v2")
     change = await _request(a, col_a, "d", "tenant a words")
     await _write_chunks(a, col_a, change)
     assert await _switch(a, col_a, change) == "created"
 
-    col_b = await b.registry.create("hbk", "all-MiniLM-L6-v2")
+    col_b = await b.registry.create("acme-x", "hbk", "all-MiniLM-L6-v2")
     assert col_b.chroma_id != col_a.chroma_id
-    await b.registry.delete("hbk")
+    await b.registry.delete("acme-x", "hbk")
 
     assert await _visible(a, col_a, "d") == ["tenant", "a", "words"]
-    assert (await a.registry.get("x-hbk")).chroma_id == col_a.chroma_id
-    assert await b.registry.find("hbk") is None
+    assert (await a.registry.get("acme", "x-hbk")).chroma_id == col_a.chroma_id
+    assert await b.registry.find("acme-x", "hbk") is None
 
 
 async def test_a_collection_name_claimed_by_a_create_that_died_is_taken_over(
@@ -402,11 +406,11 @@ async def test_a_collection_name_claimed_by_a_create_that_died_is_taken_over(
 ) -> None:
     name = f"v-{uuid.uuid4().hex[:8]}"
     # What a create that died between its claim and its Chroma call leaves behind.
-    await parts.redis.hset(parts.keys.collection(name), mapping={"name": name, "claimed_at": 0})  # type: ignore[misc]
-    created = await parts.registry.create(name, "all-MiniLM-L6-v2")
-    assert (await parts.registry.get(name)).chroma_id == created.chroma_id
+    await parts.redis.hset(parts.keys.collection(T, name), mapping={"name": name, "claimed_at": 0})  # type: ignore[misc]
+    created = await parts.registry.create(T, name, "all-MiniLM-L6-v2")
+    assert (await parts.registry.get(T, name)).chroma_id == created.chroma_id
     with pytest.raises(Conflict):
-        await parts.registry.create(name, "all-MiniLM-L6-v2")
+        await parts.registry.create(T, name, "all-MiniLM-L6-v2")
 
 
 async def test_a_tenants_running_job_keeps_its_chunks_whatever_another_tenant_did(
@@ -414,15 +418,15 @@ async def test_a_tenants_running_job_keeps_its_chunks_whatever_another_tenant_di
 ) -> None:
     """Cleanups once recorded every job as the default tenant's: a drain then judged a
     tenant's running job by the default tenant's records of the same names, and deleted it."""
-    tenant = parts.in_namespace("acme")
-    col = await tenant.registry.create("shared", "all-MiniLM-L6-v2")
+    tenant = parts
+    col = await tenant.registry.create("acme", "shared", "all-MiniLM-L6-v2")
     running = await _request(tenant, col, "d", "in flight words")
     running.job.state = "running"
     assert await tenant.jobs.save(running.job)
     await _write_chunks(tenant, col, running)  # its cleanup is due at once (grace 0)
 
     # The default tenant has the same collection and document names, changed more often.
-    other = await parts.registry.create("shared", "all-MiniLM-L6-v2")
+    other = await parts.registry.create(T, "shared", "all-MiniLM-L6-v2")
     for _ in range(3):
         await _request(parts, other, "d", "default tenant words")
 
@@ -438,7 +442,9 @@ async def test_a_second_run_of_a_job_that_switched_in_meanwhile_keeps_the_live_c
     its chunks, which are the live ones (same ids)."""
     col = await _collection(parts)
     [accepted] = await parts.ingest.submit(
-        col.name, [Submission(b"alpha beta gamma delta", where="documents[0]", document_id="d")]
+        col.namespace,
+        col.name,
+        [Submission(b"alpha beta gamma delta", where="documents[0]", document_id="d")],
     )
     job = accepted.record
     payload = await parts.jobs.payload(job.id)
@@ -483,7 +489,7 @@ async def test_deleting_a_document_that_never_existed_leaves_no_key(
     col = await _collection(parts)
     before = set(await parts.redis.keys(f"{parts.keys.prefix}:*"))
     for made_up in ("never-1", "never-2", "never-3"):
-        outcome = await parts.documents.remove(col.name, col.chroma_id, made_up)
+        outcome = await parts.documents.remove(col.namespace, col.name, col.chroma_id, made_up)
         assert outcome.status == "missing"
     after = set(await parts.redis.keys(f"{parts.keys.prefix}:*"))
     assert after - before == set()
@@ -509,12 +515,12 @@ async def test_a_job_whose_result_could_not_be_saved_is_not_left_running(
     await parts.redis.set(parts.keys.job(stuck.job.id), msgspec.json.encode(record), keepttl=True)
 
     worker = SimpleNamespace(**parts.as_dict(), worker_id="another-worker")
-    freed, _ = await _reconcile_jobs(worker)  # type: ignore[arg-type]
+    freed, _ = await _reconcile_jobs(worker, T)  # type: ignore[arg-type]
     assert freed == 1
-    handed_on = await parts.jobs.get(stuck.job.id)
+    handed_on = await parts.jobs.get(T, stuck.job.id)
     assert handed_on is not None
     assert (handed_on.state, handed_on.stage) == ("queued", "requeued after its attempt stalled")
-    running = await parts.jobs.get(busy.job.id)
+    running = await parts.jobs.get(T, busy.job.id)
     assert running is not None
     assert running.state == "running", "a job that is making progress is left alone"
 
@@ -541,7 +547,7 @@ async def test_a_job_taken_by_a_worker_that_died_before_starting_it_is_released(
         )
 
     worker = SimpleNamespace(**parts.as_dict(), worker_id="a-live-worker")
-    freed, requeued = await _reconcile_jobs(worker)  # type: ignore[arg-type]
+    freed, requeued = await _reconcile_jobs(worker, T)  # type: ignore[arg-type]
     assert (freed, requeued) == (1, 0)
     assert not await parts.redis.exists(in_progress_key_prefix + lost.job.arq_job_id)
     assert await parts.redis.exists(in_progress_key_prefix + fresh.job.arq_job_id)

@@ -21,62 +21,63 @@ DEFAULT_NAMESPACE = "default"
 
 @dataclass(frozen=True)
 class Keys:
-    """Key names under ``prefix`` (REDIS_PREFIX). ``namespace`` isolates tenants."""
+    """Every Redis key name, under ``prefix`` (REDIS_PREFIX): the one place they are built.
+
+    A key of a tenant's data takes the tenant (its namespace) as its first argument: stores
+    are shared by every tenant and are told whose data each call is about, so none can fall
+    back to a tenant of its own. The parts are validated where they enter (tenants match
+    TENANT_PATTERN, collection names the registry's NAME_PATTERN; neither holds ``:``), and
+    free-form parts (document, job, session ids) only ever come last, so no two keys of
+    different tenants or collections can be the same."""
 
     prefix: str
-    namespace: str = DEFAULT_NAMESPACE
 
     # Collections ----------------------------------------------------------------------------
-    def in_namespace(self, namespace: str) -> Keys:
-        return self if namespace == self.namespace else Keys(self.prefix, namespace)
-
     def namespaces(self) -> str:
         """Set of every namespace that has had a collection (shared by all of them)."""
         return f"{self.prefix}:namespaces"
 
-    def collections(self) -> str:
-        return f"{self.prefix}:cols:{self.namespace}"
+    def collections(self, tenant: str) -> str:
+        return f"{self.prefix}:cols:{tenant}"
 
-    def collection(self, name: str) -> str:
-        return f"{self.prefix}:col:{self.namespace}:{name}"
+    def collection(self, tenant: str, name: str) -> str:
+        return f"{self.prefix}:col:{tenant}:{name}"
 
     def new_chroma_name(self) -> str:
         """A fresh, opaque Chroma collection name. Never derived from tenant or collection
         names: ``acme`` + ``x-hbk`` and ``acme-x`` + ``hbk`` would otherwise meet in one."""
         return f"{self.prefix}-{uuid.uuid4().hex}"
 
-    def legacy_chroma_name(self, name: str) -> str:
+    def legacy_chroma_name(self, tenant: str, name: str) -> str:
         """How collections created before opaque names were named in Chroma."""
-        return f"{self.prefix}-{self.namespace}-{name}"
+        return f"{self.prefix}-{tenant}-{name}"
 
     # Documents ------------------------------------------------------------------------------
-    def documents(self, collection: str) -> str:
+    def documents(self, tenant: str, collection: str) -> str:
         """Sorted set of document ids, scored by first ingest time."""
-        return f"{self.prefix}:docs:{self.namespace}:{collection}"
+        return f"{self.prefix}:docs:{tenant}:{collection}"
 
-    def document(self, collection: str, document_id: str) -> str:
-        return f"{self.prefix}:doc:{self.namespace}:{collection}:{document_id}"
+    def document(self, tenant: str, collection: str, document_id: str) -> str:
+        return f"{self.prefix}:doc:{tenant}:{collection}:{document_id}"
 
-    def per_document_patterns(self, collection: str) -> list[str]:
+    def per_document_patterns(self, tenant: str, collection: str) -> list[str]:
         """Patterns matching every per-document key of a collection (for deleting it)."""
-        return [
-            f"{self.prefix}:{kind}:{self.namespace}:{collection}:*" for kind in ("doc", "docseq")
-        ]
+        return [f"{self.prefix}:{kind}:{tenant}:{collection}:*" for kind in ("doc", "docseq")]
 
-    def content_hashes(self, collection: str) -> str:
+    def content_hashes(self, tenant: str, collection: str) -> str:
         """Hash content_hash -> document id: the dedup index."""
-        return f"{self.prefix}:hashes:{self.namespace}:{collection}"
+        return f"{self.prefix}:hashes:{tenant}:{collection}"
 
-    def document_sequence(self, collection: str, document_id: str) -> str:
+    def document_sequence(self, tenant: str, collection: str, document_id: str) -> str:
         """Counter giving each change to a document its order (the newest change wins)."""
-        return f"{self.prefix}:docseq:{self.namespace}:{collection}:{document_id}"
+        return f"{self.prefix}:docseq:{tenant}:{collection}:{document_id}"
 
-    def document_lock(self, collection: str, document_id: str) -> str:
-        return f"{self.prefix}:lock:{self.namespace}:{collection}:{document_id}"
+    def document_lock(self, tenant: str, collection: str, document_id: str) -> str:
+        return f"{self.prefix}:lock:{tenant}:{collection}:{document_id}"
 
-    def changes(self, collection: str) -> str:
+    def changes(self, tenant: str, collection: str) -> str:
         """Stream of chunk changes that query replicas follow."""
-        return f"{self.prefix}:changes:{self.namespace}:{collection}"
+        return f"{self.prefix}:changes:{tenant}:{collection}"
 
     # Jobs -----------------------------------------------------------------------------------
     def job(self, job_id: str) -> str:
@@ -89,34 +90,34 @@ class Keys:
         return f"{self.prefix}:payload:{job_id}"
 
     # The job save script (jobs/store.py) derives the two state indexes from jobs_all().
-    def jobs_all(self) -> str:
-        return f"{self.prefix}:jobs:{self.namespace}"
+    def jobs_all(self, tenant: str) -> str:
+        return f"{self.prefix}:jobs:{tenant}"
 
-    def jobs_by_state(self, state: str) -> str:
-        return f"{self.prefix}:jobs:{self.namespace}:state:{state}"
+    def jobs_by_state(self, tenant: str, state: str) -> str:
+        return f"{self.prefix}:jobs:{tenant}:state:{state}"
 
-    def jobs_by_collection(self, collection: str) -> str:
-        return f"{self.prefix}:jobs:{self.namespace}:col:{collection}"
+    def jobs_by_collection(self, tenant: str, collection: str) -> str:
+        return f"{self.prefix}:jobs:{tenant}:col:{collection}"
 
-    def jobs_by_collection_state(self, collection: str, state: str) -> str:
-        return f"{self.prefix}:jobs:{self.namespace}:col:{collection}:state:{state}"
+    def jobs_by_collection_state(self, tenant: str, collection: str, state: str) -> str:
+        return f"{self.prefix}:jobs:{tenant}:col:{collection}:state:{state}"
 
-    def idempotency(self, key: str) -> str:
-        return f"{self.prefix}:idem:{self.namespace}:{key}"
+    def idempotency(self, tenant: str, key: str) -> str:
+        return f"{self.prefix}:idem:{tenant}:{key}"
 
     # Query ----------------------------------------------------------------------------------
-    def answer(self, collection: str, chroma_id: str, digest: str) -> str:
+    def answer(self, tenant: str, collection: str, chroma_id: str, digest: str) -> str:
         """A cached answer. ``chroma_id`` is new for every creation of a collection, so a
         deleted and re-created one never serves the old one's answers."""
-        return f"{self.prefix}:answer:{self.namespace}:{collection}:{chroma_id}:{digest}"
+        return f"{self.prefix}:answer:{tenant}:{collection}:{chroma_id}:{digest}"
 
-    def session(self, session_id: str) -> str:
+    def session(self, tenant: str, session_id: str) -> str:
         """A chat session's turns."""
-        return f"{self.prefix}:session:{self.namespace}:{session_id}"
+        return f"{self.prefix}:session:{tenant}:{session_id}"
 
-    def session_collection(self, session_id: str) -> str:
+    def session_collection(self, tenant: str, session_id: str) -> str:
         """The collection (name and Chroma id) a chat session is bound to."""
-        return f"{self.prefix}:sessioncol:{self.namespace}:{session_id}"
+        return f"{self.prefix}:sessioncol:{tenant}:{session_id}"
 
     # Worker ---------------------------------------------------------------------------------
     def queue(self) -> str:
@@ -135,9 +136,9 @@ class Keys:
         return f"{self.prefix}:cleanups"
 
     # Per-tenant and per-caller limits ---------------------------------------------------------
-    def evaluation(self, evaluation_id: str) -> str:
+    def evaluation(self, tenant: str, evaluation_id: str) -> str:
         """An evaluation run's record."""
-        return f"{self.prefix}:eval:{self.namespace}:{evaluation_id}"
+        return f"{self.prefix}:eval:{tenant}:{evaluation_id}"
 
     def request_rate(self, identity: str, minute: int) -> str:
         """Requests the caller ``identity`` made in one minute (the gateway's rate limit)."""
@@ -150,10 +151,10 @@ class Keys:
         """Set of every API key id (shared by all tenants: each key names its own)."""
         return f"{self.prefix}:apikeys"
 
-    def evaluation_slots(self) -> str:
+    def evaluation_slots(self, tenant: str) -> str:
         """Sorted set of the namespace's running background evaluations, scored by when each
         one's lease lapses unless its query replica renews it."""
-        return f"{self.prefix}:evalslots:{self.namespace}"
+        return f"{self.prefix}:evalslots:{tenant}"
 
     def ingest_quota(self, identity: str, day: int) -> str:
         """Bytes of documents the caller ``identity`` (an API key or token subject) sent on UTC
@@ -161,19 +162,19 @@ class Keys:
         fetches (identities are built by the gateway and cannot name another caller)."""
         return f"{self.prefix}:quota:{identity}:{day}"
 
-    def tenant_streams(self) -> str:
+    def tenant_streams(self, tenant: str) -> str:
         """Sorted set of the namespace's open long-lived streams (job events, streamed
         answers), scored by when each one's lease lapses unless its gateway renews it."""
-        return f"{self.prefix}:streams:{self.namespace}"
+        return f"{self.prefix}:streams:{tenant}"
 
     def caller_streams(self, identity: str) -> str:
         """The same for one caller (an API key or token subject), over every tenant."""
         return f"{self.prefix}:callerstreams:{identity}"
 
-    def tenant_uploads(self) -> str:
+    def tenant_uploads(self, tenant: str) -> str:
         """Sorted set of the namespace's document writes in progress (their bodies still
         arriving), scored like ``tenant_streams``."""
-        return f"{self.prefix}:uploads:{self.namespace}"
+        return f"{self.prefix}:uploads:{tenant}"
 
     def caller_uploads(self, identity: str) -> str:
         """The same for one caller (an API key or token subject), over every tenant."""
@@ -196,7 +197,7 @@ class Collection:
 
     @classmethod
     def from_redis(
-        cls, fields: dict[bytes, bytes], document_count: int, namespace: str = DEFAULT_NAMESPACE
+        cls, fields: dict[bytes, bytes], document_count: int, namespace: str
     ) -> Collection:
         f = {k.decode(): v.decode() for k, v in fields.items()}
         return cls(
@@ -244,43 +245,41 @@ def decode_record(raw: bytes) -> DocumentRecord:
 
 
 class CollectionCatalog:
-    """Reads collection records (ingest's registry adds creating and deleting them)."""
+    """Reads collection records (ingest's registry adds creating and deleting them). One
+    catalog serves every tenant: each call names the tenant whose collections it reads."""
 
     def __init__(self, redis: Redis, keys: Keys) -> None:
         self.redis = redis
         self.keys = keys
 
-    def in_namespace(self, namespace: str) -> CollectionCatalog:
-        if namespace == self.keys.namespace:
-            return self
-        return CollectionCatalog(self.redis, self.keys.in_namespace(namespace))
-
     async def namespaces(self) -> list[str]:
         return sorted(n.decode() for n in await self.redis.smembers(self.keys.namespaces()))  # type: ignore[misc]  # redis-py's async typing
 
-    async def find(self, name: str) -> Collection | None:
-        fields = await self.redis.hgetall(self.keys.collection(name))  # type: ignore[misc]  # redis-py's async typing
+    async def find(self, tenant: str, name: str) -> Collection | None:
+        fields = await self.redis.hgetall(self.keys.collection(tenant, name))  # type: ignore[misc]  # redis-py's async typing
         if not fields or b"chroma_id" not in fields:
             return None
-        count = await self.redis.zcard(self.keys.documents(name))
-        return Collection.from_redis(fields, count, self.keys.namespace)
+        count = await self.redis.zcard(self.keys.documents(tenant, name))
+        return Collection.from_redis(fields, count, tenant)
 
-    async def get(self, name: str) -> Collection:
-        collection = await self.find(name)
+    async def get(self, tenant: str, name: str) -> Collection:
+        collection = await self.find(tenant, name)
         if collection is None:
             raise NotFound(f"collection {name!r} does not exist")
         return collection
 
-    async def names(self) -> list[str]:
-        return [n.decode() for n in await self.redis.zrange(self.keys.collections(), 0, -1)]
+    async def names(self, tenant: str) -> list[str]:
+        return [n.decode() for n in await self.redis.zrange(self.keys.collections(tenant), 0, -1)]
 
-    async def all(self) -> list[Collection]:
-        found = [await self.find(name) for name in await self.names()]
+    async def all(self, tenant: str) -> list[Collection]:
+        found = [await self.find(tenant, name) for name in await self.names(tenant)]
         return [c for c in found if c is not None]
 
-    async def documents(self, collection: str, ids: list[str]) -> dict[str, DocumentRecord]:
+    async def documents(
+        self, tenant: str, collection: str, ids: list[str]
+    ) -> dict[str, DocumentRecord]:
         """The records of ``ids`` that exist, by id."""
         if not ids:
             return {}
-        raws = await self.redis.mget([self.keys.document(collection, i) for i in ids])
+        raws = await self.redis.mget([self.keys.document(tenant, collection, i) for i in ids])
         return {i: decode_record(raw) for i, raw in zip(ids, raws, strict=True) if raw}

@@ -39,7 +39,7 @@ class LeaseKind:
     name: str
     held: str  # what a refusal says the caller holds
     advice: str
-    tenant_key: Callable[[Keys], str]
+    tenant_key: Callable[[Keys, str], str]
     caller_key: Callable[[Keys, str], str]
 
 
@@ -108,7 +108,7 @@ class StreamLeases:
         lease = Lease(
             uuid.uuid4().hex,
             (
-                self.kind.tenant_key(self.keys.in_namespace(principal.tenant)),
+                self.kind.tenant_key(self.keys, principal.tenant),
                 self.kind.caller_key(self.keys, principal.identity),
             ),
             self,

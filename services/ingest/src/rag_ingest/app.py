@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
 
-from litestar import Litestar, Request
+from litestar import Litestar
 from litestar.datastructures import State
 from litestar.di import Provide
 from rag_config import IngestSettings, get_settings
@@ -52,11 +51,11 @@ def _ingest_lifespan(settings: IngestSettings) -> Lifespan:
     return stores
 
 
-def _for_tenant(name: str) -> Provide:
-    """The component ``name`` of the request's tenant (its namespace of every store)."""
+def _component(name: str) -> Provide:
+    """The component ``name`` (shared by every tenant: calls name the tenant they serve)."""
 
-    def provide(state: State, request: Request[Any, Any, Any]) -> object:
-        return getattr(state.components.in_namespace(tenant_of(request)), name)
+    def provide(state: State) -> object:
+        return getattr(state.components, name)
 
     return Provide(provide, sync_to_thread=False)
 
@@ -83,13 +82,14 @@ def create_app(settings: IngestSettings | None = None) -> Litestar:
             "chroma": Provide(provide_chroma, sync_to_thread=False),
             "settings": Provide(lambda: settings, sync_to_thread=False),
             "event_streams": Provide(_provide_event_streams, sync_to_thread=False),
+            "tenant": Provide(tenant_of, sync_to_thread=False),
             **{
-                name: _for_tenant(name)
+                name: _component(name)
                 for name in ("arq", "registry", "jobs", "idempotency", "ingest")
             },
             # Not "documents": a dependency named like a body field turns that field's
             # validation errors into 500s (Litestar takes them for the server's own).
-            "document_store": _for_tenant("documents"),
+            "document_store": _component("documents"),
         },
         description="Accepts documents and queues them for parsing, chunking and embedding.",
         request_max_body_size=settings.max_request_bytes,

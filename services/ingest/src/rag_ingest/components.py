@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, fields
 from typing import Any
 
 from arq.connections import ArqRedis
@@ -44,7 +44,6 @@ class IngestComponents:
     ingest: IngestService
     idempotency: IdempotencyGuard
     check_model: Callable[[str], ModelSpec]
-    _namespaces: dict[str, IngestComponents] = field(default_factory=dict, repr=False, kw_only=True)
 
     @classmethod
     def build(
@@ -83,22 +82,6 @@ class IngestComponents:
             idempotency=IdempotencyGuard(redis, keys, settings.idempotency_ttl_hours),
             check_model=check_model,
         )
-
-    def in_namespace(self, namespace: str) -> IngestComponents:
-        """The same clients, with stores that read and write ``namespace`` (a tenant)."""
-        if namespace == self.keys.namespace:
-            return self
-        found = self._namespaces.get(namespace)
-        if found is None:
-            found = self._namespaces[namespace] = IngestComponents.build(
-                self.settings,
-                self.redis,
-                self.chroma,
-                self.check_model,
-                keys=self.keys.in_namespace(namespace),
-                arq=self.arq,
-            )
-        return found
 
     def as_dict(self) -> dict[str, Any]:
         return {

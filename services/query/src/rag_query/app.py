@@ -6,10 +6,8 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
 
-from litestar import Litestar, Request
-from litestar.datastructures import State
+from litestar import Litestar
 from litestar.di import Provide
 from rag_config import QuerySettings, get_settings
 from rag_core.catalog import CollectionCatalog, Keys
@@ -123,15 +121,6 @@ def _query_lifespan(settings: QuerySettings) -> Lifespan:
     return components
 
 
-def _for_tenant(name: str) -> Provide:
-    """The store ``name`` in the request's tenant's namespace."""
-
-    def provide(state: State, request: Request[Any, Any, Any]) -> object:
-        return state[name].in_namespace(tenant_of(request))
-
-    return Provide(provide, sync_to_thread=False)
-
-
 def create_app(settings: QuerySettings | None = None) -> Litestar:
     """Build the query app; nothing connects until its lifespan starts."""
     settings = settings or get_settings(QuerySettings)
@@ -154,11 +143,12 @@ def create_app(settings: QuerySettings | None = None) -> Litestar:
             "redis": Provide(provide_redis, sync_to_thread=False),
             "chroma": Provide(provide_chroma, sync_to_thread=False),
             "settings": Provide(lambda: settings, sync_to_thread=False),
-            "catalog": _for_tenant("catalog"),
-            "sessions": _for_tenant("sessions"),
+            "tenant": Provide(tenant_of, sync_to_thread=False),
             **{
                 name: from_state(name)
                 for name in (
+                    "catalog",
+                    "sessions",
                     "indexes",
                     "retriever",
                     "generators",

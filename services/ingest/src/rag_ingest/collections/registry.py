@@ -63,10 +63,10 @@ class CollectionRegistry(CollectionCatalog):
         self.chroma = chroma
         self._claim_script = redis.register_script(_CLAIM)
 
-    async def create(self, name: str, model: str, description: str = "") -> Collection:
+    async def create(self, tenant: str, name: str, model: str, description: str = "") -> Collection:
         validate_name(name)
         spec = self.check_model(model)
-        key = self.keys.collection(name)
+        key = self.keys.collection(tenant, name)
         chroma_name = await self._claim(key, name)
         try:
             metadata = {"rag_model": model, "rag_dimension": spec.dimension}
@@ -91,14 +91,14 @@ class CollectionRegistry(CollectionCatalog):
                     "description": description,
                 },
             )
-            await self.redis.zadd(self.keys.collections(), {name: now})
-            await self.redis.sadd(self.keys.namespaces(), self.keys.namespace)  # type: ignore[misc]  # redis-py's async typing
+            await self.redis.zadd(self.keys.collections(tenant), {name: now})
+            await self.redis.sadd(self.keys.namespaces(), tenant)  # type: ignore[misc]  # redis-py's async typing
         except BaseException:
             await self.redis.delete(key)
             with contextlib.suppress(Exception):
                 await self.chroma.delete_collection(chroma_name)
             raise
-        return await self.get(name)
+        return await self.get(tenant, name)
 
     async def _claim(self, key: str, name: str) -> str:
         """Claim the name atomically (two concurrent creates cannot both succeed) together
@@ -112,26 +112,26 @@ class CollectionRegistry(CollectionCatalog):
             raise Conflict(f"collection {name!r} already exists")
         return claimed.decode() if isinstance(claimed, bytes) else str(claimed)
 
-    async def delete(self, name: str) -> Collection:
+    async def delete(self, tenant: str, name: str) -> Collection:
         """Remove the collection, its chunks in Chroma and every record of its documents."""
-        collection = await self.get(name)
+        collection = await self.get(tenant, name)
         await self.chroma.delete_collection(
-            collection.chroma_name or self.keys.legacy_chroma_name(name)
+            collection.chroma_name or self.keys.legacy_chroma_name(tenant, name)
         )
         doomed: list[Any] = [
-            self.keys.collection(name),
-            self.keys.documents(name),
-            self.keys.content_hashes(name),
+            self.keys.collection(tenant, name),
+            self.keys.documents(tenant, name),
+            self.keys.content_hashes(tenant, name),
         ]
-        for pattern in self.keys.per_document_patterns(name):
+        for pattern in self.keys.per_document_patterns(tenant, name):
             async for key in self.redis.scan_iter(match=pattern, count=500):
                 doomed.append(key)
         async with self.redis.pipeline(transaction=True) as pipe:
             for start in range(0, len(doomed), 500):
                 pipe.delete(*doomed[start : start + 500])
-            pipe.zrem(self.keys.collections(), name)
+            pipe.zrem(self.keys.collections(tenant), name)
             pipe.xadd(
-                self.keys.changes(name),
+                self.keys.changes(tenant, name),
                 {"op": "collection_deleted"},
                 maxlen=10_000,
                 approximate=True,

@@ -59,30 +59,40 @@ class CollectionController(Controller):
         data: JSONBody[CollectionCreate],
         registry: NamedDependency[CollectionRegistry],
         settings: NamedDependency[IngestSettings],
+        tenant: NamedDependency[str],
     ) -> CollectionOut:
         """The embedding model is fixed for the collection's life (default: EMBEDDING_MODEL)."""
         created = await registry.create(
-            data.name, data.embedding_model or settings.embedding_model, data.description[:1000]
+            tenant,
+            data.name,
+            data.embedding_model or settings.embedding_model,
+            data.description[:1000],
         )
         return CollectionOut.of(created)
 
     @get("", summary="List collections")
     async def list_collections(
-        self, registry: NamedDependency[CollectionRegistry]
+        self, registry: NamedDependency[CollectionRegistry], tenant: NamedDependency[str]
     ) -> CollectionList:
-        return CollectionList([CollectionOut.of(c) for c in await registry.all()])
+        return CollectionList([CollectionOut.of(c) for c in await registry.all(tenant)])
 
     @get("/{name:str}", summary="Get a collection with its document and chunk counts")
     async def get_collection(
-        self, name: FromPath[str], registry: NamedDependency[CollectionRegistry]
+        self,
+        name: FromPath[str],
+        registry: NamedDependency[CollectionRegistry],
+        tenant: NamedDependency[str],
     ) -> CollectionOut:
-        return CollectionOut.of(await registry.get(name))
+        return CollectionOut.of(await registry.get(tenant, name))
 
     @delete("/{name:str}", status_code=HTTP_200_OK, summary="Delete a collection and all of it")
     async def delete_collection(
-        self, name: FromPath[str], registry: NamedDependency[CollectionRegistry]
+        self,
+        name: FromPath[str],
+        registry: NamedDependency[CollectionRegistry],
+        tenant: NamedDependency[str],
     ) -> dict[str, Any]:
-        removed = await registry.delete(name)
+        removed = await registry.delete(tenant, name)
         return {
             "deleted": removed.name,
             "documents": removed.document_count,

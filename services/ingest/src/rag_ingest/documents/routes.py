@@ -126,13 +126,14 @@ def _request_id(request: Request[Any, Any, Any]) -> str | None:
 async def _with_idempotency(
     request: Request[Any, Any, Any],
     guard: NamedDependency[IdempotencyGuard],
+    tenant: str,
     fingerprint: str,
     work: Any,
 ) -> Response[Any]:
     key = request.headers.get("idempotency-key")
     if key is None:
         return Response(await work(), status_code=HTTP_202_ACCEPTED)
-    stored = await guard.begin(key, fingerprint)
+    stored = await guard.begin(tenant, key, fingerprint)
     if stored is not None:
         return Response(
             stored["body"],
@@ -142,9 +143,9 @@ async def _with_idempotency(
     try:
         body = msgspec.to_builtins(await work())
     except BaseException:
-        await guard.abandon(key)
+        await guard.abandon(tenant, key)
         raise
-    await guard.finish(key, fingerprint, HTTP_202_ACCEPTED, body)
+    await guard.finish(tenant, key, fingerprint, HTTP_202_ACCEPTED, body)
     return Response(body, status_code=HTTP_202_ACCEPTED)
 
 
@@ -186,6 +187,7 @@ class DocumentController(Controller):
         request: Request[Any, Any, Any],
         ingest: NamedDependency[IngestService],
         idempotency: NamedDependency[IdempotencyGuard],
+        tenant: NamedDependency[str],
     ) -> Response[Any]:
         """202 with one job per document. Honours `Idempotency-Key`."""
         ingest.check_batch_size(len(data.documents))
@@ -204,6 +206,7 @@ class DocumentController(Controller):
         async def work() -> IngestAccepted:
             return _wire(
                 await ingest.submit(
+                    tenant,
                     collection,
                     items,
                     request_id=_request_id(request),
@@ -215,6 +218,7 @@ class DocumentController(Controller):
         return await _with_idempotency(
             request,
             idempotency,
+            tenant,
             _fingerprint("json", collection, msgspec.to_builtins(data)),
             work,
         )
@@ -226,6 +230,7 @@ class DocumentController(Controller):
         request: Request[Any, Any, Any],
         ingest: NamedDependency[IngestService],
         idempotency: NamedDependency[IdempotencyGuard],
+        tenant: NamedDependency[str],
     ) -> Response[Any]:
         """multipart/form-data: `file` (repeat for several), optional `metadata` (a JSON object
         applied to every file), `source`, and `id` (only with a single file)."""
@@ -275,6 +280,7 @@ class DocumentController(Controller):
         async def work() -> IngestAccepted:
             return _wire(
                 await ingest.submit(
+                    tenant,
                     collection,
                     items,
                     request_id=_request_id(request),
@@ -291,7 +297,7 @@ class DocumentController(Controller):
             doc_id,
             [(i.filename, hashlib.sha256(i.payload).hexdigest()) for i in items],
         )
-        return await _with_idempotency(request, idempotency, fingerprint, work)
+        return await _with_idempotency(request, idempotency, tenant, fingerprint, work)
 
     @post(
         "/url",
@@ -305,6 +311,7 @@ class DocumentController(Controller):
         request: Request[Any, Any, Any],
         ingest: NamedDependency[IngestService],
         idempotency: NamedDependency[IdempotencyGuard],
+        tenant: NamedDependency[str],
     ) -> Response[Any]:
         """The worker fetches it: public addresses only (FETCH_ALLOW_NETWORKS widens that),
         FETCH_MAX_REDIRECTS redirects, MAX_FILE_BYTES per page, FETCH_TIMEOUT_SECONDS, and at
@@ -321,6 +328,7 @@ class DocumentController(Controller):
 
         async def work() -> IngestAccepted:
             accepted = await ingest.submit_url(
+                tenant,
                 collection,
                 url,
                 max_depth=data.max_depth,
@@ -333,7 +341,11 @@ class DocumentController(Controller):
             return _wire([accepted], collection)
 
         return await _with_idempotency(
-            request, idempotency, _fingerprint("url", collection, msgspec.to_builtins(data)), work
+            request,
+            idempotency,
+            tenant,
+            _fingerprint("url", collection, msgspec.to_builtins(data)),
+            work,
         )
 
     @get("", summary="List documents (paged; optional metadata filter)")
@@ -342,15 +354,16 @@ class DocumentController(Controller):
         collection: FromPath[str],
         registry: NamedDependency[CollectionRegistry],
         document_store: NamedDependency[DocumentStore],
+        tenant: NamedDependency[str],
         chroma: NamedDependency[ChromaClient],
         offset: Annotated[int, QueryParameter(ge=0)] = 0,
         limit: Annotated[int, QueryParameter(ge=1, le=500)] = 50,
         where: Annotated[str | None, QueryParameter(description="JSON metadata filter")] = None,
     ) -> DocumentPage:
-        found = await registry.get(collection)
+        found = await registry.get(tenant, collection)
         if where is None:
-            ids = await document_store.page(collection, offset=offset, limit=limit)
-            records = await document_store.get_many(collection, ids)
+            ids = await document_store.page(tenant, collection, offset=offset, limit=limit)
+            records = await document_store.get_many(tenant, collection, ids)
             return DocumentPage(
                 [DocumentOut.of(r) for r in records], found.document_count, offset, limit
             )
@@ -372,7 +385,9 @@ class DocumentController(Controller):
             found.chroma_id, where={"$and": [{"_pos": 0}, condition]}, documents=False
         )
         tags = {(str(m["_doc"]), str(m["_ver"])) for m in rows.metadatas}
-        records = await document_store.get_many(collection, sorted({doc for doc, _ in tags}))
+        records = await document_store.get_many(
+            tenant, collection, sorted({doc for doc, _ in tags})
+        )
         active = [r for r in records if (r.id, r.tag) in tags]
         return DocumentPage(
             [DocumentOut.of(r) for r in active[offset : offset + limit]], len(active), offset, limit
@@ -385,11 +400,12 @@ class DocumentController(Controller):
         document_id: FromPath[str],
         registry: NamedDependency[CollectionRegistry],
         document_store: NamedDependency[DocumentStore],
+        tenant: NamedDependency[str],
         chroma: NamedDependency[ChromaClient],
         chunks: FromQuery[bool] = True,
     ) -> DocumentOut:
-        found = await registry.get(collection)
-        record = await document_store.get(collection, document_id)
+        found = await registry.get(tenant, collection)
+        record = await document_store.get(tenant, collection, document_id)
         if record is None:
             raise NotFound(f"document {document_id!r} is not in collection {collection!r}")
         if not chunks:
@@ -429,6 +445,7 @@ class DocumentController(Controller):
         request: Request[Any, Any, Any],
         ingest: NamedDependency[IngestService],
         idempotency: NamedDependency[IdempotencyGuard],
+        tenant: NamedDependency[str],
     ) -> Response[Any]:
         """Readers see the old version until the new one is complete, then only the new one."""
         item = Submission(
@@ -442,6 +459,7 @@ class DocumentController(Controller):
 
         async def work() -> IngestAccepted:
             accepted = await ingest.submit(
+                tenant,
                 collection,
                 [item],
                 kind="replace",
@@ -453,6 +471,7 @@ class DocumentController(Controller):
         return await _with_idempotency(
             request,
             idempotency,
+            tenant,
             _fingerprint("replace", collection, document_id, msgspec.to_builtins(data)),
             work,
         )
@@ -464,11 +483,12 @@ class DocumentController(Controller):
         document_id: FromPath[str],
         registry: NamedDependency[CollectionRegistry],
         document_store: NamedDependency[DocumentStore],
+        tenant: NamedDependency[str],
         arq: NamedDependency[ArqRedis],
     ) -> dict[str, Any]:
         """Invisible at once; its chunks are removed from Chroma by the worker."""
-        found = await registry.get(collection)
-        outcome = await document_store.remove(collection, found.chroma_id, document_id)
+        found = await registry.get(tenant, collection)
+        outcome = await document_store.remove(tenant, collection, found.chroma_id, document_id)
         if outcome.status == "missing":
             raise NotFound(f"document {document_id!r} is not in collection {collection!r}")
         # Its chunks are listed for cleanup already; this only makes the worker do it now.

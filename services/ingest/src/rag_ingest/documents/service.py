@@ -192,6 +192,7 @@ class IngestService:
 
     async def submit(
         self,
+        tenant: str,
         collection_name: str,
         items: list[Submission],
         *,
@@ -199,7 +200,7 @@ class IngestService:
         request_id: str | None = None,
         traceparent: str | None = None,
     ) -> list[Accepted]:
-        collection = await self.registry.get(collection_name)
+        collection = await self.registry.get(tenant, collection_name)
         self.validate(items)
         accepted = [
             await self._store_job(collection, item, kind, request_id, traceparent) for item in items
@@ -234,10 +235,12 @@ class IngestService:
             id=new_job_id(),
             kind=kind,
             collection=collection.name,
-            namespace=self.keys.namespace,
+            namespace=collection.namespace,
             document_id=doc_id,
             max_attempts=self.settings.job_max_tries,
-            sequence=await self.documents.next_sequence(collection.name, doc_id),
+            sequence=await self.documents.next_sequence(
+                collection.namespace, collection.name, doc_id
+            ),
             source=item.source,
             filename=item.filename,
             content_type=item.content_type,
@@ -256,6 +259,7 @@ class IngestService:
 
     async def submit_url(
         self,
+        tenant: str,
         collection_name: str,
         url: str,
         *,
@@ -268,14 +272,14 @@ class IngestService:
     ) -> Accepted:
         """One job that fetches ``url`` (and linked pages up to ``max_depth``) in the worker;
         with ``quota``, every page it fetches counts against that caller's daily bytes."""
-        collection = await self.registry.get(collection_name)
+        collection = await self.registry.get(tenant, collection_name)
         check_length(url, "url", self.settings.max_source_chars, "MAX_SOURCE_CHARS")
         check_metadata(metadata, "metadata", self.settings.max_metadata_bytes)
         record = JobRecord(
             id=new_job_id(),
             kind="url",
             collection=collection.name,
-            namespace=self.keys.namespace,
+            namespace=collection.namespace,
             max_attempts=self.settings.job_max_tries,
             source=url,
             metadata=metadata or None,
@@ -293,9 +297,9 @@ class IngestService:
         await self.arq.enqueue_job("ingest_document", record.id, _job_id=record.arq_job_id)
         return Accepted(record)
 
-    async def retry(self, job_id: str) -> JobRecord:
+    async def retry(self, tenant: str, job_id: str) -> JobRecord:
         """Run a failed or dead-lettered job again, as a new run with fresh attempts."""
-        record = await self.jobs.get(job_id)
+        record = await self.jobs.get(tenant, job_id)
         if record is None:
             from rag_core.errors import NotFound  # noqa: PLC0415
 
@@ -307,7 +311,9 @@ class IngestService:
         if record.kind != "url" and await self.jobs.payload(job_id) is None:
             raise Conflict(f"job {job_id!r} can no longer be retried: its content has expired")
         if record.document_id and record.kind != "url":
-            latest = await self.documents.latest_sequence(record.collection, record.document_id)
+            latest = await self.documents.latest_sequence(
+                tenant, record.collection, record.document_id
+            )
             if latest > record.sequence:
                 # Running it again would bring its (older) content back over the newer one.
                 raise Conflict(
@@ -319,7 +325,7 @@ class IngestService:
         record.attempts, record.error, record.error_stage = 0, None, None
         record.finished_at = record.started_at = None
         record.sequence = await self.documents.next_sequence(
-            record.collection, record.document_id or ""
+            tenant, record.collection, record.document_id or ""
         )
         if not await self.jobs.save(
             record, expect_states=("failed", "dead"), expect_run=record.run - 1, event="retried"
@@ -346,10 +352,10 @@ class IdempotencyGuard:
                 extra={"errors": [{"field": "Idempotency-Key", "message": "invalid"}]},
             )
 
-    async def begin(self, key: str, fingerprint: str) -> dict[str, Any] | None:
+    async def begin(self, tenant: str, key: str, fingerprint: str) -> dict[str, Any] | None:
         """None: go ahead (the key is now reserved). A dict: the stored response to replay."""
         self.check_key(key)
-        redis_key = self.keys.idempotency(key)
+        redis_key = self.keys.idempotency(tenant, key)
         reserved = {"fingerprint": fingerprint, "state": "pending"}
         # A short reservation: a request that dies half-way frees its key within a minute.
         if await self.redis.set(redis_key, msgspec.json.encode(reserved), nx=True, ex=60):
@@ -362,9 +368,10 @@ class IdempotencyGuard:
             raise Conflict("a request with this Idempotency-Key is still being processed")
         return stored
 
-    async def finish(self, key: str, fingerprint: str, status: int, body: Any) -> None:
+    async def finish(self, tenant: str, key: str, fingerprint: str, status: int, body: Any) -> None:
         done = {"fingerprint": fingerprint, "state": "done", "status": status, "body": body}
-        await self.redis.set(self.keys.idempotency(key), msgspec.json.encode(done), ex=self.ttl)
+        redis_key = self.keys.idempotency(tenant, key)
+        await self.redis.set(redis_key, msgspec.json.encode(done), ex=self.ttl)
 
-    async def abandon(self, key: str) -> None:
-        await self.redis.delete(self.keys.idempotency(key))
+    async def abandon(self, tenant: str, key: str) -> None:
+        await self.redis.delete(self.keys.idempotency(tenant, key))

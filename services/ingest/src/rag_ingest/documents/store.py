@@ -197,6 +197,8 @@ def _text(value: Any) -> str:
 
 
 class DocumentStore:
+    """Every tenant's document records: each call names the tenant whose document it is."""
+
     def __init__(self, redis: Redis, keys: Keys, *, grace_seconds: float = 60) -> None:
         self.redis = redis
         self.keys = keys
@@ -204,61 +206,57 @@ class DocumentStore:
         self._switch = redis.register_script(_SWITCH)
         self._remove = redis.register_script(_REMOVE)
 
-    def in_namespace(self, namespace: str) -> DocumentStore:
-        if namespace == self.keys.namespace:
-            return self
-        keys = Keys(self.keys.prefix, namespace)
-        return DocumentStore(self.redis, keys, grace_seconds=self.grace_seconds)
-
-    async def get(self, collection: str, document_id: str) -> DocumentRecord | None:
-        raw = await self.redis.get(self.keys.document(collection, document_id))
+    async def get(self, tenant: str, collection: str, document_id: str) -> DocumentRecord | None:
+        raw = await self.redis.get(self.keys.document(tenant, collection, document_id))
         return decode_record(raw) if raw else None
 
-    async def get_many(self, collection: str, ids: list[str]) -> list[DocumentRecord]:
+    async def get_many(self, tenant: str, collection: str, ids: list[str]) -> list[DocumentRecord]:
         if not ids:
             return []
-        raws = await self.redis.mget([self.keys.document(collection, i) for i in ids])
+        raws = await self.redis.mget([self.keys.document(tenant, collection, i) for i in ids])
         return [decode_record(raw) for raw in raws if raw]
 
-    async def page(self, collection: str, *, offset: int, limit: int) -> list[str]:
-        ids = await self.redis.zrange(self.keys.documents(collection), offset, offset + limit - 1)
+    async def page(self, tenant: str, collection: str, *, offset: int, limit: int) -> list[str]:
+        listed = self.keys.documents(tenant, collection)
+        ids = await self.redis.zrange(listed, offset, offset + limit - 1)
         return [i.decode() for i in ids]
 
-    async def owner_of(self, collection: str, digest: str) -> str | None:
-        owner = await self.redis.hget(self.keys.content_hashes(collection), digest)  # type: ignore[misc]  # redis-py's async typing
+    async def owner_of(self, tenant: str, collection: str, digest: str) -> str | None:
+        owner = await self.redis.hget(self.keys.content_hashes(tenant, collection), digest)  # type: ignore[misc]  # redis-py's async typing
         return owner.decode() if owner else None
 
-    async def next_sequence(self, collection: str, document_id: str) -> int:
-        return int(await self.redis.incr(self.keys.document_sequence(collection, document_id)))
+    async def next_sequence(self, tenant: str, collection: str, document_id: str) -> int:
+        key = self.keys.document_sequence(tenant, collection, document_id)
+        return int(await self.redis.incr(key))
 
-    async def latest_sequence(self, collection: str, document_id: str) -> int:
-        value = await self.redis.get(self.keys.document_sequence(collection, document_id))
+    async def latest_sequence(self, tenant: str, collection: str, document_id: str) -> int:
+        value = await self.redis.get(self.keys.document_sequence(tenant, collection, document_id))
         return int(value or 0)
 
-    def _script_keys(self, collection: str, document_id: str) -> list[str]:
+    def _script_keys(self, tenant: str, collection: str, document_id: str) -> list[str]:
         return [
-            self.keys.document(collection, document_id),
-            self.keys.document_sequence(collection, document_id),
-            self.keys.content_hashes(collection),
-            self.keys.documents(collection),
-            self.keys.collection(collection),
-            self.keys.changes(collection),
+            self.keys.document(tenant, collection, document_id),
+            self.keys.document_sequence(tenant, collection, document_id),
+            self.keys.content_hashes(tenant, collection),
+            self.keys.documents(tenant, collection),
+            self.keys.collection(tenant, collection),
+            self.keys.changes(tenant, collection),
             self.keys.cleanups(),
         ]
 
     async def switch_to(
-        self, collection: str, chroma_id: str, new: DocumentRecord, own: Cleanup
+        self, tenant: str, collection: str, chroma_id: str, new: DocumentRecord, own: Cleanup
     ) -> SwitchOutcome:
         """Make ``new`` the active version, if its change is still the newest requested and
         its content is not another document's; ``own`` is the cleanup its job reserved."""
         while True:
-            previous = await self.get(collection, new.id)
+            previous = await self.get(tenant, collection, new.id)
             now = time.time()
             new.version = (previous.version if previous else 0) + 1
             new.created_at = previous.created_at if previous else now
             new.updated_at = now
             reply = await self._switch(
-                keys=self._script_keys(collection, new.id),
+                keys=self._script_keys(tenant, collection, new.id),
                 args=[
                     _encoder.encode(new),
                     new.id,
@@ -289,12 +287,14 @@ class DocumentStore:
                 return SwitchOutcome(status, stored)  # type: ignore[arg-type]  # checked above
             return SwitchOutcome(status, stored, int(reply[2]))  # type: ignore[arg-type]
 
-    async def remove(self, collection: str, chroma_id: str, document_id: str) -> SwitchOutcome:
+    async def remove(
+        self, tenant: str, collection: str, chroma_id: str, document_id: str
+    ) -> SwitchOutcome:
         """Delete the document's record (it disappears from reads at once), supersede any
         change of it still in flight, and list its chunks for cleanup."""
-        pending = Cleanup(self.keys.namespace, collection, chroma_id, document_id, "")
+        pending = Cleanup(tenant, collection, chroma_id, document_id, "")
         reply = await self._remove(
-            keys=self._script_keys(collection, document_id),
+            keys=self._script_keys(tenant, collection, document_id),
             args=[document_id, pending.prefix(), time.time(), CHANGES_KEPT],
         )
         if _text(reply[0]) == "missing":

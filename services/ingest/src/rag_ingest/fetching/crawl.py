@@ -133,6 +133,7 @@ async def crawl(
             skipped.append({"url": url, "reason": str(exc)})
             continue
         [accepted] = await ingest.submit(
+            job.namespace,
             job.collection,
             [
                 Submission(

@@ -13,7 +13,6 @@ from litestar.params import FromPath, FromQuery, QueryParameter
 from litestar.response import ServerSentEvent, ServerSentEventMessage
 from litestar.status_codes import HTTP_202_ACCEPTED
 from rag_core.errors import NotFound
-from rag_core.tenancy import tenant_of
 
 from rag_ingest.documents.service import IngestService
 from rag_ingest.jobs.events import EventStreams
@@ -33,8 +32,10 @@ class JobController(Controller):
     tags = ["jobs"]
 
     @get("/{job_id:str}", summary="A job: state, progress, result or failure reason")
-    async def get_job(self, job_id: FromPath[str], jobs: NamedDependency[JobStore]) -> JobView:
-        record = await jobs.get(job_id)
+    async def get_job(
+        self, job_id: FromPath[str], jobs: NamedDependency[JobStore], tenant: NamedDependency[str]
+    ) -> JobView:
+        record = await jobs.get(tenant, job_id)
         if record is None:
             raise NotFound(f"job {job_id!r} does not exist (or has expired)")
         return JobView.of(record)
@@ -43,12 +44,15 @@ class JobController(Controller):
     async def list_jobs(
         self,
         jobs: NamedDependency[JobStore],
+        tenant: NamedDependency[str],
         job_state: Annotated[JobState | None, QueryParameter(name="state")] = None,
         collection: FromQuery[str | None] = None,
         limit: Annotated[int, QueryParameter(ge=1, le=500)] = 50,
         before: FromQuery[float | None] = None,
     ) -> JobList:
-        found = await jobs.find(state=job_state, collection=collection, limit=limit, before=before)
+        found = await jobs.find(
+            tenant, state=job_state, collection=collection, limit=limit, before=before
+        )
         return JobList(
             [JobView.of(j) for j in found], found[-1].created_at if len(found) == limit else None
         )
@@ -59,9 +63,12 @@ class JobController(Controller):
         summary="Run a failed or dead-lettered job again",
     )
     async def retry_job(
-        self, job_id: FromPath[str], ingest: NamedDependency[IngestService]
+        self,
+        job_id: FromPath[str],
+        ingest: NamedDependency[IngestService],
+        tenant: NamedDependency[str],
     ) -> JobView:
-        return JobView.of(await ingest.retry(job_id))
+        return JobView.of(await ingest.retry(tenant, job_id))
 
     @get("/{job_id:str}/events", summary="Server-sent events of a job's progress until it ends")
     async def job_events(
@@ -70,14 +77,15 @@ class JobController(Controller):
         jobs: NamedDependency[JobStore],
         event_streams: NamedDependency[EventStreams],
         request: Request[Any, Any, Any],
+        tenant: NamedDependency[str],
     ) -> ServerSentEvent:
         """Replays the job's events so far, then follows it; ends after its final state.
         ``Last-Event-ID`` resumes after a reconnect. 429 when the tenant has
         MAX_EVENT_STREAMS_PER_TENANT open, 503 when the process has MAX_EVENT_STREAMS open."""
-        record = await jobs.get(job_id)
+        record = await jobs.get(tenant, job_id)
         if record is None:
             raise NotFound(f"job {job_id!r} does not exist (or has expired)")
-        slot = event_streams.reserve(tenant_of(request))
+        slot = event_streams.reserve(tenant)
         after = request.headers.get("last-event-id") or "0"
         # A job already over has all its events written: read them without waiting (a client
         # resuming after the last one used to wait a whole heartbeat for the stream to end).
@@ -98,7 +106,7 @@ class JobController(Controller):
                         if fields.get("state") in FINAL_STATES and fields["event"] != "progress":
                             return
                     if not events:
-                        record = await jobs.get(job_id)
+                        record = await jobs.get(tenant, job_id)
                         if record is None or record.state in FINAL_STATES:
                             return
                         yield ServerSentEventMessage(comment="keep-alive")

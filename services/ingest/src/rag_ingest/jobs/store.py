@@ -50,6 +50,8 @@ return 1
 
 
 class JobStore:
+    """Every tenant's jobs: a record names its tenant, and reads name the tenant asking."""
+
     def __init__(self, redis: Redis, keys: Keys, *, retention_days: int) -> None:
         self.redis = redis
         self.keys = keys
@@ -64,11 +66,12 @@ class JobStore:
             pipe.set(self.keys.job(record.id), _encoder.encode(record), ex=self.retention_seconds)
             if payload is not None:
                 pipe.set(self.keys.job_payload(record.id), payload, ex=self.retention_seconds)
-            pipe.zadd(self.keys.jobs_all(), {record.id: now})
-            pipe.zadd(self.keys.jobs_by_collection(record.collection), {record.id: now})
-            pipe.zadd(self.keys.jobs_by_state(record.state), {record.id: now})
+            tenant = record.namespace
+            pipe.zadd(self.keys.jobs_all(tenant), {record.id: now})
+            pipe.zadd(self.keys.jobs_by_collection(tenant, record.collection), {record.id: now})
+            pipe.zadd(self.keys.jobs_by_state(tenant, record.state), {record.id: now})
             pipe.zadd(
-                self.keys.jobs_by_collection_state(record.collection, record.state),
+                self.keys.jobs_by_collection_state(tenant, record.collection, record.state),
                 {record.id: now},
             )
             events = self.keys.job_events(record.id)
@@ -77,20 +80,21 @@ class JobStore:
             pipe.expire(events, self.retention_seconds)
             await pipe.execute()
 
-    async def get(self, job_id: str, *, any_namespace: bool = False) -> JobRecord | None:
-        """The job, if it is this namespace's (another tenant's job does not exist here)."""
+    async def get(self, tenant: str | None, job_id: str) -> JobRecord | None:
+        """The job, if it is ``tenant``'s (another tenant's job does not exist for it); with
+        None (the worker, which serves every tenant), whoever's it is."""
         raw = await self.redis.get(self.keys.job(job_id))
         record = _decoder.decode(raw) if raw else None
-        if record is None or (not any_namespace and record.namespace != self.keys.namespace):
+        if record is None or (tenant is not None and record.namespace != tenant):
             return None
         return record
 
-    async def get_many(self, job_ids: Sequence[str]) -> list[JobRecord]:
+    async def get_many(self, tenant: str, job_ids: Sequence[str]) -> list[JobRecord]:
         if not job_ids:
             return []
         raws = await self.redis.mget([self.keys.job(job_id) for job_id in job_ids])
         records = [_decoder.decode(raw) for raw in raws if raw]
-        return [r for r in records if r.namespace == self.keys.namespace]
+        return [r for r in records if r.namespace == tenant]
 
     async def payload(self, job_id: str) -> bytes | None:
         data: bytes | None = await self.redis.get(self.keys.job_payload(job_id))
@@ -125,7 +129,7 @@ class JobStore:
                 record.state,
                 record.collection,
                 record.created_at,
-                self.keys.jobs_all(),
+                self.keys.jobs_all(record.namespace),
                 record.run if expect_run is None else expect_run,
                 ",".join(expect_states),
                 expect_worker or "",
@@ -152,32 +156,32 @@ class JobStore:
 
     async def find(
         self,
+        tenant: str,
         *,
         state: JobState | None = None,
         collection: str | None = None,
         limit: int = 50,
         before: float | None = None,
     ) -> list[JobRecord]:
-        """Newest first; ``before`` (a created_at) pages further back."""
+        """The tenant's jobs, newest first; ``before`` (a created_at) pages further back."""
         if state is not None and collection is not None:
-            index = self.keys.jobs_by_collection_state(collection, state)
-            return await self.get_many(await self._page(index, limit, before))
-        if state is not None:
-            index = self.keys.jobs_by_state(state)
+            index = self.keys.jobs_by_collection_state(tenant, collection, state)
+        elif state is not None:
+            index = self.keys.jobs_by_state(tenant, state)
         elif collection is not None:
-            index = self.keys.jobs_by_collection(collection)
+            index = self.keys.jobs_by_collection(tenant, collection)
         else:
-            index = self.keys.jobs_all()
-        return await self.get_many(await self._page(index, limit, before))
+            index = self.keys.jobs_all(tenant)
+        return await self.get_many(tenant, await self._page(index, limit, before))
 
     async def _page(self, index: str, limit: int, before: float | None) -> list[str]:
         upper = f"({before}" if before is not None else "+inf"
         ids = await self.redis.zrevrangebyscore(index, upper, "-inf", start=0, num=limit)
         return [i.decode() for i in ids]
 
-    async def counts(self) -> dict[str, int]:
+    async def counts(self, tenant: str) -> dict[str, int]:
         async with self.redis.pipeline(transaction=False) as pipe:
             for state in JOB_STATES:
-                pipe.zcard(self.keys.jobs_by_state(state))
+                pipe.zcard(self.keys.jobs_by_state(tenant, state))
             values = await pipe.execute()
         return dict(zip(JOB_STATES, values, strict=True))

@@ -48,23 +48,6 @@ class WorkerContext(IngestComponents):
     embedders: BatchedEmbedders
     pipeline: IngestPipeline
     worker_id: str = field(default_factory=new_worker_id)
-    _workers: dict[str, WorkerContext] = field(default_factory=dict, repr=False, kw_only=True)
-
-    def for_namespace(self, namespace: str) -> WorkerContext:
-        """This worker's context for jobs of ``namespace`` (a tenant): the same clients,
-        model batches, parser pool and heartbeat, with that namespace's stores."""
-        if namespace == self.keys.namespace:
-            return self
-        found = self._workers.get(namespace)
-        if found is None:
-            shared = self.in_namespace(namespace)
-            found = self._workers[namespace] = WorkerContext(
-                **shared.as_dict(),
-                embedders=self.embedders,
-                pipeline=self.pipeline.using(shared.documents),
-                worker_id=self.worker_id,
-            )
-        return found
 
     @classmethod
     def create(

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import copy
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -123,12 +122,6 @@ class IngestPipeline:
         self.parsers = parsers
         self.upserter = BatchingUpserter(chroma)
 
-    def using(self, documents: DocumentStore) -> IngestPipeline:
-        """The same pipeline (sharing its batches and parsers) writing to other records."""
-        other = copy.copy(self)
-        other.documents = documents
-        return other
-
     async def run(
         self, *, job: JobRecord, collection: Collection, payload: bytes, progress: Progress
     ) -> dict[str, Any]:
@@ -141,14 +134,15 @@ class IngestPipeline:
         tag = version_tag(job.sequence)
 
         # Cheap checks first: the same content already stored needs no parsing at all.
-        current = await self.documents.get(collection.name, doc_id)
+        tenant = collection.namespace
+        current = await self.documents.get(tenant, collection.name, doc_id)
         if current is not None and current.tag == tag:
             # This very change is active: an earlier delivery switched it in, then stopped.
             return self._published(current, collection.version, timings, None)
         if current is not None and current.version_hash == version:
             DOCUMENTS_DEDUPLICATED.inc()
             return _unchanged(current)
-        owner = await self.documents.owner_of(collection.name, digest)
+        owner = await self.documents.owner_of(tenant, collection.name, digest)
         if owner == doc_id:
             owner = None
         if current is None and owner is not None and not is_named(doc_id, digest):
@@ -224,7 +218,9 @@ class IngestPipeline:
             metadata=job.metadata,
             sequence=job.sequence,
         )
-        outcome = await self.documents.switch_to(collection.name, collection.chroma_id, record, own)
+        outcome = await self.documents.switch_to(
+            tenant, collection.name, collection.chroma_id, record, own
+        )
         timings.record("publish", started)
         if outcome.status == "active" and outcome.previous is not None:
             # Another run of this job (a redelivery) switched this change in meanwhile: the
@@ -278,7 +274,7 @@ class IngestPipeline:
     async def _vectors_of(self, collection: Collection, document_id: str) -> dict[str, Any]:
         """The active chunks' vectors of ``document_id``, by chunk text (empty if it has none
         any more: a reader of a moment ago, or Chroma failing, only costs an embedding)."""
-        record = await self.documents.get(collection.name, document_id)
+        record = await self.documents.get(collection.namespace, collection.name, document_id)
         if record is None:
             return {}
         try:

@@ -16,6 +16,7 @@ from typing import Any
 from arq import Retry
 from arq.constants import in_progress_key_prefix, job_key_prefix, result_key_prefix
 from rag_config import IngestSettings
+from rag_core.catalog import DEFAULT_NAMESPACE
 from rag_core.chroma import ChromaRequestError
 from rag_core.embedding.base import EmbeddingError
 from rag_core.errors import DependencyUnavailable
@@ -72,11 +73,11 @@ def transient_reason(exc: BaseException) -> str:
 
 
 async def ingest_document(ctx: dict[str, Any], job_id: str) -> str:
-    job = await worker_context(ctx).jobs.get(job_id, any_namespace=True)
+    w = worker_context(ctx)
+    job = await w.jobs.get(None, job_id)  # the worker serves every tenant's jobs
     if job is None:
         log.warning("job_record_missing", job_id=job_id)
         return "missing"
-    w = worker_context(ctx).for_namespace(job.namespace)
     if job.state in FINAL_STATES:
         return job.state  # delivered again after it finished: nothing to do
     tokens = bind_log_context(
@@ -182,7 +183,7 @@ async def _run_ingest(w: WorkerContext, job: JobRecord) -> str:
 
 
 async def _attempt(w: WorkerContext, job: JobRecord, progress: Any) -> dict[str, Any]:
-    collection = await w.registry.find(job.collection)
+    collection = await w.registry.find(job.namespace, job.collection)
     expected = (job.options or {}).get("chroma_id")
     if collection is None or (expected and collection.chroma_id != expected):
         raise BadDocument("queued", f"collection {job.collection!r} was deleted")
@@ -283,19 +284,20 @@ async def _still_needed(
     Chroma id of each collection this round has looked up."""
     where = (cleanup.namespace, cleanup.collection)
     if where not in live:
-        found = await w.registry.in_namespace(cleanup.namespace).find(cleanup.collection)
+        found = await w.registry.find(cleanup.namespace, cleanup.collection)
         live[where] = found.chroma_id if found else None
     if live[where] != cleanup.chroma_id:
         return False  # its collection was deleted (and maybe created anew under that name)
-    documents = w.documents.in_namespace(cleanup.namespace)
-    current = await documents.get(cleanup.collection, cleanup.document_id)
+    tenant = cleanup.namespace
+    current = await w.documents.get(tenant, cleanup.collection, cleanup.document_id)
     if current is not None and current.tag == cleanup.tag:
         return True
     if not cleanup.job_id:
         return False  # a replaced or deleted version: never active again
-    if await documents.latest_sequence(cleanup.collection, cleanup.document_id) > int(cleanup.tag):
+    latest = await w.documents.latest_sequence(tenant, cleanup.collection, cleanup.document_id)
+    if latest > int(cleanup.tag):
         return False  # a newer change was requested: this one can never switch in
-    job = await w.jobs.get(cleanup.job_id, any_namespace=True)
+    job = await w.jobs.get(None, cleanup.job_id)  # job ids are unique over every tenant
     return job is not None and job.state not in FINAL_STATES and str(job.sequence) == cleanup.tag
 
 
@@ -308,13 +310,12 @@ async def reconcile(ctx: dict[str, Any]) -> dict[str, int]:
     lost, delete chunks nobody needs, expire old index entries, refresh the queue gauges."""
     root = worker_context(ctx)
     freed = requeued = 0
-    for namespace in await _namespaces(root):
-        w = root.for_namespace(namespace)
-        freed_here, requeued_here = await _reconcile_jobs(w)
+    for tenant in await _namespaces(root):
+        freed_here, requeued_here = await _reconcile_jobs(root, tenant)
         freed, requeued = freed + freed_here, requeued + requeued_here
-        cutoff = time.time() - w.jobs.retention_seconds
-        async with w.redis.pipeline(transaction=False) as pipe:
-            for key in await _index_keys(w):
+        cutoff = time.time() - root.jobs.retention_seconds
+        async with root.redis.pipeline(transaction=False) as pipe:
+            for key in await _index_keys(root, tenant):
                 pipe.zremrangebyscore(key, "-inf", cutoff)
             await pipe.execute()
     await drain_cleanups(ctx)
@@ -326,22 +327,22 @@ async def reconcile(ctx: dict[str, Any]) -> dict[str, int]:
 
 
 async def _namespaces(root: WorkerContext) -> list[str]:
-    return sorted({root.keys.namespace, *await root.registry.namespaces()})
+    return sorted({DEFAULT_NAMESPACE, *await root.registry.namespaces()})
 
 
 async def _count_dead(root: WorkerContext) -> int:
     total = 0
-    for namespace in await _namespaces(root):
-        total += await root.redis.zcard(root.keys.in_namespace(namespace).jobs_by_state("dead"))
+    for tenant in await _namespaces(root):
+        total += await root.redis.zcard(root.keys.jobs_by_state(tenant, "dead"))
     return total
 
 
-async def _reconcile_jobs(w: WorkerContext) -> tuple[int, int]:
-    """One namespace's jobs: free those whose worker died, re-enqueue lost ones."""
+async def _reconcile_jobs(w: WorkerContext, tenant: str) -> tuple[int, int]:
+    """One tenant's jobs: free those whose worker died, re-enqueue lost ones."""
     freed = requeued = 0
     now = time.time()
     stalled_after = w.settings.job_timeout_seconds + STALLED_MARGIN_SECONDS
-    for job in await w.jobs.find(state="running", limit=1000):
+    for job in await w.jobs.find(tenant, state="running", limit=1000):
         if now - job.updated_at < ORPHAN_GRACE_SECONDS:
             continue
         stalled = now - job.updated_at > stalled_after
@@ -363,7 +364,7 @@ async def _reconcile_jobs(w: WorkerContext) -> tuple[int, int]:
         ):
             await w.redis.delete(in_progress_key_prefix + job.arq_job_id)
             freed += 1
-    for job in await w.jobs.find(state="queued", limit=1000):
+    for job in await w.jobs.find(tenant, state="queued", limit=1000):
         if now - job.updated_at < LOST_ENQUEUE_SECONDS:
             continue
         if job.next_attempt_at and job.next_attempt_at > now:
@@ -408,10 +409,10 @@ async def _picked_by_a_dead_worker(w: WorkerContext, job: JobRecord) -> bool:
     return age_ms > LOST_START_SECONDS * 1000
 
 
-async def _index_keys(w: WorkerContext) -> list[str]:
+async def _index_keys(w: WorkerContext, tenant: str) -> list[str]:
     finished = ("succeeded", "failed", "dead")
-    keys = [w.keys.jobs_all()] + [w.keys.jobs_by_state(s) for s in finished]
-    for collection in await w.registry.all():
-        keys.append(w.keys.jobs_by_collection(collection.name))
-        keys += [w.keys.jobs_by_collection_state(collection.name, s) for s in finished]
+    keys = [w.keys.jobs_all(tenant)] + [w.keys.jobs_by_state(tenant, s) for s in finished]
+    for collection in await w.registry.all(tenant):
+        keys.append(w.keys.jobs_by_collection(tenant, collection.name))
+        keys += [w.keys.jobs_by_collection_state(tenant, collection.name, s) for s in finished]
     return keys

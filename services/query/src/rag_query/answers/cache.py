@@ -38,8 +38,7 @@ class AnswerCache:
             {"q": normalise(question), "v": version, "p": params}, order="sorted"
         )
         digest = hashlib.sha256(identity).hexdigest()[:40]
-        keys = self.keys.in_namespace(collection.namespace)
-        return keys.answer(collection.name, collection.chroma_id, digest)
+        return self.keys.answer(collection.namespace, collection.name, collection.chroma_id, digest)
 
     async def get(self, key: str) -> dict[str, Any] | None:
         raw = await self.redis.get(key)

@@ -119,21 +119,27 @@ class SessionController(Controller):
 
     @get("", summary="A chat session's turns")
     async def history(
-        self, session_id: FromPath[str], sessions: NamedDependency[SessionStore]
+        self,
+        session_id: FromPath[str],
+        sessions: NamedDependency[SessionStore],
+        tenant: NamedDependency[str],
     ) -> dict[str, Any]:
-        turns = await sessions.history(SessionStore.check_id(session_id))
+        turns = await sessions.history(tenant, SessionStore.check_id(session_id))
         if not turns:
             raise NotFound(f"session {session_id!r} does not exist (or has expired)")
         return {
             "session_id": session_id,
-            "collection": await sessions.collection_of(session_id),
+            "collection": await sessions.collection_of(tenant, session_id),
             "turns": [{"role": t.role, "content": t.content} for t in turns],
         }
 
     @delete("", status_code=HTTP_200_OK, summary="Forget a chat session")
     async def forget(
-        self, session_id: FromPath[str], sessions: NamedDependency[SessionStore]
+        self,
+        session_id: FromPath[str],
+        sessions: NamedDependency[SessionStore],
+        tenant: NamedDependency[str],
     ) -> dict[str, Any]:
-        if not await sessions.clear(SessionStore.check_id(session_id)):
+        if not await sessions.clear(tenant, SessionStore.check_id(session_id)):
             raise NotFound(f"session {session_id!r} does not exist (or has expired)")
         return {"deleted": session_id}

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from rag_config import QuerySettings
-from rag_core.catalog import DEFAULT_NAMESPACE, Collection, CollectionCatalog
+from rag_core.catalog import Collection, CollectionCatalog
 from rag_core.errors import DependencyUnavailable, InvalidInput
 from rag_core.tokens import count_tokens
 from rag_telemetry import get_logger
@@ -162,16 +162,18 @@ class AnswerService:
             self.sessions.check_id(options.session_id)
 
     async def prepare(
-        self, collection_name: str, options: AnswerOptions, namespace: str = DEFAULT_NAMESPACE
+        self, collection_name: str, options: AnswerOptions, namespace: str
     ) -> Prepared:
         """Everything before generation, in the tenant's ``namespace``."""
         self.check(options)
         started = time.perf_counter()
-        collection = await self.catalog.in_namespace(namespace).get(collection_name)
-        sessions = self.sessions.in_namespace(namespace)
+        collection = await self.catalog.get(namespace, collection_name)
         history = list(options.history)
         if options.session_id:
-            history = await sessions.history(options.session_id, collection.name) + history
+            history = (
+                await self.sessions.history(namespace, options.session_id, collection.name)
+                + history
+            )
         question = options.search.query
         prepared = Prepared(collection, options, question, history, [], {})
         if history:
@@ -330,7 +332,8 @@ class AnswerService:
 
     async def _remember(self, prepared: Prepared, answer: str) -> None:
         if prepared.options.session_id:
-            await self.sessions.in_namespace(prepared.collection.namespace).append(
+            await self.sessions.append(
+                prepared.collection.namespace,
                 prepared.options.session_id,
                 prepared.collection.name,
                 prepared.options.search.query,

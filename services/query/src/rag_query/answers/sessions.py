@@ -25,20 +25,13 @@ class Turn(msgspec.Struct):
 
 
 class SessionStore:
+    """Every tenant's sessions: each call names the tenant whose session it is."""
+
     def __init__(self, redis: Redis, keys: Keys, *, ttl_seconds: int, max_turns: int) -> None:
         self.redis = redis
         self.keys = keys
         self.ttl = ttl_seconds
         self.max_messages = max_turns * 2
-
-    def in_namespace(self, namespace: str) -> SessionStore:
-        if namespace == self.keys.namespace:
-            return self
-        other = SessionStore(
-            self.redis, self.keys.in_namespace(namespace), ttl_seconds=self.ttl, max_turns=1
-        )
-        other.max_messages = self.max_messages
-        return other
 
     @staticmethod
     def check_id(session_id: str) -> str:
@@ -49,23 +42,30 @@ class SessionStore:
             )
         return session_id
 
-    async def collection_of(self, session_id: str) -> str | None:
+    async def collection_of(self, tenant: str, session_id: str) -> str | None:
         """The collection the session is bound to (None: no such session)."""
-        value = await self.redis.get(self.keys.session_collection(session_id))
+        value = await self.redis.get(self.keys.session_collection(tenant, session_id))
         return value.decode() if value else None
 
-    async def history(self, session_id: str, collection: str | None = None) -> list[Message]:
+    async def history(
+        self, tenant: str, session_id: str, collection: str | None = None
+    ) -> list[Message]:
         """The session's turns; with ``collection``, refused if it was started on another."""
         if collection is not None:
-            bound = await self.collection_of(session_id)
+            bound = await self.collection_of(tenant, session_id)
             if bound is not None and bound != collection:
                 raise _other_collection(session_id)
-        raws = await self.redis.lrange(self.keys.session(session_id), -self.max_messages, -1)  # type: ignore[misc]  # redis-py's async typing
+        raws = await self.redis.lrange(
+            self.keys.session(tenant, session_id), -self.max_messages, -1
+        )  # type: ignore[misc]  # redis-py's async typing
         turns = [msgspec.json.decode(raw, type=Turn) for raw in raws]
         return [Message(t.role, t.content) for t in turns if t.role in ("user", "assistant")]  # type: ignore[arg-type]
 
-    async def append(self, session_id: str, collection: str, question: str, answer: str) -> None:
-        key, bound_key = self.keys.session(session_id), self.keys.session_collection(session_id)
+    async def append(
+        self, tenant: str, session_id: str, collection: str, question: str, answer: str
+    ) -> None:
+        key = self.keys.session(tenant, session_id)
+        bound_key = self.keys.session_collection(tenant, session_id)
         # Bind it (first use) or keep it bound, in one step with the append.
         if not await self.redis.set(bound_key, collection, nx=True, ex=self.ttl):
             bound = await self.redis.get(bound_key)
@@ -82,8 +82,11 @@ class SessionStore:
             pipe.expire(key, self.ttl)
             await pipe.execute()
 
-    async def clear(self, session_id: str) -> bool:
-        keys = (self.keys.session(session_id), self.keys.session_collection(session_id))
+    async def clear(self, tenant: str, session_id: str) -> bool:
+        keys = (
+            self.keys.session(tenant, session_id),
+            self.keys.session_collection(tenant, session_id),
+        )
         return bool(await self.redis.delete(*keys))
 
 

@@ -70,7 +70,7 @@ class Evaluator:
     async def run(
         self, plan: Plan, namespace: str, progress: Progress | None = None
     ) -> dict[str, Any]:
-        collection = await self.retriever.catalog.in_namespace(namespace).get(plan.collection)
+        collection = await self.retriever.catalog.get(namespace, plan.collection)
         run: list[ir_measures.ScoredDoc] = []
         per_case = []
         answer_scores: dict[str, list[float | None]] = {
@@ -200,7 +200,7 @@ class EvaluationJobs:
         self._tasks: set[asyncio.Task[None]] = set()
 
     def _key(self, namespace: str, evaluation_id: str) -> str:
-        return self.keys.in_namespace(namespace).evaluation(evaluation_id)
+        return self.keys.evaluation(namespace, evaluation_id)
 
     async def _save(self, namespace: str, record: EvaluationRecord) -> None:
         record.updated_at = time.time()

@@ -33,7 +33,7 @@ class EvaluationSlots:
         self.leases = Leases(redis, lease_seconds)
 
     def _slots(self, namespace: str) -> str:
-        return self.keys.in_namespace(namespace).evaluation_slots()
+        return self.keys.evaluation_slots(namespace)
 
     async def take(self, namespace: str, evaluation_id: str) -> None:
         """Hold a slot for ``evaluation_id``, or refuse with 429 when the tenant has none left."""

@@ -123,9 +123,10 @@ class OpenAIController(Controller):
         catalog: NamedDependency[CollectionCatalog],
         generators: NamedDependency[Generators],
         settings: NamedDependency[QuerySettings],
+        tenant: NamedDependency[str],
     ) -> dict[str, Any]:
         data = []
-        for collection in await catalog.all():
+        for collection in await catalog.all(tenant):
             created = int(collection.created_at)
             data.append(
                 {

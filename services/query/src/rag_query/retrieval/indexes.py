@@ -19,7 +19,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
-from rag_core.catalog import Collection, CollectionCatalog, Keys
+from rag_core.catalog import DEFAULT_NAMESPACE, Collection, CollectionCatalog, Keys
 from rag_core.chroma import ChromaClient
 from rag_core.errors import DependencyUnavailable
 from rag_telemetry import get_logger
@@ -139,10 +139,9 @@ class LexicalIndexes:
     async def _sync_collections(self) -> None:
         """Start following new collections (building their index), drop deleted ones."""
         wanted: set[Where] = set()
-        for namespace in sorted({self.keys.namespace, *await self.catalog.namespaces()}):
-            catalog = self.catalog.in_namespace(namespace)
-            for name in await catalog.names():
-                collection = await catalog.find(name)
+        for namespace in sorted({DEFAULT_NAMESPACE, *await self.catalog.namespaces()}):
+            for name in await self.catalog.names(namespace):
+                collection = await self.catalog.find(namespace, name)
                 if collection is None:
                     continue
                 wanted.add((namespace, name))
@@ -154,17 +153,17 @@ class LexicalIndexes:
 
     async def _build(self, namespace: str, name: str, chroma_id: str) -> _Followed:
         started = time.perf_counter()
-        keys = self.keys.in_namespace(namespace)
-        catalog = self.catalog.in_namespace(namespace)
         # Changes after this point are replayed on top of what is read below (idempotently).
-        last = await self.redis.xrevrange(keys.changes(name), count=1)
+        last = await self.redis.xrevrange(self.keys.changes(namespace, name), count=1)
         cursor = last[0][0].decode() if last else "0-0"
         version = int(last[0][1].get(b"collection_version", 0)) if last else 0
         index = LexicalIndex(self.analyzer, k1=self.k1, b=self.b)
-        ids = [i.decode() for i in await self.redis.zrange(keys.documents(name), 0, -1)]
+        ids = [
+            i.decode() for i in await self.redis.zrange(self.keys.documents(namespace, name), 0, -1)
+        ]
         for start in range(0, len(ids), FETCH_DOCUMENTS):
             batch = ids[start : start + FETCH_DOCUMENTS]
-            records = await catalog.documents(name, batch)
+            records = await self.catalog.documents(namespace, name, batch)
             wanted = {doc: record.tag for doc, record in records.items()}
             await self._apply(index, chroma_id, wanted, removed=())
         log.info(
@@ -211,9 +210,7 @@ class LexicalIndexes:
         if not self._followed:
             await asyncio.sleep(BLOCK_MS / 1000)
             return
-        by_stream = {
-            self.keys.in_namespace(f.namespace).changes(f.name): f for f in self._followed.values()
-        }
+        by_stream = {self.keys.changes(f.namespace, f.name): f for f in self._followed.values()}
         streams: dict[Any, Any] = {stream: f.cursor for stream, f in by_stream.items()}
         reply: Any = await self.redis.xread(streams, count=1000, block=BLOCK_MS)
         for stream, entries in reply or []:

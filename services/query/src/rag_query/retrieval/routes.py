@@ -132,11 +132,12 @@ class SearchController(Controller):
         catalog: NamedDependency[CollectionCatalog],
         retriever: NamedDependency[Retriever],
         settings: NamedDependency[QuerySettings],
+        tenant: NamedDependency[str],
     ) -> SearchResponse:
         """Dense and BM25 retrieval fused by reciprocal rank, an optional metadata `filter`
         ($eq $ne $gt $gte $lt $lte $in $nin $and $or) and optional MMR diversity."""
         request = search_request(data, settings)
-        found = await catalog.get(collection)
+        found = await catalog.get(tenant, collection)
         result = await retriever.search(found, request)
         return SearchResponse(
             collection,

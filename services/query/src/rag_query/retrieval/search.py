@@ -212,8 +212,7 @@ class Retriever:
         wanted = sorted({h.document_id for h in hits if "_source" not in h.metadata})
         if not wanted:
             return
-        catalog = self.catalog.in_namespace(collection.namespace)
-        records = await catalog.documents(collection.name, wanted)
+        records = await self.catalog.documents(collection.namespace, collection.name, wanted)
         for hit in hits:
             record = records.get(hit.document_id)
             if record is None or "_source" in hit.metadata:
