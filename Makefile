@@ -22,9 +22,10 @@ setup: ## Install what is missing (uv, redis-server, nginx, prometheus, wrk, chr
 dev: setup ## Run the whole stack natively on loopback, print its URLs; Ctrl-C stops it all
 	@$(PY) deploy/scripts/dev.py
 
+PYTEST_WORKERS ?= auto
 test: setup ## Set up, lint, then run every test (unit, integration, e2e) with real services
 	@$(MAKE) --no-print-directory lint
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest -n $(PYTEST_WORKERS) --dist loadgroup $(PYTEST_ARGS)
 
 lint: ## ruff check, ruff format --check, mypy --strict on libs and services
 	.venv/bin/ruff check .

@@ -25,6 +25,20 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
     budget.start(float(seconds) if seconds else None)
 
 
+# Folders whose tests share one stack (a package-scoped fixture in their conftest).
+SHARED_STACKS = frozenset({"e2e/gateway", "e2e/ingest", "e2e/query"})
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Under pytest-xdist (``make test``: ``--dist loadgroup``) what shares a stack runs on one
+    worker: a folder's shared stack, else a module's (its module-scoped fixtures)."""
+    for item in items:
+        parts = item.path.relative_to(REPO_ROOT / "tests").parts
+        folder = "/".join(parts[:2])
+        group = folder if folder in SHARED_STACKS else "/".join(parts)
+        item.add_marker(pytest.mark.xdist_group(group))
+
+
 @dataclass(frozen=True)
 class Backing:
     """Where the session's Redis and Chroma listen."""
