@@ -22,7 +22,10 @@ setup: ## Install what is missing (uv, redis-server, nginx, prometheus, wrk, chr
 dev: setup ## Run the whole stack natively on loopback, print its URLs; Ctrl-C stops it all
 	@$(PY) deploy/scripts/dev.py
 
-PYTEST_WORKERS ?= auto
+# pytest-xdist workers: half the cores from 4 cores up; on fewer, one process (0). On 2 cores
+# two workers cut the suite by only a sixth (the CPU is already 65% busy) and doubled the
+# slowest tests' times toward their timeout; `make test PYTEST_WORKERS=2` tries it anyway.
+PYTEST_WORKERS ?= $(shell n=$$(nproc 2>/dev/null || echo 1); if [ $$n -ge 4 ]; then echo $$((n / 2)); else echo 0; fi)
 test: setup ## Set up, lint, then run every test (unit, integration, e2e) with real services
 	@$(MAKE) --no-print-directory lint
 	$(PY) -m pytest -n $(PYTEST_WORKERS) --dist loadgroup $(PYTEST_ARGS)

@@ -18,8 +18,11 @@ pytestmark = pytest.mark.e2e
 
 
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NativeStack]:
-    with NativeStack(tmp_path_factory.mktemp("stack"), StackPorts.free()) as native:
+def stack(tmp_path_factory: pytest.TempPathFactory, model_cache: Path) -> Iterator[NativeStack]:
+    # The session's model cache: the ONNX model is built once, not again for this stack.
+    workdir = tmp_path_factory.mktemp("stack")
+    env = {"DATA_DIR": str(model_cache)}
+    with NativeStack(workdir, StackPorts.free(), env=env) as native:
         native.start()
         yield native
 

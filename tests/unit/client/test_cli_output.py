@@ -8,6 +8,7 @@ from __future__ import annotations
 import functools
 import json
 from collections.abc import Callable
+from pathlib import Path
 
 import httpx
 import pytest
@@ -121,3 +122,15 @@ def test_a_refusal_from_the_server_prints_as_plain_text(monkeypatch: pytest.Monk
     assert result.exit_code == cli.EXIT_API, repr(result.exception)
     harmless(result.output)
     assert "no [/etc] here\\x1b[2J\\x07" in result.output
+
+
+def test_an_error_is_one_line_whatever_its_length(tmp_path: Path) -> None:
+    """An error naming a long path is printed whole on one line (it once broke inside the
+    path, at the terminal width), so it can be read, grepped and copied."""
+    deep = tmp_path / ("a-rather-long-folder-name-" * 4) / "broken.json"
+    deep.parent.mkdir(parents=True)
+    deep.write_text("{broken")
+    result = CliRunner().invoke(cli.app, ["eval", str(deep), "-c", "docs"], env=ENV)
+    assert result.exit_code == cli.EXIT_USAGE, result.output
+    [line] = [row for row in result.output.splitlines() if row.startswith("error:")]
+    assert f"{deep}: not JSON" in line

@@ -108,7 +108,7 @@ def plain(text: str) -> Text:
 
 
 def fail(code: int, message: str) -> typer.Exit:
-    err.print(Text.assemble(("error:", "bold red"), " ", plain(message)))
+    err.print(Text.assemble(("error:", "bold red"), " ", plain(message)), soft_wrap=True)
     return typer.Exit(code)
 
 
