@@ -17,7 +17,6 @@ from rag_config import ChromaSettings, PoolSettings, ServiceSettings
 from rag_telemetry import get_logger, instrument_app
 from redis.asyncio import Redis
 
-from rag_core.chroma import ChromaClient
 from rag_core.clients import create_redis
 from rag_core.errors import problem_details_plugin
 from rag_core.health import Readiness, health, ready_summary
@@ -75,6 +74,10 @@ def chroma_lifespan(settings: ChromaSettings, pool: PoolSettings) -> Lifespan:
 
     @asynccontextmanager
     async def chroma_client(app: Litestar) -> AsyncIterator[None]:
+        # Imported here: the gateway, which never talks to Chroma, starts without it (and
+        # numpy), about 0.6 s sooner.
+        from rag_core.chroma import ChromaClient  # noqa: PLC0415
+
         chroma = ChromaClient(settings, pool)
         app.state.chroma = chroma
         app.state.readiness.checks["chroma"] = chroma.heartbeat
@@ -104,9 +107,10 @@ def provide_redis(state: State) -> Redis:
     return redis
 
 
-def provide_chroma(state: State) -> ChromaClient:
-    chroma: ChromaClient = state.chroma
-    return chroma
+def provide_chroma(state: State) -> Any:
+    """The app's ``ChromaClient`` (typed where it is used: Litestar reads this annotation at
+    run time, and the gateway never imports the client)."""
+    return state.chroma
 
 
 def from_state(name: str) -> Provide:

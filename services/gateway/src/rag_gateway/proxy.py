@@ -159,9 +159,7 @@ class Forwarder:
                     headers={"Retry-After": "2"},
                 ) from None
             except httpx.TimeoutException:
-                raise GatewayTimeout(
-                    f"the {upstream} service did not answer within UPSTREAM_TIMEOUT_SECONDS"
-                ) from None
+                raise _timed_out(upstream) from None
             except httpx.TransportError as exc:
                 if attempt + 1 < attempts:
                     log.warning("upstream_retry", upstream=upstream, error=type(exc).__name__)
@@ -202,9 +200,7 @@ class Forwarder:
             try:
                 return await buffered(response)
             except httpx.TimeoutException:
-                raise GatewayTimeout(
-                    f"the {upstream} service did not answer within UPSTREAM_TIMEOUT_SECONDS"
-                ) from None
+                raise _timed_out(upstream) from None
             except httpx.TransportError as exc:
                 failure = type(exc).__name__
                 log.warning("upstream_cut", upstream=upstream, error=failure, attempt=attempt + 1)
@@ -223,6 +219,10 @@ class Forwarder:
         finally:
             await response.aclose()
         return response.status_code, msgspec.json.decode(body) if body else None
+
+
+def _timed_out(upstream: Upstream) -> GatewayTimeout:
+    return GatewayTimeout(f"the {upstream} service did not answer within UPSTREAM_TIMEOUT_SECONDS")
 
 
 def url_path(url: str) -> str:
