@@ -253,7 +253,10 @@ class CollectionCatalog:
         self.keys = keys
 
     async def namespaces(self) -> list[str]:
-        return sorted(n.decode() for n in await self.redis.smembers(self.keys.namespaces()))  # type: ignore[misc]  # redis-py's async typing
+        """Every tenant that has had a collection, and the default one (whose collections
+        may predate the set)."""
+        found = await self.redis.smembers(self.keys.namespaces())  # type: ignore[misc]  # redis-py's async typing
+        return sorted({DEFAULT_NAMESPACE, *(n.decode() for n in found)})
 
     async def find(self, tenant: str, name: str) -> Collection | None:
         fields = await self.redis.hgetall(self.keys.collection(tenant, name))  # type: ignore[misc]  # redis-py's async typing

@@ -216,10 +216,9 @@ async def _body(
             if isinstance(name, str):
                 principal.require_collection(name.partition(":")[0])
         return body
-    if target.streams == "when_asked":
-        return await _inspected_body(request)  # read whole: does it ask for a stream?
-    if target.reads_only:
-        return await _inspected_body(request)  # read whole: a search can be sent again
+    if target.streams == "when_asked" or target.reads_only:
+        # Read whole: does it ask for a stream? A search's, to send it again if need be.
+        return await _inspected_body(request)
     if target.kind in UPLOADS:
         return body_within(request.stream(), request.app.state.settings.upload_body_timeout_seconds)
     return request.stream()

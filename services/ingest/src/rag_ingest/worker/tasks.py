@@ -16,7 +16,6 @@ from typing import Any
 from arq import Retry
 from arq.constants import in_progress_key_prefix, job_key_prefix, result_key_prefix
 from rag_config import IngestSettings
-from rag_core.catalog import DEFAULT_NAMESPACE
 from rag_core.chroma import ChromaRequestError
 from rag_core.embedding.base import EmbeddingError
 from rag_core.errors import DependencyUnavailable
@@ -327,7 +326,7 @@ async def reconcile(ctx: dict[str, Any]) -> dict[str, int]:
 
 
 async def _namespaces(root: WorkerContext) -> list[str]:
-    return sorted({DEFAULT_NAMESPACE, *await root.registry.namespaces()})
+    return await root.registry.namespaces()
 
 
 async def _count_dead(root: WorkerContext) -> int:

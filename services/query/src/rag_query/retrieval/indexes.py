@@ -19,7 +19,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
-from rag_core.catalog import DEFAULT_NAMESPACE, Collection, CollectionCatalog, Keys
+from rag_core.catalog import Collection, CollectionCatalog, Keys
 from rag_core.chroma import ChromaClient
 from rag_core.errors import DependencyUnavailable
 from rag_telemetry import get_logger
@@ -139,7 +139,7 @@ class LexicalIndexes:
     async def _sync_collections(self) -> None:
         """Start following new collections (building their index), drop deleted ones."""
         wanted: set[Where] = set()
-        for namespace in sorted({DEFAULT_NAMESPACE, *await self.catalog.namespaces()}):
+        for namespace in await self.catalog.namespaces():
             for name in await self.catalog.names(namespace):
                 collection = await self.catalog.find(namespace, name)
                 if collection is None:
