@@ -7,7 +7,7 @@ PY := .venv/bin/python
 export ORT_DISABLE_TELEMETRY := 1
 export UV_PYTHON_DOWNLOADS := never
 
-.PHONY: help setup dev test lint fmt bench soak up down logs ps clean
+.PHONY: help setup dev test lint fmt bench soak fuzz up down logs ps clean
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-8s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -43,6 +43,10 @@ SOAK_RATE ?= 30
 soak: setup ## Mixed load through nginx for SOAK_SECONDS (600) at SOAK_RATE/s (30); figures into docs/reliability.md
 	SOAK_SECONDS=$(SOAK_SECONDS) SOAK_RATE=$(SOAK_RATE) SOAK_REPORT=docs/reliability.md \
 		$(PY) -m pytest tests/e2e/faults/test_soak.py -s --timeout=$$(( $(SOAK_SECONDS) * 2 + 300 ))
+
+FUZZ_EXAMPLES ?= 40
+fuzz: setup ## Schemathesis through nginx with FUZZ_EXAMPLES (40) cases per operation (1,000+ requests)
+	FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(PY) -m pytest tests/e2e/gateway/test_schemathesis.py -s --timeout=1200
 
 fmt: ## Format the code and apply safe lint fixes
 	.venv/bin/ruff check --fix .

@@ -27,15 +27,23 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
 
 # Folders whose tests share one stack (a package-scoped fixture in their conftest).
 SHARED_STACKS = frozenset({"e2e/gateway", "e2e/ingest", "e2e/query"})
+# Session-scoped stacks used across folders (fixtures in tests/e2e/conftest.py).
+SESSION_STACKS = ("unthrottled_stack",)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Under pytest-xdist (``make test``: ``--dist loadgroup``) what shares a stack runs on one
-    worker: a folder's shared stack, else a module's (its module-scoped fixtures)."""
+    worker: a session stack's users, else a folder's shared stack, else a module's (its
+    module-scoped fixtures)."""
     for item in items:
         parts = item.path.relative_to(REPO_ROOT / "tests").parts
         folder = "/".join(parts[:2])
-        group = folder if folder in SHARED_STACKS else "/".join(parts)
+        shared = [name for name in SESSION_STACKS if name in getattr(item, "fixturenames", ())]
+        group = "/".join(parts)
+        if shared:
+            group = shared[0]
+        elif folder in SHARED_STACKS:
+            group = folder
         item.add_marker(pytest.mark.xdist_group(group))
 
 

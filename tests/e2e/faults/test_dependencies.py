@@ -14,11 +14,12 @@ from pathlib import Path
 
 import httpx
 import pytest
-from rag_devstack import NativeStack, StackPorts
+from rag_devstack import NativeStack
 
 from tests.support.chroma import chunks_in_chroma
 from tests.support.ingest import IngestClient
 from tests.support.query import QueryClient
+from tests.support.shared_stack import SharedStack
 
 pytestmark = pytest.mark.e2e
 
@@ -36,16 +37,18 @@ def docs(count: int, prefix: str = "doc") -> list[dict]:
     ]
 
 
+@pytest.fixture(scope="module")
+def shared(tmp_path_factory: pytest.TempPathFactory, model_cache: Path) -> Iterator[SharedStack]:
+    env = {"DATA_DIR": str(model_cache), "WORKER_CONCURRENCY": "8", "JOB_MAX_TRIES": "5"}
+    with SharedStack(tmp_path_factory, "dependencies", env, ["ingest", "query"]) as shared:
+        yield shared
+
+
 @pytest.fixture
-def stack(tmp_path: Path, model_cache: Path) -> Iterator[NativeStack]:
-    native = NativeStack(
-        tmp_path,
-        StackPorts.free(),
-        env={"DATA_DIR": str(model_cache), "WORKER_CONCURRENCY": "8", "JOB_MAX_TRIES": "5"},
-    )
-    with native:
-        native.start(services=["ingest", "query"])
-        yield native
+def stack(shared: SharedStack, request: pytest.FixtureRequest) -> Iterator[NativeStack]:
+    """The module's stack: what a test stops is started again after it (a failed test's
+    stack is replaced), so each test starts from a whole stack."""
+    yield from shared.serve(request)
 
 
 def assert_exactly_once(stack: NativeStack, client: IngestClient, collection: str, n: int) -> None:

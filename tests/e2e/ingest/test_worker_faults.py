@@ -8,28 +8,45 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from rag_devstack import NativeStack, StackPorts, free_port
+from rag_devstack import NativeStack, free_port
 
 from tests.support.chroma import chunks_in_chroma
 from tests.support.ingest import IngestClient
+from tests.support.shared_stack import SharedStack
 
 pytestmark = pytest.mark.e2e
 
 
+# Settings of the ingest API and workers (the API gives each job JOB_MAX_TRIES attempts).
+# Redis and Chroma are the module's; a test whose settings differ from the last one's gets the
+# API and worker restarted with its own.
+DEFAULT = {"JOB_MAX_TRIES": "3", "WORKER_CONCURRENCY": "4"}
+PATIENT = {"JOB_MAX_TRIES": "10"}
+IMPATIENT = {"JOB_MAX_TRIES": "2", "JOB_TIMEOUT_SECONDS": "10", "PARSE_TIMEOUT_SECONDS": "600"}
+
+
+@pytest.fixture(scope="module")
+def shared(tmp_path_factory: pytest.TempPathFactory, model_cache: Path) -> Iterator[SharedStack]:
+    env = {"DATA_DIR": str(model_cache)}
+    with SharedStack(tmp_path_factory, "worker-faults", env, ["ingest"]) as shared:
+        yield shared
+
+
 @pytest.fixture
-def stack(tmp_path: Path, model_cache: Path) -> Iterator[NativeStack]:
-    native = NativeStack(
-        tmp_path,
-        StackPorts.free(),
-        env={
-            "DATA_DIR": str(model_cache),
-            "JOB_MAX_TRIES": "3",
-            "WORKER_CONCURRENCY": "4",
-        },
-    )
-    with native:
-        native.start(services=["ingest"])
-        yield native
+def stack(shared: SharedStack, request: pytest.FixtureRequest) -> Iterator[NativeStack]:
+    """The module's stack: what a test stops is started again after it (a failed test's
+    stack is replaced), so each test starts from a whole stack."""
+    yield from shared.serve(request, DEFAULT)
+
+
+@pytest.fixture
+def patient_stack(shared: SharedStack, request: pytest.FixtureRequest) -> Iterator[NativeStack]:
+    yield from shared.serve(request, PATIENT)
+
+
+@pytest.fixture
+def impatient_stack(shared: SharedStack, request: pytest.FixtureRequest) -> Iterator[NativeStack]:
+    yield from shared.serve(request, IMPATIENT)
 
 
 def _docs(count: int) -> list[dict]:
@@ -84,56 +101,24 @@ def test_sigkill_mid_batch_then_restart_ingests_everything_exactly_once(
         stack.start_worker(name=worker, health_port=port)
         stack.wait_worker(name=worker, health_port=port)
     assert any(job["state"] == "queued" for job in states), "killed mid-batch"
-    second_port = free_port()
-    stack.start_worker(name="worker-2", health_port=second_port)
-    stack.wait_worker(name="worker-2", health_port=second_port)
+    stack.start_worker()  # the killed one restarted, on its own port
+    stack.wait_worker()
+    # The same documents ingested by a worker nobody kills, for the chunk count to expect:
+    # queued now, they run while the killed worker's jobs wait for the reconciler (their
+    # worker's heartbeat must expire first).
+    clean = client.create_collection()
+    clean_ids = client.ingest_ok(clean, _docs(60)) + client.ingest_ok(clean, _docs(120)[60:])
     jobs = client.wait(job_ids, timeout=240)
     assert {job["state"] for job in jobs} == {"succeeded"}
     assert running, "a kill should have interrupted running jobs"
     interrupted = {job["id"] for job in running}
     assert all(job["attempts"] >= 2 for job in jobs if job["id"] in interrupted)
 
-    clean = client.create_collection()
-    client.wait(client.ingest_ok(clean, _docs(60)) + client.ingest_ok(clean, _docs(120)[60:]))
+    assert {job["state"] for job in client.wait(clean_ids)} == {"succeeded"}
     assert client.collection(killed)["document_count"] == 120
     assert client.collection(killed)["chunk_count"] == client.collection(clean)["chunk_count"]
     count = chunks_in_chroma(stack, killed)
     assert count == client.collection(killed)["chunk_count"], "no duplicate chunks in Chroma"
-
-
-@pytest.fixture
-def patient_stack(tmp_path: Path, model_cache: Path) -> Iterator[NativeStack]:
-    native = NativeStack(
-        tmp_path,
-        StackPorts.free(),
-        env={
-            "DATA_DIR": str(model_cache),
-            "JOB_MAX_TRIES": "10",
-        },
-    )
-    with native:
-        native.start(services=["ingest"])
-        yield native
-
-
-def test_chroma_outage_is_retried_with_backoff_then_succeeds(patient_stack: NativeStack) -> None:
-    stack = patient_stack
-    client = IngestClient(stack.api_url("ingest"))
-    collection = client.create_collection()
-    stack.processes["chroma"].stop()
-    [job_id] = client.ingest_ok(collection, [{"id": "patient", "text": "Waits for Chroma."}])
-    deadline = time.monotonic() + 30
-    while (record := client.job(job_id))["attempts"] < 2:
-        assert time.monotonic() < deadline, record
-        time.sleep(0.2)
-    assert record["state"] in ("queued", "running")
-    assert "Chroma" in (record["error"] or "")
-    stack.start_chroma()
-    stack.wait_chroma()
-    [job] = client.wait([job_id], timeout=90)
-    assert job["state"] == "succeeded"
-    assert job["error"] is None
-    assert client.document(collection, "patient").status_code == 200
 
 
 def test_exhausted_retries_dead_letter_the_job_and_retry_revives_it(stack: NativeStack) -> None:
@@ -155,21 +140,24 @@ def test_exhausted_retries_dead_letter_the_job_and_retry_revives_it(stack: Nativ
     assert revived["run"] == 2
 
 
-@pytest.fixture
-def impatient_stack(tmp_path: Path, model_cache: Path) -> Iterator[NativeStack]:
-    native = NativeStack(
-        tmp_path,
-        StackPorts.free(),
-        env={
-            "DATA_DIR": str(model_cache),
-            "JOB_MAX_TRIES": "2",
-            "JOB_TIMEOUT_SECONDS": "10",
-            "PARSE_TIMEOUT_SECONDS": "600",
-        },
-    )
-    with native:
-        native.start(services=["ingest"])
-        yield native
+def test_chroma_outage_is_retried_with_backoff_then_succeeds(patient_stack: NativeStack) -> None:
+    stack = patient_stack
+    client = IngestClient(stack.api_url("ingest"))
+    collection = client.create_collection()
+    stack.processes["chroma"].stop()
+    [job_id] = client.ingest_ok(collection, [{"id": "patient", "text": "Waits for Chroma."}])
+    deadline = time.monotonic() + 30
+    while (record := client.job(job_id))["attempts"] < 2:
+        assert time.monotonic() < deadline, record
+        time.sleep(0.2)
+    assert record["state"] in ("queued", "running")
+    assert "Chroma" in (record["error"] or "")
+    stack.start_chroma()
+    stack.wait_chroma()
+    [job] = client.wait([job_id], timeout=90)
+    assert job["state"] == "succeeded"
+    assert job["error"] is None
+    assert client.document(collection, "patient").status_code == 200
 
 
 def test_an_attempt_over_the_job_timeout_is_retried_then_dead_lettered(

@@ -12,18 +12,22 @@ from __future__ import annotations
 import base64
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 import httpx
 import msgspec
-import numpy as np
-from numpy.typing import NDArray
 from rag_config import ChromaSettings, PoolSettings
 from rag_telemetry import get_logger
 
 from rag_core.coalescing import Coalescer
 from rag_core.errors import Conflict, DependencyUnavailable, RagError
+
+if TYPE_CHECKING:
+    # numpy is imported where vectors are handled: the ingest API, which never sends or reads
+    # any, starts without it (about 0.4 s of CPU).
+    import numpy as np
+    from numpy.typing import NDArray
 
 log = get_logger("rag.chroma")
 Metadata = dict[str, str | int | float | bool]
@@ -65,6 +69,8 @@ class Hits(Records):
 
 
 def pack_embeddings(vectors: NDArray[np.float32]) -> list[str]:
+    import numpy as np  # noqa: PLC0415 - see the imports
+
     little_endian = np.ascontiguousarray(vectors, dtype="<f4")
     return [base64.b64encode(row.tobytes()).decode("ascii") for row in little_endian]
 
@@ -240,6 +246,8 @@ class ChromaClient:
         where: Where | None = None,
         embeddings: bool = False,
     ) -> Hits:
+        import numpy as np  # noqa: PLC0415 - see the imports
+
         include = ["metadatas", "documents", "distances"]
         if embeddings:
             include.append("embeddings")
@@ -263,6 +271,8 @@ class ChromaClient:
 
 
 def _vectors(rows: Any) -> NDArray[np.float32]:
+    import numpy as np  # noqa: PLC0415 - see the imports
+
     return np.asarray(rows or [], dtype=np.float32)
 
 
@@ -287,6 +297,8 @@ class UpsertRequest:
 def _merge(requests: list[UpsertRequest]) -> UpsertRequest:
     """One request of many; an id sent twice is written once, as its last sender wrote it
     (Chroma refuses duplicate ids within one call)."""
+    import numpy as np  # noqa: PLC0415 - see the imports
+
     rows = {
         record_id: (request, i) for request in requests for i, record_id in enumerate(request.ids)
     }

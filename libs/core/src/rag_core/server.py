@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import multiprocessing
 import os
 import shutil
@@ -70,9 +71,11 @@ def bind_socket(host: str, port: int, variable: str, program: str) -> socket.soc
     return sock
 
 
-def run_service(spec: ServiceSpec[Any]) -> NoReturn:
-    """Entry point behind ``python -m rag_<name>``."""
-    settings = load_settings_or_exit(spec.settings_cls, spec.program)
+def run_service(spec: ServiceSpec[Any], settings: ServiceSettings | None = None) -> NoReturn:
+    """Entry point behind ``python -m rag_<name>``. ``settings``: already loaded by the caller
+    (which reads them before importing the app, so a bad variable is reported at once)."""
+    if settings is None:
+        settings = load_settings_or_exit(spec.settings_cls, spec.program)
     api_sock = bind_socket(settings.host, settings.port, "PORT", spec.program)
     ops_sock = bind_socket(settings.host, settings.health_port, "HEALTH_PORT", spec.program)
     if settings.workers == 1:
@@ -99,12 +102,21 @@ def _serve_in_this_process(
         pid=os.getpid(),
     )
     app = spec.app_factory(settings)
+    freeze_startup_objects()
     try:
         with asyncio.Runner(loop_factory=_loop_factory()) as runner:
             return runner.run(serve(app, settings, api_sock, ops_sock, signals))
     finally:
         shutdown_tracing()
         log.info("stopped")
+
+
+def freeze_startup_objects() -> None:
+    """Move what the imports and the app factory created (it lives as long as the process)
+    out of the garbage collector's reach: shorter collections while serving, and no
+    second-long sweep of it at exit (measured: a query process took 1.3 s to exit after
+    "stopped", 0.5 s frozen)."""
+    gc.freeze()
 
 
 def _loop_factory() -> Any:

@@ -79,6 +79,7 @@ class ManagedProcess:
         self.cwd = cwd
         self._process: subprocess.Popen[bytes] | None = None
         self._log: IO[bytes] | None = None
+        self._terminated = False
 
     @property
     def pid(self) -> int:
@@ -89,6 +90,7 @@ class ManagedProcess:
     def start(self) -> ManagedProcess:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         self._log = self.log_path.open("ab")
+        self._terminated = False
         self._process = subprocess.Popen(
             self.argv,
             stdout=self._log,
@@ -142,14 +144,23 @@ class ManagedProcess:
         if self.is_running():
             os.kill(self.pid, signum)
 
+    def terminate(self) -> None:
+        """Ask the process group to stop (SIGTERM) without waiting; ``stop`` then waits. Sent
+        once: a second SIGTERM makes a server skip its graceful shutdown."""
+        process = self._process
+        if process is None or self._terminated or process.poll() is not None:
+            return
+        self._terminated = True
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGTERM)
+
     def stop(self, timeout: float = 20.0) -> int | None:
         """Stop the process and everything it started; returns its exit code."""
         if self._process is None:
             return None
         process = self._process
         if process.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(process.pid, signal.SIGTERM)
+            self.terminate()
             with contextlib.suppress(subprocess.TimeoutExpired):
                 process.wait(timeout)
         # Anything left in the group (the process, or children it failed to stop) is killed.

@@ -308,10 +308,11 @@ class NativeStack:
         services = list(services)
         self.with_nginx = with_nginx
         try:
+            # Redis answers within milliseconds; Chroma takes seconds, and the services start
+            # without it (not ready until it answers), so they all start together.
             self.start_redis()
-            self.start_chroma()
             self.wait_redis()
-            self.wait_chroma()
+            self.start_chroma()
             for service in services:
                 self.start_service(service)
             if "query" in services and query_replicas > 1:
@@ -320,6 +321,7 @@ class NativeStack:
                 self.start_worker()
             if with_nginx:
                 self.start_nginx()
+            self.wait_chroma()
             for service in services:
                 self.wait_ready(service)
             if "query" in services and query_replicas > 1:
@@ -394,10 +396,16 @@ class NativeStack:
         ]
 
     def stop(self) -> dict[str, int | None]:
-        """Stop in reverse start order: services first, then Chroma and Redis."""
+        """Stop the services (and nginx) together, then Chroma and Redis: each service shuts
+        down against a Redis and Chroma that still answer."""
+        backing = [name for name in ("chroma", "redis") if name in self.processes]
+        front = [name for name in reversed(list(self.processes)) if name not in backing]
         codes: dict[str, int | None] = {}
-        for name in reversed(list(self.processes)):
-            codes[name] = self.processes[name].stop()
+        for group in (front, backing):
+            for name in group:
+                self.processes[name].terminate()
+            for name in group:
+                codes[name] = self.processes[name].stop()
         return codes
 
     def __enter__(self) -> NativeStack:

@@ -1,8 +1,18 @@
 """`python -m rag_ingest` runs the ingest service."""
 
-from rag_core.server import run_service
+from rag_config import IngestSettings, load_settings_or_exit
 
-from rag_ingest.app import SERVICE
+
+def main() -> None:
+    # The settings first: a bad variable is reported in a fraction of a second, not after the
+    # seconds of CPU that importing the app (Litestar, Redis, telemetry...) takes.
+    settings = load_settings_or_exit(IngestSettings, "rag-ingest")
+    from rag_core.server import run_service  # noqa: PLC0415
+
+    from rag_ingest.app import SERVICE  # noqa: PLC0415
+
+    run_service(SERVICE, settings)
+
 
 if __name__ == "__main__":
-    run_service(SERVICE)
+    main()

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from rag_config import IngestSettings, QuerySettings
 
-from rag_core.embedding.base import Embedder
 from rag_core.errors import InvalidInput
+
+if TYPE_CHECKING:
+    from rag_core.embedding.base import Embedder  # imports numpy, which only embedders need
 
 
 @dataclass(frozen=True)

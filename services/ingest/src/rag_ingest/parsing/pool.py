@@ -14,8 +14,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import multiprocessing
-import os
-import resource
 from collections.abc import Callable
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -23,24 +21,12 @@ from typing import Any, TypeVar
 
 from rag_telemetry import get_logger
 
+from rag_ingest.parsing.child import limit_memory, warm_up
 from rag_ingest.parsing.model import ParseError
 
 log = get_logger("rag.parsing")
 T = TypeVar("T")
 WARM_UP_SECONDS = 120  # a new pool's processes start (and import) within this, or are used cold
-
-
-def _warm_up() -> None:
-    from rag_ingest.preparing import warm_up  # noqa: PLC0415 - it imports this package
-
-    warm_up()
-
-
-def _limit_memory(max_bytes: int) -> None:
-    """Runs first in each child: allocations beyond the limit raise MemoryError there."""
-    os.environ["ORT_DISABLE_TELEMETRY"] = "1"
-    if max_bytes > 0:
-        resource.setrlimit(resource.RLIMIT_AS, (max_bytes, max_bytes))
 
 
 class ParserPool:
@@ -59,13 +45,13 @@ class ParserPool:
         executor = ProcessPoolExecutor(
             max_workers=self.workers,
             mp_context=multiprocessing.get_context("spawn"),
-            initializer=_limit_memory,
+            initializer=limit_memory,
             initargs=(self.max_memory_bytes,),
         )
         # Start the processes now, and never count their start against a document's time
         # limit: starting Python and importing the parsers and the tokenizer takes seconds on
         # a busy machine (a pool replaced after a timeout would otherwise time out again).
-        self._warming = [executor.submit(_warm_up) for _ in range(self.workers)]
+        self._warming = [executor.submit(warm_up) for _ in range(self.workers)]
         return executor
 
     async def _warmed_up(self) -> None:

@@ -1,0 +1,25 @@
+"""What each parser process runs before any document: its memory limit, then a warm-up.
+
+Apart from the pool on purpose: a spawned child imports the module of every function it is
+given, and the pool's module imports the worker's telemetry (structlog, OpenTelemetry,
+Litestar): well over a second of CPU in each parser process, for nothing it uses.
+"""
+
+from __future__ import annotations
+
+import os
+import resource
+
+
+def limit_memory(max_bytes: int) -> None:
+    """Runs first in each child: allocations beyond the limit raise MemoryError there."""
+    os.environ["ORT_DISABLE_TELEMETRY"] = "1"
+    if max_bytes > 0:
+        resource.setrlimit(resource.RLIMIT_AS, (max_bytes, max_bytes))
+
+
+def warm_up() -> None:
+    """Load what preparing a document needs (the tokenizer)."""
+    from rag_ingest.preparing import warm_up  # noqa: PLC0415 - it imports this package
+
+    warm_up()
