@@ -5,9 +5,11 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 from rag_devstack import NativeStack, StackPorts
+from xdist.scheduler import LoadScopeScheduling
 
 from tests.support import budget
 
@@ -27,24 +29,40 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
 
 # Folders whose tests share one stack (a package-scoped fixture in their conftest).
 SHARED_STACKS = frozenset({"e2e/gateway", "e2e/ingest", "e2e/query"})
-# Session-scoped stacks used across folders (fixtures in tests/e2e/conftest.py).
-SESSION_STACKS = ("unthrottled_stack",)
+# Modules that use a session-scoped stack of tests/e2e/conftest.py (`unthrottled_stack`).
+SESSION_STACK_USERS = {
+    "e2e/faults/test_soak.py": "unthrottled_stack",
+    "e2e/gateway/test_schemathesis.py": "unthrottled_stack",
+}
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Under pytest-xdist (``make test``: ``--dist loadgroup``) what shares a stack runs on one
-    worker: a session stack's users, else a folder's shared stack, else a module's (its
-    module-scoped fixtures)."""
-    for item in items:
-        parts = item.path.relative_to(REPO_ROOT / "tests").parts
-        folder = "/".join(parts[:2])
-        shared = [name for name in SESSION_STACKS if name in getattr(item, "fixturenames", ())]
-        group = "/".join(parts)
-        if shared:
-            group = shared[0]
-        elif folder in SHARED_STACKS:
-            group = folder
-        item.add_marker(pytest.mark.xdist_group(group))
+def stack_group(nodeid: str) -> str:
+    """The tests that share a stack, by a test's id: a session stack's users, else a folder's
+    shared stack, else a module (its module-scoped fixtures)."""
+    module = nodeid.split("::", 1)[0].removeprefix("tests/")
+    folder = "/".join(module.split("/")[:2])
+    if module in SESSION_STACK_USERS:
+        return SESSION_STACK_USERS[module]
+    return folder if folder in SHARED_STACKS else module
+
+
+class StackScheduling(LoadScopeScheduling):
+    """pytest-xdist's loadscope, each scope being what shares a stack (``stack_group``): one
+    worker runs all of it and starts the stack once."""
+
+    def _split_scope(self, nodeid: str) -> str:
+        return stack_group(nodeid)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> StackScheduling | None:
+    """``make test`` runs ``--dist loadgroup``. xdist's own loadgroup does not group with
+    pytest 9.2 (it writes the group into the old node id field: pytest-xdist issue 1386), so
+    tests of one stack were spread over the workers and each started it; the groups are
+    applied here instead."""
+    if config.getvalue("dist") != "loadgroup":
+        return None
+    return StackScheduling(config, log)
 
 
 @dataclass(frozen=True)

@@ -4,11 +4,14 @@ validation; and the openai generator talking to a real OpenAI-compatible server 
 
 from __future__ import annotations
 
+import json
+
 import openai
 import pytest
 from rag_devstack import NativeStack, free_port, http_ok
 
 from tests.support.query import QueryClient
+from tests.support.replay import Replay
 
 pytestmark = pytest.mark.e2e
 
@@ -64,7 +67,11 @@ def test_streaming_chat_completion(sdk: openai.OpenAI, handbook: str) -> None:
     assert len(chunks) > 4
 
 
-def test_earlier_turns_are_the_conversation(sdk: openai.OpenAI, handbook: str) -> None:
+def test_earlier_turns_are_the_conversation(sdk: openai.OpenAI, handbook: str, llm: Replay) -> None:
+    # The LLM stand-in is shared by the folder's tests, and whatever the last one scripted
+    # would make the standalone question: here it fails, so the question is asked as it is
+    # (it once answered another test's script and the answer was about parking).
+    llm.script((500, "error_500.json"))
     completion = sdk.chat.completions.create(
         model=handbook,
         messages=[
@@ -74,6 +81,11 @@ def test_earlier_turns_are_the_conversation(sdk: openai.OpenAI, handbook: str) -
         ],
     )
     assert "receipts" in (completion.choices[0].message.content or "")
+    # The earlier turns went to the LLM to make the last question standalone.
+    [condense] = llm.requests
+    prompt = json.dumps(condense["json"]["messages"])
+    assert "Tell me about expenses." in prompt
+    assert "reimbursed within 30 days" in prompt
 
 
 def test_errors_use_the_openai_shape(sdk: openai.OpenAI, handbook: str) -> None:
