@@ -22,10 +22,10 @@ setup: ## Install what is missing (uv, redis-server, nginx, prometheus, wrk, chr
 dev: setup ## Run the whole stack natively on loopback, print its URLs; Ctrl-C stops it all
 	@$(PY) deploy/scripts/dev.py
 
-# pytest-xdist workers: half the cores from 4 cores up; on fewer, one process (0). On 2 cores
-# two workers cut the suite by only a sixth (the CPU is already 65% busy) and doubled the
-# slowest tests' times toward their timeout; `make test PYTEST_WORKERS=2` tries it anyway.
-PYTEST_WORKERS ?= $(shell n=$$(nproc 2>/dev/null || echo 1); if [ $$n -ge 4 ]; then echo $$((n / 2)); else echo 0; fi)
+# pytest-xdist workers: half the cores, at least 2 (each test runs several processes of its
+# own). On the 2-core CI machine two workers took pytest from 10:45 to 7:23; one core: one
+# process (0). Tests that share a stack stay on one worker (tests/conftest.py).
+PYTEST_WORKERS ?= $(shell n=$$(nproc 2>/dev/null || echo 1); if [ $$n -ge 4 ]; then echo $$((n / 2)); elif [ $$n -ge 2 ]; then echo 2; else echo 0; fi)
 test: setup ## Set up, lint, then run every test (unit, integration, e2e) with real services
 	@$(MAKE) --no-print-directory lint
 	$(PY) -m pytest -n $(PYTEST_WORKERS) --dist loadgroup $(PYTEST_ARGS)

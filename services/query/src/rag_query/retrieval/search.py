@@ -115,11 +115,17 @@ class Retriever:
             {"dense": request.dense_weight, "lexical": request.lexical_weight},
             request.rrf_k,
         )
-        pool = fused[: max(request.top_k * 3, request.top_k)] if request.mmr else fused
-        chosen = [found[chunk_id] for chunk_id, _ in pool]
-        for hit, (_, score) in zip(chosen, pool, strict=True):
-            hit.score = score
-        await self._complete(collection, chosen, vectors, need_vectors=request.mmr)
+        if request.mmr:  # MMR picks top_k from a wider pool, by their vectors
+            pool = fused[: max(request.top_k * 3, request.top_k)]
+            chosen = await self._completed(collection, pool, found, vectors, need_vectors=True)
+        else:  # only what is returned is completed; more if some vanished meanwhile
+            chosen, taken = [], 0
+            while len(chosen) < request.top_k and taken < len(fused):
+                pool = fused[taken : taken + request.top_k - len(chosen)]
+                taken += len(pool)
+                chosen += await self._completed(
+                    collection, pool, found, vectors, need_vectors=False
+                )
         if request.mmr and chosen:
             order = select_diverse(
                 [hit.score for hit in chosen],
@@ -173,6 +179,22 @@ class Retriever:
             if rows.embeddings is not None:
                 vectors[chunk_id] = rows.embeddings[position]
         return ranking
+
+    async def _completed(
+        self,
+        collection: Collection,
+        pool: list[tuple[str, float]],
+        found: dict[str, Hit],
+        vectors: dict[str, np.ndarray],
+        *,
+        need_vectors: bool,
+    ) -> list[Hit]:
+        """The hits of ``pool`` (fused ids and scores), scored and completed."""
+        hits = [found[chunk_id] for chunk_id, _ in pool]
+        for hit, (_, score) in zip(hits, pool, strict=True):
+            hit.score = score
+        await self._complete(collection, hits, vectors, need_vectors=need_vectors)
+        return hits
 
     async def _complete(
         self,
