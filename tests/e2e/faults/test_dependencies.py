@@ -39,7 +39,14 @@ def docs(count: int, prefix: str = "doc") -> list[dict]:
 
 @pytest.fixture(scope="module")
 def shared(tmp_path_factory: pytest.TempPathFactory, model_cache: Path) -> Iterator[SharedStack]:
-    env = {"DATA_DIR": str(model_cache), "WORKER_CONCURRENCY": "8", "JOB_MAX_TRIES": "5"}
+    env = {
+        "DATA_DIR": str(model_cache),
+        "WORKER_CONCURRENCY": "8",
+        "JOB_MAX_TRIES": "5",
+        # A killed worker's jobs go to another within seconds (defaults: 15 s, then 10 s).
+        "WORKER_HEARTBEAT_SECONDS": "6",
+        "RECONCILE_INTERVAL_SECONDS": "2",
+    }
     with SharedStack(tmp_path_factory, "dependencies", env, ["ingest", "query"]) as shared:
         yield shared
 

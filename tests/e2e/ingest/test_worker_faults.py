@@ -20,6 +20,8 @@ pytestmark = pytest.mark.e2e
 # Settings of the ingest API and workers (the API gives each job JOB_MAX_TRIES attempts).
 # Redis and Chroma are the module's; a test whose settings differ from the last one's gets the
 # API and worker restarted with its own.
+# A killed worker's jobs go to another within seconds (defaults: 15 s silent, then up to 10 s).
+QUICK_RECOVERY = {"WORKER_HEARTBEAT_SECONDS": "6", "RECONCILE_INTERVAL_SECONDS": "2"}
 DEFAULT = {"JOB_MAX_TRIES": "3", "WORKER_CONCURRENCY": "4"}
 PATIENT = {"JOB_MAX_TRIES": "10"}
 IMPATIENT = {"JOB_MAX_TRIES": "2", "JOB_TIMEOUT_SECONDS": "10", "PARSE_TIMEOUT_SECONDS": "600"}
@@ -27,7 +29,7 @@ IMPATIENT = {"JOB_MAX_TRIES": "2", "JOB_TIMEOUT_SECONDS": "10", "PARSE_TIMEOUT_S
 
 @pytest.fixture(scope="module")
 def shared(tmp_path_factory: pytest.TempPathFactory, model_cache: Path) -> Iterator[SharedStack]:
-    env = {"DATA_DIR": str(model_cache)}
+    env = {"DATA_DIR": str(model_cache), **QUICK_RECOVERY}
     with SharedStack(tmp_path_factory, "worker-faults", env, ["ingest"]) as shared:
         yield shared
 

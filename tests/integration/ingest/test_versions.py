@@ -38,11 +38,12 @@ from rag_ingest.parsing.pool import ParserPool
 from rag_ingest.worker.pipeline import IngestPipeline, job_cleanup
 from rag_ingest.worker.tasks import (
     LOST_ENQUEUE_SECONDS,
-    LOST_START_SECONDS,
     STALLED_MARGIN_SECONDS,
     _reconcile_jobs,
     arq_job_timeout,
     drain_cleanups,
+    heartbeat,
+    lost_start_seconds,
 )
 
 from tests.conftest import Backing
@@ -525,21 +526,26 @@ async def test_a_job_whose_result_could_not_be_saved_is_not_left_running(
     assert running.state == "running", "a job that is making progress is left alone"
 
 
+# The record's age: queued a while ago, or requeued a moment ago (its worker killed) and then
+# taken by a worker killed in turn (it waited LOST_ENQUEUE_SECONDS more: a SIGKILL test).
+@pytest.mark.parametrize("record_age", [LOST_ENQUEUE_SECONDS + 60, 0])
 async def test_a_job_taken_by_a_worker_that_died_before_starting_it_is_released(
+    record_age: int,
     parts: IngestComponents,
 ) -> None:
     """A worker killed after arq marked a job in progress but before it recorded the job
     running left it queued in our record and held by arq's marker for JOB_TIMEOUT_SECONDS +
     70 s (16 minutes by default; a SIGKILL test saw a job wait out its 400 s). A marker older
-    than LOST_START_SECONDS on a job still queued is released; a fresh one is left alone."""
+    than two heartbeats (lost_start_seconds) on a job still queued is released; a fresh one
+    is left alone."""
     col = await _collection(parts)
     lost = await _request(parts, col, "lost", "taken then dropped")
     fresh = await _request(parts, col, "fresh", "being started right now")
     marker_ms = (arq_job_timeout(parts.settings) + 10) * 1000
-    for change, age_ms in ((lost, (LOST_START_SECONDS + 5) * 1000), (fresh, 1000)):
+    for change, age_ms in ((lost, (lost_start_seconds(parts.settings) + 5) * 1000), (fresh, 1000)):
         raw = await parts.redis.get(parts.keys.job(change.job.id))
         record = msgspec.json.decode(raw)
-        record["updated_at"] -= LOST_ENQUEUE_SECONDS + 60  # queued a while ago
+        record["updated_at"] -= record_age
         await parts.redis.set(parts.keys.job(change.job.id), msgspec.json.encode(record))
         await parts.redis.set(job_key_prefix + change.job.arq_job_id, b"job")
         await parts.redis.psetex(
@@ -554,3 +560,18 @@ async def test_a_job_taken_by_a_worker_that_died_before_starting_it_is_released(
     for change in (lost, fresh):
         await parts.redis.delete(job_key_prefix + change.job.arq_job_id)
         await parts.redis.delete(in_progress_key_prefix + change.job.arq_job_id)
+
+
+async def test_a_heartbeat_lasts_worker_heartbeat_seconds(parts: IngestComponents) -> None:
+    """WORKER_HEARTBEAT_SECONDS sets how long a silent worker counts as alive (it was a fixed
+    15 s): the reconciler hands its jobs on once its heartbeat key has expired."""
+    settings = parts.settings.model_copy(update={"worker_heartbeat_seconds": 4})
+    worker = SimpleNamespace(**(parts.as_dict() | {"settings": settings}), worker_id="w-4")
+    await heartbeat(worker)  # type: ignore[arg-type]
+    assert 0 < await parts.redis.ttl(parts.keys.worker_heartbeat("w-4")) <= 4
+
+
+def test_the_reconcile_interval_divides_a_minute() -> None:
+    assert IngestSettings(_env_file=None, reconcile_interval_seconds=2).reconcile_interval_seconds
+    with pytest.raises(ValueError, match="a divisor of 60"):
+        IngestSettings(_env_file=None, reconcile_interval_seconds=7)

@@ -353,6 +353,20 @@ class JobSettings(_EnvSettings):
         le=256,
         description="Jobs one worker process runs at once (their chunks are embedded together).",
     )
+    worker_heartbeat_seconds: int = Field(
+        15,
+        ge=3,
+        le=600,
+        description="A worker silent for this long is taken for dead and its running jobs go "
+        "to a live worker (it beats every third of it).",
+    )
+    reconcile_interval_seconds: int = Field(
+        10,
+        ge=1,
+        le=60,
+        description="How often each worker reconciles: frees the jobs of dead workers, "
+        "re-enqueues lost ones, deletes chunks nobody needs (a divisor of 60).",
+    )
     version_grace_seconds: int = Field(
         60, ge=0, le=86_400, description="How long a replaced version's chunks stay readable."
     )
@@ -369,6 +383,13 @@ class JobSettings(_EnvSettings):
         description="Job event streams (SSE) one tenant may hold open on one process, so one "
         "tenant cannot take all of MAX_EVENT_STREAMS.",
     )
+
+    @field_validator("reconcile_interval_seconds")
+    @classmethod
+    def _divides_a_minute(cls, value: int) -> int:
+        if 60 % value:
+            raise ValueError("allowed: a divisor of 60 (1, 2, 3, 4, 5, 6, 10, 12, 15, 20, 30, 60)")
+        return value
 
 
 class FetchSettings(_EnvSettings):

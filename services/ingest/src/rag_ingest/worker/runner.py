@@ -41,7 +41,6 @@ from rag_ingest.worker.tasks import (
 )
 
 log = get_logger("rag.worker")
-HEARTBEAT_INTERVAL_SECONDS = 5.0
 
 
 async def _wait_for_redis(redis: Redis, readiness: Readiness) -> None:
@@ -68,7 +67,7 @@ def build_worker(context: WorkerContext, settings: IngestSettings) -> Worker:
         cron_jobs=[
             cron(
                 reconcile,
-                second=set(range(0, 60, 10)),
+                second=set(range(0, 60, settings.reconcile_interval_seconds)),
                 run_at_startup=True,
                 unique=False,
                 timeout=60,
@@ -130,7 +129,7 @@ async def run_worker(settings: IngestSettings, ops_sock: socket.socket) -> int:
             with contextlib.suppress(Exception):
                 await heartbeat(context)
                 await live.beat(context.worker_id)
-            await asyncio.sleep(HEARTBEAT_INTERVAL_SECONDS)
+            await asyncio.sleep(settings.worker_heartbeat_seconds / 3)
 
     async def drain_then_stop() -> None:
         deadline = asyncio.get_running_loop().time() + settings.graceful_shutdown_seconds

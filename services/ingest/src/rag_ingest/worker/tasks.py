@@ -32,7 +32,6 @@ from rag_ingest.worker.pipeline import BadDocument
 
 log = get_logger("rag.worker")
 
-HEARTBEAT_TTL_SECONDS = 15
 ORPHAN_GRACE_SECONDS = 5
 # A running job's record is written at least at every stage; an attempt ends after
 # JOB_TIMEOUT_SECONDS. One silent for longer (plus this margin) is run by nobody, even if its
@@ -40,7 +39,6 @@ ORPHAN_GRACE_SECONDS = 5
 STALLED_MARGIN_SECONDS = 60
 FINAL_SAVE_TRIES = 5
 LOST_ENQUEUE_SECONDS = 30
-LOST_START_SECONDS = 30
 CLEANUPS_PER_ROUND = 200
 TRANSIENT_ERRORS = (DependencyUnavailable, RedisError, TimeoutError, ConnectionError, OSError)
 
@@ -301,7 +299,8 @@ async def _still_needed(
 
 
 async def heartbeat(w: WorkerContext) -> None:
-    await w.redis.set(w.keys.worker_heartbeat(w.worker_id), "1", ex=HEARTBEAT_TTL_SECONDS)
+    ttl = w.settings.worker_heartbeat_seconds
+    await w.redis.set(w.keys.worker_heartbeat(w.worker_id), "1", ex=ttl)
 
 
 async def reconcile(ctx: dict[str, Any]) -> dict[str, int]:
@@ -364,11 +363,10 @@ async def _reconcile_jobs(w: WorkerContext, tenant: str) -> tuple[int, int]:
             await w.redis.delete(in_progress_key_prefix + job.arq_job_id)
             freed += 1
     for job in await w.jobs.find(tenant, state="queued", limit=1000):
-        if now - job.updated_at < LOST_ENQUEUE_SECONDS:
-            continue
         if job.next_attempt_at and job.next_attempt_at > now:
             continue
         if await w.redis.exists(job_key_prefix + job.arq_job_id):
+            # However recent its record (requeued a moment ago, after its worker died):
             if await _picked_by_a_dead_worker(w, job):
                 # arq marked it in progress long ago, yet no worker ever recorded it running:
                 # the one that took it died in between (SIGKILL, OOM). Without this the
@@ -377,6 +375,8 @@ async def _reconcile_jobs(w: WorkerContext, tenant: str) -> tuple[int, int]:
                 log.warning("job_released", job_id=job.id, reason="picked by a dead worker")
                 freed += 1
             continue
+        if now - job.updated_at < LOST_ENQUEUE_SECONDS:
+            continue  # its enqueue may be on its way
         # arq no longer has it (a lost enqueue, or arq gave up on it): our record decides.
         if job.attempts >= job.max_attempts:
             reason = job.error or "the worker stopped during the last attempt"
@@ -397,15 +397,21 @@ def arq_job_timeout(settings: IngestSettings) -> int:
 
 async def _picked_by_a_dead_worker(w: WorkerContext, job: JobRecord) -> bool:
     """Whether arq's in-progress marker of a job our record says is queued was set more than
-    LOST_START_SECONDS ago. A live worker records the job running within moments of taking it
-    (the record is fenced, so a slow one that does start after all cannot write over the
+    ``lost_start_seconds`` ago. A live worker records the job running within moments of taking
+    it (the record is fenced, so a slow one that does start after all cannot write over the
     next run)."""
     left_ms = int(await w.redis.pttl(in_progress_key_prefix + job.arq_job_id))
     if left_ms <= 0:
         return False
     # arq sets the marker for its longest function timeout + 10 s.
     age_ms = (arq_job_timeout(w.settings) + 10) * 1000 - left_ms
-    return age_ms > LOST_START_SECONDS * 1000
+    return age_ms > lost_start_seconds(w.settings) * 1000
+
+
+def lost_start_seconds(settings: IngestSettings) -> int:
+    """How long a job taken from the queue may stay unrecorded before it counts as dropped by
+    a dead worker: two heartbeats (30 s by default); a live worker records it at once."""
+    return 2 * settings.worker_heartbeat_seconds
 
 
 async def _index_keys(w: WorkerContext, tenant: str) -> list[str]:
