@@ -22,6 +22,9 @@ from rag_devstack import NativeStack, StackPorts
 
 BACKING = ("redis", "chroma")
 WORKER = "worker"
+# For fault tests: a killed worker's jobs go to another within seconds (the defaults: it is
+# taken for dead after 15 s of silence, then its jobs move at the next reconcile, up to 10 s).
+QUICK_RECOVERY = {"WORKER_HEARTBEAT_SECONDS": "6", "RECONCILE_INTERVAL_SECONDS": "2"}
 
 
 class SharedStack:

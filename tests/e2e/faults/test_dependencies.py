@@ -19,7 +19,7 @@ from rag_devstack import NativeStack
 from tests.support.chroma import chunks_in_chroma
 from tests.support.ingest import IngestClient
 from tests.support.query import QueryClient
-from tests.support.shared_stack import SharedStack
+from tests.support.shared_stack import QUICK_RECOVERY, SharedStack
 
 pytestmark = pytest.mark.e2e
 
@@ -43,9 +43,7 @@ def shared(tmp_path_factory: pytest.TempPathFactory, model_cache: Path) -> Itera
         "DATA_DIR": str(model_cache),
         "WORKER_CONCURRENCY": "8",
         "JOB_MAX_TRIES": "5",
-        # A killed worker's jobs go to another within seconds (defaults: 15 s, then 10 s).
-        "WORKER_HEARTBEAT_SECONDS": "6",
-        "RECONCILE_INTERVAL_SECONDS": "2",
+        **QUICK_RECOVERY,
     }
     with SharedStack(tmp_path_factory, "dependencies", env, ["ingest", "query"]) as shared:
         yield shared

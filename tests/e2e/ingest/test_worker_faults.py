@@ -12,7 +12,7 @@ from rag_devstack import NativeStack, free_port
 
 from tests.support.chroma import chunks_in_chroma
 from tests.support.ingest import IngestClient
-from tests.support.shared_stack import SharedStack
+from tests.support.shared_stack import QUICK_RECOVERY, SharedStack
 
 pytestmark = pytest.mark.e2e
 
@@ -20,8 +20,6 @@ pytestmark = pytest.mark.e2e
 # Settings of the ingest API and workers (the API gives each job JOB_MAX_TRIES attempts).
 # Redis and Chroma are the module's; a test whose settings differ from the last one's gets the
 # API and worker restarted with its own.
-# A killed worker's jobs go to another within seconds (defaults: 15 s silent, then up to 10 s).
-QUICK_RECOVERY = {"WORKER_HEARTBEAT_SECONDS": "6", "RECONCILE_INTERVAL_SECONDS": "2"}
 DEFAULT = {"JOB_MAX_TRIES": "3", "WORKER_CONCURRENCY": "4"}
 PATIENT = {"JOB_MAX_TRIES": "10"}
 IMPATIENT = {"JOB_MAX_TRIES": "2", "JOB_TIMEOUT_SECONDS": "10", "PARSE_TIMEOUT_SECONDS": "600"}
