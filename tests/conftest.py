@@ -46,6 +46,29 @@ def stack_group(nodeid: str) -> str:
     return folder if folder in SHARED_STACKS else module
 
 
+def _tier(group: str) -> int:
+    """Stacks first, then tests of real Redis and Chroma, then unit tests."""
+    for tier, prefix in enumerate(("integration/", "unit/"), start=1):
+        if group.startswith(prefix):
+            return tier
+    return 0
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """In an xdist worker, the collection order is the schedule (``StackScheduling``): the
+    groups that start stacks go first, the many small unit tests last, so neither worker waits
+    at the end while the other runs a long group (sorted by test count, as xdist does, the
+    soak and the fuzzing came last and ran alone for 40 s)."""
+    if not hasattr(config, "workerinput"):
+        return
+    groups: dict[str, list[pytest.Item]] = {}
+    for item in items:
+        groups.setdefault(stack_group(item.nodeid), []).append(item)
+    order = sorted(groups, key=lambda group: (_tier(group), -len(groups[group])))
+    items[:] = [item for group in order for item in groups[group]]
+
+
 class StackScheduling(LoadScopeScheduling):
     """pytest-xdist's loadscope, each scope being what shares a stack (``stack_group``): one
     worker runs all of it and starts the stack once."""
@@ -62,6 +85,7 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> StackSchedul
     applied here instead."""
     if config.getvalue("dist") != "loadgroup":
         return None
+    config.option.loadscopereorder = False  # the workers' order stands: see above
     return StackScheduling(config, log)
 
 

@@ -15,6 +15,13 @@ def slow_echo(value: str, seconds: float) -> str:
     return value
 
 
+def wait_for_file(path: str, value: str) -> str:
+    """Return ``value`` once ``path`` exists (the test decides when the work may end)."""
+    while not os.path.exists(path):
+        time.sleep(0.02)
+    return value
+
+
 def hang() -> None:
     time.sleep(3600)
 

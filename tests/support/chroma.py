@@ -5,6 +5,7 @@ from __future__ import annotations
 import httpx
 from rag_core.catalog import DEFAULT_NAMESPACE, Keys
 from rag_devstack import NativeStack
+from rag_devstack.processes import tls_context
 from redis import Redis
 
 CHROMA_API = "/api/v2/tenants/default_tenant/databases/default_database"
@@ -24,7 +25,7 @@ def chroma_id_of(stack: NativeStack, collection: str, namespace: str = DEFAULT_N
 def chunks_in_chroma(stack: NativeStack, collection: str) -> int:
     """Chunks actually stored (every version), counted by Chroma."""
     base = f"http://127.0.0.1:{stack.ports.chroma}{CHROMA_API}"
-    with httpx.Client(base_url=base, timeout=30) as chroma:
+    with httpx.Client(base_url=base, timeout=30, verify=tls_context()) as chroma:
         count = chroma.get(f"/collections/{chroma_id_of(stack, collection)}/count").json()
     assert isinstance(count, int)
     return count

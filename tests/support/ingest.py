@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import httpx
+from rag_devstack.processes import tls_context
 
 from tests.support import budget
 
@@ -24,7 +25,7 @@ class IngestClient:
     base_url: str
 
     def __post_init__(self) -> None:
-        self.http = httpx.Client(base_url=self.base_url, timeout=30)
+        self.http = httpx.Client(base_url=self.base_url, timeout=30, verify=tls_context())
 
     def create_collection(self, name: str | None = None, **extra: Any) -> str:
         name = name or unique_name()

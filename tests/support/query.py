@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import httpx
+from rag_devstack.processes import tls_context
 
 
 @dataclass(frozen=True)
@@ -36,7 +37,7 @@ class QueryClient:
     base_url: str
 
     def __post_init__(self) -> None:
-        self.http = httpx.Client(base_url=self.base_url, timeout=60)
+        self.http = httpx.Client(base_url=self.base_url, timeout=60, verify=tls_context())
 
     def search(self, collection: str, query: str, **options: Any) -> httpx.Response:
         return self.http.post(

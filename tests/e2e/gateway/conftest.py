@@ -12,6 +12,7 @@ import httpx
 import jwt
 import pytest
 from rag_devstack import NativeStack, StackPorts
+from rag_devstack.processes import tls_context
 
 ADMIN_KEY = "admin-" + "k" * 40
 JWT_SECRET = "s" * 48
@@ -45,7 +46,7 @@ class Edge:
     url: str
 
     def __post_init__(self) -> None:
-        self.http = httpx.Client(base_url=self.url, timeout=60)
+        self.http = httpx.Client(base_url=self.url, timeout=60, verify=tls_context())
 
     def admin(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {ADMIN_KEY}"}

@@ -22,7 +22,7 @@ pytestmark = pytest.mark.e2e
 # API and worker restarted with its own.
 DEFAULT = {"JOB_MAX_TRIES": "3", "WORKER_CONCURRENCY": "4"}
 PATIENT = {"JOB_MAX_TRIES": "10"}
-IMPATIENT = {"JOB_MAX_TRIES": "2", "JOB_TIMEOUT_SECONDS": "10", "PARSE_TIMEOUT_SECONDS": "600"}
+IMPATIENT = {"JOB_MAX_TRIES": "2", "JOB_TIMEOUT_SECONDS": "3", "PARSE_TIMEOUT_SECONDS": "600"}
 
 
 @pytest.fixture(scope="module")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
 from rag_ingest.parsing import ParseError, parse_document
@@ -19,15 +20,24 @@ async def pool() -> AsyncIterator[ParserPool]:
     parsers.close()
 
 
-async def test_a_parse_that_hangs_is_stopped_and_the_others_finish(pool: ParserPool) -> None:
-    hung = asyncio.create_task(pool.run(child_tasks.hang))
-    await asyncio.sleep(5)  # the neighbour is still running when the hang is killed at 6 s
-    innocent = asyncio.create_task(pool.run(child_tasks.slow_echo, "fine", 1.5))
-    with pytest.raises(ParseError, match="PARSE_TIMEOUT_SECONDS"):
-        await hung
-    # The neighbour lost its process with the killed pool and ran again in the new one.
-    assert await innocent == "fine"
-    assert await pool.run(child_tasks.echo, "after") == "after"
+async def test_a_parse_that_hangs_is_stopped_and_the_others_finish(tmp_path: Path) -> None:
+    pool = ParserPool(workers=2, max_memory_mb=512, timeout_seconds=2)
+    try:
+        release = tmp_path / "release"
+        hung = asyncio.create_task(pool.run(child_tasks.hang))
+        # Not a wait for a condition: the neighbour's own 2 s start 1 s later, so the hang is
+        # killed first, while the neighbour runs (it waits for a file made after the kill).
+        await asyncio.sleep(1)
+        innocent = asyncio.create_task(pool.run(child_tasks.wait_for_file, str(release), "fine"))
+        with pytest.raises(ParseError, match="PARSE_TIMEOUT_SECONDS"):
+            await hung
+        assert not innocent.done()
+        release.touch()
+        # It lost its process with the killed pool and ran again in the new one.
+        assert await innocent == "fine"
+        assert await pool.run(child_tasks.echo, "after") == "after"
+    finally:
+        pool.close()
 
 
 async def test_memory_beyond_the_limit_fails_in_the_child(pool: ParserPool) -> None:

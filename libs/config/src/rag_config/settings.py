@@ -342,7 +342,7 @@ class JobSettings(_EnvSettings):
         5, ge=1, le=50, description="Attempts of a job before it is dead-lettered."
     )
     job_timeout_seconds: int = Field(
-        900, ge=10, le=86_400, description="Longest one attempt of a job may run."
+        900, ge=1, le=86_400, description="Longest one attempt of a job may run."
     )
     job_retention_days: int = Field(
         14, ge=1, le=3650, description="How long job records and their events are kept."
