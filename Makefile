@@ -26,8 +26,14 @@ dev: setup ## Run the whole stack natively on loopback, print its URLs; Ctrl-C s
 # own). On the 2-core CI machine two workers took pytest from 10:45 to 7:23; one core: one
 # process (0). Tests that share a stack stay on one worker (tests/conftest.py).
 PYTEST_WORKERS ?= $(shell n=$$(nproc 2>/dev/null || echo 1); if [ $$n -ge 4 ]; then echo $$((n / 2)); elif [ $$n -ge 2 ]; then echo 2; else echo 0; fi)
-test: setup ## Set up, lint, then run every test (unit, integration, e2e) with real services
-	@$(MAKE) --no-print-directory lint
+# Bytecode is compiled while lint runs (each needs about a minute of one core on a fresh
+# clone, and they share nothing); the tests start once both are done.
+test: ## Set up, lint, then run every test (unit, integration, e2e) with real services
+	@deploy/scripts/setup.sh --no-bytecode
+	@deploy/scripts/setup.sh --bytecode > .venv/bytecode.log 2>&1 & bytecode=$$!; \
+	  $(MAKE) --no-print-directory lint; lint=$$?; \
+	  wait $$bytecode || { cat .venv/bytecode.log; echo "setup: compiling bytecode failed"; exit 1; }; \
+	  exit $$lint
 	$(PY) -m pytest -n $(PYTEST_WORKERS) --dist loadgroup $(PYTEST_ARGS)
 
 lint: ## ruff check, ruff format --check, mypy --strict on libs and services

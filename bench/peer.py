@@ -54,7 +54,7 @@ def _nltk_data(cache: Path) -> None:
     os.environ["NLTK_DATA"] = str(target)
 
 
-class OnnxEmbedding(BaseEmbedding):
+class OnnxEmbedding(BaseEmbedding):  # type: ignore[misc]  # Any to mypy: pyproject.toml
     """LlamaIndex's custom-embedding recipe around the same ONNX file and tokenizer RAG Engine
     uses, run the way a user would: one onnxruntime session with its default threading (every
     core on each batch), called batch by batch."""

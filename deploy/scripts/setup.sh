@@ -3,10 +3,44 @@
 # its tests run (redis-server, nginx, prometheus, wrk, chromium, curl, openssl), and the project's Python
 # environment (.venv).
 # Installs with apt-get only when running as root; otherwise prints the exact command to run.
+#
+#   setup.sh                everything, bytecode included
+#   setup.sh --no-bytecode  everything but compiling bytecode (make test does that beside lint)
+#   setup.sh --bytecode     only compile bytecode, into a synced .venv
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
 say() { printf 'setup: %s\n' "$*"; }
+
+mode=${1:-all}
+case "$mode" in
+  all | --no-bytecode | --bytecode) ;;
+  *) say "unknown option $mode (--no-bytecode, --bytecode)"; exit 2 ;;
+esac
+
+find_uv() {
+  command -v uv 2>/dev/null && return 0
+  for candidate in "$HOME/.local/bin/uv" "$HOME/.cargo/bin/uv"; do
+    [ -x "$candidate" ] && { echo "$candidate"; return 0; }
+  done
+  return 1
+}
+
+# Bytecode compiled now, once: a machine with PYTHONDONTWRITEBYTECODE set (CI images often
+# have it) never caches it, and each process would compile every module it imports again,
+# most of a service's start-up CPU (measured: a full native stack's start took 26 CPU-s,
+# 10 with bytecode). uv compiles the whole environment (about a minute of CPU on a fresh
+# clone, seconds when it is up to date); compileall skips what is up to date.
+compile_bytecode() {
+  "$1" sync --all-packages --frozen --quiet --compile-bytecode
+  .venv/bin/python -m compileall -q -j 0 libs services
+}
+
+if [ "$mode" = --bytecode ]; then
+  uv_bin=$(find_uv) || { say "uv is missing: run deploy/scripts/setup.sh"; exit 1; }
+  UV_PYTHON_DOWNLOADS=never compile_bytecode "$uv_bin"
+  exit 0
+fi
 
 missing=()
 command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
@@ -33,14 +67,6 @@ if [ ${#missing[@]} -gt 0 ]; then
   fi
 fi
 
-find_uv() {
-  command -v uv 2>/dev/null && return 0
-  for candidate in "$HOME/.local/bin/uv" "$HOME/.cargo/bin/uv"; do
-    [ -x "$candidate" ] && { echo "$candidate"; return 0; }
-  done
-  return 1
-}
-
 if ! uv_bin=$(find_uv); then
   say "installing uv (from the Python package index, with pip --user)"
   if ! python3 -m pip --version >/dev/null 2>&1; then
@@ -58,10 +84,9 @@ fi
 
 # A Python new enough is on every supported machine; never let uv download one.
 export UV_PYTHON_DOWNLOADS=never
-# Bytecode compiled now, once: a machine with PYTHONDONTWRITEBYTECODE set (CI images often
-# have it) never caches it, and each process would compile every module it imports again,
-# most of a service's start-up CPU (measured: a full native stack's start took 26 CPU-s,
-# 10 with bytecode). compileall skips what is up to date.
-"$uv_bin" sync --all-packages --frozen --quiet --compile-bytecode
-.venv/bin/python -m compileall -q -j 0 libs services
+if [ "$mode" = --no-bytecode ]; then
+  "$uv_bin" sync --all-packages --frozen --quiet
+else
+  compile_bytecode "$uv_bin"
+fi
 say "ready ($("$uv_bin" --version), $(.venv/bin/python --version))"

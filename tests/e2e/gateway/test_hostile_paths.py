@@ -13,15 +13,13 @@ segments before they left the test)."""
 from __future__ import annotations
 
 import http.client
-from collections.abc import Iterator
-from pathlib import Path
 from urllib.parse import urlsplit
 
 import httpx
 import pytest
-from rag_devstack import NativeStack, StackPorts
+from rag_devstack import NativeStack
 
-from tests.e2e.gateway.conftest import ADMIN_KEY, INTERNAL_TOKEN, Edge
+from tests.e2e.gateway.conftest import Edge
 
 pytestmark = pytest.mark.e2e
 
@@ -40,21 +38,9 @@ DOCUMENTS = {"keep": "Enzymes speed up reactions.", "also": "Catalysts lower the
 
 
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory, model_cache: Path) -> Iterator[NativeStack]:
-    stack = NativeStack(
-        tmp_path_factory.mktemp("paths"),
-        StackPorts.free(),
-        env={"DATA_DIR": str(model_cache), "ADMIN_API_KEY": ADMIN_KEY},
-        internal_token=INTERNAL_TOKEN,
-    )
-    with stack:
-        stack.start(with_nginx=True)
-        yield stack
-
-
-@pytest.fixture(scope="module")
-def edge(stack: NativeStack) -> Edge:
-    return Edge(stack.edge_url)
+def stack(full_stack: NativeStack) -> NativeStack:
+    """The folder's stack (nginx, gateway, two query replicas); this module has its own tenant."""
+    return full_stack
 
 
 @pytest.fixture(scope="module")
