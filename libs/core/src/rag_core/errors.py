@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from http import HTTPStatus
-from typing import Any
+from typing import Any, Self
 
 from litestar.exceptions import HTTPException, ValidationException
 from litestar.plugins.problem_details import (
@@ -39,6 +39,17 @@ class RagError(Exception):
         self.detail = detail
         self.extra = extra or {}
         self.headers = headers or {}
+
+    @classmethod
+    def for_field(cls, field: str, message: str, *, detail: str | None = None) -> Self:
+        """The error naming the input at fault: ``errors`` lists ``field`` with ``message``,
+        and ``detail`` (for people) defaults to ``"field: message"``."""
+        return cls(detail or f"{field}: {message}", extra=field_errors(field, message))
+
+
+def field_errors(field: str, message: str) -> dict[str, Any]:
+    """The ``errors`` member of a problem that names one field (its ``extra``)."""
+    return {"errors": [{"field": field, "message": message}]}
 
 
 class InvalidInput(RagError):
@@ -160,7 +171,7 @@ def undecodable_body_to_problem(exc: Exception) -> ProblemDetailsException:
         type_=problem_type("bad-request"),
         title="Bad Request",
         detail=reason,
-        extra={"errors": [{"field": "body", "message": reason}]},
+        extra=field_errors("body", reason),
     )
 
 

@@ -27,9 +27,7 @@ class InvalidFilter(InvalidInput):
 
 
 def _fail(path: str, message: str) -> InvalidFilter:
-    return InvalidFilter(
-        f"{path}: {message}", extra={"errors": [{"field": path, "message": message}]}
-    )
+    return InvalidFilter.for_field(path, message)
 
 
 def _scalar(value: Any, path: str) -> Scalar:

@@ -49,9 +49,10 @@ class QuotaGrant(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
         try:
             return msgspec.json.decode(value, type=cls)
         except msgspec.DecodeError:
-            raise InvalidInput(
-                f"{INGEST_QUOTA_HEADER} is not valid (only the gateway sends it)",
-                extra={"errors": [{"field": INGEST_QUOTA_HEADER, "message": "invalid"}]},
+            raise InvalidInput.for_field(
+                INGEST_QUOTA_HEADER,
+                "invalid",
+                detail=f"{INGEST_QUOTA_HEADER} is not valid (only the gateway sends it)",
             ) from None
 
     def refusal(self, what: str) -> str:

@@ -39,9 +39,8 @@ TENANT_RULE = (
 
 def check_tenant(tenant: str, field: str = "tenant") -> str:
     if not TENANT_PATTERN.match(tenant):
-        raise InvalidInput(
-            f"{field} {tenant!r} is not allowed: {TENANT_RULE}",
-            extra={"errors": [{"field": field, "message": TENANT_RULE}]},
+        raise InvalidInput.for_field(
+            field, TENANT_RULE, detail=f"{field} {tenant!r} is not allowed: {TENANT_RULE}"
         )
     return tenant
 

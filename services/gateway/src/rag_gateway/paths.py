@@ -17,7 +17,7 @@ from typing import Any
 from urllib.parse import unquote
 
 from litestar import Request
-from rag_core.errors import RagError
+from rag_core.errors import RagError, field_errors
 
 DOT_SEGMENTS = frozenset({".", ".."})
 
@@ -28,7 +28,7 @@ class AmbiguousPath(RagError):
     title = "Ambiguous path"
 
     def __init__(self, message: str) -> None:
-        super().__init__(message, extra={"errors": [{"field": "path", "message": message}]})
+        super().__init__(message, extra=field_errors("path", message))
 
 
 def checked_path(scope: Any) -> str:

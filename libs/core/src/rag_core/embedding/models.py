@@ -39,9 +39,10 @@ MODELS: dict[str, ModelSpec] = {
 def model_spec(name: str) -> ModelSpec:
     spec = MODELS.get(name)
     if spec is None:
-        raise InvalidInput(
-            f"unknown embedding model {name!r}; available: {', '.join(MODELS)}",
-            extra={"errors": [{"field": "embedding_model", "message": "unknown model"}]},
+        raise InvalidInput.for_field(
+            "embedding_model",
+            "unknown model",
+            detail=f"unknown embedding model {name!r}; available: {', '.join(MODELS)}",
         )
     return spec
 
@@ -57,14 +58,16 @@ class EmbedderFactory:
         """The model's spec, or a 422 naming what is missing to use it."""
         spec = model_spec(name)
         if spec.provider == "openai" and self.settings.openai_api_key is None:
-            raise InvalidInput(
-                f"{name} needs OPENAI_API_KEY, which is not set",
-                extra={"errors": [{"field": "embedding_model", "message": "no API key"}]},
+            raise InvalidInput.for_field(
+                "embedding_model",
+                "no API key",
+                detail=f"{name} needs OPENAI_API_KEY, which is not set",
             )
         if spec.provider == "google" and self.settings.google_api_key is None:
-            raise InvalidInput(
-                f"{name} needs GOOGLE_API_KEY, which is not set",
-                extra={"errors": [{"field": "embedding_model", "message": "no API key"}]},
+            raise InvalidInput.for_field(
+                "embedding_model",
+                "no API key",
+                detail=f"{name} needs GOOGLE_API_KEY, which is not set",
             )
         return spec
 

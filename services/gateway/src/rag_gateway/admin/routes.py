@@ -56,12 +56,6 @@ class KeyOut(msgspec.Struct, omit_defaults=True):
         )
 
 
-def _invalid(field: str, message: str) -> InvalidInput:
-    return InvalidInput(
-        f"{field}: {message}", extra={"errors": [{"field": field, "message": message}]}
-    )
-
-
 async def admin_only(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
     """Runs before the body is read: who is asking is settled first."""
     state = connection.app.state
@@ -86,7 +80,7 @@ class AdminController(Controller):
         check_tenant(data.tenant)
         unknown = sorted(set(data.scopes) - set(SCOPES))
         if not data.scopes or unknown:
-            raise _invalid(
+            raise InvalidInput.for_field(
                 "scopes",
                 f"use some of {', '.join(SCOPES)}" + (f"; not {unknown}" if unknown else ""),
             )
@@ -95,7 +89,7 @@ class AdminController(Controller):
             ("ingest_bytes_per_day", data.ingest_bytes_per_day),
         ):
             if value is not None and value < 1:
-                raise _invalid(name, "must be at least 1")
+                raise InvalidInput.for_field(name, "must be at least 1")
         record, plaintext = await api_keys.create(
             tenant=data.tenant,
             scopes=sorted(set(data.scopes)),

@@ -43,9 +43,8 @@ return chroma_name
 
 def validate_name(name: str) -> str:
     if not NAME_PATTERN.match(name):
-        raise InvalidInput(
-            f"collection name {name!r} is not allowed: {NAME_RULE}",
-            extra={"errors": [{"field": "name", "message": NAME_RULE}]},
+        raise InvalidInput.for_field(
+            "name", NAME_RULE, detail=f"collection name {name!r} is not allowed: {NAME_RULE}"
         )
     return name
 

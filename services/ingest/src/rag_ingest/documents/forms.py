@@ -72,16 +72,18 @@ async def read_upload_form(
                 "and a few fields)",
                 extra={"limit": "MAX_DOCUMENTS_PER_BATCH"},
             ) from None
-        raise InvalidInput(
-            f"a part's headers are too long or too many ({exc}); file names are limited by "
+        raise InvalidInput.for_field(
+            "file",
+            "part headers too long",
+            detail=f"a part's headers are too long or too many ({exc}); file names are limited by "
             "MAX_FILENAME_CHARS",
-            extra={"errors": [{"field": "file", "message": "part headers too long"}]},
         ) from None
     except MultipartError as exc:
-        raise InvalidInput(
-            f"the multipart/form-data body cannot be read ({exc}); a file name may not "
+        raise InvalidInput.for_field(
+            "file",
+            "malformed multipart part",
+            detail=f"the multipart/form-data body cannot be read ({exc}); a file name may not "
             "contain line breaks",
-            extra={"errors": [{"field": "file", "message": "malformed multipart part"}]},
         ) from None
     return form
 

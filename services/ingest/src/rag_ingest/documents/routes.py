@@ -238,9 +238,10 @@ class DocumentController(Controller):
         if content_type != "multipart/form-data":
             raise UnsupportedMediaType("send the files as multipart/form-data")
         if not options.get("boundary"):
-            raise InvalidInput(
-                "multipart/form-data needs a boundary in its Content-Type",
-                extra={"errors": [{"field": "Content-Type", "message": "no boundary"}]},
+            raise InvalidInput.for_field(
+                "Content-Type",
+                "no boundary",
+                detail="multipart/form-data needs a boundary in its Content-Type",
             )
         form = await read_upload_form(
             request.stream(),
@@ -248,17 +249,17 @@ class DocumentController(Controller):
             max_parts=ingest.settings.max_documents_per_batch + 10,
         )
         if not form.files:
-            raise InvalidInput(
-                "no files: send them in the form field 'file'",
-                extra={"errors": [{"field": "file", "message": "missing"}]},
+            raise InvalidInput.for_field(
+                "file", "missing", detail="no files: send them in the form field 'file'"
             )
         metadata = _form_metadata(form.fields.get("metadata"))
         source = form.fields.get("source")
         doc_id = form.fields.get("id")
         if doc_id and len(form.files) > 1:
-            raise InvalidInput(
-                "'id' names one document; it cannot be used with several files",
-                extra={"errors": [{"field": "id", "message": "several files"}]},
+            raise InvalidInput.for_field(
+                "id",
+                "several files",
+                detail="'id' names one document; it cannot be used with several files",
             )
         ingest.check_batch_size(len(form.files))
         items = [
@@ -320,9 +321,7 @@ class DocumentController(Controller):
         try:
             url = check_url_syntax(data.url)
         except FetchRefused as exc:
-            raise InvalidInput(
-                f"url: {exc}", extra={"errors": [{"field": "url", "message": str(exc)}]}
-            ) from None
+            raise InvalidInput.for_field("url", str(exc), detail=f"url: {exc}") from None
         grant = request.headers.get(INGEST_QUOTA_HEADER)
         quota = QuotaGrant.from_header(grant) if grant else None
 
@@ -370,15 +369,11 @@ class DocumentController(Controller):
         try:
             parsed = msgspec.json.decode(where)
         except msgspec.DecodeError:
-            raise InvalidInput(
-                "where: not valid JSON",
-                extra={"errors": [{"field": "where", "message": "invalid JSON"}]},
+            raise InvalidInput.for_field(
+                "where", "invalid JSON", detail="where: not valid JSON"
             ) from None
         except RecursionError:  # else the app-wide handler blames the (empty) request body
-            raise InvalidInput(
-                "where: nested too deeply to read",
-                extra={"errors": [{"field": "where", "message": "nested too deeply to read"}]},
-            ) from None
+            raise InvalidInput.for_field("where", "nested too deeply to read") from None
         condition = validate_filter(parsed, path="where")
         # Every document's first chunk carries its metadata: filter those in Chroma.
         rows = await chroma.get(
@@ -505,18 +500,14 @@ def _form_metadata(raw: Any) -> dict[str, MetadataValue]:
     if raw is None or raw == "":
         return {}
     if not isinstance(raw, str):
-        raise InvalidInput(
-            "metadata must be a JSON object in a text form field",
-            extra={"errors": [{"field": "metadata", "message": "not text"}]},
+        raise InvalidInput.for_field(
+            "metadata", "not text", detail="metadata must be a JSON object in a text form field"
         )
     try:
         return msgspec.json.decode(raw, type=dict[str, MetadataValue])
     except msgspec.ValidationError as exc:
-        raise InvalidInput(
-            f"metadata: {exc}", extra={"errors": [{"field": "metadata", "message": str(exc)}]}
-        ) from None
+        raise InvalidInput.for_field("metadata", str(exc), detail=f"metadata: {exc}") from None
     except msgspec.DecodeError:
-        raise InvalidInput(
-            "metadata: not valid JSON",
-            extra={"errors": [{"field": "metadata", "message": "invalid JSON"}]},
+        raise InvalidInput.for_field(
+            "metadata", "invalid JSON", detail="metadata: not valid JSON"
         ) from None

@@ -84,9 +84,10 @@ def check_metadata(metadata: dict[str, Any], where: str, limit: int) -> None:
             )
         whole = isinstance(value, int) and not isinstance(value, bool)
         if whole and not INT64[0] <= value <= INT64[1]:
-            raise InvalidInput(
-                f"{where}.{key}: integers must fit in 64 bits (send larger ones as text)",
-                extra={"errors": [{"field": f"{where}.{key}", "message": "integer too large"}]},
+            raise InvalidInput.for_field(
+                f"{where}.{key}",
+                "integer too large",
+                detail=f"{where}.{key}: integers must fit in 64 bits (send larger ones as text)",
             )
     size = len(msgspec.json.encode(metadata))
     if size > limit:
@@ -136,10 +137,7 @@ class IngestService:
                 extra={"limit": "MAX_DOCUMENTS_PER_BATCH", "max_documents": limit},
             )
         if count == 0:
-            raise InvalidInput(
-                "no documents in the request",
-                extra={"errors": [{"field": "documents", "message": "empty"}]},
-            )
+            raise InvalidInput.for_field("documents", "empty", detail="no documents in the request")
 
     def validate(self, items: list[Submission]) -> None:
         """Everything checkable before anything is written: nothing is half-accepted."""
@@ -159,10 +157,7 @@ class IngestService:
                 "MAX_SOURCE_CHARS",
             )
             if not item.payload or item.payload.isspace():
-                raise InvalidInput(
-                    f"{item.where} is empty",
-                    extra={"errors": [{"field": item.where, "message": "empty"}]},
-                )
+                raise InvalidInput.for_field(item.where, "empty", detail=f"{item.where} is empty")
             if len(item.payload) > self.settings.max_file_bytes:
                 raise PayloadTooLarge(
                     f"{item.where} is {len(item.payload)} bytes; the limit is "
@@ -170,19 +165,21 @@ class IngestService:
                     extra={"limit": "MAX_FILE_BYTES", "max_bytes": self.settings.max_file_bytes},
                 )
             if item.document_id is not None and not DOCUMENT_ID.match(item.document_id):
-                raise InvalidInput(
-                    f"{item.where}: document id {item.document_id!r} is not allowed: "
+                raise InvalidInput.for_field(
+                    f"{item.where}.id",
+                    DOCUMENT_ID_RULE,
+                    detail=f"{item.where}: document id {item.document_id!r} is not allowed: "
                     f"{DOCUMENT_ID_RULE}",
-                    extra={"errors": [{"field": f"{item.where}.id", "message": DOCUMENT_ID_RULE}]},
                 )
             check_metadata(
                 item.metadata, f"{item.where}.metadata", self.settings.max_metadata_bytes
             )
             doc_id = item.document_id or self.derived_id(item.payload)
             if doc_id in seen:
-                raise InvalidInput(
-                    f"{item.where} and {seen[doc_id]} are the same document ({doc_id!r})",
-                    extra={"errors": [{"field": item.where, "message": "duplicate document"}]},
+                raise InvalidInput.for_field(
+                    item.where,
+                    "duplicate document",
+                    detail=f"{item.where} and {seen[doc_id]} are the same document ({doc_id!r})",
                 )
             seen[doc_id] = item.where
 
@@ -347,9 +344,10 @@ class IdempotencyGuard:
     @staticmethod
     def check_key(key: str) -> None:
         if not IDEMPOTENCY_KEY.match(key):
-            raise InvalidInput(
-                "Idempotency-Key must be 1-255 visible ASCII characters",
-                extra={"errors": [{"field": "Idempotency-Key", "message": "invalid"}]},
+            raise InvalidInput.for_field(
+                "Idempotency-Key",
+                "invalid",
+                detail="Idempotency-Key must be 1-255 visible ASCII characters",
             )
 
     async def begin(self, tenant: str, key: str, fingerprint: str) -> dict[str, Any] | None:

@@ -47,15 +47,17 @@ class Generators:
 
     def check(self, name: str, field: str = "generator") -> str:
         if name not in GENERATORS:
-            raise InvalidInput(
-                f"{field}: unknown generator {name!r} (use {', '.join(GENERATORS)})",
-                extra={"errors": [{"field": field, "message": "unknown generator"}]},
+            raise InvalidInput.for_field(
+                field,
+                "unknown generator",
+                detail=f"{field}: unknown generator {name!r} (use {', '.join(GENERATORS)})",
             )
         if name not in self.available():
             needs = "OPENAI_API_KEY or OPENAI_BASE_URL" if name == "openai" else "GOOGLE_API_KEY"
-            raise InvalidInput(
-                f"{field}: the {name} generator is not configured here (set {needs})",
-                extra={"errors": [{"field": field, "message": "not configured"}]},
+            raise InvalidInput.for_field(
+                field,
+                "not configured",
+                detail=f"{field}: the {name} generator is not configured here (set {needs})",
             )
         return name
 

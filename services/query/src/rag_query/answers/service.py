@@ -148,15 +148,15 @@ class AnswerService:
         ]
         if needs_llm and self.generators.language_model(options.generator) is None:
             name, value = needs_llm[0]
-            raise InvalidInput(
-                f"{name}: {value!r} needs an LLM (set OPENAI_API_KEY, OPENAI_BASE_URL or "
+            raise InvalidInput.for_field(
+                name,
+                "needs an LLM",
+                detail=f"{name}: {value!r} needs an LLM (set OPENAI_API_KEY, OPENAI_BASE_URL or "
                 "GOOGLE_API_KEY)",
-                extra={"errors": [{"field": name, "message": "needs an LLM"}]},
             )
         if options.rerank == "cohere" and self.cohere is None:
-            raise InvalidInput(
-                "rerank: 'cohere' needs COHERE_API_KEY",
-                extra={"errors": [{"field": "rerank", "message": "not configured"}]},
+            raise InvalidInput.for_field(
+                "rerank", "not configured", detail="rerank: 'cohere' needs COHERE_API_KEY"
             )
         if options.session_id is not None:
             self.sessions.check_id(options.session_id)

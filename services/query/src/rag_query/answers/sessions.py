@@ -36,9 +36,8 @@ class SessionStore:
     @staticmethod
     def check_id(session_id: str) -> str:
         if not SESSION_ID.match(session_id):
-            raise InvalidInput(
-                "session_id: 1-128 letters, digits and . _ : -",
-                extra={"errors": [{"field": "session_id", "message": "invalid"}]},
+            raise InvalidInput.for_field(
+                "session_id", "invalid", detail="session_id: 1-128 letters, digits and . _ : -"
             )
         return session_id
 
@@ -92,8 +91,9 @@ class SessionStore:
 
 def _other_collection(session_id: str) -> Conflict:
     # Which collection is not said: the caller may not be allowed to know it.
-    return Conflict(
-        f"session {session_id!r} belongs to another collection; start a new session_id "
+    return Conflict.for_field(
+        "session_id",
+        "bound to another collection",
+        detail=f"session {session_id!r} belongs to another collection; start a new session_id "
         "for this one",
-        extra={"errors": [{"field": "session_id", "message": "bound to another collection"}]},
     )

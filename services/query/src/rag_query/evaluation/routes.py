@@ -41,12 +41,6 @@ class EvaluateBody(msgspec.Struct, forbid_unknown_fields=True):
     background: bool | None = None
 
 
-def _invalid(field: str, message: str) -> InvalidInput:
-    return InvalidInput(
-        f"{field}: {message}", extra={"errors": [{"field": field, "message": message}]}
-    )
-
-
 def _plan(
     collection: str,
     cases: list[Case],
@@ -60,16 +54,18 @@ def _plan(
     generators: Generators,
 ) -> Plan:
     if not cases:
-        raise _invalid("cases", "no cases")
+        raise InvalidInput.for_field("cases", "no cases")
     if len(cases) > settings.eval_max_cases:
-        raise _invalid("cases", f"more than {settings.eval_max_cases} (EVAL_MAX_CASES)")
+        raise InvalidInput.for_field(
+            "cases", f"more than {settings.eval_max_cases} (EVAL_MAX_CASES)"
+        )
     for index, case in enumerate(cases):
         if not case.query.strip():
-            raise _invalid(f"cases[{index}].query", "must not be empty")
+            raise InvalidInput.for_field(f"cases[{index}].query", "must not be empty")
     if answers:
         generators.check(generator or settings.generator)
     if judge and generators.language_model(generator) is None:
-        raise _invalid(
+        raise InvalidInput.for_field(
             "judge", "faithfulness needs an LLM (OPENAI_API_KEY, OPENAI_BASE_URL or GOOGLE_API_KEY)"
         )
     search = search_request(SearchBody(query="x", top_k=top_k, mode=mode), settings)  # type: ignore[arg-type]
@@ -160,7 +156,7 @@ class EvaluationController(Controller):
         form = await request.form()
         collection = form.get("collection")
         if not isinstance(collection, str) or not collection:
-            raise _invalid("collection", "missing")
+            raise InvalidInput.for_field("collection", "missing")
         queries = await _read(form.get("queries"), "queries")
         qrels = await _read(form.get("qrels"), "qrels")
         judgements: dict[str, dict[str, int]] = {}
@@ -169,10 +165,14 @@ class EvaluationController(Controller):
             rows[1:] if rows and not rows[0][-1].lstrip("-").isdigit() else rows, start=1
         ):
             if len(row) < 3 or not row[-1].lstrip("-").isdigit():
-                raise _invalid("qrels", f"line {number}: expected query-id, corpus-id, score")
+                raise InvalidInput.for_field(
+                    "qrels", f"line {number}: expected query-id, corpus-id, score"
+                )
             judgements.setdefault(row[0], {})[row[1]] = int(row[-1])
         if not judgements:
-            raise _invalid("qrels", "no judgements (query-id, corpus-id, score per line)")
+            raise InvalidInput.for_field(
+                "qrels", "no judgements (query-id, corpus-id, score per line)"
+            )
         cases = []
         for number, line in enumerate(queries.splitlines(), start=1):
             if not line.strip():
@@ -181,7 +181,7 @@ class EvaluationController(Controller):
                 item = json.loads(line)
                 query_id, text = str(item["_id"]), str(item["text"])
             except (ValueError, KeyError, TypeError):
-                raise _invalid(
+                raise InvalidInput.for_field(
                     "queries", f"line {number}: expected a JSON object with _id and text"
                 ) from None
             if query_id in judgements:
@@ -215,11 +215,11 @@ class EvaluationController(Controller):
 
 async def _read(upload: Any, field: str) -> str:
     if not isinstance(upload, UploadFile):
-        raise _invalid(field, "send it as a file in the form")
+        raise InvalidInput.for_field(field, "send it as a file in the form")
     try:
         return (await upload.read()).decode("utf-8")
     except UnicodeDecodeError:
-        raise _invalid(field, "not UTF-8 text") from None
+        raise InvalidInput.for_field(field, "not UTF-8 text") from None
 
 
 def _field(form: Any, name: str) -> str | None:
@@ -232,5 +232,5 @@ def _number(form: Any, name: str, default: int) -> int:
     if value is None:
         return default
     if not value.isdigit():
-        raise _invalid(name, "must be a whole number")
+        raise InvalidInput.for_field(name, "must be a whole number")
     return int(value)

@@ -160,9 +160,10 @@ class OpenAIController(Controller):
         collection, generator = split_model(data.model, generators)
         turns = [m for m in data.messages if m.role in ("user", "assistant")]
         if not turns or turns[-1].role != "user" or not _text(turns[-1].content).strip():
-            raise InvalidInput(
-                "messages: the last message must be a non-empty user message (the question)",
-                extra={"errors": [{"field": "messages", "message": "no question"}]},
+            raise InvalidInput.for_field(
+                "messages",
+                "no question",
+                detail="messages: the last message must be a non-empty user message (the question)",
             )
         history = tuple(
             Message(m.role, _text(m.content))  # type: ignore[arg-type]  # filtered above

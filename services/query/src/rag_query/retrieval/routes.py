@@ -79,31 +79,25 @@ def _text(value: Any) -> str | None:
     return str(value) if value is not None else None
 
 
-def _invalid(field: str, message: str) -> InvalidInput:
-    return InvalidInput(
-        f"{field}: {message}", extra={"errors": [{"field": field, "message": message}]}
-    )
-
-
 def search_request(body: SearchBody, settings: QuerySettings) -> SearchRequest:
     """A validated search: every bad value is a 422 naming its field."""
     query, top_k = body.query, body.top_k
     if not query.strip():
-        raise _invalid("query", "must not be empty")
+        raise InvalidInput.for_field("query", "must not be empty")
     if len(query) > settings.max_query_chars:
-        raise _invalid(
+        raise InvalidInput.for_field(
             "query", f"longer than {settings.max_query_chars} characters (MAX_QUERY_CHARS)"
         )
     if not 1 <= top_k <= settings.max_top_k:
-        raise _invalid("top_k", f"must be 1-{settings.max_top_k} (MAX_TOP_K)")
+        raise InvalidInput.for_field("top_k", f"must be 1-{settings.max_top_k} (MAX_TOP_K)")
     if body.mmr_lambda is not None and not 0 <= body.mmr_lambda <= 1:
-        raise _invalid("mmr_lambda", "must be between 0 and 1")
+        raise InvalidInput.for_field("mmr_lambda", "must be between 0 and 1")
     if body.rrf_k is not None and not 1 <= body.rrf_k <= 1000:
-        raise _invalid("rrf_k", "must be 1-1000")
+        raise InvalidInput.for_field("rrf_k", "must be 1-1000")
     weights = (("dense_weight", body.dense_weight), ("lexical_weight", body.lexical_weight))
     for name, weight in weights:
         if weight is not None and not 0 <= weight <= 10:
-            raise _invalid(name, "must be between 0 and 10")
+            raise InvalidInput.for_field(name, "must be between 0 and 10")
     return SearchRequest(
         query=query,
         top_k=top_k,
