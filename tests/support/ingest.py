@@ -1,4 +1,5 @@
-"""A small client of the ingest API for tests: create collections, send documents, wait."""
+"""A small client of the ingest API for tests: create collections, send documents (raw
+responses, which tests inspect), and wait for jobs through the SDK, as users' code does."""
 
 from __future__ import annotations
 
@@ -8,12 +9,14 @@ from dataclasses import dataclass
 from typing import Any
 
 import httpx
+import msgspec
+from rag_client import Client
 from rag_devstack.processes import tls_context
 
 from tests.support import budget
 
 FINAL = {"succeeded", "failed", "dead"}
-UNFINISHED_PER_ROUND = 8
+SHOWN_WHEN_LATE = 8  # jobs a failed wait names
 
 
 def unique_name(prefix: str = "c") -> str:
@@ -26,6 +29,7 @@ class IngestClient:
 
     def __post_init__(self) -> None:
         self.http = httpx.Client(base_url=self.base_url, timeout=30, verify=tls_context())
+        self.sdk = Client(self.base_url, transport=httpx.HTTPTransport(verify=tls_context()))
 
     def create_collection(self, name: str | None = None, **extra: Any) -> str:
         name = name or unique_name()
@@ -67,30 +71,21 @@ class IngestClient:
         return result
 
     def wait(self, job_ids: list[str], timeout: float = 120) -> list[dict[str, Any]]:
-        """The jobs' final records. Jobs run roughly in the order sent, so each round polls
-        the pending ones in order and stops after a few still running: a request per job
-        plus a few per round, not one per pending job per round (that load slowed the worker
-        it waited for)."""
-        deadline = budget.deadline(timeout)
-        pending = list(dict.fromkeys(job_ids))
-        done: dict[str, dict[str, Any]] = {}
-        while pending:
-            running: list[dict[str, Any]] = []
-            for job_id in list(pending):
-                record = self.job(job_id)
-                if record["state"] in FINAL:
-                    done[job_id] = record
-                    pending.remove(job_id)
-                elif len(running := [*running, record]) >= UNFINISHED_PER_ROUND:
-                    break
-            if pending:
-                assert time.monotonic() < deadline, (
-                    f"{len(pending)} of {len(done) + len(pending)} jobs not ended after "
-                    f"{timeout} s or the test's budget; the first: "
-                    + "; ".join(f"{r['id']} {r['state']} ({r.get('stage')})" for r in running)
+        """The jobs' final records (as JSON objects), waited for by the SDK's ``wait_jobs``."""
+        seconds = max(0.0, budget.deadline(timeout) - time.monotonic())
+        try:
+            jobs = self.sdk.wait_jobs(job_ids, poll_seconds=0.2, max_seconds=seconds)
+        except TimeoutError as exc:
+            late = [
+                job for job in map(self.job, dict.fromkeys(job_ids)) if job["state"] not in FINAL
+            ]
+            raise AssertionError(
+                f"{exc} ({timeout} s or the test's budget); the first: "
+                + "; ".join(
+                    f"{j['id']} {j['state']} ({j['stage']})" for j in late[:SHOWN_WHEN_LATE]
                 )
-                time.sleep(0.2)
-        return [done[job_id] for job_id in job_ids]
+            ) from None
+        return [msgspec.structs.asdict(job) for job in jobs]
 
     def document(self, collection: str, document_id: str) -> httpx.Response:
         return self.http.get(f"/v1/collections/{collection}/documents/{document_id}")

@@ -27,16 +27,20 @@ REPORT = os.environ.get("SOAK_REPORT")
 SERVICES = ("nginx", "gateway", "ingest", "worker", "query", "query-2")
 # Redis and Chroma grow with what the soak ingests (documents, chunks, job records) and fill
 # their caches (SQLite pages, HNSW blocks) in steps: each may grow by the services' 10% plus
-# 16 KiB per ingested document. A short run ingests few documents, so the 10% matters there;
-# a long one is bound by the per-document figure.
+# 16 KiB per ingested document, and Chroma's step by at least 16 MiB (it took 6 MiB for 29
+# documents). 16 MiB was 10% of Chroma when `chroma run` carried the Python client (159 MiB);
+# started as the server alone it is 54 MiB. A short run ingests few documents, so the step
+# matters there; a long one is bound by the per-document figure.
 STORES = ("redis", "chroma")
 STORE_BYTES_PER_DOCUMENT = 16 * 1024
+STORE_STEP_BYTES = {"redis": 0, "chroma": 16 * 1024 * 1024}
 GROWTH_LIMIT = 0.10
 
 
-def store_allowance(after_warmup_mb: float, documents: int) -> float:
+def store_allowance(store: str, after_warmup_mb: float, documents: int) -> float:
     """Bytes a store may grow by after the warm-up while `documents` are ingested."""
-    return GROWTH_LIMIT * after_warmup_mb * 1024 * 1024 + STORE_BYTES_PER_DOCUMENT * documents
+    step = max(GROWTH_LIMIT * after_warmup_mb * 1024 * 1024, STORE_STEP_BYTES[store])
+    return step + STORE_BYTES_PER_DOCUMENT * documents
 
 
 def budget() -> dict[str, float]:
@@ -102,9 +106,9 @@ def test_mixed_load_holds(unthrottled_stack: NativeStack) -> None:
     for name in STORES:
         rss = result["rss_mb"][name]
         grown = (rss["end"] - rss["after_warmup"]) * 1024 * 1024
-        if grown > store_allowance(rss["after_warmup"], len(jobs)):
+        if grown > store_allowance(name, rss["after_warmup"], len(jobs)):
             heavy[name] = grown
-    assert heavy == {}, f"stores grew past 10% + 16 KiB per ingested document: {heavy}"
+    assert heavy == {}, f"stores grew past 10% (Chroma: 16 MiB) + 16 KiB per document: {heavy}"
 
 
 def write_report(path: Path, result: dict) -> None:
@@ -136,8 +140,8 @@ def write_report(path: Path, result: dict) -> None:
             f"{name} {per_document / 1024:.1f} KiB per document"
             for name, per_document in result["store_bytes_per_document"].items()
         )
-        + " (bound: 10% plus 16 KiB per document; the services' bound is 10% growth after "
-        "the warm-up).",
+        + " (bound: 10%, for Chroma at least 16 MiB, plus 16 KiB per document; the services'"
+        " bound is 10% growth after the warm-up).",
         "<!-- soak:end -->",
     ]
     text = path.read_text()

@@ -10,7 +10,9 @@ from pathlib import Path
 
 import httpx
 import jwt
+import msgspec
 import pytest
+from rag_client import Client
 from rag_devstack import NativeStack, StackPorts
 from rag_devstack.processes import tls_context
 
@@ -90,13 +92,12 @@ class Edge:
             time.sleep(0.1)
 
     def wait_job(self, job_id: str, headers: dict[str, str], timeout: float = 60) -> dict:
-        deadline = time.monotonic() + timeout
-        while True:
-            job = self.http.get(f"/v1/jobs/{job_id}", headers=headers).json()
-            if job["state"] in ("succeeded", "failed", "dead"):
-                return job
-            assert time.monotonic() < deadline, job
-            time.sleep(0.2)
+        """The job's final record (a JSON object), waited for by the SDK as the caller."""
+        token = headers["Authorization"].removeprefix("Bearer ")
+        transport = httpx.HTTPTransport(verify=tls_context())
+        with Client(self.url, token, transport=transport) as sdk:
+            job = sdk.wait_job(job_id, poll_seconds=0.2, max_seconds=timeout)
+        return msgspec.structs.asdict(job)
 
 
 def make_jwt(
