@@ -48,6 +48,7 @@ class Chunk(Model):
     tokens: int = 0
     page: int | None = None
     heading: str | None = None
+    content_hash: str | None = None  # the same text has the same hash (its vector is reused)
 
 
 class Document(Model):
