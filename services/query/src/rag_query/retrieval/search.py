@@ -116,7 +116,7 @@ class Retriever:
             request.rrf_k,
         )
         if request.mmr:  # MMR picks top_k from a wider pool, by their vectors
-            pool = fused[: max(request.top_k * 3, request.top_k)]
+            pool = fused[: request.top_k * 3]
             chosen = await self._completed(collection, pool, found, vectors, need_vectors=True)
         else:  # only what is returned is completed; more if some vanished meanwhile
             chosen, taken = [], 0
