@@ -23,7 +23,8 @@ from numpy.typing import NDArray
 from rag_config import IngestSettings
 from rag_core.catalog import DEFAULT_NAMESPACE, CollectionCatalog, DocumentRecord, Keys
 from rag_core.chroma import ChromaClient
-from rag_ingest.documents.store import Cleanup, DocumentStore, chunk_id, version_tag
+from rag_core.chunks import ChromaChunkStore, StoredChunk, chunk_id, version_tag
+from rag_ingest.documents.store import Cleanup, DocumentStore
 from redis.asyncio import Redis
 from stats import summarize
 
@@ -41,6 +42,7 @@ async def bulk_load(
     would once it has embedded them."""
     redis = Redis.from_url(settings.redis_url.get_secret_value())
     chroma = ChromaClient(settings, settings)
+    chunks = ChromaChunkStore(chroma)
     keys = Keys(settings.redis_prefix)
     store = DocumentStore(redis, keys)
     try:
@@ -64,15 +66,13 @@ async def bulk_load(
                 )
             )
             if len(pending) >= WRITE_BATCH or doc_id == docs[-1][0]:
-                await chroma.upsert(
+                await chunks.write(
                     found.chroma_id,
-                    [chunk_id(d, tag, i) for d, tag, i, _ in pending],
-                    vectors[row : row + len(pending)],
-                    [t for *_, t in pending],
                     [
-                        {"_doc": d, "_ver": tag, "_pos": i, "_hash": f"bulk-{d}"}
-                        for d, tag, i, _ in pending
+                        StoredChunk(chunk_id(d, v, i), d, v, i, t, content_hash=f"bulk-{d}")
+                        for d, v, i, t in pending
                     ],
+                    vectors[row : row + len(pending)],
                 )
                 row += len(pending)
                 for record in records:

@@ -60,12 +60,13 @@ from hypothesis.stateful import (
 from rag_config import IngestSettings
 from rag_core.catalog import DEFAULT_NAMESPACE, Collection, DocumentRecord
 from rag_core.chroma import ChromaClient
+from rag_core.chunks import StoredChunk, chunk_id, decode
 from rag_core.clients import create_redis
 from rag_core.embedding.models import EmbedderFactory
 from rag_core.errors import Conflict, NotFound
 from rag_ingest.components import IngestComponents
 from rag_ingest.documents.service import Submission
-from rag_ingest.documents.store import chunk_id, content_hash
+from rag_ingest.documents.store import content_hash
 from rag_ingest.jobs.model import FINAL_STATES
 from rag_ingest.parsing.pool import ParserPool
 from rag_ingest.worker.context import BatchedEmbedders, WorkerContext
@@ -140,17 +141,6 @@ class PausablePipeline(IngestPipeline):
 
 
 # What readers see ----------------------------------------------------------------------------
-@dataclass(frozen=True)
-class StoredChunk:
-    id: str
-    document_id: str
-    tag: str
-    position: int
-    text: str
-    metadata: dict[str, Any]
-    vector: Any = None
-
-
 @dataclass
 class SlotView:
     """One collection as stored: its Redis records and its chunks in Chroma."""
@@ -167,7 +157,7 @@ class SlotView:
             None
             if self.chunks is None
             else sorted(
-                (c.id, c.document_id, c.tag, c.text, str(c.metadata.get("owner")))
+                (c.id, c.document_id, c.version, c.text, str(c.metadata.get("owner")))
                 for c in self.chunks
             ),
         )
@@ -261,7 +251,7 @@ class IngestMachine(RuleBasedStateMachine):
             self.settings, env.redis, env.chroma, env.embedders.factory.check_available
         )
         pipeline = PausablePipeline(
-            self.settings, shared.documents, env.chroma, env.embedders, env.parsers
+            self.settings, shared.documents, shared.chunks, env.embedders, env.parsers
         )
         pipeline.holds = {}  # shared by the copies it makes for each tenant
         return WorkerContext(
@@ -322,15 +312,7 @@ class IngestMachine(RuleBasedStateMachine):
                 rows = None
             if rows is not None:
                 chunks = [
-                    StoredChunk(
-                        i,
-                        str(m.get("_doc")),
-                        str(m.get("_ver")),
-                        int(m.get("_pos", -1)),
-                        t or "",
-                        m,
-                        None if rows.embeddings is None else rows.embeddings[n],
-                    )
+                    decode(i, t, m, None if rows.embeddings is None else rows.embeddings[n])
                     for n, (i, m, t) in enumerate(
                         zip(rows.ids, rows.metadatas, rows.documents, strict=True)
                     )
@@ -632,7 +614,11 @@ class IngestMachine(RuleBasedStateMachine):
             )
             # A reader filtering by the active tag gets exactly this version's chunks.
             rows = sorted(
-                (c for c in view.chunks if c.document_id == document_id and c.tag == record.tag),
+                (
+                    c
+                    for c in view.chunks
+                    if c.document_id == document_id and c.version == record.tag
+                ),
                 key=lambda c: c.position,
             )
             ids = {chunk_id(document_id, record.tag, p) for p in range(record.chunk_count)}
@@ -642,7 +628,7 @@ class IngestMachine(RuleBasedStateMachine):
                 f"{sorted(c.id for c in rows)}, expected {sorted(ids)}"
             )
             for chunk in rows:
-                assert chunk.metadata.get("_hash") == record.content_hash, chunk
+                assert chunk.content_hash == record.content_hash, chunk
                 assert chunk.metadata.get("owner") == metadata_of(namespace, document_id)["owner"]
             text = " ".join(c.text for c in rows)
             assert text.split() == expected.split(), f"{where}/{document_id} reads {text!r}"
@@ -667,7 +653,7 @@ class IngestMachine(RuleBasedStateMachine):
                 continue
             records, chunks = view[slot].records, view[slot].chunks or []
             active = {(d, r.tag) for d, r in records.items()}
-            orphans = sorted({(c.document_id, c.tag) for c in chunks} - active)
+            orphans = sorted({(c.document_id, c.version) for c in chunks} - active)
             left = await self.env.redis.zrange(self.workers["worker-a"].keys.cleanups(), 0, -1)
             assert not orphans, (
                 f"{'/'.join(slot)}: after every job ended and every cleanup was drained, chunks "

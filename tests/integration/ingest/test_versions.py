@@ -21,18 +21,13 @@ from arq.constants import in_progress_key_prefix, job_key_prefix
 from rag_config import IngestSettings
 from rag_core.catalog import DEFAULT_NAMESPACE, Collection, DocumentRecord
 from rag_core.chroma import ChromaClient
+from rag_core.chunks import StoredChunk, chunk_id, version_tag
 from rag_core.clients import create_redis
 from rag_core.embedding.models import model_spec
 from rag_core.errors import Conflict
 from rag_ingest.components import IngestComponents
 from rag_ingest.documents.service import Submission
-from rag_ingest.documents.store import (
-    Cleanup,
-    auto_id,
-    chunk_id,
-    content_hash,
-    version_tag,
-)
+from rag_ingest.documents.store import Cleanup, auto_id, content_hash
 from rag_ingest.jobs.model import JobRecord
 from rag_ingest.parsing.pool import ParserPool
 from rag_ingest.worker.pipeline import IngestPipeline, job_cleanup
@@ -118,12 +113,13 @@ async def _write_chunks(
     pieces = change.text.split()
     ids = [chunk_id(doc, change.tag, i) for i in range(len(pieces))]
     vectors = np.random.default_rng(0).random((len(pieces), 384), dtype=np.float32)
-    await parts.chroma.upsert(
+    await parts.chunks.write(
         col.chroma_id,
-        ids,
+        [
+            StoredChunk(chunk, doc, change.tag, i, piece)
+            for i, (chunk, piece) in enumerate(zip(ids, pieces, strict=True))
+        ],
         vectors,
-        pieces,
-        [{"_doc": doc, "_ver": change.tag, "_pos": i} for i in range(len(pieces))],
     )
     return ids
 
@@ -152,16 +148,11 @@ async def _visible(parts: IngestComponents, col: Collection, doc: str) -> list[s
     record = await parts.documents.get(col.namespace, col.name, doc)
     if record is None:
         return []
-    rows = await parts.chroma.get(
-        col.chroma_id, where={"$and": [{"_doc": doc}, {"_ver": record.tag}]}
-    )
-    order = sorted(range(len(rows.ids)), key=lambda i: int(rows.metadatas[i]["_pos"]))
-    return [rows.documents[i] or "" for i in order]
+    return [c.text for c in await parts.chunks.version(col.chroma_id, doc, record.tag)]
 
 
 async def _stored_tags(parts: IngestComponents, col: Collection, doc: str) -> set[str]:
-    rows = await parts.chroma.get(col.chroma_id, where={"_doc": doc}, documents=False)
-    return {str(m["_ver"]) for m in rows.metadatas}
+    return await parts.chunks.stored_versions(col.chroma_id, doc)
 
 
 async def _drain(parts: IngestComponents) -> int:
@@ -319,7 +310,7 @@ async def test_two_runs_of_one_job_each_list_their_own_chunks(
     await parts.documents.reserve_cleanup(run_a.cleanup(col), time.time())  # A stalls here
     ids = await _write_chunks(parts, col, run_b)
     assert await _switch(parts, col, run_b) == "superseded"
-    await parts.chroma.delete(col.chroma_id, ids=ids)  # what the pipeline's discard does
+    await parts.chunks.delete(col.chroma_id, ids)  # what the pipeline's discard does
     await parts.documents.finish_cleanup(run_b.cleanup(col))
     await _finish(parts, run_b)
     # A resumes: it listed its chunks before it stalled, writes them, and its next job write
@@ -453,7 +444,7 @@ async def test_a_second_run_of_a_job_that_switched_in_meanwhile_keeps_the_live_c
     embedder = WordHashEmbedder()
     parsers = ParserPool(workers=1, max_memory_mb=512, timeout_seconds=30)
     pipeline = IngestPipeline(
-        parts.settings, parts.documents, parts.chroma, lambda _: embedder, parsers
+        parts.settings, parts.documents, parts.chunks, lambda _: embedder, parsers
     )
     first: dict[str, object] = {}
 

@@ -18,7 +18,7 @@ DOCS = {
 
 
 def _chunks(doc: str) -> list[IndexedChunk]:
-    return [IndexedChunk(f"{doc}-{i}", text, {"_doc": doc}) for i, text in enumerate(DOCS[doc])]
+    return [IndexedChunk(f"{doc}-{i}", text, {"doc": doc}) for i, text in enumerate(DOCS[doc])]
 
 
 def _index(order: list[str]) -> LexicalIndex:
@@ -69,5 +69,5 @@ def test_removed_documents_leave_no_trace_and_compaction_keeps_answers(
 
 def test_metadata_filter_applies_to_candidates() -> None:
     index = _index(list(DOCS))
-    found = index.search("cats", 10, accept=lambda meta: meta["_doc"] == "b")
+    found = index.search("cats", 10, accept=lambda meta: meta["doc"] == "b")
     assert [chunk for chunk, _ in found] == ["b-0"]

@@ -1,5 +1,5 @@
-"""The retriever completes (text, metadata from Chroma) only the hits it returns, and takes
-the next ranked ones when some vanished meanwhile (a document replaced or deleted)."""
+"""The retriever completes (text, metadata from the chunk store) only the hits it returns, and
+takes the next ranked ones when some vanished meanwhile (a document replaced or deleted)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from typing import Any
 
 from rag_config import QuerySettings
 from rag_core.catalog import Collection
-from rag_core.chroma import Records
+from rag_core.chunks import StoredChunk
 from rag_query.retrieval.analyzer import Analyzer
 from rag_query.retrieval.lexical import IndexedChunk, LexicalIndex
 from rag_query.retrieval.search import Retriever, SearchRequest
@@ -16,21 +16,20 @@ from rag_query.retrieval.search import Retriever, SearchRequest
 TEXTS = {f"d{i}": " ".join(["cat"] * (10 - i) + ["dog"] * i) for i in range(10)}
 
 
-class Chroma:
-    """Chroma's `get`, with some chunks gone."""
+class Chunks:
+    """The chunk store's `get`, with some chunks gone."""
 
     def __init__(self, gone: set[str]) -> None:
         self.gone = gone
         self.asked: list[list[str]] = []
 
-    async def get(self, chroma_id: str, *, ids: list[str], embeddings: bool) -> Records:
+    async def get(self, chroma_id: str, ids: list[str], *, vectors: bool) -> list[StoredChunk]:
         self.asked.append(list(ids))
-        kept = [i for i in ids if i not in self.gone]
-        return Records(
-            ids=kept,
-            documents=[TEXTS[i.split("-")[0]] for i in kept],
-            metadatas=[{"_doc": i.split("-")[0], "_source": "s"} for i in kept],
-        )
+        return [
+            StoredChunk(i, i.split("-")[0], "1", 0, TEXTS[i.split("-")[0]], source="s")
+            for i in ids
+            if i not in self.gone
+        ]
 
 
 class Indexes:
@@ -41,31 +40,31 @@ class Indexes:
         return self.index
 
 
-def retriever(chroma: Chroma) -> Retriever:
+def retriever(chunks: Chunks) -> Retriever:
     index = LexicalIndex(Analyzer())
     for doc, text in TEXTS.items():
-        index.replace_document(doc, "1", [IndexedChunk(f"{doc}-0", text, {"_doc": doc})])
+        index.replace_document(doc, "1", [IndexedChunk(f"{doc}-0", text, {})])
     unused: Any = None
-    return Retriever(chroma, unused, Indexes(index), unused, QuerySettings(_env_file=None))  # type: ignore[arg-type]
+    return Retriever(chunks, unused, Indexes(index), unused, QuerySettings(_env_file=None))  # type: ignore[arg-type]
 
 
 COLLECTION = Collection("c", "m", 3, "chroma-c", 0.0, 1, 10, 10)
 
 
 async def test_only_the_returned_hits_are_completed() -> None:
-    chroma = Chroma(gone=set())
-    result = await retriever(chroma).search(
+    chunks = Chunks(gone=set())
+    result = await retriever(chunks).search(
         COLLECTION, SearchRequest("cat", top_k=3, mode="lexical")
     )
     assert [hit.document_id for hit in result.hits] == ["d0", "d1", "d2"]
     assert all(hit.text for hit in result.hits)
-    assert chroma.asked == [["d0-0", "d1-0", "d2-0"]]  # not the ten candidates
+    assert chunks.asked == [["d0-0", "d1-0", "d2-0"]]  # not the ten candidates
 
 
 async def test_hits_that_vanished_are_replaced_by_the_next_ones() -> None:
-    chroma = Chroma(gone={"d1-0", "d2-0"})
-    result = await retriever(chroma).search(
+    chunks = Chunks(gone={"d1-0", "d2-0"})
+    result = await retriever(chunks).search(
         COLLECTION, SearchRequest("cat", top_k=3, mode="lexical")
     )
     assert [hit.document_id for hit in result.hits] == ["d0", "d3", "d4"]
-    assert chroma.asked == [["d0-0", "d1-0", "d2-0"], ["d3-0", "d4-0"]]
+    assert chunks.asked == [["d0-0", "d1-0", "d2-0"], ["d3-0", "d4-0"]]

@@ -107,12 +107,6 @@ def provide_redis(state: State) -> Redis:
     return redis
 
 
-def provide_chroma(state: State) -> Any:
-    """The app's ``ChromaClient`` (typed where it is used: Litestar reads this annotation at
-    run time, and the gateway never imports the client)."""
-    return state.chroma
-
-
 def from_state(name: str) -> Provide:
     """A dependency handing handlers what the lifespan stored as ``app.state.<name>``."""
 
@@ -192,7 +186,6 @@ __all__ = [
     "chroma_lifespan",
     "from_state",
     "package_version",
-    "provide_chroma",
     "provide_redis",
     "readiness_of",
     "redis_lifespan",

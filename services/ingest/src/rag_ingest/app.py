@@ -16,7 +16,6 @@ from rag_core.service import (
     ServiceSpec,
     build_service_app,
     chroma_lifespan,
-    provide_chroma,
     provide_redis,
     redis_lifespan,
 )
@@ -79,7 +78,6 @@ def create_app(settings: IngestSettings | None = None) -> Litestar:
         ],
         dependencies={
             "redis": Provide(provide_redis, sync_to_thread=False),
-            "chroma": Provide(provide_chroma, sync_to_thread=False),
             "settings": Provide(lambda: settings, sync_to_thread=False),
             "event_streams": Provide(_provide_event_streams, sync_to_thread=False),
             "tenant": Provide(tenant_of, sync_to_thread=False),
@@ -90,6 +88,7 @@ def create_app(settings: IngestSettings | None = None) -> Litestar:
             # Not "documents": a dependency named like a body field turns that field's
             # validation errors into 500s (Litestar takes them for the server's own).
             "document_store": _component("documents"),
+            "chunk_store": _component("chunks"),
         },
         description="Accepts documents and queues them for parsing, chunking and embedding.",
         request_max_body_size=settings.max_request_bytes,

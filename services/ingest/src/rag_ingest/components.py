@@ -10,6 +10,7 @@ from arq.connections import ArqRedis
 from rag_config import IngestSettings
 from rag_core.catalog import Keys
 from rag_core.chroma import ChromaClient
+from rag_core.chunks import ChromaChunkStore, ChunkStore
 from rag_core.embedding.models import ModelSpec
 from redis.asyncio import Redis
 
@@ -37,7 +38,7 @@ class IngestComponents:
     keys: Keys
     redis: Redis
     arq: ArqRedis
-    chroma: ChromaClient
+    chunks: ChunkStore
     registry: CollectionRegistry
     documents: DocumentStore
     jobs: JobStore
@@ -58,7 +59,8 @@ class IngestComponents:
     ) -> IngestComponents:
         keys = keys or Keys(settings.redis_prefix)
         arq = arq or queue_client(redis, Keys(settings.redis_prefix))
-        registry = CollectionRegistry(redis, chroma, keys, check_model)
+        chunks = ChromaChunkStore(chroma)
+        registry = CollectionRegistry(redis, chunks, keys, check_model)
         documents = DocumentStore(redis, keys, grace_seconds=settings.version_grace_seconds)
         jobs = JobStore(redis, keys, retention_days=settings.job_retention_days)
         return cls(
@@ -66,7 +68,7 @@ class IngestComponents:
             keys=keys,
             redis=redis,
             arq=arq,
-            chroma=chroma,
+            chunks=chunks,
             registry=registry,
             documents=documents,
             jobs=jobs,

@@ -11,6 +11,7 @@ from litestar import Litestar
 from litestar.di import Provide
 from rag_config import QuerySettings, get_settings
 from rag_core.catalog import CollectionCatalog, Keys
+from rag_core.chunks import ChromaChunkStore
 from rag_core.embedding.models import EmbedderFactory
 from rag_core.service import (
     Lifespan,
@@ -18,7 +19,6 @@ from rag_core.service import (
     build_service_app,
     chroma_lifespan,
     from_state,
-    provide_chroma,
     provide_redis,
     redis_lifespan,
 )
@@ -45,11 +45,12 @@ def _query_lifespan(settings: QuerySettings) -> Lifespan:
     async def components(app: Litestar) -> AsyncIterator[None]:
         keys = Keys(settings.redis_prefix)
         catalog = CollectionCatalog(app.state.redis, keys)
+        chunks = ChromaChunkStore(app.state.chroma)
         indexes = LexicalIndexes(
-            app.state.redis, app.state.chroma, keys, k1=settings.bm25_k1, b=settings.bm25_b
+            app.state.redis, chunks, keys, k1=settings.bm25_k1, b=settings.bm25_b
         )
         embedders = EmbedderFactory(settings)
-        retriever = Retriever(app.state.chroma, catalog, indexes, embedders.get, settings)
+        retriever = Retriever(chunks, catalog, indexes, embedders.get, settings)
         prompts = Prompts(settings.prompts_dir)
         generators = Generators(settings, prompts, indexes.analyzer)
         sessions = SessionStore(
@@ -141,7 +142,6 @@ def create_app(settings: QuerySettings | None = None) -> Litestar:
         ],
         dependencies={
             "redis": Provide(provide_redis, sync_to_thread=False),
-            "chroma": Provide(provide_chroma, sync_to_thread=False),
             "settings": Provide(lambda: settings, sync_to_thread=False),
             "tenant": Provide(tenant_of, sync_to_thread=False),
             **{

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from typing import Any
 
 from rag_core.catalog import Collection, CollectionCatalog, Keys
-from rag_core.chroma import ChromaClient
+from rag_core.chunks import ChunkStore
 from rag_core.embedding.models import ModelSpec, model_spec
 from rag_core.errors import Conflict, InvalidInput
 from redis.asyncio import Redis
@@ -53,13 +53,13 @@ class CollectionRegistry(CollectionCatalog):
     def __init__(
         self,
         redis: Redis,
-        chroma: ChromaClient,
+        chunks: ChunkStore,
         keys: Keys,
         check_model: Callable[[str], ModelSpec] = model_spec,
     ) -> None:
         super().__init__(redis, keys)
         self.check_model = check_model
-        self.chroma = chroma
+        self.chunks = chunks
         self._claim_script = redis.register_script(_CLAIM)
 
     async def create(self, tenant: str, name: str, model: str, description: str = "") -> Collection:
@@ -70,10 +70,10 @@ class CollectionRegistry(CollectionCatalog):
         try:
             metadata = {"rag_model": model, "rag_dimension": spec.dimension}
             try:
-                created = await self.chroma.create_collection(chroma_name, metadata)
+                created = await self.chunks.create_collection(chroma_name, metadata)
             except Conflict:
                 # Our own claim's collection, left by a create that died half-way.
-                existing = await self.chroma.get_collection(chroma_name)
+                existing = await self.chunks.get_collection(chroma_name)
                 if existing is None or existing.metadata.get("rag_model") != model:
                     raise
                 created = existing
@@ -95,7 +95,7 @@ class CollectionRegistry(CollectionCatalog):
         except BaseException:
             await self.redis.delete(key)
             with contextlib.suppress(Exception):
-                await self.chroma.delete_collection(chroma_name)
+                await self.chunks.delete_collection(chroma_name)
             raise
         return await self.get(tenant, name)
 
@@ -114,7 +114,7 @@ class CollectionRegistry(CollectionCatalog):
     async def delete(self, tenant: str, name: str) -> Collection:
         """Remove the collection, its chunks in Chroma and every record of its documents."""
         collection = await self.get(tenant, name)
-        await self.chroma.delete_collection(
+        await self.chunks.delete_collection(
             collection.chroma_name or self.keys.legacy_chroma_name(tenant, name)
         )
         doomed: list[Any] = [

@@ -12,7 +12,7 @@ from litestar.di import NamedDependency
 from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
 from litestar.status_codes import HTTP_200_OK, HTTP_202_ACCEPTED
 from rag_core.catalog import DocumentRecord
-from rag_core.chroma import ChromaClient
+from rag_core.chunks import ChunkStore
 from rag_core.errors import InvalidInput, NotFound, UnsupportedMediaType
 from rag_core.filters import validate_filter
 from rag_core.quota import INGEST_QUOTA_HEADER, QuotaGrant
@@ -354,7 +354,7 @@ class DocumentController(Controller):
         registry: NamedDependency[CollectionRegistry],
         document_store: NamedDependency[DocumentStore],
         tenant: NamedDependency[str],
-        chroma: NamedDependency[ChromaClient],
+        chunk_store: NamedDependency[ChunkStore],
         offset: Annotated[int, QueryParameter(ge=0)] = 0,
         limit: Annotated[int, QueryParameter(ge=1, le=500)] = 50,
         where: Annotated[str | None, QueryParameter(description="JSON metadata filter")] = None,
@@ -376,10 +376,7 @@ class DocumentController(Controller):
             raise InvalidInput.for_field("where", "nested too deeply to read") from None
         condition = validate_filter(parsed, path="where")
         # Every document's first chunk carries its metadata: filter those in Chroma.
-        rows = await chroma.get(
-            found.chroma_id, where={"$and": [{"_pos": 0}, condition]}, documents=False
-        )
-        tags = {(str(m["_doc"]), str(m["_ver"])) for m in rows.metadatas}
+        tags = await chunk_store.versions_matching(found.chroma_id, condition)
         records = await document_store.get_many(
             tenant, collection, sorted({doc for doc, _ in tags})
         )
@@ -396,7 +393,7 @@ class DocumentController(Controller):
         registry: NamedDependency[CollectionRegistry],
         document_store: NamedDependency[DocumentStore],
         tenant: NamedDependency[str],
-        chroma: NamedDependency[ChromaClient],
+        chunk_store: NamedDependency[ChunkStore],
         chunks: FromQuery[bool] = True,
     ) -> DocumentOut:
         found = await registry.get(tenant, collection)
@@ -405,27 +402,14 @@ class DocumentController(Controller):
             raise NotFound(f"document {document_id!r} is not in collection {collection!r}")
         if not chunks:
             return DocumentOut.of(record)
-        rows = await chroma.get(
-            found.chroma_id, where={"$and": [{"_doc": document_id}, {"_ver": record.tag}]}
+        stored = await chunk_store.version(found.chroma_id, document_id, record.tag)
+        return DocumentOut.of(
+            record,
+            [
+                ChunkOut(c.id, c.position, c.text, c.tokens, c.page, c.heading, c.content_hash)
+                for c in stored
+            ],
         )
-        out = sorted(
-            (
-                ChunkOut(
-                    id=chunk_id,
-                    position=int(meta["_pos"]),
-                    text=text or "",
-                    tokens=int(meta.get("_tokens", 0)),
-                    page=int(meta["_page"]) if "_page" in meta else None,
-                    heading=str(meta["_heading"]) if "_heading" in meta else None,
-                    content_hash=str(meta["_hash"]) if "_hash" in meta else None,
-                )
-                for chunk_id, text, meta in zip(
-                    rows.ids, rows.documents, rows.metadatas, strict=True
-                )
-            ),
-            key=lambda c: c.position,
-        )
-        return DocumentOut.of(record, out)
 
     @put(
         "/{document_id:str}",

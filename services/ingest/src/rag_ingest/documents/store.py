@@ -32,11 +32,6 @@ CHANGES_KEPT = 100_000
 _encoder = msgspec.json.Encoder()
 
 
-def version_tag(sequence: int) -> str:
-    """The ``_ver`` of the chunks one change writes: its sequence, unique per document."""
-    return str(sequence)
-
-
 def content_hash(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
@@ -60,11 +55,6 @@ def is_named(document_id: str, digest: str) -> bool:
 def version_hash(digest: str, **inputs: Any) -> str:
     """Identity of a document version: its bytes plus everything else that shapes its chunks."""
     return hashlib.sha256(digest.encode() + msgspec.json.encode(inputs, order="sorted")).hexdigest()
-
-
-def chunk_id(document_id: str, tag: str, position: int) -> str:
-    """Deterministic: a job run again writes the same ids (an upsert, never a duplicate)."""
-    return hashlib.sha256(f"{document_id}\0{tag}\0{position}".encode()).hexdigest()[:32]
 
 
 @dataclass(frozen=True)

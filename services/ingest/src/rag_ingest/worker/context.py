@@ -62,7 +62,7 @@ class WorkerContext(IngestComponents):
         return cls(
             **shared.as_dict(),
             embedders=embedders,
-            pipeline=IngestPipeline(settings, shared.documents, chroma, embedders, parsers),
+            pipeline=IngestPipeline(settings, shared.documents, shared.chunks, embedders, parsers),
         )
 
 

@@ -12,18 +12,12 @@ from typing import Any
 import numpy as np
 from rag_config import IngestSettings
 from rag_core.catalog import Collection, DocumentRecord
-from rag_core.chroma import BatchingUpserter, ChromaClient, Metadata
+from rag_core.chunks import ChunkStore, StoredChunk, chunk_id, version_tag
 from rag_core.embedding.base import Embedder
 from rag_telemetry import get_logger
 
 from rag_ingest.chunking import Chunk, TooManyChunks
-from rag_ingest.documents.store import (
-    Cleanup,
-    DocumentStore,
-    chunk_id,
-    is_named,
-    version_tag,
-)
+from rag_ingest.documents.store import Cleanup, DocumentStore, is_named
 from rag_ingest.jobs.model import JobRecord
 from rag_ingest.metrics import (
     CHUNKS_EMBEDDED,
@@ -81,29 +75,24 @@ def chunk_limits(settings: IngestSettings) -> ChunkLimits:
     )
 
 
-def chunk_metadata(
+def stored_chunk(
     job: JobRecord, chunk: Chunk, *, tag: str, digest: str, prepared: PreparedDocument
-) -> Metadata:
+) -> StoredChunk:
     """What every chunk carries: where it comes from, which version, and the caller's metadata."""
     assert job.document_id is not None
-    metadata: Metadata = dict(job.metadata or {})
-    metadata.update(
-        {
-            "_doc": job.document_id,
-            "_ver": tag,
-            "_hash": digest,
-            "_pos": chunk.position,
-            "_tokens": chunk.token_count,
-            "_format": prepared.format,
-        }
+    return StoredChunk(
+        id=chunk_id(job.document_id, tag, chunk.position),
+        document_id=job.document_id,
+        version=tag,
+        position=chunk.position,
+        text=chunk.text,
+        metadata=dict(job.metadata or {}),
+        tokens=chunk.token_count,
+        content_hash=digest,
+        format=prepared.format,
+        page=chunk.page,
+        heading=" > ".join(chunk.heading_path) if chunk.heading_path else None,
     )
-    if chunk.page is not None:
-        metadata["_page"] = chunk.page
-    if chunk.heading_path:
-        metadata["_heading"] = " > ".join(chunk.heading_path)
-    # Title and source are the document's, kept once in its record (the query service adds
-    # them to hits): copied into every chunk, a long source multiplied Chroma's size.
-    return metadata
 
 
 class IngestPipeline:
@@ -111,16 +100,15 @@ class IngestPipeline:
         self,
         settings: IngestSettings,
         documents: DocumentStore,
-        chroma: ChromaClient,
+        chunks: ChunkStore,
         embedders: Callable[[str], Embedder],
         parsers: ParserPool,
     ) -> None:
         self.settings = settings
         self.documents = documents
-        self.chroma = chroma
+        self.chunks = chunks
         self.embedders = embedders
         self.parsers = parsers
-        self.upserter = BatchingUpserter(chroma)
 
     async def run(
         self, *, job: JobRecord, collection: Collection, payload: bytes, progress: Progress
@@ -158,8 +146,7 @@ class IngestPipeline:
             raise BadDocument("chunking", str(exc)) from None
         timings.add("parse", prepared.parse_seconds)
         timings.add("chunk", prepared.chunk_seconds)
-        chunks = prepared.chunks
-        if not chunks:
+        if not prepared.chunks:
             raise BadDocument("chunking", "the document contains no text to index")
         embedder = self.embedders(collection.embedding_model)
         await progress("chunking", 0.15)
@@ -168,9 +155,8 @@ class IngestPipeline:
         # (superseded, failed, or its worker dies), its chunks are removed whatever happens.
         own = job_cleanup(job, collection)
         await self.documents.reserve_cleanup(own, time.time() + self.settings.version_grace_seconds)
-        ids = [chunk_id(doc_id, tag, c.position) for c in chunks]
-        metadatas = [
-            chunk_metadata(job, c, tag=tag, digest=digest, prepared=prepared) for c in chunks
+        chunks = [
+            stored_chunk(job, c, tag=tag, digest=digest, prepared=prepared) for c in prepared.chunks
         ]
         texts = [c.text for c in chunks]
         # The same text is stored under another id already: its vectors need no embedding.
@@ -192,13 +178,7 @@ class IngestPipeline:
             vectors = np.stack([known[t] if t in known else fresh[t] for t in group])
             timings.record("embed", started)
             started = time.perf_counter()
-            await self.upserter.upsert(
-                collection.chroma_id,
-                ids[start:end],
-                vectors,
-                texts[start:end],
-                metadatas[start:end],
-            )
+            await self.chunks.write(collection.chroma_id, chunks[start:end], vectors)
             timings.record("store", started)
 
         await progress("publishing", 0.95)
@@ -210,7 +190,7 @@ class IngestPipeline:
             content_hash=digest,
             version_hash=version,
             chunk_count=len(chunks),
-            token_count=sum(c.token_count for c in chunks),
+            token_count=sum(c.tokens for c in chunks),
             format=prepared.format,
             title=prepared.title[:MAX_TITLE_CHARS] if prepared.title else None,
             source=job.source or job.filename,
@@ -238,7 +218,7 @@ class IngestPipeline:
                 result["pages"] = prepared.pages
             return result
         # Our chunks will never be read: remove them now (the listed cleanup is the fallback).
-        await self._discard(own, ids)
+        await self._discard(own, [c.id for c in chunks])
         if outcome.status == "gone":
             raise BadDocument("publishing", f"collection {collection.name!r} was deleted")
         if outcome.status == "duplicate":
@@ -278,25 +258,17 @@ class IngestPipeline:
         if record is None:
             return {}
         try:
-            rows = await self.chroma.get(
-                collection.chroma_id,
-                where={"$and": [{"_doc": document_id}, {"_ver": record.tag}]},
-                embeddings=True,
+            stored = await self.chunks.version(
+                collection.chroma_id, document_id, record.tag, vectors=True
             )
         except Exception as exc:
             log.warning("reuse_skipped", error=f"{type(exc).__name__}: {exc}")
             return {}
-        if rows.embeddings is None:
-            return {}
-        return {
-            text: vector
-            for text, vector in zip(rows.documents, rows.embeddings, strict=True)
-            if text is not None
-        }
+        return {chunk.text: chunk.vector for chunk in stored if chunk.vector is not None}
 
     async def _discard(self, own: Cleanup, ids: list[str]) -> None:
         try:
-            await self.chroma.delete(own.chroma_id, ids=ids)
+            await self.chunks.delete(own.chroma_id, ids)
         except Exception as exc:  # the listed cleanup will do it later
             log.warning("discard_deferred", error=str(exc))
             await self.documents.cleanup_now(own)

@@ -16,7 +16,6 @@ from typing import Any
 from arq import Retry
 from arq.constants import in_progress_key_prefix, job_key_prefix, result_key_prefix
 from rag_config import IngestSettings
-from rag_core.chroma import ChromaRequestError
 from rag_core.embedding.base import EmbeddingError
 from rag_core.errors import DependencyUnavailable
 from rag_telemetry import bind_log_context, continue_trace, get_logger, reset_log_context
@@ -260,12 +259,9 @@ async def drain_cleanups(ctx: dict[str, Any]) -> int:
             )
             continue
         try:
-            removed += await w.chroma.delete(
-                cleanup.chroma_id,
-                where={"$and": [{"_doc": cleanup.document_id}, {"_ver": cleanup.tag}]},
+            removed += await w.chunks.delete_version(
+                cleanup.chroma_id, cleanup.document_id, cleanup.tag
             )
-        except ChromaRequestError:
-            pass  # the collection is gone, and its chunks with it
         except DependencyUnavailable as exc:
             log.warning("cleanup_deferred", error=str(exc))
             break

@@ -49,17 +49,17 @@ def select_sources(
             text = text[: max(200, len(text) * budget_tokens // max(tokens, 1))]
             tokens = budget_tokens
         used += tokens
-        meta = hit.metadata
+        chunk = hit.chunk
         chosen.append(
             Source(
                 number=len(chosen) + 1,
                 chunk_id=hit.chunk_id,
                 document_id=hit.document_id,
                 text=text,
-                title=str(meta["_title"]) if "_title" in meta else None,
-                source=str(meta["_source"]) if "_source" in meta else None,
-                page=int(meta["_page"]) if "_page" in meta else None,
-                heading=str(meta["_heading"]) if "_heading" in meta else None,
+                title=chunk.title if chunk else None,
+                source=chunk.source if chunk else None,
+                page=chunk.page if chunk else None,
+                heading=chunk.heading if chunk else None,
             )
         )
     return chosen

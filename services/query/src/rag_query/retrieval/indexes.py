@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from rag_core.catalog import Collection, CollectionCatalog, Keys
-from rag_core.chroma import ChromaClient
+from rag_core.chunks import ChunkStore
 from rag_core.errors import DependencyUnavailable
 from rag_telemetry import get_logger
 from redis.asyncio import Redis
@@ -30,7 +30,7 @@ from rag_query.retrieval.analyzer import Analyzer
 from rag_query.retrieval.lexical import AnalyzedChunk, IndexedChunk, LexicalIndex
 
 log = get_logger("rag.lexical")
-FETCH_DOCUMENTS = 100  # documents per Chroma read while building or following
+FETCH_DOCUMENTS = 100  # documents per batch while building
 BLOCK_MS = 1000
 
 
@@ -51,22 +51,18 @@ class _Followed:
         return (self.namespace, self.name)
 
 
-def user_metadata(metadata: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in metadata.items() if not k.startswith("_")}
-
-
 class LexicalIndexes:
     def __init__(
         self,
         redis: Redis,
-        chroma: ChromaClient,
+        chunks: ChunkStore,
         keys: Keys,
         *,
         k1: float,
         b: float,
     ) -> None:
         self.redis = redis
-        self.chroma = chroma
+        self.chunks = chunks
         self.keys = keys
         self.catalog = CollectionCatalog(redis, keys)
         self.k1 = k1
@@ -183,28 +179,19 @@ class LexicalIndexes:
         wanted: dict[str, str],
         removed: Iterable[str],
     ) -> None:
-        """Load the chunks of ``wanted`` (document -> tag) from Chroma and index them."""
+        """Load the chunks of ``wanted`` (document -> tag) from the store and index them."""
         for document_id in removed:
             index.remove_document(document_id)
-        docs = sorted(wanted)
-        for start in range(0, len(docs), FETCH_DOCUMENTS):
-            batch = docs[start : start + FETCH_DOCUMENTS]
-            where = {"_doc": batch[0]} if len(batch) == 1 else {"_doc": {"$in": batch}}
-            rows = await self.chroma.get(chroma_id, where=where)
-            chunks: dict[str, list[tuple[int, IndexedChunk]]] = {doc: [] for doc in batch}
-            for chunk_id, text, metadata in zip(
-                rows.ids, rows.documents, rows.metadatas, strict=True
-            ):
-                doc = str(metadata.get("_doc"))
-                if doc in chunks and str(metadata.get("_ver")) == wanted[doc]:
-                    chunks[doc].append(
-                        (int(metadata.get("_pos", 0)), IndexedChunk(chunk_id, text or "", metadata))
-                    )
-            analyzed = await asyncio.get_running_loop().run_in_executor(
-                self._analysis, _analyze_all, index, chunks
-            )
-            for doc, found in analyzed.items():
-                index.apply_document(doc, wanted[doc], found)
+        stored = await self.chunks.versions(chroma_id, wanted)
+        chunks = {
+            doc: [IndexedChunk(c.id, c.text, c.metadata) for c in found]
+            for doc, found in stored.items()
+        }
+        analyzed = await asyncio.get_running_loop().run_in_executor(
+            self._analysis, _analyze_all, index, chunks
+        )
+        for doc, found_chunks in analyzed.items():
+            index.apply_document(doc, wanted[doc], found_chunks)
 
     async def _follow_once(self) -> None:
         if not self._followed:
@@ -246,9 +233,6 @@ class LexicalIndexes:
 
 
 def _analyze_all(
-    index: LexicalIndex, chunks: dict[str, list[tuple[int, IndexedChunk]]]
+    index: LexicalIndex, chunks: dict[str, list[IndexedChunk]]
 ) -> dict[str, list[AnalyzedChunk]]:
-    return {
-        doc: index.analyze(chunk for _, chunk in sorted(found, key=lambda pair: pair[0]))
-        for doc, found in chunks.items()
-    }
+    return {doc: index.analyze(found) for doc, found in chunks.items()}

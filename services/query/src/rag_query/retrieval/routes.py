@@ -14,7 +14,7 @@ from rag_core.catalog import CollectionCatalog
 from rag_core.errors import InvalidInput
 from rag_core.filters import validate_filter
 
-from rag_query.retrieval.search import Hit, Retriever, SearchRequest, public_metadata
+from rag_query.retrieval.search import Hit, Retriever, SearchRequest
 
 
 class SearchBody(msgspec.Struct, forbid_unknown_fields=True):
@@ -51,19 +51,20 @@ class SearchHit(msgspec.Struct, omit_defaults=True):
 
     @classmethod
     def of(cls, hit: Hit) -> SearchHit:
-        meta = hit.metadata
+        chunk = hit.chunk
+        assert chunk is not None, "the retriever returns completed hits only"
         return cls(
             chunk_id=hit.chunk_id,
-            document_id=hit.document_id,
+            document_id=chunk.document_id,
             score=round(hit.score, 6),
-            text=hit.text,
-            position=int(meta.get("_pos", 0)),
+            text=chunk.text,
+            position=chunk.position,
             scores=Scores(hit.dense_score, hit.lexical_score, hit.dense_rank, hit.lexical_rank),
-            metadata=public_metadata(meta),
-            source=_text(meta.get("_source")),
-            title=_text(meta.get("_title")),
-            page=int(meta["_page"]) if "_page" in meta else None,
-            heading=_text(meta.get("_heading")),
+            metadata=dict(chunk.metadata),
+            source=chunk.source,
+            title=chunk.title,
+            page=chunk.page,
+            heading=chunk.heading,
         )
 
 
@@ -73,10 +74,6 @@ class SearchResponse(msgspec.Struct):
     mode: str
     results: list[SearchHit]
     timings: dict[str, float]
-
-
-def _text(value: Any) -> str | None:
-    return str(value) if value is not None else None
 
 
 def search_request(body: SearchBody, settings: QuerySettings) -> SearchRequest:

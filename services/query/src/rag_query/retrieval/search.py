@@ -9,14 +9,14 @@ from __future__ import annotations
 
 import functools
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import numpy as np
 from rag_config import QuerySettings
 from rag_core.catalog import Collection, CollectionCatalog
-from rag_core.chroma import ChromaClient, Records
+from rag_core.chunks import ChunkStore, StoredChunk
 from rag_core.embedding.base import Embedder
 from rag_core.errors import DependencyUnavailable
 from rag_core.filters import matches
@@ -47,14 +47,20 @@ class SearchRequest:
 @dataclass
 class Hit:
     chunk_id: str
-    document_id: str
-    text: str
-    metadata: dict[str, Any]
-    score: float
+    chunk: StoredChunk | None = None  # None until read from the store (lexical hits)
+    score: float = 0.0
     dense_rank: int | None = None
     lexical_rank: int | None = None
     dense_score: float | None = None
     lexical_score: float | None = None
+
+    @property
+    def document_id(self) -> str:
+        return self.chunk.document_id if self.chunk else ""
+
+    @property
+    def text(self) -> str:
+        return self.chunk.text if self.chunk else ""
 
 
 @dataclass
@@ -66,13 +72,13 @@ class SearchResult:
 class Retriever:
     def __init__(
         self,
-        chroma: ChromaClient,
+        chunks: ChunkStore,
         catalog: CollectionCatalog,
         indexes: LexicalIndexes,
         embedder_for: Callable[[str], Embedder],
         settings: QuerySettings,
     ) -> None:
-        self.chroma = chroma
+        self.chunks = chunks
         self.catalog = catalog
         self.indexes = indexes
         self.embedder_for = embedder_for
@@ -105,7 +111,7 @@ class Retriever:
             for rank, (chunk_id, score) in enumerate(lexical, start=1):
                 hit = found.get(chunk_id)
                 if hit is None:
-                    hit = found[chunk_id] = Hit(chunk_id, "", "", {}, 0.0)
+                    hit = found[chunk_id] = Hit(chunk_id)
                 hit.lexical_rank, hit.lexical_score = rank, score
             timings["lexical_ms"] = _ms(started)
 
@@ -152,32 +158,27 @@ class Retriever:
     ) -> list[str]:
         embedder = self.embedder_for(collection.embedding_model)
         query_vector = await embedder.embed_query(request.query)
-        rows = await self.chroma.query(
+        neighbours = await self.chunks.nearest(
             collection.chroma_id,
             query_vector,
-            n_results=request.candidates,
+            count=request.candidates,
             where=request.where,
-            embeddings=request.mmr,
+            vectors=request.mmr,
         )
         ranking = []
-        for position, chunk_id in enumerate(rows.ids):
-            metadata = dict(rows.metadatas[position])
-            document_id = str(metadata.get("_doc", ""))
-            if index.active_tag(document_id) != str(metadata.get("_ver", "")):
+        for neighbour in neighbours:
+            chunk = neighbour.chunk
+            if index.active_tag(chunk.document_id) != chunk.version:
                 continue  # another version than the one this replica serves
-            ranking.append(chunk_id)
-            distance = rows.distances[position]
-            found[chunk_id] = Hit(
-                chunk_id,
-                document_id,
-                rows.documents[position] or "",
-                metadata,
-                0.0,
+            ranking.append(chunk.id)
+            found[chunk.id] = Hit(
+                chunk.id,
+                chunk,
                 dense_rank=len(ranking),
-                dense_score=round(1.0 - float(distance), 6),
+                dense_score=neighbour.similarity,
             )
-            if rows.embeddings is not None:
-                vectors[chunk_id] = rows.embeddings[position]
+            if chunk.vector is not None:
+                vectors[chunk.id] = chunk.vector
         return ranking
 
     async def _completed(
@@ -208,46 +209,35 @@ class Retriever:
         missing = [
             hit.chunk_id
             for hit in hits
-            if not hit.document_id or (need_vectors and hit.chunk_id not in vectors)
+            if hit.chunk is None or (need_vectors and hit.chunk_id not in vectors)
         ]
         if not missing:
             return
-        rows: Records = await self.chroma.get(
-            collection.chroma_id, ids=missing, embeddings=need_vectors
-        )
-        by_id = {chunk_id: i for i, chunk_id in enumerate(rows.ids)}
+        stored = await self.chunks.get(collection.chroma_id, missing, vectors=need_vectors)
+        by_id = {chunk.id: chunk for chunk in stored}
         for hit in hits:
-            position = by_id.get(hit.chunk_id)
-            if position is None:
+            chunk = by_id.get(hit.chunk_id)
+            if chunk is None:
                 continue
-            metadata = dict(rows.metadatas[position])
-            hit.document_id = str(metadata.get("_doc", ""))
-            hit.text = rows.documents[position] or ""
-            hit.metadata = metadata
-            if rows.embeddings is not None and len(rows.embeddings):
-                vectors[hit.chunk_id] = rows.embeddings[position]
-        hits[:] = [hit for hit in hits if hit.document_id]  # cleaned up meanwhile
+            hit.chunk = chunk
+            if chunk.vector is not None:
+                vectors[hit.chunk_id] = chunk.vector
+        hits[:] = [hit for hit in hits if hit.chunk is not None]  # cleaned up meanwhile
 
     async def _document_fields(self, collection: Collection, hits: list[Hit]) -> None:
         """A document's title and source, kept once in its record rather than in each of its
         chunks (a 2 MB source once grew Chroma by 135 MB). Chunks stored before carry them."""
-        wanted = sorted({h.document_id for h in hits if "_source" not in h.metadata})
+        chunks = [hit.chunk for hit in hits if hit.chunk is not None]
+        wanted = sorted({c.document_id for c in chunks if c.source is None})
         if not wanted:
             return
         records = await self.catalog.documents(collection.namespace, collection.name, wanted)
-        for hit in hits:
-            record = records.get(hit.document_id)
-            if record is None or "_source" in hit.metadata:
+        for chunk in chunks:
+            record = records.get(chunk.document_id)
+            if record is None or chunk.source is not None:
                 continue
-            if record.source:
-                hit.metadata["_source"] = record.source
-            if record.title:
-                hit.metadata["_title"] = record.title
-
-
-def public_metadata(metadata: Mapping[str, Any]) -> dict[str, Any]:
-    """The caller's own metadata of a chunk (the engine's keys start with ``_``)."""
-    return {k: v for k, v in metadata.items() if not k.startswith("_")}
+            chunk.source = record.source or None
+            chunk.title = record.title or chunk.title
 
 
 def _ms(started: float) -> float:

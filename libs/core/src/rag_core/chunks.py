@@ -1,0 +1,284 @@
+"""The chunk store: what a stored chunk is, and the one place that knows how it is stored.
+
+Every chunk carries, besides its text and vector, the engine's own fields (its document, the
+version it belongs to, its position, where it was found) and the caller's metadata. In Chroma
+they share one flat metadata map: the engine's fields under keys that start with ``_`` (the
+caller's keys never do: ingest refuses them), the caller's as given, so a caller's filter runs
+in Chroma as written. Only this module names those keys; everything else reads and writes
+``StoredChunk`` through ``ChunkStore``. A second vector backend would be another
+implementation of ``ChunkStore``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+
+from rag_core.chroma import (
+    BatchingUpserter,
+    ChromaClient,
+    ChromaCollection,
+    ChromaRequestError,
+    Metadata,
+    Records,
+)
+
+if TYPE_CHECKING:
+    import numpy as np
+    from numpy.typing import NDArray
+
+FETCH_DOCUMENTS = 100  # documents per read when loading many documents' chunks
+
+
+@dataclass(slots=True)
+class StoredChunk:
+    """One chunk of one version of one document."""
+
+    id: str
+    document_id: str
+    version: str  # the tag of the change that wrote it (see ``version_tag``)
+    position: int
+    text: str
+    metadata: dict[str, Any] = field(default_factory=dict)  # the caller's own
+    tokens: int = 0
+    content_hash: str | None = None  # of the whole document
+    format: str | None = None
+    page: int | None = None
+    heading: str | None = None
+    # Kept in the document's record now; chunks stored by earlier versions carry them.
+    title: str | None = None
+    source: str | None = None
+    vector: NDArray[np.float32] | None = None
+
+
+@dataclass(frozen=True)
+class Neighbour:
+    chunk: StoredChunk
+    similarity: float  # cosine similarity to the query vector
+
+
+def version_tag(sequence: int) -> str:
+    """The version of the chunks one change writes: its sequence, unique per document."""
+    return str(sequence)
+
+
+def chunk_id(document_id: str, tag: str, position: int) -> str:
+    """Deterministic: a job run again writes the same ids (an upsert, never a duplicate)."""
+    return hashlib.sha256(f"{document_id}\0{tag}\0{position}".encode()).hexdigest()[:32]
+
+
+# The engine's fields in the stored metadata. A caller's key never starts with "_".
+_DOC, _VER, _POS, _TOKENS, _HASH, _FORMAT = "_doc", "_ver", "_pos", "_tokens", "_hash", "_format"
+_PAGE, _HEADING, _TITLE, _SOURCE = "_page", "_heading", "_title", "_source"
+
+
+def encode(chunk: StoredChunk) -> Metadata:
+    """The flat metadata map a chunk is stored with."""
+    metadata: Metadata = dict(chunk.metadata)
+    metadata.update(
+        {_DOC: chunk.document_id, _VER: chunk.version, _POS: chunk.position, _TOKENS: chunk.tokens}
+    )
+    if chunk.content_hash is not None:
+        metadata[_HASH] = chunk.content_hash
+    if chunk.format is not None:
+        metadata[_FORMAT] = chunk.format
+    if chunk.page is not None:
+        metadata[_PAGE] = chunk.page
+    if chunk.heading:
+        metadata[_HEADING] = chunk.heading
+    # Title and source are the document's, kept once in its record (the query service adds
+    # them to hits): copied into every chunk, a long source multiplied Chroma's size.
+    return metadata
+
+
+def decode(
+    chunk_id: str,
+    text: str | None,
+    metadata: Mapping[str, Any],
+    vector: NDArray[np.float32] | None = None,
+) -> StoredChunk:
+    return StoredChunk(
+        id=chunk_id,
+        document_id=str(metadata.get(_DOC, "")),
+        version=str(metadata.get(_VER, "")),
+        position=int(metadata.get(_POS, 0)),
+        text=text or "",
+        metadata={k: v for k, v in metadata.items() if not k.startswith("_")},
+        tokens=int(metadata.get(_TOKENS, 0)),
+        content_hash=_text(metadata.get(_HASH)),
+        format=_text(metadata.get(_FORMAT)),
+        page=int(metadata[_PAGE]) if _PAGE in metadata else None,
+        heading=_text(metadata.get(_HEADING)),
+        title=_text(metadata.get(_TITLE)),
+        source=_text(metadata.get(_SOURCE)),
+        vector=vector,
+    )
+
+
+def _text(value: Any) -> str | None:
+    return str(value) if value is not None else None
+
+
+def _rows(records: Records) -> list[StoredChunk]:
+    vectors = records.embeddings
+    return [
+        decode(
+            chunk_id,
+            records.documents[i],
+            records.metadatas[i],
+            vectors[i] if vectors is not None and len(vectors) else None,
+        )
+        for i, chunk_id in enumerate(records.ids)
+    ]
+
+
+def _version(document_id: str, tag: str) -> dict[str, Any]:
+    return {"$and": [{_DOC: document_id}, {_VER: tag}]}
+
+
+@runtime_checkable  # Litestar checks a handler's dependencies against their annotations
+class ChunkStore(Protocol):
+    """Chunks by collection (the store's id of it), document and version."""
+
+    async def create_collection(
+        self, name: str, metadata: Mapping[str, Any]
+    ) -> ChromaCollection: ...
+    async def get_collection(self, name: str) -> ChromaCollection | None: ...
+    async def delete_collection(self, name: str) -> bool: ...
+    async def write(
+        self, collection_id: str, chunks: Sequence[StoredChunk], vectors: NDArray[np.float32]
+    ) -> None: ...
+    async def get(
+        self, collection_id: str, ids: Sequence[str], *, vectors: bool = False
+    ) -> list[StoredChunk]: ...
+    async def version(
+        self, collection_id: str, document_id: str, tag: str, *, vectors: bool = False
+    ) -> list[StoredChunk]: ...
+    async def versions(
+        self, collection_id: str, wanted: Mapping[str, str]
+    ) -> dict[str, list[StoredChunk]]: ...
+    async def stored_versions(self, collection_id: str, document_id: str) -> set[str]: ...
+    async def nearest(
+        self,
+        collection_id: str,
+        vector: NDArray[np.float32],
+        *,
+        count: int,
+        where: Mapping[str, Any] | None = None,
+        vectors: bool = False,
+    ) -> list[Neighbour]: ...
+    async def versions_matching(
+        self, collection_id: str, where: Mapping[str, Any]
+    ) -> set[tuple[str, str]]: ...
+    async def delete(self, collection_id: str, ids: Sequence[str]) -> int: ...
+    async def delete_version(self, collection_id: str, document_id: str, tag: str) -> int: ...
+
+
+class ChromaChunkStore:
+    """``ChunkStore`` on a Chroma server; concurrent writes to one collection are coalesced
+    into few large upserts."""
+
+    def __init__(self, chroma: ChromaClient) -> None:
+        self.chroma = chroma
+        self._upserter = BatchingUpserter(chroma)
+
+    async def create_collection(self, name: str, metadata: Mapping[str, Any]) -> ChromaCollection:
+        """Create (cosine space); raises Conflict if the name is taken."""
+        return await self.chroma.create_collection(name, metadata)
+
+    async def get_collection(self, name: str) -> ChromaCollection | None:
+        return await self.chroma.get_collection(name)
+
+    async def delete_collection(self, name: str) -> bool:
+        return await self.chroma.delete_collection(name)
+
+    async def write(
+        self, collection_id: str, chunks: Sequence[StoredChunk], vectors: NDArray[np.float32]
+    ) -> None:
+        """Upsert ``chunks`` with their ``vectors`` (row i is chunk i's)."""
+        await self._upserter.upsert(
+            collection_id,
+            [c.id for c in chunks],
+            vectors,
+            [c.text for c in chunks],
+            [encode(c) for c in chunks],
+        )
+
+    async def get(
+        self, collection_id: str, ids: Sequence[str], *, vectors: bool = False
+    ) -> list[StoredChunk]:
+        """The chunks of ``ids`` that exist (in no particular order)."""
+        return _rows(await self.chroma.get(collection_id, ids=ids, embeddings=vectors))
+
+    async def version(
+        self, collection_id: str, document_id: str, tag: str, *, vectors: bool = False
+    ) -> list[StoredChunk]:
+        """One version's chunks, in document order."""
+        rows = await self.chroma.get(
+            collection_id, where=_version(document_id, tag), embeddings=vectors
+        )
+        return sorted(_rows(rows), key=lambda c: c.position)
+
+    async def versions(
+        self, collection_id: str, wanted: Mapping[str, str]
+    ) -> dict[str, list[StoredChunk]]:
+        """The chunks of each document in ``wanted`` (document -> tag) of that version only,
+        in document order; read ``FETCH_DOCUMENTS`` documents at a time."""
+        found: dict[str, list[StoredChunk]] = {doc: [] for doc in wanted}
+        docs = sorted(wanted)
+        for start in range(0, len(docs), FETCH_DOCUMENTS):
+            batch = docs[start : start + FETCH_DOCUMENTS]
+            where = {_DOC: batch[0]} if len(batch) == 1 else {_DOC: {"$in": batch}}
+            for chunk in _rows(await self.chroma.get(collection_id, where=where)):
+                if wanted.get(chunk.document_id) == chunk.version:
+                    found[chunk.document_id].append(chunk)
+        for chunks in found.values():
+            chunks.sort(key=lambda c: c.position)
+        return found
+
+    async def stored_versions(self, collection_id: str, document_id: str) -> set[str]:
+        """The versions of a document that have chunks stored (the active one, and any
+        written by a change not switched in yet or not cleaned up yet)."""
+        rows = await self.chroma.get(collection_id, where={_DOC: document_id}, documents=False)
+        return {str(m[_VER]) for m in rows.metadatas}
+
+    async def nearest(
+        self,
+        collection_id: str,
+        vector: NDArray[np.float32],
+        *,
+        count: int,
+        where: Mapping[str, Any] | None = None,
+        vectors: bool = False,
+    ) -> list[Neighbour]:
+        """Up to ``count`` chunks nearest ``vector`` (of any version), nearest first;
+        ``where`` is a validated filter on the caller's metadata."""
+        hits = await self.chroma.query(
+            collection_id, vector, n_results=count, where=where, embeddings=vectors
+        )
+        return [
+            Neighbour(chunk, round(1.0 - float(distance), 6))
+            for chunk, distance in zip(_rows(hits), hits.distances, strict=True)
+        ]
+
+    async def versions_matching(
+        self, collection_id: str, where: Mapping[str, Any]
+    ) -> set[tuple[str, str]]:
+        """(document, tag) of every stored version whose metadata matches ``where`` (every
+        chunk of a version carries its document's metadata: the first one is read)."""
+        rows = await self.chroma.get(
+            collection_id, where={"$and": [{_POS: 0}, dict(where)]}, documents=False
+        )
+        return {(str(m[_DOC]), str(m[_VER])) for m in rows.metadatas}
+
+    async def delete(self, collection_id: str, ids: Sequence[str]) -> int:
+        return await self.chroma.delete(collection_id, ids=ids)
+
+    async def delete_version(self, collection_id: str, document_id: str, tag: str) -> int:
+        """Remove one version's chunks; 0 if its collection is gone (and they with it)."""
+        try:
+            return await self.chroma.delete(collection_id, where=_version(document_id, tag))
+        except ChromaRequestError:
+            return 0
