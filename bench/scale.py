@@ -24,7 +24,7 @@ from rag_config import IngestSettings
 from rag_core.catalog import DEFAULT_NAMESPACE, CollectionCatalog, DocumentRecord, Keys
 from rag_core.chroma import ChromaClient
 from rag_core.chunks import ChromaChunkStore, StoredChunk, chunk_id, version_tag
-from rag_ingest.documents.store import Cleanup, DocumentStore
+from rag_ingest.versions import Cleanup, DocumentStore
 from redis.asyncio import Redis
 from stats import summarize
 

@@ -65,10 +65,10 @@ from rag_core.clients import create_redis
 from rag_core.embedding.models import EmbedderFactory
 from rag_core.errors import Conflict, NotFound
 from rag_ingest.components import IngestComponents
-from rag_ingest.documents.service import Submission
-from rag_ingest.documents.store import content_hash
 from rag_ingest.jobs.model import FINAL_STATES
 from rag_ingest.parsing.pool import ParserPool
+from rag_ingest.submissions import Submission
+from rag_ingest.versions import content_hash
 from rag_ingest.worker.context import BatchedEmbedders, WorkerContext
 from rag_ingest.worker.pipeline import IngestPipeline, Progress
 from rag_ingest.worker.tasks import drain_cleanups, ingest_document
@@ -416,7 +416,7 @@ class IngestMachine(RuleBasedStateMachine):
             accepted = await service.submit(namespace, name, items)
             jobs = [
                 JobRef(
-                    entry.record.id,
+                    entry.id,
                     slot,
                     model.generation,
                     document_id,

@@ -26,10 +26,10 @@ from rag_core.clients import create_redis
 from rag_core.embedding.models import model_spec
 from rag_core.errors import Conflict
 from rag_ingest.components import IngestComponents
-from rag_ingest.documents.service import Submission
-from rag_ingest.documents.store import Cleanup, auto_id, content_hash
 from rag_ingest.jobs.model import JobRecord
 from rag_ingest.parsing.pool import ParserPool
+from rag_ingest.submissions import Submission
+from rag_ingest.versions import Cleanup, auto_id, content_hash
 from rag_ingest.worker.pipeline import IngestPipeline, job_cleanup
 from rag_ingest.worker.tasks import (
     LOST_ENQUEUE_SECONDS,
@@ -438,7 +438,7 @@ async def test_a_second_run_of_a_job_that_switched_in_meanwhile_keeps_the_live_c
         col.name,
         [Submission(b"alpha beta gamma delta", where="documents[0]", document_id="d")],
     )
-    job = accepted.record
+    job = accepted
     payload = await parts.jobs.payload(job.id)
     assert payload is not None
     embedder = WordHashEmbedder()

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from rag_core.catalog import Keys
 from rag_core.tenancy import TENANT_PATTERN
 from rag_ingest.collections.registry import NAME_PATTERN
-from rag_ingest.documents.service import DOCUMENT_ID
+from rag_ingest.submissions import DOCUMENT_ID
 
 KEYS = Keys("rag")
 tenants = st.from_regex(TENANT_PATTERN, fullmatch=True)

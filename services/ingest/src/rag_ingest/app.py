@@ -83,12 +83,17 @@ def create_app(settings: IngestSettings | None = None) -> Litestar:
             "tenant": Provide(tenant_of, sync_to_thread=False),
             **{
                 name: _component(name)
-                for name in ("arq", "registry", "jobs", "idempotency", "ingest")
+                for name in (
+                    "arq",
+                    "registry",
+                    "jobs",
+                    "idempotency",
+                    "ingest",
+                    # Not "documents": a dependency named like a body field turns that
+                    # field's validation errors into 500s (Litestar takes them for its own).
+                    "document_service",
+                )
             },
-            # Not "documents": a dependency named like a body field turns that field's
-            # validation errors into 500s (Litestar takes them for the server's own).
-            "document_store": _component("documents"),
-            "chunk_store": _component("chunks"),
         },
         description="Accepts documents and queues them for parsing, chunking and embedding.",
         request_max_body_size=settings.max_request_bytes,

@@ -15,10 +15,12 @@ from rag_core.embedding.models import ModelSpec
 from redis.asyncio import Redis
 
 from rag_ingest.collections.registry import CollectionRegistry
-from rag_ingest.documents.service import IdempotencyGuard, IngestService
-from rag_ingest.documents.store import DocumentStore
+from rag_ingest.documents.service import DocumentService, IngestService
+from rag_ingest.idempotency import IdempotencyGuard
 from rag_ingest.jobs.store import JobStore
 from rag_ingest.queueing import deserialize_job, serialize_job
+from rag_ingest.submissions import JobSubmitter
+from rag_ingest.versions import DocumentStore
 
 
 def queue_client(redis: Redis, keys: Keys) -> ArqRedis:
@@ -42,7 +44,9 @@ class IngestComponents:
     registry: CollectionRegistry
     documents: DocumentStore
     jobs: JobStore
+    submitter: JobSubmitter
     ingest: IngestService
+    document_service: DocumentService
     idempotency: IdempotencyGuard
     check_model: Callable[[str], ModelSpec]
 
@@ -63,6 +67,7 @@ class IngestComponents:
         registry = CollectionRegistry(redis, chunks, keys, check_model)
         documents = DocumentStore(redis, keys, grace_seconds=settings.version_grace_seconds)
         jobs = JobStore(redis, keys, retention_days=settings.job_retention_days)
+        submitter = JobSubmitter(settings, arq, documents, jobs)
         return cls(
             settings=settings,
             keys=keys,
@@ -72,15 +77,15 @@ class IngestComponents:
             registry=registry,
             documents=documents,
             jobs=jobs,
+            submitter=submitter,
             ingest=IngestService(
                 settings=settings,
-                redis=redis,
-                arq=arq,
                 registry=registry,
                 documents=documents,
                 jobs=jobs,
-                keys=keys,
+                submitter=submitter,
             ),
+            document_service=DocumentService(registry, documents, chunks, arq),
             idempotency=IdempotencyGuard(redis, keys, settings.idempotency_ttl_hours),
             check_model=check_model,
         )

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import msgspec
 from litestar import Controller, delete, get, post
 from litestar.di import NamedDependency
@@ -49,6 +47,14 @@ class CollectionList(msgspec.Struct):
     collections: list[CollectionOut]
 
 
+class CollectionDeleted(msgspec.Struct):
+    """What a deleted collection held."""
+
+    deleted: str
+    documents: int
+    chunks: int
+
+
 class CollectionController(Controller):
     path = "/v1/collections"
     tags = ["collections"]
@@ -91,10 +97,6 @@ class CollectionController(Controller):
         name: FromPath[str],
         registry: NamedDependency[CollectionRegistry],
         tenant: NamedDependency[str],
-    ) -> dict[str, Any]:
+    ) -> CollectionDeleted:
         removed = await registry.delete(tenant, name)
-        return {
-            "deleted": removed.name,
-            "documents": removed.document_count,
-            "chunks": removed.chunk_count,
-        }
+        return CollectionDeleted(removed.name, removed.document_count, removed.chunk_count)

@@ -1,29 +1,29 @@
-"""/v1/collections/{collection}/documents: ingest (JSON, files), list, get, replace, delete."""
+"""/v1/collections/{collection}/documents: ingest (JSON, files, URLs), list, get, replace,
+delete. Each handler reads the request into a call of documents/service.py."""
 
 from __future__ import annotations
 
+import functools
 import hashlib
+from collections.abc import Awaitable, Callable
 from typing import Annotated, Any
 
 import msgspec
-from arq.connections import ArqRedis
 from litestar import Controller, Request, Response, delete, get, post, put
 from litestar.di import NamedDependency
 from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
 from litestar.status_codes import HTTP_200_OK, HTTP_202_ACCEPTED
 from rag_core.catalog import DocumentRecord
-from rag_core.chunks import ChunkStore
-from rag_core.errors import InvalidInput, NotFound, UnsupportedMediaType
+from rag_core.errors import InvalidInput, UnsupportedMediaType
 from rag_core.filters import validate_filter
 from rag_core.quota import INGEST_QUOTA_HEADER, QuotaGrant
 from rag_telemetry import current_traceparent
 
-from rag_ingest.collections.registry import CollectionRegistry
 from rag_ingest.documents.forms import read_upload_form
-from rag_ingest.documents.service import Accepted, IdempotencyGuard, IngestService, Submission
-from rag_ingest.documents.store import DocumentStore
-from rag_ingest.fetching.fetcher import FetchRefused, check_url_syntax
-from rag_ingest.parsing import UnsupportedFormat, detect_format
+from rag_ingest.documents.service import DocumentService, IngestService
+from rag_ingest.idempotency import IdempotencyGuard, fingerprint
+from rag_ingest.jobs.model import JobRecord
+from rag_ingest.submissions import PLAIN_TEXT, Submission
 
 MetadataValue = str | int | float | bool
 
@@ -58,6 +58,16 @@ class JobRef(msgspec.Struct):
     state: str
     status_url: str
     events_url: str
+
+    @classmethod
+    def of(cls, record: JobRecord) -> JobRef:
+        return cls(
+            record.id,
+            record.document_id,
+            record.state,
+            f"/v1/jobs/{record.id}",
+            f"/v1/jobs/{record.id}/events",
+        )
 
 
 class IngestAccepted(msgspec.Struct):
@@ -114,8 +124,10 @@ class DocumentPage(msgspec.Struct):
     limit: int
 
 
-def _wire(accepted: list[Accepted], collection: FromPath[str]) -> IngestAccepted:
-    return IngestAccepted(collection, [JobRef(**a.to_wire()) for a in accepted])
+class DocumentDeleted(msgspec.Struct):
+    deleted: str
+    version: int | None
+    chunks: int
 
 
 def _request_id(request: Request[Any, Any, Any]) -> str | None:
@@ -123,63 +135,37 @@ def _request_id(request: Request[Any, Any, Any]) -> str | None:
     return str(value) if value else None
 
 
-async def _with_idempotency(
+async def _accepted(
     request: Request[Any, Any, Any],
-    guard: NamedDependency[IdempotencyGuard],
+    idempotency: IdempotencyGuard,
     tenant: str,
-    fingerprint: str,
-    work: Any,
-) -> Response[Any]:
-    key = request.headers.get("idempotency-key")
-    if key is None:
-        return Response(await work(), status_code=HTTP_202_ACCEPTED)
-    stored = await guard.begin(tenant, key, fingerprint)
-    if stored is not None:
-        return Response(
-            stored["body"],
-            status_code=int(stored["status"]),
-            headers={"Idempotent-Replayed": "true"},
-        )
-    try:
-        body = msgspec.to_builtins(await work())
-    except BaseException:
-        await guard.abandon(tenant, key)
-        raise
-    await guard.finish(tenant, key, fingerprint, HTTP_202_ACCEPTED, body)
-    return Response(body, status_code=HTTP_202_ACCEPTED)
+    collection: str,
+    request_fingerprint: str,
+    submit: Callable[..., Awaitable[list[JobRecord]]],
+) -> Response[IngestAccepted]:
+    """202 with the jobs ``submit`` made (it is passed the request's ids), or, for an
+    Idempotency-Key seen before with the same request, that first answer again."""
 
+    async def work() -> IngestAccepted:
+        records = await submit(request_id=_request_id(request), traceparent=current_traceparent())
+        return IngestAccepted(collection, [JobRef.of(record) for record in records])
 
-def _fingerprint(*parts: Any) -> str:
-    return hashlib.sha256(msgspec.json.encode(parts, order="sorted")).hexdigest()
-
-
-def _check_supported(item: Submission, max_archive_entries: int) -> None:
-    """Refuse what no parser can read now (415), instead of a job that will surely fail. Only
-    bounded sniffing here: this process serves every other request."""
-    try:
-        detect_format(
-            item.payload,
-            filename=item.filename,
-            content_type=item.content_type,
-            max_archive_entries=max_archive_entries,
-            sniff=True,
-        )
-    except UnsupportedFormat as exc:
-        raise UnsupportedMediaType(f"{item.where}: {exc}") from None
-    except Exception:  # noqa: S110 - anything else is for the worker to explain
-        pass
+    outcome = await idempotency.run(
+        tenant,
+        request.headers.get("idempotency-key"),
+        request_fingerprint,
+        work,
+        status=HTTP_202_ACCEPTED,
+    )
+    headers = {"Idempotent-Replayed": "true"} if outcome.replayed else None
+    return Response(outcome.body, status_code=outcome.status, headers=headers)
 
 
 class DocumentController(Controller):
     path = "/v1/collections/{collection:str}/documents"
     tags = ["documents"]
 
-    @post(
-        "",
-        summary="Ingest a batch of text documents",
-        status_code=HTTP_202_ACCEPTED,
-        responses=None,
-    )
+    @post("", summary="Ingest a batch of text documents", status_code=HTTP_202_ACCEPTED)
     async def ingest_json(
         self,
         collection: FromPath[str],
@@ -188,39 +174,26 @@ class DocumentController(Controller):
         ingest: NamedDependency[IngestService],
         idempotency: NamedDependency[IdempotencyGuard],
         tenant: NamedDependency[str],
-    ) -> Response[Any]:
+    ) -> Response[IngestAccepted]:
         """202 with one job per document. Honours `Idempotency-Key`."""
-        ingest.check_batch_size(len(data.documents))
         items = [
             Submission(
                 payload=doc.text.encode("utf-8"),
                 where=f"documents[{i}]",
                 document_id=doc.id,
-                content_type="text/plain; charset=utf-8",
+                content_type=PLAIN_TEXT,
                 source=doc.source,
                 metadata=dict(doc.metadata or {}),
             )
             for i, doc in enumerate(data.documents)
         ]
-
-        async def work() -> IngestAccepted:
-            return _wire(
-                await ingest.submit(
-                    tenant,
-                    collection,
-                    items,
-                    request_id=_request_id(request),
-                    traceparent=current_traceparent(),
-                ),
-                collection,
-            )
-
-        return await _with_idempotency(
+        return await _accepted(
             request,
             idempotency,
             tenant,
-            _fingerprint("json", collection, msgspec.to_builtins(data)),
-            work,
+            collection,
+            fingerprint("json", collection, msgspec.to_builtins(data)),
+            functools.partial(ingest.submit, tenant, collection, items),
         )
 
     @post("/upload", summary="Upload one or more files", status_code=HTTP_202_ACCEPTED)
@@ -231,7 +204,7 @@ class DocumentController(Controller):
         ingest: NamedDependency[IngestService],
         idempotency: NamedDependency[IdempotencyGuard],
         tenant: NamedDependency[str],
-    ) -> Response[Any]:
+    ) -> Response[IngestAccepted]:
         """multipart/form-data: `file` (repeat for several), optional `metadata` (a JSON object
         applied to every file), `source`, and `id` (only with a single file)."""
         content_type, options = request.content_type
@@ -261,7 +234,6 @@ class DocumentController(Controller):
                 "several files",
                 detail="'id' names one document; it cannot be used with several files",
             )
-        ingest.check_batch_size(len(form.files))
         items = [
             Submission(
                 payload=bytes(upload.data),
@@ -274,23 +246,7 @@ class DocumentController(Controller):
             )
             for index, upload in enumerate(form.files)
         ]
-        ingest.validate(items)
-        for item in items:
-            _check_supported(item, ingest.settings.max_archive_entries)
-
-        async def work() -> IngestAccepted:
-            return _wire(
-                await ingest.submit(
-                    tenant,
-                    collection,
-                    items,
-                    request_id=_request_id(request),
-                    traceparent=current_traceparent(),
-                ),
-                collection,
-            )
-
-        fingerprint = _fingerprint(
+        request_fingerprint = fingerprint(
             "files",
             collection,
             metadata,
@@ -298,7 +254,14 @@ class DocumentController(Controller):
             doc_id,
             [(i.filename, hashlib.sha256(i.payload).hexdigest()) for i in items],
         )
-        return await _with_idempotency(request, idempotency, tenant, fingerprint, work)
+        return await _accepted(
+            request,
+            idempotency,
+            tenant,
+            collection,
+            request_fingerprint,
+            functools.partial(ingest.submit, tenant, collection, items),
+        )
 
     @post(
         "/url",
@@ -313,96 +276,63 @@ class DocumentController(Controller):
         ingest: NamedDependency[IngestService],
         idempotency: NamedDependency[IdempotencyGuard],
         tenant: NamedDependency[str],
-    ) -> Response[Any]:
+    ) -> Response[IngestAccepted]:
         """The worker fetches it: public addresses only (FETCH_ALLOW_NETWORKS widens that),
         FETCH_MAX_REDIRECTS redirects, MAX_FILE_BYTES per page, FETCH_TIMEOUT_SECONDS, and at
         most FETCH_MAX_PAGES pages. Each page becomes a document whose id derives from its URL.
         Through the gateway, the pages' bytes count against the caller's daily ingest quota."""
-        try:
-            url = check_url_syntax(data.url)
-        except FetchRefused as exc:
-            raise InvalidInput.for_field("url", str(exc), detail=f"url: {exc}") from None
         grant = request.headers.get(INGEST_QUOTA_HEADER)
-        quota = QuotaGrant.from_header(grant) if grant else None
 
-        async def work() -> IngestAccepted:
-            accepted = await ingest.submit_url(
+        async def submit(**ids: str | None) -> list[JobRecord]:
+            record = await ingest.submit_url(
                 tenant,
                 collection,
-                url,
+                data.url,
                 max_depth=data.max_depth,
                 same_domain=data.same_domain,
                 metadata=dict(data.metadata or {}),
-                request_id=_request_id(request),
-                traceparent=current_traceparent(),
-                quota=quota,
+                quota=QuotaGrant.from_header(grant) if grant else None,
+                **ids,
             )
-            return _wire([accepted], collection)
+            return [record]
 
-        return await _with_idempotency(
+        return await _accepted(
             request,
             idempotency,
             tenant,
-            _fingerprint("url", collection, msgspec.to_builtins(data)),
-            work,
+            collection,
+            fingerprint("url", collection, msgspec.to_builtins(data)),
+            submit,
         )
 
     @get("", summary="List documents (paged; optional metadata filter)")
     async def list_documents(
         self,
         collection: FromPath[str],
-        registry: NamedDependency[CollectionRegistry],
-        document_store: NamedDependency[DocumentStore],
+        document_service: NamedDependency[DocumentService],
         tenant: NamedDependency[str],
-        chunk_store: NamedDependency[ChunkStore],
         offset: Annotated[int, QueryParameter(ge=0)] = 0,
         limit: Annotated[int, QueryParameter(ge=1, le=500)] = 50,
         where: Annotated[str | None, QueryParameter(description="JSON metadata filter")] = None,
     ) -> DocumentPage:
-        found = await registry.get(tenant, collection)
-        if where is None:
-            ids = await document_store.page(tenant, collection, offset=offset, limit=limit)
-            records = await document_store.get_many(tenant, collection, ids)
-            return DocumentPage(
-                [DocumentOut.of(r) for r in records], found.document_count, offset, limit
-            )
-        try:
-            parsed = msgspec.json.decode(where)
-        except msgspec.DecodeError:
-            raise InvalidInput.for_field(
-                "where", "invalid JSON", detail="where: not valid JSON"
-            ) from None
-        except RecursionError:  # else the app-wide handler blames the (empty) request body
-            raise InvalidInput.for_field("where", "nested too deeply to read") from None
-        condition = validate_filter(parsed, path="where")
-        # Every document's first chunk carries its metadata: filter those in Chroma.
-        tags = await chunk_store.versions_matching(found.chroma_id, condition)
-        records = await document_store.get_many(
-            tenant, collection, sorted({doc for doc, _ in tags})
+        condition = None if where is None else validate_filter(_json_query(where), path="where")
+        records, total = await document_service.page(
+            tenant, collection, offset=offset, limit=limit, where=condition
         )
-        active = [r for r in records if (r.id, r.tag) in tags]
-        return DocumentPage(
-            [DocumentOut.of(r) for r in active[offset : offset + limit]], len(active), offset, limit
-        )
+        return DocumentPage([DocumentOut.of(r) for r in records], total, offset, limit)
 
     @get("/{document_id:str}", summary="A document with its chunks (active version)")
     async def get_document(
         self,
         collection: FromPath[str],
         document_id: FromPath[str],
-        registry: NamedDependency[CollectionRegistry],
-        document_store: NamedDependency[DocumentStore],
+        document_service: NamedDependency[DocumentService],
         tenant: NamedDependency[str],
-        chunk_store: NamedDependency[ChunkStore],
         chunks: FromQuery[bool] = True,
     ) -> DocumentOut:
-        found = await registry.get(tenant, collection)
-        record = await document_store.get(tenant, collection, document_id)
-        if record is None:
-            raise NotFound(f"document {document_id!r} is not in collection {collection!r}")
-        if not chunks:
+        record, stored = await document_service.get(tenant, collection, document_id, chunks=chunks)
+        if stored is None:
             return DocumentOut.of(record)
-        stored = await chunk_store.version(found.chroma_id, document_id, record.tag)
         return DocumentOut.of(
             record,
             [
@@ -425,34 +355,23 @@ class DocumentController(Controller):
         ingest: NamedDependency[IngestService],
         idempotency: NamedDependency[IdempotencyGuard],
         tenant: NamedDependency[str],
-    ) -> Response[Any]:
+    ) -> Response[IngestAccepted]:
         """Readers see the old version until the new one is complete, then only the new one."""
         item = Submission(
             payload=data.text.encode("utf-8"),
             where="text",
             document_id=document_id,
-            content_type="text/plain; charset=utf-8",
+            content_type=PLAIN_TEXT,
             source=data.source,
             metadata=dict(data.metadata or {}),
         )
-
-        async def work() -> IngestAccepted:
-            accepted = await ingest.submit(
-                tenant,
-                collection,
-                [item],
-                kind="replace",
-                request_id=_request_id(request),
-                traceparent=current_traceparent(),
-            )
-            return _wire(accepted, collection)
-
-        return await _with_idempotency(
+        return await _accepted(
             request,
             idempotency,
             tenant,
-            _fingerprint("replace", collection, document_id, msgspec.to_builtins(data)),
-            work,
+            collection,
+            fingerprint("replace", collection, document_id, msgspec.to_builtins(data)),
+            functools.partial(ingest.submit, tenant, collection, [item], kind="replace"),
         )
 
     @delete("/{document_id:str}", status_code=HTTP_200_OK, summary="Delete a document")
@@ -460,24 +379,23 @@ class DocumentController(Controller):
         self,
         collection: FromPath[str],
         document_id: FromPath[str],
-        registry: NamedDependency[CollectionRegistry],
-        document_store: NamedDependency[DocumentStore],
+        document_service: NamedDependency[DocumentService],
         tenant: NamedDependency[str],
-        arq: NamedDependency[ArqRedis],
-    ) -> dict[str, Any]:
-        """Invisible at once; its chunks are removed from Chroma by the worker."""
-        found = await registry.get(tenant, collection)
-        outcome = await document_store.remove(tenant, collection, found.chroma_id, document_id)
-        if outcome.status == "missing":
-            raise NotFound(f"document {document_id!r} is not in collection {collection!r}")
-        # Its chunks are listed for cleanup already; this only makes the worker do it now.
-        await arq.enqueue_job("drain_cleanups")
-        previous = outcome.previous
-        return {
-            "deleted": document_id,
-            "version": previous.version if previous else None,
-            "chunks": previous.chunk_count if previous else 0,
-        }
+    ) -> DocumentDeleted:
+        """Invisible at once; its chunks are removed from the store by the worker."""
+        deleted = await document_service.delete(tenant, collection, document_id)
+        return DocumentDeleted(deleted.document_id, deleted.version, deleted.chunks)
+
+
+def _json_query(raw: str) -> Any:
+    try:
+        return msgspec.json.decode(raw)
+    except msgspec.DecodeError:
+        raise InvalidInput.for_field(
+            "where", "invalid JSON", detail="where: not valid JSON"
+        ) from None
+    except RecursionError:  # else the app-wide handler blames the (empty) request body
+        raise InvalidInput.for_field("where", "nested too deeply to read") from None
 
 
 def _form_metadata(raw: Any) -> dict[str, MetadataValue]:

@@ -15,9 +15,10 @@ from dataclasses import replace
 from typing import Any
 
 from rag_config import IngestSettings
+from rag_core.catalog import Collection
+from rag_core.errors import InvalidInput, PayloadTooLarge, UnsupportedMediaType
 from rag_core.quota import DailyIngestBytes, QuotaGrant
 
-from rag_ingest.documents.service import IngestService, Submission
 from rag_ingest.fetching.fetcher import (
     Fetched,
     FetchFailed,
@@ -31,6 +32,7 @@ from rag_ingest.fetching.fetcher import (
 from rag_ingest.jobs.model import JobRecord
 from rag_ingest.parsing import ParseError, detect_format
 from rag_ingest.parsing.pool import ParserPool
+from rag_ingest.submissions import JobSubmitter, Submission
 
 
 def url_document_id(url: str) -> str:
@@ -94,7 +96,12 @@ async def fetch_within_quota(
 
 
 async def crawl(
-    job: JobRecord, settings: IngestSettings, ingest: IngestService, parsers: ParserPool
+    job: JobRecord,
+    collection: Collection,
+    settings: IngestSettings,
+    submitter: JobSubmitter,
+    counter: DailyIngestBytes,
+    parsers: ParserPool,
 ) -> dict[str, Any]:
     """Breadth-first from the job's URL. The first page must succeed (FetchRefused and
     FetchFailed propagate: the job fails or is retried); later pages that fail, for good or
@@ -104,7 +111,6 @@ async def crawl(
     root, max_depth = str(options["url"]), int(options.get("max_depth", 0))
     same_domain = bool(options.get("same_domain", True))
     policy = fetch_policy(settings)
-    counter = DailyIngestBytes(ingest.redis, ingest.keys)
     queue: deque[tuple[str, int]] = deque([(root, 0)])
     seen = {root}
     pages: list[dict[str, Any]] = []
@@ -132,29 +138,27 @@ async def crawl(
                 raise FetchRefused(f"{url}: {exc}") from None
             skipped.append({"url": url, "reason": str(exc)})
             continue
-        [accepted] = await ingest.submit(
-            job.namespace,
-            job.collection,
-            [
-                Submission(
-                    payload=page.content,
-                    where=url,
-                    document_id=url_document_id(page.url),
-                    content_type=page.content_type,
-                    source=page.url,
-                    metadata=dict(job.metadata or {}),
-                )
-            ],
-            request_id=job.request_id,
-            traceparent=job.traceparent,
+        submission = Submission(
+            payload=page.content,
+            where=url,
+            document_id=url_document_id(page.url),
+            content_type=page.content_type,
+            source=page.url,
+            metadata=dict(job.metadata or {}),
         )
-        pages.append(
-            {
-                "url": page.url,
-                "job_id": accepted.record.id,
-                "document_id": accepted.record.document_id,
-            }
-        )
+        try:
+            [queued] = await submitter.submit(
+                collection,
+                [submission],
+                request_id=job.request_id,
+                traceparent=job.traceparent,
+            )
+        except (InvalidInput, PayloadTooLarge, UnsupportedMediaType) as exc:
+            if url == root:
+                raise FetchRefused(exc.detail) from None
+            skipped.append({"url": url, "reason": exc.detail})
+            continue
+        pages.append({"url": page.url, "job_id": queued.id, "document_id": queued.document_id})
         if depth < max_depth and kind == "html":
             try:
                 links = await parsers.run(

@@ -9,9 +9,10 @@ from typing import Annotated, Any
 import msgspec
 from litestar import Controller, Request, get, post
 from litestar.di import NamedDependency
+from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import FromPath, FromQuery, QueryParameter
 from litestar.response import ServerSentEvent, ServerSentEventMessage
-from litestar.status_codes import HTTP_202_ACCEPTED
+from litestar.status_codes import HTTP_200_OK, HTTP_202_ACCEPTED
 from rag_core.errors import NotFound
 
 from rag_ingest.documents.service import IngestService
@@ -70,7 +71,20 @@ class JobController(Controller):
     ) -> JobView:
         return JobView.of(await ingest.retry(tenant, job_id))
 
-    @get("/{job_id:str}/events", summary="Server-sent events of a job's progress until it ends")
+    @get(
+        "/{job_id:str}/events",
+        summary="Server-sent events of a job's progress until it ends",
+        responses={
+            HTTP_200_OK: ResponseSpec(
+                str,
+                description="Events named for what happened (`queued`, `started`, `progress`, "
+                "`retrying`... then `succeeded`, `failed` or `dead`), each data a JSON object: "
+                "`state`, `stage`, `progress`, `attempts`, `at`",
+                media_type="text/event-stream",
+                generate_examples=False,
+            )
+        },
+    )
     async def job_events(
         self,
         job_id: FromPath[str],

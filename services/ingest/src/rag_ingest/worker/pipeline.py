@@ -17,7 +17,6 @@ from rag_core.embedding.base import Embedder
 from rag_telemetry import get_logger
 
 from rag_ingest.chunking import Chunk, TooManyChunks
-from rag_ingest.documents.store import Cleanup, DocumentStore, is_named
 from rag_ingest.jobs.model import JobRecord
 from rag_ingest.metrics import (
     CHUNKS_EMBEDDED,
@@ -29,6 +28,7 @@ from rag_ingest.metrics import (
 from rag_ingest.parsing import ParseError, ParseLimits, detect_format
 from rag_ingest.parsing.pool import ParserPool
 from rag_ingest.preparing import ChunkLimits, PreparedDocument, prepare_document
+from rag_ingest.versions import Cleanup, DocumentStore, is_named
 
 log = get_logger("rag.worker")
 

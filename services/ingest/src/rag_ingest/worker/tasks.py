@@ -18,14 +18,15 @@ from arq.constants import in_progress_key_prefix, job_key_prefix, result_key_pre
 from rag_config import IngestSettings
 from rag_core.embedding.base import EmbeddingError
 from rag_core.errors import DependencyUnavailable
+from rag_core.quota import DailyIngestBytes
 from rag_telemetry import bind_log_context, continue_trace, get_logger, reset_log_context
 from redis.exceptions import RedisError
 
-from rag_ingest.documents.store import Cleanup
 from rag_ingest.fetching.crawl import crawl
 from rag_ingest.fetching.fetcher import FetchFailed, FetchRefused
 from rag_ingest.jobs.model import FINAL_STATES, JobRecord
 from rag_ingest.metrics import CLEANED_CHUNKS, DEAD_LETTERED, JOB_DURATION, JOBS, QUEUE_DEPTH
+from rag_ingest.versions import Cleanup
 from rag_ingest.worker.context import WorkerContext, worker_context
 from rag_ingest.worker.pipeline import BadDocument
 
@@ -186,7 +187,10 @@ async def _attempt(w: WorkerContext, job: JobRecord, progress: Any) -> dict[str,
     if job.kind == "url":
         await progress("fetching", 0.1)
         try:
-            return await crawl(job, w.settings, w.ingest, w.pipeline.parsers)
+            counter = DailyIngestBytes(w.redis, w.keys)
+            return await crawl(
+                job, collection, w.settings, w.submitter, counter, w.pipeline.parsers
+            )
         except FetchRefused as exc:
             raise BadDocument("fetching", str(exc)) from None
     payload = await w.jobs.payload(job.id)

@@ -9,6 +9,7 @@ from typing import Any, Literal
 import msgspec
 from litestar import Controller, Request, Response, delete, get, post
 from litestar.di import NamedDependency
+from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import FromPath, JSONBody
 from litestar.response import ServerSentEvent, ServerSentEventMessage
 from litestar.status_codes import HTTP_200_OK
@@ -38,6 +39,58 @@ class QueryBody(SearchBody, forbid_unknown_fields=True):
     stream: bool = False
 
 
+class SourceOut(msgspec.Struct, kw_only=True, omit_defaults=True):
+    """A numbered passage the answer may cite as [number]."""
+
+    number: int
+    chunk_id: str
+    document_id: str
+    title: str | None = None
+    source: str | None = None
+    page: int | None = None
+    heading: str | None = None
+    quote: str
+
+
+class TokenUsage(msgspec.Struct):
+    input_tokens: int
+    output_tokens: int
+
+
+class AnswerOut(msgspec.Struct, kw_only=True, omit_defaults=True):
+    """An answer, its sources and what produced it; the optional fields only when they apply."""
+
+    collection: str
+    query: str
+    answer: str
+    sources: list[SourceOut]
+    cited: list[int]
+    generator: str
+    usage: TokenUsage
+    cached: bool
+    fallback_from: list[str] | None = None  # the generators that failed before this one
+    rewrites: list[str] | None = None
+    standalone_question: str | None = None
+    session_id: str | None = None
+    warnings: list[str] | None = None
+    timings: dict[str, float] | None = None  # not when nothing was found to answer from
+
+
+class TurnOut(msgspec.Struct):
+    role: str
+    content: str
+
+
+class SessionOut(msgspec.Struct):
+    session_id: str
+    collection: str | None
+    turns: list[TurnOut]
+
+
+class SessionDeleted(msgspec.Struct):
+    deleted: str
+
+
 class GenerationFailed(RagError):
     status_code = 502
     problem = "generation-failed"
@@ -64,7 +117,17 @@ class QueryController(Controller):
     tags = ["answers"]
 
     @post(
-        "", status_code=HTTP_200_OK, summary="Answer a question from a collection, with citations"
+        "",
+        status_code=HTTP_200_OK,
+        summary="Answer a question from a collection, with citations",
+        # The annotation cannot carry the JSON answer's model (or with `stream`, SSE).
+        responses={
+            HTTP_200_OK: ResponseSpec(
+                AnswerOut,
+                description="The answer (with `stream: true`, server-sent events)",
+                generate_examples=False,
+            )
+        },
     )
     async def query(
         self,
@@ -73,7 +136,7 @@ class QueryController(Controller):
         answer_service: NamedDependency[AnswerService],
         settings: NamedDependency[QuerySettings],
         request: Request[Any, Any, Any],
-    ) -> Response[Any] | ServerSentEvent:
+    ) -> Response[AnswerOut] | ServerSentEvent:
         """Retrieve, fit the best passages into CONTEXT_MAX_TOKENS, generate an answer citing
         them as [1], [2]... With `stream: true`, server-sent events: `sources`, then `token`s,
         then `done` (answer, usage, timings) or `error`."""
@@ -105,7 +168,8 @@ class QueryController(Controller):
             return ServerSentEvent(stream())
         async for event in answer_service.events(prepared, streaming=False):
             if isinstance(event, DoneEvent):
-                return Response({"collection": collection, "query": data.query, **event.result})
+                answer = {"collection": collection, "query": data.query, **event.result}
+                return Response(msgspec.convert(answer, AnswerOut))
             if isinstance(event, ErrorEvent):
                 if event.transient:
                     raise DependencyUnavailable(event.message)
@@ -123,15 +187,15 @@ class SessionController(Controller):
         session_id: FromPath[str],
         sessions: NamedDependency[SessionStore],
         tenant: NamedDependency[str],
-    ) -> dict[str, Any]:
+    ) -> SessionOut:
         turns = await sessions.history(tenant, SessionStore.check_id(session_id))
         if not turns:
             raise NotFound(f"session {session_id!r} does not exist (or has expired)")
-        return {
-            "session_id": session_id,
-            "collection": await sessions.collection_of(tenant, session_id),
-            "turns": [{"role": t.role, "content": t.content} for t in turns],
-        }
+        return SessionOut(
+            session_id,
+            await sessions.collection_of(tenant, session_id),
+            [TurnOut(t.role, t.content) for t in turns],
+        )
 
     @delete("", status_code=HTTP_200_OK, summary="Forget a chat session")
     async def forget(
@@ -139,7 +203,7 @@ class SessionController(Controller):
         session_id: FromPath[str],
         sessions: NamedDependency[SessionStore],
         tenant: NamedDependency[str],
-    ) -> dict[str, Any]:
+    ) -> SessionDeleted:
         if not await sessions.clear(tenant, SessionStore.check_id(session_id)):
             raise NotFound(f"session {session_id!r} does not exist (or has expired)")
-        return {"deleted": session_id}
+        return SessionDeleted(session_id)

@@ -6,12 +6,13 @@ from __future__ import annotations
 import csv
 import io
 import json
-from typing import Any, Literal
+from typing import Any, Literal, Self
 
 import msgspec
 from litestar import Controller, Request, Response, get, post
 from litestar.datastructures import UploadFile
 from litestar.di import NamedDependency
+from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import FromPath, JSONBody
 from litestar.status_codes import HTTP_200_OK, HTTP_202_ACCEPTED
 from rag_config import QuerySettings
@@ -39,6 +40,63 @@ class EvaluateBody(msgspec.Struct, forbid_unknown_fields=True):
     generator: Literal["extractive", "openai", "google"] | None = None
     judge: bool = False
     background: bool | None = None
+
+
+class CaseResult(msgspec.Struct, kw_only=True, omit_defaults=True):
+    """One case: the documents retrieved and, with `answers`, the answer and its scores (each
+    only when it applies) or why there is none."""
+
+    id: str
+    retrieved: list[str]
+    answer: str | None = None
+    answer_error: str | None = None
+    citation_precision: float | None = None
+    answer_support: float | None = None
+    exact_match: float | None = None
+    fuzzy_match: float | None = None
+    faithfulness: float | None = None
+
+
+class AnswerScores(msgspec.Struct):
+    """Each answer measure's mean over the cases it applies to (null when none)."""
+
+    citation_precision: float | None
+    answer_support: float | None
+    exact_match: float | None
+    fuzzy_match: float | None
+    faithfulness: float | None
+
+
+class EvaluationResult(msgspec.Struct, kw_only=True, omit_defaults=True):
+    collection: str
+    cases: int
+    judged_cases: int
+    retrieval: dict[str, float]  # measure -> mean over the judged cases (nDCG@10, R@10...)
+    seconds: float
+    per_case: list[CaseResult]
+    answers: AnswerScores | None = None  # with `answers`
+
+
+class EvaluationOut(msgspec.Struct, kw_only=True, omit_defaults=True):
+    """An evaluation running in the background: its progress, then its result or error."""
+
+    id: str
+    state: Literal["running", "succeeded", "failed"]
+    progress: float
+    created_at: float
+    updated_at: float
+    collection: str
+    cases: int
+    result: EvaluationResult | None = None
+    error: str | None = None
+
+    @classmethod
+    def of(cls, record: EvaluationRecord) -> Self:
+        return msgspec.convert(msgspec.to_builtins(record), cls)
+
+
+class EvaluationStarted(EvaluationOut, kw_only=True):
+    status_url: str
 
 
 def _plan(
@@ -79,13 +137,30 @@ async def _respond(
     evaluator: Evaluator,
     jobs: EvaluationJobs,
     settings: QuerySettings,
-) -> Response[Any]:
+) -> Response[EvaluationResult] | Response[EvaluationStarted]:
     namespace = tenant_of(request)
     if background or (background is None and len(plan.cases) > settings.eval_sync_max_cases):
         record = await jobs.start(plan, namespace)
-        body = {**msgspec.to_builtins(record), "status_url": f"/v1/evaluations/{record.id}"}
-        return Response(body, status_code=HTTP_202_ACCEPTED)
-    return Response(await evaluator.run(plan, namespace), status_code=HTTP_200_OK)
+        started = msgspec.convert(
+            {**msgspec.to_builtins(record), "status_url": f"/v1/evaluations/{record.id}"},
+            EvaluationStarted,
+        )
+        return Response(started, status_code=HTTP_202_ACCEPTED)
+    result = await evaluator.run(plan, namespace)
+    return Response(msgspec.convert(result, EvaluationResult), status_code=HTTP_200_OK)
+
+
+# Both evaluation routes answer the result (200) or, in the background, where to follow it.
+EVALUATION_RESPONSES = {
+    HTTP_200_OK: ResponseSpec(
+        EvaluationResult, description="The evaluation's result", generate_examples=False
+    ),
+    HTTP_202_ACCEPTED: ResponseSpec(
+        EvaluationStarted,
+        description="Running in the background: follow `status_url`",
+        generate_examples=False,
+    ),
+}
 
 
 class EvaluationController(Controller):
@@ -96,6 +171,7 @@ class EvaluationController(Controller):
         "/evaluate",
         status_code=HTTP_200_OK,
         summary="Evaluate retrieval (and answers) on test cases",
+        responses=EVALUATION_RESPONSES,
     )
     async def evaluate(
         self,
@@ -105,7 +181,7 @@ class EvaluationController(Controller):
         evaluations: NamedDependency[EvaluationJobs],
         generators: NamedDependency[Generators],
         settings: NamedDependency[QuerySettings],
-    ) -> Response[Any]:
+    ) -> Response[EvaluationResult] | Response[EvaluationStarted]:
         """Each case: a `query`, the `relevant` document ids (a list, or ids to graded
         relevance) and/or an `expected_answer`. Retrieval: nDCG@10, R@10, R@100, MRR@10
         (ir-measures). With `answers`: citation precision, answer support, exact and fuzzy
@@ -140,6 +216,7 @@ class EvaluationController(Controller):
         "/evaluate/beir",
         status_code=HTTP_200_OK,
         summary="Evaluate with BEIR files (queries.jsonl, qrels .tsv)",
+        responses=EVALUATION_RESPONSES,
     )
     async def evaluate_beir(
         self,
@@ -148,7 +225,7 @@ class EvaluationController(Controller):
         evaluations: NamedDependency[EvaluationJobs],
         generators: NamedDependency[Generators],
         settings: NamedDependency[QuerySettings],
-    ) -> Response[Any]:
+    ) -> Response[EvaluationResult] | Response[EvaluationStarted]:
         """multipart/form-data: `collection`, `queries` (BEIR queries.jsonl: `_id`, `text`),
         `qrels` (BEIR .tsv: query-id, corpus-id, score, with a header); optional `top_k`,
         `mode`, `answers`, `background`. Only queries that have judgements are evaluated;
@@ -206,11 +283,11 @@ class EvaluationController(Controller):
         evaluation_id: FromPath[str],
         request: Request[Any, Any, Any],
         evaluations: NamedDependency[EvaluationJobs],
-    ) -> EvaluationRecord:
+    ) -> EvaluationOut:
         record = await evaluations.get(tenant_of(request), evaluation_id)
         if record is None:
             raise NotFound(f"evaluation {evaluation_id!r} does not exist (or has expired)")
-        return record
+        return EvaluationOut.of(record)
 
 
 async def _read(upload: Any, field: str) -> str:

@@ -11,12 +11,13 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import AsyncGenerator
-from typing import Any
+from typing import Any, Literal
 
 import msgspec
 from litestar import Controller, Request, Response, get, post
 from litestar.di import NamedDependency
 from litestar.exceptions import HTTPException, ValidationException
+from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import JSONBody
 from litestar.response import ServerSentEvent, ServerSentEventMessage
 from litestar.status_codes import HTTP_200_OK
@@ -27,6 +28,7 @@ from rag_core.tenancy import tenant_of
 from rag_telemetry import get_logger
 
 from rag_query.answers.generators import Generators
+from rag_query.answers.routes import SourceOut
 from rag_query.answers.service import (
     AnswerOptions,
     AnswerService,
@@ -60,6 +62,59 @@ class ChatRequest(msgspec.Struct):
     max_tokens: int | None = None
     top_k: int | None = None  # extension: passages to retrieve
     session_id: str | None = None  # extension: keep the conversation server-side
+
+
+# OpenAI's response shapes, field for field (in its order), so that its SDKs read them.
+
+
+class OpenAIModel(msgspec.Struct, kw_only=True):
+    id: str
+    object: Literal["model"] = "model"
+    created: int
+    owned_by: str = "rag-engine"
+
+
+class OpenAIModelList(msgspec.Struct, kw_only=True):
+    object: Literal["list"] = "list"
+    data: list[OpenAIModel]
+
+
+class ChatCompletionMessage(msgspec.Struct, kw_only=True):
+    role: Literal["assistant"] = "assistant"
+    content: str
+
+
+class ChatCompletionChoice(msgspec.Struct, kw_only=True):
+    index: int = 0
+    message: ChatCompletionMessage
+    finish_reason: Literal["stop"] = "stop"
+    logprobs: None = None
+
+
+class CompletionUsage(msgspec.Struct):
+    prompt_tokens: int
+    completion_tokens: int
+    total_tokens: int
+
+    @classmethod
+    def of(cls, usage: dict[str, int]) -> CompletionUsage:
+        return cls(
+            usage["input_tokens"],
+            usage["output_tokens"],
+            usage["input_tokens"] + usage["output_tokens"],
+        )
+
+
+class ChatCompletion(msgspec.Struct, kw_only=True):
+    """A chat completion, with the passages the answer cites in ``sources`` (an extension)."""
+
+    id: str
+    object: Literal["chat.completion"] = "chat.completion"
+    created: int
+    model: str
+    choices: list[ChatCompletionChoice]
+    usage: CompletionUsage
+    sources: list[SourceOut]
 
 
 def _error_body(message: str, kind: str, param: str | None, code: str | None) -> dict[str, Any]:
@@ -124,31 +179,29 @@ class OpenAIController(Controller):
         generators: NamedDependency[Generators],
         settings: NamedDependency[QuerySettings],
         tenant: NamedDependency[str],
-    ) -> dict[str, Any]:
+    ) -> OpenAIModelList:
         data = []
         for collection in await catalog.all(tenant):
             created = int(collection.created_at)
-            data.append(
-                {
-                    "id": collection.name,
-                    "object": "model",
-                    "created": created,
-                    "owned_by": "rag-engine",
-                }
-            )
+            data.append(OpenAIModel(id=collection.name, created=created))
             for generator in generators.available():
                 if generator != settings.generator:
-                    data.append(
-                        {
-                            "id": f"{collection.name}:{generator}",
-                            "object": "model",
-                            "created": created,
-                            "owned_by": "rag-engine",
-                        }
-                    )
-        return {"object": "list", "data": data}
+                    data.append(OpenAIModel(id=f"{collection.name}:{generator}", created=created))
+        return OpenAIModelList(data=data)
 
-    @post("/chat/completions", status_code=HTTP_200_OK, summary="Chat completion from a collection")
+    @post(
+        "/chat/completions",
+        status_code=HTTP_200_OK,
+        summary="Chat completion from a collection",
+        # The annotation cannot carry the JSON completion's model (or with `stream`, SSE).
+        responses={
+            HTTP_200_OK: ResponseSpec(
+                ChatCompletion,
+                description="The completion (with `stream: true`, server-sent chunks)",
+                generate_examples=False,
+            )
+        },
+    )
     async def chat(
         self,
         data: JSONBody[ChatRequest],
@@ -156,7 +209,7 @@ class OpenAIController(Controller):
         generators: NamedDependency[Generators],
         settings: NamedDependency[QuerySettings],
         request: Request[Any, Any, Any],
-    ) -> Response[Any] | ServerSentEvent:
+    ) -> Response[ChatCompletion] | Response[dict[str, Any]] | ServerSentEvent:
         collection, generator = split_model(data.model, generators)
         turns = [m for m in data.messages if m.role in ("user", "assistant")]
         if not turns or turns[-1].role != "user" or not _text(turns[-1].content).strip():
@@ -189,28 +242,19 @@ class OpenAIController(Controller):
                     )
                 if isinstance(event, DoneEvent):
                     result = event.result
-                    usage = result["usage"]
                     return Response(
-                        {
-                            "id": completion_id,
-                            "object": "chat.completion",
-                            "created": created,
-                            "model": data.model,
-                            "choices": [
-                                {
-                                    "index": 0,
-                                    "message": {"role": "assistant", "content": result["answer"]},
-                                    "finish_reason": "stop",
-                                    "logprobs": None,
-                                }
+                        ChatCompletion(
+                            id=completion_id,
+                            created=created,
+                            model=data.model,
+                            choices=[
+                                ChatCompletionChoice(
+                                    message=ChatCompletionMessage(content=result["answer"])
+                                )
                             ],
-                            "usage": {
-                                "prompt_tokens": usage["input_tokens"],
-                                "completion_tokens": usage["output_tokens"],
-                                "total_tokens": usage["input_tokens"] + usage["output_tokens"],
-                            },
-                            "sources": result["sources"],
-                        }
+                            usage=CompletionUsage.of(result["usage"]),
+                            sources=msgspec.convert(result["sources"], list[SourceOut]),
+                        )
                     )
             raise RuntimeError("the answer ended without a result")
 
@@ -247,18 +291,13 @@ class OpenAIController(Controller):
                         result = event.result
                         yield chunk({}, "stop", sources=result["sources"])
                         if include_usage:
-                            usage = result["usage"]
                             body = {
                                 "id": completion_id,
                                 "object": "chat.completion.chunk",
                                 "created": created,
                                 "model": data.model,
                                 "choices": [],
-                                "usage": {
-                                    "prompt_tokens": usage["input_tokens"],
-                                    "completion_tokens": usage["output_tokens"],
-                                    "total_tokens": usage["input_tokens"] + usage["output_tokens"],
-                                },
+                                "usage": CompletionUsage.of(result["usage"]),
                             }
                             yield ServerSentEventMessage(data=msgspec.json.encode(body).decode())
             except Exception as exc:  # never a cut connection

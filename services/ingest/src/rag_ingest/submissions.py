@@ -1,0 +1,243 @@
+"""Documents submitted for ingest: checked once, then stored as jobs and enqueued.
+
+Both the API (documents/service.py) and the worker's crawler (fetching/crawl.py, for every
+page it finds) submit through ``JobSubmitter``. A job is enqueued only after its record and its
+bytes are stored; if the enqueue itself is lost (Redis failover, crash), the reconciler
+re-enqueues any queued job arq does not know.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgspec
+from arq.connections import ArqRedis
+from rag_config import IngestSettings
+from rag_core.catalog import Collection
+from rag_core.errors import InvalidInput, PayloadTooLarge, UnsupportedMediaType, field_errors
+
+from rag_ingest.jobs.model import JobKind, JobRecord
+from rag_ingest.jobs.store import JobStore
+from rag_ingest.parsing import UnsupportedFormat, detect_format
+from rag_ingest.versions import DocumentStore, content_hash, derived_id, version_hash
+
+DOCUMENT_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:@-]{0,255}$")
+DOCUMENT_ID_RULE = (
+    "1-256 characters: letters, digits and . _ : @ -, starting with a letter or digit"
+)
+INT64 = (-(2**63), 2**63 - 1)
+METADATA_KEY_RULE = (
+    "metadata keys are 1-128 characters and may not start with '_', '$' or '#' "
+    "or with 'chroma:' (reserved by the store)"
+)
+PLAIN_TEXT = "text/plain; charset=utf-8"
+
+
+@dataclass
+class Submission:
+    """One document to ingest, already read into memory."""
+
+    payload: bytes
+    where: str  # where it came from in the request, for error messages
+    document_id: str | None = None
+    filename: str | None = None
+    content_type: str | None = None
+    source: str | None = None
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+def new_job_id() -> str:
+    # Time-ordered (sortable in listings), unique without coordination.
+    return f"{int(time.time() * 1000):013x}{uuid.uuid4().hex[:12]}"
+
+
+def check_metadata(metadata: dict[str, Any], where: str, limit: int) -> None:
+    """Only what the chunk store keeps as given: refused here (422 naming the key), never
+    accepted and then failed (or silently changed) by Chroma in the worker."""
+    for key, value in metadata.items():
+        if not key or len(key) > 128 or key[0] in "_$#" or key.lower().startswith("chroma:"):
+            raise InvalidInput.for_field(
+                f"{where}.{key}",
+                "reserved or invalid key",
+                detail=f"{where}.{key}: {METADATA_KEY_RULE}",
+            )
+        whole = isinstance(value, int) and not isinstance(value, bool)
+        if whole and not INT64[0] <= value <= INT64[1]:
+            raise InvalidInput.for_field(
+                f"{where}.{key}",
+                "integer too large",
+                detail=f"{where}.{key}: integers must fit in 64 bits (send larger ones as text)",
+            )
+    size = len(msgspec.json.encode(metadata))
+    if size > limit:
+        raise PayloadTooLarge(
+            f"{where} is {size} bytes as JSON; the limit is {limit} (MAX_METADATA_BYTES)",
+            extra={"limit": "MAX_METADATA_BYTES", "max_bytes": limit},
+        )
+
+
+def check_length(value: str | None, field: str, limit: int, setting: str) -> None:
+    """A free-text field within its limit (422 naming the field and the setting)."""
+    if value is not None and len(value) > limit:
+        raise InvalidInput(
+            f"{field} is {len(value)} characters; the limit is {limit} ({setting})",
+            extra={**field_errors(field, f"longer than {limit} characters"), "limit": setting},
+        )
+
+
+def check_batch_size(count: int, settings: IngestSettings) -> None:
+    limit = settings.max_documents_per_batch
+    if count > limit:
+        raise PayloadTooLarge(
+            f"{count} documents in one request; the limit is {limit} (MAX_DOCUMENTS_PER_BATCH)",
+            extra={"limit": "MAX_DOCUMENTS_PER_BATCH", "max_documents": limit},
+        )
+    if count == 0:
+        raise InvalidInput.for_field("documents", "empty", detail="no documents in the request")
+
+
+def check_submissions(items: Sequence[Submission], settings: IngestSettings) -> None:
+    """Everything checkable before anything is written: nothing is half-accepted."""
+    check_batch_size(len(items), settings)
+    seen: dict[str, str] = {}
+    for item in items:
+        check_length(
+            item.filename,
+            f"{item.where}.filename",
+            settings.max_filename_chars,
+            "MAX_FILENAME_CHARS",
+        )
+        check_length(
+            item.source, f"{item.where}.source", settings.max_source_chars, "MAX_SOURCE_CHARS"
+        )
+        if not item.payload or item.payload.isspace():
+            raise InvalidInput.for_field(item.where, "empty", detail=f"{item.where} is empty")
+        if len(item.payload) > settings.max_file_bytes:
+            raise PayloadTooLarge(
+                f"{item.where} is {len(item.payload)} bytes; the limit is "
+                f"{settings.max_file_bytes} (MAX_FILE_BYTES)",
+                extra={"limit": "MAX_FILE_BYTES", "max_bytes": settings.max_file_bytes},
+            )
+        if item.document_id is not None and not DOCUMENT_ID.match(item.document_id):
+            raise InvalidInput.for_field(
+                f"{item.where}.id",
+                DOCUMENT_ID_RULE,
+                detail=f"{item.where}: document id {item.document_id!r} is not allowed: "
+                f"{DOCUMENT_ID_RULE}",
+            )
+        check_metadata(item.metadata, f"{item.where}.metadata", settings.max_metadata_bytes)
+        doc_id = item.document_id or derived_id(item.payload)
+        if doc_id in seen:
+            raise InvalidInput.for_field(
+                item.where,
+                "duplicate document",
+                detail=f"{item.where} and {seen[doc_id]} are the same document ({doc_id!r})",
+            )
+        seen[doc_id] = item.where
+    for item in items:
+        if item.content_type != PLAIN_TEXT or item.filename is not None:
+            check_supported(item, settings.max_archive_entries)
+
+
+def check_supported(item: Submission, max_archive_entries: int) -> None:
+    """Refuse what no parser can read now (415), instead of a job that will surely fail. Only
+    bounded sniffing here: this process serves every other request."""
+    try:
+        detect_format(
+            item.payload,
+            filename=item.filename,
+            content_type=item.content_type,
+            max_archive_entries=max_archive_entries,
+            sniff=True,
+        )
+    except UnsupportedFormat as exc:
+        raise UnsupportedMediaType(f"{item.where}: {exc}") from None
+    except Exception:  # noqa: S110 - anything else is for the worker to explain
+        pass
+
+
+class JobSubmitter:
+    """Checks submissions, stores each as a job (record and bytes), then enqueues them."""
+
+    def __init__(
+        self,
+        settings: IngestSettings,
+        arq: ArqRedis,
+        documents: DocumentStore,
+        jobs: JobStore,
+    ) -> None:
+        self.settings = settings
+        self.arq = arq
+        self.documents = documents
+        self.jobs = jobs
+
+    async def submit(
+        self,
+        collection: Collection,
+        items: Sequence[Submission],
+        *,
+        kind: JobKind = "ingest",
+        request_id: str | None = None,
+        traceparent: str | None = None,
+    ) -> list[JobRecord]:
+        check_submissions(items, self.settings)
+        records = [
+            await self._store(collection, item, kind, request_id, traceparent) for item in items
+        ]
+        for record in records:
+            await self.enqueue(record)
+        return records
+
+    async def enqueue(self, record: JobRecord) -> None:
+        await self.arq.enqueue_job("ingest_document", record.id, _job_id=record.arq_job_id)
+
+    async def _store(
+        self,
+        collection: Collection,
+        item: Submission,
+        kind: JobKind,
+        request_id: str | None,
+        traceparent: str | None,
+    ) -> JobRecord:
+        doc_id = item.document_id or derived_id(item.payload)
+        digest = content_hash(item.payload)
+        # The file name is not part of a version: the same bytes under another name are the
+        # same document ("unchanged"), as are the same bytes with a different content type.
+        version = version_hash(
+            digest,
+            metadata=item.metadata,
+            source=item.source,
+            model=collection.embedding_model,
+            chunk_size=self.settings.chunk_size_tokens,
+            chunk_overlap=self.settings.chunk_overlap_tokens,
+        )
+        record = JobRecord(
+            id=new_job_id(),
+            kind=kind,
+            collection=collection.name,
+            namespace=collection.namespace,
+            document_id=doc_id,
+            max_attempts=self.settings.job_max_tries,
+            sequence=await self.documents.next_sequence(
+                collection.namespace, collection.name, doc_id
+            ),
+            source=item.source,
+            filename=item.filename,
+            content_type=item.content_type,
+            metadata=item.metadata or None,
+            options={
+                "content_hash": digest,
+                "version_hash": version,
+                "bytes": len(item.payload),
+                "chroma_id": collection.chroma_id,
+            },
+            request_id=request_id,
+            traceparent=traceparent,
+        )
+        await self.jobs.create(record, item.payload)
+        return record
