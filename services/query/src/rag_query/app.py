@@ -26,7 +26,6 @@ from rag_core.tenancy import tenant_of
 
 from rag_query.answers.cache import AnswerCache
 from rag_query.answers.generators import Generators
-from rag_query.answers.rerank import CohereReranker
 from rag_query.answers.routes import QueryController, SessionController
 from rag_query.answers.service import AnswerService
 from rag_query.answers.sessions import SessionStore
@@ -35,9 +34,10 @@ from rag_query.evaluation.service import EvaluationJobs, Evaluator
 from rag_query.evaluation.slots import EvaluationSlots
 from rag_query.generation.prompts import Prompts
 from rag_query.openai_api.routes import OpenAIController
-from rag_query.retrieval.indexes import LexicalIndexes
+from rag_query.retrieval.rerank import CohereReranker
 from rag_query.retrieval.routes import SearchController
 from rag_query.retrieval.search import Retriever
+from rag_query.retrieval.served import ServedCollections
 
 
 def _query_lifespan(settings: QuerySettings) -> Lifespan:
@@ -46,13 +46,13 @@ def _query_lifespan(settings: QuerySettings) -> Lifespan:
         keys = Keys(settings.redis_prefix)
         catalog = CollectionCatalog(app.state.redis, keys)
         chunks = ChromaChunkStore(app.state.chroma)
-        indexes = LexicalIndexes(
+        served = ServedCollections(
             app.state.redis, chunks, keys, k1=settings.bm25_k1, b=settings.bm25_b
         )
         embedders = EmbedderFactory(settings)
-        retriever = Retriever(chunks, catalog, indexes, embedders.get, settings)
+        retriever = Retriever(chunks, catalog, served, embedders.get, settings)
         prompts = Prompts(settings.prompts_dir)
-        generators = Generators(settings, prompts, indexes.analyzer)
+        generators = Generators(settings, prompts, served.analyzer)
         sessions = SessionStore(
             app.state.redis,
             keys,
@@ -73,16 +73,16 @@ def _query_lifespan(settings: QuerySettings) -> Lifespan:
         answers = AnswerService(
             retriever=retriever,
             catalog=catalog,
-            indexes=indexes,
+            served=served,
             generators=generators,
             prompts=prompts,
-            analyzer=indexes.analyzer,
+            analyzer=served.analyzer,
             sessions=sessions,
             cache=AnswerCache(app.state.redis, keys, ttl_seconds=settings.answer_cache_ttl_seconds),
             cohere=cohere,
             settings=settings,
         )
-        evaluator = Evaluator(retriever, answers, generators, prompts, indexes.analyzer)
+        evaluator = Evaluator(retriever, answers, generators, prompts, served.analyzer)
         evaluations = EvaluationJobs(
             app.state.redis,
             keys,
@@ -98,22 +98,22 @@ def _query_lifespan(settings: QuerySettings) -> Lifespan:
             evaluator=evaluator,
             evaluations=evaluations,
             catalog=catalog,
-            indexes=indexes,
+            served=served,
             embedders=embedders,
             retriever=retriever,
             generators=generators,
             sessions=sessions,
             answers=answers,
         )
-        app.state.readiness.checks["lexical"] = indexes.check_ready
-        follower = asyncio.create_task(indexes.run())
+        app.state.readiness.checks["lexical"] = served.check_ready
+        follower = asyncio.create_task(served.run())
         try:
             yield
         finally:
             follower.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await follower
-            indexes.close()
+            served.close()
             await embedders.close()
             await evaluations.close()
             if cohere is not None:
@@ -149,7 +149,6 @@ def create_app(settings: QuerySettings | None = None) -> Litestar:
                 for name in (
                     "catalog",
                     "sessions",
-                    "indexes",
                     "retriever",
                     "generators",
                     "evaluator",

@@ -21,14 +21,7 @@ from rag_telemetry import get_logger
 
 from rag_query.answers.cache import AnswerCache
 from rag_query.answers.generators import Generators
-from rag_query.answers.rerank import (
-    RERANK_CANDIDATES,
-    CohereReranker,
-    Reranker,
-    rerank_with_llm,
-)
 from rag_query.answers.sessions import SessionStore
-from rag_query.answers.strategies import Strategy, rewrite
 from rag_query.generation.base import GenerationError, Message, Usage
 from rag_query.generation.extractive import ExtractiveGenerator
 from rag_query.generation.prompts import Prompts
@@ -36,8 +29,15 @@ from rag_query.generation.sources import Source, cited_numbers, select_sources
 from rag_query.metrics import GENERATION_SECONDS, TOKENS
 from rag_query.retrieval.analyzer import Analyzer
 from rag_query.retrieval.fusion import fuse_rankings
-from rag_query.retrieval.indexes import LexicalIndexes
+from rag_query.retrieval.rerank import (
+    RERANK_CANDIDATES,
+    CohereReranker,
+    Reranker,
+    rerank_with_llm,
+)
 from rag_query.retrieval.search import Hit, Retriever, SearchRequest
+from rag_query.retrieval.served import ServedCollections
+from rag_query.retrieval.strategies import Strategy, rewrite
 
 log = get_logger("rag.answers")
 NO_DOCUMENTS = "No relevant documents were found in this collection for the question."
@@ -118,7 +118,7 @@ class AnswerService:
         *,
         retriever: Retriever,
         catalog: CollectionCatalog,
-        indexes: LexicalIndexes,
+        served: ServedCollections,
         generators: Generators,
         prompts: Prompts,
         analyzer: Analyzer,
@@ -129,7 +129,7 @@ class AnswerService:
     ) -> None:
         self.retriever = retriever
         self.catalog = catalog
-        self.indexes = indexes
+        self.served = served
         self.generators = generators
         self.prompts = prompts
         self.analyzer = analyzer
@@ -189,7 +189,7 @@ class AnswerService:
                     prepared.question = " ".join(text.split()) or question
                     prepared.llm_usage = usage
         elif options.use_cache and self.cache.enabled:
-            version = self.indexes.version(collection)
+            version = self.served.version(collection)
             if version is not None:
                 params = _cache_params(options, options.generator or self.settings.generator)
                 prepared.cache_key = self.cache.key(collection, version, question, params)
@@ -262,7 +262,7 @@ class AnswerService:
                 yield TokenEvent(NO_DOCUMENTS)
             yield DoneEvent(self._result(prepared, NO_DOCUMENTS, "none", Usage(), []))
             return
-        index = self.indexes.get(prepared.collection.namespace, prepared.collection.name)
+        index = self.served.get(prepared.collection.namespace, prepared.collection.name)
         extractive = ExtractiveGenerator(self.analyzer, idf=index.idf if index else None)
         failures: list[str] = []
         for generator in self.generators.chain(prepared.options.generator, extractive=extractive):

@@ -24,8 +24,8 @@ from redis.exceptions import RedisError
 
 from rag_query.metrics import EMPTY_RETRIEVALS, RETRIEVAL_SECONDS
 from rag_query.retrieval.fusion import fuse_rankings, select_diverse
-from rag_query.retrieval.indexes import LexicalIndexes
 from rag_query.retrieval.lexical import LexicalIndex
+from rag_query.retrieval.served import ServedCollections
 
 Mode = Literal["hybrid", "dense", "lexical"]
 
@@ -74,22 +74,22 @@ class Retriever:
         self,
         chunks: ChunkStore,
         catalog: CollectionCatalog,
-        indexes: LexicalIndexes,
+        served: ServedCollections,
         embedder_for: Callable[[str], Embedder],
         settings: QuerySettings,
     ) -> None:
         self.chunks = chunks
         self.catalog = catalog
-        self.indexes = indexes
+        self.served = served
         self.embedder_for = embedder_for
         self.settings = settings
 
     async def search(self, collection: Collection, request: SearchRequest) -> SearchResult:
         timings: dict[str, float] = {}
-        index = self.indexes.get(collection.namespace, collection.name)
+        index = self.served.get(collection.namespace, collection.name)
         if index is None:
             try:
-                index = await self.indexes.ensure(collection)
+                index = await self.served.ensure(collection)
             except (RedisError, OSError) as exc:
                 raise DependencyUnavailable(
                     f"collection {collection.name!r} could not be indexed on this replica yet; "

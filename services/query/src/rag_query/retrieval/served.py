@@ -1,5 +1,7 @@
-"""One BM25 index per collection, built from Chroma at start and kept current by following
-the collections' change streams.
+"""Every collection as this replica serves it: its BM25 index, the active version of each of
+its documents, and the collection version those reflect (which the answer cache keys on).
+Built from the chunk store at start and kept current by following the collections' change
+streams.
 
 Ingest appends every switch and delete to ``<prefix>:changes:<ns>:<collection>``; this task
 reads all those streams with one blocking read, so a change reaches the index within a second.
@@ -51,7 +53,10 @@ class _Followed:
         return (self.namespace, self.name)
 
 
-class LexicalIndexes:
+class ServedCollections:
+    """This replica's view of every collection, one ``LexicalIndex`` each (which also maps
+    each document to its active version)."""
+
     def __init__(
         self,
         redis: Redis,
