@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import msgspec
 from litestar import Controller, post
 from litestar.di import NamedDependency
-from litestar.params import FromPath, JSONBody
+from litestar.params import FromPath, JSONBody, KwargDefinition
 from litestar.status_codes import HTTP_200_OK
 from rag_config import QuerySettings
 from rag_core.catalog import CollectionCatalog
@@ -16,17 +16,34 @@ from rag_core.filters import validate_filter
 
 from rag_query.retrieval.search import Hit, Retriever, SearchRequest
 
+# The static limits of a search, checked by search_request (a 422 naming the field) and shown
+# in the OpenAPI document. (KwargDefinition only documents; a bound of 0 goes through
+# schema_extra, which Litestar would otherwise drop as unset.)
+MMR_LAMBDA = (0.0, 1.0)
+RRF_K = (1, 1000)
+WEIGHT = (0.0, 10.0)
+
+
+def _between(low: float, high: float, description: str) -> KwargDefinition:
+    return KwargDefinition(schema_extra={"minimum": low, "maximum": high}, description=description)
+
 
 class SearchBody(msgspec.Struct, forbid_unknown_fields=True):
-    query: str
-    top_k: int = 10
+    query: Annotated[str, KwargDefinition(description="At most MAX_QUERY_CHARS characters")]
+    top_k: Annotated[
+        int, KwargDefinition(schema_extra={"minimum": 1}, description="1 to MAX_TOP_K")
+    ] = 10
     mode: Literal["hybrid", "dense", "lexical"] | None = None
     filter: dict[str, Any] | None = None
     mmr: bool = False
-    mmr_lambda: float | None = None
-    rrf_k: int | None = None
-    dense_weight: float | None = None
-    lexical_weight: float | None = None
+    mmr_lambda: Annotated[
+        float | None, _between(*MMR_LAMBDA, "MMR: 1 is relevance only, 0 diversity only")
+    ] = None
+    rrf_k: Annotated[int | None, _between(*RRF_K, "Reciprocal rank fusion's k")] = None
+    dense_weight: Annotated[float | None, _between(*WEIGHT, "Weight of the dense ranking")] = None
+    lexical_weight: Annotated[float | None, _between(*WEIGHT, "Weight of the lexical ranking")] = (
+        None
+    )
 
 
 class Scores(msgspec.Struct, omit_defaults=True):
@@ -87,13 +104,13 @@ def search_request(body: SearchBody, settings: QuerySettings) -> SearchRequest:
         )
     if not 1 <= top_k <= settings.max_top_k:
         raise InvalidInput.for_field("top_k", f"must be 1-{settings.max_top_k} (MAX_TOP_K)")
-    if body.mmr_lambda is not None and not 0 <= body.mmr_lambda <= 1:
+    if body.mmr_lambda is not None and not MMR_LAMBDA[0] <= body.mmr_lambda <= MMR_LAMBDA[1]:
         raise InvalidInput.for_field("mmr_lambda", "must be between 0 and 1")
-    if body.rrf_k is not None and not 1 <= body.rrf_k <= 1000:
-        raise InvalidInput.for_field("rrf_k", "must be 1-1000")
+    if body.rrf_k is not None and not RRF_K[0] <= body.rrf_k <= RRF_K[1]:
+        raise InvalidInput.for_field("rrf_k", f"must be {RRF_K[0]}-{RRF_K[1]}")
     weights = (("dense_weight", body.dense_weight), ("lexical_weight", body.lexical_weight))
     for name, weight in weights:
-        if weight is not None and not 0 <= weight <= 10:
+        if weight is not None and not WEIGHT[0] <= weight <= WEIGHT[1]:
             raise InvalidInput.for_field(name, "must be between 0 and 10")
     return SearchRequest(
         query=query,
