@@ -12,7 +12,7 @@ from rag_telemetry.logs import (
     reset_log_context,
 )
 from rag_telemetry.metrics import BUILD_INFO, METRICS_CONTENT_TYPE, render_metrics
-from rag_telemetry.middleware import REQUEST_ID_HEADER, instrument_app
+from rag_telemetry.middleware import REQUEST_ID_HEADER, current_request_id, instrument_app
 from rag_telemetry.tracing import (
     configure_tracing,
     continue_trace,
@@ -41,6 +41,7 @@ __all__ = [
     "configure_logging",
     "configure_tracing",
     "continue_trace",
+    "current_request_id",
     "current_traceparent",
     "get_logger",
     "instrument_app",

@@ -8,6 +8,7 @@ import uuid
 from collections.abc import Collection
 from typing import Any
 
+import structlog
 from litestar import Litestar
 from litestar.datastructures import MutableScopeHeaders
 from litestar.enums import ScopeType
@@ -38,6 +39,13 @@ def incoming_request_id(scope: Scope) -> str | None:
             candidate = value.decode("latin-1")
             return candidate if _VALID_REQUEST_ID.match(candidate) else None
     return None
+
+
+def current_request_id() -> str | None:
+    """The id of the request being served (or of the request that queued the job being run),
+    as its log lines carry it: to hand on to work done elsewhere, like ``current_traceparent``."""
+    value = structlog.contextvars.get_contextvars().get("request_id")
+    return str(value) if value else None
 
 
 class RequestTelemetryMiddleware:

@@ -24,12 +24,12 @@ from rag_core.service import (
 from rag_gateway.admin.routes import AdminController
 from rag_gateway.auth.authenticate import Authenticator
 from rag_gateway.auth.keys import ApiKeyStore
+from rag_gateway.forwarding import forward
 from rag_gateway.limits import Limits
 from rag_gateway.openapi import PublicSchema, openapi_document, openapi_page
 from rag_gateway.paths import refuse_ambiguous_paths
 from rag_gateway.playground.routes import playground_asset, playground_page
 from rag_gateway.proxy import Forwarder
-from rag_gateway.public import forward
 from rag_gateway.routing import Upstream
 from rag_gateway.streams import UPLOADS, StreamLeases
 from rag_gateway.system.routes import system_info

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import httpx
 import msgspec
-from litestar import Request, Response
+from litestar import Response
 from litestar.response import Stream
 from rag_config import GatewaySettings
 from rag_core.errors import RagError
@@ -290,12 +290,3 @@ async def buffered(upstream: httpx.Response) -> Whole:
         if k.lower() not in ("content-length", "content-encoding")
     }
     return Whole(upstream.status_code, headers, body)
-
-
-def json_response(status: int, headers: dict[str, str], body: Any) -> Response[Any]:
-    return Response(body, status_code=status, headers=headers)
-
-
-def request_id(request: Request[Any, Any, Any]) -> str | None:
-    value = request.scope.get("state", {}).get("request_id")
-    return str(value) if value else None

@@ -1,5 +1,6 @@
 """The public API's route table: which service answers, which scope it needs, which collection
-it touches. Anything not listed here is not part of the public API and is 404."""
+it touches, and what else the gateway asks of the caller there (its kind's Policy, applied by
+rag_gateway.policy). Anything not listed here is not part of the public API and is 404."""
 
 from __future__ import annotations
 
@@ -10,17 +11,17 @@ from typing import Literal
 Upstream = Literal["ingest", "query"]
 Kind = Literal[
     "plain",
-    "collections",  # the collection list (filtered for keys limited to some collections)
-    "create_collection",  # the new collection's name is in the body
-    "documents_write",  # counts against the daily ingest bytes
-    "jobs",  # the job list
-    "job",  # one job: its collection decides
+    "collections",
+    "create_collection",
+    "documents_write",
+    "jobs",
+    "job",
     "models",
-    "chat",  # the collection is the model named in the body
-    "evaluate",  # the collection is named in the JSON body
-    "evaluate_files",  # the collection is a form field of a multipart body
-    "evaluation",  # an evaluation's collection is in the answer
-    "session",  # a chat session: the collection it is bound to decides
+    "chat",
+    "evaluate",
+    "evaluate_files",
+    "evaluation",
+    "session",
 ]
 
 # Whether the answer is a long-lived stream (SSE): such requests use the gateway's pool for
@@ -28,6 +29,51 @@ Kind = Literal[
 Streams = Literal["never", "always", "when_asked"]  # when_asked: `"stream": true` in the body
 
 READ, WRITE, QUERY = "ingest:read", "ingest:write", "query:read"
+
+
+@dataclass(frozen=True)
+class Policy:
+    """What a kind of route asks of its caller besides what every /v1 route asks (a valid
+    credential, the route's scope, one request off the rate limit, the collection its path
+    names): where else a key limited to some collections finds the collection a request
+    touches, and which limits the request counts against."""
+
+    # The field of the JSON body that names the collection (its part before any ':').
+    collection_field: str | None = None
+    # The job or chat session the path names: the collection it belongs to decides (one bound
+    # to no collection, from before sessions were bound, counts as none).
+    owner: Literal["job", "session"] | None = None
+    # The answer names collections: a listing is kept to the key's, an evaluation of another
+    # collection does not exist for it.
+    answer: Literal["collections", "jobs", "models", "evaluation"] | None = None
+    # What a key limited to some collections is told, when it may not use the route at all.
+    closed_to_limited_keys: str | None = None
+    # The body counts against the daily ingest bytes (so it needs a Content-Length), and so do
+    # the pages a URL ingest fetches.
+    ingest_quota: bool = False
+    # The body may be large and slow: it counts against the uploads-in-progress limits, travels
+    # on the upload pool, and must arrive within UPLOAD_BODY_TIMEOUT_SECONDS.
+    upload: bool = False
+
+
+POLICIES: dict[Kind, Policy] = {
+    "plain": Policy(),
+    "collections": Policy(answer="collections"),
+    "create_collection": Policy(collection_field="name"),
+    "documents_write": Policy(ingest_quota=True, upload=True),
+    "jobs": Policy(answer="jobs"),
+    "job": Policy(owner="job"),
+    "models": Policy(answer="models"),
+    "chat": Policy(collection_field="model"),  # the model is the collection
+    "evaluate": Policy(collection_field="collection"),
+    # The collection is a form field of a multipart body, which the gateway does not read.
+    "evaluate_files": Policy(
+        closed_to_limited_keys="a key limited to some collections cannot upload evaluation files",
+        upload=True,
+    ),
+    "evaluation": Policy(answer="evaluation"),
+    "session": Policy(owner="session"),
+}
 
 
 @dataclass(frozen=True)
@@ -42,13 +88,18 @@ class Route:
     # Only reads: asking the service again changes nothing (GETs and searches).
     reads_only: bool = False
 
+    @property
+    def policy(self) -> Policy:
+        return POLICIES[self.kind]
+
 
 _C = r"(?P<collection>[^/]+)"
 _J = r"(?P<job>[^/]+)"
 _S = r"(?P<session>[^/]+)"
 SEARCH = re.compile(rf"^/v1/collections/{_C}/search$")
 
-# (pattern, {method: (upstream, scope, kind)}), in the order they are tried.
+# (pattern, {method: (upstream, scope, kind)}), in the order they are tried; the kind's Policy
+# (POLICIES) and STREAMING below say the rest.
 TABLE: list[tuple[re.Pattern[str], dict[str, tuple[Upstream, str, Kind]]]] = [
     (
         re.compile(r"^/v1/collections$"),

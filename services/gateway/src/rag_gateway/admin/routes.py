@@ -16,7 +16,7 @@ from rag_core.tenancy import check_tenant
 
 from rag_gateway.auth.keys import ApiKey, ApiKeyStore
 from rag_gateway.auth.principal import SCOPES
-from rag_gateway.public import authenticate
+from rag_gateway.policy import admit
 
 
 class KeyCreate(msgspec.Struct, forbid_unknown_fields=True):
@@ -56,12 +56,13 @@ class KeyOut(msgspec.Struct, omit_defaults=True):
         )
 
 
+class KeyList(msgspec.Struct):
+    keys: list[KeyOut]
+
+
 async def admin_only(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
-    """Runs before the body is read: who is asking is settled first."""
-    state = connection.app.state
-    principal = await authenticate(connection, state.authenticator)
-    principal.require("admin")
-    await state.limits.request(principal)
+    """A guard, not a dependency: who is asking is settled before the body is read."""
+    await admit(connection, "admin")
 
 
 class AdminController(Controller):
@@ -105,8 +106,8 @@ class AdminController(Controller):
         self,
         api_keys: NamedDependency[ApiKeyStore],
         tenant: FromQuery[str | None] = None,
-    ) -> dict[str, list[KeyOut]]:
-        return {"keys": [KeyOut.of(k) for k in await api_keys.list(tenant)]}
+    ) -> KeyList:
+        return KeyList([KeyOut.of(k) for k in await api_keys.list(tenant)])
 
     @delete("/{key_id:str}", status_code=HTTP_200_OK, summary="Revoke an API key")
     async def revoke_key(

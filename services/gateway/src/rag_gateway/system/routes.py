@@ -11,7 +11,7 @@ from typing import Any
 
 import msgspec
 from litestar import Request, get
-from litestar.di import NamedDependency
+from litestar.di import NamedDependency, Provide
 from rag_core.catalog import Keys
 from rag_core.errors import RagError
 from rag_core.health import Readiness
@@ -19,10 +19,9 @@ from rag_core.service import package_version
 from rag_core.workers import LiveWorkers
 from redis.asyncio import Redis
 
-from rag_gateway.auth.authenticate import Authenticator
-from rag_gateway.limits import Limits
+from rag_gateway.auth.principal import Principal
+from rag_gateway.policy import provide_principal
 from rag_gateway.proxy import Forwarder
-from rag_gateway.public import authenticate
 from rag_gateway.routing import Upstream
 
 UPSTREAMS: tuple[Upstream, ...] = ("ingest", "query")
@@ -74,18 +73,20 @@ async def _queue(redis: Redis, keys: Keys) -> QueueState:
     return QueueState(int(depth), workers)
 
 
-@get("/v1/system", summary="The deployment: services, versions, embedder, queue", tags=["system"])
+@get(
+    "/v1/system",
+    summary="The deployment: services, versions, embedder, queue",
+    tags=["system"],
+    dependencies={"principal": Provide(provide_principal)},  # any valid credential
+)
 async def system_info(
     request: Request[Any, Any, Any],
-    authenticator: NamedDependency[Authenticator],
-    limits: NamedDependency[Limits],
+    principal: NamedDependency[Principal],
     forwarder: NamedDependency[Forwarder],
     redis: NamedDependency[Redis],
 ) -> SystemInfo:
     """Any valid credential may ask. `status` is `ready` when every service is; a service is
     `ready`, `unavailable` (up, a dependency is not) or `unreachable`."""
-    principal = await authenticate(request, authenticator)
-    await limits.request(principal)
     state = request.app.state
     readiness: Readiness = state.readiness
     (gateway_ok, _), upstreams, queue = await asyncio.gather(

@@ -17,7 +17,7 @@ from rag_core.catalog import DocumentRecord
 from rag_core.errors import InvalidInput, UnsupportedMediaType
 from rag_core.filters import validate_filter
 from rag_core.quota import INGEST_QUOTA_HEADER, QuotaGrant
-from rag_telemetry import current_traceparent
+from rag_telemetry import current_request_id, current_traceparent
 
 from rag_ingest.documents.forms import read_upload_form
 from rag_ingest.documents.service import DocumentService, IngestService
@@ -130,11 +130,6 @@ class DocumentDeleted(msgspec.Struct):
     chunks: int
 
 
-def _request_id(request: Request[Any, Any, Any]) -> str | None:
-    value = request.scope.get("state", {}).get("request_id")
-    return str(value) if value else None
-
-
 async def _accepted(
     request: Request[Any, Any, Any],
     idempotency: IdempotencyGuard,
@@ -147,7 +142,7 @@ async def _accepted(
     Idempotency-Key seen before with the same request, that first answer again."""
 
     async def work() -> IngestAccepted:
-        records = await submit(request_id=_request_id(request), traceparent=current_traceparent())
+        records = await submit(request_id=current_request_id(), traceparent=current_traceparent())
         return IngestAccepted(collection, [JobRef.of(record) for record in records])
 
     outcome = await idempotency.run(
