@@ -7,7 +7,7 @@ PY := .venv/bin/python
 export ORT_DISABLE_TELEMETRY := 1
 export UV_PYTHON_DOWNLOADS := never
 
-.PHONY: help setup dev test lint fmt bench soak fuzz up down logs ps clean
+.PHONY: help setup dev test test-docker lint fmt bench soak fuzz up down logs ps clean
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-8s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -35,6 +35,11 @@ test: ## Set up, lint, then run every test (unit, integration, e2e) with real se
 	  wait $$bytecode || { cat .venv/bytecode.log; echo "setup: compiling bytecode failed"; exit 1; }; \
 	  exit $$lint
 	$(PY) -m pytest -n $(PYTEST_WORKERS) --dist loadgroup $(PYTEST_ARGS)
+
+# Both compose stacks for real, in a private Docker engine it starts and stops (root; local
+# stand-ins for the third-party images when no registry is reachable): deploy/docker/offline.
+test-docker: setup ## Build both images, run compose.yml and compose.prod.yml, test through nginx (~10 min)
+	RAG_TEST_DOCKER=1 $(PY) -m pytest tests/docker -n 0 -v $(PYTEST_ARGS)
 
 lint: ## ruff check, ruff format --check, mypy --strict on libs and services
 	.venv/bin/ruff check .

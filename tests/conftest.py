@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,6 +15,15 @@ from xdist.scheduler import LoadScopeScheduling
 from tests.support import budget
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+DOCKER_TESTS = REPO_ROOT / "tests" / "docker"
+
+
+def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool | None:
+    """tests/docker builds images and runs both compose stacks in a Docker engine of its own:
+    `make test-docker` (RAG_TEST_DOCKER=1) runs it, after and apart from `make test`."""
+    if collection_path == DOCKER_TESTS and os.environ.get("RAG_TEST_DOCKER") != "1":
+        return True
+    return None
 
 
 @pytest.hookimpl(tryfirst=True)

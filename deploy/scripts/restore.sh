@@ -2,8 +2,8 @@
 # Restore an archive made by backup.sh. The checksums are verified first: a corrupt or
 # incomplete archive is refused and nothing is touched.
 #
-#   restore.sh ARCHIVE [--compose FILE]          the Docker stack (its services are stopped,
-#                                                 restored, and started again)
+#   restore.sh ARCHIVE [--compose FILE]          the Docker stack (its running services are
+#                                                 stopped, restored, and started again)
 #   restore.sh ARCHIVE --native DATA_DIR          a stopped native stack's data directory
 set -euo pipefail
 
@@ -58,15 +58,31 @@ if [ "$mode" = native ]; then
   redis_from_snapshot "$data_dir/redis"
 else
   dc=(docker compose -f "$compose_file")
+  # What runs now is what runs again afterwards (not services the stack was started without).
+  mapfile -t running < <("${dc[@]}" ps --services --status running)
   "${dc[@]}" stop
-  staging="$work/redis"
-  mkdir -p "$staging"
-  cp "$root/redis/dump.rdb" "$staging/dump.rdb"
-  redis_from_snapshot "$staging"
-  "${dc[@]}" run --rm --no-deps -v "$staging:/restore:ro" --entrypoint sh redis \
-    -c 'rm -rf /data/* && cp -a /restore/. /data/'
+  # The same steps as redis_from_snapshot, in the stack's own Redis image (the host may have no
+  # Redis, or one too old to read the snapshot). The script runs in the container's shell.
+  # shellcheck disable=SC2016
+  "${dc[@]}" run --rm --no-deps -v "$root/redis:/restore:ro" --entrypoint sh redis -c '
+    set -e
+    rm -rf /data/*
+    cp /restore/dump.rdb /data/dump.rdb
+    redis-server --bind 127.0.0.1 --port 6390 --dir /data --dbfilename dump.rdb \
+      --appendonly no --save "" &
+    for _ in $(seq 50); do redis-cli -p 6390 ping >/dev/null 2>&1 && break; sleep 0.1; done
+    redis-cli -p 6390 config set appendonly yes >/dev/null
+    for _ in $(seq 300); do
+      info=$(redis-cli -p 6390 info persistence)
+      echo "$info" | grep -q "^aof_rewrite_in_progress:0" \
+        && echo "$info" | grep -q "^aof_enabled:1" && break
+      sleep 0.1
+    done
+    redis-cli -p 6390 shutdown nosave >/dev/null 2>&1 || true
+    wait
+    rm -f /data/dump.rdb'
   "${dc[@]}" run --rm --no-deps -v "$root/chroma:/restore:ro" --entrypoint sh chroma \
     -c 'rm -rf /data/* && cp -a /restore/. /data/'
-  "${dc[@]}" up -d
+  "${dc[@]}" up -d "${running[@]}"
 fi
 echo "restore: $archive restored ($(grep -o '"created": "[^"]*"' "$root/manifest.json"))"

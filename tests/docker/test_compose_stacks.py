@@ -1,0 +1,372 @@
+"""`make test-docker`: both compose stacks, built and run for real.
+
+A private Docker engine (deploy/docker/offline/engine.sh: its own data root, socket and pid)
+builds both of our images and brings up compose.yml, then compose.prod.yml, unchanged. No
+registry is reachable here, so the third-party images are local stand-ins
+(deploy/docker/offline/standins.sh, tagged with the upstream names; Grafana has none and is
+left out). Tests reach the stacks only through ports published on 127.0.0.1, and never pull.
+
+Figures (image sizes, build and start times) go to test-artifacts/docker.json for
+docs/deploy.md.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import json
+import os
+import secrets
+import subprocess
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import openai
+import pytest
+from rag_devstack import free_port
+
+from tests.support.documents import make_pdf
+from tests.support.query import read_sse
+
+ROOT = Path(__file__).resolve().parents[2]
+OFFLINE = ROOT / "deploy" / "docker" / "offline"
+STATE = ROOT / ".dev" / "docker"
+ARTIFACTS = ROOT / "test-artifacts"
+DOCKER = "/usr/bin/docker"  # Debian's client: BuildKit and the compose plugin
+# Everything but Grafana, which has no stand-in here.
+SERVICES = [
+    "redis",
+    "chroma",
+    "rag-ingest",
+    "rag-ingest-worker",
+    "rag-query",
+    "rag-gateway",
+    "nginx",
+    "nginx-exporter",
+    "redis-exporter",
+    "prometheus",
+]
+ADMIN_KEY = "rag-docker-test-admin-" + secrets.token_hex(16)
+FIGURES: dict[str, Any] = {}
+
+pytestmark = pytest.mark.timeout(1800)
+
+
+@dataclass
+class Docker:
+    env: dict[str, str]
+
+    def run(self, *args: str, timeout: float = 900, check: bool = True, **extra_env: str) -> str:
+        result = subprocess.run(
+            [DOCKER, *args],
+            env={**self.env, **extra_env},
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+            cwd=ROOT,
+        )
+        if check and result.returncode != 0:
+            raise AssertionError(
+                f"docker {' '.join(args)} failed ({result.returncode}):\n"
+                f"{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+            )
+        return result.stdout
+
+    def inspect(self, container: str) -> dict[str, Any]:
+        found: list[dict[str, Any]] = json.loads(self.run("inspect", container))
+        return found[0]
+
+
+@dataclass
+class Stack:
+    """One compose project of one file, on free loopback ports."""
+
+    docker: Docker
+    file: str
+    project: str
+    env: dict[str, str] = field(default_factory=dict)
+
+    def compose(self, *args: str, timeout: float = 900, check: bool = True) -> str:
+        return self.docker.run(
+            "compose", "-p", self.project, "-f", self.file, *args,
+            timeout=timeout, check=check, **self.env,
+        )  # fmt: skip
+
+    def containers(self, service: str) -> list[str]:
+        return self.compose("ps", "-q", service).split()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.env['API_PORT']}"
+
+    def up(self) -> float:
+        started = time.monotonic()
+        self.compose("up", "-d", "--wait", "--wait-timeout", "600", *SERVICES, timeout=900)
+        return round(time.monotonic() - started, 1)
+
+
+@pytest.fixture(scope="module")
+def docker() -> Iterator[Docker]:
+    started = time.monotonic()
+    out = subprocess.run(
+        [str(OFFLINE / "engine.sh"), "start", str(STATE)],
+        capture_output=True,
+        text=True,
+        timeout=900,
+        check=False,
+    )
+    assert out.returncode == 0, out.stderr
+    env = dict(os.environ)
+    env.update(line.split("=", 1) for line in out.stdout.splitlines() if "=" in line)
+    env["DOCKER_BUILDKIT"] = "1"
+    engine = Docker(env)
+    FIGURES["engine_start_seconds"] = round(time.monotonic() - started, 1)
+    try:
+        yield engine
+    finally:
+        for project, file in (("ragtest-dev", "compose.yml"), ("ragtest-prod", "compose.prod.yml")):
+            engine.run("compose", "-p", project, "-f", file, "down", "-v", check=False)
+        subprocess.run([str(OFFLINE / "engine.sh"), "stop", str(STATE)], check=False)
+        ARTIFACTS.mkdir(exist_ok=True)
+        (ARTIFACTS / "docker.json").write_text(json.dumps(FIGURES, indent=2) + "\n")
+
+
+@pytest.fixture(scope="module")
+def images(docker: Docker) -> None:
+    started = time.monotonic()
+    out = subprocess.run(
+        [str(OFFLINE / "standins.sh")],
+        env=docker.env,
+        capture_output=True,
+        text=True,
+        timeout=1200,
+        check=False,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    FIGURES["standins_seconds"] = round(time.monotonic() - started, 1)
+    for name, file, tag in (
+        ("dev", "compose.yml", "rag-engine:dev"),
+        ("prod", "compose.prod.yml", "rag-engine:latest"),
+    ):
+        started = time.monotonic()
+        docker.run("compose", "-f", file, "build", timeout=1800)
+        FIGURES[f"{name}_build_seconds"] = round(time.monotonic() - started, 1)
+        size = int(docker.run("image", "inspect", "-f", "{{.Size}}", tag).strip())
+        FIGURES[f"{name}_image_mb"] = round(size / 1e6)
+
+
+def _ports() -> dict[str, str]:
+    return {
+        "API_BIND": "127.0.0.1",
+        **{
+            name: str(free_port())
+            for name in (
+                "API_PORT",
+                "GATEWAY_HEALTH_HOST_PORT",
+                "REDIS_HOST_PORT",
+                "CHROMA_HOST_PORT",
+                "PROMETHEUS_HOST_PORT",
+                "GRAFANA_HOST_PORT",
+            )
+        },
+    }
+
+
+def _user_flow(url: str, collection: str) -> dict[str, str]:
+    """A key, a collection, a PDF and its job's events, a search, a streamed answer and the
+    OpenAI SDK in strict mode, all through the containerised nginx. Returns the key's auth."""
+    http = httpx.Client(base_url=url, timeout=60)
+    admin = {"Authorization": f"Bearer {ADMIN_KEY}"}
+    created = http.post(
+        "/v1/admin/keys",
+        json={"tenant": "docker", "scopes": ["ingest:write", "query:read"]},
+        headers=admin,
+    )
+    assert created.status_code == 201, created.text
+    auth = {"Authorization": f"Bearer {created.json()['key']}"}
+    made = http.post("/v1/collections", json={"name": collection}, headers=auth)
+    assert made.status_code == 201, made.text
+    pdf = make_pdf(["The pump must be serviced every 500 hours.", "Spare filters are in bay 4."])
+    upload = http.post(
+        f"/v1/collections/{collection}/documents/upload",
+        files=[("file", ("pump.pdf", pdf, "application/pdf"))],
+        headers=auth,
+    )
+    assert upload.status_code == 202, upload.text
+    job_id = upload.json()["jobs"][0]["job_id"]
+    with http.stream("GET", f"/v1/jobs/{job_id}/events", headers=auth) as events:
+        names = [event.event for event in read_sse(events.iter_lines())]
+    assert names[0] == "queued", names
+    assert names[-1] == "succeeded", names
+    body = {"query": "pump service interval", "mode": "lexical"}
+    deadline = time.monotonic() + 60
+    while True:  # every query replica has followed the change
+        found = [
+            http.post(f"/v1/collections/{collection}/search", json=body, headers=auth)
+            for _ in range(6)
+        ]
+        if all(r.status_code == 200 and r.json()["results"] for r in found):
+            break
+        assert time.monotonic() < deadline, [r.text for r in found]
+        time.sleep(0.5)
+    top = found[0].json()["results"][0]
+    assert "500 hours" in top["text"]
+    assert top["page"] == 1
+    with http.stream(
+        "POST",
+        f"/v1/collections/{collection}/query",
+        json={"query": "Where are the spare filters?", "stream": True},
+        headers=auth,
+    ) as answer:
+        streamed = list(read_sse(answer.iter_lines()))
+    assert streamed[0].event == "sources"
+    assert streamed[-1].event == "done"
+    assert "bay 4" in streamed[-1].data["answer"]
+    sdk = openai.OpenAI(
+        base_url=f"{url}/v1",
+        api_key=created.json()["key"],
+        max_retries=0,
+        _strict_response_validation=True,
+    )
+    assert collection in {m.id for m in sdk.models.list()}
+    reply = sdk.chat.completions.create(
+        model=collection, messages=[{"role": "user", "content": "How often is the pump serviced?"}]
+    )
+    assert "500 hours" in (reply.choices[0].message.content or "")
+    return auth
+
+
+def test_the_development_stack(docker: Docker, images: None) -> None:
+    """`make up`'s stack (compose.yml), including the health-check order that once
+    deadlocked (the gateway's readiness needs query through nginx, which waits for it)."""
+    stack = Stack(docker, "compose.yml", "ragtest-dev", {**_ports(), "ADMIN_API_KEY": ADMIN_KEY})
+    FIGURES["dev_up_seconds"] = stack.up()
+    _user_flow(stack.url, "manuals")
+    stack.compose("down", "-v")
+
+
+@pytest.fixture(scope="module")
+def prod(docker: Docker, images: None) -> Stack:
+    secrets_env = {
+        "INTERNAL_TOKEN": secrets.token_hex(32),
+        "JWT_SECRET": secrets.token_hex(32),
+        "ADMIN_API_KEY": ADMIN_KEY,
+        "RAG_VERSION": "latest",
+    }
+    stack = Stack(docker, "compose.prod.yml", "ragtest-prod", {**_ports(), **secrets_env})
+    FIGURES["prod_up_seconds"] = stack.up()
+    # As deploy.sh does: nginx resolves every query replica when it loads its configuration.
+    stack.compose("exec", "-T", "nginx", "nginx", "-s", "reload")
+    return stack
+
+
+def test_the_production_stack_serves_a_user_flow(prod: Stack) -> None:
+    _user_flow(prod.url, "handbook")
+
+
+def test_production_hardening_is_in_force(prod: Stack) -> None:
+    published = {}
+    for container in prod.compose("ps", "-q").split():
+        state = prod.docker.inspect(container)
+        name = state["Config"]["Labels"]["com.docker.compose.service"]
+        host = state["HostConfig"]
+        assert host["ReadonlyRootfs"] is True, name
+        assert host["CapDrop"] == ["ALL"], name
+        assert "no-new-privileges:true" in host["SecurityOpt"], name
+        if name != "nginx":  # its master starts as root to bind and drop to workers
+            user = state["Config"]["User"]
+            assert user, f"{name} runs as root"
+            assert user.split(":")[0] not in ("0", "root"), f"{name} runs as {user!r}"
+        ports = state["NetworkSettings"]["Ports"] or {}
+        bound = [b for bindings in ports.values() if bindings for b in bindings]
+        if bound:
+            published[name] = bound
+    assert set(published) == {"nginx"}, published
+    assert all(b["HostIp"] == "127.0.0.1" for b in published["nginx"])
+
+
+def test_a_query_replica_killed_under_load_costs_no_request(prod: Stack) -> None:
+    auth = _user_flow_key(prod)
+    replicas = prod.containers("rag-query")
+    assert len(replicas) == 3, replicas
+    http = httpx.Client(base_url=prod.url, timeout=30)
+    body = {"query": "pump service interval", "mode": "hybrid"}
+    failures: list[str] = []
+    count = 0
+
+    def search() -> None:
+        response = http.post("/v1/collections/handbook/search", json=body, headers=auth)
+        if response.status_code != 200:
+            failures.append(f"{response.status_code} {response.text[:200]}")
+
+    with concurrent.futures.ThreadPoolExecutor(4) as pool:
+        futures = [pool.submit(search) for _ in range(40)]
+        concurrent.futures.wait(futures)
+        prod.docker.run("kill", replicas[0])
+        futures = [pool.submit(search) for _ in range(160)]
+        concurrent.futures.wait(futures)
+        count = 200
+    assert not failures, f"{len(failures)} of {count} failed: {failures[:3]}"
+
+
+def _user_flow_key(stack: Stack) -> dict[str, str]:
+    http = httpx.Client(base_url=stack.url, timeout=30)
+    created = http.post(
+        "/v1/admin/keys",
+        json={"tenant": "docker", "scopes": ["ingest:write", "query:read"]},
+        headers={"Authorization": f"Bearer {ADMIN_KEY}"},
+    )
+    assert created.status_code == 201, created.text
+    return {"Authorization": f"Bearer {created.json()['key']}"}
+
+
+def test_backup_and_restore_in_docker_mode(prod: Stack, tmp_path: Path) -> None:
+    auth = _user_flow_key(prod)
+    http = httpx.Client(base_url=prod.url, timeout=60)
+    query = {"query": "spare filters", "mode": "lexical"}
+
+    def results() -> list[tuple[str, str]]:
+        found = http.post("/v1/collections/handbook/search", json=query, headers=auth)
+        assert found.status_code == 200, found.text
+        return [(h["chunk_id"], h["text"]) for h in found.json()["results"]]
+
+    before = results()
+    assert before
+    env = {**prod.docker.env, **prod.env, "COMPOSE_PROJECT_NAME": prod.project}
+    backup = subprocess.run(
+        [str(ROOT / "deploy/scripts/backup.sh"), "--compose", prod.file, str(tmp_path)],
+        env=env, capture_output=True, text=True, timeout=600, check=False, cwd=ROOT,
+    )  # fmt: skip
+    assert backup.returncode == 0, backup.stderr
+    archive = backup.stdout.strip().splitlines()[-1]
+    # backup.sh starts the writers again without waiting (ingest fails for those seconds).
+    prod.compose("up", "-d", "--wait", "--wait-timeout", "300", *SERVICES)
+    deleted = http.delete("/v1/collections/handbook", headers=auth)
+    assert deleted.status_code == 200, deleted.text
+    restore = subprocess.run(
+        [str(ROOT / "deploy/scripts/restore.sh"), archive, "--compose", prod.file],
+        env=env, capture_output=True, text=True, timeout=600, check=False, cwd=ROOT,
+    )  # fmt: skip
+    assert restore.returncode == 0, restore.stderr
+    prod.compose("up", "-d", "--wait", "--wait-timeout", "300", *SERVICES)
+    prod.compose("exec", "-T", "nginx", "nginx", "-s", "reload")
+    deadline = time.monotonic() + 120
+    while True:
+        try:
+            if results() == before:
+                break
+        except AssertionError:
+            pass
+        assert time.monotonic() < deadline, "the restored stack does not answer as before"
+        time.sleep(1)
+
+
+def test_production_down_needs_no_secrets(prod: Stack) -> None:
+    """`docker compose -f compose.prod.yml down` works without the production secrets."""
+    env = {k: v for k, v in prod.env.items() if k not in ("INTERNAL_TOKEN", "JWT_SECRET")}
+    prod.docker.run("compose", "-p", prod.project, "-f", prod.file, "down", "-v", **env)
+    assert not prod.compose("ps", "-q").split()
