@@ -32,55 +32,43 @@ present=$(cd "$root" && find . -type f ! -name SHA256SUMS ! -name manifest.json 
   || die "checksums of $archive do not match (corrupted?); nothing restored"
 
 # Redis keeps data in AOF files: load the snapshot with AOF off, then have Redis write the
-# AOF from it, so the restored data survives the next start (with AOF on).
-redis_from_snapshot() {
-  local dir=$1 port
-  port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+# AOF from it, so the restored data survives the next start (with AOF on). A POSIX sh script
+# (DIR PORT SNAPSHOT): run with the host's Redis natively, and in Docker in the stack's own
+# Redis image (the host may have none, or one too old to read the snapshot).
+# shellcheck disable=SC2016  # expanded by the sh that runs it
+AOF_FROM_SNAPSHOT='
+  set -e
+  dir=$1 port=$2
+  rm -rf "${dir:?}"/*
+  cp "$3" "$dir/dump.rdb"
   redis-server --bind 127.0.0.1 --port "$port" --dir "$dir" --dbfilename dump.rdb \
-    --appendonly no --save "" --daemonize yes --logfile "$dir/restore.log"
+    --appendonly no --save "" > "$dir/restore.log" 2>&1 &
   for _ in $(seq 50); do redis-cli -p "$port" ping >/dev/null 2>&1 && break; sleep 0.1; done
   redis-cli -p "$port" config set appendonly yes >/dev/null
   for _ in $(seq 300); do
-    redis-cli -p "$port" info persistence | grep -q '^aof_rewrite_in_progress:0' \
-      && redis-cli -p "$port" info persistence | grep -q '^aof_enabled:1' && break
+    info=$(redis-cli -p "$port" info persistence)
+    echo "$info" | grep -q "^aof_rewrite_in_progress:0" \
+      && echo "$info" | grep -q "^aof_enabled:1" && break
     sleep 0.1
   done
   redis-cli -p "$port" shutdown nosave >/dev/null 2>&1 || true
-  rm -f "$dir/dump.rdb" "$dir/restore.log"
-}
+  wait || true
+  rm -f "$dir/dump.rdb" "$dir/restore.log"'
 
 if [ "$mode" = native ]; then
   [ -d "$data_dir" ] || die "no data directory at '$data_dir'"
   rm -rf "$data_dir/chroma" "$data_dir/redis"
   mkdir -p "$data_dir/chroma" "$data_dir/redis"
   cp -a "$root/chroma/." "$data_dir/chroma/"
-  cp "$root/redis/dump.rdb" "$data_dir/redis/dump.rdb"
-  redis_from_snapshot "$data_dir/redis"
+  port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+  sh -c "$AOF_FROM_SNAPSHOT" sh "$data_dir/redis" "$port" "$root/redis/dump.rdb"
 else
   dc=(docker compose -f "$compose_file")
   # What runs now is what runs again afterwards (not services the stack was started without).
   mapfile -t running < <("${dc[@]}" ps --services --status running)
   "${dc[@]}" stop
-  # The same steps as redis_from_snapshot, in the stack's own Redis image (the host may have no
-  # Redis, or one too old to read the snapshot). The script runs in the container's shell.
-  # shellcheck disable=SC2016
-  "${dc[@]}" run --rm --no-deps -v "$root/redis:/restore:ro" --entrypoint sh redis -c '
-    set -e
-    rm -rf /data/*
-    cp /restore/dump.rdb /data/dump.rdb
-    redis-server --bind 127.0.0.1 --port 6390 --dir /data --dbfilename dump.rdb \
-      --appendonly no --save "" &
-    for _ in $(seq 50); do redis-cli -p 6390 ping >/dev/null 2>&1 && break; sleep 0.1; done
-    redis-cli -p 6390 config set appendonly yes >/dev/null
-    for _ in $(seq 300); do
-      info=$(redis-cli -p 6390 info persistence)
-      echo "$info" | grep -q "^aof_rewrite_in_progress:0" \
-        && echo "$info" | grep -q "^aof_enabled:1" && break
-      sleep 0.1
-    done
-    redis-cli -p 6390 shutdown nosave >/dev/null 2>&1 || true
-    wait
-    rm -f /data/dump.rdb'
+  "${dc[@]}" run --rm --no-deps -v "$root/redis:/restore:ro" --entrypoint sh redis \
+    -c "$AOF_FROM_SNAPSHOT" sh /data 6390 /restore/dump.rdb
   "${dc[@]}" run --rm --no-deps -v "$root/chroma:/restore:ro" --entrypoint sh chroma \
     -c 'rm -rf /data/* && cp -a /restore/. /data/'
   "${dc[@]}" up -d "${running[@]}"

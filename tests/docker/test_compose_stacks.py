@@ -59,10 +59,16 @@ pytestmark = pytest.mark.timeout(1800)
 class Docker:
     env: dict[str, str]
 
-    def run(self, *args: str, timeout: float = 900, check: bool = True, **extra_env: str) -> str:
+    def run(
+        self,
+        *args: str,
+        timeout: float = 900,
+        check: bool = True,
+        env: dict[str, str] | None = None,
+    ) -> str:
         result = subprocess.run(
             [DOCKER, *args],
-            env={**self.env, **extra_env},
+            env={**self.env, **(env or {})},
             capture_output=True,
             text=True,
             timeout=timeout,
@@ -93,7 +99,7 @@ class Stack:
     def compose(self, *args: str, timeout: float = 900, check: bool = True) -> str:
         return self.docker.run(
             "compose", "-p", self.project, "-f", self.file, *args,
-            timeout=timeout, check=check, **self.env,
+            timeout=timeout, check=check, env=self.env,
         )  # fmt: skip
 
     def containers(self, service: str) -> list[str]:
@@ -121,7 +127,7 @@ def docker() -> Iterator[Docker]:
     )
     assert out.returncode == 0, out.stderr
     env = dict(os.environ)
-    env.update(line.split("=", 1) for line in out.stdout.splitlines() if "=" in line)
+    env.update(line.partition("=")[::2] for line in out.stdout.splitlines() if "=" in line)
     env["DOCKER_BUILDKIT"] = "1"
     engine = Docker(env)
     FIGURES["engine_start_seconds"] = round(time.monotonic() - started, 1)
@@ -176,18 +182,29 @@ def _ports() -> dict[str, str]:
     }
 
 
-def _user_flow(url: str, collection: str) -> dict[str, str]:
-    """A key, a collection, a PDF and its job's events, a search, a streamed answer and the
-    OpenAI SDK in strict mode, all through the containerised nginx. Returns the key's auth."""
-    http = httpx.Client(base_url=url, timeout=60)
-    admin = {"Authorization": f"Bearer {ADMIN_KEY}"}
-    created = http.post(
-        "/v1/admin/keys",
+def _new_key(url: str) -> str:
+    """A key of tenant `docker` that may ingest and query, made with the admin key."""
+    created = httpx.post(
+        f"{url}/v1/admin/keys",
         json={"tenant": "docker", "scopes": ["ingest:write", "query:read"]},
-        headers=admin,
+        headers={"Authorization": f"Bearer {ADMIN_KEY}"},
+        timeout=30,
     )
     assert created.status_code == 201, created.text
-    auth = {"Authorization": f"Bearer {created.json()['key']}"}
+    key: str = created.json()["key"]
+    return key
+
+
+def _auth(url: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {_new_key(url)}"}
+
+
+def _user_flow(url: str, collection: str) -> None:
+    """A key, a collection, a PDF and its job's events, a search, a streamed answer and the
+    OpenAI SDK in strict mode, all through the containerised nginx."""
+    http = httpx.Client(base_url=url, timeout=60)
+    key = _new_key(url)
+    auth = {"Authorization": f"Bearer {key}"}
     made = http.post("/v1/collections", json={"name": collection}, headers=auth)
     assert made.status_code == 201, made.text
     pdf = make_pdf(["The pump must be serviced every 500 hours.", "Spare filters are in bay 4."])
@@ -228,7 +245,7 @@ def _user_flow(url: str, collection: str) -> dict[str, str]:
     assert "bay 4" in streamed[-1].data["answer"]
     sdk = openai.OpenAI(
         base_url=f"{url}/v1",
-        api_key=created.json()["key"],
+        api_key=key,
         max_retries=0,
         _strict_response_validation=True,
     )
@@ -237,7 +254,6 @@ def _user_flow(url: str, collection: str) -> dict[str, str]:
         model=collection, messages=[{"role": "user", "content": "How often is the pump serviced?"}]
     )
     assert "500 hours" in (reply.choices[0].message.content or "")
-    return auth
 
 
 def test_the_development_stack(docker: Docker, images: None) -> None:
@@ -290,13 +306,12 @@ def test_production_hardening_is_in_force(prod: Stack) -> None:
 
 
 def test_a_query_replica_killed_under_load_costs_no_request(prod: Stack) -> None:
-    auth = _user_flow_key(prod)
+    auth = _auth(prod.url)
     replicas = prod.containers("rag-query")
     assert len(replicas) == 3, replicas
     http = httpx.Client(base_url=prod.url, timeout=30)
     body = {"query": "pump service interval", "mode": "hybrid"}
     failures: list[str] = []
-    count = 0
 
     def search() -> None:
         response = http.post("/v1/collections/handbook/search", json=body, headers=auth)
@@ -309,23 +324,11 @@ def test_a_query_replica_killed_under_load_costs_no_request(prod: Stack) -> None
         prod.docker.run("kill", replicas[0])
         futures = [pool.submit(search) for _ in range(160)]
         concurrent.futures.wait(futures)
-        count = 200
-    assert not failures, f"{len(failures)} of {count} failed: {failures[:3]}"
-
-
-def _user_flow_key(stack: Stack) -> dict[str, str]:
-    http = httpx.Client(base_url=stack.url, timeout=30)
-    created = http.post(
-        "/v1/admin/keys",
-        json={"tenant": "docker", "scopes": ["ingest:write", "query:read"]},
-        headers={"Authorization": f"Bearer {ADMIN_KEY}"},
-    )
-    assert created.status_code == 201, created.text
-    return {"Authorization": f"Bearer {created.json()['key']}"}
+    assert not failures, f"{len(failures)} of 200 failed: {failures[:3]}"
 
 
 def test_backup_and_restore_in_docker_mode(prod: Stack, tmp_path: Path) -> None:
-    auth = _user_flow_key(prod)
+    auth = _auth(prod.url)
     http = httpx.Client(base_url=prod.url, timeout=60)
     query = {"query": "spare filters", "mode": "lexical"}
 
@@ -368,5 +371,5 @@ def test_backup_and_restore_in_docker_mode(prod: Stack, tmp_path: Path) -> None:
 def test_production_down_needs_no_secrets(prod: Stack) -> None:
     """`docker compose -f compose.prod.yml down` works without the production secrets."""
     env = {k: v for k, v in prod.env.items() if k not in ("INTERNAL_TOKEN", "JWT_SECRET")}
-    prod.docker.run("compose", "-p", prod.project, "-f", prod.file, "down", "-v", **env)
+    prod.docker.run("compose", "-p", prod.project, "-f", prod.file, "down", "-v", env=env)
     assert not prod.compose("ps", "-q").split()
