@@ -20,6 +20,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import goals
 import httpx
 import load
 import numpy as np
@@ -28,13 +29,13 @@ import scale
 from load import add_peer as add_peer_load
 from load import plot, sweep
 from load import section as load_section
+from procs import cpu_seconds, peak_rss_mb, rss_mb
 from query_bench import add_peer as add_peer_quality
 from query_bench import chroma_name_of, load_test_queries, run_of, run_query_bench, score
 from query_bench import section as query_section
 from rag_config import IngestSettings
 from rag_core.embedding.local import LocalEmbedder
 from rag_devstack import NativeStack, StackPorts, create_api_key, free_port
-from rag_devstack.processes import descendants
 from rag_ingest.chunking import chunk_sections
 from rag_ingest.parsing import parse_document
 
@@ -125,33 +126,16 @@ def embedder_quality(raw: dict[str, Any], cache: Path, settings: IngestSettings)
         int8.close()
 
 
-def peak_rss_mb(pid: int) -> float:
-    """Peak resident memory (VmHWM) of a process, plus that of its living child processes
-    (nginx's workers, the worker's parser processes)."""
-    total = 0.0
-    for member in {pid} | descendants(pid):
-        try:
-            status = Path(f"/proc/{member}/status").read_text()
-        except OSError:
-            continue
-        for line in status.splitlines():
-            if line.startswith("VmHWM:"):
-                total += int(line.split()[1]) / 1024
-    return total
-
-
-def cpu_seconds(pid: int) -> float:
-    """CPU time (user + system) of a process and its living descendants (the worker's parser
-    processes)."""
-    tick = os.sysconf("SC_CLK_TCK")
-    total = 0.0
-    for member in {pid} | descendants(pid):
-        try:
-            fields = Path(f"/proc/{member}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        total += (int(fields[11]) + int(fields[12])) / tick
-    return total
+def wait_settled(stack: NativeStack, names: list[str], timeout: float = 300) -> None:
+    """Until ``names`` are idle (under 5% of a core for two seconds running): the query
+    replicas have indexed what the worker wrote, Chroma has flushed it. What they spend on it
+    belongs to the ingest."""
+    deadline, quiet = time.perf_counter() + timeout, 0
+    while quiet < 2 and time.perf_counter() < deadline:
+        before = sum(cpu_seconds(stack.processes[n].pid) for n in names)
+        time.sleep(1.0)
+        used = sum(cpu_seconds(stack.processes[n].pid) for n in names) - before
+        quiet = quiet + 1 if used < 0.05 else 0
 
 
 def end_to_end(
@@ -161,7 +145,7 @@ def end_to_end(
     concurrency: int,
     *,
     raw: dict[str, Any] | None,
-    synthetic: int = 100_000,
+    synthetic: tuple[int, ...] = scale.SIZES,
 ) -> dict[str, Any]:
     """Ingest ``docs`` through a fresh native stack with ``workers`` workers. With ``raw`` (the
     raw embedder's chunks and vectors), the query side too, on the same stack: the peer
@@ -181,7 +165,10 @@ def end_to_end(
         )
         with stack:
             if query:
-                stack.start(services=["ingest", "query", "gateway"], with_nginx=True)
+                # As `make dev` runs it: nginx, the gateway and two query replicas.
+                stack.start(
+                    services=["ingest", "query", "gateway"], with_nginx=True, query_replicas=2
+                )
             else:
                 stack.start(services=["ingest"])
             extra = []
@@ -192,6 +179,11 @@ def end_to_end(
                 extra.append(f"worker-{n}")
             http = httpx.Client(base_url=stack.api_url("ingest"), timeout=120)
             assert http.post("/v1/collections", json={"name": "scifact"}).status_code == 201
+            # Every process of the stack is charged for the ingest: what it spends from here on
+            # (start-up is not a cost per chunk). The query replicas index every chunk too.
+            names = [n for n in stack.processes if n != "nginx"]
+            cpu_before = {name: cpu_seconds(stack.processes[name].pid) for name in names}
+            idle_rss = {name: rss_mb(stack.processes[name].pid) for name in names}
             started = time.perf_counter()
             for start in range(0, len(docs), BATCH):
                 response = http.post(
@@ -213,9 +205,11 @@ def end_to_end(
                 if failed:
                     raise SystemExit(f"a job failed: {failed[0]}")
             seconds = time.perf_counter() - started
+            wait_settled(stack, [n for n in names if n.startswith(("query", "chroma"))])
+            cpu = {
+                name: cpu_seconds(stack.processes[name].pid) - cpu_before[name] for name in names
+            }
             stages = job_stages(http)
-            names = ["ingest", "worker", *extra, "chroma", "redis"]
-            cpu = {name: cpu_seconds(stack.processes[name].pid) for name in names}
             result: dict[str, Any] = {
                 "workers": workers,
                 "documents": len(docs),
@@ -226,13 +220,15 @@ def end_to_end(
                 "docs_per_s": len(docs) / seconds,
                 "stage_seconds": stages,
                 "cpu_seconds": cpu,
+                "idle_rss_mb": idle_rss,
                 "timeline": timeline,
             }
             if raw is not None:
                 result.update(
                     query_side(stack, docs, cache, raw, collection["chunk_count"], synthetic)
                 )
-                names += ["query", "gateway", "nginx"]
+            if "nginx" in stack.processes:
+                names.append("nginx")
             result["peak_rss_mb"] = {name: peak_rss_mb(stack.processes[name].pid) for name in names}
         return result
 
@@ -259,7 +255,7 @@ def query_side(
     cache: Path,
     raw: dict[str, Any],
     chunks: int,
-    synthetic: int,
+    synthetic: tuple[int, ...],
 ) -> dict[str, Any]:
     """Ours first (quality, latency, load, scale), then the peer: its ingest into the same
     Chroma, then its retriever, so neither's background work lands in the other's figures."""
@@ -298,13 +294,12 @@ def query_side(
     )
     grown = scale.query_growth(
         stack_settings,
-        stack.api_url("ingest"),
-        stack.api_url("query"),
+        stack,
         ("scifact", chunks),
         raw["doc_chunks"],
         raw["vectors"],
         queries,
-        sizes=(synthetic,),
+        sizes=synthetic,
     )
     print("peer pipeline (LlamaIndex) into the same Chroma...", flush=True)
     peer_ingest = peer.ingest(
@@ -488,7 +483,9 @@ def main() -> None:
         "--load-seconds", type=int, default=load.SECONDS, help="seconds per load level"
     )
     parser.add_argument(
-        "--synthetic-chunks", type=int, default=100_000, help="size of the synthetic collection"
+        "--synthetic-chunks",
+        default=",".join(str(n) for n in scale.SIZES),
+        help="sizes the synthetic collection grows to, in turn (chunks)",
     )
     args = parser.parse_args()
     # SIGTERM ends the run like Ctrl-C: the stack's `with` block stops every process it started.
@@ -516,7 +513,7 @@ def main() -> None:
             workers,
             args.concurrency,
             raw=raw if with_query else None,
-            synthetic=args.synthetic_chunks,
+            synthetic=tuple(int(n) for n in args.synthetic_chunks.split(",")),
         )
         print(
             f"  {run['chunks']} chunks, {run['chunks_per_s']:.1f} chunks/s "
@@ -530,8 +527,9 @@ def main() -> None:
     header = (
         f"Measured {datetime.now(UTC):%Y-%m-%d %H:%M} UTC on {machine()}; commit "
         f"`{commit()}`; the same run and stack as the ingest figures above "
-        f"({runs[0]['documents']} documents, {runs[0]['chunks']} chunks), native stack, one "
-        "query process."
+        f"({runs[0]['documents']} documents, {runs[0]['chunks']} chunks), native stack: "
+        "nginx, the gateway and two query replicas, as `make dev` runs them (rows marked "
+        "direct: one replica)."
     )
     if quantized is not None:
         sections.append(
@@ -556,6 +554,8 @@ def main() -> None:
         scale.plot(growth, first["scale"], ROOT / "docs" / "img" / "scale.png")
         sections.append(scale.section(growth, first["scale"], header, "img/scale.png"))
         text = replace_section(text, "scale", sections[-1])
+        sections.append(goals.section(raw, first, header))
+        text = replace_section(text, "goals", sections[-1])
     DOC.write_text(text)
     print("\n\n".join(sections))
     print(summary(raw, runs, quantized))

@@ -14,22 +14,27 @@ import asyncio
 import math
 import random
 import time
+from collections.abc import Coroutine
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 import numpy as np
 from numpy.typing import NDArray
+from procs import disk_mb, rss_mb
 from rag_config import IngestSettings
 from rag_core.catalog import DEFAULT_NAMESPACE, CollectionCatalog, DocumentRecord, Keys
 from rag_core.chroma import ChromaClient
 from rag_core.chunks import ChromaChunkStore, StoredChunk, chunk_id, version_tag
+from rag_devstack import NativeStack, free_port, http_ok
 from rag_ingest.versions import Cleanup, DocumentStore
 from redis.asyncio import Redis
 from stats import summarize
 
 CHUNKS_PER_SYNTHETIC_DOC = 4
 WRITE_BATCH = 1000
+T = TypeVar("T")
+SIZES = (100_000, 300_000, 1_000_000)
 
 
 async def bulk_load(
@@ -50,8 +55,10 @@ async def bulk_load(
         row = 0
         pending: list[tuple[str, str, int, str]] = []  # document, tag, position, text
         records: list[DocumentRecord] = []
-        for doc_id, texts in docs:
-            sequence = await store.next_sequence(DEFAULT_NAMESPACE, collection, doc_id)
+        sequences = await _gathered(
+            [store.next_sequence(DEFAULT_NAMESPACE, collection, d) for d, _ in docs]
+        )
+        for (doc_id, texts), sequence in zip(docs, sequences, strict=True):
             tag = version_tag(sequence)
             pending += [(doc_id, tag, i, t) for i, t in enumerate(texts)]
             records.append(
@@ -75,7 +82,8 @@ async def bulk_load(
                     vectors[row : row + len(pending)],
                 )
                 row += len(pending)
-                for record in records:
+
+                async def switch(record: DocumentRecord) -> None:
                     own = Cleanup(
                         DEFAULT_NAMESPACE,
                         collection,
@@ -89,14 +97,32 @@ async def bulk_load(
                         DEFAULT_NAMESPACE, collection, found.chroma_id, record, own
                     )
                     assert outcome.status == "created", outcome
+
+                await _gathered([switch(record) for record in records])
                 pending, records = [], []
     finally:
         await chroma.close()
         await redis.aclose()
 
 
+async def _gathered(calls: list[Coroutine[Any, Any, T]], at_once: int = 64) -> list[T]:
+    """The results of ``calls``, at most ``at_once`` of them waiting on Redis at a time (as
+    many jobs of a worker would)."""
+    gate = asyncio.Semaphore(at_once)
+
+    async def one(call: Coroutine[Any, Any, T]) -> T:
+        async with gate:
+            return await call
+
+    return list(await asyncio.gather(*(one(c) for c in calls)))
+
+
 def synthetic(
-    chunks: list[str], vectors: NDArray[np.float32], total: int, seed: int = 7
+    chunks: list[str],
+    vectors: NDArray[np.float32],
+    total: int,
+    seed: int = 7,
+    first_doc: int = 0,
 ) -> tuple[list[tuple[str, list[str]]], NDArray[np.float32]]:
     """``total`` chunks made from the real ones: words shuffled, vectors jittered (then
     normalised), so no two are equal and both indexes see a realistic vocabulary."""
@@ -112,7 +138,7 @@ def synthetic(
     jittered /= np.linalg.norm(jittered, axis=1, keepdims=True)
     docs = [
         (
-            f"synthetic-{start // CHUNKS_PER_SYNTHETIC_DOC}",
+            f"synthetic-{first_doc + start // CHUNKS_PER_SYNTHETIC_DOC}",
             texts[start : start + CHUNKS_PER_SYNTHETIC_DOC],
         )
         for start in range(0, total, CHUNKS_PER_SYNTHETIC_DOC)
@@ -157,62 +183,115 @@ def latency_at(query_url: str, collection: str, queries: list[str]) -> dict[str,
 
 def query_growth(
     settings: IngestSettings,
-    ingest_url: str,
-    query_url: str,
+    stack: NativeStack,
     full: tuple[str, int],
     doc_chunks: list[tuple[str, list[str]]],
     vectors: NDArray[np.float32],
     queries: list[str],
     subsets: tuple[int, ...] = (1000, 3000),
-    sizes: tuple[int, ...] = (100_000,),
+    sizes: tuple[int, ...] = SIZES,
 ) -> list[dict[str, Any]]:
     """Search latency on the first ``subsets`` documents, the full corpus (``full``: its
-    collection and chunk count, ingested by the worker) and synthetic collections of ``sizes``
-    chunks."""
-    plan: list[tuple[str, list[tuple[str, list[str]]] | None, NDArray[np.float32] | None, str]] = []
-    for count in subsets:
-        first = doc_chunks[:count]
-        used = sum(len(c) for _, c in first)
-        plan.append((f"scale-{count}", first, vectors[:used], f"first {count:,} SciFact documents"))
-    plan.append((full[0], None, None, "whole SciFact corpus (ingested by the worker)"))
-    all_chunks = [t for _, texts in doc_chunks for t in texts]
-    for size in sizes:
-        made, jittered = synthetic(all_chunks, vectors, size)
-        plan.append((f"scale-{size // 1000}k", made, jittered, f"synthetic, {size:,} chunks"))
+    collection and chunk count, ingested by the worker), then one synthetic collection grown
+    to each of ``sizes`` chunks in turn: at each size the query replica's and Chroma's memory
+    and Chroma's disk too, and at the largest the start-up of a fresh query replica."""
+    ingest_url, query_url = stack.api_url("ingest"), stack.api_url("query")
     results = []
     with httpx.Client(base_url=ingest_url, timeout=120) as http:
-        for name, docs, rows, label in plan:
-            loaded = indexed = 0.0
-            chunks = full[1]
-            if docs is not None and rows is not None:
-                assert http.post("/v1/collections", json={"name": name}).status_code == 201
-                chunks = len(rows)
-                marker = f"bulkmarker{name.replace('-', '')}"
-                last_id, last_texts = docs[-1]
-                marked = [*docs[:-1], (last_id, [*last_texts[:-1], f"{last_texts[-1]} {marker}"])]
-                started = time.perf_counter()
-                asyncio.run(bulk_load(settings, name, marked, rows))
-                loaded = time.perf_counter() - started
-                indexed = wait_indexed(query_url, name, marker)
-            measured = latency_at(query_url, name, queries)
-            print(
-                f"  {label}: {chunks} chunks, dense p50 {measured['dense']['p50']:.1f} ms, "
-                f"hybrid p50 {measured['hybrid']['p50']:.1f} ms",
-                flush=True,
+        for count in subsets:
+            first = doc_chunks[:count]
+            used = sum(len(c) for _, c in first)
+            name = f"scale-{count}"
+            assert http.post("/v1/collections", json={"name": name}).status_code == 201
+            row = _grow(settings, query_url, name, first, vectors[:used], queries)
+            row.update(label=f"first {count:,} SciFact documents", chunks=used)
+            results.append(row)
+            http.delete(f"/v1/collections/{name}")
+        measured = latency_at(query_url, full[0], queries)
+        results.append(
+            {
+                "collection": full[0],
+                "label": "whole SciFact corpus (ingested by the worker)",
+                "chunks": full[1],
+                "load_seconds": 0.0,
+                "index_seconds": 0.0,
+                "latency": measured,
+            }
+        )
+        name, loaded = "scale-synthetic", 0
+        assert http.post("/v1/collections", json={"name": name}).status_code == 201
+        all_chunks = [t for _, texts in doc_chunks for t in texts]
+        for step, size in enumerate(sizes):
+            made, jittered = synthetic(
+                all_chunks,
+                vectors,
+                size - loaded,
+                seed=7 + step,
+                first_doc=loaded // CHUNKS_PER_SYNTHETIC_DOC,
             )
-            results.append(
-                {
-                    "collection": name,
-                    "label": label,
-                    "chunks": chunks,
-                    "load_seconds": loaded,
-                    "index_seconds": indexed,
-                    "latency": measured,
-                }
+            row = _grow(settings, query_url, name, made, jittered, queries)
+            del made, jittered
+            loaded = size
+            row.update(
+                label=f"synthetic, {size:,} chunks",
+                chunks=size,
+                query_rss_mb=rss_mb(stack.processes["query"].pid),
+                chroma_rss_mb=rss_mb(stack.processes["chroma"].pid),
+                chroma_disk_mb=disk_mb(stack.workdir / "data" / "chroma"),
             )
-            if docs is not None:
-                http.delete(f"/v1/collections/{name}")
+            results.append(row)
+        results[-1]["fresh_replica"] = fresh_replica(stack)
+        http.delete(f"/v1/collections/{name}")
     return results
+
+
+def _grow(
+    settings: IngestSettings,
+    query_url: str,
+    name: str,
+    docs: list[tuple[str, list[str]]],
+    rows: NDArray[np.float32],
+    queries: list[str],
+) -> dict[str, Any]:
+    """Bulk-load ``docs`` into ``name``, wait for the replica's index, measure searches."""
+    marker = f"bulkmarker{len(rows)}x{time.monotonic_ns()}"
+    last_id, last_texts = docs[-1]
+    marked = [*docs[:-1], (last_id, [*last_texts[:-1], f"{last_texts[-1]} {marker}"])]
+    started = time.perf_counter()
+    asyncio.run(bulk_load(settings, name, marked, rows))
+    loaded = time.perf_counter() - started
+    indexed = wait_indexed(query_url, name, marker, timeout=3600)
+    measured = latency_at(query_url, name, queries)
+    print(
+        f"  {name} +{len(rows)} chunks: load {loaded:.0f} s, indexed after {indexed:.1f} s, "
+        f"dense p50 {measured['dense']['p50']:.1f} ms, "
+        f"hybrid p50 {measured['hybrid']['p50']:.1f} ms",
+        flush=True,
+    )
+    return {
+        "collection": name,
+        "load_seconds": loaded,
+        "index_seconds": indexed,
+        "latency": measured,
+    }
+
+
+def fresh_replica(stack: NativeStack, timeout: float = 3600) -> dict[str, float]:
+    """A query replica started now, beside the collections as they are: seconds until it is
+    ready (every collection indexed), and its resident memory then."""
+    health = free_port()
+    started = time.perf_counter()
+    replica = stack.start_service(
+        "query", {"PORT": str(free_port()), "HEALTH_PORT": str(health)}, name="query-fresh"
+    )
+    replica.wait_until(
+        lambda: http_ok(f"http://127.0.0.1:{health}/ready"), timeout=timeout, what="ready"
+    )
+    seconds = time.perf_counter() - started
+    memory = rss_mb(replica.pid)
+    replica.stop()
+    print(f"  a fresh query replica was ready after {seconds:.1f} s, {memory:.0f} MiB", flush=True)
+    return {"ready_seconds": seconds, "rss_mb": memory}
 
 
 def fit_linear(xs: list[float], ys: list[float]) -> tuple[float, float, float]:
@@ -312,17 +391,47 @@ def section(
         "queries; ms):",
         "",
         "| collection | chunks | bulk load s | indexed by the replica after s | dense p50 / p95 "
-        "| hybrid p50 / p95 |",
-        "|---|---:|---:|---:|---:|---:|",
+        "| hybrid p50 / p95 | query replica MiB | Chroma MiB | Chroma disk MiB |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for q in queries:
         d, h = q["latency"]["dense"], q["latency"]["hybrid"]
         load = f"{q['load_seconds']:.1f}" if q["load_seconds"] else "-"
         indexed = f"{q['index_seconds']:.1f}" if q["load_seconds"] else "-"
+        memory = " | ".join(
+            f"{q[k]:,.0f}" if k in q else "-"
+            for k in ("query_rss_mb", "chroma_rss_mb", "chroma_disk_mb")
+        )
         lines.append(
             f"| {q['label']} | {q['chunks']:,} | {load} | {indexed} | {d['p50']:.1f} / "
-            f"{d['p95']:.1f} | {h['p50']:.1f} / {h['p95']:.1f} |"
+            f"{d['p95']:.1f} | {h['p50']:.1f} / {h['p95']:.1f} | {memory} |"
         )
+    grown = [q for q in queries if "query_rss_mb" in q]
+    if len(grown) >= 2:
+        sizes = [float(q["chunks"]) for q in grown]
+        per = {
+            k: fit_linear(sizes, [q[k] for q in grown])[1] * 1024
+            for k in ("query_rss_mb", "chroma_rss_mb", "chroma_disk_mb")
+        }
+        lines += [
+            "",
+            "Per chunk, fitted over the synthetic sizes (least squares, the slope of each "
+            f"column against chunks): a query replica holds {per['query_rss_mb']:.2f} KiB, "
+            f"Chroma {per['chroma_rss_mb']:.2f} KiB in memory and {per['chroma_disk_mb']:.2f} "
+            "KiB on disk (a 384-dimension float32 vector alone is 1.5 KiB).",
+        ]
+    fresh = queries[-1].get("fresh_replica")
+    if fresh:
+        everything = (
+            sum(q["chunks"] for q in queries if q["collection"] == "scifact")
+            + (queries[-1]["chunks"])
+        )
+        lines += [
+            "",
+            f"Start-up: a query replica started beside these collections ({everything:,} "
+            f"chunks in all) was ready, its lexical index built, after "
+            f"{fresh['ready_seconds']:.1f} s, holding {fresh['rss_mb']:,.0f} MiB.",
+        ]
     sizes = [q["chunks"] for q in queries]
     exponents = {
         mode: fit_power(sizes, [q["latency"][mode]["p50"] for q in queries])

@@ -196,7 +196,7 @@ def test_tenant_b_cannot_read_a_byte_of_tenant_a(edge: Edge, tenant_a: dict) -> 
             assert SECRET_MARK not in response.text, (who, method, path)
     a_auth = edge.bearer(tenant_a["key"])
     mine = edge.http.get("/v1/collections/zoo/documents/doc-1", headers=a_auth)
-    assert mine.status_code == 200
+    assert mine.status_code == 200, mine.text
     assert SECRET_MARK in mine.text  # A's document is untouched
     assert [m["id"] for m in edge.http.get("/v1/models", headers=limited).json()["data"]] == []
 

@@ -26,6 +26,7 @@ from rag_telemetry import get_logger
 
 from rag_core.coalescing import Coalescer
 from rag_core.errors import Conflict, DependencyUnavailable, RagError
+from rag_core.pooling import KeepAliveConnector
 
 if TYPE_CHECKING:
     # numpy is imported where vectors are handled: the ingest API, which never sends or reads
@@ -80,13 +81,14 @@ def pack_embeddings(vectors: NDArray[np.float32]) -> list[str]:
 
 
 class ChromaClient:
-    """One pooled httpx client for everything a service asks Chroma."""
+    """One pooled aiohttp session for everything a service asks Chroma."""
 
     def __init__(self, settings: ChromaSettings, pool: PoolSettings) -> None:
         scheme = "https" if settings.chroma_ssl else "http"
         self.base_url = f"{scheme}://{settings.chroma_host}:{settings.chroma_port}"
         self._timeout = aiohttp.ClientTimeout(total=settings.chroma_timeout_seconds)
         self._max_connections = pool.max_connections
+        self._keep = pool.pool_size
         self._ssl: ssl.SSLContext | bool = (
             ssl.create_default_context() if settings.chroma_ssl else True
         )
@@ -104,7 +106,9 @@ class ChromaClient:
             self._session = aiohttp.ClientSession(
                 base_url=self.base_url,
                 timeout=self._timeout,
-                connector=aiohttp.TCPConnector(limit=self._max_connections, ssl=self._ssl),
+                connector=KeepAliveConnector(
+                    keep=self._keep, limit=self._max_connections, ssl=self._ssl
+                ),
                 raise_for_status=False,
             )
         return self._session

@@ -1,8 +1,9 @@
 """The path the gateway authorises is the path it forwards. Routing and authorisation read the
 decoded path; the services get the raw one, and an HTTP client or server on the way may
-rewrite it: httpx removes dot segments (`/v1/collections/c/documents/..` reached ingest as
-`/v1/collections/c`, and deleted the collection). So a path whose raw and decoded forms could
-name different things is refused (400) before anything else is read, credentials included:
+rewrite it: httpx, the gateway's first HTTP client, removed dot segments
+(`/v1/collections/c/documents/..` reached ingest as `/v1/collections/c`, and deleted the
+collection). So a path whose raw and decoded forms could name different things is refused
+(400) before anything else is read, credentials included:
 
 - a dot segment, `.` or `..`, raw or percent-encoded in any case (`%2e`, `%2E%2e`, `.%2E`);
 - an encoded `/` (`%2F`) in a segment, which is one segment raw and two once decoded;
@@ -29,6 +30,13 @@ class AmbiguousPath(RagError):
 
     def __init__(self, message: str) -> None:
         super().__init__(message, extra=field_errors("path", message))
+
+
+def forwardable(raw: str) -> None:
+    """AmbiguousPath unless ``raw`` (a path about to be forwarded) has no dot segment and no
+    encoded '/': no server on the way can resolve it into another (checked again where it is
+    sent, whichever route it came by)."""
+    checked_path({"raw_path": raw.encode(), "path": unquote(raw)})
 
 
 def checked_path(scope: Any) -> str:
