@@ -11,12 +11,14 @@ from rag_core.pooling import KeepAliveConnector
 
 
 async def test_a_burst_leaves_at_most_keep_idle_connections() -> None:
-    gate = asyncio.Event()
+    gate, all_in = asyncio.Event(), asyncio.Event()
     arrived = 0
 
     async def slow(_: web.Request) -> web.Response:
         nonlocal arrived
         arrived += 1
+        if arrived == 12:
+            all_in.set()
         await gate.wait()  # every request holds its own connection until all have arrived
         return web.Response(text="ok")
 
@@ -36,8 +38,7 @@ async def test_a_burst_leaves_at_most_keep_idle_connections() -> None:
                     return await response.text()
 
             burst = [asyncio.create_task(get()) for _ in range(12)]
-            while arrived < 12:
-                await asyncio.sleep(0.01)
+            await asyncio.wait_for(all_in.wait(), 30)
             gate.set()
             assert await asyncio.gather(*burst) == ["ok"] * 12
             assert connector.idle_connections() == 3
