@@ -419,11 +419,22 @@ class NativeStack:
         backing = [name for name in ("chroma", "redis") if name in self.processes]
         front = [name for name in reversed(list(self.processes)) if name not in backing]
         codes: dict[str, int | None] = {}
+        # A second Ctrl-C or SIGTERM while waiting must not leave the rest running (it once
+        # left Chroma and Redis behind, still busy): what is left is killed at once, then the
+        # interruption goes on.
+        interrupted: BaseException | None = None
         for group in (front, backing):
             for name in group:
-                self.processes[name].terminate()
+                if interrupted is None:
+                    self.processes[name].terminate()
             for name in group:
-                codes[name] = self.processes[name].stop()
+                try:
+                    codes[name] = self.processes[name].stop(0 if interrupted else 20.0)
+                except BaseException as exc:
+                    interrupted = interrupted or exc
+                    codes[name] = self.processes[name].stop(0)
+        if interrupted is not None:
+            raise interrupted
         return codes
 
     def __enter__(self) -> NativeStack:
