@@ -46,7 +46,7 @@ lint: ## ruff check, ruff format --check, mypy --strict on libs and services
 	.venv/bin/ruff format --check .
 	.venv/bin/mypy libs/*/src services/*/src deploy/scripts bench
 
-bench: setup ## Measure ingest, query quality, latency and load on SciFact (docs/benchmarks.md, docs/img; ~1 hour)
+bench: setup ## Measure ingest, query quality, latency and load on SciFact (docs/benchmarks.md, docs/img; ~100 min)
 	$(PY) bench/ingest_throughput.py $(BENCH_ARGS)
 
 SOAK_SECONDS ?= 600
