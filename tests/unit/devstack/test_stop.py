@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 from rag_devstack import NativeStack, StackPorts
 
-SLEEPER = [sys.executable, "-c", "import time; time.sleep(600)"]
+# Runs until a signal stops it.
+SLEEPER = [sys.executable, "-c", "import signal; signal.pause()"]
 
 
 def test_an_interrupted_stop_still_stops_everything(

@@ -66,9 +66,3 @@ def checked_path(scope: Any) -> str:
 async def refuse_ambiguous_paths(request: Request[Any, Any, Any]) -> None:
     """Before every route of the gateway, ahead of authentication."""
     checked_path(request.scope)
-
-
-def same_path(sent: str, meant: str) -> bool:
-    """Whether the path an HTTP client is about to send decodes to the one it was given (it may
-    percent-encode characters differently, never name something else)."""
-    return unquote(sent) == unquote(meant)
