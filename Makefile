@@ -7,7 +7,7 @@ PY := .venv/bin/python
 export ORT_DISABLE_TELEMETRY := 1
 export UV_PYTHON_DOWNLOADS := never
 
-.PHONY: help setup dev test test-docker lint fmt bench soak fuzz up down logs ps clean
+.PHONY: help setup dev test test-docker lint fmt bench bench-quality soak fuzz up down logs ps clean
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-8s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -48,6 +48,9 @@ lint: ## ruff check, ruff format --check, mypy --strict on libs and services
 
 bench: setup ## Measure ingest, query quality, latency and load on SciFact (docs/benchmarks.md, docs/img; ~100 min)
 	$(PY) bench/ingest_throughput.py $(BENCH_ARGS)
+
+bench-quality: setup ## Quality ablations (2-fold CV on SciFact), SciFact and docs/ answers through the API (docs/benchmarks.md; ~60 min)
+	$(PY) bench/quality.py $(BENCH_ARGS)
 
 SOAK_SECONDS ?= 600
 SOAK_RATE ?= 30

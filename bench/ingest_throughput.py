@@ -38,6 +38,7 @@ from rag_core.embedding.local import LocalEmbedder
 from rag_devstack import NativeStack, StackPorts, create_api_key, free_port
 from rag_ingest.chunking import chunk_sections
 from rag_ingest.parsing import parse_document
+from rag_ingest.worker.pipeline import chunk_header
 
 ROOT = Path(__file__).resolve().parents[1]
 CORPUS = ROOT.parent / "shared" / "eval" / "scifact" / "corpus.jsonl"
@@ -51,9 +52,8 @@ def load_corpus(limit: int | None) -> list[dict[str, str]]:
     with CORPUS.open() as handle:
         for line in handle:
             row = json.loads(line)
-            docs.append(
-                {"id": f"scifact-{row['_id']}", "text": f"{row['title']}\n\n{row['text']}".strip()}
-            )
+            # Title and text as BEIR gives them: the worker indexes each chunk after its title.
+            docs.append({"id": f"scifact-{row['_id']}", "title": row["title"], "text": row["text"]})
             if limit and len(docs) >= limit:
                 break
     return docs
@@ -67,16 +67,17 @@ def raw_embedder(
     doc_chunks = []
     for doc in docs:
         parsed = parse_document(doc["text"].encode(), content_type="text/plain; charset=utf-8")
-        texts = [
-            c.text
-            for c in chunk_sections(
-                parsed.sections,
-                embedder.token_spans,
-                size=settings.chunk_size_tokens,
-                overlap=settings.chunk_overlap_tokens,
-                max_chars=settings.chunk_max_chars,
-            )
-        ]
+        # What the worker embeds: each chunk after its header (rag_core.chunks.indexed_text).
+        texts = []
+        for c in chunk_sections(
+            parsed.sections,
+            embedder.token_spans,
+            size=settings.chunk_size_tokens,
+            overlap=settings.chunk_overlap_tokens,
+            max_chars=settings.chunk_max_chars,
+        ):
+            header = chunk_header(doc.get("title"), c.heading_path, settings.chunk_header_max_chars)
+            texts.append(f"{header}\n{c.text}" if header else c.text)
         doc_chunks.append((doc["id"], texts))
     chunks = [t for _, texts in doc_chunks for t in texts]
     embedder.embed_sync(chunks[:64])  # warm-up

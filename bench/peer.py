@@ -121,7 +121,10 @@ def ingest(
     embed.get_text_embedding_batch(["warm up"] * 8)
     store = _store(chroma_port, name)
     pipeline = IngestionPipeline(transformations=[splitter, embed], vector_store=store)
-    documents = [Document(text=d["text"], id_=d["id"]) for d in docs]
+    # The peer has no title field: the title leads the text, as a plain document would have it.
+    documents = [
+        Document(text=f"{d.get('title', '')}\n\n{d['text']}".strip(), id_=d["id"]) for d in docs
+    ]
     started, cpu_started = time.perf_counter(), time.process_time()
     # ChromaVectorStore writes up to 41,665 embeddings per call; a Chroma server takes 5,461
     # (max_batch_size), and the whole corpus in one run fails. A user runs the pipeline on

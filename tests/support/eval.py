@@ -28,6 +28,8 @@ class SciFact:
     corpus: dict[str, str]  # id -> title + text
     queries: dict[str, str]  # test queries only
     qrels: list[tuple[str, str, int]]  # query id, doc id, relevance
+    titles: dict[str, str]  # id -> title
+    texts: dict[str, str]  # id -> text (without its title)
 
     def sample(self, size: int, seed: int = 13) -> dict[str, str]:
         """Every judged document plus random others, ``size`` in all (a fixed choice)."""
@@ -41,11 +43,12 @@ def load_scifact() -> SciFact:
     folder = eval_dir() / "scifact"
     if not (folder / "corpus.jsonl").exists():
         pytest.skip(DOWNLOAD_HINT.format(path=folder))
-    corpus = {}
+    corpus, titles, texts = {}, {}, {}
     with (folder / "corpus.jsonl").open() as handle:
         for line in handle:
             row = json.loads(line)
             corpus[row["_id"]] = f"{row['title']}\n\n{row['text']}".strip()
+            titles[row["_id"]], texts[row["_id"]] = row["title"].strip(), row["text"].strip()
     with (folder / "qrels" / "test.tsv").open() as handle:
         rows = list(csv.reader(handle, delimiter="\t"))[1:]
     qrels = [(q, d, int(score)) for q, d, score in rows]
@@ -56,7 +59,7 @@ def load_scifact() -> SciFact:
             row = json.loads(line)
             if row["_id"] in wanted:
                 queries[row["_id"]] = row["text"]
-    return SciFact(corpus, queries, qrels)
+    return SciFact(corpus, queries, qrels, titles, texts)
 
 
 # A tiny BEIR-format set for the evaluation API and `rag eval` tests.

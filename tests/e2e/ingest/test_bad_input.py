@@ -44,6 +44,8 @@ def _problem(response: httpx.Response, status: int) -> dict:
         ([{"text": "x", "metadata": {"n": -(2**63) - 1}}], 422, "documents[0].metadata.n"),
         # Free text is bounded where it enters (it used to be copied into every chunk).
         ([{"text": "x", "source": "s" * 3000}], 422, "documents[0].source"),
+        ([{"text": "x"}, {"text": "y", "title": "t" * 501}], 422, "documents[1].title"),
+        ([{"text": "x", "title": 7}], 400, "title"),
     ],
 )
 def test_invalid_documents_are_refused_naming_the_field(
@@ -153,6 +155,14 @@ def test_long_names_urls_and_zip_directories_are_refused_before_any_work(
     assert "MAX_FILENAME_CHARS" in body["detail"]
     huge_name = client.upload(collection, [("n" * 20_000 + ".txt", b"text", "text/plain")])
     assert "MAX_FILENAME_CHARS" in _problem(huge_name, 422)["detail"]
+    two = [("a.txt", b"one", "text/plain"), ("b.txt", b"two", "text/plain")]
+    titled = _problem(client.upload(collection, two, title="One title"), 422)
+    assert titled["errors"][0]["field"] == "title"
+    long_title = _problem(
+        client.upload(collection, [("a.txt", b"one", "text/plain")], title="t" * 501), 422
+    )
+    assert long_title["errors"][0]["field"] == "file[0].title"
+    assert "MAX_TITLE_CHARS" in long_title["detail"]
     long_url = client.http.post(
         f"/v1/collections/{collection}/documents/url",
         json={"url": "https://example.org/" + "p" * 3000},

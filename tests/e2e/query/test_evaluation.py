@@ -51,6 +51,7 @@ def test_retrieval_and_answer_metrics(query: QueryClient, medical: str) -> None:
     assert answers["answer_support"] == 1.0  # extractive: every sentence is its source's
     assert answers["exact_match"] == 1.0
     assert answers["fuzzy_match"] == 1.0
+    assert answers["answer_recall"] == 1.0
     assert answers["faithfulness"] is None  # not asked for
     assert result["per_case"][0]["retrieved"][0] == "d1"
 

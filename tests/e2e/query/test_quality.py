@@ -45,9 +45,15 @@ def test_hybrid_beats_dense_and_bm25_on_scifact(ingest: IngestClient, query: Que
     data = load_scifact()
     corpus = data.sample(DOCUMENTS)
     name = ingest.create_collection("scifact-quality")
+    # Title and text as BEIR gives them: each chunk is indexed after its document's title.
     docs = [
-        {"id": f"sf-{doc}", "text": text, "metadata": {"beir_id": doc}}
-        for doc, text in corpus.items()
+        {
+            "id": f"sf-{doc}",
+            "title": data.titles[doc],
+            "text": data.texts[doc],
+            "metadata": {"beir_id": doc},
+        }
+        for doc in corpus
     ]
     jobs = []
     for start in range(0, len(docs), 500):

@@ -55,6 +55,7 @@ def test_filters_apply_to_dense_and_lexical_hits_alike(query: QueryClient, handb
         ({"top_k": 0}, "top_k"),
         ({"mmr_lambda": 2}, "mmr_lambda"),
         ({"query": "  "}, "query"),
+        ({"max_per_document": 0}, "max_per_document"),
     ],
 )
 def test_invalid_requests_are_422_naming_the_field(
@@ -90,6 +91,30 @@ def test_mmr_prefers_different_passages(ingest: IngestClient, query: QueryClient
     ]
     assert all(d.startswith("copy") for d in plain)
     assert "wind" in diverse
+
+
+def test_max_per_document_gives_each_document_once_at_its_best_chunk(
+    ingest: IngestClient, query: QueryClient
+) -> None:
+    name = ingest.create_collection()
+    long = "\n\n".join(
+        f"Part {i}: tides rise and fall twice a day by the moon. " * 8 for i in range(5)
+    )
+    docs = [{"id": "tides", "text": long}] + [
+        {"id": f"short-{i}", "text": f"Note {i}: the moon pulls the tides of the sea."}
+        for i in range(3)
+    ]
+    ingest.wait(ingest.ingest_ok(name, docs))
+    query.wait_for(name, "note 2", "short-2")
+    every = query.hits(name, "tides and the moon", top_k=20)
+    assert [h["document_id"] for h in every].count("tides") >= 3
+    once = query.hits(name, "tides and the moon", top_k=20, max_per_document=1)
+    documents = [h["document_id"] for h in once]
+    assert sorted(documents) == sorted({d["id"] for d in docs})  # each once, none missing
+    best = next(h for h in every if h["document_id"] == "tides")
+    assert next(h for h in once if h["document_id"] == "tides")["chunk_id"] == best["chunk_id"]
+    twice = query.hits(name, "tides and the moon", top_k=20, max_per_document=2)
+    assert [h["document_id"] for h in twice].count("tides") == 2
 
 
 def test_a_replace_under_concurrent_searches_never_mixes_versions(
@@ -202,3 +227,50 @@ def test_title_and_source_come_from_the_document_not_from_every_chunk(
     ).json()
     assert len(stored["metadatas"]) > 1
     assert not any("_source" in m or "_title" in m for m in stored["metadatas"])
+
+
+def test_a_title_and_headings_reach_every_chunk_as_its_header(
+    ingest: IngestClient, query: QueryClient, query_stack: NativeStack
+) -> None:
+    """A chunk deep in a document is found by the words of its title and of the headings above
+    it (both indexes read them in the chunk's header), while the text it returns and answers
+    quote is its own."""
+    name = ingest.create_collection()
+    body = "\n\n".join(
+        f"Paragraph {i}: the herd crossed the river at dawn and grazed until the heat came. " * 6
+        for i in range(6)
+    )
+    jobs = ingest.ingest_ok(
+        name, [{"id": "census", "title": "Quarterly zebra census", "text": body}]
+    )
+    (job,) = ingest.wait(jobs)
+    assert job["state"] == "succeeded", job
+    document = ingest.document(name, "census").json()
+    assert document["title"] == "Quarterly zebra census"
+    assert len(document["chunks"]) >= 3
+    assert {c["header"] for c in document["chunks"]} == {"Quarterly zebra census"}
+    query.wait_for(name, "zebra", "census")
+    hits = query.hits(name, "zebra census", mode="lexical", top_k=20)
+    assert {h["chunk_id"] for h in hits} == {c["id"] for c in document["chunks"]}
+    assert not any("zebra" in h["text"] for h in hits)  # the stored text is the chunk's own
+
+    markdown = "# Field guide\n\n## Okapi\n\n" + "The animal browses leaves in dense forest. " * 40
+    response = ingest.upload(name, [("guide.md", markdown.encode(), "text/markdown")], id="guide")
+    assert response.status_code == 202, response.text
+    ingest.wait([j["job_id"] for j in response.json()["jobs"]])
+    query.wait_for(name, "okapi", "guide")
+    found = query.hits(name, "okapi", mode="lexical", top_k=20)
+    guide = ingest.document(name, "guide").json()["chunks"]
+    under_okapi = {c["id"] for c in guide if c.get("heading") == "Field guide > Okapi"}
+    assert len(under_okapi) >= 2
+    assert {h["chunk_id"] for h in found} >= under_okapi
+
+    chroma = f"http://127.0.0.1:{query_stack.ports.chroma}{CHROMA_API}"
+    stored = httpx.post(
+        f"{chroma}/collections/{chroma_id_of(query_stack, name)}/get",
+        json={"include": ["metadatas"]},
+        timeout=30,
+    ).json()
+    headers = {m.get("_header") for m in stored["metadatas"]}
+    assert {"Quarterly zebra census", "Field guide > Okapi"} <= headers
+    assert headers <= {"Quarterly zebra census", "Field guide", "Field guide > Okapi"}

@@ -68,3 +68,22 @@ def test_sections_are_never_crossed_and_keep_their_structure() -> None:
     assert chunks[0].heading_path == ("Intro",)
     assert {c.page for c in chunks[1:]} == {2}
     assert all("enzymes" not in c.text for c in chunks[1:])
+
+
+def test_a_chunk_header_is_the_title_and_headings_each_once_and_bounded() -> None:
+    from rag_core.chunks import StoredChunk, decode, encode, indexed_text
+    from rag_ingest.worker.pipeline import chunk_header
+
+    # A Markdown document's title is its first heading: it is not said twice.
+    assert chunk_header("Gateway", ("Gateway", "Credentials"), 200) == "Gateway > Credentials"
+    assert chunk_header(None, ("Setup",), 200) == "Setup"
+    assert chunk_header("  Spaced\n title ", (), 200) == "Spaced title"
+    assert chunk_header("A long title", ("Part",), 6) == "A long"
+    assert chunk_header("Any title", ("Part",), 0) is None  # CHUNK_HEADER_MAX_CHARS=0: none
+    assert chunk_header(None, (), 200) is None
+
+    chunk = StoredChunk("c", "d", "1", 0, "The text itself.", header="Gateway > Credentials")
+    assert indexed_text(chunk) == "Gateway > Credentials\nThe text itself."
+    stored = decode("c", chunk.text, encode(chunk))
+    assert (stored.text, stored.header) == ("The text itself.", "Gateway > Credentials")
+    assert indexed_text(StoredChunk("c", "d", "1", 0, "Alone.")) == "Alone."

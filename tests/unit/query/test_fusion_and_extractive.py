@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+import pytest
 from rag_query.generation.base import Usage
-from rag_query.generation.extractive import ExtractiveGenerator, split_sentences
+from rag_query.generation.extractive import ExtractiveGenerator, prose, split_sentences
 from rag_query.generation.prompts import Prompts
 from rag_query.generation.sources import Source, cited_numbers, format_sources
 from rag_query.retrieval.analyzer import Analyzer
-from rag_query.retrieval.fusion import fuse_rankings, select_diverse
+from rag_query.retrieval.fusion import fuse_rankings, fuse_scores, select_diverse
 
 
 def test_rrf_rewards_agreement_and_weights_shift_it() -> None:
@@ -20,6 +22,23 @@ def test_rrf_rewards_agreement_and_weights_shift_it() -> None:
     lexical_heavy = fuse_rankings(rankings, {"dense": 0.0, "lexical": 1.0}, 60)
     assert [item for item, score in lexical_heavy if score > 0] == ["b", "d", "a"]
     assert fuse_rankings({"x": ["b", "a"], "y": ["a", "b"]}, {}, 60)[0][0] == "a"  # ties: id
+
+
+def test_convex_fusion_weighs_normalised_scores_and_rates_the_missing_at_the_last() -> None:
+    dense = [("a", 0.8), ("b", 0.6), ("c", 0.2)]  # cosine: scaled from -1 to the best (0.8)
+    lexical = [("c", 12.0), ("b", 6.0)]  # BM25: scaled from 0 to the best (12)
+    floors = {"dense": -1.0, "lexical": 0.0}
+    fused = dict(fuse_scores({"dense": dense, "lexical": lexical}, {}, floors))
+    assert fused["a"] == pytest.approx(0.5 * 1.0 + 0.5 * 0.5)  # not in lexical: its last (0.5)
+    assert fused["b"] == pytest.approx(0.5 * 1.6 / 1.8 + 0.5 * 0.5)
+    assert fused["c"] == pytest.approx(0.5 * 1.2 / 1.8 + 0.5 * 1.0)
+    # Weights are shares: dense 3 to lexical 1 is 0.75 to 0.25.
+    heavy = dict(fuse_scores({"dense": dense, "lexical": lexical}, {"dense": 3.0}, floors))
+    assert heavy["a"] == pytest.approx(0.75 * 1.0 + 0.25 * 0.5)
+    # Without floors a list is scaled between its own worst and best.
+    own = dict(fuse_scores({"dense": dense}, {}, {}))
+    assert (own["a"], own["c"]) == (1.0, 0.0)
+    assert fuse_scores({"x": [("b", 1.0)], "y": [("a", 1.0)]}, {}, {})[0][0] == "a"  # ties: id
 
 
 def test_mmr_skips_near_duplicates() -> None:
@@ -90,3 +109,99 @@ def test_prompt_files_can_be_overridden(tmp_path: Path) -> None:
         == "Imagine an answer to: why {braces} stay"
     )
     assert "numbered sources" in prompts.render("answer_system")  # the rest stay shipped
+
+
+MARKDOWN_SOURCE = """## Credentials
+
+| scope | allows |
+|---|---|
+| `admin` | keys are stored and everything else |
+
+```
+keys ──▶ stored ──▶ redis
+```
+
+See [API keys](gateway.md#keys), [key storage](deploy.md) and [stored keys](redis.md).
+
+- **API keys** `rag_<id>_<secret>`. Redis keeps only a SHA-256 of the secret; the key is
+  shown once, when it is created.
+"""
+
+
+async def test_extractive_answers_with_prose_not_headings_tables_code_or_links() -> None:
+    """Asked how keys are stored over Markdown, the answer was a table row and a line of
+    links that shared the question's words; it must be the sentence that says so."""
+    sources = [Source(1, "c1", "gateway", MARKDOWN_SOURCE)]
+    generator = ExtractiveGenerator(Analyzer())
+    text = "".join(
+        [p async for p in generator.answer("How are API keys stored?", sources, [], Usage())]
+    )
+    assert text == (
+        "**API keys** `rag_<id>_<secret>`. Redis keeps only a SHA-256 of the secret; the key is "
+        "shown once, when it is created. [1]"
+    )
+    for layout in ("|", "──▶", "[API keys]", "##", "- **"):
+        assert layout not in text, (layout, text)
+    assert text.endswith("[1]")
+
+
+def test_prose_keeps_a_block_it_cannot_see_both_fences_of() -> None:
+    """A chunk cut inside a code block holds one fence: only that line goes, not the prose
+    after it."""
+    assert "The worker retries three times." in prose("```\nThe worker retries three times.\n")
+    kept = prose("- first item\n- second item\n  wraps here\n")
+    assert split_sentences(kept) == ["first item", "second item wraps here"]
+
+
+def _bag_of_topics(texts: Sequence[str]) -> np.ndarray:
+    """A stand-in embedder: one dimension per topic, so "images" and "PNG" mean the same."""
+    topics = [("png", "images", "zip", "archives"), ("screenshot", "playground"), ("saved",)]
+    rows = [
+        [float(any(t in text.lower() for t in topic)) + 0.01 for topic in topics] for text in texts
+    ]
+    return np.asarray(rows, dtype=np.float32)
+
+
+async def _answer(generator: ExtractiveGenerator, question: str, sources: list[Source]) -> str:
+    return "".join([p async for p in generator.answer(question, sources, [], Usage())])
+
+
+async def test_sentences_score_by_meaning_and_the_answer_keeps_to_one_document() -> None:
+    """Asked about a PNG or a zip, the words matched a sentence about screenshots in another
+    document; by meaning, the one that says images and archives are refused answers, and the
+    screenshots' document is not cited beside it."""
+    sources = [
+        Source(1, "c1", "development", "Screenshots of the playground are saved as PNG files."),
+        Source(2, "c2", "ingest", "Anything else (images, archives, executables) is refused."),
+    ]
+
+    async def embed(texts: Sequence[str]) -> np.ndarray:
+        return _bag_of_topics(texts)
+
+    question = "Can I upload a PNG or a zip?"
+    by_words = await _answer(ExtractiveGenerator(Analyzer()), question, sources)
+    assert by_words.startswith("Screenshots")
+    by_meaning = await _answer(ExtractiveGenerator(Analyzer(), embed=embed), question, sources)
+    assert by_meaning == "Anything else (images, archives, executables) is refused. [2]"
+
+    async def broken(texts: Sequence[str]) -> np.ndarray:
+        raise ConnectionError("the hosted embedder is down")
+
+    # The generator of last resort still answers, by words.
+    assert await _answer(ExtractiveGenerator(Analyzer(), embed=broken), question, sources) == (
+        by_words
+    )
+
+
+async def test_each_sentence_cites_its_source_and_a_cut_sentence_is_skipped() -> None:
+    sources = [
+        Source(
+            1,
+            "c1",
+            "leave",
+            "of the year before. Staff get 25 days of leave. Leave is booked in the portal.",
+            position=3,  # not the document's first chunk: it starts inside a sentence
+        )
+    ]
+    text = await _answer(ExtractiveGenerator(Analyzer()), "How many days of leave?", sources)
+    assert text == "Staff get 25 days of leave. [1] Leave is booked in the portal. [1]"

@@ -120,7 +120,7 @@ def add_documents(
     idempotency_key: str | None = None,
 ) -> Call[Accepted]:
     """Ingest text documents: strings, or objects with ``text`` and optional ``id``,
-    ``metadata`` and ``source``. One job per document."""
+    ``title``, ``metadata`` and ``source``. One job per document."""
     body = [{"text": d} if isinstance(d, str) else dict(d) for d in documents]
     return Call(
         "POST",
@@ -148,11 +148,13 @@ def upload_files(
     metadata: Mapping[str, Any] | None = None,
     source: str | None = None,
     document_id: str | None = None,
+    title: str | None = None,
     idempotency_key: str | None = None,
 ) -> Call[Accepted]:
     """Upload files (PDF, DOCX, HTML, Markdown, text...): one job per file. ``metadata``
-    applies to every file; ``document_id`` only with a single file."""
-    data = _options(source=source, id=document_id)
+    applies to every file; ``document_id`` and ``title`` only with a single file (without a
+    title, the one in the file is used: a PDF's, an HTML <title>, a first heading)."""
+    data = _options(source=source, id=document_id, title=title)
     if metadata is not None:
         data["metadata"] = json.dumps(dict(metadata))
     return Call(
@@ -220,10 +222,14 @@ def replace_document(
     *,
     metadata: Mapping[str, Any] | None = None,
     source: str | None = None,
+    title: str | None = None,
     idempotency_key: str | None = None,
 ) -> Call[Accepted]:
     """Replace a document's text (searches see the old version until the new one is in)."""
-    body = {"text": text, **_options(metadata=dict(metadata) if metadata else None, source=source)}
+    body = {
+        "text": text,
+        **_options(metadata=dict(metadata) if metadata else None, source=source, title=title),
+    }
     return Call(
         "PUT",
         f"/v1/collections/{segment(collection)}/documents/{segment(document_id)}",

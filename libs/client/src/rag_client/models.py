@@ -49,6 +49,7 @@ class Chunk(Model):
     page: int | None = None
     heading: str | None = None
     content_hash: str | None = None  # the same text has the same hash (its vector is reused)
+    header: str | None = None  # what it is indexed after: its document's title and headings
 
 
 class Document(Model):

@@ -304,6 +304,12 @@ class IngestLimits(_EnvSettings):
     max_filename_chars: int = Field(
         255, ge=16, le=4096, description="Longest file name of an uploaded file."
     )
+    max_title_chars: int = Field(
+        500,
+        ge=16,
+        le=4096,
+        description="Longest `title` of a document (a longer title parsed from a file is cut).",
+    )
     parse_timeout_seconds: float = Field(
         120.0, gt=0, le=3600, description="Longest parsing one document may take; then it fails."
     )
@@ -325,6 +331,14 @@ class IngestLimits(_EnvSettings):
         le=100_000,
         description="Most characters in a chunk, whatever its tokens (a word with no spaces "
         "is split).",
+    )
+    chunk_header_max_chars: int = Field(
+        200,
+        ge=0,
+        le=1000,
+        description="Each chunk is indexed (embedded and BM25) after a header of its "
+        "document's title and heading path, cut to this many characters (0: no header). The "
+        "text stored, returned and quoted is the chunk's own.",
     )
 
     @model_validator(mode="after")
@@ -579,10 +593,24 @@ class RetrievalSettings(_EnvSettings):
     search_mode: Literal["hybrid", "dense", "lexical"] = Field(
         "hybrid", description="Retrieval of requests that do not choose: hybrid, dense, lexical."
     )
+    fusion: Literal["rrf", "convex"] = Field(
+        "convex",
+        description="How hybrid search combines its lists: a weighted sum of scores "
+        "normalised from each scorer's least (convex) or reciprocal ranks (rrf).",
+    )
+    convex_dense_share: float = Field(
+        0.8,
+        ge=0,
+        le=1,
+        description="Convex fusion: the dense list's share of the score (the lexical list "
+        "has the rest), unless a request sets its own weights.",
+    )
     rrf_k: int = Field(60, ge=1, le=1000, description="Reciprocal-rank fusion constant k.")
-    dense_weight: float = Field(1.0, ge=0, le=10, description="Weight of dense ranks in fusion.")
+    dense_weight: float = Field(
+        1.0, ge=0, le=10, description="Weight of dense ranks in reciprocal-rank fusion."
+    )
     lexical_weight: float = Field(
-        1.0, ge=0, le=10, description="Weight of lexical (BM25) ranks in fusion."
+        1.0, ge=0, le=10, description="Weight of lexical (BM25) ranks in reciprocal-rank fusion."
     )
     bm25_k1: float = Field(1.2, ge=0, le=10, description="BM25 term-frequency saturation k1.")
     bm25_b: float = Field(0.75, ge=0, le=1, description="BM25 length normalisation b.")
@@ -601,6 +629,13 @@ class RetrievalSettings(_EnvSettings):
 class GenerationSettings(_EnvSettings):
     generator: Literal["extractive", "openai", "google"] = Field(
         "extractive", description="Answer generator of requests that do not choose."
+    )
+    extractive_embed_sentences: int = Field(
+        64,
+        ge=0,
+        le=1000,
+        description="Sentences of the sources the offline generator scores by meaning (the "
+        "collection's embedder) per answer, in source order; 0: by shared words only.",
     )
     generator_fallback: str = Field(
         "extractive",

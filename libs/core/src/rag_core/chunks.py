@@ -47,6 +47,8 @@ class StoredChunk:
     format: str | None = None
     page: int | None = None
     heading: str | None = None
+    # What the chunk is indexed after (its document's title and headings): see indexed_text.
+    header: str | None = None
     # Kept in the document's record now; chunks stored by earlier versions carry them.
     title: str | None = None
     source: str | None = None
@@ -72,6 +74,15 @@ def chunk_id(document_id: str, tag: str, position: int) -> str:
 # The engine's fields in the stored metadata. A caller's key never starts with "_".
 _DOC, _VER, _POS, _TOKENS, _HASH, _FORMAT = "_doc", "_ver", "_pos", "_tokens", "_hash", "_format"
 _PAGE, _HEADING, _TITLE, _SOURCE = "_page", "_heading", "_title", "_source"
+_HEADER = "_header"
+
+
+def indexed_text(chunk: StoredChunk) -> str:
+    """What both indexes read of a chunk: its header (its document's title and heading path,
+    "contextual chunk headers") on a line before its text, so a chunk deep in a document is
+    found by the words of the title it sits under. Its own text is what is stored, returned
+    and quoted."""
+    return f"{chunk.header}\n{chunk.text}" if chunk.header else chunk.text
 
 
 def encode(chunk: StoredChunk) -> Metadata:
@@ -88,6 +99,8 @@ def encode(chunk: StoredChunk) -> Metadata:
         metadata[_PAGE] = chunk.page
     if chunk.heading:
         metadata[_HEADING] = chunk.heading
+    if chunk.header:
+        metadata[_HEADER] = chunk.header
     # Title and source are the document's, kept once in its record (the query service adds
     # them to hits): copied into every chunk, a long source multiplied Chroma's size.
     return metadata
@@ -111,6 +124,7 @@ def decode(
         format=_text(metadata.get(_FORMAT)),
         page=int(metadata[_PAGE]) if _PAGE in metadata else None,
         heading=_text(metadata.get(_HEADING)),
+        header=_text(metadata.get(_HEADER)),
         title=_text(metadata.get(_TITLE)),
         source=_text(metadata.get(_SOURCE)),
         vector=vector,

@@ -48,6 +48,7 @@ class Submission:
     filename: str | None = None
     content_type: str | None = None
     source: str | None = None
+    title: str | None = None
     metadata: dict[str, Any] = field(default_factory=dict)
 
 
@@ -115,6 +116,7 @@ def check_submissions(items: Sequence[Submission], settings: IngestSettings) -> 
         check_length(
             item.source, f"{item.where}.source", settings.max_source_chars, "MAX_SOURCE_CHARS"
         )
+        check_length(item.title, f"{item.where}.title", settings.max_title_chars, "MAX_TITLE_CHARS")
         if not item.payload or item.payload.isspace():
             raise InvalidInput.for_field(item.where, "empty", detail=f"{item.where} is empty")
         if len(item.payload) > settings.max_file_bytes:
@@ -212,9 +214,15 @@ class JobSubmitter:
             digest,
             metadata=item.metadata,
             source=item.source,
+            **({"title": item.title} if item.title is not None else {}),
             model=collection.embedding_model,
             chunk_size=self.settings.chunk_size_tokens,
             chunk_overlap=self.settings.chunk_overlap_tokens,
+            **(
+                {"chunk_headers": self.settings.chunk_header_max_chars}
+                if self.settings.chunk_header_max_chars
+                else {}
+            ),
         )
         record = JobRecord(
             id=new_job_id(),
@@ -227,6 +235,7 @@ class JobSubmitter:
                 collection.namespace, collection.name, doc_id
             ),
             source=item.source,
+            title=item.title,
             filename=item.filename,
             content_type=item.content_type,
             metadata=item.metadata or None,

@@ -33,6 +33,7 @@ class DocumentIn(msgspec.Struct, forbid_unknown_fields=True):
     id: str | None = None
     metadata: dict[str, MetadataValue] | None = None
     source: str | None = None
+    title: str | None = None
 
 
 class DocumentBatch(msgspec.Struct, forbid_unknown_fields=True):
@@ -43,6 +44,7 @@ class DocumentReplace(msgspec.Struct, forbid_unknown_fields=True):
     text: str
     metadata: dict[str, MetadataValue] | None = None
     source: str | None = None
+    title: str | None = None
 
 
 class UrlIngest(msgspec.Struct, forbid_unknown_fields=True):
@@ -83,6 +85,7 @@ class ChunkOut(msgspec.Struct, omit_defaults=True):
     page: int | None = None
     heading: str | None = None
     content_hash: str | None = None
+    header: str | None = None  # what the chunk is indexed after: title > headings
 
 
 class DocumentOut(msgspec.Struct, omit_defaults=True):
@@ -178,6 +181,7 @@ class DocumentController(Controller):
                 document_id=doc.id,
                 content_type=PLAIN_TEXT,
                 source=doc.source,
+                title=doc.title,
                 metadata=dict(doc.metadata or {}),
             )
             for i, doc in enumerate(data.documents)
@@ -201,7 +205,7 @@ class DocumentController(Controller):
         tenant: NamedDependency[str],
     ) -> Response[IngestAccepted]:
         """multipart/form-data: `file` (repeat for several), optional `metadata` (a JSON object
-        applied to every file), `source`, and `id` (only with a single file)."""
+        applied to every file), `source`, and `id` and `title` (only with a single file)."""
         content_type, options = request.content_type
         if content_type != "multipart/form-data":
             raise UnsupportedMediaType("send the files as multipart/form-data")
@@ -223,12 +227,14 @@ class DocumentController(Controller):
         metadata = _form_metadata(form.fields.get("metadata"))
         source = form.fields.get("source")
         doc_id = form.fields.get("id")
-        if doc_id and len(form.files) > 1:
-            raise InvalidInput.for_field(
-                "id",
-                "several files",
-                detail="'id' names one document; it cannot be used with several files",
-            )
+        title = form.fields.get("title")
+        for name, value in (("id", doc_id), ("title", title)):
+            if value and len(form.files) > 1:
+                raise InvalidInput.for_field(
+                    name,
+                    "several files",
+                    detail=f"'{name}' is of one document; it cannot be used with several files",
+                )
         items = [
             Submission(
                 payload=bytes(upload.data),
@@ -237,6 +243,7 @@ class DocumentController(Controller):
                 filename=upload.filename,
                 content_type=upload.content_type,
                 source=source,
+                title=title or None,
                 metadata=dict(metadata),
             )
             for index, upload in enumerate(form.files)
@@ -247,6 +254,7 @@ class DocumentController(Controller):
             metadata,
             source,
             doc_id,
+            title,
             [(i.filename, hashlib.sha256(i.payload).hexdigest()) for i in items],
         )
         return await _accepted(
@@ -331,7 +339,9 @@ class DocumentController(Controller):
         return DocumentOut.of(
             record,
             [
-                ChunkOut(c.id, c.position, c.text, c.tokens, c.page, c.heading, c.content_hash)
+                ChunkOut(
+                    c.id, c.position, c.text, c.tokens, c.page, c.heading, c.content_hash, c.header
+                )
                 for c in stored
             ],
         )
@@ -358,6 +368,7 @@ class DocumentController(Controller):
             document_id=document_id,
             content_type=PLAIN_TEXT,
             source=data.source,
+            title=data.title,
             metadata=dict(data.metadata or {}),
         )
         return await _accepted(

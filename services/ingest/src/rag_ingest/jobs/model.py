@@ -33,6 +33,7 @@ class JobRecord(msgspec.Struct, kw_only=True):
     error_stage: str | None = None
     result: dict[str, Any] | None = None
     source: str | None = None
+    title: str | None = None  # given with the document (else parsed from it)
     filename: str | None = None
     content_type: str | None = None
     metadata: dict[str, Any] | None = None

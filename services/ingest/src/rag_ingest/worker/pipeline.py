@@ -5,14 +5,14 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 from rag_config import IngestSettings
 from rag_core.catalog import Collection, DocumentRecord
-from rag_core.chunks import ChunkStore, StoredChunk, chunk_id, version_tag
+from rag_core.chunks import ChunkStore, StoredChunk, chunk_id, indexed_text, version_tag
 from rag_core.embedding.base import Embedder
 from rag_telemetry import get_logger
 
@@ -35,7 +35,6 @@ log = get_logger("rag.worker")
 Progress = Callable[[str, float], Awaitable[None]]
 EMBED_GROUP = 128  # chunks embedded (and stored) per step, so progress moves visibly
 INLINE_TEXT_BYTES = 64 * 1024
-MAX_TITLE_CHARS = 500  # a title parsed from a document (a <title> can be any length)
 
 
 class BadDocument(Exception):
@@ -75,10 +74,29 @@ def chunk_limits(settings: IngestSettings) -> ChunkLimits:
     )
 
 
+def chunk_header(title: str | None, heading_path: Sequence[str], limit: int) -> str | None:
+    """The title and the headings above a chunk, each once ("Gateway > Credentials"; a
+    Markdown document's title is its first heading), cut to ``limit`` characters."""
+    parts: list[str] = []
+    for part in (title, *heading_path):
+        text = " ".join((part or "").split())
+        if text and text not in parts:
+            parts.append(text)
+    return " > ".join(parts)[:limit].strip() or None
+
+
 def stored_chunk(
-    job: JobRecord, chunk: Chunk, *, tag: str, digest: str, prepared: PreparedDocument
+    job: JobRecord,
+    chunk: Chunk,
+    *,
+    tag: str,
+    digest: str,
+    prepared: PreparedDocument,
+    title: str | None = None,
+    header_chars: int = 0,
 ) -> StoredChunk:
-    """What every chunk carries: where it comes from, which version, and the caller's metadata."""
+    """What every chunk carries: where it comes from, which version, the caller's metadata,
+    and the header it is indexed after (``header_chars`` of it; 0: none)."""
     assert job.document_id is not None
     return StoredChunk(
         id=chunk_id(job.document_id, tag, chunk.position),
@@ -92,6 +110,7 @@ def stored_chunk(
         format=prepared.format,
         page=chunk.page,
         heading=" > ".join(chunk.heading_path) if chunk.heading_path else None,
+        header=chunk_header(title, chunk.heading_path, header_chars),
     )
 
 
@@ -155,10 +174,20 @@ class IngestPipeline:
         # (superseded, failed, or its worker dies), its chunks are removed whatever happens.
         own = job_cleanup(job, collection)
         await self.documents.reserve_cleanup(own, time.time() + self.settings.version_grace_seconds)
+        title = self.title_of(job, prepared)
         chunks = [
-            stored_chunk(job, c, tag=tag, digest=digest, prepared=prepared) for c in prepared.chunks
+            stored_chunk(
+                job,
+                c,
+                tag=tag,
+                digest=digest,
+                prepared=prepared,
+                title=title,
+                header_chars=self.settings.chunk_header_max_chars,
+            )
+            for c in prepared.chunks
         ]
-        texts = [c.text for c in chunks]
+        texts = [indexed_text(c) for c in chunks]  # what is embedded
         # The same text is stored under another id already: its vectors need no embedding.
         known = await self._vectors_of(collection, owner) if owner else {}
         reused = 0
@@ -192,7 +221,7 @@ class IngestPipeline:
             chunk_count=len(chunks),
             token_count=sum(c.tokens for c in chunks),
             format=prepared.format,
-            title=prepared.title[:MAX_TITLE_CHARS] if prepared.title else None,
+            title=title,
             source=job.source or job.filename,
             filename=job.filename,
             metadata=job.metadata,
@@ -235,6 +264,12 @@ class IngestPipeline:
             "timings": timings.seconds,
         }
 
+    def title_of(self, job: JobRecord, prepared: PreparedDocument) -> str | None:
+        """The title sent with the document, else the one parsed from it (a <title> can be any
+        length: it is cut to MAX_TITLE_CHARS)."""
+        title = " ".join((job.title or prepared.title or "").split())
+        return title[: self.settings.max_title_chars] or None
+
     async def _prepare(self, job: JobRecord, payload: bytes) -> PreparedDocument:
         """Small plain text is prepared right here, in a thread (a linear scan of little text:
         nothing to guard against, and most JSON ingest is that); everything else in the
@@ -264,7 +299,7 @@ class IngestPipeline:
         except Exception as exc:
             log.warning("reuse_skipped", error=f"{type(exc).__name__}: {exc}")
             return {}
-        return {chunk.text: chunk.vector for chunk in stored if chunk.vector is not None}
+        return {indexed_text(c): c.vector for c in stored if c.vector is not None}
 
     async def _discard(self, own: Cleanup, ids: list[str]) -> None:
         try:

@@ -263,7 +263,14 @@ class AnswerService:
             yield DoneEvent(self._result(prepared, NO_DOCUMENTS, "none", Usage(), []))
             return
         index = self.served.get(prepared.collection.namespace, prepared.collection.name)
-        extractive = ExtractiveGenerator(self.analyzer, idf=index.idf if index else None)
+        extractive = ExtractiveGenerator(
+            self.analyzer,
+            idf=index.idf if index else None,
+            embed=self.retriever.embedder_for(prepared.collection.embedding_model).embed_documents
+            if self.settings.extractive_embed_sentences
+            else None,
+            max_embedded=self.settings.extractive_embed_sentences,
+        )
         failures: list[str] = []
         for generator in self.generators.chain(prepared.options.generator, extractive=extractive):
             started = time.perf_counter()
@@ -350,7 +357,9 @@ def _cache_params(options: AnswerOptions, generator: str) -> dict[str, Any]:
         "mmr": search.mmr,
         "mmr_lambda": search.mmr_lambda,
         "rrf_k": search.rrf_k,
+        "fusion": search.fusion,
         "weights": [search.dense_weight, search.lexical_weight],
+        "max_per_document": search.max_per_document,
         "generator": generator,
         "strategy": options.strategy,
         "rerank": options.rerank,

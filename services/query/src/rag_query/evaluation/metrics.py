@@ -4,7 +4,10 @@
 - answer support: of the answer's sentences, the share that cite a source whose text contains
   most of the sentence's words (an extractive answer scores 1.0; a model that cites a source
   for something the source does not say does not);
-- exact match and fuzzy match (token F1, as SQuAD scores it) against an expected answer.
+- exact match and fuzzy match (token F1, as SQuAD scores it) against an expected answer;
+- answer recall: the share of the expected answer's terms the answer holds (an extractive
+  answer of three sentences that includes the expected one scores 1.0, where its F1 would be
+  low for the other two).
 """
 
 from __future__ import annotations
@@ -68,6 +71,13 @@ def fuzzy_match(answer: str, expected: str) -> float:
         return 0.0
     precision, recall = common / len(got), common / len(want)
     return 2 * precision * recall / (precision + recall)
+
+
+def answer_recall(answer: str, expected: str, analyzer: Analyzer) -> float | None:
+    wanted = set(analyzer.terms(CITATION.sub(" ", expected)))
+    if not wanted:
+        return None
+    return len(wanted & set(analyzer.terms(CITATION.sub(" ", answer)))) / len(wanted)
 
 
 def mean(values: Sequence[float | None]) -> float | None:

@@ -54,6 +54,7 @@ class CaseResult(msgspec.Struct, kw_only=True, omit_defaults=True):
     answer_support: float | None = None
     exact_match: float | None = None
     fuzzy_match: float | None = None
+    answer_recall: float | None = None
     faithfulness: float | None = None
 
 
@@ -64,6 +65,7 @@ class AnswerScores(msgspec.Struct):
     answer_support: float | None
     exact_match: float | None
     fuzzy_match: float | None
+    answer_recall: float | None
     faithfulness: float | None
 
 
@@ -185,7 +187,8 @@ class EvaluationController(Controller):
         """Each case: a `query`, the `relevant` document ids (a list, or ids to graded
         relevance) and/or an `expected_answer`. Retrieval: nDCG@10, R@10, R@100, MRR@10
         (ir-measures). With `answers`: citation precision, answer support, exact and fuzzy
-        match, and (with `judge` and an LLM) faithfulness. More than EVAL_SYNC_MAX_CASES
+        match, answer recall (the share of the expected answer's words the answer holds) and
+        (with `judge` and an LLM) faithfulness. More than EVAL_SYNC_MAX_CASES
         cases (or `background: true`): 202, and the result at the status URL; 429 while the
         tenant runs MAX_EVALUATIONS_PER_TENANT in the background already."""
         cases = [

@@ -78,11 +78,19 @@ class Evaluator:
             "answer_support": [],
             "exact_match": [],
             "fuzzy_match": [],
+            "answer_recall": [],
             "faithfulness": [],
         }
         started = time.perf_counter()
         for done, case in enumerate(plan.cases, start=1):
-            search = replace(plan.search, query=case.query, top_k=RETRIEVAL_DEPTH)
+            # The measures are of documents: the best RETRIEVAL_DEPTH, each at its best chunk.
+            search = replace(
+                plan.search,
+                query=case.query,
+                top_k=RETRIEVAL_DEPTH,
+                max_per_document=1,
+                candidates=max(plan.search.candidates, 2 * RETRIEVAL_DEPTH),
+            )
             hits = (await self.retriever.search(collection, search)).hits
             ranked: dict[str, float] = {}
             for rank, hit in enumerate(hits, start=1):
@@ -149,6 +157,9 @@ class Evaluator:
             if case.expected_answer
             else None,
             "fuzzy_match": metrics.fuzzy_match(answer, case.expected_answer)
+            if case.expected_answer
+            else None,
+            "answer_recall": metrics.answer_recall(answer, case.expected_answer, self.analyzer)
             if case.expected_answer
             else None,
             "faithfulness": await self._judge(prepared.sources, answer) if plan.judge else None,

@@ -1,33 +1,69 @@
-"""The offline generator: picks the sentences of the sources that best match the question
+"""The offline generator: picks the sentences of the sources that best answer the question
 and stitches them together in source order, each followed by its citation.
 
-Nothing is invented: every word of the answer is a sentence of a cited source. Sentences
-score by the inverse document frequency of the question's terms they contain (rare terms
-count more, as in BM25), damped for long sentences and nudged towards higher-ranked sources.
+Nothing is invented: every word of the answer is a sentence of a cited source. Only prose
+is a candidate: headings, table rows, fenced code, lines that look like code and sentences
+that are mostly links are passed over, so a Markdown source answers with what it says, not
+with its layout. Sentences score by meaning (the collection's embedder: the question's
+similarity to each sentence) plus a share of the question's words they hold, weighted by
+inverse document frequency (rare terms count more, as in BM25) and damped for long sentences;
+without an embedder, or if it fails, by the words alone. The answer keeps to the document of
+the best sentence: a second document's sentence is more often beside the point than not, and
+each citation of it would point the reader elsewhere.
 """
 
 from __future__ import annotations
 
 import math
 import re
-from collections.abc import AsyncIterator, Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import dataclass, replace
+from typing import Any
+
+import numpy as np
+from rag_telemetry import get_logger
 
 from rag_query.generation.base import Message, Usage
 from rag_query.generation.sources import Source, quoted
 from rag_query.retrieval.analyzer import Analyzer
 
-_SENTENCE_END = re.compile(r"(?<=[.!?])[\"')\]]*\s+(?=[\"'(\[]?[A-Z0-9])|\n{2,}|\n(?=[-*#•])")
+# A sentence ends at . ! ? before a capital, a digit, or code or bold (a Markdown sentence may
+# start with `make` or **Note**), or at a paragraph break or a list item.
+_SENTENCE_END = re.compile(
+    r"(?<=[.!?])[\"')\]]*\s+(?=[\"'(\[]?[A-Z0-9]|`|\*\*)|\n{2,}|\n(?=[-*#•])"
+)
+log = get_logger("rag.extractive")
 MAX_SENTENCES = 4
 MAX_ANSWER_CHARS = 1200
 RELATIVE_FLOOR = 0.6
 MIN_WORDS = 4  # shorter pieces are mostly headings
+PROSE_SHARE = 0.7  # of a sentence's words that are plain words (code is mostly not)
+RANK_PRIOR = 0.3  # added to a sentence's score, divided by its source's rank (from 1)
+FOCUS = True  # sentences from the document of the best one only
+MAX_EMBEDDED = 64  # sentences scored by meaning per answer
+LEXICAL_SHARE = 0.3  # of the normalised word overlap added to the similarity
+RANK_PRIOR_DENSE = 0.05
+
+_FENCE = re.compile(r"^\s*(?:```|~~~)")
+# Lines that are layout, not prose: headings, table rows, rules, HTML comments, images.
+_LAYOUT = re.compile(r"^\s*(?:#{1,6}\s|\||<!--|-->|[-*_=]{3,}\s*$|!\[)")
+_LIST_ITEM = re.compile(r"^\s*(?:[-*+\u2022]|\d{1,3}[.)])\s+")
+_LINK = re.compile(r"\[([^\]]*)\]\([^)]*\)")
+_LEAD_IN = re.compile(r"\*\*|__|`|:$")
+_PARAGRAPH = re.compile(r"\n\s*\n")
+_WORDISH = re.compile(r"[^\W\d_]{2,}")
+_PLAIN_WORD = re.compile(r"^(?:[^\W\d_][\w'\u2019-]*|\d[\d.,%\u2013-]*)$")
+_WRAPPING = "*_`\"'()[]\u201c\u201d"
+
+
+Embed = Callable[[Sequence[str]], Awaitable[Any]]  # texts -> one vector each
 
 
 @dataclass(frozen=True)
 class _Sentence:
     text: str
     source: int  # number
+    document: str
     rank: int  # the source's rank, 0 first
     position: int
     score: float
@@ -38,50 +74,161 @@ def split_sentences(text: str) -> list[str]:
     return [p for p in pieces if len(p) >= 3]
 
 
+def _looks_like_code(line: str) -> bool:
+    """Mostly symbols (a diagram, a command line, JSON): fewer than half its characters are
+    letters of words."""
+    text = line.strip()
+    if not text:
+        return False
+    letters = sum(len(w) for w in _WORDISH.findall(text))
+    return letters * 2 < len(text.replace(" ", ""))
+
+
+def prose(text: str) -> str:
+    """``text`` without its layout: fenced blocks (when both fences are in the text), the
+    fence lines themselves, headings, table rows, rules and lines that look like code become
+    paragraph breaks; each list item becomes a paragraph of its own, its marker dropped."""
+    lines = text.splitlines()
+    fences = [i for i, line in enumerate(lines) if _FENCE.match(line)]
+    inside: set[int] = set()
+    for opening, closing in zip(fences[0::2], fences[1::2], strict=False):
+        inside.update(range(opening, closing + 1))
+    kept: list[str] = []
+    for i, line in enumerate(lines):
+        if i in inside or _FENCE.match(line) or _LAYOUT.match(line) or _looks_like_code(line):
+            kept.append("")
+            continue
+        item = _LIST_ITEM.match(line)
+        if item:
+            kept += ["", line[item.end() :]]
+        else:
+            kept.append(line)
+    return "\n".join(kept)
+
+
+def candidate_sentences(text: str, *, continued: bool = False) -> list[str]:
+    """The prose sentences of ``text``. A piece too short to stand alone goes (a heading
+    written as a line of text), unless it is a lead-in (bold, code or ending in a colon:
+    "**API keys** `rag_<id>_<secret>`.", "Note:"), which joins the sentence after it.
+    ``continued``: the text is a chunk that may start inside a sentence (any but a document's
+    first), so an opening piece that starts in lower case is the end of one, and goes."""
+    sentences: list[str] = []
+    for number, paragraph in enumerate(_PARAGRAPH.split(prose(text).strip())):
+        carry = ""
+        for index, split in enumerate(split_sentences(paragraph)):
+            if continued and number == 0 and index == 0 and split[:1].islower():
+                continue
+            piece = f"{carry} {split}" if carry else split
+            carry = ""
+            if len(piece.split()) >= MIN_WORDS:
+                if not _mostly_links(piece) and _prose_share(piece) >= PROSE_SHARE:
+                    sentences.append(piece)
+            elif _LEAD_IN.search(piece):
+                carry = piece
+    return sentences
+
+
+def _prose_share(sentence: str) -> float:
+    """The share of its words that are plain words or numbers once quotes, emphasis and
+    punctuation are stripped: about 0.8 or more for prose, even prose naming `SETTINGS`, and
+    about half for code (``hits = rag.search("x", top_k=3)``) or a command line."""
+    words = sentence.split()
+    plain = sum(
+        1 for w in words if _PLAIN_WORD.match(w.strip(_WRAPPING).rstrip(".,;:!?").strip(_WRAPPING))
+    )
+    return plain / len(words) if words else 0.0
+
+
+def _mostly_links(sentence: str) -> bool:
+    """More of its words are link text than not (a line of references, a table of contents)."""
+    linked = sum(len(m.group(1).split()) for m in _LINK.finditer(sentence))
+    return linked * 2 > len(_LINK.sub(" ", sentence).split()) + linked
+
+
 class ExtractiveGenerator:
     name = "extractive"
 
-    def __init__(self, analyzer: Analyzer, idf: Callable[[str], float] | None = None) -> None:
+    def __init__(
+        self,
+        analyzer: Analyzer,
+        idf: Callable[[str], float] | None = None,
+        embed: Embed | None = None,
+        max_embedded: int = MAX_EMBEDDED,
+    ) -> None:
         self.analyzer = analyzer
         self.idf = idf or (lambda _term: 1.0)
+        self.embed = embed
+        self.max_embedded = max_embedded
 
-    def select(self, question: str, sources: Sequence[Source]) -> list[_Sentence]:
+    async def select(self, question: str, sources: Sequence[Source]) -> list[_Sentence]:
         wanted = set(self.analyzer.terms(question))
-        candidates: list[_Sentence] = []
+        pool: list[_Sentence] = []
         for rank, source in enumerate(sources):
-            for position, text in enumerate(split_sentences(source.text)):
-                if len(text.split()) < MIN_WORDS:
-                    continue
+            pieces = candidate_sentences(source.text, continued=source.position != 0)
+            for position, text in enumerate(pieces):
                 terms = set(self.analyzer.terms(text))
                 overlap = sum(self.idf(t) for t in wanted & terms)
-                if not overlap:
-                    continue
-                score = overlap / (1.0 + math.log1p(len(terms) / 25)) + 0.3 / (rank + 1)
-                candidates.append(_Sentence(text, source.number, rank, position, score))
-        if not candidates and sources:
+                lexical = overlap / (1.0 + math.log1p(len(terms) / 25))
+                pool.append(
+                    _Sentence(text, source.number, source.document_id, rank, position, lexical)
+                )
+        if not pool:
+            return []
+        candidates: list[_Sentence] = []
+        if self.embed is not None and self.max_embedded:
+            try:
+                candidates = await self._by_meaning(question, pool)
+            except Exception as exc:
+                log.warning("extractive_embedding_failed", error=f"{type(exc).__name__}: {exc}")
+        if not candidates:
+            candidates = [
+                replace(s, score=s.score + RANK_PRIOR / (s.rank + 1)) for s in pool if s.score > 0
+            ]
+        if not candidates:
             # Nothing shares a word with the question (a match by meaning only): lead with
             # the best source's opening sentences rather than with nothing.
-            opening = split_sentences(sources[0].text)[:2]
-            candidates = [
-                _Sentence(text, sources[0].number, 0, i, 1.0 - i) for i, text in enumerate(opening)
-            ]
-        chosen: list[_Sentence] = []
-        seen: set[frozenset[str]] = set()
-        length = 0
+            candidates = [replace(s, score=1.0 - s.position) for s in pool if s.rank == 0][:2]
         ranked = sorted(candidates, key=lambda s: (-s.score, s.rank, s.position))
-        floor = ranked[0].score * RELATIVE_FLOOR if ranked else 0.0
+        best = ranked[0]
+        floor = best.score * RELATIVE_FLOOR
+        chosen: list[_Sentence] = []
+        seen: list[frozenset[str]] = []
+        length = 0
         for sentence in ranked:
             if sentence.score < floor:
                 break  # much weaker than the best: more likely noise than support
+            if FOCUS and sentence.document != best.document:
+                continue  # the answer stays with the document that answers best
             key = frozenset(self.analyzer.terms(sentence.text))
-            if key in seen or (chosen and length + len(sentence.text) > MAX_ANSWER_CHARS):
+            if any(key <= other for other in seen):
+                continue  # said already (overlapping chunks repeat sentences, or cut them)
+            if chosen and length + len(sentence.text) > MAX_ANSWER_CHARS:
                 continue
-            seen.add(key)
+            seen.append(key)
             chosen.append(sentence)
             length += len(sentence.text)
             if len(chosen) >= MAX_SENTENCES:
                 break
         return sorted(chosen, key=lambda s: (s.rank, s.position))
+
+    async def _by_meaning(self, question: str, pool: list[_Sentence]) -> list[_Sentence]:
+        """Scores by the embedder's similarity of each sentence to the question, plus a share
+        of its (normalised) word overlap: a sentence can answer in other words ("images,
+        archives" for "a PNG or a .zip"). The first MAX_EMBEDDED sentences of the sources, in
+        rank order, are embedded with the question in one call."""
+        assert self.embed is not None
+        considered = pool[: self.max_embedded]
+        vectors = np.asarray(await self.embed([question, *(s.text for s in considered)]))
+        vectors /= np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+        similarity = vectors[1:] @ vectors[0]
+        top = max(s.score for s in considered) or 1.0
+        return [
+            replace(
+                s,
+                score=float(sim) + LEXICAL_SHARE * s.score / top + RANK_PRIOR_DENSE / (s.rank + 1),
+            )
+            for s, sim in zip(considered, similarity, strict=True)
+        ]
 
     async def answer(
         self,
@@ -90,13 +237,10 @@ class ExtractiveGenerator:
         history: Sequence[Message],
         usage: Usage,
     ) -> AsyncIterator[str]:
-        chosen = self.select(question, sources)
+        chosen = await self.select(question, sources)
         usage.input_tokens = sum(len(s.text.split()) for s in sources)
-        pieces = []
-        for i, sentence in enumerate(chosen):
-            last_of_source = i + 1 == len(chosen) or chosen[i + 1].source != sentence.source
-            text = quoted(sentence.text)  # a "[3]" in the document cites nothing
-            pieces.append(text + (f" [{sentence.source}]" if last_of_source else ""))
+        # Each sentence cites its source; a "[3]" in the document itself cites nothing.
+        pieces = [f"{quoted(sentence.text)} [{sentence.source}]" for sentence in chosen]
         text = " ".join(pieces)
         usage.output_tokens = len(text.split())
         for word in re.findall(r"\S+\s*", text):

@@ -21,6 +21,7 @@ class Source:
     source: str | None = None
     page: int | None = None
     heading: str | None = None
+    position: int = 0  # the chunk's place in its document (0: it starts the document)
 
     def label(self) -> str:
         parts = [p for p in (self.title, self.source) if p]
@@ -60,6 +61,7 @@ def select_sources(
                 source=chunk.source if chunk else None,
                 page=chunk.page if chunk else None,
                 heading=chunk.heading if chunk else None,
+                position=chunk.position if chunk else 0,
             )
         )
     return chosen

@@ -39,11 +39,26 @@ class SearchBody(msgspec.Struct, forbid_unknown_fields=True):
     mmr_lambda: Annotated[
         float | None, _between(*MMR_LAMBDA, "MMR: 1 is relevance only, 0 diversity only")
     ] = None
+    fusion: Annotated[
+        Literal["rrf", "convex"] | None,
+        KwargDefinition(
+            description="How hybrid combines its two lists: reciprocal ranks (`rrf`) or a "
+            "weighted sum of normalised scores (`convex`); default FUSION"
+        ),
+    ] = None
     rrf_k: Annotated[int | None, _between(*RRF_K, "Reciprocal rank fusion's k")] = None
     dense_weight: Annotated[float | None, _between(*WEIGHT, "Weight of the dense ranking")] = None
     lexical_weight: Annotated[float | None, _between(*WEIGHT, "Weight of the lexical ranking")] = (
         None
     )
+    max_per_document: Annotated[
+        int | None,
+        KwargDefinition(
+            schema_extra={"minimum": 1},
+            description="At most this many hits of one document (1: each document once, at "
+            "its best chunk)",
+        ),
+    ] = None
 
 
 class Scores(msgspec.Struct, omit_defaults=True):
@@ -112,6 +127,16 @@ def search_request(body: SearchBody, settings: QuerySettings) -> SearchRequest:
     for name, weight in weights:
         if weight is not None and not WEIGHT[0] <= weight <= WEIGHT[1]:
             raise InvalidInput.for_field(name, "must be between 0 and 10")
+    if body.max_per_document is not None and body.max_per_document < 1:
+        raise InvalidInput.for_field("max_per_document", "must be at least 1")
+    fusion = body.fusion or settings.fusion
+    if fusion == "convex" and body.dense_weight is None and body.lexical_weight is None:
+        dense_weight, lexical_weight = settings.convex_dense_share, 1 - settings.convex_dense_share
+    else:  # weights the request sets are relative, in either fusion
+        dense_weight = settings.dense_weight if body.dense_weight is None else body.dense_weight
+        lexical_weight = (
+            settings.lexical_weight if body.lexical_weight is None else body.lexical_weight
+        )
     return SearchRequest(
         query=query,
         top_k=top_k,
@@ -120,11 +145,14 @@ def search_request(body: SearchBody, settings: QuerySettings) -> SearchRequest:
         mmr=body.mmr,
         mmr_lambda=settings.mmr_lambda if body.mmr_lambda is None else body.mmr_lambda,
         rrf_k=body.rrf_k or settings.rrf_k,
-        dense_weight=settings.dense_weight if body.dense_weight is None else body.dense_weight,
-        lexical_weight=(
-            settings.lexical_weight if body.lexical_weight is None else body.lexical_weight
+        fusion=fusion,
+        dense_weight=dense_weight,
+        lexical_weight=lexical_weight,
+        # One hit per document needs more chunks to choose from (a document has several).
+        candidates=max(
+            settings.search_candidates, top_k * (2 if body.max_per_document is not None else 1)
         ),
-        candidates=max(settings.search_candidates, top_k),
+        max_per_document=body.max_per_document,
     )
 
 

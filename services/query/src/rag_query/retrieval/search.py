@@ -23,11 +23,14 @@ from rag_core.filters import matches
 from redis.exceptions import RedisError
 
 from rag_query.metrics import EMPTY_RETRIEVALS, RETRIEVAL_SECONDS
-from rag_query.retrieval.fusion import fuse_rankings, select_diverse
+from rag_query.retrieval.fusion import fuse_rankings, fuse_scores, select_diverse
 from rag_query.retrieval.lexical import LexicalIndex
 from rag_query.retrieval.served import ServedCollections
 
 Mode = Literal["hybrid", "dense", "lexical"]
+Fusion = Literal["rrf", "convex"]
+# The least each scorer gives: cosine similarity -1, BM25 0 (convex fusion scales from these).
+SCORE_FLOORS = {"dense": -1.0, "lexical": 0.0}
 
 
 @dataclass(frozen=True)
@@ -39,9 +42,11 @@ class SearchRequest:
     mmr: bool = False
     mmr_lambda: float = 0.5
     rrf_k: int = 60
+    fusion: Fusion = "rrf"
     dense_weight: float = 1.0
     lexical_weight: float = 1.0
     candidates: int = 100
+    max_per_document: int | None = None  # at most this many hits of one document
 
 
 @dataclass
@@ -116,22 +121,41 @@ class Retriever:
             timings["lexical_ms"] = _ms(started)
 
         started = time.perf_counter()
-        fused = fuse_rankings(
-            rankings,
-            {"dense": request.dense_weight, "lexical": request.lexical_weight},
-            request.rrf_k,
-        )
+        weights = {"dense": request.dense_weight, "lexical": request.lexical_weight}
+        if request.fusion == "convex":
+            scored = {
+                "dense": [(c, found[c].dense_score or 0.0) for c in rankings.get("dense", [])],
+                "lexical": [
+                    (c, found[c].lexical_score or 0.0) for c in rankings.get("lexical", [])
+                ],
+            }
+            fused = fuse_scores(
+                {k: v for k, v in scored.items() if k in rankings}, weights, SCORE_FLOORS
+            )
+        else:
+            fused = fuse_rankings(rankings, weights, request.rrf_k)
+        per_document: dict[str, int] = {}
+
+        def allowed(hit: Hit) -> bool:  # within max_per_document (counting it)
+            seen = per_document.get(hit.document_id, 0)
+            if request.max_per_document is not None and seen >= request.max_per_document:
+                return False
+            per_document[hit.document_id] = seen + 1
+            return True
+
         if request.mmr:  # MMR picks top_k from a wider pool, by their vectors
             pool = fused[: request.top_k * 3]
-            chosen = await self._completed(collection, pool, found, vectors, need_vectors=True)
+            completed = await self._completed(collection, pool, found, vectors, need_vectors=True)
+            chosen = [hit for hit in completed if allowed(hit)]
         else:  # only what is returned is completed; more if some vanished meanwhile
             chosen, taken = [], 0
             while len(chosen) < request.top_k and taken < len(fused):
                 pool = fused[taken : taken + request.top_k - len(chosen)]
                 taken += len(pool)
-                chosen += await self._completed(
+                completed = await self._completed(
                     collection, pool, found, vectors, need_vectors=False
                 )
+                chosen += [hit for hit in completed if allowed(hit)]
         if request.mmr and chosen:
             order = select_diverse(
                 [hit.score for hit in chosen],

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from rag_core.catalog import Collection, CollectionCatalog, Keys
-from rag_core.chunks import ChunkStore
+from rag_core.chunks import ChunkStore, indexed_text
 from rag_core.errors import DependencyUnavailable
 from rag_telemetry import get_logger
 from redis.asyncio import Redis
@@ -189,7 +189,7 @@ class ServedCollections:
             index.remove_document(document_id)
         stored = await self.chunks.versions(chroma_id, wanted)
         chunks = {
-            doc: [IndexedChunk(c.id, c.text, c.metadata) for c in found]
+            doc: [IndexedChunk(c.id, indexed_text(c), c.metadata) for c in found]
             for doc, found in stored.items()
         }
         analyzed = await asyncio.get_running_loop().run_in_executor(

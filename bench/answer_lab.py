@@ -1,0 +1,286 @@
+"""Extractive answers over our own docs/, in-process: for each question of
+bench/docs_questions.jsonl, the product's chunker, hybrid retrieval (int8 MiniLM + BM25, RRF)
+and source selection, then the offline generator; scored for citation precision, answer
+support and whether the answer holds the sentence that says so.
+
+    .venv/bin/python bench/answer_lab.py [--show]
+
+The figures reported in docs/benchmarks.md come from the evaluation API (bench/docs_eval.py);
+this is the fast loop for changing the generator.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import hashlib
+import importlib.util
+import itertools
+import json
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+from rag_config import QuerySettings
+from rag_core.chunks import StoredChunk, indexed_text
+from rag_core.embedding.local import LocalEmbedder
+from rag_core.embedding.wordpiece import token_spans
+from rag_core.tokens import count_tokens
+from rag_ingest.chunking import chunk_sections
+from rag_ingest.parsing import parse_document
+from rag_ingest.worker.pipeline import chunk_header
+from rag_query.evaluation import metrics
+from rag_query.generation import extractive
+from rag_query.generation.base import Usage
+from rag_query.generation.extractive import ExtractiveGenerator
+from rag_query.generation.sources import Source, cited_numbers, select_sources
+from rag_query.retrieval.analyzer import Analyzer
+from rag_query.retrieval.fusion import fuse_rankings, fuse_scores
+from rag_query.retrieval.lexical import IndexedChunk, LexicalIndex
+from rag_query.retrieval.search import SCORE_FLOORS, Hit
+
+ROOT = Path(__file__).resolve().parents[1]
+QUESTIONS = ROOT / "bench" / "docs_questions.jsonl"
+CACHE = ROOT / ".dev" / "quality-lab"
+MODELS = ROOT / ".dev" / "bench-data" / "models"
+EXCLUDED = {"docs/benchmarks.md"}  # its figures change with every run
+TOP_K = 10
+CONTEXT_TOKENS = 3000
+
+
+def corpus_files() -> list[str]:
+    files = ["README.md", *sorted(f"docs/{p.name}" for p in (ROOT / "docs").glob("*.md"))]
+    return [f for f in files if f not in EXCLUDED]
+
+
+@dataclass
+class Corpus:
+    chunks: list[StoredChunk]
+    vectors: NDArray[np.float32]
+    index: LexicalIndex
+
+
+def build(embedder: LocalEmbedder, analyzer: Analyzer, header_chars: int) -> Corpus:
+    chunks: list[StoredChunk] = []
+    for name in corpus_files():
+        parsed = parse_document((ROOT / name).read_bytes(), filename=Path(name).name)
+        for chunk in chunk_sections(parsed.sections, token_spans, size=200, overlap=40):
+            chunks.append(
+                StoredChunk(
+                    id=f"{name}#{chunk.position}",
+                    document_id=name,
+                    version="v",
+                    position=chunk.position,
+                    text=chunk.text,
+                    heading=" > ".join(chunk.heading_path) or None,
+                    header=chunk_header(parsed.title, chunk.heading_path, header_chars),
+                    title=parsed.title,
+                )
+            )
+    texts = [indexed_text(c) for c in chunks]
+    digest = hashlib.sha256("\x00".join(texts).encode()).hexdigest()[:20]
+    path = CACHE / f"docs-{digest}.npy"
+    if path.exists():
+        vectors = np.load(path)
+    else:
+        vectors = np.asarray(embedder.embed_sync(texts), dtype=np.float32)
+        CACHE.mkdir(parents=True, exist_ok=True)
+        np.save(path, vectors)
+    index = LexicalIndex(analyzer)
+    by_doc: dict[str, list[IndexedChunk]] = {}
+    for c in chunks:
+        by_doc.setdefault(c.document_id, []).append(IndexedChunk(c.id, indexed_text(c), {}))
+    for doc, items in by_doc.items():
+        index.replace_document(doc, "v", items)
+    return Corpus(chunks, vectors, index)
+
+
+def retrieve(corpus: Corpus, embedder: LocalEmbedder, question: str) -> list[Hit]:
+    """Hybrid search as the query service runs it with its default settings."""
+    settings = QuerySettings(_env_file=None)
+    depth = settings.search_candidates
+    query = np.asarray(embedder.embed_sync([question])[0], dtype=np.float32)
+    sims = corpus.vectors @ query
+    dense = [(corpus.chunks[i].id, float(sims[i])) for i in np.argsort(-sims, kind="stable")]
+    lexical = corpus.index.search(question, depth)
+    if settings.fusion == "convex":
+        share = settings.convex_dense_share
+        fused = fuse_scores(
+            {"dense": dense[:depth], "lexical": lexical},
+            {"dense": share, "lexical": 1 - share},
+            SCORE_FLOORS,
+        )
+    else:
+        rankings = {"dense": [c for c, _ in dense[:depth]], "lexical": [c for c, _ in lexical]}
+        weights = {"dense": settings.dense_weight, "lexical": settings.lexical_weight}
+        fused = fuse_rankings(rankings, weights, settings.rrf_k)
+    by_id = {c.id: c for c in corpus.chunks}
+    return [Hit(c, by_id[c], score) for c, score in fused[:TOP_K]]
+
+
+def recall(expected: str, answer: str, analyzer: Analyzer) -> float:
+    """The share of the expected sentence's terms the answer holds."""
+    want = set(analyzer.terms(expected))
+    return len(want & set(analyzer.terms(answer))) / len(want) if want else 0.0
+
+
+async def answer(generator: ExtractiveGenerator, question: str, sources: list[Source]) -> str:
+    pieces = [p async for p in generator.answer(question, sources, [], Usage())]
+    return "".join(pieces).strip()
+
+
+def evaluate(
+    generator: Any,
+    cases: list[dict[str, str]],
+    prepared: list[list[Source]],
+    analyzer: Analyzer,
+    *,
+    show: bool,
+) -> tuple[dict[str, float], float]:
+    rows = []
+    seconds = 0.0
+    for case, sources in zip(cases, prepared, strict=True):
+        started = time.perf_counter()
+        text = asyncio.run(answer(generator, case["query"], sources))
+        seconds += time.perf_counter() - started
+        cited = [s.document_id for s in sources if s.number in cited_numbers(text, sources)]
+        found = recall(case["sentence"], text, analyzer)
+        row = {
+            "retrieved": any(s.document_id == case["document"] for s in sources),
+            "precision": metrics.citation_precision(cited, {case["document"]: 1}),
+            "support": metrics.answer_support(text, {s.number: s.text for s in sources}, analyzer),
+            "recall": found,
+            "holds": found >= 0.8,
+            "abstained": not cited,
+            "words": len(text.split()),
+        }
+        rows.append(row)
+        if show:
+            print(f"\n## {case['id']} {case['query']}\nwant: {case['sentence']}\ngot:  {text}")
+            print(row)
+
+    def mean(key: str) -> float:
+        values = [float(v) for r in rows if (v := r[key]) is not None]
+        return sum(values) / len(values) if values else float("nan")
+
+    keys = ("retrieved", "precision", "support", "recall", "holds", "abstained", "words")
+    return {k: mean(k) for k in keys}, seconds / len(rows)
+
+
+class Bench:
+    """The docs/ corpus, the questions and the sources retrieved for each, built once; then
+    any generator can be scored on them."""
+
+    def __init__(self, header_chars: int = 200) -> None:
+        self.analyzer = Analyzer()
+        self.embedder = LocalEmbedder(MODELS, variant="int8")
+        self.corpus = build(self.embedder, self.analyzer, header_chars)
+        self.memo: dict[str, NDArray[np.float32]] = {}
+        self.cases = [
+            json.loads(line) for line in QUESTIONS.read_text().splitlines() if line.strip()
+        ]
+        self.prepared = [
+            select_sources(
+                retrieve(self.corpus, self.embedder, c["query"]), CONTEXT_TOKENS, count_tokens
+            )
+            for c in self.cases
+        ]
+
+    async def embed(self, texts: Sequence[str]) -> NDArray[np.float32]:
+        missing = [t for t in dict.fromkeys(texts) if t not in self.memo]
+        if missing:
+            self.memo.update(zip(missing, self.embedder.embed_sync(missing), strict=True))
+        return np.stack([self.memo[t] for t in texts])
+
+    def generator(self, *, by_meaning: bool = True, other: str | None = None) -> Any:
+        """The shipped generator, or the ExtractiveGenerator of the file ``other``."""
+        if other:
+            spec = importlib.util.spec_from_file_location("other_extractive", other)
+            assert spec is not None
+            assert spec.loader is not None
+            module = importlib.util.module_from_spec(spec)
+            sys.modules["other_extractive"] = module
+            spec.loader.exec_module(module)
+            return module.ExtractiveGenerator(self.analyzer, idf=self.corpus.index.idf)
+        return ExtractiveGenerator(
+            self.analyzer, idf=self.corpus.index.idf, embed=self.embed if by_meaning else None
+        )
+
+    def score(self, generator: Any, *, show: bool = False) -> tuple[dict[str, float], float]:
+        return evaluate(generator, self.cases, self.prepared, self.analyzer, show=show)
+
+    def close(self) -> None:
+        self.embedder.close()
+
+
+# The steps of the answer ablation: (label, by meaning, extractive.py constants).
+STEPS: list[tuple[str, bool, dict[str, float]]] = [
+    ("prose only, each sentence cited (by words)", False, {"FOCUS": 0}),
+    ("+ one document (by words)", False, {"FOCUS": 1}),
+    ("prose only, by meaning, every document", True, {"FOCUS": 0}),
+    ("+ one document: shipped", True, {"FOCUS": 1}),
+]
+
+
+def ablation(bench: Bench) -> list[tuple[str, dict[str, float], float]]:
+    rows = []
+    for label, by_meaning, constants in STEPS:
+        saved = {name: getattr(extractive, name) for name in constants}
+        for name, value in constants.items():
+            setattr(extractive, name, type(saved[name])(value))
+        try:
+            scores, seconds = bench.score(bench.generator(by_meaning=by_meaning))
+        finally:
+            for name, value in saved.items():
+                setattr(extractive, name, value)
+        rows.append((label, scores, seconds))
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--show", action="store_true", help="print every answer")
+    parser.add_argument("--header-chars", type=int, default=200, help="CHUNK_HEADER_MAX_CHARS")
+    parser.add_argument("--lexical-only", action="store_true", help="no sentence embeddings")
+    parser.add_argument(
+        "--generator-from",
+        default=None,
+        help="an extractive.py to load instead (another commit's: git show REV:path > FILE)",
+    )
+    parser.add_argument(
+        "--grid",
+        default="",
+        help="constants of extractive.py to try, every combination: 'A=1,2;B=0.5,0.7'",
+    )
+    args = parser.parse_args()
+    bench = Bench(args.header_chars)
+    generator = bench.generator(by_meaning=not args.lexical_only, other=args.generator_from)
+    axes = [
+        [(name, value) for value in values.split(",")]
+        for name, values in (a.split("=", 1) for a in args.grid.split(";") if a)
+    ]
+    print(
+        f"{len(bench.cases)} questions over {len(corpus_files())} files "
+        f"({len(bench.corpus.chunks)} chunks)"
+    )
+    for combination in itertools.product(*axes):
+        for name, value in combination:
+            setattr(extractive, name, type(getattr(extractive, name))(float(value)))
+        scores, seconds = bench.score(generator, show=args.show)
+        print(
+            " ".join(f"{n}={v}" for n, v in combination) or "defaults",
+            "|",
+            ", ".join(f"{k} {v:.3f}" for k, v in scores.items()),
+            f"| {seconds * 1000:.0f} ms per answer",
+            flush=True,
+        )
+    bench.close()
+
+
+if __name__ == "__main__":
+    main()

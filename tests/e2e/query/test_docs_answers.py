@@ -1,0 +1,89 @@
+"""Offline (extractive) answers over our own documentation, scored by the evaluation API: each
+question of bench/docs_questions.jsonl names the one sentence of README.md or docs/ that
+answers it. Asked "How are API keys stored?", the answer must hold that sentence and cite
+that file, not headings, table rows or link text."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from tests.support.ingest import IngestClient
+from tests.support.query import QueryClient
+
+pytestmark = pytest.mark.e2e
+ROOT = Path(__file__).resolve().parents[3]
+QUESTIONS = ROOT / "bench" / "docs_questions.jsonl"
+BASELINE = ROOT / "tests" / "fixtures" / "quality_baseline.json"
+# Every Markdown file of the documentation but the benchmark figures, which change every run.
+FILES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+FILES = [f for f in FILES if f.name != "benchmarks.md"]
+
+
+def document_id(path: str) -> str:
+    return path.replace("/", ":")  # document ids hold no slash
+
+
+def _questions() -> list[dict[str, str]]:
+    return [json.loads(line) for line in QUESTIONS.read_text().splitlines() if line.strip()]
+
+
+def test_every_expected_sentence_is_still_in_its_file() -> None:
+    """The set is only as good as its sentences: a rewritten doc must update it."""
+    for case in _questions():
+        text = " ".join((ROOT / case["document"]).read_text().split())
+        assert " ".join(case["sentence"].split()) in text, (
+            f"{case['id']}: {case['document']} no longer says {case['sentence']!r}; "
+            "update bench/docs_questions.jsonl"
+        )
+
+
+@pytest.mark.timeout(300)
+def test_extractive_answers_over_the_docs_hold_the_sentence_and_cite_its_file(
+    ingest: IngestClient, query: QueryClient
+) -> None:
+    name = ingest.create_collection("docs-answers")
+    jobs = []
+    for path in FILES:
+        relative = path.relative_to(ROOT).as_posix()
+        response = ingest.upload(
+            name, [(path.name, path.read_bytes(), "text/markdown")], id=document_id(relative)
+        )
+        assert response.status_code == 202, response.text
+        jobs += [job["job_id"] for job in response.json()["jobs"]]
+    assert {job["state"] for job in ingest.wait(jobs, timeout=240)} == {"succeeded"}
+    last = FILES[-1]
+    words = re.sub(r"[^\w\s]", " ", last.read_text()).split()
+    query.wait_for(name, " ".join(words[:12]), document_id(last.relative_to(ROOT).as_posix()))
+    cases = [
+        {
+            "id": case["id"],
+            "query": case["query"],
+            "relevant": [document_id(case["document"])],
+            "expected_answer": case["sentence"],
+        }
+        for case in _questions()
+    ]
+    response = query.http.post(
+        "/v1/evaluate",
+        json={"collection": name, "cases": cases, "answers": True, "background": False},
+        timeout=240,
+    )
+    assert response.status_code == 200, response.text
+    result = response.json()
+    answers = result["answers"]
+    missed = [
+        (row["id"], row.get("answer_recall"), row.get("answer", "")[:160])
+        for row in result["per_case"]
+        if (row.get("answer_recall") or 0) < 0.8
+    ]
+    print("docs answers:", answers, result["retrieval"], "missed:", missed)
+    assert answers["answer_support"] >= 0.95, answers  # each sentence is its cited source's
+    # The regression gate: no change may cost more than one question's worth (1/40) of the
+    # recorded figures (issue 19's goal for citation precision, 0.95, is not met yet).
+    recorded = json.loads(BASELINE.read_text())["docs_answers"]
+    for measure in ("citation_precision", "answer_recall"):
+        assert answers[measure] >= recorded[measure] - 0.025, (measure, answers, missed)

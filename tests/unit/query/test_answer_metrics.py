@@ -1,0 +1,22 @@
+from __future__ import annotations
+
+from rag_query.evaluation.metrics import answer_recall, fuzzy_match
+from rag_query.retrieval.analyzer import Analyzer
+
+EXPECTED = "Redis keeps only a SHA-256 of the secret."
+
+
+def test_answer_recall_counts_the_expected_sentence_inside_a_longer_answer() -> None:
+    answer = (
+        "Every request needs a credential. [1] Redis keeps only a SHA-256 of the secret; the "
+        "key is shown once. [2]"
+    )
+    assert answer_recall(answer, EXPECTED, Analyzer()) == 1.0
+    assert fuzzy_match(answer, EXPECTED) <= 0.6  # F1 punishes the other sentence
+
+
+def test_answer_recall_is_the_share_of_expected_terms_held() -> None:
+    # Terms of the expected answer: redi(s), keep, onli, sha, 256, secret: six.
+    assert answer_recall("The secret is hashed with SHA-256.", EXPECTED, Analyzer()) == 3 / 6
+    assert answer_recall("Nothing relevant here.", EXPECTED, Analyzer()) == 0.0
+    assert answer_recall("anything", "[1] the", Analyzer()) is None  # nothing to recall
