@@ -38,13 +38,6 @@ BATCH = 500
 BEFORE = "31b2185"  # the last commit before issue 19's changes
 
 
-def docs_files() -> list[Path]:
-    """Every Markdown file of the documentation but the benchmark figures (they change every
-    run); tests/e2e/query/test_docs_answers.py ingests the same."""
-    files = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
-    return [f for f in files if f.name != "benchmarks.md"]
-
-
 def document_id(path: str) -> str:
     return path.replace("/", ":")
 
@@ -121,8 +114,8 @@ def docs_answers(stack: NativeStack) -> dict[str, Any]:
     query = httpx.Client(base_url=stack.api_url("query"), timeout=600)
     assert ingest.post("/v1/collections", json={"name": "docs"}).status_code == 201
     jobs = []
-    for path in docs_files():
-        relative = path.relative_to(ROOT).as_posix()
+    for relative in answer_lab.corpus_files():
+        path = ROOT / relative
         response = ingest.post(
             "/v1/collections/docs/documents/upload",
             files=[("file", (path.name, path.read_bytes(), "text/markdown"))],

@@ -18,7 +18,6 @@ Embeddings are cached in .dev/quality-lab (a chunking's vectors are computed onc
 from __future__ import annotations
 
 import argparse
-import csv
 import hashlib
 import itertools
 import json
@@ -32,6 +31,7 @@ import ir_measures
 import numpy as np
 from ir_measures import R, nDCG
 from numpy.typing import NDArray
+from query_bench import load_test_queries
 from rag_core.embedding.local import LocalEmbedder
 from rag_core.embedding.wordpiece import token_spans
 from rag_ingest.chunking import chunk_sections
@@ -101,16 +101,7 @@ def load(limit: int | None) -> tuple[Corpus, dict[str, str], list[ir_measures.Qr
             ids.append(row["_id"])
             titles.append(row["title"].strip())
             bodies.append(row["text"].strip())
-    with (SCIFACT / "qrels" / "test.tsv").open() as handle:
-        rows = list(csv.reader(handle, delimiter="\t"))[1:]
-    qrels = [ir_measures.Qrel(q, d, int(s)) for q, d, s in rows]
-    wanted = {q.query_id for q in qrels}
-    queries = {}
-    with (SCIFACT / "queries.jsonl").open() as handle:
-        for line in handle:
-            row = json.loads(line)
-            if row["_id"] in wanted:
-                queries[row["_id"]] = row["text"]
+    queries, qrels = load_test_queries(SCIFACT)
     if limit:  # every judged document, then others up to ``limit``
         judged = {q.doc_id for q in qrels}
         keep = [i for i, d in enumerate(ids) if d in judged]

@@ -219,12 +219,7 @@ def test_title_and_source_come_from_the_document_not_from_every_chunk(
     answer = query.answer(name, "Why do otters hold hands?", cache=False)
     assert answer["sources"][0]["source"] == "https://example.org/o"
 
-    chroma = f"http://127.0.0.1:{query_stack.ports.chroma}{CHROMA_API}"
-    stored = httpx.post(
-        f"{chroma}/collections/{chroma_id_of(query_stack, name)}/get",
-        json={"include": ["metadatas"]},
-        timeout=30,
-    ).json()
+    stored = _stored_metadata(query_stack, name)
     assert len(stored["metadatas"]) > 1
     assert not any("_source" in m or "_title" in m for m in stored["metadatas"])
 
@@ -265,12 +260,19 @@ def test_a_title_and_headings_reach_every_chunk_as_its_header(
     assert len(under_okapi) >= 2
     assert {h["chunk_id"] for h in found} >= under_okapi
 
-    chroma = f"http://127.0.0.1:{query_stack.ports.chroma}{CHROMA_API}"
-    stored = httpx.post(
-        f"{chroma}/collections/{chroma_id_of(query_stack, name)}/get",
-        json={"include": ["metadatas"]},
-        timeout=30,
-    ).json()
+    stored = _stored_metadata(query_stack, name)
     headers = {m.get("_header") for m in stored["metadatas"]}
     assert {"Quarterly zebra census", "Field guide > Okapi"} <= headers
     assert headers <= {"Quarterly zebra census", "Field guide", "Field guide > Okapi"}
+
+
+def _stored_metadata(stack: NativeStack, collection: str) -> dict:
+    """Every chunk's metadata as Chroma holds it (read from Chroma itself, not the API)."""
+    chroma = f"http://127.0.0.1:{stack.ports.chroma}{CHROMA_API}"
+    response = httpx.post(
+        f"{chroma}/collections/{chroma_id_of(stack, collection)}/get",
+        json={"include": ["metadatas"]},
+        timeout=30,
+    )
+    result: dict = response.json()
+    return result
