@@ -46,7 +46,7 @@ lint: ## ruff check, ruff format --check, mypy --strict on libs and services
 	.venv/bin/ruff format --check .
 	.venv/bin/mypy libs/*/src services/*/src deploy/scripts bench
 
-bench: setup ## Measure ingest, query quality, latency and load on SciFact (docs/benchmarks.md, docs/img; ~100 min)
+bench: setup ## Measure ingest, query quality, latency, load and scale (docs/benchmarks.md, docs/img; ~155 min, BENCH_ARGS=--no-scale ~50)
 	$(PY) bench/ingest_throughput.py $(BENCH_ARGS)
 
 bench-quality: setup ## Quality ablations (2-fold CV on SciFact), SciFact and docs/ answers through the API (docs/benchmarks.md; ~60 min)

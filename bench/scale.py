@@ -181,6 +181,9 @@ def latency_at(query_url: str, collection: str, queries: list[str]) -> dict[str,
     return out
 
 
+SUBSETS = (1000, 3000)  # the first N SciFact documents, each its own collection
+
+
 def query_growth(
     settings: IngestSettings,
     stack: NativeStack,
@@ -188,7 +191,7 @@ def query_growth(
     doc_chunks: list[tuple[str, list[str]]],
     vectors: NDArray[np.float32],
     queries: list[str],
-    subsets: tuple[int, ...] = (1000, 3000),
+    subsets: tuple[int, ...] = SUBSETS,
     sizes: tuple[int, ...] = SIZES,
 ) -> list[dict[str, Any]]:
     """Search latency on the first ``subsets`` documents, the full corpus (``full``: its

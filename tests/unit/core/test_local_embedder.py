@@ -72,13 +72,22 @@ def test_vectors_are_unit_length_and_semantic(fp32: LocalEmbedder) -> None:
     assert similar > unrelated + 0.3
 
 
-def test_batching_and_order_do_not_change_results(cache_dir: Path, fp32: LocalEmbedder) -> None:
-    small_batches = LocalEmbedder(cache_dir, variant="fp32", batch_size=1)
+def test_order_and_threads_do_not_change_results(cache_dir: Path, fp32: LocalEmbedder) -> None:
+    one_thread = LocalEmbedder(cache_dir, variant="fp32", threads=1)
     together = fp32.embed_sync(TEXTS)
-    one_by_one = small_batches.embed_sync(TEXTS)
-    assert np.allclose(together, one_by_one, atol=1e-5)
-    reversed_order = fp32.embed_sync(TEXTS[::-1])
-    assert np.allclose(together, reversed_order[::-1], atol=1e-5)
+    assert np.array_equal(one_thread.embed_sync(TEXTS), together)
+    assert np.array_equal(fp32.embed_sync(TEXTS[::-1])[::-1], together)
+
+
+def test_an_int8_vector_depends_on_the_text_alone_not_on_its_call(cache_dir: Path) -> None:
+    """int8 quantizes each model run by its whole input: a text batched beside others (padded
+    or not) used to get another vector than on its own (components 0.017 apart)."""
+    int8 = LocalEmbedder(cache_dir, variant="int8")
+    for text in (TEXTS[0], "the red cat"):
+        alone = int8.embed_sync([text])[0]
+        beside = int8.embed_sync([TEXTS[2], text, "a blue dog", TEXTS[1] + " " + TEXTS[0]])
+        assert np.array_equal(beside[1], alone)
+    assert int8.count_tokens(["the red cat", "a blue dog"]) == [3, 3]  # one length, unpadded
 
 
 async def test_async_interface_and_int8_variant_agree(cache_dir: Path, fp32: LocalEmbedder) -> None:

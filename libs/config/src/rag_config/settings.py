@@ -260,12 +260,18 @@ class EmbeddingSettings(_EnvSettings):
         "all-MiniLM-L6-v2-int8",
         description="Model of new collections (a collection keeps the one it was created with).",
     )
-    embed_batch_size: int = Field(32, ge=1, le=1024, description="Texts per embedding batch.")
+    embed_batch_size: int = Field(
+        32,
+        ge=1,
+        le=1024,
+        description="A worker combines concurrent jobs' chunks into embedding calls of up to "
+        "8x this many (the local model then runs each chunk on its own, unpadded).",
+    )
     embed_threads: int = Field(
         0,
         ge=0,
         le=256,
-        description="Local embedding batches run at once, one thread each (0: one per core).",
+        description="Local embedding runs at once, one thread each (0: one per core).",
     )
     embedding_timeout_seconds: float = Field(
         30.0, gt=0, le=600, description="Time limit of each call to a hosted embedding API."

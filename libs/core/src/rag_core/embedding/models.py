@@ -85,7 +85,6 @@ class EmbedderFactory:
                 Path(s.models_path),
                 variant="int8" if spec.remote_name == "int8" else "fp32",
                 threads=s.embed_threads,
-                batch_size=s.embed_batch_size,
             )
         if spec.provider == "openai":
             from rag_core.embedding.hosted import OpenAIEmbedder  # noqa: PLC0415
