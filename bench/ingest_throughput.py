@@ -575,7 +575,7 @@ def main() -> None:
             scale.plot(growth, first["scale"], ROOT / "docs" / "img" / "scale.png")
             sections.append(scale.section(growth, first["scale"], header, "img/scale.png"))
             text = replace_section(text, "scale", sections[-1])
-        sections.append(goals.section(raw, first, header, carried))
+        sections.append(goals.section(raw, first, header.replace("above", "below"), carried))
         text = replace_section(text, "goals", sections[-1])
     DOC.write_text(text)
     print("\n\n".join(sections))
