@@ -1,11 +1,11 @@
 """Extractive answers over our own docs/, in-process: for each question of
-bench/docs_questions.jsonl, the product's chunker, hybrid retrieval (int8 MiniLM + BM25, RRF)
-and source selection, then the offline generator; scored for citation precision, answer
-support and whether the answer holds the sentence that says so.
+bench/docs_questions.jsonl, the product's chunker, hybrid retrieval (int8 MiniLM + BM25, fused
+as the query service's defaults say) and source selection, then the offline generator; scored
+for citation precision, answer support and whether the answer holds the sentence that says so.
 
     .venv/bin/python bench/answer_lab.py [--show]
 
-The figures reported in docs/benchmarks.md come from the evaluation API (bench/docs_eval.py);
+The figures reported in docs/benchmarks.md come from the evaluation API (bench/quality.py);
 this is the fast loop for changing the generator.
 """
 
@@ -222,8 +222,18 @@ class Bench:
 STEPS: list[tuple[str, bool, dict[str, float]]] = [
     ("prose only, each sentence cited (by words)", False, {"FOCUS": 0}),
     ("+ one document (by words)", False, {"FOCUS": 1}),
-    ("prose only, by meaning, every document", True, {"FOCUS": 0}),
-    ("+ one document: shipped", True, {"FOCUS": 1}),
+    ("prose only, by meaning, every document", True, {"FOCUS": 0, "CONTEXT": 0}),
+    (
+        "+ one document, the best sentence's",
+        True,
+        {"FOCUS": 1, "CONTEXT": 0, "SECOND_SHARE": 0},
+    ),
+    (
+        "+ sentences embedded after their title and headings",
+        True,
+        {"FOCUS": 1, "CONTEXT": 1, "SECOND_SHARE": 0},
+    ),
+    ("+ the document of the two best sentences: shipped", True, {"FOCUS": 1}),
 ]
 
 

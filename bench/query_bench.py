@@ -29,7 +29,7 @@ if TYPE_CHECKING:
 MODES: tuple[tuple[str, str, dict[str, Any]], ...] = (
     ("lexical", "BM25 (lexical)", {"mode": "lexical"}),
     ("dense", "dense (all-MiniLM-L6-v2 int8)", {"mode": "dense"}),
-    ("hybrid", "hybrid (RRF, k=60)", {"mode": "hybrid"}),
+    ("hybrid", "hybrid (the defaults: FUSION, CONVEX_DENSE_SHARE)", {"mode": "hybrid"}),
     ("hybrid+mmr", "hybrid + MMR (lambda 0.7)", {"mode": "hybrid", "mmr": True}),
 )
 MEASURES = [nDCG @ 10, R @ 10, R @ 100, RR @ 10]

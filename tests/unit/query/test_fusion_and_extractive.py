@@ -205,3 +205,58 @@ async def test_each_sentence_cites_its_source_and_a_cut_sentence_is_skipped() ->
     ]
     text = await _answer(ExtractiveGenerator(Analyzer()), "How many days of leave?", sources)
     assert text == "Staff get 25 days of leave. [1] Leave is booked in the portal. [1]"
+
+
+async def test_a_sentence_is_scored_after_its_sources_title_and_headings() -> None:
+    """ "Every response carries a strict policy" says nothing of a playground by itself; under
+    "Playground > Security" it answers a question about the playground's security."""
+    sources = [
+        Source(1, "c1", "readme", "Clients include a browser playground and a command line."),
+        Source(
+            2,
+            "c2",
+            "playground",
+            "Every response carries a strict policy, so no other site may frame it.",
+            title="Playground",
+            heading="Security",
+        ),
+    ]
+    embedded: list[str] = []
+
+    async def embed(texts: Sequence[str]) -> np.ndarray:
+        embedded.extend(texts)
+        topics = [("playground",), ("security", "frame", "iframe")]
+        rows = [
+            [float(any(t in x.lower() for t in topic)) + 0.01 for topic in topics] for x in texts
+        ]
+        return np.asarray(rows, dtype=np.float32)
+
+    question = "Is the playground safe from being framed in an iframe, security-wise?"
+    text = await _answer(ExtractiveGenerator(Analyzer(), embed=embed), question, sources)
+    assert text == "Every response carries a strict policy, so no other site may frame it. [2]"
+    assert (
+        "Playground > Security\nEvery response carries a strict policy, so no other site may "
+        "frame it." in embedded
+    )
+
+
+async def test_the_answer_keeps_to_the_document_with_the_most_support() -> None:
+    """One document has the single best sentence; another has two nearly as good. The answer
+    keeps to the second, whose support does not rest on one sentence."""
+    sources = [
+        Source(1, "c1", "lucky", "Alpha beta gamma delta one. Nothing else here at all."),
+        Source(2, "c2", "solid", "Alpha beta gamma delta two. Alpha beta gamma delta three."),
+    ]
+    scores = {"one": 0.95, "two": 0.9, "three": 0.88}
+
+    async def embed(texts: Sequence[str]) -> np.ndarray:
+        rows = []
+        for text in texts:
+            score = next((v for k, v in scores.items() if text.rstrip(".").endswith(k)), None)
+            # The question is [1, 0]; a sentence's similarity to it is its first component.
+            similarity = 1.0 if score is None and "?" in text else score or 0.0
+            rows.append([similarity, (1 - similarity**2) ** 0.5])
+        return np.asarray(rows, dtype=np.float32)
+
+    text = await _answer(ExtractiveGenerator(Analyzer(), embed=embed), "Alpha beta?", sources)
+    assert text == "Alpha beta gamma delta two. [2] Alpha beta gamma delta three. [2]"

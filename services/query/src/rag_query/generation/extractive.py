@@ -7,9 +7,12 @@ that are mostly links are passed over, so a Markdown source answers with what it
 with its layout. Sentences score by meaning (the collection's embedder: the question's
 similarity to each sentence) plus a share of the question's words they hold, weighted by
 inverse document frequency (rare terms count more, as in BM25) and damped for long sentences;
-without an embedder, or if it fails, by the words alone. The answer keeps to the document of
-the best sentence: a second document's sentence is more often beside the point than not, and
-each citation of it would point the reader elsewhere.
+without an embedder, or if it fails, by the words alone. A sentence is embedded after its
+source's title and headings ("Playground > Security"), as chunks are indexed: "Every response
+carries a Content-Security-Policy" answers a question about the playground because it sits
+under it. The answer keeps to one document, the one whose two best sentences score highest:
+a second document's sentence is more often beside the point than not, and each citation of
+it would point the reader elsewhere.
 """
 
 from __future__ import annotations
@@ -39,10 +42,12 @@ RELATIVE_FLOOR = 0.6
 MIN_WORDS = 4  # shorter pieces are mostly headings
 PROSE_SHARE = 0.7  # of a sentence's words that are plain words (code is mostly not)
 RANK_PRIOR = 0.3  # added to a sentence's score, divided by its source's rank (from 1)
-FOCUS = True  # sentences from the document of the best one only
+FOCUS = True  # sentences from one document only (_best_of_leading_document)
 MAX_EMBEDDED = 64  # sentences scored by meaning per answer
 LEXICAL_SHARE = 0.3  # of the normalised word overlap added to the similarity
 RANK_PRIOR_DENSE = 0.05
+SECOND_SHARE = 0.5  # of a document's second-best sentence, added to its best in choosing it
+CONTEXT = True  # sentences are scored by meaning after their source's title and headings
 
 _FENCE = re.compile(r"^\s*(?:```|~~~)")
 # Lines that are layout, not prose: headings, table rows, rules, HTML comments, images.
@@ -67,6 +72,7 @@ class _Sentence:
     rank: int  # the source's rank, 0 first
     position: int
     score: float
+    context: str = ""  # the source's title and heading path
 
 
 def split_sentences(text: str) -> list[str]:
@@ -145,6 +151,21 @@ def _mostly_links(sentence: str) -> bool:
     return linked * 2 > len(_LINK.sub(" ", sentence).split()) + linked
 
 
+def _best_of_leading_document(ranked: list[_Sentence]) -> _Sentence:
+    """The best sentence of the document with the most support: its best sentence's score
+    plus SECOND_SHARE of its second best's (one lucky sentence weighs less than two good
+    ones). ``ranked``: best first."""
+    tops: dict[str, list[_Sentence]] = {}
+    for sentence in ranked:
+        if len(tops.setdefault(sentence.document, [])) < 2:
+            tops[sentence.document].append(sentence)
+
+    def support(top: list[_Sentence]) -> float:
+        return top[0].score + (SECOND_SHARE * top[1].score if len(top) > 1 else 0.0)
+
+    return max(tops.values(), key=support)[0]  # max keeps the first of equals: rank order
+
+
 class ExtractiveGenerator:
     name = "extractive"
 
@@ -165,12 +186,15 @@ class ExtractiveGenerator:
         pool: list[_Sentence] = []
         for rank, source in enumerate(sources):
             pieces = candidate_sentences(source.text, continued=source.position != 0)
+            context = " > ".join(p for p in (source.title, source.heading) if p) if CONTEXT else ""
             for position, text in enumerate(pieces):
                 terms = set(self.analyzer.terms(text))
                 overlap = sum(self.idf(t) for t in wanted & terms)
                 lexical = overlap / (1.0 + math.log1p(len(terms) / 25))
                 pool.append(
-                    _Sentence(text, source.number, source.document_id, rank, position, lexical)
+                    _Sentence(
+                        text, source.number, source.document_id, rank, position, lexical, context
+                    )
                 )
         if not pool:
             return []
@@ -189,7 +213,7 @@ class ExtractiveGenerator:
             # the best source's opening sentences rather than with nothing.
             candidates = [replace(s, score=1.0 - s.position) for s in pool if s.rank == 0][:2]
         ranked = sorted(candidates, key=lambda s: (-s.score, s.rank, s.position))
-        best = ranked[0]
+        best = _best_of_leading_document(ranked)
         floor = best.score * RELATIVE_FLOOR
         chosen: list[_Sentence] = []
         seen: list[frozenset[str]] = []
@@ -218,7 +242,8 @@ class ExtractiveGenerator:
         rank order, are embedded with the question in one call."""
         assert self.embed is not None
         considered = pool[: self.max_embedded]
-        vectors = np.asarray(await self.embed([question, *(s.text for s in considered)]))
+        texts = [f"{s.context}\n{s.text}" if s.context else s.text for s in considered]
+        vectors = np.asarray(await self.embed([question, *texts]))
         vectors /= np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
         similarity = vectors[1:] @ vectors[0]
         top = max(s.score for s in considered) or 1.0
