@@ -224,7 +224,10 @@ def answers_lines(
     lines = [
         "The same questions in-process (bench/answer_lab.py: the product's chunker, hybrid "
         "retrieval and source selection, then each generator), step by step; *holds* is the "
-        "share of answers holding at least 80% of the expected sentence's words:",
+        "share of answers holding at least 80% of the expected sentence's words. The steps "
+        "share one cache of sentence vectors, so *ms per answer* includes embedding only where "
+        "a step embeds new texts (the first by meaning, and the first with titles and "
+        "headings); the latency table above has an answer's whole time through the API:",
         "",
         "| generator | citation precision | answer support | answer recall | holds the sentence "
         "| words | ms per answer |",
