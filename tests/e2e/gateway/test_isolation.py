@@ -704,6 +704,12 @@ def probe_models(world: World, who: Outsider, check: Check) -> None:
     check.require(names <= who.allowed, who, f"GET /v1/models lists {names - who.allowed}")
 
 
+def probe_model(world: World, who: Outsider, check: Check) -> None:
+    for name in who.targets:
+        for model in (name, f"{name}:extractive"):
+            check.send(who, Call("GET", f"/v1/models/{model}", lambda b: b), expect=404)
+
+
 def probe_chat(world: World, who: Outsider, check: Check) -> None:
     question = "What opens the northern depot vault?"
     for name in who.targets:
@@ -788,6 +794,7 @@ PROBES: dict[tuple[str, str], Probe] = {
     ("GET", "/v1/jobs/{job}/events"): probe_job_events,
     ("POST", "/v1/jobs/{job}/retry"): probe_retry_job,
     ("GET", "/v1/models"): probe_models,
+    ("GET", "/v1/models/{model}"): probe_model,
     ("POST", "/v1/chat/completions"): probe_chat,
     ("POST", "/v1/evaluate"): probe_evaluate,
     ("POST", "/v1/evaluate/beir"): probe_evaluate_beir,

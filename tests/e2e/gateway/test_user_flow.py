@@ -82,10 +82,28 @@ def test_a_user_flow_through_nginx(edge: Edge, full_stack: NativeStack) -> None:
         _strict_response_validation=True,
     )
     assert "manuals" in {m.id for m in sdk.models.list()}
+    assert sdk.models.retrieve("manuals").id == "manuals"
+    with pytest.raises(openai.NotFoundError) as missing:
+        sdk.models.retrieve("no-such-manuals")
+    assert missing.value.code == "model_not_found"
+    # Any path under OpenAI's routes answers in OpenAI's shape, an unknown one too.
+    unknown = edge.http.get("/v1/chat/nothing-here", headers=auth)
+    assert unknown.status_code == 404
+    assert set(unknown.json()["error"]) == {"message", "type", "param", "code"}
     reply = sdk.chat.completions.create(
         model="manuals", messages=[{"role": "user", "content": "How often is the pump serviced?"}]
     )
     assert "500 hours" in (reply.choices[0].message.content or "")
+    # A chat UI's placeholder or an OpenAI key is a wrong API key, said as OpenAI says it.
+    for wrong in ("sk-placeholder", "sk-proj-" + "x" * 40):
+        stranger = openai.OpenAI(base_url=f"{full_stack.edge_url}/v1", api_key=wrong, max_retries=0)
+        with pytest.raises(openai.AuthenticationError) as refused:
+            stranger.models.list()
+        assert refused.value.code == "invalid_api_key"
+        assert refused.value.type == "invalid_request_error"
+        assert "API key is not valid" in refused.value.message
+        assert "JWT" not in refused.value.message
+        assert "token" not in refused.value.message
     # Every hop logged the same request id: nginx's access log has it with the upstream time.
     response = edge.http.get("/v1/collections", headers={**auth, "X-Request-ID": "flow-check-1"})
     assert response.headers["x-request-id"] == "flow-check-1"
@@ -111,6 +129,7 @@ def test_the_public_schema_describes_the_whole_api(edge: Edge) -> None:
         "/v1/collections/{collection}/query",
         "/v1/chat/completions",
         "/v1/models",
+        "/v1/models/{model}",
         "/v1/admin/keys",
     ):
         assert path in paths, path

@@ -31,6 +31,15 @@ def test_models_list_the_collections(sdk: openai.OpenAI, handbook: str) -> None:
     assert handbook in ids
     assert f"{handbook}:openai" in ids  # the other configured generators, per collection
     assert f"{handbook}:google" in ids
+    # Each one by its id too (the Node SDK's models.retrieve), and a missing one in OpenAI's
+    # shape: a 404 with no OpenAI body reads as "404 status code (no body)" there.
+    assert sdk.models.retrieve(handbook).id == handbook
+    assert sdk.models.retrieve(f"{handbook}:openai").id == f"{handbook}:openai"
+    for missing in ("no-such-collection", f"{handbook}:no-such-generator"):
+        with pytest.raises(openai.NotFoundError) as caught:
+            sdk.models.retrieve(missing)
+        assert caught.value.code == "model_not_found"
+        assert caught.value.type == "invalid_request_error"
 
 
 def test_chat_completion(sdk: openai.OpenAI, handbook: str) -> None:

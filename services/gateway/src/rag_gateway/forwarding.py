@@ -36,13 +36,14 @@ class MethodNotAllowed(RagError):
 def openai_error(exc: RagError) -> Response[Any]:
     status = 400 if exc.status_code == 422 else int(exc.status_code)
     kind = "invalid_request_error" if status < 500 else "server_error"
+    code = exc.problem
     if status == 401:
-        kind = "authentication_error"
+        code = "invalid_api_key"  # as OpenAI answers any refused credential
     elif status == 403:
         kind = "permission_error"
     elif status == 429:
         kind = "rate_limit_error"
-    body = {"error": {"message": exc.detail, "type": kind, "param": None, "code": exc.problem}}
+    body = {"error": {"message": exc.detail, "type": kind, "param": None, "code": code}}
     return Response(body, status_code=status, headers=exc.headers)
 
 

@@ -16,7 +16,7 @@ from rag_core.errors import RagError
 from rag_core.service import package_version
 
 from rag_gateway.proxy import Forwarder
-from rag_gateway.routing import NoRoute, classify
+from rag_gateway.routing import NoRoute, classify, is_openai_path
 
 SECURITY = {
     "bearer": {
@@ -87,7 +87,7 @@ COMMON_ERRORS = {
 def _errors_as_problems(path: str, operation: dict[str, Any]) -> None:
     """Document every error as it is sent: problem+json (OpenAI's shape on its routes), with
     the statuses the gateway itself adds."""
-    openai = path in ("/v1/chat/completions", "/v1/models")
+    openai = is_openai_path(path)
     media, schema = (
         ("application/json", {"$ref": "#/components/schemas/OpenAIError"})
         if openai

@@ -39,6 +39,13 @@ from rag_gateway.routing import Policy, Route, Upstream
 from rag_gateway.streams import Lease, StreamLeases
 
 
+class ModelNotFound(NotFound):
+    """As the query service says of a model that does not exist (OpenAI's code): a model of
+    another collection must read the same."""
+
+    problem = "model_not_found"
+
+
 class LengthRequired(RagError):
     status_code = 411
     problem = "length-required"
@@ -105,7 +112,7 @@ class Admission:
 
     def visible(self, body: Any) -> Any:
         """The answer (decoded JSON) as the caller may see it: listings keep only its
-        collections' items; an evaluation of another collection is 404."""
+        collections' items; a model or an evaluation of another collection is 404."""
         principal, answer = self.principal, self.policy.answer
         if answer == "collections":
             body["collections"] = [c for c in body["collections"] if principal.may_use(c["name"])]
@@ -113,6 +120,10 @@ class Admission:
             body["jobs"] = [j for j in body["jobs"] if principal.may_use(j["collection"])]
         elif answer == "models":
             body["data"] = [m for m in body["data"] if principal.may_use(m["id"].partition(":")[0])]
+        elif answer == "model":
+            model = str(body.get("id"))
+            if not principal.may_use(model.partition(":")[0]):
+                raise ModelNotFound(f"the model {model!r} does not exist")
         elif answer == "evaluation":
             principal.require_collection(str(body.get("collection")))
         return body

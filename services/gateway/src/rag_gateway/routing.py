@@ -17,6 +17,7 @@ Kind = Literal[
     "jobs",
     "job",
     "models",
+    "model",
     "chat",
     "evaluate",
     "evaluate_files",
@@ -45,7 +46,7 @@ class Policy:
     owner: Literal["job", "session"] | None = None
     # The answer names collections: a listing is kept to the key's, an evaluation of another
     # collection does not exist for it.
-    answer: Literal["collections", "jobs", "models", "evaluation"] | None = None
+    answer: Literal["collections", "jobs", "models", "model", "evaluation"] | None = None
     # What a key limited to some collections is told, when it may not use the route at all.
     closed_to_limited_keys: str | None = None
     # The body counts against the daily ingest bytes (so it needs a Content-Length), and so do
@@ -64,6 +65,7 @@ POLICIES: dict[Kind, Policy] = {
     "jobs": Policy(answer="jobs"),
     "job": Policy(owner="job"),
     "models": Policy(answer="models"),
+    "model": Policy(answer="model"),  # the model is a collection, or collection:generator
     "chat": Policy(collection_field="model"),  # the model is the collection
     "evaluate": Policy(collection_field="collection"),
     # The collection is a form field of a multipart body, which the gateway does not read.
@@ -132,6 +134,7 @@ TABLE: list[tuple[re.Pattern[str], dict[str, tuple[Upstream, str, Kind]]]] = [
     (re.compile(rf"^/v1/jobs/{_J}/events$"), {"GET": ("ingest", READ, "job")}),
     (re.compile(rf"^/v1/jobs/{_J}/retry$"), {"POST": ("ingest", WRITE, "job")}),
     (re.compile(r"^/v1/models$"), {"GET": ("query", QUERY, "models")}),
+    (re.compile(r"^/v1/models/[^/]+$"), {"GET": ("query", QUERY, "model")}),
     (re.compile(r"^/v1/chat/completions$"), {"POST": ("query", QUERY, "chat")}),
     (re.compile(r"^/v1/evaluate$"), {"POST": ("query", QUERY, "evaluate")}),
     (re.compile(r"^/v1/evaluate/beir$"), {"POST": ("query", QUERY, "evaluate_files")}),
@@ -179,4 +182,5 @@ def classify(method: str, path: str) -> Route:
 
 
 def is_openai_path(path: str) -> bool:
-    return path in ("/v1/models", "/v1/chat/completions")
+    """Paths OpenAI's clients call, or might: every answer there, errors too, in its shape."""
+    return path in ("/v1/models", "/v1/chat") or path.startswith(("/v1/models/", "/v1/chat/"))

@@ -10,6 +10,7 @@ list) give the scopes, ``collections`` (a list of names) optionally restricts th
 from __future__ import annotations
 
 import hmac
+import re
 from typing import Any
 
 import jwt
@@ -19,6 +20,10 @@ from rag_core.tenancy import TENANT_PATTERN
 
 from rag_gateway.auth.keys import KEY_PATTERN, ApiKeyStore
 from rag_gateway.auth.principal import SCOPES, Principal, Unauthorized
+
+# header.payload.signature, each base64url: anything else is no JWT, whatever the secret.
+_JWT_SHAPE = re.compile(r"^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*$")
+INVALID_KEY = "the API key is not valid (unknown, wrong or revoked)"
 
 # Which setting asks for a claim PyJWT found missing (exp is always required).
 _REQUIRED_BY = {"aud": " (JWT_AUDIENCE is set)", "iss": " (JWT_ISSUER is set)"}
@@ -50,7 +55,7 @@ class Authenticator:
         if KEY_PATTERN.match(token):
             record = await self.keys.verify(token)
             if record is None:
-                raise Unauthorized("the API key is not valid (unknown, wrong or revoked)")
+                raise Unauthorized(INVALID_KEY)
             return Principal(
                 f"key:{record.id}",
                 record.tenant,
@@ -59,6 +64,9 @@ class Authenticator:
                 record.requests_per_minute,
                 record.ingest_bytes_per_day,
             )
+        if not _JWT_SHAPE.match(token):
+            # An OpenAI-style key, a chat UI's placeholder: a wrong API key, not a JWT problem.
+            raise Unauthorized(INVALID_KEY)
         return self._from_jwt(token)
 
     def _from_jwt(self, token: str) -> Principal:

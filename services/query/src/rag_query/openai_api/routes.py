@@ -1,4 +1,5 @@
-"""GET /v1/models and POST /v1/chat/completions, as the OpenAI API defines them.
+"""GET /v1/models, GET /v1/models/{model} and POST /v1/chat/completions, as the OpenAI API
+defines them.
 
 A model is a collection (answered by the default generator) or ``collection:generator``.
 The last user message is the question and earlier turns are the conversation; the answer
@@ -18,7 +19,7 @@ from litestar import Controller, Request, Response, get, post
 from litestar.di import NamedDependency
 from litestar.exceptions import HTTPException, ValidationException
 from litestar.openapi.datastructures import ResponseSpec
-from litestar.params import JSONBody
+from litestar.params import FromPath, JSONBody
 from litestar.response import ServerSentEvent, ServerSentEventMessage
 from litestar.status_codes import HTTP_200_OK
 from rag_config import QuerySettings
@@ -188,6 +189,25 @@ class OpenAIController(Controller):
                 if generator != settings.generator:
                     data.append(OpenAIModel(id=f"{collection.name}:{generator}", created=created))
         return OpenAIModelList(data=data)
+
+    @get("/models/{model:str}", summary="One model: a collection, or a collection:generator")
+    async def model(
+        self,
+        model: FromPath[str],
+        catalog: NamedDependency[CollectionCatalog],
+        generators: NamedDependency[Generators],
+        settings: NamedDependency[QuerySettings],
+        tenant: NamedDependency[str],
+    ) -> OpenAIModel:
+        """What GET /v1/models lists under ``model``; 404 (``model_not_found``) otherwise."""
+        name, _, generator = model.partition(":")
+        collection = await catalog.find(tenant, name)
+        listed = not generator or (
+            generator in generators.available() and generator != settings.generator
+        )
+        if collection is None or not listed:
+            raise NotFound(f"the model {model!r} does not exist")
+        return OpenAIModel(id=model, created=int(collection.created_at))
 
     @post(
         "/chat/completions",
