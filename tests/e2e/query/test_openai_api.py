@@ -76,6 +76,53 @@ def test_streaming_chat_completion(sdk: openai.OpenAI, handbook: str) -> None:
     assert len(chunks) > 4
 
 
+def test_max_tokens_and_stop_are_honoured_and_n_and_tools_refused(
+    sdk: openai.OpenAI, handbook: str
+) -> None:
+    """They were ignored: max_tokens 5 with stop "." returned 187 tokens, said "stop"."""
+    question = [{"role": "user", "content": "What must laptops use?"}]
+    whole = sdk.chat.completions.create(model=handbook, messages=question)
+    assert whole.usage is not None
+    assert whole.usage.completion_tokens > 5
+    assert "." in (whole.choices[0].message.content or "")
+
+    cut = sdk.chat.completions.create(model=handbook, messages=question, max_tokens=5)
+    assert cut.choices[0].finish_reason == "length"
+    assert cut.usage is not None
+    assert 0 < cut.usage.completion_tokens <= 5
+    assert (whole.choices[0].message.content or "").startswith(
+        cut.choices[0].message.content or "?"
+    )
+
+    stopped = sdk.chat.completions.create(model=handbook, messages=question, stop=["."])
+    content = stopped.choices[0].message.content or ""
+    assert content
+    assert "." not in content
+    assert stopped.choices[0].finish_reason == "stop"
+
+    stream = sdk.chat.completions.create(
+        model=handbook,
+        messages=question,
+        stream=True,
+        max_completion_tokens=5,
+        stream_options={"include_usage": True},
+    )
+    chunks = list(stream)
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text == cut.choices[0].message.content
+    assert [c.choices[0].finish_reason for c in chunks if c.choices][-1] == "length"
+    assert chunks[-1].usage is not None
+    assert chunks[-1].usage.completion_tokens <= 5
+
+    for extra, field in (({"n": 2}, "n"), ({"tools": [_TOOL]}, "tools"), ({"stop": [""]}, "stop")):
+        with pytest.raises(openai.BadRequestError) as refused:
+            sdk.chat.completions.create(model=handbook, messages=question, **extra)
+        assert refused.value.param == field
+
+
+_TOOL = {"type": "function", "function": {"name": "lookup", "parameters": {"type": "object"}}}
+
+
 def test_earlier_turns_are_the_conversation(sdk: openai.OpenAI, handbook: str, llm: Replay) -> None:
     # The LLM stand-in is shared by the folder's tests, and whatever the last one scripted
     # would make the standalone question: here it fails, so the question is asked as it is

@@ -26,6 +26,7 @@ from rag_config import QuerySettings
 from rag_core.catalog import CollectionCatalog
 from rag_core.errors import InvalidInput, NotFound, RagError
 from rag_core.tenancy import tenant_of
+from rag_core.tokens import count_tokens
 from rag_telemetry import get_logger
 
 from rag_query.answers.generators import Generators
@@ -38,6 +39,12 @@ from rag_query.answers.service import (
     TokenEvent,
 )
 from rag_query.generation.base import Message
+from rag_query.openai_api.limits import (
+    OutputLimit,
+    refuse_unsupported,
+    stop_sequences,
+    token_limit,
+)
 from rag_query.retrieval.routes import SearchBody, search_request
 
 log = get_logger("rag.openai")
@@ -53,14 +60,20 @@ class StreamOptions(msgspec.Struct):
 
 
 class ChatRequest(msgspec.Struct):
-    """Fields OpenAI clients send that do not apply here (temperature, n...) are accepted
-    and ignored, as other OpenAI-compatible servers do."""
+    """Sampling fields OpenAI clients send (temperature, top_p, seed...) are accepted and
+    ignored, as other OpenAI-compatible servers do; the length and end of the answer
+    (``max_tokens``, ``max_completion_tokens``, ``stop``) are honoured (openai_api.limits),
+    and what cannot be (``n`` above 1, ``tools``) is refused."""
 
     model: str
     messages: list[ChatMessage]
     stream: bool = False
     stream_options: StreamOptions | None = None
     max_tokens: int | None = None
+    max_completion_tokens: int | None = None
+    stop: str | list[str] | None = None
+    n: int | None = None
+    tools: list[dict[str, Any]] | None = None
     top_k: int | None = None  # extension: passages to retrieve
     session_id: str | None = None  # extension: keep the conversation server-side
 
@@ -88,7 +101,7 @@ class ChatCompletionMessage(msgspec.Struct, kw_only=True):
 class ChatCompletionChoice(msgspec.Struct, kw_only=True):
     index: int = 0
     message: ChatCompletionMessage
-    finish_reason: Literal["stop"] = "stop"
+    finish_reason: Literal["stop", "length"] = "stop"
     logprobs: None = None
 
 
@@ -96,14 +109,6 @@ class CompletionUsage(msgspec.Struct):
     prompt_tokens: int
     completion_tokens: int
     total_tokens: int
-
-    @classmethod
-    def of(cls, usage: dict[str, int]) -> CompletionUsage:
-        return cls(
-            usage["input_tokens"],
-            usage["output_tokens"],
-            usage["input_tokens"] + usage["output_tokens"],
-        )
 
 
 class ChatCompletion(msgspec.Struct, kw_only=True):
@@ -146,6 +151,14 @@ def openai_error(request: Request[Any, Any, Any], exc: Exception) -> Response[An
         )
     log.exception("chat_completion_failed")
     return Response(_error_body("internal error", "server_error", None, None), status_code=500)
+
+
+def _usage(usage: dict[str, int], sent: str, limit: OutputLimit) -> CompletionUsage:
+    """The generator's count; under a limit (which may have cut the answer), what was sent,
+    counted (rag_core.tokens)."""
+    limited = limit.max_tokens is not None or bool(limit.stop)
+    completion = count_tokens(sent) if limited else usage["output_tokens"]
+    return CompletionUsage(usage["input_tokens"], completion, usage["input_tokens"] + completion)
 
 
 def _text(content: str | list[dict[str, Any]] | None) -> str:
@@ -231,6 +244,12 @@ class OpenAIController(Controller):
         request: Request[Any, Any, Any],
     ) -> Response[ChatCompletion] | Response[dict[str, Any]] | ServerSentEvent:
         collection, generator = split_model(data.model, generators)
+        refuse_unsupported(data.n, data.tools)
+        stop = stop_sequences(data.stop)
+        max_tokens = token_limit(
+            max_completion_tokens=data.max_completion_tokens, max_tokens=data.max_tokens
+        )
+        limit = OutputLimit(max_tokens, stop)
         turns = [m for m in data.messages if m.role in ("user", "assistant")]
         if not turns or turns[-1].role != "user" or not _text(turns[-1].content).strip():
             raise InvalidInput.for_field(
@@ -262,6 +281,7 @@ class OpenAIController(Controller):
                     )
                 if isinstance(event, DoneEvent):
                     result = event.result
+                    content = limit.feed(result["answer"]) + limit.close()
                     return Response(
                         ChatCompletion(
                             id=completion_id,
@@ -269,10 +289,11 @@ class OpenAIController(Controller):
                             model=data.model,
                             choices=[
                                 ChatCompletionChoice(
-                                    message=ChatCompletionMessage(content=result["answer"])
+                                    message=ChatCompletionMessage(content=content),
+                                    finish_reason=limit.finish_reason,
                                 )
                             ],
-                            usage=CompletionUsage.of(result["usage"]),
+                            usage=_usage(result["usage"], content, limit),
                             sources=msgspec.convert(result["sources"], list[SourceOut]),
                         )
                     )
@@ -300,7 +321,10 @@ class OpenAIController(Controller):
             try:
                 async for event in answer_service.events(prepared, streaming=True):
                     if isinstance(event, TokenEvent):
-                        yield chunk({"content": event.text}, None)
+                        # Past a cut the rest is read and dropped: the answer's record (its
+                        # session turn, its cache entry) is the generator's whole answer.
+                        if text := limit.feed(event.text):
+                            yield chunk({"content": text}, None)
                     elif isinstance(event, ErrorEvent):
                         error = _error_body(
                             event.message, "server_error", None, "generation_failed"
@@ -309,7 +333,9 @@ class OpenAIController(Controller):
                         return
                     elif isinstance(event, DoneEvent):
                         result = event.result
-                        yield chunk({}, "stop", sources=result["sources"])
+                        if text := limit.close():
+                            yield chunk({"content": text}, None)
+                        yield chunk({}, limit.finish_reason, sources=result["sources"])
                         if include_usage:
                             body = {
                                 "id": completion_id,
@@ -317,7 +343,7 @@ class OpenAIController(Controller):
                                 "created": created,
                                 "model": data.model,
                                 "choices": [],
-                                "usage": CompletionUsage.of(result["usage"]),
+                                "usage": _usage(result["usage"], limit.text, limit),
                             }
                             yield ServerSentEventMessage(data=msgspec.json.encode(body).decode())
             except Exception as exc:  # never a cut connection
