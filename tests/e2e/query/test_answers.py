@@ -9,6 +9,7 @@ import time
 
 import httpx
 import pytest
+from rag_core.tokens import count_tokens
 from rag_devstack import NativeStack
 
 from tests.support.ingest import IngestClient
@@ -213,6 +214,25 @@ def test_answers_are_cached_until_the_collection_changes(
     assert "pasta" in changed["answer"]
     assert "soup" not in changed["answer"]
     assert query.answer(name, "What is for lunch on Monday?", cache=False)["cached"] is False
+
+
+def test_a_cached_answer_streams_word_by_word_like_a_fresh_one_and_counts_tokens(
+    ingest: IngestClient, query: QueryClient
+) -> None:
+    """A cached answer used to come as one token event; usage counted words, not tokens."""
+    name = ingest.create_collection()
+    text = "Lunch is soup on Mondays, served with homemade sourdough. Dinner is fish on Fridays."
+    ingest.wait(ingest.ingest_ok(name, [{"id": "menu", "text": text}]))
+    query.wait_for(name, "soup", "menu")
+    streams = [query.stream(name, "What is for lunch on Monday?") for _ in range(2)]
+    fresh, cached = ([e.data["text"] for e in s if e.event == "token"] for s in streams)
+    assert [s[-1].data["cached"] for s in streams] == [False, True]
+    assert cached == fresh
+    assert len(cached) > 5
+    done = streams[0][-1].data
+    assert done["usage"]["output_tokens"] == count_tokens(done["answer"])
+    assert done["usage"]["output_tokens"] > len(done["answer"].split())  # "sourdough" is 3
+    assert done["usage"]["input_tokens"] == count_tokens(text)
 
 
 def test_metrics_count_retrieval_generation_cache_and_reranking(

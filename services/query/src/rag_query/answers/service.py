@@ -22,7 +22,7 @@ from rag_telemetry import get_logger
 from rag_query.answers.cache import AnswerCache
 from rag_query.answers.generators import Generators
 from rag_query.answers.sessions import SessionStore
-from rag_query.generation.base import GenerationError, Message, Usage
+from rag_query.generation.base import GenerationError, Message, Usage, word_pieces
 from rag_query.generation.extractive import ExtractiveGenerator
 from rag_query.generation.prompts import Prompts
 from rag_query.generation.sources import Source, cited_numbers, select_sources
@@ -250,8 +250,9 @@ class AnswerService:
         if prepared.cached is not None:
             cached = prepared.cached
             yield SourcesEvent(cached["sources"])
-            if streaming:
-                yield TokenEvent(cached["answer"])
+            if streaming:  # as a fresh answer streams, not in one piece
+                for piece in word_pieces(cached["answer"]):
+                    yield TokenEvent(piece)
             yield DoneEvent({**cached, "cached": True, "timings": prepared.timings})
             await self._remember(prepared, cached["answer"])
             return

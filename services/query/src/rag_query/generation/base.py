@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+import re
+from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
@@ -21,6 +22,12 @@ class GenerationError(Exception):
 class Usage:
     input_tokens: int = 0
     output_tokens: int = 0
+
+
+def word_pieces(text: str) -> Iterator[str]:
+    """A finished text as a stream sends it: word by word, each with the space after it."""
+    for match in re.finditer(r"\S+\s*", text):
+        yield match.group(0)
 
 
 @dataclass(frozen=True)

@@ -24,9 +24,10 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
+from rag_core.tokens import count_tokens
 from rag_telemetry import get_logger
 
-from rag_query.generation.base import Message, Usage
+from rag_query.generation.base import Message, Usage, word_pieces
 from rag_query.generation.sources import Source, quoted
 from rag_query.retrieval.analyzer import Analyzer
 
@@ -263,10 +264,12 @@ class ExtractiveGenerator:
         usage: Usage,
     ) -> AsyncIterator[str]:
         chosen = await self.select(question, sources)
-        usage.input_tokens = sum(len(s.text.split()) for s in sources)
+        # Counted as an LLM's usage is, in tokens (rag_core.tokens: WordPiece, within a few
+        # percent of an LLM's tokenizer on English): what it read, what it wrote.
+        usage.input_tokens = sum(count_tokens(s.text) for s in sources)
         # Each sentence cites its source; a "[3]" in the document itself cites nothing.
         pieces = [f"{quoted(sentence.text)} [{sentence.source}]" for sentence in chosen]
         text = " ".join(pieces)
-        usage.output_tokens = len(text.split())
-        for word in re.findall(r"\S+\s*", text):
+        usage.output_tokens = count_tokens(text)
+        for word in word_pieces(text):
             yield word
