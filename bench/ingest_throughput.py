@@ -147,7 +147,6 @@ def end_to_end(
     *,
     raw: dict[str, Any] | None,
     synthetic: tuple[int, ...] = scale.SIZES,
-    scaled: bool = True,
 ) -> dict[str, Any]:
     """Ingest ``docs`` through a fresh native stack with ``workers`` workers. With ``raw`` (the
     raw embedder's chunks and vectors), the query side too, on the same stack: the peer
@@ -227,9 +226,7 @@ def end_to_end(
             }
             if raw is not None:
                 result.update(
-                    query_side(
-                        stack, docs, cache, raw, collection["chunk_count"], synthetic, scaled
-                    )
+                    query_side(stack, docs, cache, raw, collection["chunk_count"], synthetic)
                 )
             if "nginx" in stack.processes:
                 names.append("nginx")
@@ -260,7 +257,6 @@ def query_side(
     raw: dict[str, Any],
     chunks: int,
     synthetic: tuple[int, ...],
-    scaled: bool = True,
 ) -> dict[str, Any]:
     """Ours first (quality, latency, load, scale), then the peer: its ingest into the same
     Chroma, then its retriever, so neither's background work lands in the other's figures."""
@@ -290,9 +286,8 @@ def query_side(
         stack.ports.chroma,
         chroma_name_of(stack.redis_url, "scifact"),
     )
-    subsets: tuple[int, ...] = scale.SUBSETS if scaled else ()
-    if not scaled:
-        synthetic = ()
+    # No synthetic growth (--no-scale): no subsets either, the whole corpus only.
+    subsets: tuple[int, ...] = scale.SUBSETS if synthetic else ()
     print("scale...", flush=True)
     stack_settings = IngestSettings(
         _env_file=None,
@@ -528,8 +523,9 @@ def main() -> None:
             workers,
             args.concurrency,
             raw=raw if with_query else None,
-            synthetic=tuple(int(n) for n in args.synthetic_chunks.split(",")),
-            scaled=not args.no_scale,
+            synthetic=()
+            if args.no_scale
+            else tuple(int(n) for n in args.synthetic_chunks.split(",")),
         )
         print(
             f"  {run['chunks']} chunks, {run['chunks_per_s']:.1f} chunks/s "

@@ -66,8 +66,14 @@ class OutputLimit:
         self.hold = max((len(s) for s in self.stop), default=1) - 1
         self.text = ""  # everything kept so far (up to the cut, once there is one)
         self.sent = 0  # characters of ``text`` already given out
+        self.searched = 0  # characters of ``text`` already searched for a stop sequence
         self.ended = False
         self.finish_reason: Literal["stop", "length"] = "stop"
+
+    @property
+    def active(self) -> bool:
+        """Whether anything may cut the answer."""
+        return self.max_tokens is not None or bool(self.stop)
 
     def feed(self, piece: str) -> str:
         if self.ended:
@@ -94,10 +100,13 @@ class OutputLimit:
     def _cut(self) -> int | None:
         ends: list[tuple[int, Literal["stop", "length"]]] = []
         for sequence in self.stop:
-            found = self.text.find(sequence)
+            # Only where the new piece could have completed it: the rest was searched before.
+            found = self.text.find(sequence, max(0, self.searched - len(sequence) + 1))
             if found >= 0:
                 ends.append((found, "stop"))
-        if self.max_tokens is not None:
+        self.searched = len(self.text)
+        # A token spans at least one character: a text no longer than the limit is within it.
+        if self.max_tokens is not None and len(self.text) > self.max_tokens:
             spans = token_spans(self.text)
             if len(spans) > self.max_tokens:
                 ends.append((spans[self.max_tokens - 1][1], "length"))

@@ -153,12 +153,18 @@ def openai_error(request: Request[Any, Any, Any], exc: Exception) -> Response[An
     return Response(_error_body("internal error", "server_error", None, None), status_code=500)
 
 
-def _usage(usage: dict[str, int], sent: str, limit: OutputLimit) -> CompletionUsage:
+def _usage(usage: dict[str, int], limit: OutputLimit) -> CompletionUsage:
     """The generator's count; under a limit (which may have cut the answer), what was sent,
     counted (rag_core.tokens)."""
-    limited = limit.max_tokens is not None or bool(limit.stop)
-    completion = count_tokens(sent) if limited else usage["output_tokens"]
+    completion = count_tokens(limit.text) if limit.active else usage["output_tokens"]
     return CompletionUsage(usage["input_tokens"], completion, usage["input_tokens"] + completion)
+
+
+def _model_ids(name: str, generators: Generators, settings: QuerySettings) -> list[str]:
+    """The models of collection ``name``: itself (the default generator), then
+    ``name:generator`` for every other generator configured."""
+    others = [g for g in generators.available() if g != settings.generator]
+    return [name, *(f"{name}:{generator}" for generator in others)]
 
 
 def _text(content: str | list[dict[str, Any]] | None) -> str:
@@ -194,13 +200,11 @@ class OpenAIController(Controller):
         settings: NamedDependency[QuerySettings],
         tenant: NamedDependency[str],
     ) -> OpenAIModelList:
-        data = []
-        for collection in await catalog.all(tenant):
-            created = int(collection.created_at)
-            data.append(OpenAIModel(id=collection.name, created=created))
-            for generator in generators.available():
-                if generator != settings.generator:
-                    data.append(OpenAIModel(id=f"{collection.name}:{generator}", created=created))
+        data = [
+            OpenAIModel(id=model, created=int(collection.created_at))
+            for collection in await catalog.all(tenant)
+            for model in _model_ids(collection.name, generators, settings)
+        ]
         return OpenAIModelList(data=data)
 
     @get("/models/{model:str}", summary="One model: a collection, or a collection:generator")
@@ -213,12 +217,9 @@ class OpenAIController(Controller):
         tenant: NamedDependency[str],
     ) -> OpenAIModel:
         """What GET /v1/models lists under ``model``; 404 (``model_not_found``) otherwise."""
-        name, _, generator = model.partition(":")
+        name = model.partition(":")[0]
         collection = await catalog.find(tenant, name)
-        listed = not generator or (
-            generator in generators.available() and generator != settings.generator
-        )
-        if collection is None or not listed:
+        if collection is None or model not in _model_ids(name, generators, settings):
             raise NotFound(f"the model {model!r} does not exist")
         return OpenAIModel(id=model, created=int(collection.created_at))
 
@@ -281,7 +282,7 @@ class OpenAIController(Controller):
                     )
                 if isinstance(event, DoneEvent):
                     result = event.result
-                    content = limit.feed(result["answer"]) + limit.close()
+                    content = limit.feed(result["answer"]) + limit.close()  # = limit.text
                     return Response(
                         ChatCompletion(
                             id=completion_id,
@@ -293,7 +294,7 @@ class OpenAIController(Controller):
                                     finish_reason=limit.finish_reason,
                                 )
                             ],
-                            usage=_usage(result["usage"], content, limit),
+                            usage=_usage(result["usage"], limit),
                             sources=msgspec.convert(result["sources"], list[SourceOut]),
                         )
                     )
@@ -343,7 +344,7 @@ class OpenAIController(Controller):
                                 "created": created,
                                 "model": data.model,
                                 "choices": [],
-                                "usage": _usage(result["usage"], limit.text, limit),
+                                "usage": _usage(result["usage"], limit),
                             }
                             yield ServerSentEventMessage(data=msgspec.json.encode(body).decode())
             except Exception as exc:  # never a cut connection
