@@ -30,6 +30,8 @@ HANDBOOK = [
         "id": "laptops",
         "text": "Laptops. Laptops must use full-disk encryption. Report lost or stolen laptops "
         "to the service desk at once.",
+        "title": "Laptop policy",
+        "source": "https://intranet.example.org/it/laptops",
         "metadata": {"dept": "it", "year": 2024},
     },
     {

@@ -120,6 +120,34 @@ def test_max_tokens_and_stop_are_honoured_and_n_and_tools_refused(
         assert refused.value.param == field
 
 
+def test_citations_are_visible_in_the_answer_text(sdk: openai.OpenAI, handbook: str) -> None:
+    """Sources travelled only in the `sources` extension, which no chat frontend shows: the
+    reader saw a bare [1]. The answer now ends with a list of what it cites, streamed or not,
+    unless the request (or CHAT_CITATIONS) says none."""
+    question = [{"role": "user", "content": "What must laptops use?"}]
+    content = sdk.chat.completions.create(model=handbook, messages=question).choices[0]
+    answer, heading, listed = (content.message.content or "").partition("\n\n**Sources**\n")
+    assert heading
+    assert "full-disk encryption" in answer
+    assert "[1]" in answer
+    assert listed == "- [1] [Laptop policy](https://intranet.example.org/it/laptops)"
+
+    stream = sdk.chat.completions.create(model=handbook, messages=question, stream=True)
+    streamed = "".join(c.choices[0].delta.content or "" for c in stream if c.choices)
+    assert streamed == content.message.content
+
+    bare = sdk.chat.completions.create(
+        model=handbook, messages=question, extra_body={"citations": "none"}
+    )
+    assert bare.choices[0].message.content == answer
+    assert (bare.model_extra or {})["sources"][0]["title"] == "Laptop policy"
+    with pytest.raises(openai.BadRequestError) as refused:
+        sdk.chat.completions.create(
+            model=handbook, messages=question, extra_body={"citations": "footnotes"}
+        )
+    assert refused.value.param == "citations"  # it named no field before
+
+
 _TOOL = {"type": "function", "function": {"name": "lookup", "parameters": {"type": "object"}}}
 
 
@@ -132,7 +160,11 @@ def test_earlier_turns_are_the_conversation(sdk: openai.OpenAI, handbook: str, l
         model=handbook,
         messages=[
             {"role": "user", "content": "Tell me about expenses."},
-            {"role": "assistant", "content": "Expenses are reimbursed within 30 days [1]."},
+            {
+                "role": "assistant",
+                "content": "Expenses are reimbursed within 30 days [1].\n\n**Sources**\n"
+                "- [1] `expenses`",
+            },
             {"role": "user", "content": "What must be attached to the claim?"},
         ],
     )
@@ -142,6 +174,7 @@ def test_earlier_turns_are_the_conversation(sdk: openai.OpenAI, handbook: str, l
     prompt = json.dumps(condense["json"]["messages"])
     assert "Tell me about expenses." in prompt
     assert "reimbursed within 30 days" in prompt
+    assert "Sources" not in prompt  # the list this route adds is not part of what was said
 
 
 def test_errors_use_the_openai_shape(sdk: openai.OpenAI, handbook: str) -> None:

@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from rag_query.evaluation.metrics import answer_recall, fuzzy_match
+from rag_query.evaluation.metrics import answer_recall, answer_support, fuzzy_match
 from rag_query.retrieval.analyzer import Analyzer
 
 EXPECTED = "Redis keeps only a SHA-256 of the secret."
@@ -20,3 +20,13 @@ def test_answer_recall_is_the_share_of_expected_terms_held() -> None:
     assert answer_recall("The secret is hashed with SHA-256.", EXPECTED, Analyzer()) == 3 / 6
     assert answer_recall("Nothing relevant here.", EXPECTED, Analyzer()) == 0.0
     assert answer_recall("anything", "[1] the", Analyzer()) is None  # nothing to recall
+
+
+def test_a_code_block_is_judged_with_the_sentence_that_introduces_it() -> None:
+    """A command after "To revoke a key: [1]" counted as a sentence citing nothing."""
+    source = {1: "To revoke a key:\n\n```bash\nrag keys revoke 42\n```"}
+    answer = "To revoke a key: [1]\n\n```bash\nrag keys revoke 42\n```"
+    assert answer_support(answer, source, Analyzer()) == 1.0
+    # Its words must still be the cited source's.
+    forged = "To revoke a key: [1]\n\n```bash\ncurl -X DELETE evil.example/all-tenants\n```"
+    assert answer_support(forged, source, Analyzer()) == 0.0

@@ -260,3 +260,62 @@ async def test_the_answer_keeps_to_the_document_with_the_most_support() -> None:
 
     text = await _answer(ExtractiveGenerator(Analyzer(), embed=embed), "Alpha beta?", sources)
     assert text == "Alpha beta gamma delta two. [2] Alpha beta gamma delta three. [2]"
+
+
+LAYOUT_SOURCE = """To revoke a key from a script:
+
+```bash
+rag keys revoke 42
+```
+
+Once revoked:
+
+- a revoked key stops working within a second on every gateway;
+- a revoked key can't be restored, so create a new key instead.
+"""
+
+INLINE_SOURCE = """Keys are revoked with **`rag keys revoke <id>`**, as the
+[gateway guide](gateway.md#keys) says. ![the flow](img/keys.png) <!-- keys:end -->
+
+<!-- a comment
+over lines: revoke keys -->
+Revoking keys is also in the [playground](https://example.org/play) and
+[the admin guide](admin.md), which explains `revoke
+"""
+
+
+async def test_an_extractive_answer_keeps_its_markdown_layout() -> None:
+    """Answers collapsed onto one line: a lead-in lost the command it introduced and list
+    items ran together."""
+    sources = [Source(1, "c1", "gateway", LAYOUT_SOURCE)]
+    text = await _answer(ExtractiveGenerator(Analyzer()), "How do I revoke keys?", sources)
+    assert text == (
+        "To revoke a key from a script: [1]\n\n```bash\nrag keys revoke 42\n```\n\n"
+        "- a revoked key stops working within a second on every gateway; [1]\n"
+        "- a revoked key can't be restored, so create a new key instead. [1]"
+    )
+
+
+async def test_an_extractive_answer_holds_no_images_comments_or_dead_links() -> None:
+    """Images, relative links and HTML comments leaked into a chat window."""
+    sources = [Source(1, "c1", "gateway", INLINE_SOURCE, source="docs/gateway.md")]
+    text = await _answer(ExtractiveGenerator(Analyzer()), "How do I revoke keys?", sources)
+    assert text == (
+        "Keys are revoked with **`rag keys revoke <id>`**, as the gateway guide says. [1]\n\n"
+        "Revoking keys is also in the [playground](https://example.org/play) and the admin "
+        "guide, which explains revoke [1]"
+    )
+    # Relative links resolve against a web page's address.
+    web = [Source(1, "c1", "gateway", INLINE_SOURCE, source="https://example.org/docs/keys.html")]
+    text = await _answer(ExtractiveGenerator(Analyzer()), "How do I revoke keys?", web)
+    assert "[gateway guide](https://example.org/docs/gateway.md#keys)" in text
+
+
+async def test_a_lead_in_whose_block_is_not_in_the_answer_is_left_out() -> None:
+    """ "To revoke a key:" with nothing after it (its block too long to bring) dangled."""
+    long_block = "```\n" + "\n".join(f"step {i}" for i in range(40)) + "\n```"
+    source = f"Keys can be revoked at any time by an admin.\n\nTo revoke a key:\n\n{long_block}\n"
+    text = await _answer(
+        ExtractiveGenerator(Analyzer()), "How do I revoke a key?", [Source(1, "c", "d", source)]
+    )
+    assert text == "Keys can be revoked at any time by an admin. [1]"

@@ -673,6 +673,12 @@ class GenerationSettings(_EnvSettings):
     session_max_turns: int = Field(
         20, ge=1, le=500, description="Earlier turns of a session given as context."
     )
+    chat_citations: Literal["list", "none"] = Field(
+        "list",
+        description="What the OpenAI-compatible chat API adds to an answer for its citations: "
+        "list (a Markdown list of the cited sources after the answer) or none (the bare [n]); "
+        "a request's `citations` field chooses for itself.",
+    )
 
     _blank_prompts_dir = field_validator("prompts_dir", mode="before")(_blank_to_none)
 

@@ -22,6 +22,8 @@ from rag_query.retrieval.analyzer import Analyzer
 
 # Sentence ends, keeping the citations after a sentence with it: "A. [1] B [2]." -> two.
 _SENTENCES = re.compile(r"(?<=[.!?])\s+(?!\[)|(?<=\])\s+(?!\[)|\n+")
+# Fenced code blocks and tables (kept whole by the split, as its odd parts).
+_BLOCKS = re.compile(r"^((?:```|~~~).*?^(?:```|~~~)[^\n]*$|(?:^\|[^\n]*(?:\n|\Z))+)", re.M | re.S)
 SUPPORT_SHARE = 0.6  # of a sentence's terms found in the source it cites
 
 
@@ -31,9 +33,21 @@ def citation_precision(cited_documents: Sequence[str], relevant: Mapping[str, in
     return sum(1 for doc in cited_documents if relevant.get(doc, 0) > 0) / len(cited_documents)
 
 
+def _claims(answer: str) -> list[str]:
+    """The answer's sentences; a code block or a table is judged with the sentence before it,
+    which introduces it and carries its citation ("To revoke a key: [1]" and the command)."""
+    claims: list[str] = []
+    for index, part in enumerate(_BLOCKS.split(answer)):
+        if index % 2 and claims:
+            claims[-1] = f"{claims[-1]} {part}"
+        else:
+            claims += [s.strip() for s in _SENTENCES.split(part) if s.strip()]
+    return claims
+
+
 def answer_support(answer: str, sources: Mapping[int, str], analyzer: Analyzer) -> float | None:
     """``sources``: source number -> its text."""
-    sentences = [s.strip() for s in _SENTENCES.split(answer) if s.strip()]
+    sentences = _claims(answer)
     judged = 0
     supported = 0
     for sentence in sentences:

@@ -4,10 +4,12 @@ and stitches them together in source order, each followed by its citation.
 Nothing is invented: every word of the answer is a sentence of a cited source. Only prose
 is a candidate: headings, table rows, fenced code, lines that look like code and sentences
 that are mostly links are passed over, so a Markdown source answers with what it says, not
-with its layout. Sentences score by meaning (the collection's embedder: the question's
-similarity to each sentence) plus a share of the question's words they hold, weighted by
-inverse document frequency (rare terms count more, as in BM25) and damped for long sentences;
-without an embedder, or if it fails, by the words alone. A sentence is embedded after its
+with its layout; a lead-in ("To revoke a key:") brings the short code block or table it
+introduces, and the answer is written back as Markdown (generation.markdown, render).
+Sentences score by meaning (the collection's embedder: the question's similarity to each
+sentence) plus a share of the question's words they hold, weighted by inverse document
+frequency (rare terms count more, as in BM25) and damped for long sentences; without an
+embedder, or if it fails, by the words alone. A sentence is embedded after its
 source's title and headings ("Playground > Security"), as chunks are indexed: "Every response
 carries a Content-Security-Policy" answers a question about the playground because it sits
 under it. The answer keeps to one document, the one whose two best sentences score highest:
@@ -28,6 +30,7 @@ from rag_core.tokens import count_tokens
 from rag_telemetry import get_logger
 
 from rag_query.generation.base import Message, Usage, word_pieces
+from rag_query.generation.markdown import clean_inline, paragraphs
 from rag_query.generation.sources import Source, quoted
 from rag_query.retrieval.analyzer import Analyzer
 
@@ -50,14 +53,8 @@ RANK_PRIOR_DENSE = 0.05
 SECOND_SHARE = 0.5  # of a document's second-best sentence, added to its best in choosing it
 CONTEXT = True  # sentences are scored by meaning after their source's title and headings
 
-_FENCE = re.compile(r"^\s*(?:```|~~~)")
-# Lines that are layout, not prose: headings, table rows, rules, HTML comments, images.
-_LAYOUT = re.compile(r"^\s*(?:#{1,6}\s|\||<!--|-->|[-*_=]{3,}\s*$|!\[)")
-_LIST_ITEM = re.compile(r"^\s*(?:[-*+\u2022]|\d{1,3}[.)])\s+")
 _LINK = re.compile(r"\[([^\]]*)\]\([^)]*\)")
 _LEAD_IN = re.compile(r"\*\*|__|`|:$")
-_PARAGRAPH = re.compile(r"\n\s*\n")
-_WORDISH = re.compile(r"[^\W\d_]{2,}")
 _PLAIN_WORD = re.compile(r"^(?:[^\W\d_][\w'\u2019-]*|\d[\d.,%\u2013-]*)$")
 _WRAPPING = "*_`\"'()[]\u201c\u201d"
 
@@ -74,6 +71,9 @@ class _Sentence:
     position: int
     score: float
     context: str = ""  # the source's title and heading path
+    paragraph: int = 0
+    item: bool = False
+    block: str = ""
 
 
 def split_sentences(text: str) -> list[str]:
@@ -81,58 +81,53 @@ def split_sentences(text: str) -> list[str]:
     return [p for p in pieces if len(p) >= 3]
 
 
-def _looks_like_code(line: str) -> bool:
-    """Mostly symbols (a diagram, a command line, JSON): fewer than half its characters are
-    letters of words."""
-    text = line.strip()
-    if not text:
-        return False
-    letters = sum(len(w) for w in _WORDISH.findall(text))
-    return letters * 2 < len(text.replace(" ", ""))
+@dataclass(frozen=True)
+class Piece:
+    """A candidate sentence of a source and where it stands."""
+
+    text: str  # cleaned for a chat window (markdown.clean_inline)
+    paragraph: int  # its paragraph's place in the source
+    item: bool = False  # from a list item
+    block: str = ""  # the code block or table it leads into ("To revoke a key:")
 
 
 def prose(text: str) -> str:
-    """``text`` without its layout: fenced blocks (when both fences are in the text), the
-    fence lines themselves, headings, table rows, rules and lines that look like code become
-    paragraph breaks; each list item becomes a paragraph of its own, its marker dropped."""
-    lines = text.splitlines()
-    fences = [i for i, line in enumerate(lines) if _FENCE.match(line)]
-    inside: set[int] = set()
-    for opening, closing in zip(fences[0::2], fences[1::2], strict=False):
-        inside.update(range(opening, closing + 1))
-    kept: list[str] = []
-    for i, line in enumerate(lines):
-        if i in inside or _FENCE.match(line) or _LAYOUT.match(line) or _looks_like_code(line):
-            kept.append("")
-            continue
-        item = _LIST_ITEM.match(line)
-        if item:
-            kept += ["", line[item.end() :]]
-        else:
-            kept.append(line)
-    return "\n".join(kept)
+    """``text`` without its layout, a paragraph (or a list item, its marker dropped) each."""
+    return "\n\n".join(p.text for p in paragraphs(text))
 
 
-def candidate_sentences(text: str, *, continued: bool = False) -> list[str]:
+def candidate_sentences(
+    text: str, *, continued: bool = False, base_url: str | None = None
+) -> list[Piece]:
     """The prose sentences of ``text``. A piece too short to stand alone goes (a heading
     written as a line of text), unless it is a lead-in (bold, code or ending in a colon:
-    "**API keys** `rag_<id>_<secret>`.", "Note:"), which joins the sentence after it.
+    "**API keys** `rag_<id>_<secret>`.", "Note:"), which joins the sentence after it, or
+    brings the code block or table after it. A sentence ending in a colon that introduces
+    nothing the answer could show (a block too long, a heading) goes: it would dangle.
     ``continued``: the text is a chunk that may start inside a sentence (any but a document's
     first), so an opening piece that starts in lower case is the end of one, and goes."""
-    sentences: list[str] = []
-    for number, paragraph in enumerate(_PARAGRAPH.split(prose(text).strip())):
+    pieces: list[Piece] = []
+    for number, paragraph in enumerate(paragraphs(text)):
+        splits = split_sentences(paragraph.text)
         carry = ""
-        for index, split in enumerate(split_sentences(paragraph)):
+        for index, split in enumerate(splits):
             if continued and number == 0 and index == 0 and split[:1].islower():
                 continue
             piece = f"{carry} {split}" if carry else split
             carry = ""
-            if len(piece.split()) >= MIN_WORDS:
+            block = ""
+            if index == len(splits) - 1 and piece.endswith(":"):
+                block = paragraph.block
+                if not block and not paragraph.before_list:
+                    continue  # it would dangle
+            if len(piece.split()) >= MIN_WORDS or block:
                 if not _mostly_links(piece) and _prose_share(piece) >= PROSE_SHARE:
-                    sentences.append(piece)
+                    cleaned = clean_inline(piece, base_url)
+                    if cleaned:
+                        pieces.append(Piece(cleaned, number, paragraph.item, block))
             elif _LEAD_IN.search(piece):
                 carry = piece
-    return sentences
+    return pieces
 
 
 def _prose_share(sentence: str) -> float:
@@ -167,6 +162,35 @@ def _best_of_leading_document(ranked: list[_Sentence]) -> _Sentence:
     return max(tops.values(), key=support)[0]  # max keeps the first of equals: rank order
 
 
+def render(chosen: Sequence[_Sentence]) -> str:
+    """The chosen sentences as Markdown, in source order, each followed by its citation (a
+    "[3]" in the document itself cites nothing): sentences of one paragraph run on, others
+    start a paragraph, list items that come together make a list, and a lead-in is followed
+    by its block."""
+    parts: list[str] = []
+    for i, sentence in enumerate(chosen):
+        before = chosen[i - 1] if i else None
+        after = chosen[i + 1] if i + 1 < len(chosen) else None
+        listed = sentence.item and any(
+            other is not None and other.item and other.source == sentence.source
+            for other in (before, after)
+        )
+        text = f"{'- ' if listed else ''}{quoted(sentence.text)} [{sentence.source}]"
+        if before is None:
+            parts.append(text)
+        elif listed and before.item and before.source == sentence.source:
+            parts.append(f"\n{text}")
+        elif (before.source, before.paragraph) == (sentence.source, sentence.paragraph) and not (
+            before.block
+        ):
+            parts.append(f" {text}")
+        else:
+            parts.append(f"\n\n{text}")
+        if sentence.block:
+            parts.append(f"\n\n{sentence.block}")
+    return "".join(parts)
+
+
 class ExtractiveGenerator:
     name = "extractive"
 
@@ -186,15 +210,26 @@ class ExtractiveGenerator:
         wanted = set(self.analyzer.terms(question))
         pool: list[_Sentence] = []
         for rank, source in enumerate(sources):
-            pieces = candidate_sentences(source.text, continued=source.position != 0)
+            pieces = candidate_sentences(
+                source.text, continued=source.position != 0, base_url=source.source
+            )
             context = " > ".join(p for p in (source.title, source.heading) if p) if CONTEXT else ""
-            for position, text in enumerate(pieces):
-                terms = set(self.analyzer.terms(text))
+            for position, piece in enumerate(pieces):
+                terms = set(self.analyzer.terms(piece.text))
                 overlap = sum(self.idf(t) for t in wanted & terms)
                 lexical = overlap / (1.0 + math.log1p(len(terms) / 25))
                 pool.append(
                     _Sentence(
-                        text, source.number, source.document_id, rank, position, lexical, context
+                        piece.text,
+                        source.number,
+                        source.document_id,
+                        rank,
+                        position,
+                        lexical,
+                        context,
+                        piece.paragraph,
+                        piece.item,
+                        piece.block,
                     )
                 )
         if not pool:
@@ -227,11 +262,12 @@ class ExtractiveGenerator:
             key = frozenset(self.analyzer.terms(sentence.text))
             if any(key <= other for other in seen):
                 continue  # said already (overlapping chunks repeat sentences, or cut them)
-            if chosen and length + len(sentence.text) > MAX_ANSWER_CHARS:
+            size = len(sentence.text) + len(sentence.block)
+            if chosen and length + size > MAX_ANSWER_CHARS:
                 continue
             seen.append(key)
             chosen.append(sentence)
-            length += len(sentence.text)
+            length += size
             if len(chosen) >= MAX_SENTENCES:
                 break
         return sorted(chosen, key=lambda s: (s.rank, s.position))
@@ -267,9 +303,7 @@ class ExtractiveGenerator:
         # Counted as an LLM's usage is, in tokens (rag_core.tokens: WordPiece, within a few
         # percent of an LLM's tokenizer on English): what it read, what it wrote.
         usage.input_tokens = sum(count_tokens(s.text) for s in sources)
-        # Each sentence cites its source; a "[3]" in the document itself cites nothing.
-        pieces = [f"{quoted(sentence.text)} [{sentence.source}]" for sentence in chosen]
-        text = " ".join(pieces)
+        text = render(chosen)
         usage.output_tokens = count_tokens(text)
         for word in word_pieces(text):
             yield word

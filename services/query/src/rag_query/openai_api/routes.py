@@ -3,8 +3,9 @@ defines them.
 
 A model is a collection (answered by the default generator) or ``collection:generator``.
 The last user message is the question and earlier turns are the conversation; the answer
-cites its sources as [1], [2] in the content, and the sources come in an extra ``sources``
-field. Errors use OpenAI's shape, ``{"error": {"message", "type", "param", "code"}}``.
+cites its sources as [1], [2] in the content, followed by a Markdown list of the sources it
+cites (openai_api.citations), and the sources come in an extra ``sources`` field. Errors
+use OpenAI's shape, ``{"error": {"message", "type", "param", "code"}}``.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ from rag_query.answers.service import (
     TokenEvent,
 )
 from rag_query.generation.base import Message
+from rag_query.openai_api.citations import CitationStyle, citation_list, without_citation_list
 from rag_query.openai_api.limits import (
     OutputLimit,
     refuse_unsupported,
@@ -76,6 +78,7 @@ class ChatRequest(msgspec.Struct):
     tools: list[dict[str, Any]] | None = None
     top_k: int | None = None  # extension: passages to retrieve
     session_id: str | None = None  # extension: keep the conversation server-side
+    citations: CitationStyle | None = None  # extension: CHAT_CITATIONS for this request
 
 
 # OpenAI's response shapes, field for field (in its order), so that its SDKs read them.
@@ -140,8 +143,11 @@ def openai_error(request: Request[Any, Any, Any], exc: Exception) -> Response[An
             _error_body(exc.detail, kind, param, code), status_code=status, headers=exc.headers
         )
     if isinstance(exc, ValidationException):
+        first = exc.extra[0] if isinstance(exc.extra, list) and exc.extra else {}
+        field = first.get("key") if isinstance(first, dict) else None
+        message = f"{field}: {first.get('message')}" if field else exc.detail
         return Response(
-            _error_body(f"invalid request: {exc.detail}", "invalid_request_error", None, None),
+            _error_body(f"invalid request: {message}", "invalid_request_error", field, None),
             status_code=400,
         )
     if isinstance(exc, HTTPException):
@@ -153,11 +159,18 @@ def openai_error(request: Request[Any, Any, Any], exc: Exception) -> Response[An
     return Response(_error_body("internal error", "server_error", None, None), status_code=500)
 
 
-def _usage(usage: dict[str, int], limit: OutputLimit) -> CompletionUsage:
-    """The generator's count; under a limit (which may have cut the answer), what was sent,
-    counted (rag_core.tokens)."""
-    completion = count_tokens(limit.text) if limit.active else usage["output_tokens"]
+def _usage(usage: dict[str, int], limit: OutputLimit, added: str) -> CompletionUsage:
+    """The generator's count and the citation list's (``added``); under a limit (which may
+    have cut them), what was sent, counted (rag_core.tokens)."""
+    if limit.active:
+        completion = count_tokens(limit.text)
+    else:
+        completion = usage["output_tokens"] + (count_tokens(added) if added else 0)
     return CompletionUsage(usage["input_tokens"], completion, usage["input_tokens"] + completion)
+
+
+def _cited_list(result: dict[str, Any], style: CitationStyle) -> str:
+    return citation_list(result["sources"], result["cited"]) if style == "list" else ""
 
 
 def _model_ids(name: str, generators: Generators, settings: QuerySettings) -> list[str]:
@@ -259,9 +272,15 @@ class OpenAIController(Controller):
                 detail="messages: the last message must be a non-empty user message (the question)",
             )
         history = tuple(
-            Message(m.role, _text(m.content))  # type: ignore[arg-type]  # filtered above
+            Message(
+                m.role,  # type: ignore[arg-type]  # filtered above
+                without_citation_list(_text(m.content))
+                if m.role == "assistant"
+                else _text(m.content),
+            )
             for m in turns[:-1]
         )
+        style = data.citations or settings.chat_citations
         options = AnswerOptions(
             search=search_request(
                 SearchBody(query=_text(turns[-1].content), top_k=data.top_k or 5), settings
@@ -282,7 +301,9 @@ class OpenAIController(Controller):
                     )
                 if isinstance(event, DoneEvent):
                     result = event.result
-                    content = limit.feed(result["answer"]) + limit.close()  # = limit.text
+                    added = _cited_list(result, style)
+                    # = limit.text
+                    content = limit.feed(result["answer"]) + limit.feed(added) + limit.close()
                     return Response(
                         ChatCompletion(
                             id=completion_id,
@@ -294,7 +315,7 @@ class OpenAIController(Controller):
                                     finish_reason=limit.finish_reason,
                                 )
                             ],
-                            usage=_usage(result["usage"], limit),
+                            usage=_usage(result["usage"], limit, added),
                             sources=msgspec.convert(result["sources"], list[SourceOut]),
                         )
                     )
@@ -334,7 +355,8 @@ class OpenAIController(Controller):
                         return
                     elif isinstance(event, DoneEvent):
                         result = event.result
-                        if text := limit.close():
+                        added = _cited_list(result, style)
+                        if text := limit.feed(added) + limit.close():
                             yield chunk({"content": text}, None)
                         yield chunk({}, limit.finish_reason, sources=result["sources"])
                         if include_usage:
@@ -344,7 +366,7 @@ class OpenAIController(Controller):
                                 "created": created,
                                 "model": data.model,
                                 "choices": [],
-                                "usage": _usage(result["usage"], limit),
+                                "usage": _usage(result["usage"], limit, added),
                             }
                             yield ServerSentEventMessage(data=msgspec.json.encode(body).decode())
             except Exception as exc:  # never a cut connection

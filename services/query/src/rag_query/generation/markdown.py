@@ -1,0 +1,157 @@
+"""Markdown sources read as prose, and an extractive answer written back as clean Markdown.
+
+A source is split into paragraphs: runs of prose lines, and list items (one paragraph each,
+the marker dropped). Layout is not prose: headings, rules, HTML comments, images and lines that
+look like code end a paragraph. A fenced code block or a table right after a paragraph is kept
+with it, verbatim, so a lead-in such as "To revoke a key:" can bring the command it introduces.
+
+In the answer a sentence loses what would break in a chat window: images, HTML comments and
+links a reader cannot follow (relative ones, unless the source is a web page to resolve them
+against); an emphasis or code span cut in half by the sentence split loses its markers.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from urllib.parse import urljoin
+
+MAX_BLOCK_LINES = 15  # longer code blocks and tables are not brought into an answer
+MAX_BLOCK_CHARS = 900
+
+_FENCE = re.compile(r"^\s*(?:```|~~~)")
+_TABLE_ROW = re.compile(r"^\s*\|")
+# Lines that are layout, not prose: headings, rules, HTML comment ends, images, lone HTML tags.
+_LAYOUT = re.compile(r"^\s*(?:#{1,6}\s|<!--|-->|[-*_=]{3,}\s*$|!\[|</?[A-Za-z][^>]*>\s*$)")
+_LIST_ITEM = re.compile(r"^\s*(?:[-*+\u2022]|\d{1,3}[.)])\s+")
+_WORDISH = re.compile(r"[^\W\d_]{2,}")
+_COMMENT = re.compile(r"<!--.*?(?:-->|\Z)", re.S)
+_IMAGE = re.compile(r"!\[[^\]]*\](?:\([^)]*\)|\[[^\]]*\])")
+_LINK = re.compile(r"(?<!!)\[([^\]]+)\]\(\s*<?([^)\s>]*)>?(?:\s+(?:\"[^\"]*\"|'[^']*'))?\s*\)")
+_REFERENCE_LINK = re.compile(r"(?<!!)\[([^\]]+)\]\[[^\]]*\]")
+_FOLLOWABLE = re.compile(r"^(?:https?://|mailto:)", re.I)
+_CITATION_LIKE = re.compile(r"\[\d{1,3}\]")
+
+
+@dataclass(frozen=True)
+class Paragraph:
+    text: str  # its lines, joined by newlines
+    item: bool = False  # a list item
+    block: str = ""  # the code block or table right after it, verbatim, when short enough
+    before_list: bool = False  # a list item comes next
+
+
+def looks_like_code(line: str) -> bool:
+    """Mostly symbols (a diagram, a command line, JSON): fewer than half its characters are
+    letters of words."""
+    text = line.strip()
+    if not text:
+        return False
+    letters = sum(len(w) for w in _WORDISH.findall(text))
+    return letters * 2 < len(text.replace(" ", ""))
+
+
+def _without_comments(text: str) -> str:
+    """HTML comments gone, including one the chunk cuts (an opening or a closing alone)."""
+    text = _COMMENT.sub("", text)
+    head, marker, tail = text.partition("-->")
+    return tail if marker and "<!--" not in head else text
+
+
+def _short_block(lines: list[str]) -> str:
+    block = "\n".join(lines)
+    if len(lines) > MAX_BLOCK_LINES or len(block) > MAX_BLOCK_CHARS:
+        return ""
+    if _CITATION_LIKE.search(block):
+        return ""  # a "[2]" in it would read as a citation, and code is not to be altered
+    return block
+
+
+def paragraphs(text: str) -> list[Paragraph]:
+    """The prose paragraphs of a Markdown text, each with the block that follows it."""
+    lines = _without_comments(text).splitlines()
+    fences = [i for i, line in enumerate(lines) if _FENCE.match(line)]
+    closing_of = dict(zip(fences[0::2], fences[1::2], strict=False))
+    found: list[Paragraph] = []
+    current: list[str] = []
+    item = False
+    last: int | None = None  # the paragraph a block right here would follow
+
+    def flush() -> None:
+        nonlocal current, item, last
+        if any(line.strip() for line in current):
+            found.append(Paragraph("\n".join(current), item))
+            last = len(found) - 1
+        current, item = [], False
+
+    def attach(block: list[str]) -> None:
+        nonlocal last
+        if last is not None and not found[last].block:
+            kept = _short_block(block)
+            if kept:
+                found[last] = Paragraph(found[last].text, found[last].item, kept)
+        last = None
+
+    i = 0
+    while i < len(lines):
+        line = lines[i]
+        if i in closing_of:
+            flush()
+            attach(lines[i : closing_of[i] + 1])
+            i = closing_of[i] + 1
+            continue
+        if _TABLE_ROW.match(line):
+            flush()
+            end = i
+            while end < len(lines) and _TABLE_ROW.match(lines[end]):
+                end += 1
+            attach([clean_inline(row) for row in lines[i:end]])
+            i = end
+            continue
+        i += 1
+        if not line.strip():
+            flush()
+            continue
+        if _FENCE.match(line) or _LAYOUT.match(line) or looks_like_code(line):
+            flush()
+            last = None
+            continue
+        marker = _LIST_ITEM.match(line)
+        if marker:
+            flush()
+            if last is not None:
+                found[last] = Paragraph(found[last].text, found[last].item, found[last].block, True)
+            current, item = [line[marker.end() :]], True
+            continue
+        if not current:
+            last = None  # a block after this paragraph follows it, not an earlier one
+        current.append(line)
+    flush()
+    return found
+
+
+def clean_inline(text: str, base_url: str | None = None) -> str:
+    """A sentence as a chat window can show it: no images or HTML comments, a link kept only
+    when a reader can follow it (a relative one is resolved against ``base_url`` when the
+    source is a web page, or becomes its text), and emphasis or code markers a split left
+    unpaired dropped."""
+    text = _IMAGE.sub("", _COMMENT.sub("", text))
+
+    def link(match: re.Match[str]) -> str:
+        label, target = match.group(1), match.group(2)
+        if _FOLLOWABLE.match(target):
+            return f"[{label}]({target})"
+        if base_url and target and _FOLLOWABLE.match(base_url):
+            return f"[{label}]({urljoin(base_url, target)})"
+        return label
+
+    def reference(match: re.Match[str]) -> str:
+        label = match.group(1)
+        return match.group(0) if label.isdigit() else label  # "[2][3]" is a citation's look
+
+    text = _REFERENCE_LINK.sub(reference, _LINK.sub(link, text))
+    if text.count("`") % 2:
+        text = text.replace("`", "")
+    if text.count("**") % 2:
+        text = text.replace("**", "")
+    return " ".join(text.split())
