@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from rag_query.generation.base import Usage
+from rag_query.generation.base import Message, Usage
 from rag_query.generation.extractive import ExtractiveGenerator, prose, split_sentences
 from rag_query.generation.prompts import Prompts
 from rag_query.generation.sources import Source, cited_numbers, format_sources
@@ -319,3 +319,22 @@ async def test_a_lead_in_whose_block_is_not_in_the_answer_is_left_out() -> None:
         ExtractiveGenerator(Analyzer()), "How do I revoke a key?", [Source(1, "c", "d", source)]
     )
     assert text == "Keys can be revoked at any time by an admin. [1]"
+
+
+async def test_a_follow_ups_sentences_are_scored_after_the_conversation() -> None:
+    """ "for how long?" shares no word with the sentence that answers it after "Are answers
+    cached?"; scored alone, the answer was the sentence that happened to say "long"."""
+    sources = [
+        Source(1, "c1", "query", "Answers are cached in Redis for an hour by default."),
+        Source(2, "c2", "ingest", "A long document is split into chunks of 200 tokens."),
+    ]
+    history = [
+        Message("user", "Are answers cached?"),
+        Message("assistant", "Yes. [1]"),
+    ]
+    generator = ExtractiveGenerator(Analyzer())
+    text = "".join([p async for p in generator.answer("for how long?", sources, history, Usage())])
+    assert text == "Answers are cached in Redis for an hour by default. [1]"
+    alone = ExtractiveGenerator(Analyzer(), history_turns=0)
+    text = "".join([p async for p in alone.answer("for how long?", sources, history, Usage())])
+    assert text.startswith("A long document")

@@ -673,6 +673,14 @@ class GenerationSettings(_EnvSettings):
     session_max_turns: int = Field(
         20, ge=1, le=500, description="Earlier turns of a session given as context."
     )
+    history_search_turns: int = Field(
+        2,
+        ge=0,
+        le=20,
+        description="Without an LLM to condense a conversation, a follow-up is also searched "
+        "together with this many earlier user turns, the rankings fused (0: the latest "
+        "message alone).",
+    )
     chat_citations: Literal["list", "none"] = Field(
         "list",
         description="What the OpenAI-compatible chat API adds to an answer for its citations: "

@@ -29,6 +29,7 @@ from rag_query.generation.sources import Source, cited_numbers, select_sources
 from rag_query.metrics import GENERATION_SECONDS, TOKENS
 from rag_query.retrieval.analyzer import Analyzer
 from rag_query.retrieval.fusion import fuse_rankings
+from rag_query.retrieval.history import history_queries
 from rag_query.retrieval.rerank import (
     RERANK_CANDIDATES,
     CohereReranker,
@@ -91,6 +92,7 @@ class Prepared:
     cached: dict[str, Any] | None = None
     llm_usage: Usage = field(default_factory=Usage)
     warnings: list[str] = field(default_factory=list)
+    condensed: bool = False  # an LLM made ``question`` standalone
 
     def degrade(self, step: str, exc: Exception) -> None:
         """An optional LLM step failed: carry on without it, and say so in the answer."""
@@ -188,6 +190,7 @@ class AnswerService:
                 else:
                     prepared.question = " ".join(text.split()) or question
                     prepared.llm_usage = usage
+                    prepared.condensed = True
         elif options.use_cache and self.cache.enabled:
             version = self.served.version(collection)
             if version is not None:
@@ -215,23 +218,20 @@ class AnswerService:
                 plan = await rewrite(options.strategy, search, model, self.prompts)
             except GenerationError as exc:
                 prepared.degrade(f"the {options.strategy} strategy", exc)
-        if plan is None:
-            hits = (await self.retriever.search(prepared.collection, search)).hits
-        else:
+        if plan is not None:
             prepared.rewrites = plan.generated
             prepared.llm_usage.input_tokens += plan.usage.input_tokens
             prepared.llm_usage.output_tokens += plan.usage.output_tokens
-            found: dict[str, Hit] = {}
-            rankings: dict[str, list[str]] = {}
-            for i, request in enumerate(plan.searches):
-                result = await self.retriever.search(prepared.collection, request)
-                rankings[str(i)] = [hit.chunk_id for hit in result.hits]
-                for hit in result.hits:
-                    found.setdefault(hit.chunk_id, hit)
-            fused = fuse_rankings(rankings, {}, search.rrf_k)
-            hits = [found[chunk_id] for chunk_id, _ in fused[: search.top_k]]
-            for hit, (_, score) in zip(hits, fused, strict=False):
-                hit.score = score
+            hits = await self._fused(prepared, [(request, 1.0) for request in plan.searches])
+        elif prepared.history and not prepared.condensed:
+            queries = history_queries(
+                prepared.question, prepared.history, self.settings.history_search_turns
+            )
+            hits = await self._fused(
+                prepared, [(replace(search, query=query), weight) for query, weight in queries]
+            )
+        else:
+            hits = (await self.retriever.search(prepared.collection, search)).hits
         try:
             if options.rerank == "llm" and hits:
                 model = self.generators.language_model(options.generator)
@@ -243,6 +243,27 @@ class AnswerService:
         except (GenerationError, DependencyUnavailable) as exc:
             prepared.degrade(f"the {options.rerank} reranker", exc)
         return hits[: options.search.top_k]
+
+    async def _fused(
+        self, prepared: Prepared, searches: list[tuple[SearchRequest, float]]
+    ) -> list[Hit]:
+        """The searches' hits fused by weighted RRF (one search: its own hits)."""
+        if len(searches) == 1:
+            return (await self.retriever.search(prepared.collection, searches[0][0])).hits
+        found: dict[str, Hit] = {}
+        rankings: dict[str, list[str]] = {}
+        weights: dict[str, float] = {}
+        for i, (request, weight) in enumerate(searches):
+            result = await self.retriever.search(prepared.collection, request)
+            rankings[str(i)], weights[str(i)] = [hit.chunk_id for hit in result.hits], weight
+            for hit in result.hits:
+                found.setdefault(hit.chunk_id, hit)
+        top_k, rrf_k = searches[0][0].top_k, searches[0][0].rrf_k
+        fused = fuse_rankings(rankings, weights, rrf_k)
+        hits = [found[chunk_id] for chunk_id, _ in fused[:top_k]]
+        for hit, (_, score) in zip(hits, fused, strict=False):
+            hit.score = score
+        return hits
 
     async def events(self, prepared: Prepared, *, streaming: bool) -> AsyncIterator[Event]:
         """The answer as events: sources, then tokens (only when ``streaming``), then done; or
@@ -271,6 +292,7 @@ class AnswerService:
             if self.settings.extractive_embed_sentences
             else None,
             max_embedded=self.settings.extractive_embed_sentences,
+            history_turns=self.settings.history_search_turns,
         )
         failures: list[str] = []
         for generator in self.generators.chain(prepared.options.generator, extractive=extractive):

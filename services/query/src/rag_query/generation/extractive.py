@@ -33,6 +33,7 @@ from rag_query.generation.base import Message, Usage, word_pieces
 from rag_query.generation.markdown import clean_inline, paragraphs
 from rag_query.generation.sources import Source, quoted
 from rag_query.retrieval.analyzer import Analyzer
+from rag_query.retrieval.history import history_queries
 
 # A sentence ends at . ! ? before a capital, a digit, or code or bold (a Markdown sentence may
 # start with `make` or **Note**), or at a paragraph break or a list item.
@@ -200,11 +201,13 @@ class ExtractiveGenerator:
         idf: Callable[[str], float] | None = None,
         embed: Embed | None = None,
         max_embedded: int = MAX_EMBEDDED,
+        history_turns: int = 2,
     ) -> None:
         self.analyzer = analyzer
         self.idf = idf or (lambda _term: 1.0)
         self.embed = embed
         self.max_embedded = max_embedded
+        self.history_turns = history_turns
 
     async def select(self, question: str, sources: Sequence[Source]) -> list[_Sentence]:
         wanted = set(self.analyzer.terms(question))
@@ -299,7 +302,10 @@ class ExtractiveGenerator:
         history: Sequence[Message],
         usage: Usage,
     ) -> AsyncIterator[str]:
-        chosen = await self.select(question, sources)
+        # A follow-up ("for how long?") is scored after the user's earlier turns, as it was
+        # searched (retrieval.history): its own words say little of what it asks.
+        scored = history_queries(question, history, self.history_turns)[-1][0]
+        chosen = await self.select(scored, sources)
         # Counted as an LLM's usage is, in tokens (rag_core.tokens: WordPiece, within a few
         # percent of an LLM's tokenizer on English): what it read, what it wrote.
         usage.input_tokens = sum(count_tokens(s.text) for s in sources)

@@ -1,0 +1,51 @@
+"""Searching for a follow-up without an LLM to rewrite it: "And how do I revoke one?" means
+"an API key" only after "How are API keys stored?". With an LLM the conversation is condensed
+into a standalone question (the ``condense`` prompt). Without one, a message that refers back
+(a pronoun such as "it", "one" or "that"; an opening "and", "what about", "what if"; or four
+words or fewer) is searched twice, alone and after the user's earlier turns, and the two
+rankings are fused by weighted RRF, the conversation's weighing twice the message's. A message
+that stands alone is searched alone, so a user who changes the subject gets what the new
+question finds. The referring words are English: in another language only a short message
+counts as a follow-up. docs/benchmarks.md ("Follow-up questions") has what each way was worth
+on two sets of conversations over docs/.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+
+from rag_query.generation.base import Message
+
+MAX_CONTEXT_CHARS = 2000  # of the earlier turns searched with the follow-up
+CONVERSATION_WEIGHT = 2.0  # of the conversation's search in RRF; the message's own is 1
+SHORT_WORDS = 4  # a message this short leans on the conversation whatever its words
+
+_REFERRING = re.compile(
+    r"\b(?:it|its|one|ones|that|this|those|these|they|them|their|there|then|same|he|she)\b",
+    re.I,
+)
+_CONTINUING = re.compile(r"^\W*(?:and|but|so|or|also|what about|how about|what if)\b", re.I)
+
+
+def refers_back(message: str) -> bool:
+    """Whether a message reads as a follow-up rather than a question of its own."""
+    return (
+        len(message.split()) <= SHORT_WORDS
+        or bool(_REFERRING.search(message))
+        or bool(_CONTINUING.match(message))
+    )
+
+
+def history_queries(
+    question: str, history: Sequence[Message], turns: int = 2
+) -> list[tuple[str, float]]:
+    """The searches to fuse, with their RRF weights: the question alone, then (when it refers
+    back, there are earlier user turns and ``turns`` > 0) the last ``turns`` of them with
+    the question."""
+    earlier = [m.content.strip() for m in history if m.role == "user" and m.content.strip()]
+    earlier = earlier[-turns:] if turns > 0 else []
+    if not earlier or not refers_back(question):
+        return [(question, 1.0)]
+    context = " ".join(earlier)[-MAX_CONTEXT_CHARS:]
+    return [(question, 1.0), (f"{context} {question}", CONVERSATION_WEIGHT)]
