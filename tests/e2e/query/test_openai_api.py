@@ -148,6 +148,35 @@ def test_citations_are_visible_in_the_answer_text(sdk: openai.OpenAI, handbook: 
     assert refused.value.param == "citations"  # it named no field before
 
 
+def test_a_frontends_task_about_the_conversation_gets_a_short_reply(
+    sdk: openai.OpenAI, handbook: str
+) -> None:
+    """Open WebUI asks the chat's model for a title, tags and follow-ups with a prompt that
+    quotes the conversation; the offline generator answered with a dump of passages, which
+    became the chat's title."""
+    question = [{"role": "user", "content": "What must laptops use?"}]
+    answer = sdk.chat.completions.create(model=handbook, messages=question)
+    task = (
+        "Write a short title for this chat, as JSON.\n<chat_history>\nUSER: What must laptops "
+        f"use?\nASSISTANT: {answer.choices[0].message.content}\n</chat_history>"
+    )
+    reply = sdk.chat.completions.create(
+        model=handbook, messages=[{"role": "user", "content": task}]
+    )
+    content = reply.choices[0].message.content or ""
+    assert "cannot write titles" in content
+    assert len(content) < 200
+    assert (reply.model_extra or {})["sources"] == []
+    stream = sdk.chat.completions.create(
+        model=handbook, messages=[{"role": "user", "content": task}], stream=True
+    )
+    assert "".join(c.choices[0].delta.content or "" for c in stream if c.choices) == content
+    with pytest.raises(openai.NotFoundError):  # still a model that must exist
+        sdk.chat.completions.create(
+            model="no-such-collection", messages=[{"role": "user", "content": task}]
+        )
+
+
 _TOOL = {"type": "function", "function": {"name": "lookup", "parameters": {"type": "object"}}}
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from typing import Any, Literal
 
 import msgspec
@@ -37,10 +37,12 @@ from rag_query.answers.service import (
     AnswerService,
     DoneEvent,
     ErrorEvent,
+    Event,
     TokenEvent,
 )
 from rag_query.generation.base import Message
 from rag_query.openai_api.citations import CitationStyle, citation_list, without_citation_list
+from rag_query.openai_api.conversation_tasks import about_the_conversation, reply_events
 from rag_query.openai_api.limits import (
     OutputLimit,
     refuse_unsupported,
@@ -253,6 +255,7 @@ class OpenAIController(Controller):
         self,
         data: JSONBody[ChatRequest],
         answer_service: NamedDependency[AnswerService],
+        catalog: NamedDependency[CollectionCatalog],
         generators: NamedDependency[Generators],
         settings: NamedDependency[QuerySettings],
         request: Request[Any, Any, Any],
@@ -271,6 +274,7 @@ class OpenAIController(Controller):
                 "no question",
                 detail="messages: the last message must be a non-empty user message (the question)",
             )
+        question = _text(turns[-1].content)
         history = tuple(
             Message(
                 m.role,  # type: ignore[arg-type]  # filtered above
@@ -281,19 +285,29 @@ class OpenAIController(Controller):
             for m in turns[:-1]
         )
         style = data.citations or settings.chat_citations
-        options = AnswerOptions(
-            search=search_request(
-                SearchBody(query=_text(turns[-1].content), top_k=data.top_k or 5), settings
-            ),
-            generator=generator,
-            session_id=data.session_id,
-            history=history,
-        )
-        prepared = await answer_service.prepare(collection, options, tenant_of(request))
+        events: Callable[[bool], AsyncIterator[Event]]
+        if (generator or settings.generator) == "extractive" and about_the_conversation(question):
+            await catalog.get(tenant_of(request), collection)  # 404 as for any request
+
+            def events(streaming: bool) -> AsyncIterator[Event]:
+                return reply_events(collection, question, streaming=streaming)
+
+        else:
+            options = AnswerOptions(
+                search=search_request(SearchBody(query=question, top_k=data.top_k or 5), settings),
+                generator=generator,
+                session_id=data.session_id,
+                history=history,
+            )
+            prepared = await answer_service.prepare(collection, options, tenant_of(request))
+
+            def events(streaming: bool) -> AsyncIterator[Event]:
+                return answer_service.events(prepared, streaming=streaming)
+
         completion_id = f"chatcmpl-{uuid.uuid4().hex}"
         created = int(time.time())
         if not data.stream:
-            async for event in answer_service.events(prepared, streaming=False):
+            async for event in events(False):
                 if isinstance(event, ErrorEvent):
                     return Response(
                         _error_body(event.message, "server_error", None, "generation_failed"),
@@ -341,7 +355,7 @@ class OpenAIController(Controller):
         async def stream() -> AsyncGenerator[ServerSentEventMessage, None]:
             yield chunk({"role": "assistant", "content": ""}, None)
             try:
-                async for event in answer_service.events(prepared, streaming=True):
+                async for event in events(True):
                     if isinstance(event, TokenEvent):
                         # Past a cut the rest is read and dropped: the answer's record (its
                         # session turn, its cache entry) is the generator's whole answer.
