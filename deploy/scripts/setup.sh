@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Idempotent set-up for development and tests on Debian: uv, the Debian packages the stack and
-# its tests run (redis-server, nginx, prometheus, wrk, chromium, curl, openssl), and the project's Python
-# environment (.venv).
+# its tests run (redis-server, nginx, prometheus, wrk, chromium, curl, openssl, Node.js), the
+# project's Python environment (.venv) and the JavaScript clients the tests run.
 # Installs with apt-get only when running as root; otherwise prints the exact command to run.
 #
 #   setup.sh                everything, bytecode included
@@ -53,6 +53,12 @@ command -v sha256sum >/dev/null 2>&1 || missing+=(coreutils)
 command -v wrk >/dev/null 2>&1 || missing+=(wrk)  # the load generator of make bench
 # The playground's browser test (tests/e2e/gateway/test_playground.py) drives Debian's Chromium.
 command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+# The JavaScript chat clients (tests/e2e/gateway/test_chat_clients.py) run on Node.js 18+.
+if ! command -v node >/dev/null 2>&1; then
+  missing+=(nodejs npm)
+elif ! command -v npm >/dev/null 2>&1; then
+  missing+=(npm)
+fi
 
 if [ ${#missing[@]} -gt 0 ]; then
   if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; then
@@ -89,4 +95,12 @@ if [ "$mode" = --no-bytecode ]; then
 else
   compile_bytecode "$uv_bin"
 fi
-say "ready ($("$uv_bin" --version), $(.venv/bin/python --version))"
+# The JavaScript clients, from the npm registry, once per change of their lock file.
+clients=tests/clients/node
+if ! cmp -s "$clients/package-lock.json" "$clients/node_modules/.installed-lock"; then
+  say "installing the JavaScript clients of the tests (npm ci in $clients)"
+  (cd "$clients" && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
+  cp "$clients/package-lock.json" "$clients/node_modules/.installed-lock"
+fi
+
+say "ready ($("$uv_bin" --version), $(.venv/bin/python --version), Node.js $(node --version))"

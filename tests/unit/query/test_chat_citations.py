@@ -18,13 +18,15 @@ def test_the_list_names_each_cited_source_once_in_number_order() -> None:
         _source(2, title="Release notes", source="https://example.org/notes", page=3),
         _source(3, title="Gateway", heading="API keys", source="docs/gateway.md"),
         _source(4, title="Not cited"),
+        _source(6, title="Guide", heading="Guide > Setup > Keys", source="guide.md"),
         _source(5),
     ]
-    assert citation_list(sources, [3, 2, 1, 5, 9]) == (
+    assert citation_list(sources, [3, 2, 1, 5, 6, 9]) == (
         "\n\n**Sources**\n"
         "- [1], [3] Gateway — API keys · `docs/gateway.md`\n"
         "- [2] [Release notes](https://example.org/notes) · page 3\n"
-        "- [5] `d5`"
+        "- [5] `d5`\n"
+        "- [6] Guide — Setup \u203a Keys · `guide.md`"  # the title is not said twice
     )
     assert citation_list(sources, []) == ""  # nothing cited, nothing added
 

@@ -51,8 +51,11 @@ def describe(source: Mapping[str, Any]) -> str:
     if web:
         name = f"[{name}]({_link_target(origin)})"
     parts = [name] if name else []
-    if heading and heading != title:
-        parts.append(_plain(str(heading)))
+    path = [p.strip() for p in str(heading or "").split(" > ") if p.strip()]
+    if path and path[0] == title:
+        path = path[1:]  # a heading path starts with the document's own title
+    if path:
+        parts.append(" \u203a ".join(_plain(p) for p in path))
     if origin and not web:
         parts.append(_code(origin))
     if not parts:
