@@ -16,7 +16,7 @@ help: ## List the targets
 	@echo "  DEV_QUERY_PORT DEV_WORKER_HEALTH_PORT and DEV_<SERVICE>_HEALTH_PORT,"
 	@echo "  e.g. make dev DEV_REDIS_PORT=6390"
 
-setup: ## Install what is missing (uv, redis-server, nginx, prometheus, wrk, chromium, curl, openssl) and sync .venv
+setup: ## Install what is missing (uv, redis-server, nginx, prometheus, wrk, chromium, curl, openssl, Node.js) and sync .venv
 	@deploy/scripts/setup.sh
 
 dev: setup ## Run the whole stack natively on loopback, print its URLs; Ctrl-C stops it all
@@ -61,6 +61,9 @@ soak: setup ## Mixed load through nginx for SOAK_SECONDS (600) at SOAK_RATE/s (3
 FUZZ_EXAMPLES ?= 40
 fuzz: setup ## Schemathesis through nginx with FUZZ_EXAMPLES (40) cases per operation (1,000+ requests)
 	FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(PY) -m pytest tests/e2e/gateway/test_schemathesis.py -s --timeout=1200
+
+open-webui-check: setup ## Install Open WebUI (~7 GB, cached in .dev/frontends), run it offline against the stack, check chats through it (docs/frontends.md)
+	$(PY) deploy/scripts/open_webui_check.py
 
 fmt: ## Format the code and apply safe lint fixes
 	.venv/bin/ruff check --fix .

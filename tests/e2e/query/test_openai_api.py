@@ -177,6 +177,32 @@ def test_a_frontends_task_about_the_conversation_gets_a_short_reply(
         )
 
 
+def test_the_request_librechat_sends_is_answered(query: QueryClient, handbook: str) -> None:
+    """LibreChat's custom endpoints send OpenAI's default parameters, a `user` and a `name` on
+    system and assistant messages (its documentation's request shape), streamed."""
+    body = {
+        "model": handbook,
+        "temperature": 1,
+        "top_p": 1,
+        "presence_penalty": 0,
+        "frequency_penalty": 0,
+        "user": "LibreChat_User_ID",
+        "stream": True,
+        "messages": [
+            {"role": "system", "name": "Assistant", "content": "Be brief."},
+            {"role": "user", "content": "What must laptops use?"},
+        ],
+    }
+    with query.http.stream("POST", "/v1/chat/completions", json=body) as response:
+        assert response.status_code == 200
+        lines = [line[6:] for line in response.iter_lines() if line.startswith("data: ")]
+    assert lines[-1] == "[DONE]"
+    chunks = [json.loads(line) for line in lines[:-1]]
+    text = "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks if c["choices"])
+    assert "full-disk encryption" in text
+    assert "**Sources**" in text
+
+
 _TOOL = {"type": "function", "function": {"name": "lookup", "parameters": {"type": "object"}}}
 
 
