@@ -5,10 +5,10 @@ It installs Open WebUI (OPEN_WEBUI_VERSION) into a cache folder once (OPEN_WEBUI
 .dev/frontends; its environment is about 7 GB, so this is not part of `make test`), starts the
 native stack on free loopback ports with README.md and docs/ (but benchmarks.md) ingested as
 the collection `docs`, starts Open WebUI pointed at the stack's /v1 with a fresh data folder,
-creates its first user, and then, through Open WebUI: lists the models, asks "How are API keys stored?"
-streamed and not, asks a follow-up, runs its title, tags and follow-up tasks, and checks the
-answers (the sentence, the list of sources, Markdown). It prints what it saw; exit code 0 when
-every check passed. docs/frontends.md records a run.
+and creates its first user. Then, through Open WebUI, it lists the models, asks "How are API
+keys stored?" streamed and not, asks a follow-up, runs its title, tags and follow-up tasks,
+and checks the answers (the sentence, the list of sources, Markdown). It prints what it saw;
+exit code 0 when every check passed. docs/frontends.md records a run.
 """
 
 from __future__ import annotations
