@@ -23,6 +23,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import httpx
 from rag_client import Client
@@ -159,7 +160,7 @@ def _sse_text(response: httpx.Response) -> tuple[str, int]:
     return text, chunks
 
 
-def run_checks(url: str) -> list[Check]:
+def run_checks(url: str, edge_url: str) -> list[Check]:
     http = httpx.Client(base_url=url, timeout=120)
     signup = http.post(
         "/api/v1/auths/signup",
@@ -212,6 +213,51 @@ def run_checks(url: str) -> list[Check]:
         follow_text[:160].replace("\n", " "),
     )
 
+    def ask(**extra: Any) -> dict[str, Any]:
+        done = http.post(
+            "/api/chat/completions", json={"model": "docs", "messages": question, **extra}
+        )
+        body: dict[str, Any] = done.json() if done.is_success else {"status": done.status_code}
+        return body
+
+    cut = ask(max_tokens=5)
+    choice = (cut.get("choices") or [{}])[0]
+    check(
+        "max_tokens 5: cut, finish_reason length",
+        choice.get("finish_reason") == "length"
+        and answer.startswith(choice["message"]["content"])
+        and len(choice["message"]["content"]) < len(answer),
+        f"{choice.get('finish_reason')}: {choice.get('message', {}).get('content')!r}",
+    )
+    stopped = ask(stop=["."])
+    choice = (stopped.get("choices") or [{}])[0]
+    content = choice.get("message", {}).get("content") or ""
+    check(
+        'stop ".": ends before it',
+        bool(content) and "." not in content and answer.startswith(content),
+        repr(content),
+    )
+    missing = http.post(
+        "/api/chat/completions", json={"model": "docs-missing", "messages": question}
+    )
+    check(
+        "a wrong model is refused",
+        missing.status_code in (400, 404),
+        f"{missing.status_code} {missing.text[:100]}",
+    )
+    # What an admin sees checking a connection with a wrong key: RAG Engine's answer.
+    verify = http.post("/openai/verify", json={"url": edge_url + "/v1", "key": "sk-placeholder"})
+    error = (
+        verify.json().get("error", {})
+        if verify.headers.get("content-type", "").startswith("application/json")
+        else {}
+    )
+    check(
+        "a wrong key: the connection check says invalid_api_key",
+        verify.status_code == 401 and error.get("code") == "invalid_api_key",
+        f"{verify.status_code} {error.get('message')}",
+    )
+
     history = [*question, {"role": "assistant", "content": answer}]
     for task in ("title", "tags", "follow_up"):
         done = http.post(
@@ -250,7 +296,7 @@ def main() -> int:
         print(f"open-webui-check: stack at {stack.edge_url}, docs ingested; starting Open WebUI")
         process, url = start_open_webui(venv, stack.edge_url, key)
         try:
-            checks = run_checks(url)
+            checks = run_checks(url, edge_url=stack.edge_url)
         finally:
             process.terminate()
             process.wait(timeout=30)

@@ -1,9 +1,10 @@
 """Real chat clients of the OpenAI-compatible API through nginx and the gateway: the official
 `openai` packages for Python and Node, LangChain's `ChatOpenAI`, and the Vercel AI SDK (`ai`
 with `@ai-sdk/openai-compatible`, and with `@ai-sdk/openai`'s chat model). Each asks "How are
-API keys stored?" of a collection of our docs, streamed and not, follows it up with a system
-message, and meets a wrong key, a wrong model, `max_tokens` and `stop`. The answer must hold
-the sentence that says so, in readable Markdown, with its source named in the text."""
+API keys stored?" of a collection of README.md and docs/, streamed and not, follows it up
+with a system message, and meets a wrong key, a wrong model, `max_tokens` and `stop`. The
+answer must hold the sentence that says so, in readable Markdown, with its source named in
+the text."""
 
 from __future__ import annotations
 
@@ -29,7 +30,9 @@ pytestmark = pytest.mark.e2e
 
 ROOT = Path(__file__).resolve().parents[3]
 NODE_CLIENTS = ROOT / "tests" / "clients" / "node"
-DOCS = ("gateway.md", "api.md", "query.md")
+# README.md and docs/, as the issue asked them, but benchmarks.md (it quotes the questions).
+DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+DOCS = [path for path in DOCS if path.name != "benchmarks.md"]
 QUESTION = "How are API keys stored?"
 FOLLOW_UP = "And how do I revoke one?"
 SENTENCE = (
@@ -43,13 +46,13 @@ Seen = dict[str, Any]
 
 @pytest.fixture(scope="module")
 def chat(edge: Edge) -> tuple[str, str]:
-    """A key of its own tenant and a collection of three of our docs: (key, model)."""
+    """A key of its own tenant and a collection of our docs: (key, model)."""
     with Client(edge.url, ADMIN_KEY) as admin:
         created = admin.create_key("chat-clients", ["ingest:write", "query:read"])
     assert created.key is not None
     with Client(edge.url, created.key) as user:
         user.create_collection("docs")
-        uploaded = user.upload_files("docs", [ROOT / "docs" / name for name in DOCS])
+        uploaded = user.upload_files("docs", DOCS)
         jobs = user.wait_jobs(uploaded.job_ids, max_seconds=120)
         assert {job.state for job in jobs} == {"succeeded"}, [job.error for job in jobs]
     edge.wait_searchable("docs", SENTENCE, edge.bearer(created.key), mode="lexical")
