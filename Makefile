@@ -7,7 +7,7 @@ PY := .venv/bin/python
 export ORT_DISABLE_TELEMETRY := 1
 export UV_PYTHON_DOWNLOADS := never
 
-.PHONY: help setup dev test test-docker lint fmt bench bench-quality soak fuzz up down logs ps clean
+.PHONY: help setup dev test test-docker lint fmt bench bench-quality soak fuzz open-webui-check up down logs ps clean
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-8s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
