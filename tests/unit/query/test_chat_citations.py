@@ -59,3 +59,9 @@ def test_the_list_is_taken_off_an_earlier_answer_sent_back() -> None:
     # Text that merely mentions sources stays.
     told = "The **Sources** section lists them.\n- [1] is the first."
     assert without_citation_list(told) == told
+
+
+def test_an_answer_that_merely_ends_in_blank_lines_is_kept() -> None:
+    """The list was found with a pattern that backtracked over long runs of blank lines."""
+    sent_back = "x" + "\n" * 50_000
+    assert without_citation_list(sent_back) == sent_back

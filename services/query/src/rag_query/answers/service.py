@@ -292,7 +292,8 @@ class AnswerService:
             if self.settings.extractive_embed_sentences
             else None,
             max_embedded=self.settings.extractive_embed_sentences,
-            history_turns=self.settings.history_search_turns,
+            # A question an LLM made standalone needs no earlier turns to be understood.
+            history_turns=0 if prepared.condensed else self.settings.history_search_turns,
         )
         failures: list[str] = []
         for generator in self.generators.chain(prepared.options.generator, extractive=extractive):

@@ -22,8 +22,11 @@ from rag_query.retrieval.analyzer import Analyzer
 
 # Sentence ends, keeping the citations after a sentence with it: "A. [1] B [2]." -> two.
 _SENTENCES = re.compile(r"(?<=[.!?])\s+(?!\[)|(?<=\])\s+(?!\[)|\n+")
-# Fenced code blocks and tables (kept whole by the split, as its odd parts).
-_BLOCKS = re.compile(r"^((?:```|~~~).*?^(?:```|~~~)[^\n]*$|(?:^\|[^\n]*(?:\n|\Z))+)", re.M | re.S)
+# Fenced code blocks (closed by the same fence) and tables, indented or not.
+_BLOCKS = re.compile(
+    r"^([ \t]*(?P<fence>`{3,}|~{3,}).*?^[ \t]*(?P=fence)[ \t]*$|(?:^[ \t]*\|[^\n]*(?:\n|\Z))+)",
+    re.M | re.S,
+)
 SUPPORT_SHARE = 0.6  # of a sentence's terms found in the source it cites
 
 
@@ -37,12 +40,15 @@ def _claims(answer: str) -> list[str]:
     """The answer's sentences; a code block or a table is judged with the sentence before it,
     which introduces it and carries its citation ("To revoke a key: [1]" and the command)."""
     claims: list[str] = []
-    for index, part in enumerate(_BLOCKS.split(answer)):
-        if index % 2 and claims:
-            claims[-1] = f"{claims[-1]} {part}"
+    done = 0
+    for block in _BLOCKS.finditer(answer):
+        claims += [s.strip() for s in _SENTENCES.split(answer[done : block.start()]) if s.strip()]
+        if claims:
+            claims[-1] = f"{claims[-1]} {block.group(0)}"
         else:
-            claims += [s.strip() for s in _SENTENCES.split(part) if s.strip()]
-    return claims
+            claims.append(block.group(0))
+        done = block.end()
+    return claims + [s.strip() for s in _SENTENCES.split(answer[done:]) if s.strip()]
 
 
 def answer_support(answer: str, sources: Mapping[int, str], analyzer: Analyzer) -> float | None:

@@ -54,7 +54,7 @@ RANK_PRIOR_DENSE = 0.05
 SECOND_SHARE = 0.5  # of a document's second-best sentence, added to its best in choosing it
 CONTEXT = True  # sentences are scored by meaning after their source's title and headings
 
-_LINK = re.compile(r"\[([^\]]*)\]\([^)]*\)")
+_LINK = re.compile(r"\[([^\]\[]*+)\]\([^)\[]*+\)")
 _LEAD_IN = re.compile(r"\*\*|__|`|:$")
 _PLAIN_WORD = re.compile(r"^(?:[^\W\d_][\w'\u2019-]*|\d[\d.,%\u2013-]*)$")
 _WRAPPING = "*_`\"'()[]\u201c\u201d"

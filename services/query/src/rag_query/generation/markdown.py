@@ -19,16 +19,22 @@ from urllib.parse import urljoin
 MAX_BLOCK_LINES = 15  # longer code blocks and tables are not brought into an answer
 MAX_BLOCK_CHARS = 900
 
-_FENCE = re.compile(r"^\s*(?:```|~~~)")
+_FENCE = re.compile(r"^\s*(`{3,}|~{3,})")
 _TABLE_ROW = re.compile(r"^\s*\|")
 # Lines that are layout, not prose: headings, rules, HTML comment ends, images, lone HTML tags.
 _LAYOUT = re.compile(r"^\s*(?:#{1,6}\s|<!--|-->|[-*_=]{3,}\s*$|!\[|</?[A-Za-z][^>]*>\s*$)")
 _LIST_ITEM = re.compile(r"^\s*(?:[-*+\u2022]|\d{1,3}[.)])\s+")
 _WORDISH = re.compile(r"[^\W\d_]{2,}")
 _COMMENT = re.compile(r"<!--.*?(?:-->|\Z)", re.S)
-_IMAGE = re.compile(r"!\[[^\]]*\](?:\([^)]*\)|\[[^\]]*\])")
-_LINK = re.compile(r"(?<!!)\[([^\]]+)\]\(\s*<?([^)\s>]*)>?(?:\s+(?:\"[^\"]*\"|'[^']*'))?\s*\)")
-_REFERENCE_LINK = re.compile(r"(?<!!)\[([^\]]+)\]\[[^\]]*\]")
+# A comment the chunk cut: its end closing a line of the text's first paragraph.
+_CUT_COMMENT_END = re.compile(r"\A(?:[^\n]*+\n)*?[^\n]*?-->[ \t]*(?:\n|\Z)")
+# Possessive quantifiers: a text of unclosed brackets costs one pass, not one per bracket.
+_IMAGE = re.compile(r"!\[(?:[^\[\]]|\[[^\[\]]*+\])*+\](?:\([^)]*+\)|\[[^\]]*+\])")
+_HTML_IMAGE = re.compile(r"<img\b[^<>]*+>", re.I)
+_LINK = re.compile(
+    r"(?<!!)\[([^\]\[]++)\]\(\s*+<?([^)\s>\[]*+)>?(?:\s++(?:\"[^\"]*+\"|'[^']*+'))?\s*+\)"
+)
+_REFERENCE_LINK = re.compile(r"(?<!!)\[([^\]\[]++)\]\[[^\]\[]*+\]")
 _FOLLOWABLE = re.compile(r"^(?:https?://|mailto:)", re.I)
 _CITATION_LIKE = re.compile(r"\[\d{1,3}\]")
 
@@ -52,10 +58,56 @@ def looks_like_code(line: str) -> bool:
 
 
 def _without_comments(text: str) -> str:
-    """HTML comments gone, including one the chunk cuts (an opening or a closing alone)."""
+    """HTML comments gone, including one the chunk cuts: an opening alone, or a closing
+    alone at the end of a line before the text's first blank line ("Login --> Settings" and
+    ``A-->B`` are not comments)."""
     text = _COMMENT.sub("", text)
-    head, marker, tail = text.partition("-->")
-    return tail if marker and "<!--" not in head else text
+    cut = _CUT_COMMENT_END.match(text.split("\n\n", 1)[0])
+    if cut and not any(_FENCE.match(line) for line in cut.group(0).splitlines()):
+        return text[cut.end() :]
+    return text
+
+
+def _fence_pairs(lines: list[str]) -> dict[int, int]:
+    """Opening line -> closing line of each fenced block: a fence closes only with the same
+    character, at least as long (a ```` ```` ```` block may hold a ``` line)."""
+    pairs: dict[int, int] = {}
+    opening: tuple[int, str] | None = None
+    for i, line in enumerate(lines):
+        fence = _FENCE.match(line)
+        if fence is None:
+            continue
+        mark = fence.group(1)
+        if opening is None:
+            opening = (i, mark)
+        elif (
+            mark[0] == opening[1][0]
+            and len(mark) >= len(opening[1])
+            and not line[fence.end() :].strip()
+        ):
+            pairs[opening[0]] = i
+            opening = None
+    return pairs
+
+
+def _outside_fences(text: str) -> str:
+    """``text`` with comments taken out of its prose only: a fenced block stays verbatim."""
+    lines = text.splitlines()
+    pairs = _fence_pairs(lines)
+    parts: list[str] = []
+    prose: list[str] = []
+    i = 0
+    while i < len(lines):
+        if i in pairs:
+            parts.append(_without_comments("\n".join(prose)))
+            parts.append("\n".join(lines[i : pairs[i] + 1]))
+            prose = []
+            i = pairs[i] + 1
+        else:
+            prose.append(lines[i])
+            i += 1
+    parts.append(_without_comments("\n".join(prose)))
+    return "\n".join(parts)
 
 
 def _short_block(lines: list[str]) -> str:
@@ -69,9 +121,8 @@ def _short_block(lines: list[str]) -> str:
 
 def paragraphs(text: str) -> list[Paragraph]:
     """The prose paragraphs of a Markdown text, each with the block that follows it."""
-    lines = _without_comments(text).splitlines()
-    fences = [i for i, line in enumerate(lines) if _FENCE.match(line)]
-    closing_of = dict(zip(fences[0::2], fences[1::2], strict=False))
+    lines = _outside_fences(text).splitlines()
+    closing_of = _fence_pairs(lines)
     found: list[Paragraph] = []
     current: list[str] = []
     item = False
@@ -135,14 +186,16 @@ def clean_inline(text: str, base_url: str | None = None) -> str:
     when a reader can follow it (a relative one is resolved against ``base_url`` when the
     source is a web page, or becomes its text), and emphasis or code markers a split left
     unpaired dropped."""
-    text = _IMAGE.sub("", _COMMENT.sub("", text))
+    text = _HTML_IMAGE.sub("", _IMAGE.sub("", _COMMENT.sub("", text)))
 
     def link(match: re.Match[str]) -> str:
         label, target = match.group(1), match.group(2)
         if _FOLLOWABLE.match(target):
             return f"[{label}]({target})"
         if base_url and target and _FOLLOWABLE.match(base_url):
-            return f"[{label}]({urljoin(base_url, target)})"
+            resolved = urljoin(base_url, target)
+            if _FOLLOWABLE.match(resolved):  # not javascript:, data: and the like
+                return f"[{label}]({resolved})"
         return label
 
     def reference(match: re.Match[str]) -> str:

@@ -23,7 +23,7 @@ HEADING = "**Sources**"
 
 _MARKDOWN_SPECIAL = re.compile(r"([\\`*_\[\]<>|#])")
 _WEB = re.compile(r"^https?://[^\s<>\"'`]+$", re.I)
-_LIST_AT_END = re.compile(r"\s*\n\*\*Sources\*\*\n(?:- \[\d+\][^\n]*(?:\n|$))+\s*$")
+_LIST_LINES = re.compile(r"- \[\d+\][^\n]*+(?:\n- \[\d+\][^\n]*+)*+")
 
 
 def _plain(text: str) -> str:
@@ -82,4 +82,7 @@ def citation_list(sources: Iterable[Mapping[str, Any]], cited: Iterable[int]) ->
 
 def without_citation_list(content: str) -> str:
     """An earlier answer as the conversation holds it: without the list this route added."""
-    return _LIST_AT_END.sub("", content)
+    at = content.rfind(f"\n{HEADING}\n")
+    if at < 0 or not _LIST_LINES.fullmatch(content[at + len(HEADING) + 2 :].rstrip()):
+        return content
+    return content[:at].rstrip()

@@ -21,7 +21,7 @@ from rag_core.tokens import count_tokens
 from rag_query.answers.service import DoneEvent, Event, TokenEvent
 from rag_query.generation.base import word_pieces
 
-_QUOTED_ANSWER = re.compile(r"\*\*Sources\*\*\s*\n\s*- \[\d+\]")
+_QUOTED_ANSWER = re.compile(r"\*\*Sources\*\*[ \t]*+\n[ \t]*+- \[\d+\]")
 
 
 def about_the_conversation(message: str) -> bool:
