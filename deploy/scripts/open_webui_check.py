@@ -27,7 +27,15 @@ from typing import Any
 
 import httpx
 from rag_client import Client
-from rag_devstack import NativeStack, StackPorts, create_api_key, free_port
+from rag_devstack import (
+    ManagedProcess,
+    NativeStack,
+    ProcessFailed,
+    StackPorts,
+    create_api_key,
+    free_port,
+    http_ok,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 VERSION = os.environ.get("OPEN_WEBUI_VERSION", "0.12.4")
@@ -76,13 +84,6 @@ def wait_until(condition: Callable[[], bool], timeout: float, what: str) -> None
         time.sleep(0.5)
 
 
-def _up(url: str) -> bool:
-    try:
-        return httpx.get(url, timeout=2).status_code == 200
-    except httpx.HTTPError:
-        return False
-
-
 def ingest_docs(edge_url: str, key: str) -> None:
     # Not benchmarks.md: its figures change with every run, and it quotes the questions asked.
     files = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
@@ -106,7 +107,7 @@ def ingest_docs(edge_url: str, key: str) -> None:
         )
 
 
-def start_open_webui(venv: Path, edge_url: str, key: str) -> tuple[subprocess.Popen[bytes], str]:
+def start_open_webui(venv: Path, edge_url: str, key: str) -> tuple[ManagedProcess, str]:
     data = HOME / "open-webui-data"
     shutil.rmtree(data, ignore_errors=True)  # a fresh install: the first user is its admin
     data.mkdir(parents=True)
@@ -131,19 +132,18 @@ def start_open_webui(venv: Path, edge_url: str, key: str) -> tuple[subprocess.Po
         "OPENAI_API_BASE_URL": f"{edge_url}/v1",
         "OPENAI_API_KEY": key,
     }
-    log = (HOME / "open-webui.log").open("wb")
-    process = subprocess.Popen(
-        [venv / "bin" / "open-webui", "serve", "--host", "127.0.0.1", "--port", str(port)],
+    process = ManagedProcess(
+        "open-webui",
+        [str(venv / "bin" / "open-webui"), "serve", "--host", "127.0.0.1", "--port", str(port)],
+        log_path=HOME / "open-webui.log",
         env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
         cwd=HOME,
-    )
+    ).start()
     url = f"http://127.0.0.1:{port}"
     try:
-        wait_until(lambda: process.poll() is None and _up(f"{url}/health"), START_TIMEOUT, "ready")
-    except TimeoutError:
-        process.terminate()
+        process.wait_until(lambda: http_ok(f"{url}/health"), timeout=START_TIMEOUT, what="ready")
+    except ProcessFailed:
+        process.stop()
         raise
     return process, url
 
@@ -298,8 +298,7 @@ def main() -> int:
         try:
             checks = run_checks(url, edge_url=stack.edge_url)
         finally:
-            process.terminate()
-            process.wait(timeout=30)
+            process.stop()
     failed = [name for name, ok, _ in checks if not ok]
     print(
         f"open-webui-check: Open WebUI {VERSION}: {len(checks) - len(failed)} of {len(checks)} "

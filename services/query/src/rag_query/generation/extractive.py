@@ -33,7 +33,7 @@ from rag_query.generation.base import Message, Usage, word_pieces
 from rag_query.generation.markdown import clean_inline, paragraphs
 from rag_query.generation.sources import Source, quoted
 from rag_query.retrieval.analyzer import Analyzer
-from rag_query.retrieval.history import history_queries
+from rag_query.retrieval.history import with_conversation
 
 # A sentence ends at . ! ? before a capital, a digit, or code or bold (a Markdown sentence may
 # start with `make` or **Note**), or at a paragraph break or a list item.
@@ -64,25 +64,6 @@ Embed = Callable[[Sequence[str]], Awaitable[Any]]  # texts -> one vector each
 
 
 @dataclass(frozen=True)
-class _Sentence:
-    text: str
-    source: int  # number
-    document: str
-    rank: int  # the source's rank, 0 first
-    position: int
-    score: float
-    context: str = ""  # the source's title and heading path
-    paragraph: int = 0
-    item: bool = False
-    block: str = ""
-
-
-def split_sentences(text: str) -> list[str]:
-    pieces = [" ".join(p.split()) for p in _SENTENCE_END.split(text)]
-    return [p for p in pieces if len(p) >= 3]
-
-
-@dataclass(frozen=True)
 class Piece:
     """A candidate sentence of a source and where it stands."""
 
@@ -90,6 +71,26 @@ class Piece:
     paragraph: int  # its paragraph's place in the source
     item: bool = False  # from a list item
     block: str = ""  # the code block or table it leads into ("To revoke a key:")
+
+
+@dataclass(frozen=True)
+class _Sentence:
+    piece: Piece
+    source: int  # number
+    document: str
+    rank: int  # the source's rank, 0 first
+    position: int
+    score: float
+    context: str = ""  # the source's title and heading path
+
+    @property
+    def text(self) -> str:
+        return self.piece.text
+
+
+def split_sentences(text: str) -> list[str]:
+    pieces = [" ".join(p.split()) for p in _SENTENCE_END.split(text)]
+    return [p for p in pieces if len(p) >= 3]
 
 
 def prose(text: str) -> str:
@@ -172,23 +173,24 @@ def render(chosen: Sequence[_Sentence]) -> str:
     for i, sentence in enumerate(chosen):
         before = chosen[i - 1] if i else None
         after = chosen[i + 1] if i + 1 < len(chosen) else None
-        listed = sentence.item and any(
-            other is not None and other.item and other.source == sentence.source
+        listed = sentence.piece.item and any(
+            other is not None and other.piece.item and other.source == sentence.source
             for other in (before, after)
         )
         text = f"{'- ' if listed else ''}{quoted(sentence.text)} [{sentence.source}]"
         if before is None:
             parts.append(text)
-        elif listed and before.item and before.source == sentence.source:
+        elif listed and before.piece.item and before.source == sentence.source:
             parts.append(f"\n{text}")
-        elif (before.source, before.paragraph) == (sentence.source, sentence.paragraph) and not (
-            before.block
-        ):
+        elif (before.source, before.piece.paragraph) == (
+            sentence.source,
+            sentence.piece.paragraph,
+        ) and not before.piece.block:
             parts.append(f" {text}")
         else:
             parts.append(f"\n\n{text}")
-        if sentence.block:
-            parts.append(f"\n\n{sentence.block}")
+        if sentence.piece.block:
+            parts.append(f"\n\n{sentence.piece.block}")
     return "".join(parts)
 
 
@@ -223,16 +225,7 @@ class ExtractiveGenerator:
                 lexical = overlap / (1.0 + math.log1p(len(terms) / 25))
                 pool.append(
                     _Sentence(
-                        piece.text,
-                        source.number,
-                        source.document_id,
-                        rank,
-                        position,
-                        lexical,
-                        context,
-                        piece.paragraph,
-                        piece.item,
-                        piece.block,
+                        piece, source.number, source.document_id, rank, position, lexical, context
                     )
                 )
         if not pool:
@@ -265,7 +258,7 @@ class ExtractiveGenerator:
             key = frozenset(self.analyzer.terms(sentence.text))
             if any(key <= other for other in seen):
                 continue  # said already (overlapping chunks repeat sentences, or cut them)
-            size = len(sentence.text) + len(sentence.block)
+            size = len(sentence.text) + len(sentence.piece.block)
             if chosen and length + size > MAX_ANSWER_CHARS:
                 continue
             seen.append(key)
@@ -304,7 +297,7 @@ class ExtractiveGenerator:
     ) -> AsyncIterator[str]:
         # A follow-up ("for how long?") is scored after the user's earlier turns, as it was
         # searched (retrieval.history): its own words say little of what it asks.
-        scored = history_queries(question, history, self.history_turns)[-1][0]
+        scored = with_conversation(question, history, self.history_turns) or question
         chosen = await self.select(scored, sources)
         # Counted as an LLM's usage is, in tokens (rag_core.tokens: WordPiece, within a few
         # percent of an LLM's tokenizer on English): what it read, what it wrote.

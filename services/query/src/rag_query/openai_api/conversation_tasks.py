@@ -20,8 +20,10 @@ from rag_core.tokens import count_tokens
 
 from rag_query.answers.service import DoneEvent, Event, TokenEvent
 from rag_query.generation.base import word_pieces
+from rag_query.openai_api.citations import HEADING
 
-_QUOTED_ANSWER = re.compile(r"\*\*Sources\*\*[ \t]*+\n[ \t]*+- \[\d+\]")
+# The list's heading, then its first item, as citations.citation_list writes them.
+_QUOTED_ANSWER = re.compile(re.escape(HEADING) + r"[ \t]*+\n[ \t]*+- \[\d+\]")
 
 
 def about_the_conversation(message: str) -> bool:

@@ -190,6 +190,15 @@ def _text(content: str | list[dict[str, Any]] | None) -> str:
     )
 
 
+def _earlier_turn(message: ChatMessage) -> Message:
+    """A user or assistant turn before the question; an answer without the list of sources
+    this route added to it."""
+    text = _text(message.content)
+    if message.role == "assistant":
+        text = without_citation_list(text)
+    return Message(message.role, text)  # type: ignore[arg-type]  # the caller keeps these two
+
+
 def split_model(model: str, generators: Generators) -> tuple[str, str | None]:
     name, _, generator = model.partition(":")
     if generator:
@@ -275,15 +284,7 @@ class OpenAIController(Controller):
                 detail="messages: the last message must be a non-empty user message (the question)",
             )
         question = _text(turns[-1].content)
-        history = tuple(
-            Message(
-                m.role,  # type: ignore[arg-type]  # filtered above
-                without_citation_list(_text(m.content))
-                if m.role == "assistant"
-                else _text(m.content),
-            )
-            for m in turns[:-1]
-        )
+        history = tuple(_earlier_turn(m) for m in turns[:-1])
         style = data.citations or settings.chat_citations
         events: Callable[[bool], AsyncIterator[Event]]
         if (generator or settings.generator) == "extractive" and about_the_conversation(question):

@@ -37,15 +37,22 @@ def refers_back(message: str) -> bool:
     )
 
 
-def history_queries(
-    question: str, history: Sequence[Message], turns: int = 2
-) -> list[tuple[str, float]]:
-    """The searches to fuse, with their RRF weights: the question alone, then (when it refers
-    back, there are earlier user turns and ``turns`` > 0) the last ``turns`` of them with
-    the question."""
+def with_conversation(question: str, history: Sequence[Message], turns: int = 2) -> str | None:
+    """The question after the last ``turns`` earlier user turns, when it refers back to them
+    (None: it stands alone, or there is nothing to refer to)."""
     earlier = [m.content.strip() for m in history if m.role == "user" and m.content.strip()]
     earlier = earlier[-turns:] if turns > 0 else []
     if not earlier or not refers_back(question):
+        return None
+    return f"{' '.join(earlier)[-MAX_CONTEXT_CHARS:]} {question}"
+
+
+def history_queries(
+    question: str, history: Sequence[Message], turns: int = 2
+) -> list[tuple[str, float]]:
+    """The searches to fuse, with their RRF weights: the question alone, then, when it
+    refers back, the question with the conversation (``with_conversation``)."""
+    together = with_conversation(question, history, turns)
+    if together is None:
         return [(question, 1.0)]
-    context = " ".join(earlier)[-MAX_CONTEXT_CHARS:]
-    return [(question, 1.0), (f"{context} {question}", CONVERSATION_WEIGHT)]
+    return [(question, 1.0), (together, CONVERSATION_WEIGHT)]
