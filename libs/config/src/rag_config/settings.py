@@ -567,6 +567,16 @@ class GatewaySettings(ServiceSettings, AuthSettings, StorageSettings):
         description="Longest the body of a document write may take to arrive, however "
         "steadily it trickles (nginx's CLIENT_BODY_TIMEOUT ends one that stalls).",
     )
+    mcp_enabled: bool = Field(
+        True, description="Serve the MCP server (tools for agents) at /mcp: docs/mcp.md."
+    )
+    mcp_max_document_chunks: int = Field(
+        200,
+        ge=1,
+        le=10_000,
+        description="Most chunks the MCP tool get_document returns of one document (the rest "
+        "are read a passage at a time, with chunk_id).",
+    )
 
     _blank_admin_api_key = field_validator("admin_api_key", mode="before")(_blank_to_none)
 

@@ -26,6 +26,7 @@ from rag_gateway.auth.authenticate import Authenticator
 from rag_gateway.auth.keys import ApiKeyStore
 from rag_gateway.forwarding import forward
 from rag_gateway.limits import Limits
+from rag_gateway.mcp.endpoint import McpEndpoint, mcp_endpoint
 from rag_gateway.openapi import PublicSchema, openapi_document, openapi_page
 from rag_gateway.paths import refuse_ambiguous_paths
 from rag_gateway.playground.routes import playground_asset, playground_page
@@ -67,6 +68,7 @@ def _gateway_lifespan(settings: GatewaySettings) -> Lifespan:
             stream_leases=stream_leases,
             upload_leases=upload_leases,
             schema=PublicSchema(forwarder),
+            mcp=McpEndpoint(settings, forwarder, stream_leases) if settings.mcp_enabled else None,
         )
 
         def upstream_ready(upstream: Upstream) -> object:
@@ -90,6 +92,8 @@ def _gateway_lifespan(settings: GatewaySettings) -> Lifespan:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
+            if app.state.mcp is not None:
+                await app.state.mcp.close()
             await stream_leases.close_all()
             await upload_leases.close_all()
             await forwarder.close()
@@ -111,6 +115,7 @@ def create_app(settings: GatewaySettings | None = None) -> Litestar:
             openapi_page,
             playground_page,
             playground_asset,
+            mcp_endpoint,
         ],
         lifespan=[redis_lifespan(settings), _gateway_lifespan(settings)],
         dependencies={

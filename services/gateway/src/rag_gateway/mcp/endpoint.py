@@ -1,0 +1,110 @@
+"""/mcp: the MCP server over the Streamable HTTP transport, behind the gateway's own auth.
+
+Each HTTP request is admitted as a /v1 request is (rag_gateway.policy.admit: a valid API key or
+JWT, 401 otherwise; one request off the caller's rate limit; an administrator's X-RAG-Tenant),
+and the tools it calls then act as that caller (rag_gateway.mcp.calls). The server is stateless
+(no MCP session to keep): any gateway replica answers any request, as nginx spreads them. An
+answer comes back as server-sent events, progress notifications first.
+
+The official SDK (`mcp`) serves the protocol; it is imported, and its server started, at the
+first request to /mcp, on a thread (it takes about 2 s of CPU), so a gateway that never serves
+MCP neither waits for it at start nor holds it. MCP_ENABLED=false turns /mcp off (404)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import importlib
+from typing import TYPE_CHECKING, Any, cast
+
+from litestar import Request, asgi
+from litestar.types import Receive, Scope, Send
+from rag_config import GatewaySettings
+from rag_core.errors import NotFound
+
+from rag_gateway.mcp import metrics as _metrics  # noqa: F401  # registered at start
+from rag_gateway.policy import admit
+from rag_gateway.proxy import Forwarder
+from rag_gateway.streams import StreamLeases
+
+if TYPE_CHECKING:
+    from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
+
+# Where the admitted caller travels with the request, from the gateway to the tools.
+PRINCIPAL = "rag_gateway.principal"
+
+
+class McpEndpoint:
+    """The MCP server of one gateway process, started at its first request."""
+
+    def __init__(
+        self, settings: GatewaySettings, forwarder: Forwarder, stream_leases: StreamLeases
+    ) -> None:
+        self.settings = settings
+        self.forwarder = forwarder
+        self.stream_leases = stream_leases
+        self._manager: StreamableHTTPSessionManager | None = None
+        self._starting = asyncio.Lock()
+        self._stop = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    async def manager(self) -> StreamableHTTPSessionManager:
+        async with self._starting:
+            if self._manager is None:
+                manager = await asyncio.to_thread(self._build)
+                ready = asyncio.Event()
+                self._task = asyncio.create_task(self._run(manager, ready), name="mcp-server")
+                await ready.wait()
+                self._manager = manager
+        return self._manager
+
+    def _build(self) -> StreamableHTTPSessionManager:
+        from mcp.server.streamable_http_manager import (  # noqa: PLC0415  # see the module
+            StreamableHTTPSessionManager,
+        )
+        from mcp.server.transport_security import TransportSecuritySettings  # noqa: PLC0415
+
+        calls = importlib.import_module("rag_gateway.mcp.calls")
+        tools = importlib.import_module("rag_gateway.mcp.tools")
+
+        def api_of(ctx: Any) -> Any:
+            principal = ctx.request_context.request.scope[PRINCIPAL]
+            return calls.Api(self.forwarder, self.stream_leases, principal)
+
+        server = tools.build_server(
+            api_of, max_document_chunks=self.settings.mcp_max_document_chunks
+        )
+        return StreamableHTTPSessionManager(
+            app=server._lowlevel_server,  # what its own streamable_http_app passes
+            stateless=True,
+            json_response=False,  # answers as server-sent events, progress first
+            # Every request carries a credential, which a page in a browser cannot add to a
+            # request of another origin: the Host and Origin checks (DNS rebinding) would only
+            # refuse the names this gateway is reached by.
+            security_settings=TransportSecuritySettings(enable_dns_rebinding_protection=False),
+            max_request_body_size=self.settings.max_inspected_body_bytes,
+        )
+
+    async def _run(self, manager: StreamableHTTPSessionManager, ready: asyncio.Event) -> None:
+        async with manager.run():
+            ready.set()
+            await self._stop.wait()
+
+    async def close(self) -> None:
+        self._stop.set()
+        if self._task is not None:
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+
+@asgi("/mcp", copy_scope=True, include_in_schema=False)
+async def mcp_endpoint(scope: Scope, receive: Receive, send: Send) -> None:
+    """An MCP request: admitted as any /v1 request, then served by the MCP server."""
+    request: Request[Any, Any, Any] = Request(scope, receive, send)
+    endpoint: McpEndpoint | None = request.app.state.mcp
+    if endpoint is None:
+        raise NotFound("/mcp is turned off here (MCP_ENABLED=false)")
+    admission = await admit(request, None)  # refusals become problem details, as on /v1
+    manager = await endpoint.manager()
+    cast(dict[str, Any], scope)[PRINCIPAL] = admission.principal
+    await manager.handle_request(scope, receive, send)  # type: ignore[arg-type]  # Starlette's ASGI types
