@@ -51,6 +51,9 @@ command -v curl >/dev/null 2>&1 || missing+=(curl)
 command -v openssl >/dev/null 2>&1 || missing+=(openssl)
 command -v sha256sum >/dev/null 2>&1 || missing+=(coreutils)
 command -v wrk >/dev/null 2>&1 || missing+=(wrk)  # the load generator of make bench
+# OCR of scanned pages and images (the ingest worker), in English.
+command -v tesseract >/dev/null 2>&1 || missing+=(tesseract-ocr)
+{ tesseract --list-langs 2>/dev/null | grep -qx eng; } || missing+=(tesseract-ocr-eng)
 # The playground's browser test (tests/e2e/gateway/test_playground.py) drives Debian's Chromium.
 command -v chromium >/dev/null 2>&1 || missing+=(chromium)
 # The JavaScript chat clients (tests/e2e/gateway/test_chat_clients.py) run on Node.js 18+.

@@ -28,7 +28,7 @@ import openai
 import pytest
 from rag_devstack import free_port
 
-from tests.support.documents import make_pdf
+from tests.support.documents import make_image, make_pdf
 from tests.support.query import read_sse
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -199,6 +199,19 @@ def _auth(url: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {_new_key(url)}"}
 
 
+def _upload(
+    http: httpx.Client, collection: str, auth: dict[str, str], file: tuple[str, bytes, str]
+) -> list[Any]:
+    """The events of the job of one uploaded file, to its end."""
+    upload = http.post(
+        f"/v1/collections/{collection}/documents/upload", files=[("file", file)], headers=auth
+    )
+    assert upload.status_code == 202, upload.text
+    job_id = upload.json()["jobs"][0]["job_id"]
+    with http.stream("GET", f"/v1/jobs/{job_id}/events", headers=auth) as events:
+        return list(read_sse(events.iter_lines()))
+
+
 def _user_flow(url: str, collection: str) -> None:
     """A key, a collection, a PDF and its job's events, a search, a streamed answer and the
     OpenAI SDK in strict mode, all through the containerised nginx."""
@@ -208,15 +221,8 @@ def _user_flow(url: str, collection: str) -> None:
     made = http.post("/v1/collections", json={"name": collection}, headers=auth)
     assert made.status_code == 201, made.text
     pdf = make_pdf(["The pump must be serviced every 500 hours.", "Spare filters are in bay 4."])
-    upload = http.post(
-        f"/v1/collections/{collection}/documents/upload",
-        files=[("file", ("pump.pdf", pdf, "application/pdf"))],
-        headers=auth,
-    )
-    assert upload.status_code == 202, upload.text
-    job_id = upload.json()["jobs"][0]["job_id"]
-    with http.stream("GET", f"/v1/jobs/{job_id}/events", headers=auth) as events:
-        names = [event.event for event in read_sse(events.iter_lines())]
+    events = _upload(http, collection, auth, ("pump.pdf", pdf, "application/pdf"))
+    names = [event.event for event in events]
     assert names[0] == "queued", names
     assert names[-1] == "succeeded", names
     body = {"query": "pump service interval", "mode": "lexical"}
@@ -254,6 +260,37 @@ def _user_flow(url: str, collection: str) -> None:
         model=collection, messages=[{"role": "user", "content": "How often is the pump serviced?"}]
     )
     assert "500 hours" in (reply.choices[0].message.content or "")
+    _scan_and_agent(http, collection, auth)
+
+
+def _scan_and_agent(http: httpx.Client, collection: str, auth: dict[str, str]) -> None:
+    """A photo of a page, read by the image's Tesseract; then an agent's MCP tool call."""
+    photo = make_image([["The boiler room key hangs", "behind the blue door."]], "PNG")
+    final = _upload(http, collection, auth, ("notice.png", photo, "image/png"))[-1]
+    assert final.event == "succeeded", final.data
+    call = {
+        "jsonrpc": "2.0",
+        "id": 1,
+        "method": "tools/call",
+        "params": {
+            "name": "search",
+            "arguments": {"collection": collection, "query": "boiler room key", "mode": "lexical"},
+        },
+    }
+    deadline = time.monotonic() + 60
+    while True:  # every query replica has followed the change
+        answer = http.post(
+            "/mcp", json=call, headers={**auth, "Accept": "application/json, text/event-stream"}
+        )
+        assert answer.status_code == 200, answer.text
+        [data] = [line[5:] for line in answer.text.splitlines() if line.startswith("data:")]
+        result = json.loads(data)["result"]
+        hits = result["structuredContent"]["results"] if not result["isError"] else []
+        if hits and "blue door" in hits[0]["text"]:
+            break
+        assert time.monotonic() < deadline, result
+        time.sleep(0.5)
+    assert hits[0]["metadata"]["ocr"] is True
 
 
 def test_the_development_stack(docker: Docker, images: None) -> None:

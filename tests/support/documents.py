@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import io
 import zipfile
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from PIL.Image import Image
 
 
 def make_pdf(pages: list[str], *, title: str | None = None, password: str | None = None) -> bytes:
@@ -52,4 +56,32 @@ def make_docx_bomb(expanded_bytes: int = 300 * 1024 * 1024) -> bytes:
             block = b"\0" * (1024 * 1024)
             for _ in range(expanded_bytes // len(block)):
                 member.write(block)
+    return buffer.getvalue()
+
+
+def scanned_page(lines: list[str], *, size: tuple[int, int] = (1700, 2200)) -> Image:
+    """A page as a scanner sees it: black text on white, no text layer (150 dpi letter)."""
+    from PIL import Image, ImageDraw, ImageFont
+
+    page = Image.new("L", size, 255)
+    draw = ImageDraw.Draw(page)
+    font = ImageFont.load_default(size=36)
+    for row, line in enumerate(lines):
+        draw.text((140, 200 + row * 60), line, font=font, fill=0)
+    return page
+
+
+def make_scanned_pdf(pages: list[list[str]]) -> bytes:
+    """A PDF of scanned pages (images only), as Pillow writes one."""
+    images = [scanned_page(lines) for lines in pages]
+    buffer = io.BytesIO()
+    images[0].save(buffer, "PDF", resolution=150, save_all=True, append_images=images[1:])
+    return buffer.getvalue()
+
+
+def make_image(pages: list[list[str]], image_format: str) -> bytes:
+    """A PNG or JPEG of one page, or a TIFF of several."""
+    images = [scanned_page(lines) for lines in pages]
+    buffer = io.BytesIO()
+    images[0].save(buffer, image_format, save_all=len(images) > 1, append_images=images[1:])
     return buffer.getvalue()

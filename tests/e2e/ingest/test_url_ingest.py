@@ -52,6 +52,7 @@ def _site(loopback_port: int) -> dict[str, tuple[int, str, bytes]]:
         "/moved": (301, "/a.html", b""),
         "/to-loopback": (302, f"http://127.0.0.1:{loopback_port}/", b""),
         "/image.png": (200, "image/png", b"\x89PNG\r\n\x1a\n\x00\x00\x00binary"),
+        "/blob.bin": (200, "application/octet-stream", b"\x00\x01\x02binary\x00" * 10),
         "/hub": (
             200,
             "text/html",
@@ -209,9 +210,15 @@ def test_unsupported_or_missing_pages_fail_with_the_reason(
     fetching_client: IngestClient, site: str
 ) -> None:
     collection = fetching_client.create_collection()
+    blob = _ingest_url(fetching_client, collection, url=f"{site}/blob.bin")
+    assert blob["state"] == "failed"
+    assert "binary content" in blob["error"]
+    # An image is a document (read by OCR): a broken one fails its own job, with the reason.
     image = _ingest_url(fetching_client, collection, url=f"{site}/image.png")
-    assert image["state"] == "failed"
-    assert "binary content" in image["error"]
+    assert image["state"] == "succeeded", image
+    [page] = fetching_client.wait([page["job_id"] for page in image["result"]["pages"]])
+    assert page["state"] == "failed"
+    assert "not a readable image" in page["error"]
     missing = _ingest_url(fetching_client, collection, url=f"{site}/nope")
     assert missing["state"] == "failed"
     assert "404" in missing["error"]

@@ -215,14 +215,16 @@ def test_pdf_page_limit() -> None:
         parse_document(data, limits=ParseLimits(max_pdf_pages=2))
 
 
-def test_scanned_pdf_without_text_layer_says_so() -> None:
+def test_a_pdf_without_text_says_so() -> None:
     from fpdf import FPDF
 
     pdf = FPDF()
     pdf.add_page()
     pdf.rect(10, 10, 50, 50)
-    with pytest.raises(ParseError, match="no text layer"):
+    with pytest.raises(ParseError, match="no text, and OCR found none"):
         parse_document(bytes(pdf.output()))
+    with pytest.raises(ParseError, match="no text layer"):
+        parse_document(bytes(pdf.output()), limits=ParseLimits(ocr=None))
 
 
 def test_pathological_nesting_fails_with_a_reason_not_a_crash() -> None:

@@ -50,6 +50,7 @@ class Chunk(Model):
     heading: str | None = None
     content_hash: str | None = None  # the same text has the same hash (its vector is reused)
     header: str | None = None  # what it is indexed after: its document's title and headings
+    ocr_confidence: float | None = None  # read by OCR: Tesseract's mean word confidence, 0-100
 
 
 class Document(Model):

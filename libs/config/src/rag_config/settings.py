@@ -325,6 +325,38 @@ class IngestLimits(_EnvSettings):
     parse_workers: int = Field(
         0, ge=0, le=64, description="Parser processes per worker (0: one per core, at most 4)."
     )
+    ocr_enabled: bool = Field(
+        True,
+        description="Read scanned PDF pages and images (PNG, JPEG, TIFF) with Tesseract OCR; "
+        "false: images are refused (415) and PDF pages without text are skipped.",
+    )
+    ocr_languages: str = Field(
+        "eng",
+        pattern=r"^[a-z_]{3,20}(\+[a-z_]{3,20}){0,7}$",
+        description="Tesseract's languages, joined by '+' (eng+deu); each needs its Debian "
+        "package (tesseract-ocr-deu).",
+    )
+    ocr_max_pages: int = Field(
+        20,
+        ge=1,
+        le=10_000,
+        description="Most pages read by OCR in one document (PDF pages without text, image "
+        "frames); a document with more fails. A dense page takes about 5 s: raise "
+        "PARSE_TIMEOUT_SECONDS with it.",
+    )
+    ocr_max_pixels: int = Field(
+        40_000_000,
+        ge=10_000,
+        le=500_000_000,
+        description="Most pixels of one page read by OCR: a larger image is refused unread, a "
+        "PDF page is rendered smaller.",
+    )
+    ocr_dpi: int = Field(
+        300, ge=72, le=1200, description="Resolution a PDF page is rendered at for OCR."
+    )
+    ocr_page_timeout_seconds: float = Field(
+        60.0, gt=0, le=3600, description="Longest OCR of one page may take; then the job fails."
+    )
     chunk_size_tokens: int = Field(
         200, ge=16, le=254, description="Most tokens in a chunk (the model reads at most 254)."
     )

@@ -103,6 +103,8 @@ def create_app(settings: IngestSettings | None = None) -> Litestar:
             "chunk_size_tokens": settings.chunk_size_tokens,
             "chunk_overlap_tokens": settings.chunk_overlap_tokens,
             "max_file_bytes": settings.max_file_bytes,
+            # Scanned pages and images are read when OCR is on, in these languages.
+            "ocr_languages": settings.ocr_languages if settings.ocr_enabled else None,
         },
     )
 

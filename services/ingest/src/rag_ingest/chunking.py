@@ -15,8 +15,9 @@ tokenising all of it first.
 from __future__ import annotations
 
 import bisect
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from rag_ingest.parsing import Section
 
@@ -39,6 +40,7 @@ class Chunk:
     token_count: int
     heading_path: tuple[str, ...] = ()
     page: int | None = None
+    ocr_confidence: float | None = None  # its section's: read by OCR (see Section)
 
 
 def _boundary_strength(text: str, spans: Sequence[tuple[int, int]], index: int) -> int:
@@ -135,7 +137,14 @@ def _chunk_text(
         return
     if len(spans) <= size and spans[-1][1] - spans[0][0] <= max_chars:
         chunks.append(
-            Chunk(text.strip(), len(chunks), len(spans), section.heading_path, section.page)
+            Chunk(
+                text.strip(),
+                len(chunks),
+                len(spans),
+                section.heading_path,
+                section.page,
+                section.ocr_confidence,
+            )
         )
         return
     ends = [end for _, end in spans]
@@ -153,8 +162,30 @@ def _chunk_text(
         piece = text[spans[start][0] : spans[end - 1][1]].strip()
         if piece:
             chunks.append(
-                Chunk(piece, len(chunks), end - start, section.heading_path, section.page)
+                Chunk(
+                    piece,
+                    len(chunks),
+                    end - start,
+                    section.heading_path,
+                    section.page,
+                    section.ocr_confidence,
+                )
             )
         if end >= len(spans):
             break
         start = _overlap_start(strength, max(end - overlap, start + 1), end)
+
+
+def ocr_metadata(chunk: Chunk) -> dict[str, Any]:
+    """What a chunk read by OCR carries in its metadata, to be told apart (and filtered on):
+    ``ocr: true`` and Tesseract's mean word confidence on its page (0-100). They take the place
+    of the caller's own keys of those names."""
+    if chunk.ocr_confidence is None:
+        return {}
+    return {"ocr": True, "ocr_confidence": chunk.ocr_confidence}
+
+
+def ocr_confidence(metadata: Mapping[str, Any]) -> float | None:
+    """The OCR confidence a stored chunk's metadata carries (None: not read by OCR)."""
+    value = metadata.get("ocr_confidence")
+    return float(value) if metadata.get("ocr") is True and isinstance(value, int | float) else None

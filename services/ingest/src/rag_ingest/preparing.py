@@ -32,7 +32,7 @@ class ChunkLimits:
 class PreparedDocument:
     format: DocumentFormat
     title: str | None
-    pages: int | None  # for PDFs
+    pages: int | None  # for PDFs and images
     chunks: list[Chunk]
     parse_seconds: float
     chunk_seconds: float
@@ -63,7 +63,8 @@ def prepare_document(
         max_chars=chunking.max_chars,
         max_chunks=chunking.max_chunks,
     )
-    pages = max((s.page or 0) for s in parsed.sections) if parsed.format == "pdf" else None
+    paged = parsed.format in ("pdf", "image")
+    pages = max((s.page or 0) for s in parsed.sections) if paged else None
     return PreparedDocument(
         format=parsed.format,
         title=parsed.title,

@@ -143,10 +143,10 @@ def check_submissions(items: Sequence[Submission], settings: IngestSettings) -> 
         seen[doc_id] = item.where
     for item in items:
         if item.content_type != PLAIN_TEXT or item.filename is not None:
-            check_supported(item, settings.max_archive_entries)
+            check_supported(item, settings.max_archive_entries, images=settings.ocr_enabled)
 
 
-def check_supported(item: Submission, max_archive_entries: int) -> None:
+def check_supported(item: Submission, max_archive_entries: int, *, images: bool) -> None:
     """Refuse what no parser can read now (415), instead of a job that will surely fail. Only
     bounded sniffing here: this process serves every other request."""
     try:
@@ -156,6 +156,7 @@ def check_supported(item: Submission, max_archive_entries: int) -> None:
             content_type=item.content_type,
             max_archive_entries=max_archive_entries,
             sniff=True,
+            images=images,
         )
     except UnsupportedFormat as exc:
         raise UnsupportedMediaType(f"{item.where}: {exc}") from None

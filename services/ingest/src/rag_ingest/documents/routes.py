@@ -19,6 +19,7 @@ from rag_core.filters import validate_filter
 from rag_core.quota import INGEST_QUOTA_HEADER, QuotaGrant
 from rag_telemetry import current_request_id, current_traceparent
 
+from rag_ingest.chunking import ocr_confidence
 from rag_ingest.documents.forms import read_upload_form
 from rag_ingest.documents.service import DocumentService, IngestService
 from rag_ingest.idempotency import IdempotencyGuard, fingerprint
@@ -86,6 +87,7 @@ class ChunkOut(msgspec.Struct, omit_defaults=True):
     heading: str | None = None
     content_hash: str | None = None
     header: str | None = None  # what the chunk is indexed after: title > headings
+    ocr_confidence: float | None = None  # read by OCR: Tesseract's mean word confidence
 
 
 class DocumentOut(msgspec.Struct, omit_defaults=True):
@@ -340,7 +342,15 @@ class DocumentController(Controller):
             record,
             [
                 ChunkOut(
-                    c.id, c.position, c.text, c.tokens, c.page, c.heading, c.content_hash, c.header
+                    c.id,
+                    c.position,
+                    c.text,
+                    c.tokens,
+                    c.page,
+                    c.heading,
+                    c.content_hash,
+                    c.header,
+                    ocr_confidence(c.metadata),
                 )
                 for c in stored
             ],

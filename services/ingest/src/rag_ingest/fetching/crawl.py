@@ -132,7 +132,12 @@ async def crawl(
         try:
             # Sniffed only (JSON is not parsed here, in the worker): whether the page parses
             # is found by its own job, in the bounded parser pool.
-            kind = detect_format(page.content, content_type=page.content_type, sniff=True)
+            kind = detect_format(
+                page.content,
+                content_type=page.content_type,
+                sniff=True,
+                images=settings.ocr_enabled,
+            )
         except ParseError as exc:
             if url == root:
                 raise FetchRefused(f"{url}: {exc}") from None

@@ -15,12 +15,14 @@ from rag_ingest.parsing.formats import (
 from rag_ingest.parsing.model import (
     FORMATS,
     DocumentFormat,
+    OcrLimits,
     ParsedDocument,
     ParseError,
     ParseLimits,
     Section,
     UnsupportedFormat,
 )
+from rag_ingest.parsing.ocr import parse_image
 
 
 def parse_document(
@@ -39,9 +41,12 @@ def parse_document(
             filename=filename,
             content_type=content_type,
             max_archive_entries=limits.max_archive_entries,
+            images=limits.ocr is not None,
         )
         if kind == "pdf":
             parsed = parse_pdf(data, limits)
+        elif kind == "image":
+            parsed = parse_image(data, limits.ocr)
         elif kind == "docx":
             parsed = parse_docx(data, limits)
         elif kind == "html":
@@ -72,6 +77,7 @@ def parse_document(
 __all__ = [
     "FORMATS",
     "DocumentFormat",
+    "OcrLimits",
     "ParseError",
     "ParseLimits",
     "ParsedDocument",

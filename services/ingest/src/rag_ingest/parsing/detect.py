@@ -75,6 +75,8 @@ def looks_binary(data: bytes, charset: str | None = None) -> bool:
     return "\x00" in text if text is not None else b"\x00" in data[:8192]
 
 
+# PNG, JPEG, TIFF (little- and big-endian).
+IMAGE_SIGNATURES = (b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff", b"II*\x00", b"MM\x00*")
 ZIP_END = b"PK\x05\x06"
 ZIP_END_SIZE = 22
 ZIP_COMMENT_MAX = 65_535
@@ -98,16 +100,22 @@ def detect_format(
     content_type: str | None = None,
     max_archive_entries: int = 10_000,
     sniff: bool = False,
+    images: bool = True,
 ) -> DocumentFormat:
     """The format of ``data``; raises :class:`UnsupportedFormat` with the reason.
 
     ``sniff``: decide from bounded work only (what the API may do with a request's bytes:
     JSON is not parsed, a ZIP's directory is read only when its end record says it is small);
-    what sniffing leaves open, the parser (in the bounded parser pool) decides."""
+    what sniffing leaves open, the parser (in the bounded parser pool) decides. ``images``:
+    whether PNG, JPEG and TIFF are accepted (they are read by OCR)."""
     if not data or data.isspace():
         raise ParseError("the document is empty")
     if data.startswith(b"%PDF-"):
         return "pdf"
+    if data.startswith(IMAGE_SIGNATURES):
+        if not images:
+            raise UnsupportedFormat("images are read by OCR, which is off here (OCR_ENABLED=false)")
+        return "image"
     if data.startswith(b"PK\x03\x04"):
         entries = zip_entry_count(data)
         if entries is None or entries > max_archive_entries:

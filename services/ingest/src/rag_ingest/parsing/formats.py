@@ -10,9 +10,13 @@ import zipfile
 from collections.abc import Iterator
 from typing import Any
 
+from rag_ingest.parsing import ocr
 from rag_ingest.parsing.detect import decode_text
 from rag_ingest.parsing.model import ParsedDocument, ParseError, ParseLimits, Section
 
+# A PDF page is read by OCR when it has no text, or less than this and an image (a scan with
+# a stamp or a page number on it); if OCR reads nothing there, its own text is kept.
+OCR_BELOW_CHARS = 20
 _ATX_HEADING = re.compile(r"^(#{1,6})[ \t]+(.+?)[ \t]*#*[ \t]*$")
 _FENCE = re.compile(r"^(```|~~~)")
 _BLANK_RUNS = re.compile(r"\n{3,}")
@@ -166,7 +170,7 @@ def parse_html(data: bytes, charset: str | None = None) -> ParsedDocument:
 
 
 def parse_pdf(data: bytes, limits: ParseLimits) -> ParsedDocument:
-    """The text layer of each page, numbered from 1."""
+    """The text layer of each page, numbered from 1; pages without one read by OCR."""
     from pypdf import PdfReader  # noqa: PLC0415
     from pypdf.errors import PdfReadError  # noqa: PLC0415
 
@@ -185,10 +189,14 @@ def parse_pdf(data: bytes, limits: ParseLimits) -> ParsedDocument:
                 f"the PDF has {len(pages)} pages; the limit is {limits.max_pdf_pages} "
                 "(MAX_PDF_PAGES)"
             )
-        sections = []
+        sections, scanned = [], {}
         for number, page in enumerate(pages, start=1):
             text = _clean(page.extract_text() or "")
-            if text:
+            if limits.ocr is not None and (
+                not text or (len(text) < OCR_BELOW_CHARS and _has_images(page))
+            ):
+                scanned[number] = text
+            elif text:
                 sections.append(Section(text, page=number))
         metadata_title = reader.metadata.title if reader.metadata else None
     except ParseError:
@@ -204,11 +212,39 @@ def parse_pdf(data: bytes, limits: ParseLimits) -> ParsedDocument:
         zipfile.BadZipFile,
     ) as exc:
         raise ParseError(f"not a readable PDF ({type(exc).__name__}: {exc})"[:300]) from None
+    if scanned and limits.ocr is not None:
+        if len(scanned) > limits.ocr.max_pages:
+            raise ParseError(
+                f"the PDF has {len(scanned)} pages without text; OCR reads at most "
+                f"{limits.ocr.max_pages} of one document (OCR_MAX_PAGES)"
+            )
+        read = ocr.pdf_pages(data, list(scanned), limits.ocr)
+        found = {section.page for section in read}
+        kept = [Section(text, page=n) for n, text in scanned.items() if text and n not in found]
+        sections = sorted([*sections, *read, *kept], key=_page)
     if not sections:
         raise ParseError(
-            "the PDF has no text layer (scanned pages need OCR, which is not supported)"
+            "the PDF has no text layer (scanned pages are read by OCR, which is off here: "
+            "OCR_ENABLED=false)"
+            if limits.ocr is None
+            else "the PDF has no text, and OCR found none on its pages"
         )
     return ParsedDocument("pdf", sections, str(metadata_title) if metadata_title else None)
+
+
+def _page(section: Section) -> int:
+    return section.page or 0
+
+
+def _has_images(page: Any) -> bool:
+    """Whether a PDF page draws an image of its own (an image XObject in its resources)."""
+    resources = page.get("/Resources")
+    objects = resources.get_object().get("/XObject") if resources is not None else None
+    if objects is None:
+        return False
+    return any(
+        entry.get_object().get("/Subtype") == "/Image" for entry in objects.get_object().values()
+    )
 
 
 _W = "{http://schemas.openxmlformats.org/wordprocessingml/2006/main}"

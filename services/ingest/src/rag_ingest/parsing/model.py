@@ -5,8 +5,17 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-DocumentFormat = Literal["text", "markdown", "html", "pdf", "docx", "csv", "json"]
-FORMATS: tuple[DocumentFormat, ...] = ("text", "markdown", "html", "pdf", "docx", "csv", "json")
+DocumentFormat = Literal["text", "markdown", "html", "pdf", "docx", "csv", "json", "image"]
+FORMATS: tuple[DocumentFormat, ...] = (
+    "text",
+    "markdown",
+    "html",
+    "pdf",
+    "docx",
+    "csv",
+    "json",
+    "image",  # PNG, JPEG, TIFF: read by OCR
+)
 
 
 class ParseError(Exception):
@@ -24,6 +33,8 @@ class Section:
     text: str
     heading_path: tuple[str, ...] = ()
     page: int | None = None
+    # Read by OCR: Tesseract's mean word confidence on the page (0-100); None: a text layer.
+    ocr_confidence: float | None = None
 
 
 @dataclass
@@ -38,6 +49,17 @@ class ParsedDocument:
 
 
 @dataclass(frozen=True)
+class OcrLimits:
+    """How scanned pages and images are read (see IngestSettings, OCR_*)."""
+
+    languages: str = "eng"  # Tesseract's -l: "eng", "eng+deu"
+    max_pages: int = 20  # pages (PDF pages without text, image frames) read of one document
+    max_pixels: int = 40_000_000  # of one page: a larger image is refused, a PDF page scaled
+    dpi: int = 300  # a PDF page is rendered at this resolution (less when over max_pixels)
+    page_timeout_seconds: float = 60.0
+
+
+@dataclass(frozen=True)
 class ParseLimits:
     """Guards against hostile files; all configurable (see IngestSettings)."""
 
@@ -45,3 +67,4 @@ class ParseLimits:
     max_compression_ratio: float = 100.0
     max_pdf_pages: int = 5000
     max_archive_entries: int = 10_000
+    ocr: OcrLimits | None = field(default_factory=OcrLimits)  # None: off (OCR_ENABLED=false)

@@ -16,7 +16,7 @@ from rag_core.chunks import ChunkStore, StoredChunk, chunk_id, indexed_text, ver
 from rag_core.embedding.base import Embedder
 from rag_telemetry import get_logger
 
-from rag_ingest.chunking import Chunk, TooManyChunks
+from rag_ingest.chunking import Chunk, TooManyChunks, ocr_metadata
 from rag_ingest.jobs.model import JobRecord
 from rag_ingest.metrics import (
     CHUNKS_EMBEDDED,
@@ -25,7 +25,7 @@ from rag_ingest.metrics import (
     STAGE_DURATION,
     TOKENS_EMBEDDED,
 )
-from rag_ingest.parsing import ParseError, ParseLimits, detect_format
+from rag_ingest.parsing import OcrLimits, ParseError, ParseLimits, detect_format
 from rag_ingest.parsing.pool import ParserPool
 from rag_ingest.preparing import ChunkLimits, PreparedDocument, prepare_document
 from rag_ingest.versions import Cleanup, DocumentStore, is_named
@@ -58,10 +58,18 @@ class Timings:
 
 
 def parse_limits(settings: IngestSettings) -> ParseLimits:
+    ocr = OcrLimits(
+        languages=settings.ocr_languages,
+        max_pages=settings.ocr_max_pages,
+        max_pixels=settings.ocr_max_pixels,
+        dpi=settings.ocr_dpi,
+        page_timeout_seconds=settings.ocr_page_timeout_seconds,
+    )
     return ParseLimits(
         max_uncompressed_bytes=settings.max_uncompressed_bytes,
         max_pdf_pages=settings.max_pdf_pages,
         max_archive_entries=settings.max_archive_entries,
+        ocr=ocr if settings.ocr_enabled else None,
     )
 
 
@@ -104,7 +112,7 @@ def stored_chunk(
         version=tag,
         position=chunk.position,
         text=chunk.text,
-        metadata=dict(job.metadata or {}),
+        metadata=dict(job.metadata or {}) | ocr_metadata(chunk),
         tokens=chunk.token_count,
         content_hash=digest,
         format=prepared.format,
