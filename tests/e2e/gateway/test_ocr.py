@@ -39,6 +39,9 @@ def test_scans_and_photos_are_searchable_with_their_pages(edge: Edge, tmp_path: 
         assert jobs["notice.png"].state == "succeeded", jobs["notice.png"].error
         assert (jobs["memo.pdf"].result or {})["pages"] == 2
         assert (jobs["notice.png"].result or {})["format"] == "image"
+        # Long OCR shows progress: the stage "ocr", page by page, in the job's events.
+        stages = [e.data.get("stage") for e in sdk.job_events(jobs["memo.pdf"].id)]
+        assert "ocr" in stages, stages
         broken = jobs["broken.jpg"]
         assert broken.state == "failed"
         assert broken.error is not None

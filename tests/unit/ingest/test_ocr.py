@@ -40,6 +40,15 @@ def test_a_scanned_pdf_is_read_page_by_page_with_its_confidence() -> None:
         assert 80 <= section.ocr_confidence <= 100
 
 
+def test_each_page_is_told_before_ocr_reads_it() -> None:
+    told: list[tuple[int, int]] = []
+    parse_document(make_scanned_pdf([AUDIT, REPAIRS]), on_page=lambda *page: told.append(page))
+    assert told == [(0, 2), (1, 2)]
+    told.clear()
+    parse_document(make_image([AUDIT, REPAIRS, AUDIT], "TIFF"), on_page=lambda *p: told.append(p))
+    assert told == [(0, 3), (1, 3), (2, 3)]
+
+
 def test_only_the_pages_without_text_are_read_by_ocr() -> None:
     pdf = FPDF()
     pdf.set_font("helvetica", size=12)

@@ -13,11 +13,12 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 from rag_core.embedding.wordpiece import counting_tokenizer, token_spans
 
 from rag_ingest.chunking import Chunk, chunk_sections
-from rag_ingest.parsing import DocumentFormat, ParseLimits, parse_document
+from rag_ingest.parsing import DocumentFormat, PageProgress, ParseLimits, parse_document
 
 
 @dataclass(frozen=True)
@@ -38,6 +39,22 @@ class PreparedDocument:
     chunk_seconds: float
 
 
+def _page_writer(path: str) -> PageProgress:
+    def write(done: int, total: int) -> None:
+        Path(path).write_text(f"{done} {total}")
+
+    return write
+
+
+def read_progress(path: Path) -> tuple[int, int] | None:
+    """What ``prepare_document`` last wrote to ``path``: (pages read, pages to read)."""
+    try:
+        done, total = path.read_text().split()
+        return int(done), int(total)
+    except (OSError, ValueError):
+        return None
+
+
 def warm_up() -> None:
     """Load what preparing needs (run once in each new parser process)."""
     counting_tokenizer()
@@ -50,10 +67,19 @@ def prepare_document(
     content_type: str | None,
     limits: ParseLimits,
     chunking: ChunkLimits,
+    progress_path: str | None = None,
 ) -> PreparedDocument:
-    """Raises ParseError (unreadable) or TooManyChunks, each with a reason for the user."""
+    """Raises ParseError (unreadable) or TooManyChunks, each with a reason for the user.
+    ``progress_path``: a file where the pages OCR has read so far are written, "read total"
+    (the worker reads it while it waits: see ``read_progress``)."""
     started = time.perf_counter()
-    parsed = parse_document(data, filename=filename, content_type=content_type, limits=limits)
+    parsed = parse_document(
+        data,
+        filename=filename,
+        content_type=content_type,
+        limits=limits,
+        on_page=_page_writer(progress_path) if progress_path else None,
+    )
     parsed_at = time.perf_counter()
     chunks = chunk_sections(
         parsed.sections,

@@ -16,6 +16,7 @@ from rag_ingest.parsing.model import (
     FORMATS,
     DocumentFormat,
     OcrLimits,
+    PageProgress,
     ParsedDocument,
     ParseError,
     ParseLimits,
@@ -31,8 +32,10 @@ def parse_document(
     filename: str | None = None,
     content_type: str | None = None,
     limits: ParseLimits | None = None,
+    on_page: PageProgress | None = None,
 ) -> ParsedDocument:
-    """Detect the format from the bytes and parse them; raises ParseError with the reason."""
+    """Detect the format from the bytes and parse them; raises ParseError with the reason.
+    ``on_page``: told before each page OCR reads (pages read, pages to read)."""
     limits = limits or ParseLimits()
     charset = declared_charset(content_type)
     try:
@@ -44,9 +47,9 @@ def parse_document(
             images=limits.ocr is not None,
         )
         if kind == "pdf":
-            parsed = parse_pdf(data, limits)
+            parsed = parse_pdf(data, limits, on_page)
         elif kind == "image":
-            parsed = parse_image(data, limits.ocr)
+            parsed = parse_image(data, limits.ocr, on_page)
         elif kind == "docx":
             parsed = parse_docx(data, limits)
         elif kind == "html":
@@ -78,6 +81,7 @@ __all__ = [
     "FORMATS",
     "DocumentFormat",
     "OcrLimits",
+    "PageProgress",
     "ParseError",
     "ParseLimits",
     "ParsedDocument",

@@ -12,7 +12,13 @@ from typing import Any
 
 from rag_ingest.parsing import ocr
 from rag_ingest.parsing.detect import decode_text
-from rag_ingest.parsing.model import ParsedDocument, ParseError, ParseLimits, Section
+from rag_ingest.parsing.model import (
+    PageProgress,
+    ParsedDocument,
+    ParseError,
+    ParseLimits,
+    Section,
+)
 
 # A PDF page is read by OCR when it has no text, or less than this and an image (a scan with
 # a stamp or a page number on it); if OCR reads nothing there, its own text is kept.
@@ -169,7 +175,9 @@ def parse_html(data: bytes, charset: str | None = None) -> ParsedDocument:
     return ParsedDocument("html", sections, title or None)
 
 
-def parse_pdf(data: bytes, limits: ParseLimits) -> ParsedDocument:
+def parse_pdf(
+    data: bytes, limits: ParseLimits, on_page: PageProgress | None = None
+) -> ParsedDocument:
     """The text layer of each page, numbered from 1; pages without one read by OCR."""
     from pypdf import PdfReader  # noqa: PLC0415
     from pypdf.errors import PdfReadError  # noqa: PLC0415
@@ -218,7 +226,7 @@ def parse_pdf(data: bytes, limits: ParseLimits) -> ParsedDocument:
                 f"the PDF has {len(scanned)} pages without text; OCR reads at most "
                 f"{limits.ocr.max_pages} of one document (OCR_MAX_PAGES)"
             )
-        read = ocr.pdf_pages(data, list(scanned), limits.ocr)
+        read = ocr.pdf_pages(data, list(scanned), limits.ocr, on_page)
         found = {section.page for section in read}
         kept = [Section(text, page=n) for n, text in scanned.items() if text and n not in found]
         sections = sorted([*sections, *read, *kept], key=_page)

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal
+
+# Told after each page OCR reads: (pages read, pages to read).
+PageProgress = Callable[[int, int], None]
 
 DocumentFormat = Literal["text", "markdown", "html", "pdf", "docx", "csv", "json", "image"]
 FORMATS: tuple[DocumentFormat, ...] = (

@@ -18,7 +18,7 @@ import warnings
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
-from rag_ingest.parsing.model import OcrLimits, ParsedDocument, ParseError, Section
+from rag_ingest.parsing.model import OcrLimits, PageProgress, ParsedDocument, ParseError, Section
 
 if TYPE_CHECKING:
     from PIL.Image import Image
@@ -103,7 +103,9 @@ def _section(data: dict[str, list[Any]], page: int) -> Section | None:
     return Section(text, page=page, ocr_confidence=round(sum(confidences) / len(confidences), 1))
 
 
-def pdf_pages(data: bytes, numbers: list[int], limits: OcrLimits) -> list[Section]:
+def pdf_pages(
+    data: bytes, numbers: list[int], limits: OcrLimits, on_page: PageProgress | None = None
+) -> list[Section]:
     """The pages ``numbers`` (from 1) of a PDF, rendered and read by OCR."""
     import pypdfium2  # noqa: PLC0415
 
@@ -113,7 +115,9 @@ def pdf_pages(data: bytes, numbers: list[int], limits: OcrLimits) -> list[Sectio
         raise ParseError(f"the PDF cannot be rendered for OCR ({exc})"[:300]) from None
     sections = []
     try:
-        for number in numbers:
+        for done, number in enumerate(numbers):
+            if on_page is not None:
+                on_page(done, len(numbers))
             page = document[number - 1]
             width, height = page.get_size()  # in points (1/72 inch)
             scale = limits.dpi / 72
@@ -129,12 +133,14 @@ def pdf_pages(data: bytes, numbers: list[int], limits: OcrLimits) -> list[Sectio
     return sections
 
 
-def parse_image(data: bytes, limits: OcrLimits | None) -> ParsedDocument:
+def parse_image(
+    data: bytes, limits: OcrLimits | None, on_page: PageProgress | None = None
+) -> ParsedDocument:
     """An image, read by OCR: each frame of a TIFF a page of its own."""
     if limits is None:
         raise ParseError("images are read by OCR, which is off here (OCR_ENABLED=false)")
     sections = []
-    for number, frame in enumerate(_frames(data, limits), start=1):
+    for number, frame in enumerate(_frames(data, limits, on_page), start=1):
         found = recognise(frame, limits, number, f"page {number} of the image")
         if found is not None:
             sections.append(found)
@@ -143,7 +149,7 @@ def parse_image(data: bytes, limits: OcrLimits | None) -> ParsedDocument:
     return ParsedDocument("image", sections)
 
 
-def _frames(data: bytes, limits: OcrLimits) -> Iterator[Image]:
+def _frames(data: bytes, limits: OcrLimits, on_page: PageProgress | None) -> Iterator[Image]:
     from PIL import Image, UnidentifiedImageError  # noqa: PLC0415
 
     Image.MAX_IMAGE_PIXELS = limits.max_pixels  # past twice this, Pillow refuses to open
@@ -160,6 +166,8 @@ def _frames(data: bytes, limits: OcrLimits) -> Iterator[Image]:
                     "(OCR_MAX_PAGES)"
                 )
             for index in range(frames):
+                if on_page is not None:
+                    on_page(index, frames)
                 image.seek(index)
                 width, height = image.size
                 if width * height > limits.max_pixels:
