@@ -66,3 +66,14 @@ def test_mcp_enabled_false_turns_it_off(gateway: GatewayFactory) -> None:
         off = client.post("/mcp", **_rpc("initialize", INITIALIZE))
         assert off.status_code == 404
         assert "MCP_ENABLED=false" in off.json()["detail"]
+
+
+def test_only_post_is_served_the_server_keeps_no_stream_open(gateway: GatewayFactory) -> None:
+    """Stateless: a GET would open a stream of the server's own that no limit counts."""
+    with gateway() as client:
+        headers = {"Authorization": f"Bearer {ADMIN_KEY}", "Accept": "text/event-stream"}
+        for method in ("GET", "DELETE", "PUT"):
+            refused = client.request(method, "/mcp", headers=headers, timeout=10)
+            assert refused.status_code == 405, (method, refused.text)
+            assert refused.headers["allow"] == "POST"
+            assert refused.headers["content-type"] == "application/problem+json"

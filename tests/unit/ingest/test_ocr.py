@@ -64,6 +64,52 @@ def test_only_the_pages_without_text_are_read_by_ocr() -> None:
     assert "Repairs are due by the fourteenth of March." in _words(parsed.sections[1].text)
 
 
+def test_blank_pages_are_not_read_and_do_not_count_against_ocr_max_pages() -> None:
+    pdf = FPDF()
+    pdf.set_font("helvetica", size=12)
+    pdf.add_page()
+    pdf.multi_cell(0, 8, "A report with a text layer, and many blank pages after it.")
+    for _ in range(25):
+        pdf.add_page()
+    told: list[tuple[int, int]] = []
+    parsed = parse_document(
+        bytes(pdf.output()),
+        limits=ParseLimits(ocr=OcrLimits(max_pages=2)),
+        on_page=lambda *page: told.append(page),
+    )
+    assert [s.page for s in parsed.sections] == [1]
+    assert told == []
+
+
+def test_a_stamp_on_a_blank_scan_is_kept_when_ocr_reads_nothing() -> None:
+    pdf = FPDF()
+    pdf.set_font("helvetica", size=12)
+    pdf.add_page()
+    pdf.image(scanned_page([]), x=0, y=0, w=210)
+    pdf.text(180, 290, "p. 1")
+    parsed = parse_document(bytes(pdf.output()))
+    assert [(s.page, s.text, s.ocr_confidence) for s in parsed.sections] == [(1, "p. 1", None)]
+
+
+def test_a_broken_image_reference_is_no_image_not_a_failed_document() -> None:
+    from pypdf import PdfReader, PdfWriter
+    from pypdf.generic import DictionaryObject, IndirectObject, NameObject
+
+    pdf = FPDF()
+    pdf.set_font("helvetica", size=12)
+    pdf.add_page()
+    pdf.text(20, 20, "Short page")
+    writer = PdfWriter(clone_from=PdfReader(io.BytesIO(bytes(pdf.output()))))
+    resources = writer.pages[0][NameObject("/Resources")].get_object()
+    resources[NameObject("/XObject")] = DictionaryObject(
+        {NameObject("/Im9"): IndirectObject(999, 0, writer)}
+    )
+    broken = io.BytesIO()
+    writer.write(broken)
+    parsed = parse_document(broken.getvalue())
+    assert [(s.page, s.text) for s in parsed.sections] == [(1, "Short page")]
+
+
 def test_a_page_with_a_stamp_over_a_scan_is_read_by_ocr_and_a_short_text_page_is_not() -> None:
     pdf = FPDF()
     pdf.set_font("helvetica", size=12)
@@ -119,7 +165,10 @@ def test_an_image_over_ocr_max_pixels_is_refused_before_it_is_decoded() -> None:
         parse_document(bomb)
     small = ParseLimits(ocr=OcrLimits(max_pixels=1_000_000))
     with pytest.raises(ParseError, match=r"over 1000000 pixels.*OCR_MAX_PIXELS"):
-        parse_document(make_image([AUDIT], "PNG"), limits=small)
+        parse_document(make_image([AUDIT], "PNG"), limits=small)  # 3.7 Mpx: Pillow's refusal
+    within_twice = ParseLimits(ocr=OcrLimits(max_pixels=2_500_000))
+    with pytest.raises(ParseError, match=r"1700x2200 pixels.*OCR_MAX_PIXELS"):
+        parse_document(make_image([AUDIT], "PNG"), limits=within_twice)  # our own check
 
 
 def test_a_pdf_page_over_ocr_max_pixels_is_rendered_smaller_and_still_read() -> None:
@@ -130,7 +179,7 @@ def test_a_pdf_page_over_ocr_max_pixels_is_rendered_smaller_and_still_read() -> 
 
 def test_ocr_page_limits_name_their_setting() -> None:
     few = ParseLimits(ocr=OcrLimits(max_pages=1))
-    with pytest.raises(ParseError, match=r"2 pages without text.*OCR_MAX_PAGES"):
+    with pytest.raises(ParseError, match=r"2 scanned pages.*OCR_MAX_PAGES"):
         parse_document(make_scanned_pdf([AUDIT, REPAIRS]), limits=few)
     with pytest.raises(ParseError, match=r"2 pages.*OCR_MAX_PAGES"):
         parse_document(make_image([AUDIT, REPAIRS], "TIFF"), limits=few)
@@ -156,7 +205,7 @@ def test_with_ocr_off_images_are_refused_and_scans_say_why() -> None:
 def test_a_blank_scan_fails_saying_ocr_found_nothing() -> None:
     blank = io.BytesIO()
     scanned_page([]).save(blank, "PDF", resolution=150)
-    with pytest.raises(ParseError, match="OCR found none"):
+    with pytest.raises(ParseError, match="OCR found none on its scanned pages"):
         parse_document(blank.getvalue())
 
 

@@ -221,7 +221,7 @@ def test_a_pdf_without_text_says_so() -> None:
     pdf = FPDF()
     pdf.add_page()
     pdf.rect(10, 10, 50, 50)
-    with pytest.raises(ParseError, match="no text, and OCR found none"):
+    with pytest.raises(ParseError, match="no text layer, and no scanned page"):
         parse_document(bytes(pdf.output()))
     with pytest.raises(ParseError, match="no text layer"):
         parse_document(bytes(pdf.output()), limits=ParseLimits(ocr=None))

@@ -609,6 +609,13 @@ class GatewaySettings(ServiceSettings, AuthSettings, StorageSettings):
         description="Most chunks the MCP tool get_document returns of one document (the rest "
         "are read a passage at a time, with chunk_id).",
     )
+    mcp_max_result_bytes: int = Field(
+        16 * 1024 * 1024,
+        ge=64 * 1024,
+        le=1024 * 1024 * 1024,
+        description="Largest answer of the API an MCP tool reads (a document with all its "
+        "chunks, say); over it the tool refuses.",
+    )
 
     _blank_admin_api_key = field_validator("admin_api_key", mode="before")(_blank_to_none)
 

@@ -11,6 +11,7 @@ Every embedder RAG Engine has counts tokens with the all-MiniLM-L6-v2 WordPiece 
 
 from __future__ import annotations
 
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -73,13 +74,19 @@ def prepare_document(
     ``progress_path``: a file where the pages OCR has read so far are written, "read total"
     (the worker reads it while it waits: see ``read_progress``)."""
     started = time.perf_counter()
-    parsed = parse_document(
-        data,
-        filename=filename,
-        content_type=content_type,
-        limits=limits,
-        on_page=_page_writer(progress_path) if progress_path else None,
-    )
+    # What the parse writes (tesseract's image and its output) goes in the job's directory,
+    # which the worker removes, even when this process is killed half-way.
+    tempfile.tempdir = str(Path(progress_path).parent) if progress_path else None
+    try:
+        parsed = parse_document(
+            data,
+            filename=filename,
+            content_type=content_type,
+            limits=limits,
+            on_page=_page_writer(progress_path) if progress_path else None,
+        )
+    finally:
+        tempfile.tempdir = None
     parsed_at = time.perf_counter()
     chunks = chunk_sections(
         parsed.sections,

@@ -8,7 +8,7 @@ the agent reads: the status, the title and the detail of the problem."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Any
 from urllib.parse import quote, unquote, urlencode
 
@@ -23,6 +23,9 @@ from rag_gateway.policy import Admission
 from rag_gateway.proxy import Forwarder, Reply, Whole, buffered
 from rag_gateway.routing import NoRoute, classify
 from rag_gateway.streams import StreamLeases
+
+# The longest line of a streamed answer (its events are a token, or its sources: kilobytes).
+SSE_LINE_BYTES = 1024 * 1024
 
 
 def path(*segments: str, query: dict[str, Any] | None = None) -> str:
@@ -59,11 +62,17 @@ class Api:
     """The public API, called as one principal."""
 
     def __init__(
-        self, forwarder: Forwarder, stream_leases: StreamLeases, principal: Principal
+        self,
+        forwarder: Forwarder,
+        stream_leases: StreamLeases,
+        principal: Principal,
+        *,
+        max_result_bytes: int,
     ) -> None:
         self.forwarder = forwarder
         self.stream_leases = stream_leases
         self.principal = principal
+        self.max_result_bytes = max_result_bytes
 
     def _admitted(self, method: str, raw_path: str, body: bytes | None) -> Admission:
         forwardable(raw_path.partition("?")[0])
@@ -71,6 +80,10 @@ class Api:
             route = classify(method, unquote(raw_path.partition("?")[0]))
         except NoRoute:
             raise ToolError(f"404 Not found: {raw_path} is not part of the API") from None
+        policy = route.policy
+        if policy.upload or policy.ingest_quota or policy.closed_to_limited_keys is not None:
+            # Admitted here without those limits: no tool may call such a route.
+            raise ToolError(f"405 Method not allowed: {method} {raw_path} is not for tools")
         self.principal.require(route.scope)
         if route.collection is not None:
             self.principal.require_collection(route.collection)
@@ -98,17 +111,37 @@ class Api:
             reply = await self.forwarder.exchange(
                 route.upstream, method, raw_path, headers, content, reads_only=route.reads_only
             )
-            whole = reply if isinstance(reply, Whole) else await buffered(reply)
-            answer = msgspec.json.decode(whole.body) if whole.body else None
-            if whole.status >= 400:
-                raise refusal(whole.status, answer)
+            status, body = await self._bounded(reply)
+            answer = msgspec.json.decode(body) if body else None
+            if status >= 400:
+                raise refusal(status, answer)
             return admission.visible(answer) if admission.filters_answer else answer
         except RagError as exc:
             raise refused(exc) from None
         except msgspec.DecodeError:
             raise ToolError("502 Bad gateway: the service did not answer in JSON") from None
 
-    async def events(self, raw_path: str, body: dict[str, Any]) -> AsyncIterator[tuple[str, Any]]:
+    async def _bounded(self, reply: Reply | Whole) -> tuple[int, bytes]:
+        """The status and body of an answer, read whole up to MCP_MAX_RESULT_BYTES."""
+        if isinstance(reply, Whole):
+            return reply.status, reply.body
+        limit = self.max_result_bytes
+        body = bytearray()
+        try:
+            async for chunk in reply.chunks():
+                body += chunk
+                if len(body) > limit:
+                    raise ToolError(
+                        f"413 Too large: the answer is over {limit} bytes, the most a tool "
+                        "returns (MCP_MAX_RESULT_BYTES); ask for less (a passage: chunk_id)"
+                    )
+        finally:
+            reply.close()
+        return reply.status_code, bytes(body)
+
+    async def events(
+        self, raw_path: str, body: dict[str, Any]
+    ) -> AsyncGenerator[tuple[str, Any], None]:
         """The server-sent events (name, decoded data) of a streamed answer, as they arrive;
         the stream counts against the caller's open-stream limits while it is open."""
         content = msgspec.json.encode(body)
@@ -132,6 +165,10 @@ class Api:
                 try:
                     async for event in _server_sent(reply):
                         yield event
+                except GeneratorExit:  # the caller has what it needed (aclose)
+                    reply.close()
+                    await lease.release()
+                    raise
                 finally:
                     reply.close()
                 await lease.release()
@@ -147,12 +184,14 @@ class Api:
 
 
 async def _server_sent(reply: Reply) -> AsyncIterator[tuple[str, Any]]:
-    """(event, JSON data) of each event of a text/event-stream; events without data skipped."""
+    """(event, JSON data) of each event of a text/event-stream; events without data skipped;
+    a line over SSE_LINE_BYTES is an error."""
     pending = b""
     name, data = "message", list[str]()
     async for chunk in reply.chunks():
-        pending += chunk
-        *lines, pending = pending.split(b"\n")
+        *lines, pending = (pending + chunk).split(b"\n")
+        if len(pending) > SSE_LINE_BYTES:
+            raise ToolError(f"502 Bad gateway: a line of the answer is over {SSE_LINE_BYTES} bytes")
         for raw in lines:
             line = raw.rstrip(b"\r").decode()
             if not line:

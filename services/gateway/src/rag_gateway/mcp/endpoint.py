@@ -20,8 +20,10 @@ from typing import TYPE_CHECKING, Any, cast
 from litestar import Request, asgi
 from litestar.types import Receive, Scope, Send
 from rag_config import GatewaySettings
-from rag_core.errors import NotFound
+from rag_core.errors import DependencyUnavailable, NotFound
+from rag_telemetry import get_logger
 
+from rag_gateway.forwarding import MethodNotAllowed
 from rag_gateway.mcp import metrics as _metrics  # noqa: F401  # registered at start
 from rag_gateway.policy import admit
 from rag_gateway.proxy import Forwarder
@@ -32,6 +34,12 @@ if TYPE_CHECKING:
 
 # Where the admitted caller travels with the request, from the gateway to the tools.
 PRINCIPAL = "rag_gateway.principal"
+log = get_logger("rag.gateway")
+
+
+def _failure(task: asyncio.Task[None]) -> str:
+    error = None if task.cancelled() else task.exception()
+    return type(error).__name__ if error is not None else "it stopped"
 
 
 class McpEndpoint:
@@ -49,13 +57,24 @@ class McpEndpoint:
         self._task: asyncio.Task[None] | None = None
 
     async def manager(self) -> StreamableHTTPSessionManager:
+        """The running server: started at the first request, and again if it stopped."""
         async with self._starting:
+            if self._task is not None and self._task.done():
+                log.error("mcp_server_stopped", error=_failure(self._task))
+                self._manager, self._task = None, None
             if self._manager is None:
                 manager = await asyncio.to_thread(self._build)
                 ready = asyncio.Event()
-                self._task = asyncio.create_task(self._run(manager, ready), name="mcp-server")
-                await ready.wait()
-                self._manager = manager
+                task = asyncio.create_task(self._run(manager, ready), name="mcp-server")
+                waiting = asyncio.create_task(ready.wait())
+                await asyncio.wait([task, waiting], return_when=asyncio.FIRST_COMPLETED)
+                waiting.cancel()
+                if task.done():
+                    raise DependencyUnavailable(
+                        f"the MCP server did not start ({_failure(task)})",
+                        headers={"Retry-After": "2"},
+                    )
+                self._manager, self._task = manager, task
         return self._manager
 
     def _build(self) -> StreamableHTTPSessionManager:
@@ -69,7 +88,12 @@ class McpEndpoint:
 
         def api_of(ctx: Any) -> Any:
             principal = ctx.request_context.request.scope[PRINCIPAL]
-            return calls.Api(self.forwarder, self.stream_leases, principal)
+            return calls.Api(
+                self.forwarder,
+                self.stream_leases,
+                principal,
+                max_result_bytes=self.settings.mcp_max_result_bytes,
+            )
 
         server = tools.build_server(
             api_of, max_document_chunks=self.settings.mcp_max_document_chunks
@@ -104,6 +128,13 @@ async def mcp_endpoint(scope: Scope, receive: Receive, send: Send) -> None:
     endpoint: McpEndpoint | None = request.app.state.mcp
     if endpoint is None:
         raise NotFound("/mcp is turned off here (MCP_ENABLED=false)")
+    if request.method != "POST":
+        # Stateless: no session to end (DELETE) and no stream of the server's own (GET),
+        # which would stay open, counted by no limit.
+        raise MethodNotAllowed(
+            "this MCP server is stateless: send each message with POST",
+            headers={"Allow": "POST"},
+        )
     admission = await admit(request, None)  # refusals become problem details, as on /v1
     manager = await endpoint.manager()
     cast(dict[str, Any], scope)[PRINCIPAL] = admission.principal

@@ -5,6 +5,7 @@ declares its output schema) and also sent as JSON text for clients that read onl
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import time
 from collections.abc import Awaitable, Callable
@@ -186,29 +187,32 @@ def build_server(api_of: Any, *, max_document_chunks: int) -> MCPServer[Any]:
         }
         sources: list[dict[str, Any]] = []
         written, unsent, last = 0, "", 0.0
-        async for event, data in api.events(path("collections", collection, "query"), _given(body)):
-            if event == "sources":
-                sources = data["sources"]
-                await ctx.report_progress(0, None, f"{len(sources)} passages found")
-            elif event == "token":
-                written, unsent = written + 1, unsent + data["text"]
-                if time.monotonic() - last >= PROGRESS_SECONDS:
-                    await ctx.report_progress(written, None, unsent)
-                    unsent, last = "", time.monotonic()
-            elif event == "done":
-                if unsent:
-                    await ctx.report_progress(written, None, unsent)
-                return Answer(
-                    collection=collection,
-                    question=question,
-                    answer=data["answer"],
-                    cited=data["cited"],
-                    sources=[Source.model_validate(s) for s in sources],
-                    generator=data["generator"],
-                )
-            elif event == "error":
-                retry = " (temporary: try again)" if data.get("retry") else ""
-                raise ToolError(f"the answer failed: {data.get('message')}{retry}")
+        # Closed as soon as the answer is done: its stream's place is given back at once.
+        events = api.events(path("collections", collection, "query"), _given(body))
+        async with contextlib.aclosing(events):
+            async for event, data in events:
+                if event == "sources":
+                    sources = data["sources"]
+                    await ctx.report_progress(0, None, f"{len(sources)} passages found")
+                elif event == "token":
+                    written, unsent = written + 1, unsent + data["text"]
+                    if time.monotonic() - last >= PROGRESS_SECONDS:
+                        await ctx.report_progress(written, None, unsent)
+                        unsent, last = "", time.monotonic()
+                elif event == "done":
+                    if unsent:
+                        await ctx.report_progress(written, None, unsent)
+                    return Answer(
+                        collection=collection,
+                        question=question,
+                        answer=data["answer"],
+                        cited=data["cited"],
+                        sources=[Source.model_validate(s) for s in sources],
+                        generator=data["generator"],
+                    )
+                elif event == "error":
+                    retry = " (temporary: try again)" if data.get("retry") else ""
+                    raise ToolError(f"the answer failed: {data.get('message')}{retry}")
         raise ToolError("502 Bad gateway: the answer ended without a result")
 
     @server.tool(annotations=READ_ONLY)
@@ -229,16 +233,15 @@ def build_server(api_of: Any, *, max_document_chunks: int) -> MCPServer[Any]:
         or the passage chunk_id names with its neighbours."""
         api: Api = api_of(ctx)
         found = await api.call("GET", path("collections", collection, "documents", document_id))
-        chunks = [Chunk.model_validate(c) for c in found.pop("chunks", None) or []]
-        chunks.sort(key=lambda c: c.position)
+        stored = sorted(found.pop("chunks", None) or [], key=lambda c: int(c["position"]))
         if chunk_id is not None:
-            at = next((i for i, c in enumerate(chunks) if c.id == chunk_id), None)
+            at = next((i for i, c in enumerate(stored) if c["id"] == chunk_id), None)
             if at is None:
                 raise ToolError(
                     f"404 Not found: document {document_id!r} has no chunk {chunk_id!r}"
                 )
-            chunks = chunks[max(0, at - neighbours) : at + neighbours + 1]
-        kept = chunks[:max_document_chunks]
+            stored = stored[max(0, at - neighbours) : at + neighbours + 1]
+        kept = [Chunk.model_validate(c) for c in stored[:max_document_chunks]]
         return Document.model_validate(
             {
                 **found,

@@ -12,7 +12,10 @@ import resource
 
 
 def limit_memory(max_bytes: int) -> None:
-    """Runs first in each child: allocations beyond the limit raise MemoryError there."""
+    """Runs first in each child: allocations beyond the limit raise MemoryError there. The
+    child leads a process group of its own, which what it starts (tesseract) joins: the pool
+    kills the group, never leaving a program running on for a parse nobody waits for."""
+    os.setpgrp()
     os.environ["ORT_DISABLE_TELEMETRY"] = "1"
     if max_bytes > 0:
         resource.setrlimit(resource.RLIMIT_AS, (max_bytes, max_bytes))

@@ -20,8 +20,9 @@ from rag_ingest.parsing.model import (
     Section,
 )
 
-# A PDF page is read by OCR when it has no text, or less than this and an image (a scan with
-# a stamp or a page number on it); if OCR reads nothing there, its own text is kept.
+# A PDF page is read by OCR when it draws an image and has less text than this (none: a scan;
+# a few characters: a scan with a stamp or a page number on it); if OCR reads nothing there,
+# its own text is kept. A page with neither (a blank or a drawing) is not read.
 OCR_BELOW_CHARS = 20
 _ATX_HEADING = re.compile(r"^(#{1,6})[ \t]+(.+?)[ \t]*#*[ \t]*$")
 _FENCE = re.compile(r"^(```|~~~)")
@@ -200,9 +201,7 @@ def parse_pdf(
         sections, scanned = [], {}
         for number, page in enumerate(pages, start=1):
             text = _clean(page.extract_text() or "")
-            if limits.ocr is not None and (
-                not text or (len(text) < OCR_BELOW_CHARS and _has_images(page))
-            ):
+            if limits.ocr is not None and len(text) < OCR_BELOW_CHARS and _has_images(page):
                 scanned[number] = text
             elif text:
                 sections.append(Section(text, page=number))
@@ -223,19 +222,23 @@ def parse_pdf(
     if scanned and limits.ocr is not None:
         if len(scanned) > limits.ocr.max_pages:
             raise ParseError(
-                f"the PDF has {len(scanned)} pages without text; OCR reads at most "
-                f"{limits.ocr.max_pages} of one document (OCR_MAX_PAGES)"
+                f"the PDF has {len(scanned)} scanned pages (an image, no text); OCR reads at "
+                f"most {limits.ocr.max_pages} of one document (OCR_MAX_PAGES)"
             )
         read = ocr.pdf_pages(data, list(scanned), limits.ocr, on_page)
         found = {section.page for section in read}
         kept = [Section(text, page=n) for n, text in scanned.items() if text and n not in found]
         sections = sorted([*sections, *read, *kept], key=_page)
     if not sections:
+        if limits.ocr is None:
+            raise ParseError(
+                "the PDF has no text layer (scanned pages are read by OCR, which is off here: "
+                "OCR_ENABLED=false)"
+            )
         raise ParseError(
-            "the PDF has no text layer (scanned pages are read by OCR, which is off here: "
-            "OCR_ENABLED=false)"
-            if limits.ocr is None
-            else "the PDF has no text, and OCR found none on its pages"
+            "the PDF has no text, and OCR found none on its scanned pages"
+            if scanned
+            else "the PDF has no text (no text layer, and no scanned page to read)"
         )
     return ParsedDocument("pdf", sections, str(metadata_title) if metadata_title else None)
 
@@ -245,14 +248,24 @@ def _page(section: Section) -> int:
 
 
 def _has_images(page: Any) -> bool:
-    """Whether a PDF page draws an image of its own (an image XObject in its resources)."""
-    resources = page.get("/Resources")
-    objects = resources.get_object().get("/XObject") if resources is not None else None
-    if objects is None:
+    """Whether a PDF page draws an image of its own (an image XObject in its resources); a
+    malformed resource dictionary counts as none."""
+    from pypdf.generic import DictionaryObject  # noqa: PLC0415
+
+    try:
+        resources = page.get("/Resources")
+        resources = resources.get_object() if resources is not None else None
+        objects = resources.get("/XObject") if isinstance(resources, DictionaryObject) else None
+        objects = objects.get_object() if objects is not None else None
+        if not isinstance(objects, DictionaryObject):
+            return False
+        for entry in objects.values():
+            found = entry.get_object() if entry is not None else None
+            if isinstance(found, DictionaryObject) and found.get("/Subtype") == "/Image":
+                return True
+    except Exception:  # a broken reference: no image to read, the page keeps its text
         return False
-    return any(
-        entry.get_object().get("/Subtype") == "/Image" for entry in objects.get_object().values()
-    )
+    return False
 
 
 _W = "{http://schemas.openxmlformats.org/wordprocessingml/2006/main}"

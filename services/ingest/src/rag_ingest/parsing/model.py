@@ -6,7 +6,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal
 
-# Told after each page OCR reads: (pages read, pages to read).
+# Told before each page OCR reads: (pages read so far, pages to read).
 PageProgress = Callable[[int, int], None]
 
 DocumentFormat = Literal["text", "markdown", "html", "pdf", "docx", "csv", "json", "image"]

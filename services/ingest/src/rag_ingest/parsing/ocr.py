@@ -1,7 +1,9 @@
 """OCR: the text of scanned PDF pages and of images (PNG, JPEG, TIFF), read by Tesseract
-(Debian's tesseract-ocr, through pytesseract), in the parser pool like every parse: its memory
-limit covers the tesseract process too, and a document that runs past PARSE_TIMEOUT_SECONDS
-has its parser killed. Each page also has its own limit (OCR_PAGE_TIMEOUT_SECONDS).
+(Debian's tesseract-ocr, through pytesseract), in the parser pool like every parse: the
+tesseract process inherits the parser's memory limit (PARSE_MAX_MEMORY_MB, each process its
+own) and its process group, so a parse that runs past PARSE_TIMEOUT_SECONDS is killed with
+its tesseract; its temporary files are in the job's own directory. Each page also has its own
+limit (OCR_PAGE_TIMEOUT_SECONDS).
 
 A PDF page is rendered with pdfium (pypdfium2) at OCR_DPI, scaled down to fit OCR_MAX_PIXELS;
 an image larger than OCR_MAX_PIXELS is refused before it is decoded. At most OCR_MAX_PAGES
@@ -118,13 +120,16 @@ def pdf_pages(
         for done, number in enumerate(numbers):
             if on_page is not None:
                 on_page(done, len(numbers))
-            page = document[number - 1]
-            width, height = page.get_size()  # in points (1/72 inch)
-            scale = limits.dpi / 72
-            if width * height * scale * scale > limits.max_pixels:
-                scale = math.sqrt(limits.max_pixels / max(width * height, 1.0))
-            image = page.render(scale=scale, grayscale=True).to_pil()
-            page.close()
+            try:
+                page = document[number - 1]
+                width, height = page.get_size()  # in points (1/72 inch)
+                scale = limits.dpi / 72
+                if width * height * scale * scale > limits.max_pixels:
+                    scale = math.sqrt(limits.max_pixels / max(width * height, 1.0))
+                image = page.render(scale=scale, grayscale=True).to_pil()
+                page.close()
+            except (pypdfium2.PdfiumError, IndexError, ValueError):
+                continue  # a page pdfium cannot render (a damaged page tree): its own text
             found = recognise(image, limits, number, f"page {number}")
             if found is not None:
                 sections.append(found)

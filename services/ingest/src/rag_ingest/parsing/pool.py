@@ -14,6 +14,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import multiprocessing
+import os
+import signal
 from collections.abc import Callable
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -72,8 +74,7 @@ class ParserPool:
         old = self._executor
         self._generation += 1
         self._executor = self._new_executor()
-        for process in list(getattr(old, "_processes", {}).values()):
-            process.kill()
+        _kill(old)
         old.shutdown(wait=False, cancel_futures=True)
 
     async def run(self, function: Callable[..., T], *args: Any, **kwargs: Any) -> T:
@@ -113,6 +114,14 @@ class ParserPool:
                         ) from None
 
     def close(self) -> None:
-        for process in list(getattr(self._executor, "_processes", {}).values()):
-            process.kill()
+        _kill(self._executor)
         self._executor.shutdown(wait=False, cancel_futures=True)
+
+
+def _kill(executor: ProcessPoolExecutor) -> None:
+    """Kill each child of ``executor`` with its process group (what it started: tesseract)."""
+    for process in list(getattr(executor, "_processes", {}).values()):
+        try:
+            os.killpg(process.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            process.kill()  # not (yet) a group of its own

@@ -310,7 +310,10 @@ class IngestPipeline:
                     read = read_progress(pages)
                     if read is not None and read != seen:
                         seen, (done, total) = read, read
-                        await progress("ocr", 0.05 + 0.1 * done / max(total, 1))
+                        try:  # best effort: a lost save must not stop the parse
+                            await progress("ocr", 0.05 + 0.1 * done / max(total, 1))
+                        except Exception as exc:
+                            log.warning("ocr_progress_unsaved", error=type(exc).__name__)
                 return await parsing
             finally:
                 parsing.cancel()
