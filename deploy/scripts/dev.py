@@ -150,6 +150,7 @@ def _banner(stack: NativeStack, admin_key: str, dev_key: str) -> str:
         "",
         f"  playground {stack.edge_url}/  (paste the API key)",
         f"  API docs  {stack.edge_url}/schema",
+        f"  MCP       {stack.edge_url}/mcp  (agents: docs/mcp.md; the API key as a Bearer header)",
         f"  API key   {dev_key}  (tenant 'default': ingest and query)",
         f"  admin key {admin_key}  (ADMIN_API_KEY: creates more keys)",
         "  try",

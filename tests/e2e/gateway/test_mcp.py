@@ -361,3 +361,33 @@ def test_the_typescript_sdk_calls_every_tool_through_nginx(edge: Edge, writer: s
     assert "collection 'secrets' does not exist" in seen["forbidden"]["text"]
     assert seen["wrongKey"]["error"] is True
     assert "401" in seen["wrongKey"]["message"], seen["wrongKey"]
+
+
+def test_a_document_is_a_resource_and_asking_is_a_prompt(edge: Edge, writer: str) -> None:
+    async def browse(session: ClientSession) -> dict[str, Any]:
+        templates = await session.list_resource_templates()
+        read = await session.read_resource("rag://handbook/documents/leave")
+        prompts = await session.list_prompts()
+        prompt = await session.get_prompt(
+            "ask", {"collection": "handbook", "question": "How many days of leave?"}
+        )
+        return {"templates": templates, "read": read, "prompts": prompts, "prompt": prompt}
+
+    seen = agent(edge, writer, browse)
+    [template] = seen["templates"].resource_templates
+    assert template.uri_template == "rag://{collection}/documents/{document_id}"
+    [content] = seen["read"].contents
+    assert content.mime_type == "text/markdown"
+    assert content.text.startswith("# Leave policy\n")
+    assert LEAVE in content.text
+    assert [p.name for p in seen["prompts"].prompts] == ["ask"]
+    [message] = seen["prompt"].messages
+    assert "'handbook'" in message.content.text
+    assert "How many days of leave?" in message.content.text
+
+    limited = edge.new_key(TENANT, ["ingest:read", "query:read"], collections=["handbook"])
+    for uri in ("rag://secrets/documents/falcon", "rag://nothing-here/documents/falcon"):
+        with pytest.raises(Exception) as refused:  # noqa: PT011  # the SDK's MCPError, grouped
+            agent(edge, limited, lambda session, uri=uri: session.read_resource(uri))
+        assert "does not exist" in repr(refused.value), refused.value
+        assert "7291" not in repr(refused.value)

@@ -1,7 +1,9 @@
 """The MCP server's tools: list the collections, search one, answer from one with citations,
-read a document or a chunk and its neighbours. Each is a call of the public API as the agent's
-own credential (rag_gateway.mcp.calls); they only read. Results are structured (each tool
-declares its output schema) and also sent as JSON text for clients that read only text."""
+read a document or a chunk and its neighbours; a document as a resource
+(``rag://{collection}/documents/{document_id}``, Markdown); a prompt to answer from a
+collection. Each is a call of the public API as the agent's own credential
+(rag_gateway.mcp.calls); they only read. Tool results are structured (each tool declares its
+output schema) and also sent as JSON text for clients that read only text."""
 
 from __future__ import annotations
 
@@ -12,7 +14,7 @@ from collections.abc import Awaitable, Callable
 from typing import Annotated, Any, Literal, ParamSpec, TypeVar
 
 from mcp.server.mcpserver import Context, MCPServer
-from mcp.server.mcpserver.exceptions import ToolError
+from mcp.server.mcpserver.exceptions import ResourceError, ResourceNotFoundError, ToolError
 from mcp_types import ToolAnnotations
 from pydantic import BaseModel, Field
 from rag_core.service import package_version
@@ -251,7 +253,55 @@ def build_server(api_of: Any, *, max_document_chunks: int) -> MCPServer[Any]:
             }
         )
 
+    @server.resource(
+        "rag://{collection}/documents/{document_id}",
+        name="document",
+        title="A document of a collection",
+        description="A document's text as Markdown, its title and headings kept (the chunks "
+        "in order; a very long one up to the server's limit).",
+        mime_type="text/markdown",
+    )
+    async def document_text(collection: str, document_id: str, ctx: Context) -> str:
+        api: Api = api_of(ctx)
+        route = path("collections", collection, "documents", document_id)
+        try:
+            found = await api.call("GET", route)
+        except ToolError as refused:  # told to the client as the resource's error
+            missing = str(refused).startswith("404")
+            raise (ResourceNotFoundError if missing else ResourceError)(str(refused)) from None
+        return as_markdown(found, max_document_chunks)
+
+    @server.prompt(title="Answer from a collection, with sources")
+    def ask(collection: Collection, question: str) -> str:
+        """A question to answer from a collection of the knowledge base, citing its sources."""
+        return (
+            f"Answer this question from the collection {collection!r} of the knowledge base: "
+            f"{question}\n\nCall the search tool (or answer, for an answer it drafts) with "
+            f"collection={collection!r}; read a passage's surroundings with get_document and "
+            "its chunk_id when you need them. Say only what the passages say, cite each one "
+            "you use by its title or source, and say so when they do not answer the question."
+        )
+
     return server
+
+
+def as_markdown(document: dict[str, Any], max_chunks: int) -> str:
+    """A document of the API (with its chunks) as Markdown: its title, then each chunk's text
+    under its heading path when that changes; the overlap between chunks is not removed."""
+    lines = [f"# {document.get('title') or document['id']}", ""]
+    if document.get("source"):
+        lines += [f"Source: {document['source']}", ""]
+    heading = None
+    chunks = sorted(document.get("chunks") or [], key=lambda c: int(c["position"]))
+    for chunk in chunks[:max_chunks]:
+        if chunk.get("heading") and chunk["heading"] != heading:
+            heading = chunk["heading"]
+            lines += [f"## {heading}", ""]
+        page = f"(page {chunk['page']}) " if chunk.get("page") else ""
+        lines += [page + chunk["text"], ""]
+    if len(chunks) > max_chunks:
+        lines += [f"(The document has {len(chunks)} chunks; the first {max_chunks} are shown.)"]
+    return "\n".join(lines).rstrip() + "\n"
 
 
 def measured(tool: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
