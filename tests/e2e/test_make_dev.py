@@ -16,6 +16,7 @@ import pytest
 from rag_devstack import SERVICES, StackPorts, descendants, wait_gone
 
 from tests.conftest import REPO_ROOT
+from tests.support.mcp import initialize
 
 pytestmark = pytest.mark.e2e
 DEV_SCRIPT = REPO_ROOT / "deploy" / "scripts" / "dev.py"
@@ -64,24 +65,7 @@ def test_make_dev_runs_the_stack_and_ctrl_c_stops_everything(tmp_path: Path) -> 
             assert httpx.get(f"{edge}/v1/collections").status_code == 401
             # Agents: the MCP server the banner names answers with the same key.
             assert f"MCP       {edge}/mcp" in banner
-            initialized = httpx.post(
-                f"{edge}/mcp",
-                json={
-                    "jsonrpc": "2.0",
-                    "id": 1,
-                    "method": "initialize",
-                    "params": {
-                        "protocolVersion": "2025-06-18",
-                        "capabilities": {},
-                        "clientInfo": {"name": "make-dev-test", "version": "1"},
-                    },
-                },
-                headers={
-                    "Authorization": f"Bearer {key.group(1)}",
-                    "Accept": "application/json, text/event-stream",
-                },
-                timeout=30,
-            )
+            initialized = httpx.post(f"{edge}/mcp", **initialize(key.group(1)), timeout=30)
             assert initialized.status_code == 200, initialized.text
             assert '"name":"rag-engine"' in initialized.text
             assert httpx.get(f"http://127.0.0.1:{ports.query_2_health}/ready").status_code == 200

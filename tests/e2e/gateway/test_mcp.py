@@ -24,6 +24,7 @@ from mcp_types import CallToolResult
 from rag_client import Client
 
 from tests.e2e.gateway.conftest import Edge, make_jwt
+from tests.support.mcp import ACCEPT, initialize
 
 pytestmark = pytest.mark.e2e
 
@@ -34,7 +35,6 @@ LEAVE = (
 )
 EXPENSES = "Travel expenses are refunded within 30 days when the receipts are attached."
 SECRET = "The launch code of project Falcon is 7291."
-ACCEPT = "application/json, text/event-stream"
 T = TypeVar("T")
 NODE_CLIENTS = Path(__file__).resolve().parents[3] / "tests" / "clients" / "node"
 
@@ -222,39 +222,23 @@ def test_scopes_tenants_and_jwts_hold_as_on_v1(edge: Edge, writer: str) -> None:
     )
 
 
-def _initialize(token: str | None) -> dict[str, Any]:
-    return {
-        "json": {
-            "jsonrpc": "2.0",
-            "id": 1,
-            "method": "initialize",
-            "params": {
-                "protocolVersion": "2025-06-18",
-                "capabilities": {},
-                "clientInfo": {"name": "curl", "version": "1"},
-            },
-        },
-        "headers": {"Accept": ACCEPT} | ({"Authorization": f"Bearer {token}"} if token else {}),
-    }
-
-
 def test_a_wrong_or_missing_credential_is_401_and_the_sdk_raises(edge: Edge, writer: str) -> None:
     for token in (None, "rag_not-a-key", "sk-placeholder", make_jwt(TENANT, "x", secret="y" * 48)):
-        refused = edge.http.post("/mcp", **_initialize(token))
+        refused = edge.http.post("/mcp", **initialize(token))
         assert refused.status_code == 401, refused.text
         assert refused.headers["content-type"] == "application/problem+json"
         assert refused.headers["www-authenticate"] == 'Bearer realm="rag-engine"'
     with pytest.raises(Exception) as raised:  # noqa: PT011  # the SDK's error, in a group
         call(edge, "rag_not-a-key", "list_collections")
     assert "error" in repr(raised.value).lower()
-    admitted = edge.http.post("/mcp", **_initialize(writer))
+    admitted = edge.http.post("/mcp", **initialize(writer))
     assert admitted.status_code == 200, admitted.text
 
 
 def test_each_mcp_request_counts_against_the_callers_rate_limit(edge: Edge, writer: str) -> None:
     key = edge.new_key(TENANT, ["query:read"], requests_per_minute=3)
     # Three per minute's window: within seven requests (two windows at most), one is refused.
-    answers = [edge.http.post("/mcp", **_initialize(key)) for _ in range(7)]
+    answers = [edge.http.post("/mcp", **initialize(key)) for _ in range(7)]
     statuses = [answer.status_code for answer in answers]
     first_refused = statuses.index(429)
     assert 3 <= first_refused <= 6, statuses
@@ -279,7 +263,7 @@ def test_hostile_arguments_are_refused_naming_what_is_wrong(edge: Edge, writer: 
     long = refusal(call(edge, writer, "search", collection="handbook", query="leave " * 20_000))
     assert long.endswith("query: longer than 4000 characters (MAX_QUERY_CHARS)"), long
     # A body over MAX_INSPECTED_BODY_BYTES is refused whole.
-    request = _initialize(writer)
+    request = initialize(writer)
     request["json"]["params"]["padding"] = "x" * (2 * 1024 * 1024)
     assert edge.http.post("/mcp", **request).status_code == 413
 

@@ -8,8 +8,7 @@ import json
 from typing import Any
 
 from tests.integration.gateway.conftest import ADMIN_KEY, GatewayFactory
-
-ACCEPT = "application/json, text/event-stream"
+from tests.support.mcp import ACCEPT
 
 
 def _rpc(method: str, params: dict[str, Any], key: str | None = ADMIN_KEY) -> dict[str, Any]:
