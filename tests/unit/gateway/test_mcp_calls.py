@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
+import aiohttp
 import pytest
 from mcp.server.mcpserver.exceptions import ToolError
 from multidict import CIMultiDict, CIMultiDictProxy
@@ -24,7 +25,7 @@ from rag_gateway.proxy import Reply
 class FakeResponse:
     """What aiohttp hands the forwarder: a body arriving in chunks."""
 
-    body: list[bytes]
+    body: list[bytes | Exception]  # an exception: the connection fails there
     read: int = 0
     released: bool = False
 
@@ -35,13 +36,15 @@ class FakeResponse:
     async def iter_any(self) -> AsyncIterator[bytes]:
         for chunk in self.body:
             self.read += 1
+            if isinstance(chunk, Exception):
+                raise chunk
             yield chunk
 
     def release(self) -> None:
         self.released = True
 
 
-def reply_of(body: list[bytes], status: int = 200) -> tuple[Reply, FakeResponse]:
+def reply_of(body: list[bytes | Exception], status: int = 200) -> tuple[Reply, FakeResponse]:
     """A real Reply (the forwarder's) over a fake connection."""
     response = FakeResponse(body)
     slots = asyncio.Semaphore(1)
@@ -147,3 +150,24 @@ def test_no_tool_may_call_a_route_with_limits_mcp_was_not_admitted_under(
     with pytest.raises(ToolError, match="405 Method not allowed"):
         asyncio.run(api(reply).call(method, route, {"documents": []}))
     assert response.read == 0
+
+
+def test_an_answer_cut_off_on_its_way_is_a_502_the_agent_can_read() -> None:
+    cut = aiohttp.ClientPayloadError("Response payload is not completed")
+    reply, response = reply_of([b'{"chunks": [', cut])
+    with pytest.raises(ToolError, match=r"^502 Bad gateway: the answer was cut off"):
+        asyncio.run(api(reply).call("GET", path("collections", "c1x", "documents", "d")))
+    assert response.released
+    stream, _ = reply_of([b'event: sources\ndata: {"sources": []}\n\n', cut])
+    leases = FakeLeases()
+
+    async def read_all() -> list[str]:
+        seen = []
+        events = api(stream, leases).events(path("collections", "c1x", "query"), {"query": "q"})
+        async for name, _ in events:
+            seen.append(name)
+        return seen
+
+    with pytest.raises(ToolError, match="cut off"):
+        asyncio.run(read_all())
+    assert leases.lease.closed

@@ -12,6 +12,7 @@ from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Any
 from urllib.parse import quote, unquote, urlencode
 
+import aiohttp
 import msgspec
 from mcp.server.mcpserver.exceptions import ToolError
 from rag_core.errors import RagError
@@ -52,6 +53,15 @@ def refusal(status: int, problem: Any) -> ToolError:
     fields = [field for field in fields if field not in detail]  # said once
     text = f"{status} {title}: {detail}".rstrip(": ")
     return ToolError(text + (f" ({'; '.join(fields)})" if fields else ""))
+
+
+def cut_off(exc: Exception) -> ToolError:
+    """A ToolError for an answer that failed on its way: cut, late, or not JSON."""
+    if isinstance(exc, TimeoutError):
+        return ToolError("504 Gateway timeout: the service did not answer in time")
+    if isinstance(exc, msgspec.DecodeError):
+        return ToolError("502 Bad gateway: the service did not answer in JSON")
+    return ToolError(f"502 Bad gateway: the answer was cut off ({type(exc).__name__})")
 
 
 def refused(exc: RagError) -> ToolError:
@@ -111,15 +121,15 @@ class Api:
             reply = await self.forwarder.exchange(
                 route.upstream, method, raw_path, headers, content, reads_only=route.reads_only
             )
-            status, body = await self._bounded(reply)
-            answer = msgspec.json.decode(body) if body else None
+            status, raw = await self._bounded(reply)
+            answer = msgspec.json.decode(raw) if raw else None
             if status >= 400:
                 raise refusal(status, answer)
             return admission.visible(answer) if admission.filters_answer else answer
         except RagError as exc:
             raise refused(exc) from None
-        except msgspec.DecodeError:
-            raise ToolError("502 Bad gateway: the service did not answer in JSON") from None
+        except (msgspec.DecodeError, aiohttp.ClientError, TimeoutError) as exc:
+            raise cut_off(exc) from None
 
     async def _bounded(self, reply: Reply | Whole) -> tuple[int, bytes]:
         """The status and body of an answer, read whole up to MCP_MAX_RESULT_BYTES."""
@@ -179,6 +189,8 @@ class Api:
             raise refusal(whole.status, msgspec.json.decode(whole.body or b"null"))
         except RagError as exc:
             raise refused(exc) from None
+        except (msgspec.DecodeError, aiohttp.ClientError, TimeoutError) as exc:
+            raise cut_off(exc) from None
         finally:
             lease.close()
 
