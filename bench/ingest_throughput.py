@@ -355,7 +355,7 @@ def write_section(raw: dict[str, Any], runs: list[dict[str, Any]], args: argpars
         "<!-- ingest:begin -->",
         "## Ingest throughput (BEIR SciFact)",
         "",
-        f"Measured {datetime.now(UTC):%Y-%m-%d %H:%M} UTC on {machine()}; commit `{commit()}`;",
+        f"{measured_on()};",
         f"`make bench` (`python bench/ingest_throughput.py --limit {args.limit or 0} "
         f"--workers {args.workers} --concurrency {args.concurrency}`; {first['documents']} "
         "documents). Model all-MiniLM-L6-v2 int8 on onnxruntime (CPU), each chunk in a run of its "
@@ -458,6 +458,11 @@ def replace_section(text: str, name: str, section: str) -> str:
     return text.rstrip() + "\n\n" + section + "\n"
 
 
+def measured_on() -> str:
+    """When, on what and at which commit a section's figures were measured."""
+    return f"Measured {datetime.now(UTC):%Y-%m-%d %H:%M} UTC on {machine()}; commit `{commit()}`"
+
+
 def commit() -> str:
     return subprocess.run(
         ["git", "rev-parse", "--short", "HEAD"],
@@ -537,8 +542,7 @@ def main() -> None:
     text = replace_section(DOC.read_text() if DOC.exists() else "# Benchmarks\n", "ingest", section)
     sections = [section]
     header = (
-        f"Measured {datetime.now(UTC):%Y-%m-%d %H:%M} UTC on {machine()}; commit "
-        f"`{commit()}`; the same run and stack as the ingest figures above "
+        f"{measured_on()}; the same run and stack as the ingest figures above "
         f"({runs[0]['documents']} documents, {runs[0]['chunks']} chunks), native stack: "
         "nginx, the gateway and two query replicas, as `make dev` runs them (rows marked "
         "direct: one replica)."
@@ -547,8 +551,7 @@ def main() -> None:
         sections.append(
             quantization_section(
                 quantized,
-                f"Measured {datetime.now(UTC):%Y-%m-%d %H:%M} UTC on {machine()}; commit "
-                f"`{commit()}`; `make bench BENCH_ARGS=--fp32`, on the chunks of the ingest run "
+                f"{measured_on()}; `make bench BENCH_ARGS=--fp32`, on the chunks of the ingest run "
                 "above.",
             )
         )

@@ -14,12 +14,11 @@ import statistics
 import tempfile
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import httpx
-from ingest_throughput import DOC, ROOT, commit, machine, replace_section
+from ingest_throughput import DOC, ROOT, measured_on, replace_section
 from rag_client import Client
 from rag_devstack import NativeStack, StackPorts
 
@@ -116,7 +115,7 @@ def main() -> None:
                 ]
     lines = [
         "<!-- mcp:begin -->",
-        f"Measured {datetime.now(UTC):%Y-%m-%d %H:%M} UTC on {machine()}; commit `{commit()}`; "
+        f"{measured_on()}; "
         f"`make bench-mcp`: {DOCUMENTS} SciFact abstracts, native stack behind nginx (one "
         f"gateway, two query replicas), {CALLS} calls one at a time after {WARM_UP} to warm up; "
         "MCP calls are one JSON-RPC POST each, read as server-sent events. Each question is "

@@ -13,9 +13,8 @@ import io
 import random
 import resource
 import time
-from datetime import UTC, datetime
 
-from ingest_throughput import DOC, commit, machine, replace_section
+from ingest_throughput import DOC, measured_on, replace_section
 from PIL import Image, ImageDraw, ImageFont
 from rag_ingest.parsing import OcrLimits, ParseLimits, parse_document
 
@@ -75,7 +74,7 @@ def main() -> None:
     peak_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
     lines_out = [
         "<!-- ocr:begin -->",
-        f"Measured {datetime.now(UTC):%Y-%m-%d %H:%M} UTC on {machine()}; commit `{commit()}`; "
+        f"{measured_on()}; "
         "`make bench-ocr`: scanned US-letter pages drawn with Pillow, read by the worker's "
         f"parser (pdfium renders each page, Tesseract 5 reads it on one thread), {PAGES} pages "
         "per row.",

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import importlib
 from typing import TYPE_CHECKING, Any, cast
 
 from litestar import Request, asgi
@@ -83,21 +82,19 @@ class McpEndpoint:
         )
         from mcp.server.transport_security import TransportSecuritySettings  # noqa: PLC0415
 
-        calls = importlib.import_module("rag_gateway.mcp.calls")
-        tools = importlib.import_module("rag_gateway.mcp.tools")
+        from rag_gateway.mcp.calls import Api  # noqa: PLC0415  # they import the SDK
+        from rag_gateway.mcp.tools import build_server  # noqa: PLC0415
 
-        def api_of(ctx: Any) -> Any:
+        def api_of(ctx: Any) -> Api:
             principal = ctx.request_context.request.scope[PRINCIPAL]
-            return calls.Api(
+            return Api(
                 self.forwarder,
                 self.stream_leases,
                 principal,
                 max_result_bytes=self.settings.mcp_max_result_bytes,
             )
 
-        server = tools.build_server(
-            api_of, max_document_chunks=self.settings.mcp_max_document_chunks
-        )
+        server = build_server(api_of, max_document_chunks=self.settings.mcp_max_document_chunks)
         return StreamableHTTPSessionManager(
             app=server._lowlevel_server,  # what its own streamable_http_app passes
             stateless=True,

@@ -49,6 +49,7 @@ def parse_document(
         if kind == "pdf":
             parsed = parse_pdf(data, limits, on_page)
         elif kind == "image":
+            assert limits.ocr is not None  # detect_format accepts images only with OCR on
             parsed = parse_image(data, limits.ocr, on_page)
         elif kind == "docx":
             parsed = parse_docx(data, limits)

@@ -27,6 +27,7 @@ if TYPE_CHECKING:
 
 # Tesseract on one thread: the parser pool runs pages of several documents side by side.
 os.environ.setdefault("OMP_THREAD_LIMIT", "1")
+NO_TESSERACT = "OCR needs Tesseract, which is not installed here (apt-get install tesseract-ocr)"
 
 
 def recognise(image: Image, limits: OcrLimits, page: int, where: str) -> Section | None:
@@ -42,9 +43,7 @@ def recognise(image: Image, limits: OcrLimits, page: int, where: str) -> Section
             timeout=limits.page_timeout_seconds,
         )
     except pytesseract.TesseractNotFoundError:
-        raise ParseError(
-            "OCR needs Tesseract, which is not installed here (apt-get install tesseract-ocr)"
-        ) from None
+        raise ParseError(NO_TESSERACT) from None
     except pytesseract.TesseractError as exc:
         message = str(exc.message)
         raise ParseError(f"OCR failed on {where} ({message.strip()[:200]})") from None
@@ -65,9 +64,7 @@ def _installed_languages() -> frozenset[str]:
     try:
         return frozenset(pytesseract.get_languages(config=""))
     except pytesseract.TesseractNotFoundError:
-        raise ParseError(
-            "OCR needs Tesseract, which is not installed here (apt-get install tesseract-ocr)"
-        ) from None
+        raise ParseError(NO_TESSERACT) from None
 
 
 def _check_languages(languages: str) -> None:
@@ -139,11 +136,9 @@ def pdf_pages(
 
 
 def parse_image(
-    data: bytes, limits: OcrLimits | None, on_page: PageProgress | None = None
+    data: bytes, limits: OcrLimits, on_page: PageProgress | None = None
 ) -> ParsedDocument:
     """An image, read by OCR: each frame of a TIFF a page of its own."""
-    if limits is None:
-        raise ParseError("images are read by OCR, which is off here (OCR_ENABLED=false)")
     sections = []
     for number, frame in enumerate(_frames(data, limits, on_page), start=1):
         found = recognise(frame, limits, number, f"page {number} of the image")
