@@ -178,8 +178,15 @@ def test_background_evaluations_are_capped_per_tenant_across_replicas(
     }
     llm.script((500, "error_500.json"))  # then the extractive fallback answers
     llm.gate.clear()
+    # Each case's LLM call gives up after LLM_TIMEOUT_SECONDS (2) while the gate is shut, and
+    # the run goes on to the next: ten cases hold a run's slot for 20 s, not 2, so a busy
+    # machine cannot see a slot come back before the refusals below are asked.
+    slow = [
+        {"query": f"Does aspirin prevent heart attacks? ({n})", "relevant": ["d1"]}
+        for n in range(10)
+    ]
     for _ in range(2):  # MAX_EVALUATIONS_PER_TENANT (2)
-        assert held.post("/v1/evaluate", json=body).status_code == 202
+        assert held.post("/v1/evaluate", json={**body, "cases": slow}).status_code == 202
     _until(lambda: len(llm.requests) >= 2, "both evaluations are running")
     for replica in (held, query.http):  # counted in Redis: the same on every replica
         refused = replica.post("/v1/evaluate", json=body)
