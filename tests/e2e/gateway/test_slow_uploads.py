@@ -127,6 +127,21 @@ class SlowUpload:
             return None
         return self.received.split(b"\r\n", 1)[0]
 
+    def whole(self) -> bool:
+        """Whether the whole answer is in: its headers and all of its body (the status line
+        and the body may come in separate reads)."""
+        if self.answer() is None:
+            return False
+        head, ended, body = self.received.partition(b"\r\n\r\n")
+        if not ended:
+            return self.closed_by_server
+        for line in head.lower().split(b"\r\n"):
+            if line.startswith(b"content-length:"):
+                return len(body) >= int(line.split(b":", 1)[1])
+            if line.startswith(b"transfer-encoding:") and b"chunked" in line:
+                return body.endswith(b"0\r\n\r\n") or self.closed_by_server
+        return self.closed_by_server
+
     def close(self) -> None:
         self.trickling = False
         self.sock.close()
@@ -172,6 +187,7 @@ def refusals(uploads: list[SlowUpload]) -> list[SlowUpload]:
 
 
 def assert_refused(upload: SlowUpload, limit: str) -> None:
+    wait_for("the whole refusal", upload.whole, 30)
     assert b" 429 " in (upload.answer() or b""), upload.received[:300]
     head, _, body = upload.received.partition(b"\r\n\r\n")
     assert b"retry-after:" in head.lower(), head
@@ -262,7 +278,7 @@ def test_a_body_that_takes_too_long_in_all_is_cut_by_the_gateway(stack: NativeSt
     with ExitStack() as streams:
         streams.callback(trickle.close)
         upload = trickle.open(streams, url, key, "inbox")
-        wait_for("the gateway to cut the body", lambda: upload.answer() is not None)
+        wait_for("the gateway to cut the body", upload.whole)
         assert b" 408 " in (upload.answer() or b""), upload.received[:300]
         assert b"UPLOAD_BODY_TIMEOUT_SECONDS" in upload.received
         # Its place is free again: the same key uploads at once.
