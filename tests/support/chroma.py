@@ -29,3 +29,19 @@ def chunks_in_chroma(stack: NativeStack, collection: str) -> int:
         count = chroma.get(f"/collections/{chroma_id_of(stack, collection)}/count").json()
     assert isinstance(count, int)
     return count
+
+
+def chroma_collections(stack: NativeStack) -> dict[str, dict[str, object]]:
+    """Every collection Chroma holds: its id -> its metadata."""
+    base = f"http://127.0.0.1:{stack.ports.chroma}{CHROMA_API}"
+    with httpx.Client(base_url=base, timeout=30, verify=tls_context()) as chroma:
+        listed = chroma.get("/collections", params={"limit": 100_000}).json()
+    return {c["id"]: c.get("metadata") or {} for c in listed}
+
+
+def chroma_count(stack: NativeStack, chroma_id: str) -> int:
+    base = f"http://127.0.0.1:{stack.ports.chroma}{CHROMA_API}"
+    with httpx.Client(base_url=base, timeout=30, verify=tls_context()) as chroma:
+        count = chroma.get(f"/collections/{chroma_id}/count").json()
+    assert isinstance(count, int)
+    return count

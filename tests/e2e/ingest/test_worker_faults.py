@@ -20,7 +20,8 @@ pytestmark = pytest.mark.e2e
 # Settings of the ingest API and workers (the API gives each job JOB_MAX_TRIES attempts).
 # Redis and Chroma are the module's; a test whose settings differ from the last one's gets the
 # API and worker restarted with its own.
-DEFAULT = {"JOB_MAX_TRIES": "3", "WORKER_CONCURRENCY": "4"}
+# (Re-embeddings copy 10 documents a step here, so one is killed surely between two steps.)
+DEFAULT = {"JOB_MAX_TRIES": "3", "WORKER_CONCURRENCY": "4", "REEMBED_BATCH_DOCUMENTS": "10"}
 PATIENT = {"JOB_MAX_TRIES": "10"}
 IMPATIENT = {"JOB_MAX_TRIES": "2", "JOB_TIMEOUT_SECONDS": "3", "PARSE_TIMEOUT_SECONDS": "600"}
 
@@ -119,6 +120,47 @@ def test_sigkill_mid_batch_then_restart_ingests_everything_exactly_once(
     assert client.collection(killed)["chunk_count"] == client.collection(clean)["chunk_count"]
     count = chunks_in_chroma(stack, killed)
     assert count == client.collection(killed)["chunk_count"], "no duplicate chunks in Chroma"
+
+
+@pytest.mark.timeout(360)
+def test_a_worker_killed_mid_reembedding_resumes_where_it_stopped(stack: NativeStack) -> None:
+    """SIGKILL while a re-embedding copies: the next worker goes on from the versions the shadow
+    holds whole, the switch happens once, and the new Chroma collection has each chunk once."""
+    client = IngestClient(stack.api_url("ingest"))
+    name = client.create_collection(embedding_model="all-MiniLM-L6-v2-int8")
+    jobs = client.wait(client.ingest_ok(name, _docs(200)), timeout=240)
+    assert {job["state"] for job in jobs} == {"succeeded"}
+    before = client.collection(name)
+    started = client.http.post(
+        f"/v1/collections/{name}/reembed", json={"embedding_model": "all-MiniLM-L6-v2"}
+    )
+    assert started.status_code == 202, started.text
+    job_id = started.json()["id"]
+    deadline = time.monotonic() + 120
+    while True:
+        job = client.job(job_id)
+        assert job["state"] in ("queued", "running"), job
+        if job["stage"] == "copying" and job["progress"] >= 0.2:
+            stack.processes["worker"].signal(signal.SIGKILL)
+            break
+        assert time.monotonic() < deadline, job
+        time.sleep(0.05)
+    stack.processes["worker"].stop()
+    assert client.job(job_id)["state"] == "running", "killed mid-copy"
+    assert client.collection(name)["embedding_model"] == "all-MiniLM-L6-v2-int8"
+    stack.start_worker()
+    stack.wait_worker()
+    [final] = client.wait([job_id], timeout=240)
+    assert final["state"] == "succeeded", final
+    assert final["attempts"] >= 2
+    result = final["result"]
+    assert result["chunks_already_copied"] >= 40, result  # what the killed run copied
+    assert result["chunks_embedded"] + result["chunks_already_copied"] == before["chunk_count"]
+    after = client.collection(name)
+    assert after["embedding_model"] == "all-MiniLM-L6-v2"
+    assert after["chunk_count"] == before["chunk_count"]
+    assert after["reembedding"] is None
+    assert chunks_in_chroma(stack, name) == after["chunk_count"], "each chunk once"
 
 
 def test_exhausted_retries_dead_letter_the_job_and_retry_revives_it(stack: NativeStack) -> None:

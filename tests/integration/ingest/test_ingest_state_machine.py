@@ -10,6 +10,8 @@ tenant and collection names could collide if keys were built naively (``acme``/`
   after listing its chunks for cleanup, after writing them); deliver the stalled job again
   elsewhere (its heartbeat ran out), resume the stalled run; deliver an ended job again;
   run one job twice interleaved (A stalls, B completes, A carries on);
+- re-embed a collection with the other model (a whole migration: copy, catch up, switch),
+  also while a paused job stands between writing its chunks and switching them in;
 - let every listed cleanup fall due (with a grace period; without one they are due at once).
   After every step a worker drains the cleanups that are due, as reconcilers do.
 
@@ -22,11 +24,14 @@ After every step it compares what readers would see with a model of it:
 - a step taken for one collection of one tenant leaves every other collection, of that
   tenant or another, exactly as it was (records and chunks);
 - once every job has ended and every cleanup is drained (at teardown), no chunk is left
-  that is not part of an active version, and every chunk's vector is its own text's.
+  that is not part of an active version, every chunk's vector is its own text's by its
+  collection's model, and Chroma holds no collection but the live ones (no former collection
+  of a re-embedding, no shadow).
 
 Everything goes through the product's own code: ``CollectionRegistry``, ``IngestService``,
-``DocumentStore``, the worker's task functions (``ingest_document``, ``drain_cleanups``) with
-the real pipeline and the local MiniLM embedder. The one test hook is a pipeline whose
+``DocumentStore``, ``ReembedService``, the worker's task functions (``ingest_document``,
+``reembed_collection``, ``drain_cleanups``) with the real pipeline and the local MiniLM
+embedders (fp32 and int8). The one test hook is a pipeline whose
 progress callback can wait at a stage. Sequences that once failed are replayed by
 ``test_known_sequence`` on every run.
 """
@@ -71,7 +76,7 @@ from rag_ingest.submissions import Submission
 from rag_ingest.versions import content_hash
 from rag_ingest.worker.context import BatchedEmbedders, WorkerContext
 from rag_ingest.worker.pipeline import IngestPipeline, Progress
-from rag_ingest.worker.tasks import drain_cleanups, ingest_document
+from rag_ingest.worker.tasks import drain_cleanups, ingest_document, reembed_collection
 
 from tests.conftest import Backing
 
@@ -80,6 +85,7 @@ pytestmark = pytest.mark.integration
 T = TypeVar("T")
 Slot = tuple[str, str]  # (namespace, collection)
 MODEL = "all-MiniLM-L6-v2"
+OTHER_MODEL = {MODEL: "all-MiniLM-L6-v2-int8", "all-MiniLM-L6-v2-int8": MODEL}
 # Tenant and collection names that read the same when joined with '-' ("acme-x-hbk"), and
 # the default tenant with a collection named as another tenant's.
 SLOTS: tuple[Slot, ...] = (("acme-x", "hbk"), (DEFAULT_NAMESPACE, "hbk"), ("acme", "x-hbk"))
@@ -184,6 +190,7 @@ class SlotModel:
     live: bool = False
     generation: int = 0
     chroma_id: str = ""
+    embedding_model: str = MODEL
     active: dict[str, str] = field(default_factory=dict)  # document id -> text readers see
     newest: dict[str, int] = field(default_factory=dict)  # document id -> newest request
 
@@ -205,7 +212,7 @@ class Env:
     chroma: ChromaClient
     embedders: BatchedEmbedders
     parsers: ParserPool
-    vectors: dict[str, Any] = field(default_factory=dict)  # text -> its embedding
+    vectors: dict[tuple[str, str], Any] = field(default_factory=dict)  # (model, text) -> vector
 
     def run(self, coro: Coroutine[Any, Any, T]) -> T:
         return self.loop.run_until_complete(coro)
@@ -247,16 +254,18 @@ class IngestMachine(RuleBasedStateMachine):
 
     def _worker(self, name: str) -> WorkerContext:
         env = self.env
-        shared = IngestComponents.build(
-            self.settings, env.redis, env.chroma, env.embedders.factory.check_available
+        context = WorkerContext.create(
+            self.settings,
+            env.redis,
+            env.chroma,
+            env.embedders,
+            env.parsers,
+            pipeline=PausablePipeline,
+            worker_id=name,
         )
-        pipeline = PausablePipeline(
-            self.settings, shared.documents, shared.chunks, env.embedders, env.parsers
-        )
-        pipeline.holds = {}  # shared by the copies it makes for each tenant
-        return WorkerContext(
-            **shared.as_dict(), embedders=env.embedders, pipeline=pipeline, worker_id=name
-        )
+        assert isinstance(context.pipeline, PausablePipeline)
+        context.pipeline.holds = {}
+        return context
 
     def parts(self, namespace: str) -> IngestComponents:
         return self.workers["worker-a"]  # one set of stores serves every tenant
@@ -372,8 +381,40 @@ class IngestMachine(RuleBasedStateMachine):
             created = await registry.create(namespace, name, MODEL)
             model.live, model.generation = True, model.generation + 1
             model.chroma_id, model.active, model.newest = created.chroma_id, {}, {}
+            model.embedding_model = MODEL
             with pytest.raises(Conflict):
                 await registry.create(namespace, name, MODEL)
+
+        self._step(slot, work())
+
+    @precondition(lambda self: self.collection_changes < 3)
+    @rule(slot=st.sampled_from(SLOTS), worker=st.sampled_from(WORKERS))
+    def reembed(self, slot: Slot, worker: str) -> None:
+        """POST .../reembed with the other model, and a worker runs the migration to its
+        switch while every other step stands where it is (a paused job included)."""
+        namespace, name = slot
+        model = self.model[slot]
+        self.collection_changes += 1
+
+        async def work() -> None:
+            parts = self.parts(namespace)
+            target = OTHER_MODEL[model.embedding_model]
+            if not model.live:
+                with pytest.raises(NotFound):
+                    await parts.reembedding.start(namespace, name, target)
+                return
+            job = await parts.reembedding.start(namespace, name, target)
+            state = await reembed_collection({"rag": self.workers[worker], "job_try": 1}, job.id)
+            record = await parts.jobs.get(namespace, job.id)
+            assert state == "succeeded", record
+            assert record is not None
+            assert (record.result or {}).get("status") == "switched", record
+            found = await parts.registry.get(namespace, name)
+            assert found.embedding_model == target
+            assert found.migration is None
+            assert found.lineage[-1] == model.chroma_id
+            model.chroma_id, model.embedding_model = found.chroma_id, target
+            note(f"re-embedded with a paused job: {self.paused is not None}")
 
         self._step(slot, work())
 
@@ -442,8 +483,8 @@ class IngestMachine(RuleBasedStateMachine):
                 with pytest.raises(NotFound):
                     await parts.registry.get(namespace, name)
                 return
-            found = await parts.registry.get(namespace, name)
-            outcome = await parts.documents.remove(namespace, name, found.chroma_id, document_id)
+            await parts.registry.get(namespace, name)
+            outcome = await parts.documents.remove(namespace, name, document_id)
             expected = "deleted" if document_id in model.active else "missing"
             assert outcome.status == expected, f"DELETE {document_id}: {outcome.status}"
             # It supersedes every change of the document still in flight.
@@ -553,10 +594,11 @@ class IngestMachine(RuleBasedStateMachine):
         self._step(None, self._drain())
 
     async def _drain(self) -> None:
-        redis, key = self.env.redis, self.workers["worker-a"].keys.cleanups()
-        members = await redis.zrange(key, 0, -1)
-        if members:
-            await redis.zadd(key, dict.fromkeys(members, 0), xx=True)
+        keys = self.workers["worker-a"].keys
+        for key in (keys.cleanups(), keys.chroma_drops()):
+            members = await self.env.redis.zrange(key, 0, -1)
+            if members:
+                await self.env.redis.zadd(key, dict.fromkeys(members, 0), xx=True)
         await self._drain_due()
 
     async def _drain_due(self) -> int:
@@ -643,14 +685,16 @@ class IngestMachine(RuleBasedStateMachine):
         """No orphans, and every chunk's vector is that of its own text."""
         view = await self._read(vectors=True)
         self._check(view)
-        # The embedder itself, in one call (not the pipeline's batching wrapper).
-        texts = {c.text for v in view.values() for c in v.chunks or []} - set(self.env.vectors)
-        if texts:
-            vectors = await self.env.embedders.factory.get(MODEL).embed_documents(sorted(texts))
-            self.env.vectors.update(zip(sorted(texts), vectors, strict=True))
         for slot in SLOTS:
             if not self.model[slot].live:
                 continue
+            # The embedder itself, in one call (not the pipeline's batching wrapper).
+            used = self.model[slot].embedding_model
+            known = {text for model, text in self.env.vectors if model == used}
+            texts = sorted({c.text for c in view[slot].chunks or []} - known)
+            if texts:
+                vectors = await self.env.embedders.factory.get(used).embed_documents(texts)
+                self.env.vectors.update(((used, t), v) for t, v in zip(texts, vectors, strict=True))
             records, chunks = view[slot].records, view[slot].chunks or []
             active = {(d, r.tag) for d, r in records.items()}
             orphans = sorted({(c.document_id, c.version) for c in chunks} - active)
@@ -660,8 +704,16 @@ class IngestMachine(RuleBasedStateMachine):
                 f"of (document, version) {orphans} remain; cleanups still listed: {left}"
             )
             for chunk in chunks:
-                similarity = float(np.dot(chunk.vector, self.env.vectors[chunk.text]))
+                similarity = float(np.dot(chunk.vector, self.env.vectors[used, chunk.text]))
                 assert similarity > 0.999, f"{chunk.id} ({chunk.text!r}) has another's vector"
+        # No Chroma collection of this example's but the live ones' (none left by a
+        # re-embedding, none by a deleted collection).
+        listed = await self.env.chroma._request(
+            "GET", "/api/v2/tenants/default_tenant/databases/default_database/collections"
+        )
+        ours = {c["id"] for c in listed if c["name"].startswith(f"{self.prefix}-")}
+        live = {self.model[slot].chroma_id for slot in SLOTS if self.model[slot].live}
+        assert ours == live, f"Chroma holds {sorted(ours - live)} besides the live collections"
 
     # Teardown --------------------------------------------------------------------------------
     def teardown(self) -> None:
@@ -719,7 +771,8 @@ def env(backing: Backing, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
     )
     loop = asyncio.new_event_loop()
     factory = EmbedderFactory(base)
-    factory.get(MODEL)  # builds the ONNX model once (cached in the data dir)
+    for model in OTHER_MODEL:
+        factory.get(model)  # builds the ONNX models once (cached in the data dir)
     parsers = ParserPool(workers=1, max_memory_mb=0, timeout_seconds=30)
 
     async def clients() -> tuple[Any, ChromaClient]:
@@ -807,6 +860,24 @@ def _stalled_run_of_a_superseded_change(r: Replay) -> None:
     r.step("deliver_twice_interleaved", job=job, stage="embedding")
 
 
+def _reembedded_under_a_paused_job(r: Replay) -> None:
+    """A job that wrote its chunks before a re-embedding switched found its collection
+    "deleted" (another Chroma id) and failed; a replaced version then a delete made during the
+    migration must reach the new collection too (issue 20)."""
+    r.step("start", grace=3600)
+    [job] = r.step("put_document", slot=ACME_X, document_id="d1", word="alpha")
+    [other] = r.step("put_document", slot=ACME_X, document_id="d2", word="alpha")
+    r.step("deliver", job=other, worker="worker-a", stall_at=None)
+    r.step("deliver", job=job, worker="worker-a", stall_at="publishing")
+    r.step("reembed", slot=ACME_X, worker="worker-b")
+    r.step("resume_stalled_worker")
+    [again] = r.step("put_document", slot=ACME_X, document_id="d2", word="beta")
+    r.step("deliver", job=again, worker="worker-b", stall_at=None)
+    r.step("delete_document", slot=ACME_X, document_id="d1")
+    r.step("reembed", slot=ACME_X, worker="worker-a")
+    r.step("let_the_grace_period_pass")
+
+
 @pytest.mark.parametrize(
     "sequence",
     [
@@ -815,6 +886,7 @@ def _stalled_run_of_a_superseded_change(r: Replay) -> None:
         _second_run_keeps_the_live_chunks,
         _same_text_under_two_ids,
         _stalled_run_of_a_superseded_change,
+        _reembedded_under_a_paused_job,
     ],
     ids=lambda f: f.__name__.strip("_"),
 )

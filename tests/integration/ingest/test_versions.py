@@ -10,7 +10,6 @@ from __future__ import annotations
 import copy
 import time
 import uuid
-from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from types import SimpleNamespace
 
@@ -20,10 +19,7 @@ import pytest
 from arq.constants import in_progress_key_prefix, job_key_prefix
 from rag_config import IngestSettings
 from rag_core.catalog import DEFAULT_NAMESPACE, Collection, DocumentRecord
-from rag_core.chroma import ChromaClient
 from rag_core.chunks import StoredChunk, chunk_id, version_tag
-from rag_core.clients import create_redis
-from rag_core.embedding.models import model_spec
 from rag_core.errors import Conflict
 from rag_ingest.components import IngestComponents
 from rag_ingest.jobs.model import JobRecord
@@ -35,36 +31,17 @@ from rag_ingest.worker.tasks import (
     LOST_ENQUEUE_SECONDS,
     STALLED_MARGIN_SECONDS,
     _reconcile_jobs,
-    arq_job_timeout,
+    arq_marker_seconds,
     drain_cleanups,
     heartbeat,
     lost_start_seconds,
 )
 
-from tests.conftest import Backing
 from tests.support.embedding import WordHashEmbedder
 
 T = DEFAULT_NAMESPACE  # the tenant of tests that do not name one
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-async def parts(backing: Backing) -> AsyncIterator[IngestComponents]:
-    settings = IngestSettings(
-        _env_file=None,
-        redis_url=backing.redis_url,
-        chroma_host="127.0.0.1",
-        chroma_port=backing.chroma_port,
-        redis_prefix=f"t{uuid.uuid4().hex[:12]}",
-        version_grace_seconds=0,
-    )
-    redis = create_redis(settings, settings)
-    chroma = ChromaClient(settings, settings)
-    built = IngestComponents.build(settings, redis, chroma, model_spec)
-    yield built
-    await chroma.close()
-    await redis.aclose()
 
 
 @dataclass
@@ -213,7 +190,7 @@ async def test_delete_racing_a_re_upload_keeps_the_new_upload(parts: IngestCompo
     await _finish(parts, old)
     new = await _request(parts, col, "d", "new text arrives")
     await _write_chunks(parts, col, new)
-    removed = await parts.documents.remove(col.namespace, col.name, col.chroma_id, "d")
+    removed = await parts.documents.remove(col.namespace, col.name, "d")
     assert removed.status == "deleted"
     assert await _visible(parts, col, "d") == []  # invisible at once
     # The re-upload was requested before the delete: the delete wins over it.
@@ -481,7 +458,7 @@ async def test_deleting_a_document_that_never_existed_leaves_no_key(
     col = await _collection(parts)
     before = set(await parts.redis.keys(f"{parts.keys.prefix}:*"))
     for made_up in ("never-1", "never-2", "never-3"):
-        outcome = await parts.documents.remove(col.namespace, col.name, col.chroma_id, made_up)
+        outcome = await parts.documents.remove(col.namespace, col.name, made_up)
         assert outcome.status == "missing"
     after = set(await parts.redis.keys(f"{parts.keys.prefix}:*"))
     assert after - before == set()
@@ -532,7 +509,7 @@ async def test_a_job_taken_by_a_worker_that_died_before_starting_it_is_released(
     col = await _collection(parts)
     lost = await _request(parts, col, "lost", "taken then dropped")
     fresh = await _request(parts, col, "fresh", "being started right now")
-    marker_ms = (arq_job_timeout(parts.settings) + 10) * 1000
+    marker_ms = arq_marker_seconds(parts.settings) * 1000
     for change, age_ms in ((lost, (lost_start_seconds(parts.settings) + 5) * 1000), (fresh, 1000)):
         raw = await parts.redis.get(parts.keys.job(change.job.id))
         record = msgspec.json.decode(raw)

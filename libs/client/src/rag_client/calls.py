@@ -110,6 +110,23 @@ def delete_collection(name: str) -> Call[dict[str, Any]]:
     return Call("DELETE", f"/v1/collections/{segment(name)}", _raw)
 
 
+def reembed_collection(name: str, embedding_model: str) -> Call[Job]:
+    """Move a collection to another embedding model without downtime: a job (kind
+    ``reembed``) builds a shadow collection from the stored chunks, catches up with the writes
+    made meanwhile and switches at once; search serves the old model until then."""
+    return Call(
+        "POST",
+        f"/v1/collections/{segment(name)}/reembed",
+        lambda b: convert(b, Job),
+        json={"embedding_model": embedding_model},
+    )
+
+
+def cancel_reembedding(name: str) -> Call[Job]:
+    """Stop a collection's re-embedding: it keeps its model, the shadow is dropped."""
+    return Call("DELETE", f"/v1/collections/{segment(name)}/reembed", lambda b: convert(b, Job))
+
+
 # Documents ----------------------------------------------------------------------------------
 
 

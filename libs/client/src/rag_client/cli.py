@@ -227,6 +227,46 @@ def collections_delete(
     show(deleted, f"deleted collection {name}")
 
 
+@collections_app.command("reembed")
+def collections_reembed(
+    name: str,
+    embedding_model: Annotated[
+        str | None, typer.Argument(help="The model to move to (see `rag collections create`)")
+    ] = None,
+    cancel: Annotated[
+        bool, typer.Option("--cancel", help="Stop the running re-embedding instead")
+    ] = False,
+    wait: Annotated[bool, typer.Option("--wait/--no-wait", help="Follow the job")] = True,
+) -> None:
+    """Re-embed a collection with another model, without downtime: search keeps answering
+    with the current model until the new one has every chunk, then switches at once."""
+    with client() as rag:
+        if cancel:
+            job = rag.cancel_reembedding(name)
+            show(job, f"cancelled the re-embedding of {name} (job {job.id})")
+            return
+        if not embedding_model:
+            raise fail(EXIT_USAGE, "name the model to move to, or use --cancel")
+        job = rag.reembed_collection(name, embedding_model)
+        if wait:
+            job = follow_job(rag, job)
+    if state.as_json:
+        emit(job.to_dict())
+    elif job.state == "succeeded":
+        result = job.result or {}
+        out.print(
+            f"{name} now uses {embedding_model}: {result.get('documents', 0)} documents, "
+            f"{result.get('chunks_embedded', 0)} chunks embedded in {result.get('seconds', 0)} s",
+            highlight=False,
+        )
+    elif not wait:
+        out.print(f"job {job.id}: re-embedding {name} with {embedding_model}", highlight=False)
+    else:
+        out.print(f"job {job.id}: {job.state}: {job.error or ''}", highlight=False)
+    if wait and job.state != "succeeded":
+        raise typer.Exit(EXIT_FAILED)
+
+
 # Ingest -------------------------------------------------------------------------------------
 
 

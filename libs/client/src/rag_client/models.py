@@ -30,6 +30,14 @@ def convert(data: Any, into: type[T]) -> T:
 # Collections and documents ------------------------------------------------------------------
 
 
+class Reembedding(Model):
+    """A re-embedding not switched in yet: running, or stopped and waiting to be resumed or
+    cancelled."""
+
+    job_id: str
+    embedding_model: str
+
+
 class Collection(Model):
     name: str
     embedding_model: str = ""
@@ -39,6 +47,7 @@ class Collection(Model):
     document_count: int = 0
     chunk_count: int = 0
     description: str = ""
+    reembedding: Reembedding | None = None
 
 
 class Chunk(Model):

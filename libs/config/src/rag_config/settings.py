@@ -420,7 +420,25 @@ class JobSettings(_EnvSettings):
         "re-enqueues lost ones, deletes chunks nobody needs (a divisor of 60).",
     )
     version_grace_seconds: int = Field(
-        60, ge=0, le=86_400, description="How long a replaced version's chunks stay readable."
+        60,
+        ge=0,
+        le=86_400,
+        description="How long a replaced version's chunks stay readable (and a re-embedded "
+        "collection's former Chroma collection).",
+    )
+    reembed_timeout_seconds: int = Field(
+        21_600,
+        ge=60,
+        le=604_800,
+        description="Longest one attempt of a re-embedding may run (it resumes from what it "
+        "copied when retried).",
+    )
+    reembed_batch_documents: int = Field(
+        50,
+        ge=1,
+        le=1000,
+        description="Documents a re-embedding copies per step: progress is saved, and a "
+        "cancel noticed, after each.",
     )
     idempotency_ttl_hours: int = Field(
         24, ge=1, le=720, description="How long an Idempotency-Key is remembered."

@@ -130,6 +130,12 @@ class Keys:
         """Sorted set of worker ids, scored by the time of each one's last heartbeat."""
         return f"{self.prefix}:workers"
 
+    def chroma_drops(self) -> str:
+        """Sorted set of whole Chroma collections to drop (a re-embedded collection's former
+        one, a cancelled migration's shadow), scored by when they may go. Each member names
+        its namespace, collection and Chroma collection (see ``ChromaDrop``)."""
+        return f"{self.prefix}:chromadrops"
+
     def cleanups(self) -> str:
         """Sorted set of chunk sets to delete from Chroma, scored by when they may go (shared
         by every namespace: each member names its own)."""
@@ -194,6 +200,10 @@ class Collection:
     description: str = ""
     namespace: str = DEFAULT_NAMESPACE
     chroma_name: str = ""  # empty for collections made before opaque names (legacy name)
+    # The Chroma ids the collection had before re-embeddings, newest last: jobs queued and
+    # indexes built before a switch still belong to it.
+    lineage: tuple[str, ...] = ()
+    migration: Migration | None = None
 
     @classmethod
     def from_redis(
@@ -212,6 +222,40 @@ class Collection:
             description=f.get("description", ""),
             namespace=namespace,
             chroma_name=f.get("chroma_name", ""),
+            lineage=tuple(f.get("lineage", "").split()),
+            migration=Migration.from_fields(f),
+        )
+
+    def owns(self, chroma_id: str) -> bool:
+        """Whether ``chroma_id`` is this collection's, now or before a re-embedding (not a
+        deleted namesake's)."""
+        return chroma_id == self.chroma_id or chroma_id in self.lineage
+
+
+@dataclass(frozen=True)
+class Migration:
+    """A re-embedding of a collection in progress (or stopped, failed, waiting to be resumed or
+    cancelled): the job doing it, the model it moves to, and its shadow Chroma collection once
+    made. ``cursor`` is the change-stream entry the shadow has caught up to."""
+
+    job_id: str
+    model: str
+    dimension: int
+    chroma_name: str = ""
+    chroma_id: str = ""
+    cursor: str = ""
+
+    @classmethod
+    def from_fields(cls, f: dict[str, str]) -> Migration | None:
+        if not f.get("reembed_job"):
+            return None
+        return cls(
+            job_id=f["reembed_job"],
+            model=f.get("reembed_model", ""),
+            dimension=int(f.get("reembed_dimension", 0)),
+            chroma_name=f.get("reembed_chroma_name", ""),
+            chroma_id=f.get("reembed_chroma_id", ""),
+            cursor=f.get("reembed_cursor", ""),
         )
 
 

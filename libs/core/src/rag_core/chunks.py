@@ -174,6 +174,9 @@ class ChunkStore(Protocol):
         self, collection_id: str, wanted: Mapping[str, str]
     ) -> dict[str, list[StoredChunk]]: ...
     async def stored_versions(self, collection_id: str, document_id: str) -> set[str]: ...
+    async def version_counts(
+        self, collection_id: str, document_ids: Sequence[str]
+    ) -> dict[tuple[str, str], int]: ...
     async def nearest(
         self,
         collection_id: str,
@@ -257,6 +260,21 @@ class ChromaChunkStore:
         written by a change not switched in yet or not cleaned up yet)."""
         rows = await self.chroma.get(collection_id, where={_DOC: document_id}, documents=False)
         return {str(m[_VER]) for m in rows.metadatas}
+
+    async def version_counts(
+        self, collection_id: str, document_ids: Sequence[str]
+    ) -> dict[tuple[str, str], int]:
+        """How many chunks each stored (document, version) of ``document_ids`` has."""
+        counts: dict[tuple[str, str], int] = {}
+        docs = sorted(set(document_ids))
+        for start in range(0, len(docs), FETCH_DOCUMENTS):
+            batch = docs[start : start + FETCH_DOCUMENTS]
+            where = {_DOC: batch[0]} if len(batch) == 1 else {_DOC: {"$in": batch}}
+            rows = await self.chroma.get(collection_id, where=where, documents=False)
+            for metadata in rows.metadatas:
+                key = (str(metadata[_DOC]), str(metadata[_VER]))
+                counts[key] = counts.get(key, 0) + 1
+        return counts
 
     async def nearest(
         self,

@@ -111,6 +111,10 @@ TABLE: list[tuple[re.Pattern[str], dict[str, tuple[Upstream, str, Kind]]]] = [
         re.compile(rf"^/v1/collections/{_C}$"),
         {"GET": ("ingest", READ, "plain"), "DELETE": ("ingest", WRITE, "plain")},
     ),
+    (
+        re.compile(rf"^/v1/collections/{_C}/reembed$"),
+        {"POST": ("ingest", WRITE, "plain"), "DELETE": ("ingest", WRITE, "plain")},
+    ),
     (SEARCH, {"POST": ("query", QUERY, "plain")}),
     (re.compile(rf"^/v1/collections/{_C}/query$"), {"POST": ("query", QUERY, "plain")}),
     (

@@ -26,6 +26,7 @@ from rag_ingest.components import IngestComponents
 from rag_ingest.documents.routes import DocumentController
 from rag_ingest.jobs.events import EventStreams
 from rag_ingest.jobs.routes import JobController
+from rag_ingest.reembedding.routes import ReembedController
 
 
 def _ingest_lifespan(settings: IngestSettings) -> Lifespan:
@@ -70,7 +71,7 @@ def create_app(settings: IngestSettings | None = None) -> Litestar:
     return build_service_app(
         SERVICE,
         settings,
-        route_handlers=[CollectionController, DocumentController, JobController],
+        route_handlers=[CollectionController, DocumentController, JobController, ReembedController],
         lifespan=[
             redis_lifespan(settings),
             chroma_lifespan(settings, settings),
@@ -92,6 +93,7 @@ def create_app(settings: IngestSettings | None = None) -> Litestar:
                     # Not "documents": a dependency named like a body field turns that
                     # field's validation errors into 500s (Litestar takes them for its own).
                     "document_service",
+                    "reembedding",
                 )
             },
         },

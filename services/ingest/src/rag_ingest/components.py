@@ -19,6 +19,8 @@ from rag_ingest.documents.service import DocumentService, IngestService
 from rag_ingest.idempotency import IdempotencyGuard
 from rag_ingest.jobs.store import JobStore
 from rag_ingest.queueing import deserialize_job, serialize_job
+from rag_ingest.reembedding.service import ReembedService
+from rag_ingest.reembedding.store import MigrationStore
 from rag_ingest.submissions import JobSubmitter
 from rag_ingest.versions import DocumentStore
 
@@ -49,6 +51,8 @@ class IngestComponents:
     document_service: DocumentService
     idempotency: IdempotencyGuard
     check_model: Callable[[str], ModelSpec]
+    migrations: MigrationStore
+    reembedding: ReembedService
 
     @classmethod
     def build(
@@ -68,6 +72,7 @@ class IngestComponents:
         documents = DocumentStore(redis, keys, grace_seconds=settings.version_grace_seconds)
         jobs = JobStore(redis, keys, retention_days=settings.job_retention_days)
         submitter = JobSubmitter(settings, arq, documents, jobs)
+        migrations = MigrationStore(redis, keys)
         return cls(
             settings=settings,
             keys=keys,
@@ -88,6 +93,15 @@ class IngestComponents:
             document_service=DocumentService(registry, documents, chunks, arq),
             idempotency=IdempotencyGuard(redis, keys, settings.idempotency_ttl_hours),
             check_model=check_model,
+            migrations=migrations,
+            reembedding=ReembedService(
+                settings=settings,
+                registry=registry,
+                migrations=migrations,
+                jobs=jobs,
+                submitter=submitter,
+                check_model=check_model,
+            ),
         )
 
     def as_dict(self) -> dict[str, Any]:

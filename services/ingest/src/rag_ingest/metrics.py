@@ -45,3 +45,12 @@ CLEANED_CHUNKS = Counter(
     "Chunks deleted from Chroma because no reader needs them any more "
     "(replaced or deleted versions, superseded or failed jobs).",
 )
+REEMBEDDED_CHUNKS = Counter(
+    "rag_ingest_reembedded_chunks_total",
+    "Chunks a re-embedding embedded with its new model and wrote to its shadow collection.",
+)
+DROPPED_COLLECTIONS = Counter(
+    "rag_ingest_chroma_collections_dropped_total",
+    "Whole Chroma collections dropped: the former one of a re-embedded collection, a "
+    "cancelled re-embedding's shadow.",
+)

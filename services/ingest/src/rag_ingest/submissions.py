@@ -52,6 +52,11 @@ class Submission:
     metadata: dict[str, Any] = field(default_factory=dict)
 
 
+def task_of(record: JobRecord) -> str:
+    """The worker function that runs a job: a re-embedding has its own (and its own timeout)."""
+    return "reembed_collection" if record.kind == "reembed" else "ingest_document"
+
+
 def new_job_id() -> str:
     # Time-ordered (sortable in listings), unique without coordination.
     return f"{int(time.time() * 1000):013x}{uuid.uuid4().hex[:12]}"
@@ -197,7 +202,7 @@ class JobSubmitter:
         return records
 
     async def enqueue(self, record: JobRecord) -> None:
-        await self.arq.enqueue_job("ingest_document", record.id, _job_id=record.arq_job_id)
+        await self.arq.enqueue_job(task_of(record), record.id, _job_id=record.arq_job_id)
 
     async def _store(
         self,

@@ -160,7 +160,9 @@ return {prev and 'replaced' or 'created', raw or '', version}
 """
 
 # KEYS: document, sequence, hashes, documents, collection, changes, cleanups
-# ARGV: id, cleanup prefix, now, changes kept
+# ARGV: id, cleanup prefix (namespace \t collection \t), now, changes kept
+# The cleanup names the Chroma collection in use now (a re-embedding may have switched it since
+# the caller read the collection).
 _REMOVE = """
 -- Supersede any change still in flight; a document never requested has none, and gets no
 -- counter (a DELETE of a made-up id must not leave a key behind).
@@ -177,7 +179,9 @@ redis.call('HINCRBY', KEYS[5], 'chunk_count', -tonumber(prev.chunk_count))
 local version = redis.call('HINCRBY', KEYS[5], 'version', 1)
 redis.call('XADD', KEYS[6], 'MAXLEN', '~', ARGV[4], '*', 'op', 'delete',
   'document_id', ARGV[1], 'previous_version', prev.tag, 'collection_version', version)
-redis.call('ZADD', KEYS[7], ARGV[3], ARGV[2] .. prev.tag .. '\\t')
+local t = '\\t'
+local chroma_id = redis.call('HGET', KEYS[5], 'chroma_id') or ''
+redis.call('ZADD', KEYS[7], ARGV[3], ARGV[2] .. chroma_id .. t .. ARGV[1] .. t .. prev.tag .. t)
 return {'deleted', raw, version}
 """
 
@@ -277,15 +281,12 @@ class DocumentStore:
                 return SwitchOutcome(status, stored)  # type: ignore[arg-type]  # checked above
             return SwitchOutcome(status, stored, int(reply[2]))  # type: ignore[arg-type]
 
-    async def remove(
-        self, tenant: str, collection: str, chroma_id: str, document_id: str
-    ) -> SwitchOutcome:
+    async def remove(self, tenant: str, collection: str, document_id: str) -> SwitchOutcome:
         """Delete the document's record (it disappears from reads at once), supersede any
         change of it still in flight, and list its chunks for cleanup."""
-        pending = Cleanup(tenant, collection, chroma_id, document_id, "")
         reply = await self._remove(
             keys=self._script_keys(tenant, collection, document_id),
-            args=[document_id, pending.prefix(), time.time(), CHANGES_KEPT],
+            args=[document_id, f"{tenant}\t{collection}\t", time.time(), CHANGES_KEPT],
         )
         if _text(reply[0]) == "missing":
             return SwitchOutcome("missing")

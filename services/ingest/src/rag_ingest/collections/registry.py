@@ -1,7 +1,8 @@
 """Collections: a Redis record (model, dimension, counters) plus one Chroma collection.
 
 Create never leaves half a collection behind: if Chroma refuses, the record is removed again.
-A collection's embedding model is fixed at creation; every change bumps its ``version``.
+A collection's embedding model is set at creation and changed only by a re-embedding
+(reembedding/); every change bumps its ``version``.
 """
 
 from __future__ import annotations
@@ -117,6 +118,10 @@ class CollectionRegistry(CollectionCatalog):
         await self.chunks.delete_collection(
             collection.chroma_name or self.keys.legacy_chroma_name(tenant, name)
         )
+        if collection.migration is not None and collection.migration.chroma_name:
+            # A re-embedding's shadow goes too (its job stops at its next step). Former
+            # collections of earlier re-embeddings are dropped when their drop is due.
+            await self.chunks.delete_collection(collection.migration.chroma_name)
         doomed: list[Any] = [
             self.keys.collection(tenant, name),
             self.keys.documents(tenant, name),

@@ -19,6 +19,14 @@ class CollectionCreate(msgspec.Struct, forbid_unknown_fields=True):
     description: str = msgspec.field(default="")
 
 
+class ReembeddingOut(msgspec.Struct):
+    """A re-embedding of the collection that has not switched yet: running, or stopped (its job
+    failed) and waiting to be resumed (POST .../reembed again) or cancelled."""
+
+    job_id: str
+    embedding_model: str
+
+
 class CollectionOut(msgspec.Struct):
     name: str
     embedding_model: str
@@ -28,6 +36,7 @@ class CollectionOut(msgspec.Struct):
     document_count: int
     chunk_count: int
     description: str
+    reembedding: ReembeddingOut | None = None
 
     @classmethod
     def of(cls, c: Collection) -> CollectionOut:
@@ -40,6 +49,7 @@ class CollectionOut(msgspec.Struct):
             c.document_count,
             c.chunk_count,
             c.description,
+            ReembeddingOut(c.migration.job_id, c.migration.model) if c.migration else None,
         )
 
 
@@ -67,7 +77,8 @@ class CollectionController(Controller):
         settings: NamedDependency[IngestSettings],
         tenant: NamedDependency[str],
     ) -> CollectionOut:
-        """The embedding model is fixed for the collection's life (default: EMBEDDING_MODEL)."""
+        """The embedding model (default: EMBEDDING_MODEL) stays until a re-embedding moves the
+        collection to another one (POST /v1/collections/{name}/reembed)."""
         created = await registry.create(
             tenant,
             data.name,

@@ -113,7 +113,7 @@ class IngestService:
             raise Conflict(
                 f"job {job_id!r} is {record.state}; only failed or dead jobs are retried"
             )
-        if record.kind != "url" and await self.jobs.payload(job_id) is None:
+        if record.kind not in ("url", "reembed") and await self.jobs.payload(job_id) is None:
             raise Conflict(f"job {job_id!r} can no longer be retried: its content has expired")
         if record.document_id and record.kind != "url":
             latest = await self.documents.latest_sequence(
@@ -199,8 +199,8 @@ class DocumentService:
 
     async def delete(self, tenant: str, collection: str, document_id: str) -> Deleted:
         """Invisible at once; its chunks are removed from the store by the worker."""
-        found = await self.registry.get(tenant, collection)
-        outcome = await self.documents.remove(tenant, collection, found.chroma_id, document_id)
+        await self.registry.get(tenant, collection)  # 404 for a missing collection
+        outcome = await self.documents.remove(tenant, collection, document_id)
         if outcome.status == "missing":
             raise NotFound(f"document {document_id!r} is not in collection {collection!r}")
         # Its chunks are listed for cleanup already; this only makes the worker do it now.

@@ -8,7 +8,7 @@ import msgspec
 from rag_core.quota import QuotaGrant
 
 JobState = Literal["queued", "running", "succeeded", "failed", "dead"]
-JobKind = Literal["ingest", "replace", "delete", "url"]
+JobKind = Literal["ingest", "replace", "delete", "url", "reembed"]
 JOB_STATES: tuple[JobState, ...] = ("queued", "running", "succeeded", "failed", "dead")
 FINAL_STATES = frozenset({"succeeded", "failed", "dead"})
 

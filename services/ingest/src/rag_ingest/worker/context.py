@@ -17,6 +17,7 @@ from redis.asyncio import Redis
 
 from rag_ingest.components import IngestComponents
 from rag_ingest.parsing.pool import ParserPool
+from rag_ingest.reembedding.migration import Reembedder
 from rag_ingest.worker.pipeline import IngestPipeline
 
 
@@ -47,6 +48,7 @@ class WorkerContext(IngestComponents):
 
     embedders: BatchedEmbedders
     pipeline: IngestPipeline
+    reembedder: Reembedder
     worker_id: str = field(default_factory=new_worker_id)
 
     @classmethod
@@ -57,12 +59,34 @@ class WorkerContext(IngestComponents):
         chroma: ChromaClient,
         embedders: BatchedEmbedders,
         parsers: ParserPool,
+        *,
+        pipeline: type[IngestPipeline] = IngestPipeline,
+        worker_id: str | None = None,
     ) -> WorkerContext:
+        """``pipeline`` and ``worker_id``: what tests choose (a pipeline that can pause)."""
         shared = IngestComponents.build(settings, redis, chroma, embedders.factory.check_available)
         return cls(
             **shared.as_dict(),
+            worker_id=worker_id or new_worker_id(),
             embedders=embedders,
-            pipeline=IngestPipeline(settings, shared.documents, shared.chunks, embedders, parsers),
+            pipeline=pipeline(
+                settings,
+                shared.documents,
+                shared.chunks,
+                embedders,
+                parsers,
+                find_collection=shared.registry.find,
+            ),
+            reembedder=Reembedder(
+                settings,
+                redis,
+                shared.keys,
+                shared.registry,
+                shared.migrations,
+                shared.documents,
+                shared.chunks,
+                embedders,
+            ),
         )
 
 

@@ -133,12 +133,15 @@ class IngestPipeline:
         chunks: ChunkStore,
         embedders: Callable[[str], Embedder],
         parsers: ParserPool,
+        *,
+        find_collection: Callable[[str, str], Awaitable[Collection | None]] | None = None,
     ) -> None:
         self.settings = settings
         self.documents = documents
         self.chunks = chunks
         self.embedders = embedders
         self.parsers = parsers
+        self.find_collection = find_collection
 
     async def run(
         self, *, job: JobRecord, collection: Collection, payload: bytes, progress: Progress
@@ -260,6 +263,14 @@ class IngestPipeline:
         # Our chunks will never be read: remove them now (the listed cleanup is the fallback).
         await self._discard(own, [c.id for c in chunks])
         if outcome.status == "gone":
+            moved = await self._moved(collection)
+            if moved is not None:
+                # Re-embedded while this job ran: its chunks went to the former Chroma
+                # collection, with the former model. Write them again where it is now.
+                log.info(
+                    "collection_moved", collection=collection.name, model=moved.embedding_model
+                )
+                return await self.run(job=job, collection=moved, payload=payload, progress=progress)
             raise BadDocument("publishing", f"collection {collection.name!r} was deleted")
         if outcome.status == "duplicate":
             DOCUMENTS_DEDUPLICATED.inc()
@@ -274,6 +285,20 @@ class IngestPipeline:
             "chunks_created": 0,
             "timings": timings.seconds,
         }
+
+    async def _moved(self, collection: Collection) -> Collection | None:
+        """The collection as it is now, if a re-embedding switched it to another Chroma
+        collection (None: it was deleted)."""
+        if self.find_collection is None:
+            return None
+        now = await self.find_collection(collection.namespace, collection.name)
+        if (
+            now is None
+            or now.chroma_id == collection.chroma_id
+            or not now.owns(collection.chroma_id)
+        ):
+            return None
+        return now
 
     def title_of(self, job: JobRecord, prepared: PreparedDocument) -> str | None:
         """The title sent with the document, else the one parsed from it (a <title> can be any

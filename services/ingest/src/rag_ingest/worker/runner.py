@@ -34,10 +34,12 @@ from rag_ingest.worker.check import health_check_key
 from rag_ingest.worker.context import BatchedEmbedders, WorkerContext
 from rag_ingest.worker.tasks import (
     arq_job_timeout,
+    arq_reembed_timeout,
     drain_cleanups,
     heartbeat,
     ingest_document,
     reconcile,
+    reembed_collection,
 )
 
 log = get_logger("rag.worker")
@@ -62,6 +64,11 @@ def build_worker(context: WorkerContext, settings: IngestSettings) -> Worker:
         functions=[
             # Attempts are counted (and limited) by the job record; arq's limit is a backstop.
             func(ingest_document, max_tries=settings.job_max_tries * 2 + 5),
+            func(
+                reembed_collection,
+                max_tries=settings.job_max_tries * 2 + 5,
+                timeout=arq_reembed_timeout(settings),
+            ),
             func(drain_cleanups, max_tries=3),
         ],
         cron_jobs=[

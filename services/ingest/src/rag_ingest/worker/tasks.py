@@ -25,7 +25,15 @@ from redis.exceptions import RedisError
 from rag_ingest.fetching.crawl import crawl
 from rag_ingest.fetching.fetcher import FetchFailed, FetchRefused
 from rag_ingest.jobs.model import FINAL_STATES, JobRecord
-from rag_ingest.metrics import CLEANED_CHUNKS, DEAD_LETTERED, JOB_DURATION, JOBS, QUEUE_DEPTH
+from rag_ingest.metrics import (
+    CLEANED_CHUNKS,
+    DEAD_LETTERED,
+    DROPPED_COLLECTIONS,
+    JOB_DURATION,
+    JOBS,
+    QUEUE_DEPTH,
+)
+from rag_ingest.submissions import task_of
 from rag_ingest.versions import Cleanup
 from rag_ingest.worker.context import WorkerContext, worker_context
 from rag_ingest.worker.pipeline import BadDocument
@@ -70,6 +78,16 @@ def transient_reason(exc: BaseException) -> str:
 
 
 async def ingest_document(ctx: dict[str, Any], job_id: str) -> str:
+    return await run_job(ctx, job_id)
+
+
+async def reembed_collection(ctx: dict[str, Any], job_id: str) -> str:
+    """A re-embedding (reembedding/migration.py): a job like the others, with a timeout of its
+    own (REEMBED_TIMEOUT_SECONDS)."""
+    return await run_job(ctx, job_id)
+
+
+async def run_job(ctx: dict[str, Any], job_id: str) -> str:
     w = worker_context(ctx)
     job = await w.jobs.get(None, job_id)  # the worker serves every tenant's jobs
     if job is None:
@@ -138,11 +156,11 @@ async def _run_ingest(w: WorkerContext, job: JobRecord) -> str:
         raise JobLost
     log.info("job_started", kind=job.kind, attempt=attempt)
 
-    async def progress(stage: str, fraction: float) -> None:
+    async def progress(stage: str, fraction: float, **data: Any) -> None:
         job.stage, job.progress = stage, round(fraction, 3)
-        await _save_or_lose(w, job, "progress")
+        await _save_or_lose(w, job, "progress", **data)
 
-    limit = w.settings.job_timeout_seconds
+    limit = attempt_timeout(w.settings, job)
     try:
         try:
             async with asyncio.timeout(limit) as deadline:
@@ -150,9 +168,8 @@ async def _run_ingest(w: WorkerContext, job: JobRecord) -> str:
         except TimeoutError:
             if not deadline.expired():
                 raise
-            raise AttemptTimedOut(
-                f"the attempt took longer than {limit} s (JOB_TIMEOUT_SECONDS)"
-            ) from None
+            setting = "REEMBED_TIMEOUT_SECONDS" if job.kind == "reembed" else "JOB_TIMEOUT_SECONDS"
+            raise AttemptTimedOut(f"the attempt took longer than {limit} s ({setting})") from None
     except BadDocument as exc:
         return await _fail(w, job, exc.stage, str(exc))
     except asyncio.CancelledError:
@@ -182,8 +199,10 @@ async def _run_ingest(w: WorkerContext, job: JobRecord) -> str:
 async def _attempt(w: WorkerContext, job: JobRecord, progress: Any) -> dict[str, Any]:
     collection = await w.registry.find(job.namespace, job.collection)
     expected = (job.options or {}).get("chroma_id")
-    if collection is None or (expected and collection.chroma_id != expected):
+    if collection is None or (expected and not collection.owns(expected)):
         raise BadDocument("queued", f"collection {job.collection!r} was deleted")
+    if job.kind == "reembed":
+        return await w.reembedder.run(job, collection, progress)
     if job.kind == "url":
         await progress("fetching", 0.1)
         try:
@@ -252,8 +271,10 @@ async def _retry_or_dead_letter(
 
 
 async def drain_cleanups(ctx: dict[str, Any]) -> int:
-    """Delete the chunk sets whose cleanup is due; returns how many chunks went."""
+    """Delete the chunk sets whose cleanup is due, and the whole Chroma collections whose drop
+    is; returns how many chunks went."""
     w = worker_context(ctx)
+    await drop_collections(w)
     removed = 0
     live: dict[tuple[str, str], str | None] = {}  # each collection's Chroma id, read once
     for cleanup in await w.documents.due_cleanups(CLEANUPS_PER_ROUND):
@@ -272,6 +293,29 @@ async def drain_cleanups(ctx: dict[str, Any]) -> int:
         await w.documents.finish_cleanup(cleanup)
     CLEANED_CHUNKS.inc(removed)
     return removed
+
+
+async def drop_collections(w: WorkerContext) -> int:
+    """Drop the Chroma collections whose drop is due (a re-embedded collection's former one, a
+    cancelled re-embedding's shadow), never one its collection uses again."""
+    dropped = 0
+    for drop in await w.migrations.due_drops(CLEANUPS_PER_ROUND):
+        found = await w.registry.find(drop.namespace, drop.collection)
+        in_use = found is not None and drop.chroma_name in (
+            found.chroma_name or w.keys.legacy_chroma_name(drop.namespace, drop.collection),
+            found.migration.chroma_name if found.migration else "",
+        )
+        if not in_use:
+            try:
+                await w.chunks.delete_collection(drop.chroma_name)
+            except DependencyUnavailable as exc:
+                log.warning("collection_drop_deferred", error=str(exc))
+                break
+            dropped += 1
+            log.info("chroma_collection_dropped", collection=drop.collection)
+        await w.migrations.dropped(drop)
+    DROPPED_COLLECTIONS.inc(dropped)
+    return dropped
 
 
 async def _still_needed(
@@ -384,15 +428,31 @@ async def _reconcile_jobs(w: WorkerContext, tenant: str) -> tuple[int, int]:
                 await _dead_letter(w, job, reason, expect=("queued",))
             continue
         await w.redis.delete(result_key_prefix + job.arq_job_id)
-        await w.arq.enqueue_job("ingest_document", job.id, _job_id=job.arq_job_id)
+        await w.arq.enqueue_job(task_of(job), job.id, _job_id=job.arq_job_id)
         requeued += 1
     return freed, requeued
 
 
+def attempt_timeout(settings: IngestSettings, job: JobRecord) -> int:
+    if job.kind == "reembed":
+        return settings.reembed_timeout_seconds
+    return settings.job_timeout_seconds
+
+
 def arq_job_timeout(settings: IngestSettings) -> int:
-    """arq's own timeout of an attempt (a backstop: each attempt enforces
+    """arq's own timeout of a document job's attempt (a backstop: each attempt enforces
     JOB_TIMEOUT_SECONDS itself and records it)."""
     return settings.job_timeout_seconds + 60
+
+
+def arq_reembed_timeout(settings: IngestSettings) -> int:
+    return settings.reembed_timeout_seconds + 60
+
+
+def arq_marker_seconds(settings: IngestSettings) -> int:
+    """How long arq's in-progress marker of any job lasts: its longest function timeout +
+    10 s."""
+    return max(arq_job_timeout(settings), arq_reembed_timeout(settings)) + 10
 
 
 async def _picked_by_a_dead_worker(w: WorkerContext, job: JobRecord) -> bool:
@@ -403,8 +463,7 @@ async def _picked_by_a_dead_worker(w: WorkerContext, job: JobRecord) -> bool:
     left_ms = int(await w.redis.pttl(in_progress_key_prefix + job.arq_job_id))
     if left_ms <= 0:
         return False
-    # arq sets the marker for its longest function timeout + 10 s.
-    age_ms = (arq_job_timeout(w.settings) + 10) * 1000 - left_ms
+    age_ms = arq_marker_seconds(w.settings) * 1000 - left_ms
     return age_ms > lost_start_seconds(w.settings) * 1000
 
 

@@ -87,20 +87,25 @@ class ServedCollections:
     async def ensure(self, collection: Collection) -> LexicalIndex:
         """The collection's index, built now if this replica has not got to it yet (a
         collection created a moment ago): a search waits for the build rather than failing."""
-        current = await self._build_if_needed(
-            collection.namespace, collection.name, collection.chroma_id
-        )
+        current = await self._build_if_needed(collection)
         return current.index
 
-    async def _build_if_needed(self, namespace: str, name: str, chroma_id: str) -> _Followed:
-        key = (namespace, name)
+    async def _build_if_needed(self, collection: Collection) -> _Followed:
+        key = (collection.namespace, collection.name)
+        chroma_id = collection.chroma_id
         current = self._followed.get(key)
         if current is not None and current.chroma_id == chroma_id:
+            return current
+        if current is not None and current.chroma_id in collection.lineage:
+            # Re-embedded: the same chunks (ids, text, versions) are in another Chroma
+            # collection now, which had every change this index has applied before it switched.
+            current.chroma_id = chroma_id
+            log.info("lexical_index_moved", namespace=key[0], collection=key[1])
             return current
         async with self._building.setdefault(key, asyncio.Lock()):
             current = self._followed.get(key)
             if current is None or current.chroma_id != chroma_id:
-                current = await self._build(namespace, name, chroma_id)
+                current = await self._build(collection.namespace, collection.name, chroma_id)
                 self._followed[key] = current
             return current
 
@@ -146,7 +151,7 @@ class ServedCollections:
                 if collection is None:
                     continue
                 wanted.add((namespace, name))
-                await self._build_if_needed(namespace, name, collection.chroma_id)
+                await self._build_if_needed(collection)
         for gone in set(self._followed) - wanted:
             del self._followed[gone]
             self._building.pop(gone, None)

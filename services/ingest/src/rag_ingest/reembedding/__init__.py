@@ -1,0 +1,1 @@
+"""Re-embedding a collection with another model while it keeps serving (issue 20)."""

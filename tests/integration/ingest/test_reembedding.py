@@ -1,0 +1,370 @@
+"""Re-embedding against REAL Redis and Chroma, step by step: the copy, writes made during it,
+a run stopped half-way, a cancel, a delete, and a document job caught by the switch.
+
+The two "models" are deterministic word-hash embedders whose vectors differ (the second one's
+are the first one's negated), so which model wrote a vector is visible in Chroma. The whole
+thing through the real worker, nginx and the ONNX models is tests/e2e/gateway/test_reembed.py.
+"""
+
+from __future__ import annotations
+
+import copy
+import uuid
+from collections.abc import Sequence
+from types import SimpleNamespace
+from typing import Any
+
+import numpy as np
+import pytest
+from numpy.typing import NDArray
+from rag_core.catalog import DEFAULT_NAMESPACE, Collection
+from rag_core.chunks import indexed_text
+from rag_core.embedding.models import EmbedderFactory
+from rag_ingest.components import IngestComponents
+from rag_ingest.jobs.model import JobRecord
+from rag_ingest.parsing.pool import ParserPool
+from rag_ingest.reembedding.migration import MigrationStopped, Reembedder
+from rag_ingest.submissions import Submission
+from rag_ingest.worker.context import BatchedEmbedders, WorkerContext
+from rag_ingest.worker.pipeline import IngestPipeline
+from rag_ingest.worker.runner import build_worker
+from rag_ingest.worker.tasks import arq_marker_seconds, drain_cleanups
+
+from tests.support.embedding import WordHashEmbedder
+
+pytestmark = pytest.mark.integration
+T = DEFAULT_NAMESPACE
+FROM, TO = "all-MiniLM-L6-v2", "all-MiniLM-L6-v2-int8"
+
+
+class FlippedEmbedder(WordHashEmbedder):
+    """The other model: every vector negated."""
+
+    async def embed_documents(self, texts: Sequence[str]) -> NDArray[np.float32]:
+        return -(await super().embed_documents(texts))
+
+
+MODELS: dict[str, WordHashEmbedder] = {FROM: WordHashEmbedder(), TO: FlippedEmbedder()}
+
+
+class Stop(Exception):
+    """Stands for the worker dying at a given step."""
+
+
+def reembedder(parts: IngestComponents) -> Reembedder:
+    return Reembedder(
+        parts.settings,
+        parts.redis,
+        parts.keys,
+        parts.registry,
+        parts.migrations,
+        parts.documents,
+        parts.chunks,
+        MODELS.__getitem__,
+    )
+
+
+def pipeline(parts: IngestComponents, parsers: ParserPool) -> IngestPipeline:
+    return IngestPipeline(
+        parts.settings,
+        parts.documents,
+        parts.chunks,
+        MODELS.__getitem__,
+        parsers,
+        find_collection=parts.registry.find,
+    )
+
+
+@pytest.fixture
+def parsers() -> Any:
+    pool = ParserPool(workers=1, max_memory_mb=512, timeout_seconds=30)
+    yield pool
+    pool.close()
+
+
+async def nothing(stage: str, fraction: float, **data: Any) -> None:
+    return None
+
+
+async def ingest(
+    parts: IngestComponents, parsers: ParserPool, col: Collection, docs: dict[str, str]
+) -> None:
+    jobs = await parts.ingest.submit(
+        T,
+        col.name,
+        [
+            Submission(text.encode(), where=f"documents[{i}]", document_id=doc)
+            for i, (doc, text) in enumerate(docs.items())
+        ],
+    )
+    for job in jobs:
+        payload = await parts.jobs.payload(job.id)
+        assert payload is not None
+        fresh = await parts.registry.get(T, col.name)
+        result = await pipeline(parts, parsers).run(
+            job=job, collection=fresh, payload=payload, progress=nothing
+        )
+        assert result["status"] in ("created", "replaced"), result
+
+
+async def shadow_holds(parts: IngestComponents, col: Collection) -> dict[str, str]:
+    """Document -> the one version the collection's Chroma collection holds of it (checking it
+    holds exactly one, whole, and that its vectors are the collection's model's)."""
+    records = {
+        r.id: r
+        for r in await parts.documents.get_many(
+            T, col.name, await parts.documents.page(T, col.name, offset=0, limit=1000)
+        )
+    }
+    counts = await parts.chunks.version_counts(col.chroma_id, list(records))
+    held: dict[str, str] = {}
+    for (doc, tag), count in counts.items():
+        assert doc not in held, f"{doc} has two versions stored"
+        held[doc] = tag
+        assert count == records[doc].chunk_count, doc
+        chunks = await parts.chunks.version(col.chroma_id, doc, tag, vectors=True)
+        expected = await MODELS[col.embedding_model].embed_documents(
+            [indexed_text(c) for c in chunks]
+        )
+        stored = np.stack([c.vector for c in chunks if c.vector is not None])
+        assert np.allclose(stored, expected, atol=1e-5), f"{doc}: not {col.embedding_model}'s"
+    assert held == {doc: r.tag for doc, r in records.items()}
+    return held
+
+
+async def start(parts: IngestComponents, col: Collection, model: str = TO) -> JobRecord:
+    return await parts.reembedding.start(T, col.name, model)
+
+
+async def run(parts: IngestComponents, job: JobRecord, progress: Any = nothing) -> dict[str, Any]:
+    col = await parts.registry.get(T, job.collection)
+    return await reembedder(parts).run(copy.copy(job), col, progress)
+
+
+async def drain(parts: IngestComponents) -> None:
+    await drain_cleanups({"rag": SimpleNamespace(**parts.as_dict())})
+
+
+async def chroma_names(parts: IngestComponents) -> set[str]:
+    listed = await parts.chunks.chroma._request(  # type: ignore[attr-defined]
+        "GET", "/api/v2/tenants/default_tenant/databases/default_database/collections"
+    )
+    return {c["name"] for c in listed}
+
+
+def corpus(count: int) -> dict[str, str]:
+    return {f"d{i}": f"note {i} about topic{i % 3} and more words {i}" for i in range(count)}
+
+
+async def populated(parts: IngestComponents, parsers: ParserPool, count: int) -> Collection:
+    """A new collection with the first model and ``count`` one-chunk documents."""
+    col = await parts.registry.create(T, f"r-{uuid.uuid4().hex[:8]}", FROM)
+    await ingest(parts, parsers, col, corpus(count))
+    return col
+
+
+def at_first_copy_step(action: Any) -> Any:
+    """A progress callback that runs ``action()`` once, after the first step of the copy."""
+    done: list[bool] = []
+
+    async def progress(stage: str, fraction: float, **data: Any) -> None:
+        if stage == "copying" and data.get("documents") and not done:
+            done.append(True)
+            await action()
+
+    return progress
+
+
+async def test_a_migration_copies_every_version_and_catches_up_the_writes_made_meanwhile(
+    parts: IngestComponents, parsers: ParserPool
+) -> None:
+    col = await populated(parts, parsers, 7)
+    job = await start(parts, col)
+    written: list[str] = []
+
+    async def write() -> None:
+        # Between two steps of the copy: new, replaced and deleted documents, all of them
+        # written to the collection in use (with its model).
+        await ingest(parts, parsers, col, {"new": "a brand new note", "d0": "d0 rewritten"})
+        await parts.documents.remove(T, col.name, "d1")
+        written.append("yes")
+
+    result = await run(parts, job, at_first_copy_step(write))
+    assert written
+    assert result["status"] == "switched"
+    assert result["previous_model"] == FROM
+    assert result["documents"] == 7
+    after = await parts.registry.get(T, col.name)
+    assert after.embedding_model == TO
+    assert after.chroma_id != col.chroma_id
+    assert after.lineage == (col.chroma_id,)
+    assert after.migration is None
+    assert after.version > col.version
+    held = await shadow_holds(parts, after)
+    assert "new" in held
+    assert "d1" not in held
+    assert held["d0"] == (await parts.documents.get(T, col.name, "d0")).tag  # type: ignore[union-attr]
+    assert [c.text for c in await parts.chunks.version(after.chroma_id, "d0", held["d0"])] == [
+        "d0 rewritten"
+    ]
+    # The former Chroma collection goes once its grace period is over (0 s here).
+    before = await chroma_names(parts)
+    assert col.chroma_name in before
+    await drain(parts)
+    names = await chroma_names(parts)
+    assert col.chroma_name not in names
+    assert after.chroma_name in names
+
+
+async def test_a_run_stopped_half_way_resumes_without_embedding_again_what_it_copied(
+    parts: IngestComponents, parsers: ParserPool
+) -> None:
+    col = await populated(parts, parsers, 9)
+    job = await start(parts, col)
+
+    async def die_after_two_steps(stage: str, fraction: float, **data: Any) -> None:
+        if stage == "copying" and data.get("documents", 0) >= 4:
+            raise Stop
+
+    with pytest.raises(Stop):
+        await run(parts, job, die_after_two_steps)
+    half = await parts.registry.get(T, col.name)
+    assert half.embedding_model == FROM
+    assert half.migration is not None
+    assert half.migration.chroma_id
+    result = await run(parts, job)
+    assert result["status"] == "switched"
+    assert result["chunks_already_copied"] >= 4
+    assert result["chunks_embedded"] + result["chunks_already_copied"] == 9
+    await shadow_holds(parts, await parts.registry.get(T, col.name))
+
+
+async def test_a_cancel_stops_the_run_drops_the_shadow_and_keeps_the_collection(
+    parts: IngestComponents, parsers: ParserPool
+) -> None:
+    col = await populated(parts, parsers, 6)
+    before = await chroma_names(parts)
+    job = await start(parts, col)
+    cancelled: list[Any] = []
+
+    async def cancel() -> None:
+        cancelled.append(await parts.reembedding.cancel(T, col.name))
+
+    with pytest.raises(MigrationStopped):
+        await run(parts, job, at_first_copy_step(cancel))
+    assert cancelled[0].state == "failed"
+    assert cancelled[0].error_stage == "cancelled"
+    kept = await parts.registry.get(T, col.name)
+    assert kept.embedding_model == FROM
+    assert kept.chroma_id == col.chroma_id
+    assert kept.migration is None
+    assert await chroma_names(parts) - before, "the shadow was made"
+    await drain(parts)
+    assert await chroma_names(parts) == before, "the shadow is dropped, nothing else"
+    await shadow_holds(parts, kept)
+    # A new one starts afresh, and a second one while it waits is refused.
+    again = await start(parts, col)
+    with pytest.raises(Exception, match="already"):
+        await start(parts, col)
+    assert (await run(parts, again))["status"] == "switched"
+
+
+@pytest.mark.parametrize("resumed_by", ["a new request", "a retry of its job"])
+async def test_a_dead_migration_resumes_its_shadow(
+    resumed_by: str, parts: IngestComponents, parsers: ParserPool
+) -> None:
+    col = await populated(parts, parsers, 6)
+    first = await start(parts, col)
+
+    async def die() -> None:
+        raise Stop
+
+    with pytest.raises(Stop):
+        await run(parts, first, at_first_copy_step(die))
+    first.state, first.stage = "dead", "copying"
+    assert await parts.jobs.save(first)
+    shadow = (await parts.registry.get(T, col.name)).migration
+    assert shadow is not None
+    if resumed_by == "a new request":
+        second = await start(parts, col)
+    else:
+        second = await parts.ingest.retry(T, first.id)
+        assert (second.id, second.run, second.state) == (first.id, 2, "queued")
+    resumed = (await parts.registry.get(T, col.name)).migration
+    assert resumed is not None
+    assert resumed.job_id == second.id
+    assert resumed.chroma_id == shadow.chroma_id  # the same shadow, resumed
+    result = await run(parts, second)
+    assert result["status"] == "switched"
+    assert result["chunks_already_copied"] >= 2
+    await shadow_holds(parts, await parts.registry.get(T, col.name))
+
+
+async def test_deleting_the_collection_mid_migration_drops_the_shadow_too(
+    parts: IngestComponents, parsers: ParserPool
+) -> None:
+    col = await populated(parts, parsers, 4)
+    job = await start(parts, col)
+
+    async def delete() -> None:
+        await parts.registry.delete(T, col.name)
+
+    before = await chroma_names(parts)
+    with pytest.raises(MigrationStopped):
+        await run(parts, job, at_first_copy_step(delete))
+    left = await chroma_names(parts)
+    assert col.chroma_name not in left
+    assert not (left - before), "no shadow left behind"
+
+
+async def test_a_document_job_that_wrote_before_the_switch_writes_again_into_the_new_one(
+    parts: IngestComponents, parsers: ParserPool
+) -> None:
+    """A job reads its collection, writes its chunks, then switches its record in; a
+    re-embedding that switched in between used to make that last step find the collection
+    "deleted" (another Chroma id), and the job failed."""
+    col = await populated(parts, parsers, 3)
+    [doc_job] = await parts.ingest.submit(
+        T, col.name, [Submission(b"written during the switch", where="d", document_id="late")]
+    )
+    payload = await parts.jobs.payload(doc_job.id)
+    assert payload is not None
+    migration = await start(parts, col)
+
+    async def switch_first(stage: str, fraction: float, **data: Any) -> None:
+        if stage == "publishing" and not switched:
+            switched.append(await run(parts, migration))
+
+    switched: list[dict[str, Any]] = []
+    result = await pipeline(parts, parsers).run(
+        job=doc_job, collection=col, payload=payload, progress=switch_first
+    )
+    assert switched[0]["status"] == "switched"
+    assert result["status"] == "created", result
+    after = await parts.registry.get(T, col.name)
+    assert after.embedding_model == TO
+    held = await shadow_holds(parts, after)
+    assert "late" in held
+    assert await parts.chunks.stored_versions(col.chroma_id, "late") == set()
+
+
+async def test_the_worker_runs_re_embeddings_with_their_own_timeout(
+    parts: IngestComponents, parsers: ParserPool
+) -> None:
+    """A re-embedding runs as ``reembed_collection`` with REEMBED_TIMEOUT_SECONDS (a document
+    job's JOB_TIMEOUT_SECONDS would cut a large one short), and the reconciler's idea of how
+    long arq's in-progress marker lasts follows arq's (its longest function timeout)."""
+    settings = parts.settings.model_copy(
+        update={"job_timeout_seconds": 30, "reembed_timeout_seconds": 5000}
+    )
+    context = WorkerContext.create(
+        settings,
+        parts.redis,
+        parts.chunks.chroma,  # type: ignore[attr-defined]
+        BatchedEmbedders(EmbedderFactory(settings), max_texts=8, concurrency=1),
+        parsers,
+    )
+    worker = build_worker(context, settings)  # never started: nothing to close
+    assert worker.functions["reembed_collection"].timeout_s == 5060
+    assert worker.job_timeout_s == 90
+    assert worker.in_progress_timeout_s == arq_marker_seconds(settings) == 5070
