@@ -29,6 +29,7 @@ from rag_ingest.worker.context import BatchedEmbedders, WorkerContext
 from rag_ingest.worker.pipeline import IngestPipeline
 from rag_ingest.worker.runner import build_worker
 from rag_ingest.worker.tasks import arq_marker_seconds, drain_cleanups
+from rag_query.retrieval.served import ServedCollections
 
 from tests.support.embedding import WordHashEmbedder
 
@@ -368,3 +369,151 @@ async def test_the_worker_runs_re_embeddings_with_their_own_timeout(
     assert worker.functions["reembed_collection"].timeout_s == 5060
     assert worker.job_timeout_s == 90
     assert worker.in_progress_timeout_s == arq_marker_seconds(settings) == 5070
+
+
+async def test_a_query_replica_reads_changes_after_the_switch_from_the_new_collection(
+    parts: IngestComponents, parsers: ParserPool
+) -> None:
+    """A replica's follower looked at the collection before a switch, then read a document
+    written just after it from the former Chroma collection (where it is not): the document
+    stayed out of its lexical index until a restart. The switch is an entry of the change
+    stream now, and the follower reads what comes after it from the new collection."""
+    col = await populated(parts, parsers, 3)
+    served = ServedCollections(parts.redis, parts.chunks, parts.keys, k1=1.2, b=0.75)
+    try:
+        index = await served.ensure(col)  # built from the former collection
+        assert set(index.documents) == {"d0", "d1", "d2"}
+        assert (await run(parts, await start(parts, col)))["status"] == "switched"
+        moved = await parts.registry.get(T, col.name)
+        await ingest(parts, parsers, moved, {"late": "zebra quagga okapi"})
+        await served._follow_once()  # what the replica's follower task does
+        assert index.active_tag("late") is not None
+        assert [chunk for chunk, _ in index.search("quagga", 3)], "indexed with its chunks"
+        assert served.version(moved) == moved.version + 1  # the switch, then the upsert
+        assert served.get(T, col.name) is index  # the same index: nothing was rebuilt
+    finally:
+        served.close()
+
+
+async def test_a_stalled_run_finding_its_job_switched_by_another_run_drops_nothing(
+    parts: IngestComponents, parsers: ParserPool
+) -> None:
+    """Run A of a job stalls as it makes the shadow; its job is delivered again and run B
+    migrates and switches, the shadow now the collection. A then found the shadow taken, took
+    that for a cancel and deleted it: the live collection. Now it reports the switch."""
+    col = await populated(parts, parsers, 4)
+    job = await start(parts, col)
+    create = parts.chunks.create_collection
+    stalled: list[dict[str, Any]] = []
+
+    async def stall_then_create(name: str, metadata: Any) -> Any:
+        if not stalled:  # run A, stalled here while run B does it all
+            stalled.append({})
+            stalled[0] = await run(parts, job)
+        return await create(name, metadata)
+
+    parts.chunks.create_collection = stall_then_create  # type: ignore[method-assign]
+    try:
+        late = await run(parts, job)
+    finally:
+        parts.chunks.create_collection = create  # type: ignore[method-assign]
+    assert stalled[0]["status"] == "switched"
+    assert late["status"] == "switched"
+    after = await parts.registry.get(T, col.name)
+    assert after.embedding_model == TO
+    assert after.chroma_name in await chroma_names(parts)
+    await shadow_holds(parts, after)
+
+
+async def test_a_stalled_run_never_removes_a_newer_version_another_run_copied(
+    parts: IngestComponents, parsers: ParserPool
+) -> None:
+    """Run A reads a document's record, stalls; the document is replaced, and run B copies
+    the new version and switches. A then found the new version in the shadow (now the
+    collection), took it for a stale one and deleted it: the document had no chunks."""
+    col = await populated(parts, parsers, 2)
+    job = await start(parts, col)
+    counts = parts.chunks.version_counts
+    stalled: list[dict[str, Any]] = []
+
+    async def stall_then_count(collection_id: str, ids: Any) -> Any:
+        if not stalled:  # run A, stalled here while the others go on
+            stalled.append({})
+            fresh = await parts.registry.get(T, col.name)
+            await ingest(parts, parsers, fresh, {"d0": "d0 replaced meanwhile"})
+            stalled[0] = await run(parts, job)
+        return await counts(collection_id, ids)
+
+    parts.chunks.version_counts = stall_then_count  # type: ignore[method-assign]
+    try:
+        late = await run(parts, job)
+    finally:
+        parts.chunks.version_counts = counts  # type: ignore[method-assign]
+    assert stalled[0]["status"] == "switched"
+    assert late["status"] == "switched"
+    after = await parts.registry.get(T, col.name)
+    held = await shadow_holds(parts, after)
+    assert [c.text for c in await parts.chunks.version(after.chroma_id, "d0", held["d0"])] == [
+        "d0 replaced meanwhile"
+    ]
+
+
+async def test_a_collection_deleted_as_its_shadow_is_made_leaves_no_chroma_collection(
+    parts: IngestComponents, parsers: ParserPool
+) -> None:
+    """A delete reads the collection (no shadow named yet), the migration names, makes and
+    records its shadow, then the delete removes the collection and its Chroma collection but
+    not the shadow it never saw: left in Chroma for good. A shadow is listed to drop from the
+    moment it is named now, and dropped once it is nobody's."""
+    col = await populated(parts, parsers, 2)
+    before = await chroma_names(parts)
+    job = await start(parts, col)
+    counts, get = parts.chunks.version_counts, parts.registry.get
+
+    async def deleted_with_an_old_view(collection_id: str, ids: Any) -> Any:
+        async def as_read_before(tenant: str, name: str) -> Collection:
+            return col  # what the delete read before the shadow was named
+
+        parts.registry.get = as_read_before  # type: ignore[method-assign]
+        try:
+            await parts.registry.delete(T, col.name)
+        finally:
+            parts.registry.get = get  # type: ignore[method-assign]
+        return await counts(collection_id, ids)
+
+    parts.chunks.version_counts = deleted_with_an_old_view  # type: ignore[method-assign]
+    try:
+        with pytest.raises(MigrationStopped):
+            await run(parts, job)
+    finally:
+        parts.chunks.version_counts = counts  # type: ignore[method-assign]
+    assert len(await chroma_names(parts) - before) == 1, "the shadow was made, and is left"
+    drops = parts.keys.chroma_drops()
+    await parts.redis.zadd(drops, dict.fromkeys(await parts.redis.zrange(drops, 0, -1), 0))
+    await drain(parts)
+    assert await chroma_names(parts) == before - {col.chroma_name}
+    assert await parts.redis.zcard(drops) == 0
+
+
+async def test_a_replica_lagging_past_the_grace_period_reads_the_new_collection(
+    parts: IngestComponents, parsers: ParserPool
+) -> None:
+    """Changes made before the switch are read from the former Chroma collection; a replica
+    that reaches them after that one was dropped reads them from the new one instead (which
+    had every active version at the switch) rather than failing on them for ever."""
+    col = await populated(parts, parsers, 2)
+    served = ServedCollections(parts.redis, parts.chunks, parts.keys, k1=1.2, b=0.75)
+    try:
+        index = await served.ensure(col)
+
+        async def write() -> None:
+            await ingest(parts, parsers, col, {"mid": "walrus narwhal beluga"})
+
+        job = await start(parts, col)
+        assert (await run(parts, job, at_first_copy_step(write)))["status"] == "switched"
+        await drain(parts)  # grace 0: the former collection is dropped at once
+        assert col.chroma_name not in await chroma_names(parts)
+        await served._follow_once()
+        assert [chunk for chunk, _ in index.search("narwhal", 3)], "indexed with its chunks"
+    finally:
+        served.close()

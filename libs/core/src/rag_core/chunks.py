@@ -152,6 +152,10 @@ def _version(document_id: str, tag: str) -> dict[str, Any]:
     return {"$and": [{_DOC: document_id}, {_VER: tag}]}
 
 
+class CollectionMissing(Exception):
+    """The store has no such collection (dropped: a re-embedded collection's former one)."""
+
+
 @runtime_checkable  # Litestar checks a handler's dependencies against their annotations
 class ChunkStore(Protocol):
     """Chunks by collection (the store's id of it), document and version."""
@@ -242,13 +246,20 @@ class ChromaChunkStore:
         self, collection_id: str, wanted: Mapping[str, str]
     ) -> dict[str, list[StoredChunk]]:
         """The chunks of each document in ``wanted`` (document -> tag) of that version only,
-        in document order; read ``FETCH_DOCUMENTS`` documents at a time."""
+        in document order; read ``FETCH_DOCUMENTS`` documents at a time. CollectionMissing if
+        the store has no such collection."""
         found: dict[str, list[StoredChunk]] = {doc: [] for doc in wanted}
         docs = sorted(wanted)
         for start in range(0, len(docs), FETCH_DOCUMENTS):
             batch = docs[start : start + FETCH_DOCUMENTS]
             where = {_DOC: batch[0]} if len(batch) == 1 else {_DOC: {"$in": batch}}
-            for chunk in _rows(await self.chroma.get(collection_id, where=where)):
+            try:
+                rows = await self.chroma.get(collection_id, where=where)
+            except ChromaRequestError as exc:
+                if exc.extra.get("chroma_status") == 404:
+                    raise CollectionMissing(collection_id) from exc
+                raise
+            for chunk in _rows(rows):
                 if wanted.get(chunk.document_id) == chunk.version:
                     found[chunk.document_id].append(chunk)
         for chunks in found.values():

@@ -223,6 +223,15 @@ class DocumentStore:
         key = self.keys.document_sequence(tenant, collection, document_id)
         return int(await self.redis.incr(key))
 
+    async def latest_sequences(
+        self, tenant: str, collection: str, ids: list[str]
+    ) -> dict[str, int]:
+        """The newest change requested of each of ``ids`` (0: none)."""
+        if not ids:
+            return {}
+        keys = [self.keys.document_sequence(tenant, collection, i) for i in ids]
+        return {i: int(v or 0) for i, v in zip(ids, await self.redis.mget(keys), strict=True)}
+
     async def latest_sequence(self, tenant: str, collection: str, document_id: str) -> int:
         value = await self.redis.get(self.keys.document_sequence(tenant, collection, document_id))
         return int(value or 0)

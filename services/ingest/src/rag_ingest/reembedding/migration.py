@@ -26,17 +26,18 @@ from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 from rag_config import IngestSettings
-from rag_core.catalog import Collection, Keys, Migration
+from rag_core.catalog import Collection, DocumentRecord, Keys, Migration
 from rag_core.chunks import ChunkStore, indexed_text
 from rag_core.embedding.base import Embedder
 from rag_core.errors import Conflict
 from rag_telemetry import get_logger
 from redis.asyncio import Redis
+from redis.exceptions import ResponseError
 
 from rag_ingest.collections.registry import CollectionRegistry
 from rag_ingest.jobs.model import JobRecord
 from rag_ingest.metrics import REEMBEDDED_CHUNKS
-from rag_ingest.reembedding.store import MigrationStore
+from rag_ingest.reembedding.store import ChromaDrop, MigrationStore, drop_check_seconds
 from rag_ingest.versions import DocumentStore
 from rag_ingest.worker.pipeline import BadDocument
 
@@ -44,6 +45,7 @@ log = get_logger("rag.reembed")
 
 Progress = Callable[..., Awaitable[None]]  # (stage, fraction, **event data)
 CHANGES_PER_READ = 500
+COPY_GROUP = 512  # chunks embedded and written at once
 SWITCH_TRIES = 50  # catch-up rounds before an attempt gives up (and is retried)
 
 
@@ -80,11 +82,23 @@ class Reembedder:
         target = str(options["embedding_model"])
         migration = collection.migration
         if migration is None or migration.job_id != job.id:
-            if collection.embedding_model == target and collection.owns(options["chroma_id"]):
+            if _switched(collection, job):
                 # An earlier run of this job switched, then could not record it.
                 return {"status": "switched", "embedding_model": target}
             raise MigrationStopped("queued", _stopped(collection.name))
         run = _Run(self, job, collection, migration, progress)
+        try:
+            return await self._migrate(run, started)
+        except MigrationStopped:
+            # Another run of this job (a redelivery while this one stalled) may have switched.
+            now = await self.registry.find(collection.namespace, collection.name)
+            if now is not None and _switched(now, job):
+                return {"status": "switched", "embedding_model": target}
+            raise
+
+    async def _migrate(self, run: _Run, started: float) -> dict[str, Any]:
+        job, collection, progress = run.job, run.collection, run.progress
+        target = run.migration.model
         await progress("preparing", 0.02)
         shadow_id = await run.shadow()
         cursor = await run.start_cursor()
@@ -153,6 +167,7 @@ class _Run:
         self.embedded = 0
         self.skipped = 0
         self.rounds = 0
+        self.shadow_id = ""
 
     async def _record(self, field: str, value: str, *, keep: bool) -> Migration:
         """Record a field of the migration; the migration as stored now."""
@@ -166,13 +181,22 @@ class _Run:
         return found.migration
 
     async def shadow(self) -> str:
-        """The shadow's Chroma id, made now if an earlier attempt has not."""
+        """The shadow's Chroma id, made now if an earlier attempt has not. From the moment it
+        is named it is listed to drop: workers drop it unless it is still the migration's
+        shadow or has become the collection (so a cancel, a delete or a crash at any point
+        leaves no Chroma collection behind, and no run ever drops one in use)."""
         migration = self.migration
         if migration.chroma_id:
-            return migration.chroma_id
+            self.shadow_id = migration.chroma_id
+            return self.shadow_id
         name = migration.chroma_name
         if not name:
-            migration = await self._record("chroma_name", self.o.keys.new_chroma_name(), keep=True)
+            named = self.o.keys.new_chroma_name()
+            await self.o.migrations.drop_later(
+                ChromaDrop(self.tenant, self.name, named),
+                time.time() + drop_check_seconds(self.o.settings),
+            )
+            migration = await self._record("chroma_name", named, keep=True)
             name = migration.chroma_name
         metadata = {"rag_model": migration.model, "rag_dimension": migration.dimension}
         try:
@@ -182,12 +206,9 @@ class _Run:
             if existing is None:
                 raise
             made = existing
-        try:
-            migration = await self._record("chroma_id", made.id, keep=True)
-        except MigrationStopped:
-            await self.o.chunks.delete_collection(name)  # cancelled meanwhile: ours to remove
-            raise
-        return migration.chroma_id
+        migration = await self._record("chroma_id", made.id, keep=True)
+        self.shadow_id = migration.chroma_id
+        return self.shadow_id
 
     async def start_cursor(self) -> str:
         """Where catching up starts: the stream's last entry before the copy reads anything
@@ -240,14 +261,25 @@ class _Run:
 
     async def sync(self, shadow_id: str, document_ids: Iterable[str]) -> None:
         """Make the shadow hold exactly the active version of each of ``document_ids``: copy
-        the ones it lacks (or holds in part), remove other versions and deleted documents."""
+        the ones it lacks (or holds in part), remove other versions and deleted documents.
+
+        What the shadow holds is read before the records: a version it holds was active
+        when it was copied, so a record read later is that version or a newer one, and a
+        concurrent run of this job that copied a newer one is never undone. A version is only
+        removed once a newer change of its document was requested (the document's sequence is
+        past it): then it can never be switched in again, even by a job writing into the
+        shadow after the switch."""
         ids = sorted(set(document_ids))
-        records = {r.id: r for r in await self.o.documents.get_many(self.tenant, self.name, ids)}
         held = await self.o.chunks.version_counts(shadow_id, ids)
-        for document_id, tag in held:
-            record = records.get(document_id)
-            if record is None or record.tag != tag:
-                await self.o.chunks.delete_version(shadow_id, document_id, tag)
+        records = {r.id: r for r in await self.o.documents.get_many(self.tenant, self.name, ids)}
+        other = sorted({doc for doc, tag in held if _tag_of(records.get(doc)) != tag})
+        if other:
+            latest = await self.o.documents.latest_sequences(self.tenant, self.name, other)
+            for document_id, tag in held:
+                if _tag_of(records.get(document_id)) == tag:
+                    continue
+                if tag.isdigit() and int(tag) < latest.get(document_id, 0):
+                    await self.o.chunks.delete_version(shadow_id, document_id, tag)
         wanted = {
             doc: record.tag
             for doc, record in records.items()
@@ -260,26 +292,33 @@ class _Run:
             return
         source = await self.o.chunks.versions(self.collection.chroma_id, wanted)
         chunks = [chunk for found in source.values() for chunk in found]
-        if not chunks:
-            return  # replaced or deleted since read: the change stream brings what is new
-        vectors = await self.embedder.embed_documents([indexed_text(c) for c in chunks])
-        await self.o.chunks.write(shadow_id, chunks, vectors)
-        self.embedded += len(chunks)
-        REEMBEDDED_CHUNKS.inc(len(chunks))
+        # (None found: replaced or deleted since read; the change stream brings what is new.)
+        for start in range(0, len(chunks), COPY_GROUP):
+            group = chunks[start : start + COPY_GROUP]
+            vectors = await self.embedder.embed_documents([indexed_text(c) for c in group])
+            await self.o.chunks.write(shadow_id, group, vectors)
+            self.embedded += len(group)
+            REEMBEDDED_CHUNKS.inc(len(group))
+            if start + COPY_GROUP < len(chunks):
+                # A long step (documents of thousands of chunks) still shows it is alive.
+                await self.progress(
+                    self.job.stage, self.job.progress, chunks_embedded=self.embedded
+                )
 
     async def catch_up(self, shadow_id: str, cursor: str) -> str:
         """Apply every change after ``cursor`` to the shadow; the last one applied."""
         self.rounds += 1
-        if await self._trimmed_since(cursor):
-            # Changes after the cursor were trimmed from the stream (more than it keeps came in
-            # during the migration): check every document again instead.
-            log.warning("reembed_changes_trimmed", collection=self.name, cursor=cursor)
-            last = await self.o.redis.xrevrange(self._changes(), count=1)
-            fresh = last[0][0].decode() if last else "0-0"
-            listed = self.o.keys.documents(self.tenant, self.name)
-            await self.copy_all(shadow_id, int(await self.o.redis.zcard(listed)))
-            cursor = fresh
         while True:
+            if await self._trimmed_since(cursor):
+                # Changes after the cursor were trimmed from the stream (more than it keeps came
+                # in during the migration): check every document again instead. (A document
+                # deleted in the gap may leave chunks no reader sees: its record is gone.)
+                log.warning("reembed_changes_trimmed", collection=self.name, cursor=cursor)
+                last = await self.o.redis.xrevrange(self._changes(), count=1)
+                fresh = last[0][0].decode() if last else "0-0"
+                listed = self.o.keys.documents(self.tenant, self.name)
+                await self.copy_all(shadow_id, int(await self.o.redis.zcard(listed)))
+                cursor = fresh
             entries = await self.o.redis.xrange(
                 self._changes(), min=f"({cursor}", max="+", count=CHANGES_PER_READ
             )
@@ -297,13 +336,32 @@ class _Run:
     async def _trimmed_since(self, cursor: str) -> bool:
         try:
             info = await self.o.redis.xinfo_stream(self._changes())
-        except Exception:
+        except ResponseError:  # no stream (no change yet): nothing was trimmed
+            if await self.o.redis.exists(self._changes()):
+                raise
             return False
         deleted = info.get("max-deleted-entry-id")
         if not deleted:
             return False
         deleted_id = deleted.decode() if isinstance(deleted, bytes) else str(deleted)
         return _stream_id(deleted_id) > _stream_id(cursor)
+
+
+def _switched(collection: Collection, job: JobRecord) -> bool:
+    """Whether the collection has moved from the Chroma collection the job started from to
+    the job's model: by a run of this job (or by a later job to the same model, once this
+    one was cancelled: either way the work is done)."""
+    options = job.options or {}
+    started_from = str(options.get("chroma_id", ""))
+    return (
+        collection.embedding_model == options.get("embedding_model")
+        and collection.chroma_id != started_from
+        and collection.owns(started_from)
+    )
+
+
+def _tag_of(record: DocumentRecord | None) -> str | None:
+    return record.tag if record is not None else None
 
 
 def _stream_id(entry: str) -> tuple[int, int]:

@@ -7,7 +7,6 @@ from litestar import Controller, delete, post
 from litestar.di import NamedDependency
 from litestar.params import FromPath, JSONBody
 from litestar.status_codes import HTTP_200_OK, HTTP_202_ACCEPTED
-from rag_core.errors import NotFound
 from rag_telemetry import current_request_id, current_traceparent
 
 from rag_ingest.jobs.model import JobView
@@ -54,7 +53,4 @@ class ReembedController(Controller):
         tenant: NamedDependency[str],
     ) -> JobView:
         """The collection keeps its model; the shadow collection is dropped."""
-        job = await reembedding.cancel(tenant, name)
-        if job is None:
-            raise NotFound("the re-embedding was cancelled; its job record has expired")
-        return JobView.of(job)
+        return JobView.of(await reembedding.cancel(tenant, name))

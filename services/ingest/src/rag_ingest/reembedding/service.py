@@ -82,6 +82,9 @@ class ReembedService:
                 request_id=request_id,
                 traceparent=traceparent,
             )
+            # The job is stored before the collection names it: a concurrent start then sees
+            # a job still queued (409), never a migration without one that it may replace.
+            await self.jobs.create(record)
             outcome = await self.migrations.start(
                 tenant,
                 name,
@@ -91,33 +94,50 @@ class ReembedService:
                 model=model,
                 dimension=spec.dimension,
             )
-            if outcome == "changed":
-                continue
+            if outcome == "started":
+                await self.submitter.enqueue(record)
+                return record
+            await self._end(record, "another request changed the collection meanwhile")
             if outcome == "gone":
                 break
-            # Recorded after the collection names it: a start that dies in between leaves a
-            # migration with no job, which the next start replaces.
-            await self.jobs.create(record)
-            await self.submitter.enqueue(record)
-            return record
         raise Conflict(
             f"collection {name!r} changed while the re-embedding was being started; try again"
         )
 
-    async def cancel(self, tenant: str, name: str) -> JobRecord | None:
+    async def _end(self, record: JobRecord, reason: str) -> None:
+        record.state, record.stage, record.error = "failed", "queued", reason
+        record.error_stage, record.finished_at = "queued", time.time()
+        await self.jobs.save(record, expect_states=("queued",), event="failed")
+
+    async def cancel(self, tenant: str, name: str) -> JobRecord:
         """Stop the collection's re-embedding and drop its shadow; the collection keeps its
-        model. The job, now failed as cancelled (None if its record has expired)."""
+        model. The job, now failed as cancelled."""
         await self.registry.get(tenant, name)
         job_id = await self.migrations.cancel(tenant, name)
         if job_id is None:
             raise NotFound(f"collection {name!r} has no re-embedding to cancel")
         job = await self.jobs.get(tenant, job_id)
-        while job is not None and job.state not in FINAL_STATES:
+        if job is None:  # kept JOB_RETENTION_DAYS: it stood unfinished longer than that
+            return JobRecord(
+                id=job_id,
+                kind="reembed",
+                collection=name,
+                namespace=tenant,
+                state="failed",
+                stage="cancelled",
+                error="cancelled (its job record had expired)",
+                error_stage="cancelled",
+                finished_at=time.time(),
+            )
+        while job.state not in FINAL_STATES:
             job.state, job.stage = "failed", "cancelled"
             job.error = f"cancelled (DELETE /v1/collections/{name}/reembed)"
             job.error_stage = "cancelled"
             job.finished_at = time.time()
             if await self.jobs.save(job, expect_states=("queued", "running"), event="cancelled"):
                 break
-            job = await self.jobs.get(tenant, job_id)  # it moved on meanwhile: look again
+            fresh = await self.jobs.get(tenant, job_id)  # it moved on meanwhile: look again
+            if fresh is None:
+                break
+            job = fresh
         return job

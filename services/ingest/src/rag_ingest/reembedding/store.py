@@ -18,8 +18,11 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from rag_config import IngestSettings
 from rag_core.catalog import Keys
 from redis.asyncio import Redis
+
+from rag_ingest.versions import CHANGES_KEPT
 
 LINEAGE_KEPT = 10  # former Chroma ids remembered per collection
 _MIGRATION_FIELDS = (
@@ -68,9 +71,11 @@ return 1
 """
 
 # KEYS: collection, changes, drops. ARGV: job, expected chroma id, cursor caught up to, old
-#   Chroma name, drop member prefix, drop due, lineage kept.
+#   Chroma name, drop member prefix, drop due, lineage kept, changes kept.
 # Returns 'switched', 'behind' (changes arrived since the cursor: catch up, try again) or
-# 'stopped' (cancelled, replaced, or the collection deleted).
+# 'stopped' (cancelled, replaced, or the collection deleted). The switch is a change of its own
+# in the stream: query replicas read the changes before it from the former Chroma collection
+# and those after it from the new one.
 _SWITCH = f"""
 if redis.call('HGET', KEYS[1], 'reembed_job') ~= ARGV[1]
    or redis.call('HGET', KEYS[1], 'chroma_id') ~= ARGV[2] then return 'stopped' end
@@ -86,9 +91,11 @@ table.insert(lineage, ARGV[2])
 while #lineage > tonumber(ARGV[7]) do table.remove(lineage, 1) end
 redis.call('HSET', KEYS[1], 'model', m[1], 'dimension', m[2], 'chroma_name', m[3],
   'chroma_id', m[4], 'lineage', table.concat(lineage, ' '))
-redis.call('HINCRBY', KEYS[1], 'version', 1)
+local version = redis.call('HINCRBY', KEYS[1], 'version', 1)
 redis.call('HDEL', KEYS[1], {_MIGRATION_FIELDS})
 redis.call('ZADD', KEYS[3], ARGV[6], ARGV[5] .. ARGV[4])
+redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[8], '*', 'op', 'reembedded',
+  'chroma_id', m[4], 'model', m[1], 'collection_version', version)
 return 'switched'
 """
 
@@ -109,6 +116,12 @@ class ChromaDrop:
     def parse(cls, member: str) -> ChromaDrop:
         namespace, collection, chroma_name = member.split("\t", 2)
         return cls(namespace, collection, chroma_name)
+
+
+def drop_check_seconds(settings: IngestSettings) -> float:
+    """How long a listed drop of a Chroma collection still in use waits before it is looked
+    at again (a running migration's shadow is listed from the moment it is named)."""
+    return max(60, settings.version_grace_seconds)
 
 
 def _drop_prefix(tenant: str, collection: str) -> str:
@@ -202,6 +215,7 @@ class MigrationStore:
                 _drop_prefix(tenant, collection),
                 time.time() + grace_seconds,
                 LINEAGE_KEPT,
+                CHANGES_KEPT,
             ],
         )
         return _text(reply)

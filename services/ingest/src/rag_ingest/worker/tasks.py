@@ -33,6 +33,7 @@ from rag_ingest.metrics import (
     JOBS,
     QUEUE_DEPTH,
 )
+from rag_ingest.reembedding.store import drop_check_seconds
 from rag_ingest.submissions import task_of
 from rag_ingest.versions import Cleanup
 from rag_ingest.worker.context import WorkerContext, worker_context
@@ -301,18 +302,26 @@ async def drop_collections(w: WorkerContext) -> int:
     dropped = 0
     for drop in await w.migrations.due_drops(CLEANUPS_PER_ROUND):
         found = await w.registry.find(drop.namespace, drop.collection)
-        in_use = found is not None and drop.chroma_name in (
-            found.chroma_name or w.keys.legacy_chroma_name(drop.namespace, drop.collection),
-            found.migration.chroma_name if found.migration else "",
-        )
-        if not in_use:
-            try:
-                await w.chunks.delete_collection(drop.chroma_name)
-            except DependencyUnavailable as exc:
-                log.warning("collection_drop_deferred", error=str(exc))
-                break
-            dropped += 1
-            log.info("chroma_collection_dropped", collection=drop.collection)
+        if found is not None and drop.chroma_name == (
+            found.chroma_name or w.keys.legacy_chroma_name(drop.namespace, drop.collection)
+        ):
+            await w.migrations.dropped(drop)  # a shadow that became the collection: keep it
+            continue
+        if (
+            found is not None
+            and found.migration
+            and found.migration.chroma_name == drop.chroma_name
+        ):
+            # A migration's shadow while it runs (or waits to be resumed): look again later.
+            await w.migrations.drop_later(drop, time.time() + drop_check_seconds(w.settings))
+            continue
+        try:
+            if await w.chunks.delete_collection(drop.chroma_name):
+                dropped += 1
+                log.info("chroma_collection_dropped", collection=drop.collection)
+        except DependencyUnavailable as exc:
+            log.warning("collection_drop_deferred", error=str(exc))
+            break
         await w.migrations.dropped(drop)
     DROPPED_COLLECTIONS.inc(dropped)
     return dropped
@@ -383,10 +392,10 @@ async def _reconcile_jobs(w: WorkerContext, tenant: str) -> tuple[int, int]:
     """One tenant's jobs: free those whose worker died, re-enqueue lost ones."""
     freed = requeued = 0
     now = time.time()
-    stalled_after = w.settings.job_timeout_seconds + STALLED_MARGIN_SECONDS
     for job in await w.jobs.find(tenant, state="running", limit=1000):
         if now - job.updated_at < ORPHAN_GRACE_SECONDS:
             continue
+        stalled_after = attempt_timeout(w.settings, job) + STALLED_MARGIN_SECONDS
         stalled = now - job.updated_at > stalled_after
         if not stalled and job.worker == w.worker_id:
             continue

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from rag_core.catalog import Collection, CollectionCatalog, Keys
-from rag_core.chunks import ChunkStore, indexed_text
+from rag_core.chunks import ChunkStore, CollectionMissing, indexed_text
 from rag_core.errors import DependencyUnavailable
 from rag_telemetry import get_logger
 from redis.asyncio import Redis
@@ -98,9 +98,9 @@ class ServedCollections:
             return current
         if current is not None and current.chroma_id in collection.lineage:
             # Re-embedded: the same chunks (ids, text, versions) are in another Chroma
-            # collection now, which had every change this index has applied before it switched.
-            current.chroma_id = chroma_id
-            log.info("lexical_index_moved", namespace=key[0], collection=key[1])
+            # collection now. The index stays; following the change stream, it reads what
+            # changed before the switch from the former one and what changed after from the
+            # new one (the switch is an entry of the stream).
             return current
         async with self._building.setdefault(key, asyncio.Lock()):
             current = self._followed.get(key)
@@ -203,6 +203,18 @@ class ServedCollections:
         for doc, found_chunks in analyzed.items():
             index.apply_document(doc, wanted[doc], found_chunks)
 
+    async def _apply_moving(
+        self, followed: _Followed, wanted: dict[str, str], removed: set[str], moved_to: str
+    ) -> None:
+        """Apply the changes made before a re-embedding's switch, from the former Chroma
+        collection; if that one is dropped already (this replica lagged more than
+        VERSION_GRACE_SECONDS), from the new one, which had every active version at the
+        switch."""
+        try:
+            await self._apply(followed.index, followed.chroma_id, wanted, removed)
+        except CollectionMissing:
+            await self._apply(followed.index, moved_to, wanted, removed)
+
     async def _follow_once(self) -> None:
         if not self._followed:
             await asyncio.sleep(BLOCK_MS / 1000)
@@ -229,6 +241,15 @@ class ServedCollections:
                     removed.add(doc)
                 elif op == "collection_deleted":
                     dropped = True
+                elif op == "reembedded":
+                    # What changed before the switch is read where it was written.
+                    await self._apply_moving(followed, wanted, removed, fields["chroma_id"])
+                    followed.chroma_id, wanted, removed = fields["chroma_id"], {}, set()
+                    log.info(
+                        "lexical_index_moved",
+                        namespace=followed.namespace,
+                        collection=followed.name,
+                    )
                 if "collection_version" in fields:
                     version = int(fields["collection_version"])
                 cursor = entry_id.decode()
