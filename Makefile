@@ -7,7 +7,7 @@ PY := .venv/bin/python
 export ORT_DISABLE_TELEMETRY := 1
 export UV_PYTHON_DOWNLOADS := never
 
-.PHONY: help setup dev test test-docker lint fmt bench bench-ocr bench-mcp bench-quality soak fuzz open-webui-check up down logs ps clean
+.PHONY: help setup dev test test-docker lint fmt bench bench-ocr bench-mcp bench-reembed bench-quality soak fuzz open-webui-check up down logs ps clean
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-8s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -50,12 +50,16 @@ bench: setup ## Measure ingest, query quality, latency, load and scale (docs/ben
 	$(PY) bench/ingest_throughput.py $(BENCH_ARGS)
 	$(PY) bench/ocr.py
 	$(PY) bench/mcp_overhead.py
+	$(PY) bench/reembed.py
 
 bench-ocr: setup ## OCR seconds per scanned page, dense and sparse, at 300 and 200 dpi (docs/benchmarks.md; ~2 min)
 	$(PY) bench/ocr.py
 
 bench-mcp: setup ## Latency of search and answer as MCP tool calls next to /v1, through nginx (docs/benchmarks.md; ~3 min)
 	$(PY) bench/mcp_overhead.py
+
+bench-reembed: setup ## A collection moved to another embedding model while searched and written (docs/benchmarks.md; ~5 min)
+	$(PY) bench/reembed.py
 
 bench-quality: setup ## Quality ablations (2-fold CV on SciFact), SciFact and docs/ answers through the API (docs/benchmarks.md; ~60 min)
 	$(PY) bench/quality.py $(BENCH_ARGS)

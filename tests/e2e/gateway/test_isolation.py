@@ -568,6 +568,24 @@ def probe_delete_collection(world: World, who: Outsider, check: Check) -> None:
         check.send(who, calls.delete_collection(who.own), expect=200)
 
 
+OTHER_MODEL = "all-MiniLM-L6-v2"  # not the collections' (EMBEDDING_MODEL, the int8 one)
+
+
+def probe_reembed(world: World, who: Outsider, check: Check) -> None:
+    for name in who.targets:
+        check.send(who, calls.reembed_collection(name, OTHER_MODEL), expect=404)
+    if not who.limited:  # B moves its own collection (then stops): A's must not notice
+        check.send(who, calls.reembed_collection(who.own, OTHER_MODEL), expect=202)
+        check.send(who, calls.cancel_reembedding(who.own), expect=200)
+
+
+def probe_cancel_reembedding(world: World, who: Outsider, check: Check) -> None:
+    for name in who.targets:
+        check.send(who, calls.cancel_reembedding(name), expect=404)
+    if not who.limited:
+        check.send(who, calls.cancel_reembedding(who.own), expect=404)  # none running
+
+
 def probe_search(world: World, who: Outsider, check: Check) -> None:
     for name in who.targets:
         check.send(who, calls.search(name, A_SEARCHES[name]), expect=404)
@@ -780,6 +798,8 @@ PROBES: dict[tuple[str, str], Probe] = {
     ("POST", "/v1/collections"): probe_create_collection,
     ("GET", "/v1/collections/{collection}"): probe_get_collection,
     ("DELETE", "/v1/collections/{collection}"): probe_delete_collection,
+    ("POST", "/v1/collections/{collection}/reembed"): probe_reembed,
+    ("DELETE", "/v1/collections/{collection}/reembed"): probe_cancel_reembedding,
     ("POST", "/v1/collections/{collection}/search"): probe_search,
     ("POST", "/v1/collections/{collection}/query"): probe_query,
     ("GET", "/v1/collections/{collection}/documents"): probe_list_documents,
