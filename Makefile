@@ -46,7 +46,7 @@ lint: ## ruff check, ruff format --check, mypy --strict on libs and services
 	.venv/bin/ruff format --check .
 	.venv/bin/mypy libs/*/src services/*/src deploy/scripts bench
 
-bench: setup ## Measure ingest, query quality, latency, load and scale (docs/benchmarks.md, docs/img; ~155 min, BENCH_ARGS=--no-scale ~50)
+bench: setup ## Measure ingest, query quality, latency, load and scale (docs/benchmarks.md, docs/img; ~170 min, BENCH_ARGS=--no-scale ~65)
 	$(PY) bench/ingest_throughput.py $(BENCH_ARGS)
 	$(PY) bench/ocr.py
 	$(PY) bench/mcp_overhead.py
@@ -58,7 +58,7 @@ bench-ocr: setup ## OCR seconds per scanned page, dense and sparse, at 300 and 2
 bench-mcp: setup ## Latency of search and answer as MCP tool calls next to /v1, through nginx (docs/benchmarks.md; ~3 min)
 	$(PY) bench/mcp_overhead.py
 
-bench-reembed: setup ## A collection moved to another embedding model while searched and written (docs/benchmarks.md; ~5 min)
+bench-reembed: setup ## A collection moved to another embedding model while searched and written (docs/benchmarks.md; ~13 min)
 	$(PY) bench/reembed.py
 
 bench-quality: setup ## Quality ablations (2-fold CV on SciFact), SciFact and docs/ answers through the API (docs/benchmarks.md; ~60 min)

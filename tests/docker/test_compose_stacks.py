@@ -261,6 +261,28 @@ def _user_flow(url: str, collection: str) -> None:
     )
     assert "500 hours" in (reply.choices[0].message.content or "")
     _scan_and_agent(http, collection, auth)
+    _reembed(http, collection, auth)
+
+
+def _reembed(http: httpx.Client, collection: str, auth: dict[str, str]) -> None:
+    """The collection moved to the other local model by the containerised worker, its job
+    followed as events; then searched with the new model."""
+    current = http.get(f"/v1/collections/{collection}", headers=auth).json()["embedding_model"]
+    other = "all-MiniLM-L6-v2" if current != "all-MiniLM-L6-v2" else "all-MiniLM-L6-v2-int8"
+    started = http.post(
+        f"/v1/collections/{collection}/reembed", json={"embedding_model": other}, headers=auth
+    )
+    assert started.status_code == 202, started.text
+    with http.stream("GET", f"/v1/jobs/{started.json()['id']}/events", headers=auth) as events:
+        final = list(read_sse(events.iter_lines()))[-1]
+    assert final.event == "succeeded", final.data
+    moved = http.get(f"/v1/collections/{collection}", headers=auth).json()
+    assert moved["embedding_model"] == other
+    assert moved["reembedding"] is None
+    body = {"query": "pump service interval", "mode": "dense"}
+    found = http.post(f"/v1/collections/{collection}/search", json=body, headers=auth)
+    assert found.status_code == 200, found.text
+    assert "500 hours" in found.json()["results"][0]["text"]
 
 
 def _scan_and_agent(http: httpx.Client, collection: str, auth: dict[str, str]) -> None:
