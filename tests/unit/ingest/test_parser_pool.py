@@ -3,6 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -60,3 +66,47 @@ async def test_documents_are_parsed_in_the_children(pool: ParserPool) -> None:
     )
     assert parsed.format == "markdown"
     assert parsed.sections[0].heading_path == ("Title",)
+
+
+def test_parser_processes_die_with_a_killed_worker(tmp_path: Path) -> None:
+    """A worker SIGKILLed (OOM killer, a crash) left its parser processes running, idle, for
+    good: they lead process groups of their own, which nothing stopped."""
+    script = tmp_path / "worker.py"
+    script.write_text(
+        "import asyncio, os, sys, time\n"
+        "from rag_ingest.parsing.pool import ParserPool\n"
+        "async def main():\n"
+        "    pool = ParserPool(workers=2, max_memory_mb=512, timeout_seconds=30)\n"
+        "    await pool.run(os.getpid)\n"
+        "    print(*pool._executor._processes, flush=True)\n"
+        "    time.sleep(600)\n"
+        "if __name__ == '__main__':\n"
+        "    asyncio.run(main())\n"
+    )
+    worker = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True)
+    children: list[int] = []
+    try:
+        assert worker.stdout is not None
+        children += [int(pid) for pid in worker.stdout.readline().split()]
+        assert len(children) == 2
+        assert all(_alive(pid) for pid in children)
+        worker.kill()
+        worker.wait(timeout=30)
+        deadline = time.monotonic() + 30
+        while any(_alive(pid) for pid in children):
+            assert time.monotonic() < deadline, f"parser processes {children} outlived it"
+            time.sleep(0.05)
+    finally:
+        worker.kill()
+        for pid in children:  # what a failure left behind
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGKILL)
+
+
+def _alive(pid: int) -> bool:
+    """Whether ``pid`` runs (a zombie, dead and not yet reaped by init, does not)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state != "Z"

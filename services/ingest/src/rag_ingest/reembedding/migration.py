@@ -45,7 +45,7 @@ log = get_logger("rag.reembed")
 
 Progress = Callable[..., Awaitable[None]]  # (stage, fraction, **event data)
 CHANGES_PER_READ = 500
-COPY_GROUP = 512  # chunks embedded and written at once
+COPY_GROUP = 128  # chunks embedded and written at once; progress is saved after each
 SWITCH_TRIES = 50  # catch-up rounds before an attempt gives up (and is retried)
 
 
@@ -168,6 +168,7 @@ class _Run:
         self.skipped = 0
         self.rounds = 0
         self.shadow_id = ""
+        self.total_chunks = max(collection.chunk_count, 1)
 
     async def _record(self, field: str, value: str, *, keep: bool) -> Migration:
         """Record a field of the migration; the migration as stored now."""
@@ -238,13 +239,18 @@ class _Run:
         if batch:
             done += await self._step(shadow_id, batch, done, total)
 
+    def _copied(self) -> float:
+        """How far the copy is, by chunks (documents differ a thousandfold in size)."""
+        handled = (self.embedded + self.skipped) / self.total_chunks
+        return round(0.05 + 0.85 * min(handled, 1.0), 3)
+
     async def _step(self, shadow_id: str, batch: list[str], done: int, total: int) -> int:
         await self.sync(shadow_id, batch)
         done += len(batch)
         # Saving progress is fenced: a cancelled job's worker stops here (JobLost).
         await self.progress(
             "copying",
-            0.05 + 0.85 * min(done, total) / max(total, 1),
+            max(self._copied(), self.job.progress),
             documents=min(done, total),
             of=total,
             chunks_embedded=self.embedded,
@@ -299,10 +305,12 @@ class _Run:
             await self.o.chunks.write(shadow_id, group, vectors)
             self.embedded += len(group)
             REEMBEDDED_CHUNKS.inc(len(group))
-            if start + COPY_GROUP < len(chunks):
-                # A long step (documents of thousands of chunks) still shows it is alive.
+            if start + COPY_GROUP < len(chunks):  # (the step's end saves its own)
+                copying = self.job.stage == "copying"
                 await self.progress(
-                    self.job.stage, self.job.progress, chunks_embedded=self.embedded
+                    self.job.stage,
+                    max(self._copied(), self.job.progress) if copying else self.job.progress,
+                    chunks_embedded=self.embedded,
                 )
 
     async def catch_up(self, shadow_id: str, cursor: str) -> str:
