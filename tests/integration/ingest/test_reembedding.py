@@ -517,3 +517,84 @@ async def test_a_replica_lagging_past_the_grace_period_reads_the_new_collection(
         assert [chunk for chunk, _ in index.search("narwhal", 3)], "indexed with its chunks"
     finally:
         served.close()
+
+
+async def test_a_replica_whose_former_collection_is_gone_builds_again(
+    parts: IngestComponents, parsers: ParserPool
+) -> None:
+    """A lagging replica read a batch of changes made before the switch, all from the former
+    Chroma collection, dropped by then: its follower died, for good, and /ready still said
+    yes. It builds that collection's index again from the current one now."""
+    col = await populated(parts, parsers, 2)
+    served = ServedCollections(parts.redis, parts.chunks, parts.keys, k1=1.2, b=0.75)
+    xread = parts.redis.xread
+
+    async def one_change_at_a_time(streams: Any, count: int, block: int) -> Any:
+        return await xread(streams, count=1, block=block)
+
+    try:
+        await served.ensure(col)
+
+        async def write() -> None:
+            await ingest(parts, parsers, col, {"mid": "walrus narwhal beluga"})
+
+        job = await start(parts, col)
+        assert (await run(parts, job, at_first_copy_step(write)))["status"] == "switched"
+        await drain(parts)  # grace 0: the former collection is dropped at once
+        served.redis.xread = one_change_at_a_time  # type: ignore[method-assign]
+        await served._follow_once()  # the change before the switch, alone
+        await served._sync_collections()  # what the follower task does next
+        index = served.get(T, col.name)
+        assert index is not None
+        assert [chunk for chunk, _ in index.search("narwhal", 3)]
+        moved = await parts.registry.get(T, col.name)
+        assert served.version(moved) is not None
+    finally:
+        served.redis.xread = xread  # type: ignore[method-assign]
+        served.close()
+
+
+async def test_an_index_built_from_a_collection_read_before_the_switch_follows_the_new_one(
+    parts: IngestComponents, parsers: ParserPool
+) -> None:
+    """A search that read the collection before a switch built the replica's index from the
+    former Chroma collection, with a cursor past the switch: the index never moved, and every
+    document written afterwards was read from the wrong collection (found empty)."""
+    col = await populated(parts, parsers, 2)
+    assert (await run(parts, await start(parts, col)))["status"] == "switched"
+    served = ServedCollections(parts.redis, parts.chunks, parts.keys, k1=1.2, b=0.75)
+    try:
+        index = await served.ensure(col)  # the collection as read before the switch
+        moved = await parts.registry.get(T, col.name)
+        await ingest(parts, parsers, moved, {"late": "zebra quagga okapi"})
+        await served._follow_once()
+        assert [chunk for chunk, _ in index.search("quagga", 3)]
+        assert served.version(moved) is not None
+        assert await served.ensure(col) is index  # an old view of it builds nothing again
+    finally:
+        served.close()
+
+
+async def test_a_cancel_racing_the_making_of_the_shadow_leaves_no_chroma_collection(
+    parts: IngestComponents, parsers: ParserPool
+) -> None:
+    """The cancel listed the shadow's drop, a worker found nothing to drop (the shadow was
+    not made yet) and forgot it, then the run made the shadow: left in Chroma for good."""
+    col = await populated(parts, parsers, 2)
+    before = await chroma_names(parts)
+    job = await start(parts, col)
+    create = parts.chunks.create_collection
+
+    async def cancelled_and_drained_first(name: str, metadata: Any) -> Any:
+        await parts.reembedding.cancel(T, col.name)
+        await drain(parts)
+        return await create(name, metadata)
+
+    parts.chunks.create_collection = cancelled_and_drained_first  # type: ignore[method-assign]
+    try:
+        with pytest.raises(MigrationStopped):
+            await run(parts, job)
+    finally:
+        parts.chunks.create_collection = create  # type: ignore[method-assign]
+    await drain(parts)
+    assert await chroma_names(parts) == before

@@ -207,7 +207,13 @@ class _Run:
             if existing is None:
                 raise
             made = existing
-        migration = await self._record("chroma_id", made.id, keep=True)
+        try:
+            migration = await self._record("chroma_id", made.id, keep=True)
+        except MigrationStopped:
+            # Cancelled meanwhile: its drop may have come (and found nothing) before the
+            # collection was made. Listed again; workers drop it unless it is in use.
+            await self.o.migrations.drop_later(ChromaDrop(self.tenant, self.name, name), 0)
+            raise
         self.shadow_id = migration.chroma_id
         return self.shadow_id
 
@@ -284,7 +290,8 @@ class _Run:
             for document_id, tag in held:
                 if _tag_of(records.get(document_id)) == tag:
                     continue
-                if tag.isdigit() and int(tag) < latest.get(document_id, 0):
+                # (Tags from before versions were numbered can never switch in again.)
+                if not tag.isdigit() or int(tag) < latest.get(document_id, 0):
                     await self.o.chunks.delete_version(shadow_id, document_id, tag)
         wanted = {
             doc: record.tag

@@ -100,6 +100,17 @@ return 'switched'
 """
 
 
+# KEYS: drops. ARGV: member, score it had when read. Taken off only if nobody listed it again
+# meanwhile (a later switch away from the same Chroma collection).
+_FORGET = """
+local score = redis.call('ZSCORE', KEYS[1], ARGV[1])
+if score and tonumber(score) == tonumber(ARGV[2]) then
+  return redis.call('ZREM', KEYS[1], ARGV[1])
+end
+return 0
+"""
+
+
 @dataclass(frozen=True)
 class ChromaDrop:
     """A whole Chroma collection to drop, and the collection it was (or was to be) part of:
@@ -108,14 +119,15 @@ class ChromaDrop:
     namespace: str
     collection: str
     chroma_name: str
+    score: str = ""  # as read from the set (``due_drops``)
 
     def member(self) -> str:
         return f"{self.namespace}\t{self.collection}\t{self.chroma_name}"
 
     @classmethod
-    def parse(cls, member: str) -> ChromaDrop:
+    def parse(cls, member: str, score: str = "") -> ChromaDrop:
         namespace, collection, chroma_name = member.split("\t", 2)
-        return cls(namespace, collection, chroma_name)
+        return cls(namespace, collection, chroma_name, score)
 
 
 def drop_check_seconds(settings: IngestSettings) -> float:
@@ -142,6 +154,7 @@ class MigrationStore:
         self._cancel = redis.register_script(_CANCEL)
         self._set = redis.register_script(_SET)
         self._switch = redis.register_script(_SWITCH)
+        self._forget = redis.register_script(_FORGET)
 
     async def start(
         self,
@@ -225,9 +238,10 @@ class MigrationStore:
 
     async def due_drops(self, limit: int) -> list[ChromaDrop]:
         members = await self.redis.zrangebyscore(
-            self.keys.chroma_drops(), "-inf", time.time(), start=0, num=limit
+            self.keys.chroma_drops(), "-inf", time.time(), start=0, num=limit, withscores=True
         )
-        return [ChromaDrop.parse(_text(m)) for m in members]
+        return [ChromaDrop.parse(_text(m), repr(float(score))) for m, score in members]
 
     async def dropped(self, drop: ChromaDrop) -> None:
-        await self.redis.zrem(self.keys.chroma_drops(), drop.member())
+        """Take ``drop`` off the list, unless it was listed again since ``due_drops``."""
+        await self._forget(keys=[self.keys.chroma_drops()], args=[drop.member(), drop.score])

@@ -18,7 +18,7 @@ import contextlib
 import time
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from rag_core.catalog import Collection, CollectionCatalog, Keys
@@ -47,6 +47,7 @@ class _Followed:
     index: LexicalIndex
     cursor: str  # the last change applied
     version: int  # the collection version that change made
+    former: set[str] = field(default_factory=set)  # Chroma ids it moved from (re-embeddings)
 
     @property
     def key(self) -> Where:
@@ -96,9 +97,12 @@ class ServedCollections:
         current = self._followed.get(key)
         if current is not None and current.chroma_id == chroma_id:
             return current
-        if current is not None and current.chroma_id in collection.lineage:
+        if current is not None and (
+            current.chroma_id in collection.lineage or chroma_id in current.former
+        ):
             # Re-embedded: the same chunks (ids, text, versions) are in another Chroma
-            # collection now. The index stays; following the change stream, it reads what
+            # collection now (or the caller read the collection before the switch this index
+            # has followed). The index stays; following the change stream, it reads what
             # changed before the switch from the former one and what changed after from the
             # new one (the switch is an entry of the stream).
             return current
@@ -134,7 +138,7 @@ class ServedCollections:
                 delay = 0.5
             except asyncio.CancelledError:
                 raise
-            except (RedisError, OSError, DependencyUnavailable) as exc:
+            except (RedisError, OSError, DependencyUnavailable, CollectionMissing) as exc:
                 log.warning("lexical_follow_failed", error=str(exc), retry_in=delay)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 10.0)
@@ -160,7 +164,14 @@ class ServedCollections:
     async def _build(self, namespace: str, name: str, chroma_id: str) -> _Followed:
         started = time.perf_counter()
         # Changes after this point are replayed on top of what is read below (idempotently).
-        last = await self.redis.xrevrange(self.keys.changes(namespace, name), count=1)
+        # The Chroma collection is read with it: a caller's may be from before a re-embedding
+        # whose switch is already behind that point, and would never be followed away from.
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.xrevrange(self.keys.changes(namespace, name), count=1)
+            pipe.hmget(self.keys.collection(namespace, name), ["chroma_id", "lineage"])
+            last, (current, lineage) = await pipe.execute()
+        chroma_id = current.decode() if current else chroma_id
+        former = set(lineage.decode().split()) if lineage else set()
         cursor = last[0][0].decode() if last else "0-0"
         version = int(last[0][1].get(b"collection_version", 0)) if last else 0
         index = LexicalIndex(self.analyzer, k1=self.k1, b=self.b)
@@ -180,7 +191,7 @@ class ServedCollections:
             chunks=len(index),
             seconds=round(time.perf_counter() - started, 2),
         )
-        return _Followed(namespace, name, chroma_id, index, cursor, version)
+        return _Followed(namespace, name, chroma_id, index, cursor, version, former)
 
     async def _apply(
         self,
@@ -244,6 +255,7 @@ class ServedCollections:
                 elif op == "reembedded":
                     # What changed before the switch is read where it was written.
                     await self._apply_moving(followed, wanted, removed, fields["chroma_id"])
+                    followed.former.add(followed.chroma_id)
                     followed.chroma_id, wanted, removed = fields["chroma_id"], {}, set()
                     log.info(
                         "lexical_index_moved",
@@ -256,7 +268,19 @@ class ServedCollections:
             if dropped:
                 self._followed.pop(followed.key, None)  # rebuilt if the name comes back
                 continue
-            await self._apply(followed.index, followed.chroma_id, wanted, removed)
+            try:
+                await self._apply(followed.index, followed.chroma_id, wanted, removed)
+            except CollectionMissing:
+                # Its Chroma collection was dropped before this replica got here (it lagged
+                # past a re-embedding's grace period): built again from the current one.
+                log.warning(
+                    "lexical_index_rebuilt",
+                    namespace=followed.namespace,
+                    collection=followed.name,
+                    reason="its Chroma collection is gone",
+                )
+                self._followed.pop(followed.key, None)
+                continue
             # Only now: until the index has the changes, answers must not claim their version.
             followed.cursor, followed.version = cursor, version
             with contextlib.suppress(ValueError):
