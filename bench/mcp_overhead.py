@@ -18,28 +18,16 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from ingest_throughput import DOC, ROOT, measured_on, replace_section
+from ingest_throughput import DOC, ROOT, load_corpus, measured_on, replace_section
 from rag_client import Client
 from rag_devstack import NativeStack, StackPorts
 
 CACHE = ROOT / ".dev" / "bench-data"
-CORPUS = ROOT.parent / "shared" / "eval" / "scifact" / "corpus.jsonl"
 DOCUMENTS = 300
 CALLS = 150
 WARM_UP = 10
 ADMIN = "admin-" + "b" * 40
 ACCEPT = "application/json, text/event-stream"
-
-
-def corpus() -> list[dict[str, Any]]:
-    documents = []
-    with CORPUS.open() as handle:
-        for line in handle:
-            row = json.loads(line)
-            documents.append({"id": row["_id"], "title": row["title"], "text": row["text"]})
-            if len(documents) == DOCUMENTS:
-                break
-    return documents
 
 
 def timed(call: Callable[[str], None], questions: list[str]) -> dict[str, float]:
@@ -70,7 +58,7 @@ def mcp_call(http: httpx.Client, tool: str, arguments: dict[str, Any]) -> dict[s
 
 
 def main() -> None:
-    documents = corpus()
+    documents = load_corpus(DOCUMENTS)
     questions = [f"{d['title']}" for d in documents][: WARM_UP + CALLS]
     with tempfile.TemporaryDirectory() as where:
         stack = NativeStack(

@@ -11,37 +11,23 @@ Writes the "reembed" section of docs/benchmarks.md.
 
 from __future__ import annotations
 
-import json
 import statistics
 import tempfile
 import threading
 import time
 from pathlib import Path
-from typing import Any
 
 import httpx
-from ingest_throughput import DOC, ROOT, measured_on, replace_section
+from ingest_throughput import DOC, ROOT, load_corpus, measured_on, replace_section
 from procs import peak_rss_mb, rss_mb
 from rag_client import Client
 from rag_devstack import NativeStack, StackPorts
 
 CACHE = ROOT / ".dev" / "bench-data"
-CORPUS = ROOT.parent / "shared" / "eval" / "scifact" / "corpus.jsonl"
 DOCUMENTS = 3000
 CALLS = 100  # searches timed before and after the migration
 ADMIN = "admin-" + "r" * 40
 FROM, TO = "all-MiniLM-L6-v2", "all-MiniLM-L6-v2-int8"
-
-
-def corpus() -> list[dict[str, Any]]:
-    documents = []
-    with CORPUS.open() as handle:
-        for line in handle:
-            row = json.loads(line)
-            documents.append({"id": row["_id"], "title": row["title"], "text": row["text"]})
-            if len(documents) == DOCUMENTS:
-                break
-    return documents
 
 
 def percentiles(samples: list[float]) -> dict[str, float]:
@@ -89,7 +75,7 @@ def timed(http: httpx.Client, questions: list[str]) -> Reader:
 
 
 def main() -> None:
-    documents = corpus()
+    documents = load_corpus(DOCUMENTS)
     questions = [d["title"] for d in documents[::7]]
     with tempfile.TemporaryDirectory() as where:
         stack = NativeStack(

@@ -73,13 +73,13 @@ def test_parser_processes_die_with_a_killed_worker(tmp_path: Path) -> None:
     good: they lead process groups of their own, which nothing stopped."""
     script = tmp_path / "worker.py"
     script.write_text(
-        "import asyncio, os, sys, time\n"
+        "import asyncio, os, signal\n"
         "from rag_ingest.parsing.pool import ParserPool\n"
         "async def main():\n"
         "    pool = ParserPool(workers=2, max_memory_mb=512, timeout_seconds=30)\n"
         "    await pool.run(os.getpid)\n"
         "    print(*pool._executor._processes, flush=True)\n"
-        "    time.sleep(600)\n"
+        "    signal.pause()  # until killed\n"
         "if __name__ == '__main__':\n"
         "    asyncio.run(main())\n"
     )
