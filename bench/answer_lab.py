@@ -50,6 +50,7 @@ CACHE = ROOT / ".dev" / "quality-lab"
 MODELS = ROOT / ".dev" / "bench-data" / "models"
 EXCLUDED = {"docs/benchmarks.md"}  # its figures change with every run
 TOP_K = 10
+CHUNK_SIZE, CHUNK_OVERLAP = 200, 40  # the ingest defaults (CHUNK_SIZE_TOKENS, CHUNK_OVERLAP_TOKENS)
 CONTEXT_TOKENS = 3000
 
 
@@ -69,7 +70,9 @@ def build(embedder: LocalEmbedder, analyzer: Analyzer, header_chars: int) -> Cor
     chunks: list[StoredChunk] = []
     for name in corpus_files():
         parsed = parse_document((ROOT / name).read_bytes(), filename=Path(name).name)
-        for chunk in chunk_sections(parsed.sections, token_spans, size=200, overlap=40):
+        for chunk in chunk_sections(
+            parsed.sections, token_spans, size=CHUNK_SIZE, overlap=CHUNK_OVERLAP
+        ):
             chunks.append(
                 StoredChunk(
                     id=f"{name}#{chunk.position}",
@@ -176,13 +179,13 @@ class Bench:
     """The docs/ corpus, the questions and the sources retrieved for each, built once; then
     any generator can be scored on them."""
 
-    def __init__(self, header_chars: int = 200) -> None:
+    def __init__(self, header_chars: int = 200, questions: Path = QUESTIONS) -> None:
         self.analyzer = Analyzer()
         self.embedder = LocalEmbedder(MODELS, variant="int8")
         self.corpus = build(self.embedder, self.analyzer, header_chars)
         self.memo: dict[str, NDArray[np.float32]] = {}
         self.cases = [
-            json.loads(line) for line in QUESTIONS.read_text().splitlines() if line.strip()
+            json.loads(line) for line in questions.read_text().splitlines() if line.strip()
         ]
         self.prepared = [
             select_sources(
@@ -220,20 +223,25 @@ class Bench:
 
 # The steps of the answer ablation: (label, by meaning, extractive.py constants).
 STEPS: list[tuple[str, bool, dict[str, float]]] = [
-    ("prose only, each sentence cited (by words)", False, {"FOCUS": 0}),
-    ("+ one document (by words)", False, {"FOCUS": 1}),
-    ("prose only, by meaning, every document", True, {"FOCUS": 0, "CONTEXT": 0}),
+    ("prose only, each sentence cited (by words)", False, {"FOCUS": 0, "DOCUMENT_PRIOR": 0}),
+    ("+ one document (by words)", False, {"FOCUS": 1, "DOCUMENT_PRIOR": 0}),
+    (
+        "prose only, by meaning, every document",
+        True,
+        {"FOCUS": 0, "CONTEXT": 0, "DOCUMENT_PRIOR": 0},
+    ),
     (
         "+ one document, the best sentence's",
         True,
-        {"FOCUS": 1, "CONTEXT": 0, "SECOND_SHARE": 0},
+        {"FOCUS": 1, "CONTEXT": 0, "SECOND_SHARE": 0, "DOCUMENT_PRIOR": 0},
     ),
     (
         "+ sentences embedded after their title and headings",
         True,
-        {"FOCUS": 1, "CONTEXT": 1, "SECOND_SHARE": 0},
+        {"FOCUS": 1, "CONTEXT": 1, "SECOND_SHARE": 0, "DOCUMENT_PRIOR": 0},
     ),
-    ("+ the document of the two best sentences: shipped", True, {"FOCUS": 1}),
+    ("+ the document of the two best sentences", True, {"FOCUS": 1, "DOCUMENT_PRIOR": 0}),
+    ("+ what retrieval found of each document: shipped", True, {"FOCUS": 1}),
 ]
 
 
@@ -255,6 +263,12 @@ def ablation(bench: Bench) -> list[tuple[str, dict[str, float], float]]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--show", action="store_true", help="print every answer")
+    parser.add_argument(
+        "--questions",
+        type=Path,
+        default=QUESTIONS,
+        help="the question set (bench/docs_questions_holdout.jsonl: never tuned on)",
+    )
     parser.add_argument("--header-chars", type=int, default=200, help="CHUNK_HEADER_MAX_CHARS")
     parser.add_argument("--lexical-only", action="store_true", help="no sentence embeddings")
     parser.add_argument(
@@ -268,7 +282,7 @@ def main() -> None:
         help="constants of extractive.py to try, every combination: 'A=1,2;B=0.5,0.7'",
     )
     args = parser.parse_args()
-    bench = Bench(args.header_chars)
+    bench = Bench(args.header_chars, args.questions)
     generator = bench.generator(by_meaning=not args.lexical_only, other=args.generator_from)
     axes = [
         [(name, value) for value in values.split(",")]

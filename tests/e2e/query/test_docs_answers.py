@@ -1,7 +1,8 @@
 """Offline (extractive) answers over our own documentation, scored by the evaluation API: each
-question of bench/docs_questions.jsonl names the one sentence of README.md or docs/ that
-answers it. Asked "How are API keys stored?", the answer must hold that sentence and cite
-that file, not headings, table rows or link text."""
+question of bench/docs_questions.jsonl (the set the generator was tuned on) and of
+bench/docs_questions_holdout.jsonl (written apart, never tuned on) names the one sentence of
+README.md or docs/ that answers it. Asked "How are API keys stored?", the answer must hold
+that sentence and cite that file, not headings, table rows or link text."""
 
 from __future__ import annotations
 
@@ -19,7 +20,10 @@ from tests.support.replay import Replay
 
 pytestmark = pytest.mark.e2e
 ROOT = Path(__file__).resolve().parents[3]
-QUESTIONS = ROOT / "bench" / "docs_questions.jsonl"
+QUESTION_SETS = {
+    "tuned": ROOT / "bench" / "docs_questions.jsonl",
+    "held_out": ROOT / "bench" / "docs_questions_holdout.jsonl",
+}
 BASELINE = ROOT / "tests" / "fixtures" / "quality_baseline.json"
 # Every Markdown file of the documentation but the benchmark figures, which change every run.
 FILES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
@@ -30,17 +34,18 @@ def document_id(path: str) -> str:
     return path.replace("/", ":")  # document ids hold no slash
 
 
-def _questions() -> list[dict[str, str]]:
-    return [json.loads(line) for line in QUESTIONS.read_text().splitlines() if line.strip()]
+def _questions(path: Path) -> list[dict[str, str]]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
-def test_every_expected_sentence_is_still_in_its_file() -> None:
+@pytest.mark.parametrize("path", QUESTION_SETS.values(), ids=QUESTION_SETS.keys())
+def test_every_expected_sentence_is_still_in_its_file(path: Path) -> None:
     """The set is only as good as its sentences: a rewritten doc must update it."""
-    for case in _questions():
+    for case in _questions(path):
         text = " ".join((ROOT / case["document"]).read_text().split())
         assert " ".join(case["sentence"].split()) in text, (
             f"{case['id']}: {case['document']} no longer says {case['sentence']!r}; "
-            "update bench/docs_questions.jsonl"
+            f"update {path.relative_to(ROOT)}"
         )
 
 
@@ -64,10 +69,11 @@ def docs(ingest: IngestClient, query: QueryClient) -> str:
 
 
 @pytest.mark.timeout(300)
+@pytest.mark.parametrize("name", QUESTION_SETS.keys())
 def test_extractive_answers_over_the_docs_hold_the_sentence_and_cite_its_file(
-    docs: str, query: QueryClient
+    name: str, docs: str, query: QueryClient
 ) -> None:
-    name = docs
+    questions = _questions(QUESTION_SETS[name])
     cases = [
         {
             "id": case["id"],
@@ -75,11 +81,11 @@ def test_extractive_answers_over_the_docs_hold_the_sentence_and_cite_its_file(
             "relevant": [document_id(case["document"])],
             "expected_answer": case["sentence"],
         }
-        for case in _questions()
+        for case in questions
     ]
     response = query.http.post(
         "/v1/evaluate",
-        json={"collection": name, "cases": cases, "answers": True, "background": False},
+        json={"collection": docs, "cases": cases, "answers": True, "background": False},
         timeout=240,
     )
     assert response.status_code == 200, response.text
@@ -90,13 +96,17 @@ def test_extractive_answers_over_the_docs_hold_the_sentence_and_cite_its_file(
         for row in result["per_case"]
         if (row.get("answer_recall") or 0) < 0.8
     ]
-    print("docs answers:", answers, result["retrieval"], "missed:", missed)
+    print(f"docs answers ({name}):", answers, result["retrieval"], "missed:", missed)
     assert answers["answer_support"] >= 0.95, answers  # each sentence is its cited source's
-    # The regression gate: no change may cost more than one question's worth (1/40) of the
-    # recorded figures (issue 19's goal for citation precision, 0.95, is not met yet).
-    recorded = json.loads(BASELINE.read_text())["docs_answers"]
+    # The regression gate: no change may cost more than one question's worth of the recorded
+    # figures (issue 19's goal for citation precision, 0.95, is not met yet).
+    recorded = json.loads(BASELINE.read_text())["docs_answers"][name]
     for measure in ("citation_precision", "answer_recall"):
-        assert answers[measure] >= recorded[measure] - 0.025, (measure, answers, missed)
+        assert answers[measure] >= recorded[measure] - 1 / len(questions) - 1e-9, (
+            measure,
+            answers,
+            missed,
+        )
 
 
 # The set the method was chosen on, and one written apart and never tuned on.

@@ -87,3 +87,34 @@ def test_a_chunk_header_is_the_title_and_headings_each_once_and_bounded() -> Non
     stored = decode("c", chunk.text, encode(chunk))
     assert (stored.text, stored.header) == ("The text itself.", "Gateway > Credentials")
     assert indexed_text(StoredChunk("c", "d", "1", 0, "Alone.")) == "Alone."
+
+
+def test_hard_wrapped_prose_is_cut_at_sentences_not_at_its_line_breaks() -> None:
+    """Markdown wrapped at 80 columns: each line break counted as a sentence's end, so chunks
+    ended and began mid-sentence ("the writers (ingest API and workers) stop before Redis")
+    and the sentence that answered was in neither half."""
+    sentence = (
+        "Backups of the stack are taken at one moment, with the writers stopped before the "
+        "snapshot and started again afterwards, also when a step fails."
+    )
+    paragraph = " ".join([sentence] * 12)
+    wrapped, line = [], ""
+    for word in paragraph.split():
+        if len(line) + len(word) > 78:
+            wrapped.append(line)
+            line = ""
+        line = f"{line} {word}".strip()
+    text = "\n".join([*wrapped, line])
+    chunks = [" ".join(c.split()) for c in _chunk(text, size=100, overlap=40)]
+    assert len(chunks) > 3
+    assert all(c.startswith("Backups") and c.endswith("fails.") for c in chunks), chunks
+
+
+def test_a_line_that_starts_a_list_item_is_still_a_place_to_cut() -> None:
+    """Items end without a full stop and wrap: a new item starts something, a wrap does not."""
+    items = "\n".join(
+        f"- item {i} holds a few words of its own\n  that wrap to a line" for i in range(30)
+    )
+    chunks = _chunk(items, size=60, overlap=20)
+    assert len(chunks) > 3
+    assert all(c.startswith("- item") for c in chunks), chunks

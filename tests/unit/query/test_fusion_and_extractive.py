@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -97,6 +97,24 @@ def test_sentences_split_at_ends_not_at_abbreviated_numbers() -> None:
     ]
 
 
+def test_a_sentence_runs_on_past_an_abbreviation_and_inside_brackets() -> None:
+    """ "e.g. `text/plain`" ended a sentence: its tail became a sentence of its own that
+    answered questions about uploads."""
+    text = (
+        "Text must be UTF-8 (or declare its charset, e.g. `text/plain; charset=latin-1`; "
+        "for a file. See its part). Then it is parsed, i.e. Read. Done.\n\n(An aside\n\n"
+        "Next paragraph."
+    )
+    assert split_sentences(text) == [
+        "Text must be UTF-8 (or declare its charset, e.g. `text/plain; charset=latin-1`; "
+        "for a file. See its part).",
+        "Then it is parsed, i.e. Read.",
+        "Done.",
+        "(An aside",  # a paragraph break ends it, brackets or not
+        "Next paragraph.",
+    ]
+
+
 def test_citations_name_only_existing_sources() -> None:
     assert cited_numbers("A [2] b [1][2] c [7].", _sources()) == [2, 1]
 
@@ -164,6 +182,22 @@ def _bag_of_topics(texts: Sequence[str]) -> np.ndarray:
 
 async def _answer(generator: ExtractiveGenerator, question: str, sources: list[Source]) -> str:
     return "".join([p async for p in generator.answer(question, sources, [], Usage())])
+
+
+def _similar(scores: dict[str, float]) -> Callable[[Sequence[str]], Awaitable[np.ndarray]]:
+    """An embedder under which a sentence ending in a key of ``scores`` has that similarity to
+    the question (any text with a "?"), and any other sentence none."""
+
+    async def embed(texts: Sequence[str]) -> np.ndarray:
+        rows = []
+        for text in texts:
+            score = next((v for k, v in scores.items() if text.rstrip(".").endswith(k)), None)
+            # The question is [1, 0]; a sentence's similarity to it is its first component.
+            similarity = 1.0 if score is None and "?" in text else score or 0.0
+            rows.append([similarity, (1 - similarity**2) ** 0.5])
+        return np.asarray(rows, dtype=np.float32)
+
+    return embed
 
 
 async def test_sentences_score_by_meaning_and_the_answer_keeps_to_one_document() -> None:
@@ -249,17 +283,44 @@ async def test_the_answer_keeps_to_the_document_with_the_most_support() -> None:
     ]
     scores = {"one": 0.95, "two": 0.9, "three": 0.88}
 
-    async def embed(texts: Sequence[str]) -> np.ndarray:
-        rows = []
-        for text in texts:
-            score = next((v for k, v in scores.items() if text.rstrip(".").endswith(k)), None)
-            # The question is [1, 0]; a sentence's similarity to it is its first component.
-            similarity = 1.0 if score is None and "?" in text else score or 0.0
-            rows.append([similarity, (1 - similarity**2) ** 0.5])
-        return np.asarray(rows, dtype=np.float32)
-
-    text = await _answer(ExtractiveGenerator(Analyzer(), embed=embed), "Alpha beta?", sources)
+    text = await _answer(
+        ExtractiveGenerator(Analyzer(), embed=_similar(scores)), "Alpha beta?", sources
+    )
     assert text == "Alpha beta gamma delta two. [2] Alpha beta gamma delta three. [2]"
+
+
+async def test_a_sentence_repeated_by_overlapping_chunks_is_support_once() -> None:
+    """Chunks overlap, so one sentence can come twice from one document: it counted as that
+    document's best and second best, and the answer kept to it over a document with two."""
+    repeated = "Alpha beta gamma delta one."
+    sources = [
+        Source(1, "c1", "lucky", f"{repeated} Nothing else here at all."),
+        Source(2, "c2", "solid", "Alpha beta gamma delta two. Alpha beta gamma delta three."),
+        Source(3, "c3", "lucky", f"{repeated} Nothing more to say here.", position=1),
+    ]
+    scores = {"one": 0.93, "two": 0.9, "three": 0.88}
+
+    text = await _answer(
+        ExtractiveGenerator(Analyzer(), embed=_similar(scores)), "Alpha beta?", sources
+    )
+    assert text == "Alpha beta gamma delta two. [2] Alpha beta gamma delta three. [2]"
+
+
+async def test_the_answer_weighs_what_retrieval_found_of_each_document() -> None:
+    """Asked how soon a deleted document stops showing up, a sessions page's "DELETE forgets
+    them" scored a little above the ingest page's answer, though retrieval ranked the ingest
+    page first and found it twice: the answer quoted the sessions page."""
+    sources = [
+        Source(1, "c1", "ingest", "Alpha beta gamma delta one. Alpha beta gamma delta two."),
+        Source(2, "c2", "sessions", "Alpha beta gamma delta three. Alpha beta gamma delta four."),
+        Source(3, "c3", "ingest", "Nothing here to see at all.", position=1),
+    ]
+    scores = {"one": 0.86, "two": 0.8, "three": 0.9, "four": 0.8}
+
+    text = await _answer(
+        ExtractiveGenerator(Analyzer(), embed=_similar(scores)), "Alpha beta?", sources
+    )
+    assert text == "Alpha beta gamma delta one. [1] Alpha beta gamma delta two. [1]"
 
 
 LAYOUT_SOURCE = """To revoke a key from a script:

@@ -2,8 +2,11 @@
 
 Chunks never cross a section (a heading's body, a PDF page), hold at most ``size`` tokens of
 the embedder's own tokenizer and at most ``max_chars`` characters, end at the strongest
-boundary available in their second half (paragraph, then sentence or line, then word), and
-start ``overlap`` tokens before the previous chunk's end, at a word boundary.
+boundary available in their second half (paragraph, then sentence, then line, then word), and
+start ``overlap`` tokens before the previous chunk's end, at a sentence start if the overlap
+holds one, else a line's, else a word's. A line break inside a paragraph of hard-wrapped
+text (Markdown, plain text at 80 columns) is a line, not a sentence: only one after the end of
+a sentence, or before a list item, heading, quote or table row, starts something new.
 
 Hostile text is bounded here too: a "word" longer than ``LONGEST_TOKEN_CHARS`` (2 MB without a
 space is one unknown token to WordPiece) counts as one token per that many characters, so
@@ -15,6 +18,7 @@ tokenising all of it first.
 from __future__ import annotations
 
 import bisect
+import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -23,8 +27,10 @@ from rag_ingest.parsing import Section
 
 TokenSpans = Callable[[str], list[tuple[int, int]]]
 
-PARAGRAPH, SENTENCE, WORD, INSIDE_WORD = 3, 2, 1, 0
+PARAGRAPH, SENTENCE, LINE, WORD, INSIDE_WORD = 4, 3, 2, 1, 0
 _SENTENCE_END = (".", "!", "?", ":", ";", "\u3002")
+# A line that starts a block of its own: a list item, a heading, a quote, a table row, a fence.
+_BLOCK_START = re.compile(r"[ \t]*(?:[-*+\u2022][ \t]|\d{1,9}[.)][ \t]|#|>|\||```|~~~)")
 LONGEST_TOKEN_CHARS = 64
 WINDOW_CHARS = 100_000  # a section's text is tokenised this much at a time
 
@@ -45,20 +51,22 @@ class Chunk:
 
 def _boundary_strength(text: str, spans: Sequence[tuple[int, int]], index: int) -> int:
     """How good a place to cut is just before token ``index``."""
-    gap = text[spans[index - 1][1] : spans[index][0]]
+    before, after = spans[index - 1][1], spans[index][0]
+    gap = text[before:after]
     if "\n\n" in gap:
         return PARAGRAPH
+    if gap and text[before - 1] in _SENTENCE_END:
+        return SENTENCE
     if "\n" in gap:
-        return SENTENCE
-    if gap and text[spans[index - 1][1] - 1] in _SENTENCE_END:
-        return SENTENCE
+        line = text.rfind("\n", before, after) + 1
+        return SENTENCE if _BLOCK_START.match(text, line) else LINE
     return WORD if gap else INSIDE_WORD
 
 
 def _overlap_start(strength: Sequence[int], earliest: int, end: int) -> int:
     """Where the next chunk starts: a sentence start within the overlap if there is one,
-    else a word start; never inside a word."""
-    for wanted in (SENTENCE, WORD):
+    else a line start, else a word start; never inside a word."""
+    for wanted in (SENTENCE, LINE, WORD):
         for index in range(earliest, end):
             if strength[index] >= wanted:
                 return index

@@ -12,9 +12,10 @@ frequency (rare terms count more, as in BM25) and damped for long sentences; wit
 embedder, or if it fails, by the words alone. A sentence is embedded after its
 source's title and headings ("Playground > Security"), as chunks are indexed: "Every response
 carries a Content-Security-Policy" answers a question about the playground because it sits
-under it. The answer keeps to one document, the one whose two best sentences score highest:
-a second document's sentence is more often beside the point than not, and each citation of
-it would point the reader elsewhere.
+under it. The answer keeps to one document, the one with the most support (its two best
+sentences, and how highly and how often retrieval found it): a second document's sentence is
+more often beside the point than not, and each citation of it would point the reader
+elsewhere.
 """
 
 from __future__ import annotations
@@ -52,8 +53,11 @@ MAX_EMBEDDED = 64  # sentences scored by meaning per answer
 LEXICAL_SHARE = 0.3  # of the normalised word overlap added to the similarity
 RANK_PRIOR_DENSE = 0.05
 SECOND_SHARE = 0.5  # of a document's second-best sentence, added to its best in choosing it
+DOCUMENT_PRIOR = 0.15  # of the sum of 1/rank of a document's sources, added in choosing it
 CONTEXT = True  # sentences are scored by meaning after their source's title and headings
 
+_ABBREVIATION = re.compile(r"(?:^|[\s(])(?:e\.g|i\.e|cf|vs|approx|incl|resp|no|fig|eq)\.$", re.I)
+_CODE_SPAN = re.compile(r"`[^`]*`")
 _LINK = re.compile(r"\[([^\]\[]*+)\]\([^)\[]*+\)")
 _LEAD_IN = re.compile(r"\*\*|__|`|:$")
 _PLAIN_WORD = re.compile(r"^(?:[^\W\d_][\w'\u2019-]*|\d[\d.,%\u2013-]*)$")
@@ -89,8 +93,30 @@ class _Sentence:
 
 
 def split_sentences(text: str) -> list[str]:
-    pieces = [" ".join(p.split()) for p in _SENTENCE_END.split(text)]
+    """The sentences of ``text``. A break after an abbreviation ("e.g. `text/plain`") or
+    inside brackets ("(or declare its charset. Then ...)") is not the end of a sentence."""
+    pieces: list[str] = []
+    start, joined = 0, False
+    for end in [*_SENTENCE_END.finditer(text), None]:
+        piece = " ".join(text[start : end.start() if end else len(text)].split())
+        if joined:
+            pieces[-1] = f"{pieces[-1]} {piece}"
+        else:
+            pieces.append(piece)
+        if end is not None:
+            start = end.end()
+            # Only a full stop can be a false end; a paragraph break or list item is not.
+            new_block = "\n\n" in end.group() or (
+                "\n" in end.group() and text[end.end() : end.end() + 1] in ("-", "*", "#", "•")
+            )
+            joined = not new_block and bool(_ABBREVIATION.search(pieces[-1]) or _open(pieces[-1]))
     return [p for p in pieces if len(p) >= 3]
+
+
+def _open(sentence: str) -> bool:
+    """It has a bracket it does not close (code spans aside)."""
+    plain = _CODE_SPAN.sub("", sentence)
+    return plain.count("(") > plain.count(")") or plain.count("[") > plain.count("]")
 
 
 def prose(text: str) -> str:
@@ -149,17 +175,23 @@ def _mostly_links(sentence: str) -> bool:
     return linked * 2 > len(_LINK.sub(" ", sentence).split()) + linked
 
 
-def _best_of_leading_document(ranked: list[_Sentence]) -> _Sentence:
+def _best_of_leading_document(
+    ranked: list[_Sentence], retrieved: dict[str, float] | None = None
+) -> _Sentence:
     """The best sentence of the document with the most support: its best sentence's score
     plus SECOND_SHARE of its second best's (one lucky sentence weighs less than two good
-    ones). ``ranked``: best first."""
+    ones), plus DOCUMENT_PRIOR times how much of it retrieval found (``retrieved``: the sum
+    of 1/rank over its sources, ranks from 1). ``ranked``: best first."""
+    found = retrieved or {}
     tops: dict[str, list[_Sentence]] = {}
     for sentence in ranked:
-        if len(tops.setdefault(sentence.document, [])) < 2:
-            tops[sentence.document].append(sentence)
+        top = tops.setdefault(sentence.document, [])
+        if len(top) < 2 and not (top and top[0].text == sentence.text):
+            top.append(sentence)  # the same sentence twice (chunks overlap) is one
 
     def support(top: list[_Sentence]) -> float:
-        return top[0].score + (SECOND_SHARE * top[1].score if len(top) > 1 else 0.0)
+        second = SECOND_SHARE * top[1].score if len(top) > 1 else 0.0
+        return top[0].score + second + DOCUMENT_PRIOR * found.get(top[0].document, 0.0)
 
     return max(tops.values(), key=support)[0]  # max keeps the first of equals: rank order
 
@@ -245,7 +277,10 @@ class ExtractiveGenerator:
             # the best source's opening sentences rather than with nothing.
             candidates = [replace(s, score=1.0 - s.position) for s in pool if s.rank == 0][:2]
         ranked = sorted(candidates, key=lambda s: (-s.score, s.rank, s.position))
-        best = _best_of_leading_document(ranked)
+        retrieved: dict[str, float] = {}
+        for rank, source in enumerate(sources):
+            retrieved[source.document_id] = retrieved.get(source.document_id, 0.0) + 1 / (rank + 1)
+        best = _best_of_leading_document(ranked, retrieved)
         floor = best.score * RELATIVE_FLOOR
         chosen: list[_Sentence] = []
         seen: list[frozenset[str]] = []
