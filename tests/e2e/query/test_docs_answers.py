@@ -1,6 +1,6 @@
 """Offline (extractive) answers over our own documentation, scored by the evaluation API: each
 question of bench/docs_questions.jsonl (the set the generator was tuned on) and of
-bench/docs_questions_holdout.jsonl (written apart, never tuned on) names the one sentence of
+bench/docs_questions_apart.jsonl (written apart from it and the generator) names the one sentence of
 README.md or docs/ that answers it. Asked "How are API keys stored?", the answer must hold
 that sentence and cite that file, not headings, table rows or link text."""
 
@@ -22,7 +22,7 @@ pytestmark = pytest.mark.e2e
 ROOT = Path(__file__).resolve().parents[3]
 QUESTION_SETS = {
     "tuned": ROOT / "bench" / "docs_questions.jsonl",
-    "held_out": ROOT / "bench" / "docs_questions_holdout.jsonl",
+    "written_apart": ROOT / "bench" / "docs_questions_apart.jsonl",
 }
 BASELINE = ROOT / "tests" / "fixtures" / "quality_baseline.json"
 # Every Markdown file of the documentation but the benchmark figures, which change every run.

@@ -12,10 +12,10 @@ frequency (rare terms count more, as in BM25) and damped for long sentences; wit
 embedder, or if it fails, by the words alone. A sentence is embedded after its
 source's title and headings ("Playground > Security"), as chunks are indexed: "Every response
 carries a Content-Security-Policy" answers a question about the playground because it sits
-under it. The answer keeps to one document, the one with the most support (its two best
-sentences, and how highly and how often retrieval found it): a second document's sentence is
-more often beside the point than not, and each citation of it would point the reader
-elsewhere.
+under it. The answer keeps to one document, the one with the most support (its best
+sentence, and a little of how highly and how often retrieval found it): a second document's
+sentence is more often beside the point than not, and each citation of it would point the
+reader elsewhere.
 """
 
 from __future__ import annotations
@@ -52,7 +52,6 @@ FOCUS = True  # sentences from one document only (_best_of_leading_document)
 MAX_EMBEDDED = 64  # sentences scored by meaning per answer
 LEXICAL_SHARE = 0.3  # of the normalised word overlap added to the similarity
 RANK_PRIOR_DENSE = 0.05
-SECOND_SHARE = 0.5  # of a document's second-best sentence, added to its best in choosing it
 DOCUMENT_PRIOR = 0.15  # of the sum of 1/rank of a document's sources, added in choosing it
 CONTEXT = True  # sentences are scored by meaning after their source's title and headings
 
@@ -179,21 +178,17 @@ def _best_of_leading_document(
     ranked: list[_Sentence], retrieved: dict[str, float] | None = None
 ) -> _Sentence:
     """The best sentence of the document with the most support: its best sentence's score
-    plus SECOND_SHARE of its second best's (one lucky sentence weighs less than two good
-    ones), plus DOCUMENT_PRIOR times how much of it retrieval found (``retrieved``: the sum
-    of 1/rank over its sources, ranks from 1). ``ranked``: best first."""
+    plus DOCUMENT_PRIOR times how much of it retrieval found (``retrieved``: the sum of 1/rank
+    over its sources, ranks from 1). ``ranked``: best first."""
     found = retrieved or {}
-    tops: dict[str, list[_Sentence]] = {}
+    best: dict[str, _Sentence] = {}
     for sentence in ranked:
-        top = tops.setdefault(sentence.document, [])
-        if len(top) < 2 and not (top and top[0].text == sentence.text):
-            top.append(sentence)  # the same sentence twice (chunks overlap) is one
+        best.setdefault(sentence.document, sentence)
 
-    def support(top: list[_Sentence]) -> float:
-        second = SECOND_SHARE * top[1].score if len(top) > 1 else 0.0
-        return top[0].score + second + DOCUMENT_PRIOR * found.get(top[0].document, 0.0)
+    def support(sentence: _Sentence) -> float:
+        return sentence.score + DOCUMENT_PRIOR * found.get(sentence.document, 0.0)
 
-    return max(tops.values(), key=support)[0]  # max keeps the first of equals: rank order
+    return max(best.values(), key=support)  # max keeps the first of equals: rank order
 
 
 def render(chosen: Sequence[_Sentence]) -> str:
