@@ -89,6 +89,17 @@ def test_a_chunk_header_is_the_title_and_headings_each_once_and_bounded() -> Non
     assert indexed_text(StoredChunk("c", "d", "1", 0, "Alone.")) == "Alone."
 
 
+def _wrap(text: str, width: int) -> list[str]:
+    """``text``'s words in lines of at most about ``width`` characters, as an editor wraps."""
+    lines, line = [], ""
+    for word in text.split():
+        if len(line) + len(word) > width:
+            lines.append(line)
+            line = ""
+        line = f"{line} {word}".strip()
+    return [*lines, line]
+
+
 def test_hard_wrapped_prose_is_cut_at_sentences_not_at_its_line_breaks() -> None:
     """Markdown wrapped at 80 columns: each line break counted as a sentence's end, so chunks
     ended and began mid-sentence ("the writers (ingest API and workers) stop before Redis")
@@ -97,14 +108,7 @@ def test_hard_wrapped_prose_is_cut_at_sentences_not_at_its_line_breaks() -> None
         "Backups of the stack are taken at one moment, with the writers stopped before the "
         "snapshot and started again afterwards, also when a step fails."
     )
-    paragraph = " ".join([sentence] * 12)
-    wrapped, line = [], ""
-    for word in paragraph.split():
-        if len(line) + len(word) > 78:
-            wrapped.append(line)
-            line = ""
-        line = f"{line} {word}".strip()
-    text = "\n".join([*wrapped, line])
+    text = "\n".join(_wrap(" ".join([sentence] * 12), 78))
     chunks = [" ".join(c.split()) for c in _chunk(text, size=100, overlap=40)]
     assert len(chunks) > 3
     assert all(c.startswith("Backups") and c.endswith("fails.") for c in chunks), chunks
@@ -118,3 +122,39 @@ def test_a_line_that_starts_a_list_item_is_still_a_place_to_cut() -> None:
     chunks = _chunk(items, size=60, overlap=20)
     assert len(chunks) > 3
     assert all(c.startswith("- item") for c in chunks), chunks
+
+
+def _lines(chunk: str, text: str) -> bool:
+    """The chunk starts at the start of one of ``text``'s lines and ends at the end of one."""
+    lines = [line.strip() for line in text.splitlines()]
+    first, last = chunk.splitlines()[0].strip(), chunk.splitlines()[-1].strip()
+    return first in lines and last in lines
+
+
+def test_code_and_json_are_cut_between_their_lines_not_at_a_colon() -> None:
+    """With a line break weaker than a sentence's end, a colon mid-line ("limit: int") was
+    the strongest place to cut: chunks of code and JSON ended and began mid-line."""
+    code = "\n".join(
+        f"def handler_{i}(request: Request, limit: int) -> Response\n"
+        f"    return build_response(request, limit)"
+        for i in range(20)
+    )
+    chunks = _chunk(code, size=60, overlap=20)
+    assert len(chunks) > 3
+    assert all(_lines(c, code) for c in chunks), chunks
+    json_lines = "\n".join(f'  "field_{i}": "value {i}; more words here",' for i in range(60))
+    chunks = _chunk(json_lines, size=60, overlap=20)
+    assert len(chunks) > 3
+    assert all(_lines(c, json_lines) for c in chunks), chunks
+
+
+def test_a_chunk_starts_at_a_line_when_its_overlap_holds_no_sentence_start() -> None:
+    """A sentence longer than the overlap: the next chunk starts at one of its lines, not at
+    a clause or a word."""
+    # No full stop at all, clauses, and lines of uneven tokens.
+    words = " ".join(f"word{i} and{' some' * (i % 3)} filler{';' * (i % 2)}" for i in range(300))
+    wrapped = _wrap(words, 43)
+    text = "\n".join(wrapped)
+    chunks = _chunk(text, size=60, overlap=25)
+    assert len(chunks) > 3
+    assert all(c.splitlines()[0] in wrapped for c in chunks[1:]), chunks

@@ -8,7 +8,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 from rag_query.generation.base import Message, Usage
-from rag_query.generation.extractive import ExtractiveGenerator, prose, split_sentences
+from rag_query.generation.extractive import (
+    LONGEST_JOINED,
+    ExtractiveGenerator,
+    prose,
+    split_sentences,
+)
 from rag_query.generation.prompts import Prompts
 from rag_query.generation.sources import Source, cited_numbers, format_sources
 from rag_query.retrieval.analyzer import Analyzer
@@ -113,6 +118,28 @@ def test_a_sentence_runs_on_past_an_abbreviation_and_inside_brackets() -> None:
         "(An aside",  # a paragraph break ends it, brackets or not
         "Next paragraph.",
     ]
+
+
+def test_a_stray_bracket_or_a_final_no_does_not_join_sentences() -> None:
+    """An open bracket joined every sentence after it, so the answer was the whole chunk."""
+    assert split_sentences(
+        "Restores are run by an operator (see the runbook for who is on call. Restores take "
+        "ten minutes. The vault keeps copies. Smileys :( are sad. The interval [0, 1) is "
+        "open. Use ``a(b`` here. The answer is no. The next step is to wait."
+    ) == [
+        "Restores are run by an operator (see the runbook for who is on call.",
+        "Restores take ten minutes.",
+        "The vault keeps copies.",
+        "Smileys :( are sad.",
+        "The interval [0, 1) is open.",
+        "Use ``a(b`` here.",
+        "The answer is no.",
+        "The next step is to wait.",
+    ]
+    # Joining stops at LONGEST_JOINED characters, whatever the text; and it stays fast.
+    hostile = split_sentences("See e.g. Foo. " * 5000 + "(A. " * 50_000)
+    assert max(len(s) for s in hostile) <= LONGEST_JOINED
+    assert len(hostile) > 50_000
 
 
 def test_citations_name_only_existing_sources() -> None:
@@ -241,6 +268,19 @@ async def test_each_sentence_cites_its_source_and_a_cut_sentence_is_skipped() ->
     assert text == "Staff get 25 days of leave. [1] Leave is booked in the portal. [1]"
 
 
+async def test_a_sentence_cut_by_a_chunks_end_gives_way_to_the_whole_of_it() -> None:
+    """One chunk ended inside a sentence ("... invisible at once;") and the next held all of
+    it: the answer quoted both, the same words twice."""
+    whole = "Deleting a document makes it invisible at once; its chunks go within seconds."
+    sources = [
+        Source(1, "c1", "ingest", f"Documents have versions. {whole[: whole.index(';') + 1]}"),
+        Source(2, "c2", "ingest", f"{whole} Chunks are listed first.", position=1),
+    ]
+    question = "How soon is a deleted document invisible?"
+    text = await _answer(ExtractiveGenerator(Analyzer()), question, sources)
+    assert text == f"{whole} [2]"
+
+
 async def test_a_sentence_is_scored_after_its_sources_title_and_headings() -> None:
     """ "Every response carries a strict policy" says nothing of a playground by itself; under
     "Playground > Security" it answers a question about the playground's security."""
@@ -276,19 +316,20 @@ async def test_a_sentence_is_scored_after_its_sources_title_and_headings() -> No
 
 async def test_the_answer_weighs_what_retrieval_found_of_each_document() -> None:
     """Asked how soon a deleted document stops showing up, a sessions page's "DELETE forgets
-    them" scored a little above the ingest page's answer, though retrieval ranked the ingest
-    page first and found it twice: the answer quoted the sessions page."""
+    them" scored as well as the ingest page's answer, though retrieval found four passages of
+    the ingest page: the answer quoted the sessions page."""
     sources = [
-        Source(1, "c1", "ingest", "Alpha beta gamma delta one. Alpha beta gamma delta two."),
-        Source(2, "c2", "sessions", "Alpha beta gamma delta three. Alpha beta gamma delta four."),
-        Source(3, "c3", "ingest", "Nothing here to see at all.", position=1),
+        Source(1, "c1", "sessions", "Alpha beta gamma delta one. Alpha beta gamma delta two."),
+        Source(2, "c2", "ingest", "Alpha beta gamma delta three. Alpha beta gamma delta four."),
+        *[Source(n, f"c{n}", "ingest", "Nothing here to see.", position=n) for n in (3, 4, 5)],
     ]
-    scores = {"one": 0.88, "two": 0.8, "three": 0.93, "four": 0.8}
+    scores = {"one": 0.9, "two": 0.8, "three": 0.9, "four": 0.8}
 
     text = await _answer(
         ExtractiveGenerator(Analyzer(), embed=_similar(scores)), "Alpha beta?", sources
     )
-    assert text == "Alpha beta gamma delta one. [1] Alpha beta gamma delta two. [1]"
+    # Ranked 2nd to 5th (1/2 + 1/3 + 1/4 + 1/5) counts more than ranked 1st, once.
+    assert text == "Alpha beta gamma delta three. [2] Alpha beta gamma delta four. [2]"
 
 
 LAYOUT_SOURCE = """To revoke a key from a script:

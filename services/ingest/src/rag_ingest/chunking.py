@@ -2,11 +2,15 @@
 
 Chunks never cross a section (a heading's body, a PDF page), hold at most ``size`` tokens of
 the embedder's own tokenizer and at most ``max_chars`` characters, end at the strongest
-boundary available in their second half (paragraph, then sentence, then line, then word), and
-start ``overlap`` tokens before the previous chunk's end, at a sentence start if the overlap
-holds one, else a line's, else a word's. A line break inside a paragraph of hard-wrapped
-text (Markdown, plain text at 80 columns) is a line, not a sentence: only one after the end of
-a sentence, or before a list item, heading, quote or table row, starts something new.
+boundary available in their second half (paragraph, then sentence, then line, then clause
+after a colon or semicolon, then word), and start ``overlap`` tokens before the previous
+chunk's end, at the strongest such start the overlap holds. A line break inside a paragraph
+of hard-wrapped text (Markdown, plain text at 80 columns) is a line, not a sentence: only one
+after the end of a sentence, or before a list item, heading, quote or table row, starts
+something new. In text that breaks lines inside its paragraphs, a colon or semicolon
+mid-line is weaker than a line's end, so code and JSON ("limit: int") are cut between their
+lines; in text of one line per paragraph it ends a clause as well as a full stop ends a
+sentence.
 
 Hostile text is bounded here too: a "word" longer than ``LONGEST_TOKEN_CHARS`` (2 MB without a
 space is one unknown token to WordPiece) counts as one token per that many characters, so
@@ -27,8 +31,10 @@ from rag_ingest.parsing import Section
 
 TokenSpans = Callable[[str], list[tuple[int, int]]]
 
-PARAGRAPH, SENTENCE, LINE, WORD, INSIDE_WORD = 4, 3, 2, 1, 0
-_SENTENCE_END = (".", "!", "?", ":", ";", "\u3002")
+PARAGRAPH, SENTENCE, LINE, CLAUSE, WORD, INSIDE_WORD = 5, 4, 3, 2, 1, 0
+_SENTENCE_END = (".", "!", "?", "\u3002", "\uff01", "\uff1f")
+_CLAUSE_END = (":", ";", "\uff1a", "\uff1b")  # in code and JSON, mid-line ("limit: int")
+_LINE_BREAK = re.compile(r"(?<!\n)\n(?!\n)")  # inside a paragraph
 # A line that starts a block of its own: a list item, a heading, a quote, a table row, a fence.
 _BLOCK_START = re.compile(r"[ \t]*(?:[-*+\u2022][ \t]|\d{1,9}[.)][ \t]|#|>|\||```|~~~)")
 LONGEST_TOKEN_CHARS = 64
@@ -49,8 +55,13 @@ class Chunk:
     ocr_confidence: float | None = None  # its section's: read by OCR (see Section)
 
 
-def _boundary_strength(text: str, spans: Sequence[tuple[int, int]], index: int) -> int:
-    """How good a place to cut is just before token ``index``."""
+def _boundary_strength(
+    text: str, spans: Sequence[tuple[int, int]], index: int, *, lines: bool = True
+) -> int:
+    """How good a place to cut is just before token ``index``. ``lines``: the text breaks
+    lines inside its paragraphs (code, JSON, hard-wrapped prose), where a line's end is a
+    better cut than a mid-line colon or semicolon; in text of one line per paragraph those
+    end a clause as well as a full stop ends a sentence."""
     before, after = spans[index - 1][1], spans[index][0]
     gap = text[before:after]
     if "\n\n" in gap:
@@ -60,13 +71,15 @@ def _boundary_strength(text: str, spans: Sequence[tuple[int, int]], index: int) 
     if "\n" in gap:
         line = text.rfind("\n", before, after) + 1
         return SENTENCE if _BLOCK_START.match(text, line) else LINE
+    if gap and text[before - 1] in _CLAUSE_END:
+        return CLAUSE if lines else SENTENCE
     return WORD if gap else INSIDE_WORD
 
 
 def _overlap_start(strength: Sequence[int], earliest: int, end: int) -> int:
     """Where the next chunk starts: a sentence start within the overlap if there is one,
-    else a line start, else a word start; never inside a word."""
-    for wanted in (SENTENCE, LINE, WORD):
+    else a line start, else a clause start, else a word start; never inside a word."""
+    for wanted in (SENTENCE, LINE, CLAUSE, WORD):
         for index in range(earliest, end):
             if strength[index] >= wanted:
                 return index
@@ -156,7 +169,10 @@ def _chunk_text(
         )
         return
     ends = [end for _, end in spans]
-    strength = [PARAGRAPH] + [_boundary_strength(text, spans, i) for i in range(1, len(spans))]
+    lines = _LINE_BREAK.search(text) is not None
+    strength = [PARAGRAPH] + [
+        _boundary_strength(text, spans, i, lines=lines) for i in range(1, len(spans))
+    ]
     start = 0
     while start < len(spans):
         # At most ``size`` tokens and ``max_chars`` characters (every token is shorter).

@@ -55,8 +55,11 @@ RANK_PRIOR_DENSE = 0.05
 DOCUMENT_PRIOR = 0.15  # of the sum of 1/rank of a document's sources, added in choosing it
 CONTEXT = True  # sentences are scored by meaning after their source's title and headings
 
-_ABBREVIATION = re.compile(r"(?:^|[\s(])(?:e\.g|i\.e|cf|vs|approx|incl|resp|no|fig|eq)\.$", re.I)
-_CODE_SPAN = re.compile(r"`[^`]*`")
+# Abbreviations a sentence does not end with ("no." and "etc." often end one).
+_ABBREVIATION = re.compile(r"(?:^|[\s(])(?:e\.g|i\.e|cf|vs|approx|incl|resp|fig|eq)\.$", re.I)
+_CODE_SPAN = re.compile(r"(`+).+?\1")
+JOIN_LOOKAHEAD = 2  # pieces a bracket may stay open over and still be one sentence
+LONGEST_JOINED = 600  # characters: no longer sentence is made by joining pieces
 _LINK = re.compile(r"\[([^\]\[]*+)\]\([^)\[]*+\)")
 _LEAD_IN = re.compile(r"\*\*|__|`|:$")
 _PLAIN_WORD = re.compile(r"^(?:[^\W\d_][\w'\u2019-]*|\d[\d.,%\u2013-]*)$")
@@ -92,24 +95,59 @@ class _Sentence:
 
 
 def split_sentences(text: str) -> list[str]:
-    """The sentences of ``text``. A break after an abbreviation ("e.g. `text/plain`") or
-    inside brackets ("(or declare its charset. Then ...)") is not the end of a sentence."""
+    """The sentences of ``text``. A break after an abbreviation ("e.g. `text/plain`"), or
+    inside brackets that close within the next JOIN_LOOKAHEAD pieces ("(or its charset. See
+    below.)"), is not the end of a sentence; a bracket that does not close so soon is a
+    stray one (":(", "[0, 1)"), and no sentence grows past LONGEST_JOINED characters by
+    joining. A paragraph break or a list item always ends one."""
     pieces: list[str] = []
-    start, joined = 0, False
-    for end in [*_SENTENCE_END.finditer(text), None]:
-        piece = " ".join(text[start : end.start() if end else len(text)].split())
-        if joined:
-            pieces[-1] = f"{pieces[-1]} {piece}"
-        else:
-            pieces.append(piece)
-        if end is not None:
-            start = end.end()
-            # Only a full stop can be a false end; a paragraph break or list item is not.
-            new_block = "\n\n" in end.group() or (
-                "\n" in end.group() and text[end.end() : end.end() + 1] in ("-", "*", "#", "•")
-            )
-            joined = not new_block and bool(_ABBREVIATION.search(pieces[-1]) or _open(pieces[-1]))
-    return [p for p in pieces if len(p) >= 3]
+    may_join: list[bool] = []  # the break after each piece may be a false end
+    start = 0
+    for end in _SENTENCE_END.finditer(text):
+        pieces.append(" ".join(text[start : end.start()].split()))
+        new_block = "\n\n" in end.group() or (
+            "\n" in end.group() and text[end.end() : end.end() + 1] in ("-", "*", "#", "•")
+        )
+        may_join.append(not new_block)
+        start = end.end()
+    pieces.append(" ".join(text[start:].split()))
+    may_join.append(False)
+    sentences: list[str] = []
+    first = 0
+    while first < len(pieces):
+        last = _last_piece(pieces, may_join, first)
+        sentences.append(" ".join(pieces[first : last + 1]))
+        first = last + 1
+    return [p for p in sentences if len(p) >= 3]
+
+
+def _last_piece(pieces: Sequence[str], may_join: Sequence[bool], first: int) -> int:
+    """The last of the pieces from ``first`` on that make one sentence (split_sentences)."""
+
+    def joined(last: int) -> str | None:
+        text = " ".join(pieces[first : last + 1])
+        return text if len(text) <= LONGEST_JOINED else None
+
+    last = first
+    while may_join[last]:
+        if _ABBREVIATION.search(pieces[last][-12:]) and joined(last + 1) is not None:
+            last += 1
+            continue
+        if not _open(" ".join(pieces[first : last + 1])):
+            break
+        ends = range(last + 1, min(last + 1 + JOIN_LOOKAHEAD, len(pieces)))
+        closing = next(
+            (
+                k
+                for k in ends
+                if all(may_join[last:k]) and (text := joined(k)) is not None and not _open(text)
+            ),
+            None,
+        )
+        if closing is None:
+            break
+        last = closing
+    return last
 
 
 def _open(sentence: str) -> bool:
@@ -189,6 +227,18 @@ def _best_of_leading_document(
         return sentence.score + DOCUMENT_PRIOR * found.get(sentence.document, 0.0)
 
     return max(best.values(), key=support)  # max keeps the first of equals: rank order
+
+
+def _completes(whole: _Sentence, cut: _Sentence) -> bool:
+    """``whole`` is the same sentence of the same document as ``cut``, which a chunk's end
+    cut short: it starts with what ``cut`` says (its last mark aside) and goes on."""
+    start = cut.text.rstrip(";:,. ")
+    return (
+        whole.document == cut.document
+        and len(whole.text) > len(cut.text)
+        and len(start) >= 20
+        and whole.text.startswith(start)
+    )
 
 
 def render(chosen: Sequence[_Sentence]) -> str:
@@ -289,6 +339,14 @@ class ExtractiveGenerator:
             if any(key <= other for other in seen):
                 continue  # said already (overlapping chunks repeat sentences, or cut them)
             size = len(sentence.text) + len(sentence.piece.block)
+            cut = next((i for i, c in enumerate(chosen) if _completes(sentence, c)), None)
+            if cut is not None:
+                # The whole of a sentence a chunk's end cut ("... invisible at once;"), which
+                # a later chunk holds: it takes the cut one's place.
+                grown = length - len(chosen[cut].text) - len(chosen[cut].piece.block) + size
+                if grown <= MAX_ANSWER_CHARS:
+                    seen[cut], chosen[cut], length = key, sentence, grown
+                continue
             if chosen and length + size > MAX_ANSWER_CHARS:
                 continue
             seen.append(key)
