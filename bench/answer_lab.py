@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
-from rag_config import QuerySettings
+from rag_config import IngestSettings, QuerySettings
 from rag_core.chunks import StoredChunk, indexed_text
 from rag_core.embedding.local import LocalEmbedder
 from rag_core.embedding.wordpiece import token_spans
@@ -52,8 +52,14 @@ CACHE = ROOT / ".dev" / "quality-lab"
 MODELS = ROOT / ".dev" / "bench-data" / "models"
 EXCLUDED = {"docs/benchmarks.md"}  # its figures change with every run
 TOP_K = 10
-CHUNK_SIZE, CHUNK_OVERLAP = 200, 40  # the ingest defaults (CHUNK_SIZE_TOKENS, CHUNK_OVERLAP_TOKENS)
+_INGEST = IngestSettings(_env_file=None)
+CHUNK_SIZE, CHUNK_OVERLAP = _INGEST.chunk_size_tokens, _INGEST.chunk_overlap_tokens
 CONTEXT_TOKENS = 3000
+
+
+def load_questions(path: Path) -> list[dict[str, str]]:
+    """A question set: one JSON object a line (``id``, ``query``, ``document``, ``sentence``)."""
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
 def corpus_files() -> list[str]:
@@ -191,12 +197,7 @@ class Bench:
         self.corpus = build(self.embedder, self.analyzer, header_chars)
         self.memo: dict[str, NDArray[np.float32]] = {}
         files = [questions] if isinstance(questions, Path) else list(questions)
-        self.cases = [
-            json.loads(line)
-            for path in files
-            for line in path.read_text().splitlines()
-            if line.strip()
-        ]
+        self.cases = [case for path in files for case in load_questions(path)]
         self.prepared = [
             select_sources(
                 retrieve(self.corpus, self.embedder, c["query"]), CONTEXT_TOKENS, count_tokens

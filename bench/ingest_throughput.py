@@ -16,6 +16,8 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -33,6 +35,7 @@ from procs import cpu_seconds, peak_rss_mb, rss_mb
 from query_bench import add_peer as add_peer_quality
 from query_bench import chroma_name_of, load_test_queries, run_of, run_query_bench, score
 from query_bench import section as query_section
+from rag_client import Client
 from rag_config import IngestSettings
 from rag_core.embedding.local import LocalEmbedder
 from rag_devstack import NativeStack, StackPorts, create_api_key, free_port
@@ -45,6 +48,32 @@ CORPUS = ROOT.parent / "shared" / "eval" / "scifact" / "corpus.jsonl"
 DOC = ROOT / "docs" / "benchmarks.md"
 BATCH = 500
 BENCH_ADMIN_KEY = "bench-admin-key-for-this-run-only-0123456789"
+BENCH_DATA = ROOT / ".dev" / "bench-data"  # models and data the benches keep between runs
+
+
+@contextmanager
+def edge_stack(
+    key_name: str, scopes: Sequence[str], **key_options: Any
+) -> Iterator[tuple[NativeStack, str]]:
+    """A native stack behind nginx (one gateway, two query replicas), its models and data
+    under the bench cache, and a key of ``scopes`` made through the admin API (``key_options``:
+    as ``Client.create_key`` takes them)."""
+    with tempfile.TemporaryDirectory() as where:
+        stack = NativeStack(
+            Path(where),
+            StackPorts.free(),
+            env={
+                "DATA_DIR": str(BENCH_DATA),
+                "LOG_LEVEL": "WARNING",
+                "ADMIN_API_KEY": BENCH_ADMIN_KEY,
+            },
+        )
+        with stack:
+            stack.start(with_nginx=True, query_replicas=2)
+            with Client(stack.edge_url, BENCH_ADMIN_KEY) as admin:
+                key = admin.create_key(key_name, list(scopes), **key_options).key
+            assert key is not None
+            yield stack, key
 
 
 def load_corpus(limit: int | None) -> list[dict[str, str]]:
@@ -480,7 +509,7 @@ def main() -> None:
         "--workers", default="1,2", help="worker counts to ingest with, one run each (1,2)"
     )
     parser.add_argument("--concurrency", type=int, default=64)
-    parser.add_argument("--data-dir", default=str(ROOT / ".dev" / "bench-data"))
+    parser.add_argument("--data-dir", default=str(BENCH_DATA))
     parser.add_argument(
         "--no-query", action="store_true", help="skip everything after the first ingest"
     )

@@ -11,22 +11,17 @@ from __future__ import annotations
 
 import json
 import statistics
-import tempfile
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import httpx
-from ingest_throughput import DOC, ROOT, load_corpus, measured_on, replace_section
+from ingest_throughput import DOC, edge_stack, load_corpus, measured_on, replace_section
 from rag_client import Client
-from rag_devstack import NativeStack, StackPorts
 
-CACHE = ROOT / ".dev" / "bench-data"
 DOCUMENTS = 300
 CALLS = 150
 WARM_UP = 10
-ADMIN = "admin-" + "b" * 40
 ACCEPT = "application/json, text/event-stream"
 
 
@@ -60,47 +55,37 @@ def mcp_call(http: httpx.Client, tool: str, arguments: dict[str, Any]) -> dict[s
 def main() -> None:
     documents = load_corpus(DOCUMENTS)
     questions = [f"{d['title']}" for d in documents][: WARM_UP + CALLS]
-    with tempfile.TemporaryDirectory() as where:
-        stack = NativeStack(
-            Path(where),
-            StackPorts.free(),
-            env={"DATA_DIR": str(CACHE), "LOG_LEVEL": "WARNING", "ADMIN_API_KEY": ADMIN},
-        )
-        with stack:
-            stack.start(with_nginx=True, query_replicas=2)
-            with Client(stack.edge_url, ADMIN) as admin:
-                key = admin.create_key("bench-mcp", ["ingest:write", "query:read"]).key
-            assert key is not None
-            with Client(stack.edge_url, key) as sdk:
-                sdk.create_collection("scifact")
-                accepted = sdk.add_documents("scifact", documents)
-                sdk.wait_jobs(accepted.job_ids, max_seconds=600)
-            auth = {"Authorization": f"Bearer {key}"}
-            with httpx.Client(base_url=stack.edge_url, headers=auth, timeout=60) as http:
+    with edge_stack("bench-mcp", ["ingest:write", "query:read"]) as (stack, key):
+        with Client(stack.edge_url, key) as sdk:
+            sdk.create_collection("scifact")
+            accepted = sdk.add_documents("scifact", documents)
+            sdk.wait_jobs(accepted.job_ids, max_seconds=600)
+        auth = {"Authorization": f"Bearer {key}"}
+        with httpx.Client(base_url=stack.edge_url, headers=auth, timeout=60) as http:
 
-                def v1_search(question: str) -> None:
-                    body = {"query": question, "top_k": 5}
-                    http.post("/v1/collections/scifact/search", json=body).raise_for_status()
+            def v1_search(question: str) -> None:
+                body = {"query": question, "top_k": 5}
+                http.post("/v1/collections/scifact/search", json=body).raise_for_status()
 
-                def mcp_search(question: str) -> None:
-                    arguments = {"collection": "scifact", "query": question, "top_k": 5}
-                    mcp_call(http, "search", arguments)
+            def mcp_search(question: str) -> None:
+                arguments = {"collection": "scifact", "query": question, "top_k": 5}
+                mcp_call(http, "search", arguments)
 
-                def v1_answer(question: str) -> None:
-                    body = {"query": question, "top_k": 5, "cache": False}
-                    http.post("/v1/collections/scifact/query", json=body).raise_for_status()
+            def v1_answer(question: str) -> None:
+                body = {"query": question, "top_k": 5, "cache": False}
+                http.post("/v1/collections/scifact/query", json=body).raise_for_status()
 
-                def mcp_answer(question: str) -> None:
-                    arguments = {"collection": "scifact", "question": question, "top_k": 5}
-                    mcp_call(http, "answer", arguments)
+            def mcp_answer(question: str) -> None:
+                arguments = {"collection": "scifact", "question": question, "top_k": 5}
+                mcp_call(http, "answer", arguments)
 
-                mcp_call(http, "list_collections", {})  # the SDK loads at the first call
-                rows = [
-                    ("search, /v1", timed(v1_search, questions)),
-                    ("search, MCP tool", timed(mcp_search, questions)),
-                    ("answer (extractive), /v1", timed(v1_answer, questions)),
-                    ("answer (extractive, streamed), MCP tool", timed(mcp_answer, questions)),
-                ]
+            mcp_call(http, "list_collections", {})  # the SDK loads at the first call
+            rows = [
+                ("search, /v1", timed(v1_search, questions)),
+                ("search, MCP tool", timed(mcp_search, questions)),
+                ("answer (extractive), /v1", timed(v1_answer, questions)),
+                ("answer (extractive, streamed), MCP tool", timed(mcp_answer, questions)),
+            ]
     lines = [
         "<!-- mcp:begin -->",
         f"{measured_on()}; "

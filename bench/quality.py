@@ -140,7 +140,7 @@ def docs_answers(stack: NativeStack) -> dict[str, dict[str, Any]]:
     time.sleep(2)
     results = {}
     for name, path in QUESTION_SETS.items():
-        cases = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+        cases = answer_lab.load_questions(path)
         response = query.post(
             "/v1/evaluate",
             json={

@@ -12,21 +12,16 @@ Writes the "reembed" section of docs/benchmarks.md.
 from __future__ import annotations
 
 import statistics
-import tempfile
 import threading
 import time
-from pathlib import Path
 
 import httpx
-from ingest_throughput import DOC, ROOT, load_corpus, measured_on, replace_section
+from ingest_throughput import DOC, edge_stack, load_corpus, measured_on, replace_section
 from procs import peak_rss_mb, rss_mb
 from rag_client import Client
-from rag_devstack import NativeStack, StackPorts
 
-CACHE = ROOT / ".dev" / "bench-data"
 DOCUMENTS = 3000
 CALLS = 100  # searches timed before and after the migration
-ADMIN = "admin-" + "r" * 40
 FROM, TO = "all-MiniLM-L6-v2", "all-MiniLM-L6-v2-int8"
 
 
@@ -77,60 +72,50 @@ def timed(http: httpx.Client, questions: list[str]) -> Reader:
 def main() -> None:
     documents = load_corpus(DOCUMENTS)
     questions = [d["title"] for d in documents[::7]]
-    with tempfile.TemporaryDirectory() as where:
-        stack = NativeStack(
-            Path(where),
-            StackPorts.free(),
-            env={"DATA_DIR": str(CACHE), "LOG_LEVEL": "WARNING", "ADMIN_API_KEY": ADMIN},
-        )
-        with stack:
-            stack.start(with_nginx=True, query_replicas=2)
-            with Client(stack.edge_url, ADMIN) as admin:
-                key = admin.create_key(
-                    "bench-reembed",
-                    ["ingest:read", "ingest:write", "query:read"],
-                    requests_per_minute=1_000_000,  # the readers are not what is measured
-                ).key
-            assert key is not None
-            auth = {"Authorization": f"Bearer {key}"}
-            with (
-                Client(stack.edge_url, key) as sdk,
-                httpx.Client(base_url=stack.edge_url, headers=auth, timeout=60) as http,
-            ):
-                sdk.create_collection("scifact", embedding_model=FROM)
-                for start in range(0, len(documents), 500):
-                    accepted = sdk.add_documents("scifact", documents[start : start + 500])
-                    sdk.wait_jobs(accepted.job_ids, max_seconds=900)
-                chunks = sdk.get_collection("scifact").chunk_count
-                timed(http, questions)  # warm up
-                before = timed(http, questions)
-                chroma = stack.processes["chroma"].pid
-                chroma_before = rss_mb(chroma)
+    with edge_stack(
+        "bench-reembed",
+        ["ingest:read", "ingest:write", "query:read"],
+        requests_per_minute=1_000_000,  # the readers are not what is measured
+    ) as (stack, key):
+        auth = {"Authorization": f"Bearer {key}"}
+        with (
+            Client(stack.edge_url, key) as sdk,
+            httpx.Client(base_url=stack.edge_url, headers=auth, timeout=60) as http,
+        ):
+            sdk.create_collection("scifact", embedding_model=FROM)
+            for start in range(0, len(documents), 500):
+                accepted = sdk.add_documents("scifact", documents[start : start + 500])
+                sdk.wait_jobs(accepted.job_ids, max_seconds=900)
+            chunks = sdk.get_collection("scifact").chunk_count
+            timed(http, questions)  # warm up
+            before = timed(http, questions)
+            chroma = stack.processes["chroma"].pid
+            chroma_before = rss_mb(chroma)
 
-                during = Reader(http, questions)
-                reading = threading.Thread(target=during.run, daemon=True)
-                reading.start()
-                written: list[str] = []
-                job = sdk.reembed_collection("scifact", TO)
-                started = time.monotonic()
-                while not (job := sdk.get_job(job.id)).finished:
-                    added = sdk.add_documents(
-                        "scifact", [{"id": f"late-{len(written)}", "text": "A late note."}]
-                    )
-                    written += added.job_ids
-                    time.sleep(1.0)
-                seconds = time.monotonic() - started
-                during.stop.set()
-                reading.join(timeout=60)
-                assert job.state == "succeeded", job
-                chroma_peak = peak_rss_mb(chroma)
-                after = timed(http, questions)
-                sdk.wait_jobs(written, max_seconds=120)
-                kept = sum(
-                    http.get(f"/v1/collections/scifact/documents/late-{i}").status_code == 200
-                    for i in range(len(written))
+            during = Reader(http, questions)
+            reading = threading.Thread(target=during.run, daemon=True)
+            reading.start()
+            written: list[str] = []
+            job = sdk.reembed_collection("scifact", TO)
+            started = time.monotonic()
+            while not (job := sdk.get_job(job.id)).finished:
+                added = sdk.add_documents(
+                    "scifact", [{"id": f"late-{len(written)}", "text": "A late note."}]
                 )
-                result = job.result or {}
+                written += added.job_ids
+                time.sleep(1.0)
+            seconds = time.monotonic() - started
+            during.stop.set()
+            reading.join(timeout=60)
+            assert job.state == "succeeded", job
+            chroma_peak = peak_rss_mb(chroma)
+            after = timed(http, questions)
+            sdk.wait_jobs(written, max_seconds=120)
+            kept = sum(
+                http.get(f"/v1/collections/scifact/documents/late-{i}").status_code == 200
+                for i in range(len(written))
+            )
+            result = job.result or {}
     embedded = int(result.get("chunks_embedded", 0))
     rows = [("before", before), ("during the migration", during), ("after the switch", after)]
     lines = [

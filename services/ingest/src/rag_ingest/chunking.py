@@ -56,7 +56,7 @@ class Chunk:
 
 
 def _boundary_strength(
-    text: str, spans: Sequence[tuple[int, int]], index: int, *, lines: bool = True
+    text: str, spans: Sequence[tuple[int, int]], index: int, *, lines: bool
 ) -> int:
     """How good a place to cut is just before token ``index``. ``lines``: the text breaks
     lines inside its paragraphs (code, JSON, hard-wrapped prose), where a line's end is a

@@ -38,8 +38,10 @@ from rag_query.retrieval.history import with_conversation
 
 # A sentence ends at . ! ? before a capital, a digit, or code or bold (a Markdown sentence may
 # start with `make` or **Note**), or at a paragraph break or a list item.
+_BLOCK_MARKS = "-*#•"  # a line starting with one starts a list item or a heading
 _SENTENCE_END = re.compile(
-    r"(?<=[.!?])[\"')\]]*\s+(?=[\"'(\[]?[A-Z0-9]|`|\*\*)|\n{2,}|\n(?=[-*#•])"
+    r"(?<=[.!?])[\"')\]]*\s+(?=[\"'(\[]?[A-Z0-9]|`|\*\*)|\n{2,}"
+    rf"|\n(?=[{re.escape(_BLOCK_MARKS)}])"
 )
 log = get_logger("rag.extractive")
 MAX_SENTENCES = 4
@@ -106,7 +108,7 @@ def split_sentences(text: str) -> list[str]:
     for end in _SENTENCE_END.finditer(text):
         pieces.append(" ".join(text[start : end.start()].split()))
         new_block = "\n\n" in end.group() or (
-            "\n" in end.group() and text[end.end() : end.end() + 1] in ("-", "*", "#", "•")
+            "\n" in end.group() and text[end.end() : end.end() + 1] in tuple(_BLOCK_MARKS)
         )
         may_join.append(not new_block)
         start = end.end()
@@ -212,19 +214,16 @@ def _mostly_links(sentence: str) -> bool:
     return linked * 2 > len(_LINK.sub(" ", sentence).split()) + linked
 
 
-def _best_of_leading_document(
-    ranked: list[_Sentence], retrieved: dict[str, float] | None = None
-) -> _Sentence:
+def _best_of_leading_document(ranked: list[_Sentence], retrieved: dict[str, float]) -> _Sentence:
     """The best sentence of the document with the most support: its best sentence's score
     plus DOCUMENT_PRIOR times how much of it retrieval found (``retrieved``: the sum of 1/rank
     over its sources, ranks from 1). ``ranked``: best first."""
-    found = retrieved or {}
     best: dict[str, _Sentence] = {}
     for sentence in ranked:
         best.setdefault(sentence.document, sentence)
 
     def support(sentence: _Sentence) -> float:
-        return sentence.score + DOCUMENT_PRIOR * found.get(sentence.document, 0.0)
+        return sentence.score + DOCUMENT_PRIOR * retrieved.get(sentence.document, 0.0)
 
     return max(best.values(), key=support)  # max keeps the first of equals: rank order
 
