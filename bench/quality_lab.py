@@ -21,7 +21,9 @@ import argparse
 import hashlib
 import itertools
 import json
+import math
 import time
+from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
@@ -68,6 +70,12 @@ class Config:
     norm: str = "minmax"  # convex: "minmax", "zscore" or "tmm" (theoretical min)
     depth: int = 100  # candidates from each side
     doc_score: str = "max"  # a document's score from its chunks: "max" or "top2"
+    # Pseudo-relevance feedback on the lexical side (RM3, Lavrenko and Croft 2001, as
+    # Anserini runs it): the query's terms plus the ``prf_terms`` likeliest terms of its
+    # ``prf_docs`` best BM25 hits, the query keeping ``prf_weight`` of the weight; 0: none.
+    prf_docs: int = 0
+    prf_terms: int = 10
+    prf_weight: float = 0.5
 
     def changed(self) -> str:
         base = Config()
@@ -213,12 +221,47 @@ class Lab:
             config.lexical_level,
             config.k1,
             config.b,
+            config.prf_docs,
+            config.prf_terms,
+            config.prf_weight,
             q,
         )
         if key not in self._lexical_cache:
-            found = self.lexical(config).search(self.query_texts[q], MAX_DEPTH)
-            self._lexical_cache[key] = found
+            index = self.lexical(config)
+            query: str | dict[str, float] = self.query_texts[q]
+            if config.prf_docs:
+                query = self._expanded(config, index, self.query_texts[q])
+            self._lexical_cache[key] = index.search(query, MAX_DEPTH)
         return self._lexical_cache[key]
+
+    def _expanded(self, config: Config, index: LexicalIndex, text: str) -> dict[str, float]:
+        """RM3: the query's terms (weighted by count) mixed with the relevance model of its
+        best hits, each hit's term distribution weighted by exp(its score - the best's)."""
+        asked = Counter(self.analyzer.terms(text))
+        total = sum(asked.values())
+        hits = index.search(text, config.prf_docs)
+        if not total or not hits:
+            return dict(asked)
+        model: dict[str, float] = {}
+        top = hits[0][1]
+        for hit, score in hits:
+            counts = Counter(self.analyzer.terms(self._hit_text(config, hit)))
+            length = sum(counts.values()) or 1
+            for term, count in counts.items():
+                model[term] = model.get(term, 0.0) + count / length * math.exp(score - top)
+        feedback = dict(sorted(model.items(), key=lambda p: (-p[1], p[0]))[: config.prf_terms])
+        mass = sum(feedback.values()) or 1.0
+        # Scaled by the query's length, so that prf_weight 1 is the query as text.
+        weights = {t: config.prf_weight * c for t, c in asked.items()}
+        for term, value in feedback.items():
+            weights[term] = weights.get(term, 0.0) + (1 - config.prf_weight) * total * value / mass
+        return weights
+
+    def _hit_text(self, config: Config, hit: str) -> str:
+        if config.lexical_level == "document":
+            n = int(hit)
+            return f"{self.corpus.titles[n]}\n\n{self.corpus.bodies[n]}"
+        return self.chunks(config).texts[int(hit)]
 
     def rank(self, config: Config, q: int) -> list[int]:
         """Documents (indexes) best first for query ``q``."""
@@ -338,6 +381,13 @@ IDEAS: list[tuple[str, Callable[[Config], list[Config]]]] = [
         ],
     ),
     ("document score from chunks", lambda c: [replace(c, doc_score="top2")]),
+    (
+        "pseudo-relevance feedback (RM3)",
+        lambda c: [
+            replace(c, prf_docs=d, prf_terms=t, prf_weight=w)
+            for d, t, w in itertools.product((5, 10, 20), (10, 20), (0.5, 0.7, 0.9))
+        ],
+    ),
 ]
 
 
@@ -381,11 +431,13 @@ def final_selection(lab: Lab) -> dict[str, Any]:
 
 
 def cross_validate(
-    lab: Lab, ideas: Sequence[tuple[str, Callable[[Config], list[Config]]]]
+    lab: Lab,
+    ideas: Sequence[tuple[str, Callable[[Config], list[Config]]]],
+    start: Config = Config(),
 ) -> list[dict[str, Any]]:
     folds = [lab.query_ids[0::2], lab.query_ids[1::2]]
     # The path of winners is followed per fold: fold k's path is chosen on fold k only.
-    current = [Config(), Config()]
+    current = [start, start]
     rows = []
     for name, grid in ideas:
         row: dict[str, Any] = {"idea": name, "folds": []}
@@ -421,19 +473,24 @@ def cross_validate(
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--limit", type=int, default=None, help="documents (judged ones first)")
-    parser.add_argument("--only", default=None, help="comma-separated idea names to try")
+    parser.add_argument("--only", default=None, help="idea names to try, separated by semicolons")
+    parser.add_argument(
+        "--from-shipped",
+        action="store_true",
+        help="try the ideas on top of the shipped settings, not those before issue 19",
+    )
     args = parser.parse_args()
     corpus, queries, qrels = load(args.limit)
     lab = Lab(corpus, queries, qrels)
-    base = Config()
+    base = SHIPPED if args.from_shipped else Config()
     print(
         f"baseline ({len(corpus.ids)} documents, {len(queries)} queries): "
         f"nDCG@10 {lab.mean(base, lab.query_ids):.4f}, "
         f"R@100 {lab.mean(base, lab.query_ids, 'R@100'):.4f}",
         flush=True,
     )
-    ideas = IDEAS if not args.only else [i for i in IDEAS if i[0] in args.only.split(",")]
-    cross_validate(lab, ideas)
+    ideas = IDEAS if not args.only else [i for i in IDEAS if i[0] in args.only.split(";")]
+    cross_validate(lab, ideas, base)
     print(final_selection(lab), flush=True)
     lab.embedder.close()
 

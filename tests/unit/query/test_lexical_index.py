@@ -36,6 +36,16 @@ def test_ranks_by_bm25_with_stems_and_stop_words() -> None:
     assert index.search("tulip", 10)[0][0] == "d-0"  # stemmed
 
 
+def test_a_query_of_weighted_terms_scores_as_its_text_does_and_weights_scale() -> None:
+    index = _index(list(DOCS))
+    terms = Analyzer().terms("cats chase cats")
+    as_text = index.search("cats chase cats", 10)
+    assert index.search({terms[0]: 2.0, terms[1]: 1.0}, 10) == as_text
+    halved = index.search({terms[0]: 1.0, terms[1]: 0.5}, 10)
+    assert [c for c, _ in halved] == [c for c, _ in as_text]
+    assert [s for _, s in halved] == pytest.approx([s / 2 for _, s in as_text])
+
+
 def test_same_chunks_in_any_order_rank_identically() -> None:
     orders = [list(DOCS), list(reversed(DOCS))]
     shuffled = list(DOCS)

@@ -127,15 +127,16 @@ class LexicalIndex:
 
     def search(
         self,
-        query: str,
+        query: str | Mapping[str, float],
         limit: int,
         accept: Callable[[Mapping[str, Any]], bool] | None = None,
     ) -> list[tuple[str, float]]:
         """The best ``limit`` chunks for ``query`` as (chunk id, BM25 score), best first;
-        ``accept`` filters on chunk metadata."""
+        ``accept`` filters on chunk metadata. ``query``: text, or analysed terms and their
+        weights (a text counts each term as often as it holds it)."""
         if not self._live:
             return []
-        wanted = Counter(self.analyzer.terms(query))
+        wanted = Counter(self.analyzer.terms(query)) if isinstance(query, str) else query
         scores = np.zeros(len(self._ids), dtype=np.float64)
         lengths = np.frombuffer(self._lengths, dtype=np.float32)
         average = self._total_length / self._live
