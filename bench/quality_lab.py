@@ -10,7 +10,7 @@ best setting is chosen on one fold and scored on the other, both ways: the "test
 never scored on the queries that chose them. Ideas are tried in order, each on top of the
 winners before it, and kept only if they win on the tuning folds.
 
-    .venv/bin/python bench/quality_lab.py [--limit N] [--out docs/benchmarks.md]
+    .venv/bin/python bench/quality_lab.py [--limit N] [--only "IDEA;IDEA"] [--from-shipped]
 
 Embeddings are cached in .dev/quality-lab (a chunking's vectors are computed once).
 """
@@ -22,6 +22,7 @@ import hashlib
 import itertools
 import json
 import math
+import re
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
@@ -51,6 +52,7 @@ MODELS = ROOT / ".dev" / "bench-data" / "models"
 MEASURES = [nDCG @ 10, R @ 100]
 MAX_DEPTH = 300  # the most candidates an idea asks of each side
 HEADER_CHARS = 200  # CHUNK_HEADER_MAX_CHARS
+_FEEDBACK_TERM = re.compile(r"[a-z0-9]+")
 
 
 @dataclass(frozen=True)
@@ -71,8 +73,9 @@ class Config:
     depth: int = 100  # candidates from each side
     doc_score: str = "max"  # a document's score from its chunks: "max" or "top2"
     # Pseudo-relevance feedback on the lexical side (RM3, Lavrenko and Croft 2001, as
-    # Anserini runs it): the query's terms plus the ``prf_terms`` likeliest terms of its
-    # ``prf_docs`` best BM25 hits, the query keeping ``prf_weight`` of the weight; 0: none.
+    # Anserini runs it: Lab._expanded): the query's terms plus the ``prf_terms`` likeliest
+    # terms of its ``prf_docs`` best BM25 hits, the query keeping ``prf_weight`` of the
+    # weight; 0: none.
     prf_docs: int = 0
     prf_terms: int = 10
     prf_weight: float = 0.5
@@ -235,20 +238,29 @@ class Lab:
         return self._lexical_cache[key]
 
     def _expanded(self, config: Config, index: LexicalIndex, text: str) -> dict[str, float]:
-        """RM3: the query's terms (weighted by count) mixed with the relevance model of its
-        best hits, each hit's term distribution weighted by exp(its score - the best's)."""
+        """RM3 as Anserini's Rm3Reranker runs it: each of the best ``prf_docs`` hits gives its
+        ``prf_terms`` most frequent terms (2 to 20 letters and digits, in at most a tenth of
+        the chunks), as shares of the hit, weighted by its BM25 score; the ``prf_terms``
+        heaviest, as shares of them, are mixed with the query's terms as shares of it."""
         asked = Counter(self.analyzer.terms(text))
         total = sum(asked.values())
         hits = index.search(text, config.prf_docs)
         if not total or not hits:
             return dict(asked)
+        # The IDF of a term in a tenth of the chunks: any more common term is left out.
+        live = len(index)
+        common = math.log(1.0 + (live - 0.1 * live + 0.5) / (0.1 * live + 0.5))
         model: dict[str, float] = {}
-        top = hits[0][1]
         for hit, score in hits:
-            counts = Counter(self.analyzer.terms(self._hit_text(config, hit)))
-            length = sum(counts.values()) or 1
-            for term, count in counts.items():
-                model[term] = model.get(term, 0.0) + count / length * math.exp(score - top)
+            counts = Counter(
+                t
+                for t in self.analyzer.terms(self._hit_text(config, hit))
+                if 2 <= len(t) <= 20 and _FEEDBACK_TERM.fullmatch(t) and index.idf(t) > common
+            )
+            kept = counts.most_common(config.prf_terms)
+            length = sum(c for _, c in kept)
+            for term, count in kept:
+                model[term] = model.get(term, 0.0) + count / length * score
         feedback = dict(sorted(model.items(), key=lambda p: (-p[1], p[0]))[: config.prf_terms])
         mass = sum(feedback.values()) or 1.0
         # Scaled by the query's length, so that prf_weight 1 is the query as text.
@@ -489,7 +501,13 @@ def main() -> None:
         f"R@100 {lab.mean(base, lab.query_ids, 'R@100'):.4f}",
         flush=True,
     )
-    ideas = IDEAS if not args.only else [i for i in IDEAS if i[0] in args.only.split(";")]
+    ideas = list(IDEAS)
+    if args.only:
+        names = args.only.split(";")
+        unknown = set(names) - {name for name, _ in IDEAS}
+        if unknown:
+            parser.error(f"no such idea: {', '.join(sorted(unknown))}")
+        ideas = [idea for idea in IDEAS if idea[0] in names]
     cross_validate(lab, ideas, base)
     print(final_selection(lab), flush=True)
     lab.embedder.close()

@@ -133,7 +133,7 @@ class LexicalIndex:
     ) -> list[tuple[str, float]]:
         """The best ``limit`` chunks for ``query`` as (chunk id, BM25 score), best first;
         ``accept`` filters on chunk metadata. ``query``: text, or analysed terms and their
-        weights (a text counts each term as often as it holds it)."""
+        weights, none negative (a text counts each term as often as it holds it)."""
         if not self._live:
             return []
         wanted = Counter(self.analyzer.terms(query)) if isinstance(query, str) else query
