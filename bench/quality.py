@@ -210,7 +210,8 @@ def lab_section(
         "",
         f"The ideas interact (each fold's path above differs), so the defaults were picked "
         f"among the combinations of the ideas that gained anywhere ({len(quality_lab.FINALISTS)}"
-        " of title headers, candidate depth 100 or 200, and reciprocal ranks or a convex "
+        " of the title in the text, on every chunk for both indexes or for BM25 only, "
+        "candidate depth 100 or 200, and reciprocal ranks or a convex "
         "combination with min-max or theoretical-min normalisation and a dense share of "
         "0.5-0.8), the same way: picked on fold 1, "
         f"`{picks[0]['chosen']}` scores {picks[0]['test']:.4f} on fold 2; picked on fold 2, "

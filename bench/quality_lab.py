@@ -61,7 +61,9 @@ class Config:
 
     size: int = 200  # chunk tokens
     overlap: int = 40
-    header: str = "none"  # "title": the title on every chunk (indexed text only)
+    # "title": the title on every chunk (indexed text only), for both indexes; "title-lexical"
+    # or "title-dense": for one of them; "none": the title is the text's first paragraph
+    header: str = "none"
     k1: float = 1.2
     b: float = 0.75
     lexical_level: str = "chunk"  # "document": BM25 over whole documents
@@ -100,8 +102,8 @@ class Corpus:
 @dataclass
 class Chunks:
     doc_of: NDArray[np.int32]  # chunk -> document index
-    texts: list[str]  # as indexed
-    vectors: NDArray[np.float32]
+    texts: list[str]  # as BM25 indexes them
+    vectors: NDArray[np.float32]  # of the texts as embedded (Config.header)
 
 
 def load(limit: int | None) -> tuple[Corpus, dict[str, str], list[ir_measures.Qrel]]:
@@ -158,27 +160,35 @@ class Lab:
     def chunks(self, config: Config) -> Chunks:
         key = (config.size, config.overlap, config.header)
         if key not in self._chunks:
-            doc_of, texts = [], []
+            doc_of, texts, embedded = [], [], []
             for n, (title, body) in enumerate(
                 zip(self.corpus.titles, self.corpus.bodies, strict=True)
             ):
-                if config.header == "title":
-                    # The title is the document's title field; each chunk is indexed after it
-                    # (as the worker does: rag_core.chunks.indexed_text).
-                    sections = [Section(body, ())]
-                    prefix = f"{chunk_header(title, (), HEADER_CHARS)}\n"
-                else:  # the title is the text's first paragraph, as ingest got it so far
+                if config.header == "none":
+                    # The title is the text's first paragraph, as ingest got it before.
                     sections = [Section(f"{title}\n\n{body}".strip(), ())]
                     prefix = ""
+                else:
+                    # The title is the document's title field; each chunk is indexed after it
+                    # (as the worker does: rag_core.chunks.indexed_text), by both indexes or
+                    # by one ("title-lexical": BM25 only; "title-dense": the embedder only).
+                    sections = [Section(body, ())]
+                    prefix = f"{chunk_header(title, (), HEADER_CHARS)}\n"
                 for chunk in chunk_sections(
                     sections, token_spans, size=config.size, overlap=config.overlap
                 ):
                     doc_of.append(n)
-                    texts.append(prefix + chunk.text)
+                    texts.append(("" if config.header == "title-dense" else prefix) + chunk.text)
+                    embedded.append(
+                        ("" if config.header == "title-lexical" else prefix) + chunk.text
+                    )
+            dense = {"title-lexical": "bare", "title-dense": "title"}.get(
+                config.header, config.header
+            )
             self._chunks[key] = Chunks(
                 np.asarray(doc_of, dtype=np.int32),
                 texts,
-                self._embed(texts, f"chunks-{config.size}-{config.overlap}-{config.header}"),
+                self._embed(embedded, f"chunks-{config.size}-{config.overlap}-{dense}"),
             )
         return self._chunks[key]
 
@@ -365,7 +375,10 @@ def _normalised(ranking: list[tuple[int, float]], how: str, kind: str) -> dict[i
 # Ideas in the order they are tried: (name, settings to try on top of the winners so far).
 IDEAS: list[tuple[str, Callable[[Config], list[Config]]]] = [
     # How chunks are made and indexed first, then how each index scores, then the fusion.
-    ("title on every chunk", lambda c: [replace(c, header="title")]),
+    (
+        "title on every chunk",
+        lambda c: [replace(c, header=h) for h in ("title", "title-lexical", "title-dense")],
+    ),
     ("chunk size 254 tokens", lambda c: [replace(c, size=254, overlap=40)]),
     (
         "BM25 k1, b",
@@ -408,7 +421,7 @@ IDEAS: list[tuple[str, Callable[[Config], list[Config]]]] = [
 SHIPPED = Config(header="title", fusion="convex", alpha=0.8, norm="tmm")
 FINALISTS = [
     replace(c, header=header, depth=depth)
-    for header, depth in itertools.product(("none", "title"), (100, 200))
+    for header, depth in itertools.product(("none", "title", "title-lexical"), (100, 200))
     for c in (
         Config(),
         *(
