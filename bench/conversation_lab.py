@@ -138,7 +138,7 @@ def main() -> None:
             found, text = converse(bench, case["turns"], method)
             hit = any(_flat(case["passage"]) in _flat(h.text) for h in found)
             hits += hit
-            holds += recall(case["passage"], text, bench.analyzer) >= 0.8
+            holds += (recall([case["passage"]], text, bench.analyzer) or 0.0) >= 0.8
             if case.get("switch"):
                 switches[0] += hit
                 switches[1] += 1

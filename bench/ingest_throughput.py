@@ -96,7 +96,8 @@ def raw_embedder(
     doc_chunks = []
     for doc in docs:
         parsed = parse_document(doc["text"].encode(), content_type="text/plain; charset=utf-8")
-        # What the worker embeds: each chunk after its header (rag_core.chunks.indexed_text).
+        # What the worker embeds (rag_core.chunks.embedded_text): each chunk's text, after its
+        # header with CHUNK_HEADER_EMBEDDED.
         texts = []
         for c in chunk_sections(
             parsed.sections,
@@ -106,7 +107,8 @@ def raw_embedder(
             max_chars=settings.chunk_max_chars,
         ):
             header = chunk_header(doc.get("title"), c.heading_path, settings.chunk_header_max_chars)
-            texts.append(f"{header}\n{c.text}" if header else c.text)
+            embedded = header and settings.chunk_header_embedded
+            texts.append(f"{header}\n{c.text}" if embedded else c.text)
         doc_chunks.append((doc["id"], texts))
     chunks = [t for _, texts in doc_chunks for t in texts]
     embedder.embed_sync(chunks[:64])  # warm-up

@@ -40,6 +40,8 @@ def evaluated(edge: Edge, tmp_path_factory: pytest.TempPathFactory) -> dict[str,
         {"query": q["text"], "relevant": [d]}
         for q, d in zip(MEDICAL_QUERIES[:3], ["d1", "d2", "d5"], strict=True)
     ]
+    # Several right answers: the answer scores its best against them.
+    cases[0]["expected_answer"] = ["Bananas grow in warm places.", MEDICAL_CORPUS["d1"]]
     (folder / "cases.json").write_text(json.dumps({"cases": cases}))
     return {"key": key, "dir": str(folder), "url": edge.url}
 
@@ -83,6 +85,8 @@ def test_cases_in_the_background_with_plain_progress(evaluated: dict[str, str]) 
     assert "nDCG@10" in done.stdout
     assert "citation_precision" in done.stdout
     assert "1.0000" in done.stdout
+    [recall] = [line for line in done.stdout.splitlines() if "answer_recall" in line]
+    assert "1.0000" in recall, done.stdout
 
 
 def test_a_progress_bar_on_a_terminal(evaluated: dict[str, str]) -> None:

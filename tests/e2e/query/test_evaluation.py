@@ -56,6 +56,31 @@ def test_retrieval_and_answer_metrics(query: QueryClient, medical: str) -> None:
     assert result["per_case"][0]["retrieved"][0] == "d1"
 
 
+def test_an_answer_is_scored_against_the_best_of_several_expected_answers(
+    query: QueryClient, medical: str
+) -> None:
+    """A question may have several right answers (another document says it too): the answer
+    scores its best against them, as SQuAD scores several gold answers."""
+    right = "Aspirin reduces the risk of heart attacks in adults over fifty."
+    other = "Bananas are rich in potassium and grow in warm climates."
+
+    def scored(expected: str | list[str]) -> dict[str, float]:
+        case = {"query": "Does aspirin prevent heart attacks?", "expected_answer": expected}
+        body = {"collection": medical, "cases": [case], "answers": True}
+        response = query.http.post("/v1/evaluate", json=body)
+        assert response.status_code == 200, response.text
+        return dict(response.json()["per_case"][0])
+
+    alone = scored(other)
+    assert alone["answer_recall"] < 0.5
+    assert alone["exact_match"] == 0.0
+    alone_right = scored(right)
+    for expected in ([other, right], [right, other]):
+        both = scored(expected)
+        assert both["answer"] == alone_right["answer"]
+        assert (both["exact_match"], both["fuzzy_match"], both["answer_recall"]) == (1.0, 1.0, 1.0)
+
+
 def test_beir_files_sync_and_in_the_background(query: QueryClient, medical: str) -> None:
     files = {
         "queries": (
@@ -98,6 +123,28 @@ def test_the_llm_judge_scores_faithfulness(query: QueryClient, medical: str, llm
     [
         ({"cases": []}, 422, "cases"),
         ({"cases": [{"query": " "}]}, 422, "cases[0].query"),
+        (
+            {"cases": [{"query": "x"}, {"query": "y", "expected_answer": []}]},
+            422,
+            "cases[1].expected_answer",
+        ),
+        (
+            {"cases": [{"query": " "}, {"query": "y", "expected_answer": []}]},
+            422,
+            "cases[0].query",  # the first bad case's first bad field
+        ),
+        ({"cases": [{"query": "x", "expected_answer": "  "}]}, 422, "cases[0].expected_answer"),
+        ({"cases": [{"query": "x", "expected_answer": [""]}]}, 422, "cases[0].expected_answer[0]"),
+        (
+            {"cases": [{"query": "x", "expected_answer": ["a", " "]}]},
+            422,
+            "cases[0].expected_answer[1]",
+        ),
+        (
+            {"cases": [{"query": "x", "expected_answer": ["a"] * 21}]},  # EVAL_MAX_EXPECTED_ANSWERS
+            422,
+            "cases[0].expected_answer",
+        ),
         ({"cases": [{"query": "x"}], "collection": "missing-one"}, 404, None),
     ],
 )

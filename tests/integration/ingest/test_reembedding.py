@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 from numpy.typing import NDArray
 from rag_core.catalog import DEFAULT_NAMESPACE, Collection
-from rag_core.chunks import indexed_text
+from rag_core.chunks import StoredChunk, embedded_text
 from rag_core.embedding.models import EmbedderFactory
 from rag_ingest.components import IngestComponents
 from rag_ingest.jobs.model import JobRecord
@@ -125,7 +125,7 @@ async def shadow_holds(parts: IngestComponents, col: Collection) -> dict[str, st
         assert count == records[doc].chunk_count, doc
         chunks = await parts.chunks.version(col.chroma_id, doc, tag, vectors=True)
         expected = await MODELS[col.embedding_model].embed_documents(
-            [indexed_text(c) for c in chunks]
+            [embedded_text(c) for c in chunks]
         )
         stored = np.stack([c.vector for c in chunks if c.vector is not None])
         assert np.allclose(stored, expected, atol=1e-5), f"{doc}: not {col.embedding_model}'s"
@@ -598,3 +598,69 @@ async def test_a_cancel_racing_the_making_of_the_shadow_leaves_no_chroma_collect
         parts.chunks.create_collection = create  # type: ignore[method-assign]
     await drain(parts)
     assert await chroma_names(parts) == before
+
+
+async def test_the_header_embedded_setting_shapes_new_versions_and_re_embeddings_alike(
+    parts: IngestComponents, parsers: ParserPool
+) -> None:
+    """CHUNK_HEADER_EMBEDDED: a document stored with the header in its vectors is ingested
+    again, not "unchanged", once the setting changes, and no vector of the header and text is
+    reused for the text alone (reuse is keyed by what each vector embedded). A re-embedding
+    embeds as the setting says now."""
+    col = await parts.registry.create(T, f"h-{uuid.uuid4().hex[:8]}", FROM)
+    text = b"Apples grow on trees in the orchard."
+    embedder = MODELS[FROM]
+    [with_header, alone] = await embedder.embed_documents(
+        ["Orchard notes\n" + text.decode(), text.decode()]
+    )
+
+    async def submit_and_run(doc: str) -> tuple[dict[str, Any], StoredChunk]:
+        submission = Submission(text, where="d", document_id=doc, title="Orchard notes")
+        [job] = await parts.ingest.submit(T, col.name, [submission])
+        payload = await parts.jobs.payload(job.id)
+        assert payload is not None
+        fresh = await parts.registry.get(T, col.name)
+        result = await pipeline(parts, parsers).run(
+            job=job, collection=fresh, payload=payload, progress=nothing
+        )
+        record = await parts.documents.get(T, col.name, doc)
+        assert record is not None
+        [chunk] = await parts.chunks.version(fresh.chroma_id, doc, record.tag, vectors=True)
+        assert chunk.header == "Orchard notes"
+        return result, chunk
+
+    parts.settings.chunk_header_embedded = True
+    result, chunk = await submit_and_run("fruit")
+    assert result["status"] == "created"
+    assert chunk.header_embedded
+    assert np.allclose(chunk.vector, with_header, atol=1e-5)  # type: ignore[arg-type]
+
+    parts.settings.chunk_header_embedded = False
+    # The same text under another name takes the vectors "fruit" has of the same text, and
+    # those are of the header and text: none is reused.
+    result, chunk = await submit_and_run("copy")
+    assert result["same_text_as"] == "fruit"
+    assert result["chunks_reused"] == 0
+    assert not chunk.header_embedded
+    assert np.allclose(chunk.vector, alone, atol=1e-5)  # type: ignore[arg-type]
+    result, chunk = await submit_and_run("fruit")
+    assert result["status"] == "replaced", "the same bytes, but not the same vectors"
+    assert np.allclose(chunk.vector, alone, atol=1e-5)  # type: ignore[arg-type]
+    assert (await submit_and_run("fruit"))[0]["status"] == "unchanged"
+
+    parts.settings.chunk_header_embedded = True
+    # And the other way: the stored vectors are of the text alone, wanted are the header and
+    # text's (which is what those chunks' BM25 text reads: it must not be taken for theirs).
+    result, chunk = await submit_and_run("third")
+    assert result["same_text_as"] in ("fruit", "copy")
+    assert result["chunks_reused"] == 0
+    assert chunk.header_embedded
+    assert np.allclose(chunk.vector, with_header, atol=1e-5)  # type: ignore[arg-type]
+
+    result = await run(parts, await start(parts, col))
+    assert result["status"] == "switched"
+    after = await parts.registry.get(T, col.name)
+    held = await shadow_holds(parts, after)  # each vector is TO's of what embedded_text says
+    for doc in ("fruit", "copy", "third"):
+        [copied] = await parts.chunks.version(after.chroma_id, doc, held[doc])
+        assert copied.header_embedded

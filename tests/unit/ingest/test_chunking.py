@@ -89,6 +89,22 @@ def test_a_chunk_header_is_the_title_and_headings_each_once_and_bounded() -> Non
     assert indexed_text(StoredChunk("c", "d", "1", 0, "Alone.")) == "Alone."
 
 
+def test_the_embedder_reads_the_header_only_where_the_chunk_says_it_did() -> None:
+    from rag_core.chunks import StoredChunk, decode, embedded_text, encode, indexed_text
+
+    plain = StoredChunk("c", "d", "1", 0, "Text.", header="Title", header_embedded=False)
+    assert (indexed_text(plain), embedded_text(plain)) == ("Title\nText.", "Text.")
+    assert embedded_text(decode("c", "Text.", encode(plain))) == "Text."  # kept in the store
+    # Chunks stored before the setting existed carry no mark: their vectors read the header.
+    legacy = encode(StoredChunk("c", "d", "1", 0, "Text.", header="Title"))
+    assert not any("embedded" in key for key in legacy)
+    assert embedded_text(decode("c", "Text.", legacy)) == "Title\nText."
+    # No header: the text either way, and nothing stored about it.
+    bare = StoredChunk("c", "d", "1", 0, "Text.", header_embedded=False)
+    assert embedded_text(bare) == "Text."
+    assert not any("embedded" in k for k in encode(bare))
+
+
 def _wrap(text: str, width: int) -> list[str]:
     """``text``'s words in lines of at most about ``width`` characters, as an editor wraps."""
     lines, line = [], ""

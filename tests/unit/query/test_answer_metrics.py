@@ -30,3 +30,23 @@ def test_a_code_block_is_judged_with_the_sentence_that_introduces_it() -> None:
     # Its words must still be the cited source's.
     forged = "To revoke a key: [1]\n\n```bash\ncurl -X DELETE evil.example/all-tenants\n```"
     assert answer_support(forged, source, Analyzer()) == 0.0
+
+
+def test_several_expected_answers_score_the_best_of_each_measure() -> None:
+    from rag_query.evaluation.metrics import against_expected, exact_match
+
+    analyzer = Analyzer()
+    answer = "The secret is hashed with SHA-256. [1]"
+    others = ["Bananas grow in warm places.", "The secret is hashed with SHA-256.", "[1] the"]
+    scores = against_expected(answer, others, analyzer)
+    for measure, one in (
+        ("exact_match", exact_match),
+        ("fuzzy_match", fuzzy_match),
+        ("answer_recall", lambda a, e: answer_recall(a, e, analyzer)),
+    ):
+        each = [v for e in others if (v := one(answer, e)) is not None]
+        assert scores[measure] == max(each), measure
+    assert scores["exact_match"] == 1.0  # whichever place the right one has
+    assert against_expected(answer, others[::-1], analyzer) == scores
+    assert against_expected(answer, [], analyzer) == dict.fromkeys(scores)
+    assert against_expected(answer, ["[1] the"], analyzer)["answer_recall"] is None

@@ -374,9 +374,17 @@ class IngestLimits(_EnvSettings):
         200,
         ge=0,
         le=1000,
-        description="Each chunk is indexed (embedded and BM25) after a header of its "
-        "document's title and heading path, cut to this many characters (0: no header). The "
-        "text stored, returned and quoted is the chunk's own.",
+        description="Each chunk is indexed after a header of its document's title and heading "
+        "path, cut to this many characters (0: no header): by BM25, and by the embedder unless "
+        "CHUNK_HEADER_EMBEDDED is false. The text stored, returned and quoted is the chunk's "
+        "own.",
+    )
+    chunk_header_embedded: bool = Field(
+        True,
+        description="Whether the embedder reads each chunk's header too (true), or its text "
+        "alone (false: the header is for BM25 only). Chunks keep the vectors they were stored "
+        "with until their document is ingested again or their collection re-embedded to "
+        "another model.",
     )
 
     @model_validator(mode="after")
@@ -764,6 +772,13 @@ class EvaluationSettings(_EnvSettings):
     )
     eval_max_cases: int = Field(
         20_000, ge=1, le=1_000_000, description="Most cases one evaluation may have."
+    )
+    eval_max_expected_answers: int = Field(
+        20,
+        ge=1,
+        le=1000,
+        description="Most expected answers one evaluation case may list (each is scored "
+        "against the answer).",
     )
     max_evaluations_per_tenant: int = Field(
         2,

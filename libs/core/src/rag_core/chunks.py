@@ -49,6 +49,9 @@ class StoredChunk:
     heading: str | None = None
     # What the chunk is indexed after (its document's title and headings): see indexed_text.
     header: str | None = None
+    # Whether its vector embedded the header too (see embedded_text). Chunks stored before
+    # CHUNK_HEADER_EMBEDDED existed did: a chunk without the mark reads as True.
+    header_embedded: bool = True
     # Kept in the document's record now; chunks stored by earlier versions carry them.
     title: str | None = None
     source: str | None = None
@@ -74,15 +77,22 @@ def chunk_id(document_id: str, tag: str, position: int) -> str:
 # The engine's fields in the stored metadata. A caller's key never starts with "_".
 _DOC, _VER, _POS, _TOKENS, _HASH, _FORMAT = "_doc", "_ver", "_pos", "_tokens", "_hash", "_format"
 _PAGE, _HEADING, _TITLE, _SOURCE = "_page", "_heading", "_title", "_source"
-_HEADER = "_header"
+_HEADER, _HEADER_EMBEDDED = "_header", "_header_embedded"
 
 
 def indexed_text(chunk: StoredChunk) -> str:
-    """What both indexes read of a chunk: its header (its document's title and heading path,
+    """What BM25 reads of a chunk (and the embedder, unless CHUNK_HEADER_EMBEDDED is false,
+    see embedded_text): its header (its document's title and heading path,
     "contextual chunk headers") on a line before its text, so a chunk deep in a document is
     found by the words of the title it sits under. Its own text is what is stored, returned
     and quoted."""
     return f"{chunk.header}\n{chunk.text}" if chunk.header else chunk.text
+
+
+def embedded_text(chunk: StoredChunk) -> str:
+    """What the chunk's vector is the embedding of: its text alone, or after its header too
+    where it was stored with ``header_embedded`` (CHUNK_HEADER_EMBEDDED)."""
+    return indexed_text(chunk) if chunk.header_embedded else chunk.text
 
 
 def encode(chunk: StoredChunk) -> Metadata:
@@ -101,6 +111,8 @@ def encode(chunk: StoredChunk) -> Metadata:
         metadata[_HEADING] = chunk.heading
     if chunk.header:
         metadata[_HEADER] = chunk.header
+        if not chunk.header_embedded:
+            metadata[_HEADER_EMBEDDED] = False
     # Title and source are the document's, kept once in its record (the query service adds
     # them to hits): copied into every chunk, a long source multiplied Chroma's size.
     return metadata
@@ -125,6 +137,7 @@ def decode(
         page=int(metadata[_PAGE]) if _PAGE in metadata else None,
         heading=_text(metadata.get(_HEADING)),
         header=_text(metadata.get(_HEADER)),
+        header_embedded=bool(metadata.get(_HEADER_EMBEDDED, True)),
         title=_text(metadata.get(_TITLE)),
         source=_text(metadata.get(_SOURCE)),
         vector=vector,

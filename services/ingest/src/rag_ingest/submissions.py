@@ -204,6 +204,16 @@ class JobSubmitter:
     async def enqueue(self, record: JobRecord) -> None:
         await self.arq.enqueue_job(task_of(record), record.id, _job_id=record.arq_job_id)
 
+    def _header_inputs(self) -> dict[str, Any]:
+        """What of the chunk headers shapes the stored version: their length and whether the
+        embedder reads them (marked only when it does not, so the versions stored before
+        CHUNK_HEADER_EMBEDDED existed, all with their headers embedded, keep their hash)."""
+        chars = self.settings.chunk_header_max_chars
+        if not chars:
+            return {}
+        embedded = self.settings.chunk_header_embedded
+        return {"chunk_headers": chars} | ({} if embedded else {"header_embedded": False})
+
     async def _store(
         self,
         collection: Collection,
@@ -224,11 +234,7 @@ class JobSubmitter:
             model=collection.embedding_model,
             chunk_size=self.settings.chunk_size_tokens,
             chunk_overlap=self.settings.chunk_overlap_tokens,
-            **(
-                {"chunk_headers": self.settings.chunk_header_max_chars}
-                if self.settings.chunk_header_max_chars
-                else {}
-            ),
+            **self._header_inputs(),
         )
         record = JobRecord(
             id=new_job_id(),

@@ -27,7 +27,7 @@ from typing import Any
 
 from rag_config import IngestSettings
 from rag_core.catalog import Collection, DocumentRecord, Keys, Migration
-from rag_core.chunks import ChunkStore, indexed_text
+from rag_core.chunks import ChunkStore, embedded_text
 from rag_core.embedding.base import Embedder
 from rag_core.errors import Conflict
 from rag_telemetry import get_logger
@@ -305,10 +305,12 @@ class _Run:
             return
         source = await self.o.chunks.versions(self.collection.chroma_id, wanted)
         chunks = [chunk for found in source.values() for chunk in found]
+        for chunk in chunks:  # embedded as the worker embeds now (CHUNK_HEADER_EMBEDDED)
+            chunk.header_embedded = self.o.settings.chunk_header_embedded
         # (None found: replaced or deleted since read; the change stream brings what is new.)
         for start in range(0, len(chunks), COPY_GROUP):
             group = chunks[start : start + COPY_GROUP]
-            vectors = await self.embedder.embed_documents([indexed_text(c) for c in group])
+            vectors = await self.embedder.embed_documents([embedded_text(c) for c in group])
             await self.o.chunks.write(shadow_id, group, vectors)
             self.embedded += len(group)
             REEMBEDDED_CHUNKS.inc(len(group))

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 from rag_config import IngestSettings
 from rag_core.catalog import Collection, DocumentRecord
-from rag_core.chunks import ChunkStore, StoredChunk, chunk_id, indexed_text, version_tag
+from rag_core.chunks import ChunkStore, StoredChunk, chunk_id, embedded_text, version_tag
 from rag_core.embedding.base import Embedder
 from rag_telemetry import get_logger
 
@@ -105,9 +105,11 @@ def stored_chunk(
     prepared: PreparedDocument,
     title: str | None = None,
     header_chars: int = 0,
+    header_embedded: bool = True,
 ) -> StoredChunk:
     """What every chunk carries: where it comes from, which version, the caller's metadata,
-    and the header it is indexed after (``header_chars`` of it; 0: none)."""
+    and the header it is indexed after (``header_chars`` of it; 0: none), by BM25 and, with
+    ``header_embedded``, by the embedder too."""
     assert job.document_id is not None
     return StoredChunk(
         id=chunk_id(job.document_id, tag, chunk.position),
@@ -122,6 +124,7 @@ def stored_chunk(
         page=chunk.page,
         heading=" > ".join(chunk.heading_path) if chunk.heading_path else None,
         header=chunk_header(title, chunk.heading_path, header_chars),
+        header_embedded=header_embedded,
     )
 
 
@@ -198,10 +201,11 @@ class IngestPipeline:
                 prepared=prepared,
                 title=title,
                 header_chars=self.settings.chunk_header_max_chars,
+                header_embedded=self.settings.chunk_header_embedded,
             )
             for c in prepared.chunks
         ]
-        texts = [indexed_text(c) for c in chunks]  # what is embedded
+        texts = [embedded_text(c) for c in chunks]
         # The same text is stored under another id already: its vectors need no embedding.
         known = await self._vectors_of(collection, owner) if owner else {}
         reused = 0
@@ -344,8 +348,10 @@ class IngestPipeline:
                 parsing.cancel()
 
     async def _vectors_of(self, collection: Collection, document_id: str) -> dict[str, Any]:
-        """The active chunks' vectors of ``document_id``, by chunk text (empty if it has none
-        any more: a reader of a moment ago, or Chroma failing, only costs an embedding)."""
+        """The active chunks' vectors of ``document_id``, by the text each is the embedding
+        of (empty if it has none any more: a reader of a moment ago, or Chroma failing, only
+        costs an embedding). Keyed so, a vector embedded with its header is never taken for
+        the text alone, or the other way round, after CHUNK_HEADER_EMBEDDED changed."""
         record = await self.documents.get(collection.namespace, collection.name, document_id)
         if record is None:
             return {}
@@ -356,7 +362,7 @@ class IngestPipeline:
         except Exception as exc:
             log.warning("reuse_skipped", error=f"{type(exc).__name__}: {exc}")
             return {}
-        return {indexed_text(c): c.vector for c in stored if c.vector is not None}
+        return {embedded_text(c): c.vector for c in stored if c.vector is not None}
 
     async def _discard(self, own: Cleanup, ids: list[str]) -> None:
         try:

@@ -8,6 +8,9 @@
 - answer recall: the share of the expected answer's terms the answer holds (an extractive
   answer of three sentences that includes the expected one scores 1.0, where its F1 would be
   low for the other two).
+
+Where a case has several expected answers (each right on its own), an answer scores the best
+of its scores against each, as SQuAD scores several gold answers.
 """
 
 from __future__ import annotations
@@ -58,7 +61,7 @@ def answer_support(answer: str, sources: Mapping[int, str], analyzer: Analyzer) 
     supported = 0
     for sentence in sentences:
         numbers = [int(n) for n in CITATION.findall(sentence)]
-        words = set(analyzer.terms(CITATION.sub(" ", sentence)))
+        words = _terms(sentence, analyzer)
         if not words:
             continue  # a bare citation or punctuation
         judged += 1
@@ -83,23 +86,51 @@ def exact_match(answer: str, expected: str) -> float:
 
 def fuzzy_match(answer: str, expected: str) -> float:
     """Token F1 between the answer and the expected answer."""
-    got, want = _normalise(answer).split(), _normalise(expected).split()
+    return _f1(Counter(_normalise(answer).split()), Counter(_normalise(expected).split()))
+
+
+def _f1(got: Counter[str], want: Counter[str]) -> float:
     if not got or not want:
         return float(got == want)
-    common = sum((Counter(got) & Counter(want)).values())
+    common = sum((got & want).values())
     if not common:
         return 0.0
-    precision, recall = common / len(got), common / len(want)
+    precision, recall = common / got.total(), common / want.total()
     return 2 * precision * recall / (precision + recall)
 
 
+def _terms(text: str, analyzer: Analyzer) -> set[str]:
+    return set(analyzer.terms(CITATION.sub(" ", text)))
+
+
+def _recall(wanted: set[str], held: set[str]) -> float | None:
+    return len(wanted & held) / len(wanted) if wanted else None
+
+
 def answer_recall(answer: str, expected: str, analyzer: Analyzer) -> float | None:
-    wanted = set(analyzer.terms(CITATION.sub(" ", expected)))
-    if not wanted:
-        return None
-    return len(wanted & set(analyzer.terms(CITATION.sub(" ", answer)))) / len(wanted)
+    return _recall(_terms(expected, analyzer), _terms(answer, analyzer))
 
 
 def mean(values: Sequence[float | None]) -> float | None:
     present = [v for v in values if v is not None]
     return round(sum(present) / len(present), 4) if present else None
+
+
+def against_expected(
+    answer: str, expected: Sequence[str], analyzer: Analyzer
+) -> dict[str, float | None]:
+    """Exact match, fuzzy match and answer recall: each the best against any of ``expected``
+    (all None if there is none). The answer is normalised and analysed once, whatever the
+    number of expected answers."""
+    if not expected:
+        return dict.fromkeys(("exact_match", "fuzzy_match", "answer_recall"))
+    normalised = _normalise(answer)
+    got = Counter(normalised.split())
+    held = _terms(answer, analyzer)
+    wants = [_normalise(one) for one in expected]
+    recalls = [r for one in expected if (r := _recall(_terms(one, analyzer), held)) is not None]
+    return {
+        "exact_match": max(float(normalised == want) for want in wants),
+        "fuzzy_match": max(_f1(got, Counter(want.split())) for want in wants),
+        "answer_recall": max(recalls) if recalls else None,
+    }

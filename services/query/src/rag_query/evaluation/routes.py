@@ -28,7 +28,8 @@ class EvalCase(msgspec.Struct, forbid_unknown_fields=True):
     query: str
     id: str | None = None
     relevant: list[str] | dict[str, int] | None = None
-    expected_answer: str | None = None
+    # One answer, or several that are each right (scored against the best of them).
+    expected_answer: str | list[str] | None = None
 
 
 class EvaluateBody(msgspec.Struct, forbid_unknown_fields=True):
@@ -99,6 +100,49 @@ class EvaluationOut(msgspec.Struct, kw_only=True, omit_defaults=True):
 
 class EvaluationStarted(EvaluationOut, kw_only=True):
     status_url: str
+
+
+def _cases(cases: list[EvalCase], settings: QuerySettings) -> list[Case]:
+    """The cases checked in order: the first bad field of the first bad case is named."""
+    checked = []
+    for index, case in enumerate(cases):
+        where = f"cases[{index}]"
+        if not case.query.strip():
+            raise InvalidInput.for_field(f"{where}.query", "must not be empty")
+        expected = case.expected_answer
+        listed = isinstance(expected, list)
+        answers: tuple[str, ...] = (
+            tuple(expected)
+            if isinstance(expected, list)
+            else ()
+            if expected is None
+            else (expected,)
+        )
+        if listed and not answers:
+            raise InvalidInput.for_field(
+                f"{where}.expected_answer", "no answers: leave it out, or give one or more"
+            )
+        if len(answers) > settings.eval_max_expected_answers:
+            raise InvalidInput.for_field(
+                f"{where}.expected_answer",
+                f"more than {settings.eval_max_expected_answers} answers "
+                "(EVAL_MAX_EXPECTED_ANSWERS)",
+            )
+        for number, answer in enumerate(answers):
+            if not answer.strip():
+                field = f"{where}.expected_answer" + (f"[{number}]" if listed else "")
+                raise InvalidInput.for_field(field, "must not be empty")
+        checked.append(
+            Case(
+                id=case.id or f"q{index + 1}",
+                query=case.query,
+                relevant=dict.fromkeys(case.relevant, 1)
+                if isinstance(case.relevant, list)
+                else dict(case.relevant or {}),
+                expected_answers=answers,
+            )
+        )
+    return checked
 
 
 def _plan(
@@ -185,23 +229,14 @@ class EvaluationController(Controller):
         settings: NamedDependency[QuerySettings],
     ) -> Response[EvaluationResult] | Response[EvaluationStarted]:
         """Each case: a `query`, the `relevant` document ids (a list, or ids to graded
-        relevance) and/or an `expected_answer`. Retrieval: nDCG@10, R@10, R@100, MRR@10
+        relevance) and/or an `expected_answer` (or a list of answers each right on its own:
+        the answer scores its best against them). Retrieval: nDCG@10, R@10, R@100, MRR@10
         (ir-measures). With `answers`: citation precision, answer support, exact and fuzzy
         match, answer recall (the share of the expected answer's words the answer holds) and
         (with `judge` and an LLM) faithfulness. More than EVAL_SYNC_MAX_CASES
         cases (or `background: true`): 202, and the result at the status URL; 429 while the
         tenant runs MAX_EVALUATIONS_PER_TENANT in the background already."""
-        cases = [
-            Case(
-                id=case.id or f"q{index + 1}",
-                query=case.query,
-                relevant=dict.fromkeys(case.relevant, 1)
-                if isinstance(case.relevant, list)
-                else dict(case.relevant or {}),
-                expected_answer=case.expected_answer,
-            )
-            for index, case in enumerate(data.cases)
-        ]
+        cases = _cases(data.cases, settings)
         plan = _plan(
             data.collection,
             cases,

@@ -37,7 +37,8 @@ class Case:
     id: str
     query: str
     relevant: dict[str, int] = field(default_factory=dict)
-    expected_answer: str | None = None
+    # Every answer that is right (one, or several: the answer is scored against its best).
+    expected_answers: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -153,15 +154,7 @@ class Evaluator:
             if case.relevant
             else None,
             "answer_support": metrics.answer_support(answer, sources, self.analyzer),
-            "exact_match": metrics.exact_match(answer, case.expected_answer)
-            if case.expected_answer
-            else None,
-            "fuzzy_match": metrics.fuzzy_match(answer, case.expected_answer)
-            if case.expected_answer
-            else None,
-            "answer_recall": metrics.answer_recall(answer, case.expected_answer, self.analyzer)
-            if case.expected_answer
-            else None,
+            **metrics.against_expected(answer, case.expected_answers, self.analyzer),
             "faithfulness": await self._judge(prepared.sources, answer) if plan.judge else None,
         }
         for name, value in values.items():
