@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import onnx
 import onnxruntime as ort
 import pytest
 from rag_core.embedding.base import Embedder
@@ -100,6 +101,22 @@ async def test_async_interface_and_int8_variant_agree(cache_dir: Path, fp32: Loc
     query = await int8.embed_query(TEXTS[0])
     assert query.shape == (DIMENSION,)
     assert (await fp32.embed_documents([])).shape == (0, DIMENSION)
+
+
+def test_int8_products_fit_the_16_bit_sums_of_cpus_without_vnni(cache_dir: Path) -> None:
+    """onnxruntime multiplies the int8 model's uint8 inputs (0..255) by its int8 weights with
+    VPMADDUBSW on AVX2 and AVX-512 CPUs without VNNI, adding each two products into 16 bits
+    with saturation; VNNI CPUs add in 32 bits. In 8-bit weights (up to 127) the sums clipped
+    on one kind of CPU and not on the other, and a text's vector differed between them (mean
+    cosine 0.9935). Every pair of products must fit: the vector is then the same on both."""
+    model = onnx.load(str(ensure_onnx_model(cache_dir, "int8")))
+    constants = {t.name: onnx.numpy_helper.to_array(t) for t in model.graph.initializer}
+    products = [n for n in model.graph.node if n.op_type == "MatMulInteger"]
+    assert len(products) == 6 * 6  # every layer's query, key, value, output and two dense
+    for node in products:
+        weights, weights_zero = constants[node.input[1]], constants[node.input[3]]
+        assert weights.dtype == np.int8 and not weights_zero.any(), node.name
+        assert 2 * 255 * int(np.abs(weights.astype(np.int32)).max()) <= 32767, node.name
 
 
 def test_model_file_is_built_once_and_reused(cache_dir: Path) -> None:
