@@ -115,7 +115,8 @@ def test_int8_products_fit_the_16_bit_sums_of_cpus_without_vnni(cache_dir: Path)
     assert len(products) == 6 * 6  # every layer's query, key, value, output and two dense
     for node in products:
         weights, weights_zero = constants[node.input[1]], constants[node.input[3]]
-        assert weights.dtype == np.int8 and not weights_zero.any(), node.name
+        assert weights.dtype == np.int8, node.name
+        assert not weights_zero.any(), node.name
         assert 2 * 255 * int(np.abs(weights.astype(np.int32)).max()) <= 32767, node.name
 
 
