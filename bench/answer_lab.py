@@ -30,7 +30,7 @@ import numpy as np
 from numpy.typing import NDArray
 from rag_config import IngestSettings, QuerySettings
 from rag_core.chunks import StoredChunk, embedded_text, indexed_text
-from rag_core.embedding.local import LocalEmbedder
+from rag_core.embedding.local import INT8_FILE, LocalEmbedder
 from rag_core.embedding.wordpiece import token_spans
 from rag_core.tokens import count_tokens
 from rag_ingest.chunking import chunk_sections
@@ -110,8 +110,8 @@ def build(
                 )
             )
     texts = [embedded_text(c) for c in chunks]
-    digest = hashlib.sha256("\x00".join(texts).encode()).hexdigest()[:20]
-    path = CACHE / f"docs-{digest}.npy"
+    digest = hashlib.sha256("\x00".join([INT8_FILE, *texts]).encode()).hexdigest()[:20]
+    path = CACHE / f"docs-{digest}.npy"  # (keyed by the model file too, as in quality_lab)
     if path.exists():
         vectors = np.load(path)
     else:

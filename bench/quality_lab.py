@@ -35,7 +35,7 @@ import numpy as np
 from ir_measures import R, nDCG
 from numpy.typing import NDArray
 from query_bench import load_test_queries
-from rag_core.embedding.local import LocalEmbedder
+from rag_core.embedding.local import INT8_FILE, LocalEmbedder
 from rag_core.embedding.wordpiece import token_spans
 from rag_ingest.chunking import chunk_sections
 from rag_ingest.parsing import Section
@@ -144,7 +144,8 @@ class Lab:
         self.query_vectors = self._embed(self.query_texts, "queries")
 
     def _embed(self, texts: list[str], label: str) -> NDArray[np.float32]:
-        digest = hashlib.sha256("\x00".join(texts).encode()).hexdigest()[:20]
+        # (keyed by the model file too: vectors of another quantization are never reused)
+        digest = hashlib.sha256("\x00".join([INT8_FILE, *texts]).encode()).hexdigest()[:20]
         path = CACHE / f"{label}-{digest}.npy"
         if path.exists():
             return np.asarray(np.load(path), dtype=np.float32)

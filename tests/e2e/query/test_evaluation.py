@@ -145,6 +145,8 @@ def test_the_llm_judge_scores_faithfulness(query: QueryClient, medical: str, llm
             422,
             "cases[0].expected_answer",
         ),
+        # More than EVAL_MAX_CASES (20,000): refused as a whole, before any case is read.
+        ({"cases": [{"query": " "}] * 20_001}, 422, "cases"),
         ({"cases": [{"query": "x"}], "collection": "missing-one"}, 404, None),
     ],
 )

@@ -9,6 +9,7 @@ thing through the real worker, nginx and the ONNX models is tests/e2e/gateway/te
 from __future__ import annotations
 
 import copy
+import dataclasses
 import uuid
 from collections.abc import Sequence
 from types import SimpleNamespace
@@ -19,6 +20,7 @@ import pytest
 from numpy.typing import NDArray
 from rag_core.catalog import DEFAULT_NAMESPACE, Collection
 from rag_core.chunks import StoredChunk, embedded_text
+from rag_core.embedding.models import MODELS as MODEL_SPECS
 from rag_core.embedding.models import EmbedderFactory
 from rag_ingest.components import IngestComponents
 from rag_ingest.jobs.model import JobRecord
@@ -600,6 +602,26 @@ async def test_a_cancel_racing_the_making_of_the_shadow_leaves_no_chroma_collect
     assert await chroma_names(parts) == before
 
 
+async def one_chunk_document(
+    parts: IngestComponents, parsers: ParserPool, col: Collection, submission: Submission
+) -> tuple[dict[str, Any], StoredChunk]:
+    """Submit and ingest a document of one chunk: the job's result and the chunk it stored."""
+    [job] = await parts.ingest.submit(T, col.name, [submission])
+    payload = await parts.jobs.payload(job.id)
+    assert payload is not None
+    fresh = await parts.registry.get(T, col.name)
+    result = await pipeline(parts, parsers).run(
+        job=job, collection=fresh, payload=payload, progress=nothing
+    )
+    assert submission.document_id is not None
+    record = await parts.documents.get(T, col.name, submission.document_id)
+    assert record is not None
+    [chunk] = await parts.chunks.version(
+        fresh.chroma_id, submission.document_id, record.tag, vectors=True
+    )
+    return result, chunk
+
+
 async def test_the_header_embedded_setting_shapes_new_versions_and_re_embeddings_alike(
     parts: IngestComponents, parsers: ParserPool
 ) -> None:
@@ -616,16 +638,7 @@ async def test_the_header_embedded_setting_shapes_new_versions_and_re_embeddings
 
     async def submit_and_run(doc: str) -> tuple[dict[str, Any], StoredChunk]:
         submission = Submission(text, where="d", document_id=doc, title="Orchard notes")
-        [job] = await parts.ingest.submit(T, col.name, [submission])
-        payload = await parts.jobs.payload(job.id)
-        assert payload is not None
-        fresh = await parts.registry.get(T, col.name)
-        result = await pipeline(parts, parsers).run(
-            job=job, collection=fresh, payload=payload, progress=nothing
-        )
-        record = await parts.documents.get(T, col.name, doc)
-        assert record is not None
-        [chunk] = await parts.chunks.version(fresh.chroma_id, doc, record.tag, vectors=True)
+        result, chunk = await one_chunk_document(parts, parsers, col, submission)
         assert chunk.header == "Orchard notes"
         return result, chunk
 
@@ -664,3 +677,41 @@ async def test_the_header_embedded_setting_shapes_new_versions_and_re_embeddings
     for doc in ("fruit", "copy", "third"):
         [copied] = await parts.chunks.version(after.chroma_id, doc, held[doc])
         assert copied.header_embedded
+        assert copied.model_revision == MODEL_SPECS[TO].revision
+    # The versions' hashes name the former model: the next submission is a new version.
+    assert (await submit_and_run("fruit"))[0]["status"] == "replaced"
+
+
+async def test_vectors_of_an_earlier_revision_of_the_model_are_replaced_and_never_reused(
+    parts: IngestComponents, parsers: ParserPool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """all-MiniLM-L6-v2-int8's weights went from 8 to 7 bits under the same name: a document
+    stored before was "unchanged" when submitted again, and its 8-bit vectors were reused for
+    any other document of the same text. Its chunks carry no revision: the next submission
+    is a new version, and none of its vectors is reused."""
+    col = await parts.registry.create(T, f"r-{uuid.uuid4().hex[:8]}", TO)
+    text = b"Pears ripen after they are picked."
+
+    async def submit_and_run(doc: str) -> tuple[dict[str, Any], StoredChunk]:
+        submission = Submission(text, where="d", document_id=doc)
+        return await one_chunk_document(parts, parsers, col, submission)
+
+    current = MODEL_SPECS[TO]
+    assert current.revision
+    with monkeypatch.context() as before:  # the software before the revision
+        before.setitem(MODEL_SPECS, TO, dataclasses.replace(current, revision=""))
+        result, chunk = await submit_and_run("old")
+        assert result["status"] == "created"
+        assert chunk.model_revision == ""
+        assert (await submit_and_run("old"))[0]["status"] == "unchanged"
+
+    result, chunk = await submit_and_run("copy")
+    assert result["same_text_as"] == "old"
+    assert result["chunks_reused"] == 0
+    assert chunk.model_revision == current.revision
+    result, chunk = await submit_and_run("old")
+    assert result["status"] == "replaced", "the same bytes, but vectors of another model"
+    assert chunk.model_revision == current.revision
+    assert (await submit_and_run("old"))[0]["status"] == "unchanged"
+    result, _ = await submit_and_run("third")
+    assert result["chunks_reused"] == result["chunks_created"] == 1

@@ -120,6 +120,19 @@ def test_int8_products_fit_the_16_bit_sums_of_cpus_without_vnni(cache_dir: Path)
         assert 2 * 255 * int(np.abs(weights.astype(np.int32)).max()) <= 32767, node.name
 
 
+def test_the_int8_file_of_an_earlier_recipe_is_removed_when_the_current_one_is_built(
+    tmp_path: Path,
+) -> None:
+    """The 8-bit file (model.int8.onnx, 59 MB) was left beside the 7-bit one in every data
+    directory; the 7-bit one is named for its recipe, so each is told apart."""
+    former = ensure_onnx_model(tmp_path, "fp32").parent / "model.int8.onnx"
+    former.write_bytes(b"an earlier build")
+    current = ensure_onnx_model(tmp_path, "int8")
+    assert current.name == "model.int8-w7.onnx"
+    assert current.exists()
+    assert not former.exists()
+
+
 def test_model_file_is_built_once_and_reused(cache_dir: Path) -> None:
     first = ensure_onnx_model(cache_dir, "fp32")
     mtime = first.stat().st_mtime_ns

@@ -105,6 +105,17 @@ def test_the_embedder_reads_the_header_only_where_the_chunk_says_it_did() -> Non
     assert not any("embedded" in k for k in encode(bare))
 
 
+def test_a_chunk_keeps_the_revision_of_the_model_its_vector_is_of() -> None:
+    from rag_core.chunks import StoredChunk, decode, encode
+
+    revised = StoredChunk("c", "d", "1", 0, "Text.", model_revision="w7")
+    assert decode("c", "Text.", encode(revised)).model_revision == "w7"
+    # Chunks stored before a revision carry none, and read so.
+    before = encode(StoredChunk("c", "d", "1", 0, "Text."))
+    assert not any("revision" in key for key in before)
+    assert decode("c", "Text.", before).model_revision == ""
+
+
 def _wrap(text: str, width: int) -> list[str]:
     """``text``'s words in lines of at most about ``width`` characters, as an editor wraps."""
     lines, line = [], ""

@@ -52,6 +52,8 @@ class StoredChunk:
     # Whether its vector embedded the header too (see embedded_text). Chunks stored before
     # CHUNK_HEADER_EMBEDDED existed did: a chunk without the mark reads as True.
     header_embedded: bool = True
+    # The revision of the model its vector is of (ModelSpec.revision; "" for none).
+    model_revision: str = ""
     # Kept in the document's record now; chunks stored by earlier versions carry them.
     title: str | None = None
     source: str | None = None
@@ -77,7 +79,7 @@ def chunk_id(document_id: str, tag: str, position: int) -> str:
 # The engine's fields in the stored metadata. A caller's key never starts with "_".
 _DOC, _VER, _POS, _TOKENS, _HASH, _FORMAT = "_doc", "_ver", "_pos", "_tokens", "_hash", "_format"
 _PAGE, _HEADING, _TITLE, _SOURCE = "_page", "_heading", "_title", "_source"
-_HEADER, _HEADER_EMBEDDED = "_header", "_header_embedded"
+_HEADER, _HEADER_EMBEDDED, _REVISION = "_header", "_header_embedded", "_model_revision"
 
 
 def indexed_text(chunk: StoredChunk) -> str:
@@ -113,6 +115,8 @@ def encode(chunk: StoredChunk) -> Metadata:
         metadata[_HEADER] = chunk.header
         if not chunk.header_embedded:
             metadata[_HEADER_EMBEDDED] = False
+    if chunk.model_revision:
+        metadata[_REVISION] = chunk.model_revision
     # Title and source are the document's, kept once in its record (the query service adds
     # them to hits): copied into every chunk, a long source multiplied Chroma's size.
     return metadata
@@ -138,6 +142,7 @@ def decode(
         heading=_text(metadata.get(_HEADING)),
         header=_text(metadata.get(_HEADER)),
         header_embedded=bool(metadata.get(_HEADER_EMBEDDED, True)),
+        model_revision=str(metadata.get(_REVISION, "")),
         title=_text(metadata.get(_TITLE)),
         source=_text(metadata.get(_SOURCE)),
         vector=vector,

@@ -19,6 +19,7 @@ import msgspec
 from arq.connections import ArqRedis
 from rag_config import IngestSettings
 from rag_core.catalog import Collection
+from rag_core.embedding.models import model_revision
 from rag_core.errors import InvalidInput, PayloadTooLarge, UnsupportedMediaType, field_errors
 
 from rag_ingest.jobs.model import JobKind, JobRecord
@@ -232,6 +233,12 @@ class JobSubmitter:
             source=item.source,
             **({"title": item.title} if item.title is not None else {}),
             model=collection.embedding_model,
+            # (only where the model was revised: others keep the hashes stored before)
+            **(
+                {"model_revision": revision}
+                if (revision := model_revision(collection.embedding_model))
+                else {}
+            ),
             chunk_size=self.settings.chunk_size_tokens,
             chunk_overlap=self.settings.chunk_overlap_tokens,
             **self._header_inputs(),

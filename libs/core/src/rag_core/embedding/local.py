@@ -23,6 +23,7 @@ from typing import Literal
 import numpy as np
 
 from rag_core.embedding.base import Vectors
+from rag_core.embedding.models import MODELS
 from rag_core.embedding.wordpiece import packaged_model_dir
 
 # onnxruntime sends usage telemetry unless told not to; set before it is imported anywhere.
@@ -42,9 +43,12 @@ GRAPH_VERSION = "1"  # bump when minilm_graph changes, so cached files are rebui
 # saturating: 255 * 127 * 2 does not fit, 255 * 64 * 2 does. With VNNI nothing saturates. In
 # full 8 bits the same text's vector differed by a mean cosine of 0.9935 between the two (an
 # emulation of the saturating kernel, 40 SciFact abstracts), as far as int8 is from fp32, and
-# the quality gates read other figures on another machine. Named by its recipe: a file
-# quantized another way is never taken for this one.
-INT8_FILE = "model.int8-w7.onnx"
+# the quality gates read other figures on another machine. Named by its recipe (the model's
+# revision, which also makes documents embedded before a new version): a file quantized
+# another way is never taken for this one.
+INT8_FILE = f"model.int8-{MODELS[MODEL_NAME + '-int8'].revision}.onnx"
+# Built by earlier versions, removed when the current file is built beside them.
+_FORMER_INT8_FILES = ("model.int8.onnx",)
 
 
 def _source_fingerprint(model_dir: Path) -> str:
@@ -96,6 +100,8 @@ def ensure_onnx_model(cache_dir: Path, variant: Variant = "fp32") -> Path:
                     weight_type=QuantType.QInt8,
                 )
                 quantized.replace(target)
+            for former in _FORMER_INT8_FILES:
+                (target_dir / former).unlink(missing_ok=True)
     return target
 
 

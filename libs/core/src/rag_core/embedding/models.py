@@ -21,19 +21,30 @@ class ModelSpec:
     remote_name: str
     dimension: int
     max_tokens: int
+    # What of the model its name does not say (how the weights were quantized), where it
+    # changed since the name was first used: documents stored before are a new version at
+    # their next submission, and their vectors are never reused for another's text.
+    revision: str = ""
 
 
 MODELS: dict[str, ModelSpec] = {
     spec.name: spec
     for spec in (
         ModelSpec("all-MiniLM-L6-v2", "local", "fp32", 384, 254),
-        ModelSpec("all-MiniLM-L6-v2-int8", "local", "int8", 384, 254),
+        # w7: weights in 7 bits, the same vectors on every x86 CPU (rag_core.embedding.local).
+        ModelSpec("all-MiniLM-L6-v2-int8", "local", "int8", 384, 254, revision="w7"),
         ModelSpec("openai/text-embedding-3-small", "openai", "text-embedding-3-small", 1536, 8000),
         ModelSpec("openai/text-embedding-3-large", "openai", "text-embedding-3-large", 3072, 8000),
         ModelSpec("google/gemini-embedding-001", "google", "gemini-embedding-001", 768, 2000),
         ModelSpec("google/text-embedding-004", "google", "text-embedding-004", 768, 2000),
     )
 }
+
+
+def model_revision(name: str) -> str:
+    """The model's revision ("" for an unknown name, or one never revised)."""
+    spec = MODELS.get(name)
+    return spec.revision if spec is not None else ""
 
 
 def model_spec(name: str) -> ModelSpec:

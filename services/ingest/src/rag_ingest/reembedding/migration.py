@@ -29,6 +29,7 @@ from rag_config import IngestSettings
 from rag_core.catalog import Collection, DocumentRecord, Keys, Migration
 from rag_core.chunks import ChunkStore, embedded_text
 from rag_core.embedding.base import Embedder
+from rag_core.embedding.models import model_revision
 from rag_core.errors import Conflict
 from rag_telemetry import get_logger
 from redis.asyncio import Redis
@@ -305,8 +306,13 @@ class _Run:
             return
         source = await self.o.chunks.versions(self.collection.chroma_id, wanted)
         chunks = [chunk for found in source.values() for chunk in found]
-        for chunk in chunks:  # embedded as the worker embeds now (CHUNK_HEADER_EMBEDDED)
+        # Embedded as the worker embeds now (CHUNK_HEADER_EMBEDDED), by the model's current
+        # revision. (The versions' hashes name the former model: each document's next
+        # submission is a new version whatever it says.)
+        revision = model_revision(self.migration.model)
+        for chunk in chunks:
             chunk.header_embedded = self.o.settings.chunk_header_embedded
+            chunk.model_revision = revision
         # (None found: replaced or deleted since read; the change stream brings what is new.)
         for start in range(0, len(chunks), COPY_GROUP):
             group = chunks[start : start + COPY_GROUP]

@@ -16,6 +16,7 @@ from rag_config import IngestSettings
 from rag_core.catalog import Collection, DocumentRecord
 from rag_core.chunks import ChunkStore, StoredChunk, chunk_id, embedded_text, version_tag
 from rag_core.embedding.base import Embedder
+from rag_core.embedding.models import model_revision
 from rag_telemetry import get_logger
 
 from rag_ingest.chunking import Chunk, TooManyChunks, ocr_metadata
@@ -106,10 +107,12 @@ def stored_chunk(
     title: str | None = None,
     header_chars: int = 0,
     header_embedded: bool = True,
+    revision: str = "",
 ) -> StoredChunk:
     """What every chunk carries: where it comes from, which version, the caller's metadata,
-    and the header it is indexed after (``header_chars`` of it; 0: none), by BM25 and, with
-    ``header_embedded``, by the embedder too."""
+    the header it is indexed after (``header_chars`` of it; 0: none), by BM25 and, with
+    ``header_embedded``, by the embedder too, and the revision of the model it is embedded
+    with."""
     assert job.document_id is not None
     return StoredChunk(
         id=chunk_id(job.document_id, tag, chunk.position),
@@ -125,6 +128,7 @@ def stored_chunk(
         heading=" > ".join(chunk.heading_path) if chunk.heading_path else None,
         header=chunk_header(title, chunk.heading_path, header_chars),
         header_embedded=header_embedded,
+        model_revision=revision,
     )
 
 
@@ -202,6 +206,7 @@ class IngestPipeline:
                 title=title,
                 header_chars=self.settings.chunk_header_max_chars,
                 header_embedded=self.settings.chunk_header_embedded,
+                revision=model_revision(collection.embedding_model),
             )
             for c in prepared.chunks
         ]
@@ -351,7 +356,9 @@ class IngestPipeline:
         """The active chunks' vectors of ``document_id``, by the text each is the embedding
         of (empty if it has none any more: a reader of a moment ago, or Chroma failing, only
         costs an embedding). Keyed so, a vector embedded with its header is never taken for
-        the text alone, or the other way round, after CHUNK_HEADER_EMBEDDED changed."""
+        the text alone, or the other way round, after CHUNK_HEADER_EMBEDDED changed; and only
+        those of the model's current revision (a vector of its 8-bit int8 weights is not the
+        7-bit one's)."""
         record = await self.documents.get(collection.namespace, collection.name, document_id)
         if record is None:
             return {}
@@ -362,7 +369,12 @@ class IngestPipeline:
         except Exception as exc:
             log.warning("reuse_skipped", error=f"{type(exc).__name__}: {exc}")
             return {}
-        return {embedded_text(c): c.vector for c in stored if c.vector is not None}
+        revision = model_revision(collection.embedding_model)
+        return {
+            embedded_text(c): c.vector
+            for c in stored
+            if c.vector is not None and c.model_revision == revision
+        }
 
     async def _discard(self, own: Cleanup, ids: list[str]) -> None:
         try:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+from collections.abc import Sized
 from typing import Any, Literal, Self
 
 import msgspec
@@ -102,8 +103,19 @@ class EvaluationStarted(EvaluationOut, kw_only=True):
     status_url: str
 
 
+def _check_count(cases: Sized, settings: QuerySettings) -> None:
+    if not cases:
+        raise InvalidInput.for_field("cases", "no cases")
+    if len(cases) > settings.eval_max_cases:
+        raise InvalidInput.for_field(
+            "cases", f"more than {settings.eval_max_cases} (EVAL_MAX_CASES)"
+        )
+
+
 def _cases(cases: list[EvalCase], settings: QuerySettings) -> list[Case]:
-    """The cases checked in order: the first bad field of the first bad case is named."""
+    """The cases checked in order, once there are not too many: the first bad field of the
+    first bad case is named."""
+    _check_count(cases, settings)
     checked = []
     for index, case in enumerate(cases):
         where = f"cases[{index}]"
@@ -157,12 +169,7 @@ def _plan(
     settings: QuerySettings,
     generators: Generators,
 ) -> Plan:
-    if not cases:
-        raise InvalidInput.for_field("cases", "no cases")
-    if len(cases) > settings.eval_max_cases:
-        raise InvalidInput.for_field(
-            "cases", f"more than {settings.eval_max_cases} (EVAL_MAX_CASES)"
-        )
+    _check_count(cases, settings)
     for index, case in enumerate(cases):
         if not case.query.strip():
             raise InvalidInput.for_field(f"cases[{index}].query", "must not be empty")
