@@ -131,6 +131,10 @@ def test_the_int8_file_of_an_earlier_recipe_is_removed_when_the_current_one_is_b
     assert current.name == "model.int8-w7.onnx"
     assert current.exists()
     assert not former.exists()
+    # A data directory where the current file was built already, beside the former one.
+    former.write_bytes(b"an earlier build")
+    assert ensure_onnx_model(tmp_path, "int8") == current
+    assert not former.exists()
 
 
 def test_model_file_is_built_once_and_reused(cache_dir: Path) -> None:
