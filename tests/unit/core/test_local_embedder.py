@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 from pathlib import Path
 
 import numpy as np
@@ -131,10 +132,20 @@ def test_the_int8_file_of_an_earlier_recipe_is_removed_when_the_current_one_is_b
     assert current.name == "model.int8-w7.onnx"
     assert current.exists()
     assert not former.exists()
-    # A data directory where the current file was built already, beside the former one.
-    former.write_bytes(b"an earlier build")
-    assert ensure_onnx_model(tmp_path, "int8") == current
-    assert not former.exists()
+
+
+def test_a_built_model_is_used_from_a_read_only_directory(
+    cache_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The production images' /opt/models is read-only: there even unlinking a missing file
+    fails (EROFS), and a clean-up of former files at every start stopped the worker."""
+    built = ensure_onnx_model(cache_dir, "int8")
+
+    def read_only(self: Path, missing_ok: bool = False) -> None:
+        raise OSError(errno.EROFS, "Read-only file system", str(self))
+
+    monkeypatch.setattr(Path, "unlink", read_only)
+    assert ensure_onnx_model(cache_dir, "int8") == built
 
 
 def test_model_file_is_built_once_and_reused(cache_dir: Path) -> None:

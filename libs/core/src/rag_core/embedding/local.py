@@ -76,8 +76,8 @@ def ensure_onnx_model(cache_dir: Path, variant: Variant = "fp32") -> Path:
     target_dir = cache_dir / f"{MODEL_NAME}-{_source_fingerprint(source)}"
     target = target_dir / ("model.onnx" if variant == "fp32" else INT8_FILE)
     if target.exists():
-        if variant == "int8":
-            _remove_former(target_dir)  # (built beside the current file by a version before)
+        # (nothing else here: the images' model directory is read-only, where even a
+        # missing file's unlink fails)
         return target
     with _file_lock(target_dir / ".build.lock"):
         if target.exists():  # another process built it while we waited
@@ -107,8 +107,10 @@ def ensure_onnx_model(cache_dir: Path, variant: Variant = "fp32") -> Path:
 
 
 def _remove_former(target_dir: Path) -> None:
+    """Best effort: a file left over costs disk space, never a start."""
     for former in _FORMER_INT8_FILES:
-        (target_dir / former).unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            (target_dir / former).unlink(missing_ok=True)
 
 
 def _atomic_write(path: Path, data: bytes) -> None:
