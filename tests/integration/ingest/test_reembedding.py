@@ -715,3 +715,42 @@ async def test_vectors_of_an_earlier_revision_of_the_model_are_replaced_and_neve
     assert (await submit_and_run("old"))[0]["status"] == "unchanged"
     result, _ = await submit_and_run("third")
     assert result["chunks_reused"] == result["chunks_created"] == 1
+
+
+async def test_a_collection_holding_an_earlier_revision_is_re_embedded_with_its_own_model(
+    parts: IngestComponents, parsers: ParserPool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """After the upgrade to the 7-bit weights a collection's 8-bit vectors stayed until each
+    document was submitted again: a re-embedding to the collection's own model was refused
+    (409 "already the collection's model"). It is taken while the collection holds vectors of
+    another revision, replaces them all, and is refused again once none is left."""
+    col = await parts.registry.create(T, f"r-{uuid.uuid4().hex[:8]}", TO)
+    current = MODEL_SPECS[TO]
+    with pytest.raises(Exception, match="already"):  # empty: nothing to bring over
+        await start(parts, col, TO)
+    with monkeypatch.context() as before:  # the software before the revision
+        before.setitem(MODEL_SPECS, TO, dataclasses.replace(current, revision=""))
+        for doc in ("a", "b"):
+            text = f"Plums of kind {doc} keep for a week.".encode()
+            _, chunk = await one_chunk_document(
+                parts, parsers, col, Submission(text, where="d", document_id=doc)
+            )
+            assert chunk.model_revision == ""
+    _, chunk = await one_chunk_document(
+        parts, parsers, col, Submission(b"Cherries bruise.", where="d", document_id="c")
+    )
+    assert chunk.model_revision == current.revision
+
+    result = await run(parts, await start(parts, col, TO))
+    assert result["status"] == "switched"
+    assert result["chunks_embedded"] == 3
+    after = await parts.registry.get(T, col.name)
+    assert after.embedding_model == TO
+    assert after.chroma_id != col.chroma_id
+    held = await shadow_holds(parts, after)
+    for doc, tag in held.items():
+        [copied] = await parts.chunks.version(after.chroma_id, doc, tag)
+        assert copied.model_revision == current.revision, doc
+    assert not await parts.chunks.holds_other_revision(after.chroma_id, current.revision)
+    with pytest.raises(Exception, match="already"):
+        await start(parts, after, TO)

@@ -213,6 +213,7 @@ class ChunkStore(Protocol):
     ) -> set[tuple[str, str]]: ...
     async def delete(self, collection_id: str, ids: Sequence[str]) -> int: ...
     async def delete_version(self, collection_id: str, document_id: str, tag: str) -> int: ...
+    async def holds_other_revision(self, collection_id: str, revision: str) -> bool: ...
 
 
 class ChromaChunkStore:
@@ -336,6 +337,14 @@ class ChromaChunkStore:
 
     async def delete(self, collection_id: str, ids: Sequence[str]) -> int:
         return await self.chroma.delete(collection_id, ids=ids)
+
+    async def holds_other_revision(self, collection_id: str, revision: str) -> bool:
+        """Whether any chunk's vector is of another revision of its model than ``revision``
+        (chunks stored before revisions were recorded have none: they are other)."""
+        rows = await self.chroma.get(
+            collection_id, where={_REVISION: {"$ne": revision}}, limit=1, documents=False
+        )
+        return bool(rows.ids)
 
     async def delete_version(self, collection_id: str, document_id: str, tag: str) -> int:
         """Remove one version's chunks; 0 if its collection is gone (and they with it)."""

@@ -101,6 +101,7 @@ class IngestComponents:
                 jobs=jobs,
                 submitter=submitter,
                 check_model=check_model,
+                chunks=chunks,
             ),
         )
 

@@ -6,6 +6,7 @@ import time
 from collections.abc import Callable
 
 from rag_config import IngestSettings
+from rag_core.chunks import ChunkStore
 from rag_core.embedding.models import ModelSpec
 from rag_core.errors import Conflict, NotFound
 
@@ -28,8 +29,10 @@ class ReembedService:
         jobs: JobStore,
         submitter: JobSubmitter,
         check_model: Callable[[str], ModelSpec],
+        chunks: ChunkStore,
     ) -> None:
         self.settings = settings
+        self.chunks = chunks
         self.registry = registry
         self.migrations = migrations
         self.jobs = jobs
@@ -46,7 +49,10 @@ class ReembedService:
         traceparent: str | None = None,
     ) -> JobRecord:
         """Queue a re-embedding of collection ``name`` with ``model``. A stopped one (failed,
-        dead-lettered) is replaced; its shadow is resumed if it is for the same model."""
+        dead-lettered) is replaced; its shadow is resumed if it is for the same model. The
+        collection's own model is taken only while it holds vectors of another revision of it
+        (weights changed under the same name: all-MiniLM-L6-v2-int8's 8-bit ones), which the
+        re-embedding then replaces; else 409."""
         for _ in range(START_TRIES):
             collection = await self.registry.get(tenant, name)
             spec = self.check_model(model)
@@ -62,11 +68,16 @@ class ReembedService:
                         extra={"job_id": running.job_id},
                     )
                 replacing = running.job_id
-            if model == collection.embedding_model:
+            if model == collection.embedding_model and not (
+                spec.revision
+                and await self.chunks.holds_other_revision(collection.chroma_id, spec.revision)
+            ):
+                weights = f", every vector of its current weights ({spec.revision})"
                 raise Conflict.for_field(
                     "embedding_model",
                     "already the collection's model",
-                    detail=f"collection {name!r} already uses {model!r}",
+                    detail=f"collection {name!r} already uses {model!r}"
+                    + (weights if spec.revision else ""),
                 )
             record = JobRecord(
                 id=new_job_id(),
