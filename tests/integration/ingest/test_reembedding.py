@@ -18,10 +18,11 @@ from typing import Any
 import numpy as np
 import pytest
 from numpy.typing import NDArray
-from rag_core.catalog import DEFAULT_NAMESPACE, Collection
+from rag_core.catalog import DEFAULT_NAMESPACE, Collection, Migration
 from rag_core.chunks import StoredChunk, embedded_text
 from rag_core.embedding.models import MODELS as MODEL_SPECS
 from rag_core.embedding.models import EmbedderFactory
+from rag_core.errors import Conflict
 from rag_ingest.components import IngestComponents
 from rag_ingest.jobs.model import JobRecord
 from rag_ingest.parsing.pool import ParserPool
@@ -272,22 +273,31 @@ async def test_a_cancel_stops_the_run_drops_the_shadow_and_keeps_the_collection(
     assert (await run(parts, again))["status"] == "switched"
 
 
+async def dead_after_first_copy_step(
+    parts: IngestComponents, col: Collection, job: JobRecord
+) -> Migration:
+    """Run ``job`` until its worker dies after the first step of the copy, and end the job
+    dead: the collection's migration it leaves."""
+
+    async def die() -> None:
+        raise Stop
+
+    with pytest.raises(Stop):
+        await run(parts, job, at_first_copy_step(die))
+    job.state, job.stage = "dead", "copying"
+    assert await parts.jobs.save(job)
+    migration = (await parts.registry.get(T, col.name)).migration
+    assert migration is not None
+    return migration
+
+
 @pytest.mark.parametrize("resumed_by", ["a new request", "a retry of its job"])
 async def test_a_dead_migration_resumes_its_shadow(
     resumed_by: str, parts: IngestComponents, parsers: ParserPool
 ) -> None:
     col = await populated(parts, parsers, 6)
     first = await start(parts, col)
-
-    async def die() -> None:
-        raise Stop
-
-    with pytest.raises(Stop):
-        await run(parts, first, at_first_copy_step(die))
-    first.state, first.stage = "dead", "copying"
-    assert await parts.jobs.save(first)
-    shadow = (await parts.registry.get(T, col.name)).migration
-    assert shadow is not None
+    shadow = await dead_after_first_copy_step(parts, col, first)
     if resumed_by == "a new request":
         second = await start(parts, col)
     else:
@@ -438,13 +448,13 @@ async def test_a_stalled_run_never_removes_a_newer_version_another_run_copied(
     counts = parts.chunks.version_counts
     stalled: list[dict[str, Any]] = []
 
-    async def stall_then_count(collection_id: str, ids: Any) -> Any:
+    async def stall_then_count(collection_id: str, ids: Any, **kw: Any) -> Any:
         if not stalled:  # run A, stalled here while the others go on
             stalled.append({})
             fresh = await parts.registry.get(T, col.name)
             await ingest(parts, parsers, fresh, {"d0": "d0 replaced meanwhile"})
             stalled[0] = await run(parts, job)
-        return await counts(collection_id, ids)
+        return await counts(collection_id, ids, **kw)
 
     parts.chunks.version_counts = stall_then_count  # type: ignore[method-assign]
     try:
@@ -472,7 +482,7 @@ async def test_a_collection_deleted_as_its_shadow_is_made_leaves_no_chroma_colle
     job = await start(parts, col)
     counts, get = parts.chunks.version_counts, parts.registry.get
 
-    async def deleted_with_an_old_view(collection_id: str, ids: Any) -> Any:
+    async def deleted_with_an_old_view(collection_id: str, ids: Any, **kw: Any) -> Any:
         async def as_read_before(tenant: str, name: str) -> Collection:
             return col  # what the delete read before the shadow was named
 
@@ -481,7 +491,7 @@ async def test_a_collection_deleted_as_its_shadow_is_made_leaves_no_chroma_colle
             await parts.registry.delete(T, col.name)
         finally:
             parts.registry.get = get  # type: ignore[method-assign]
-        return await counts(collection_id, ids)
+        return await counts(collection_id, ids, **kw)
 
     parts.chunks.version_counts = deleted_with_an_old_view  # type: ignore[method-assign]
     try:
@@ -717,18 +727,20 @@ async def test_vectors_of_an_earlier_revision_of_the_model_are_replaced_and_neve
     assert result["chunks_reused"] == result["chunks_created"] == 1
 
 
-async def test_a_collection_holding_an_earlier_revision_is_re_embedded_with_its_own_model(
-    parts: IngestComponents, parsers: ParserPool, monkeypatch: pytest.MonkeyPatch
+async def refused_as_its_own_model(parts: IngestComponents, col: Collection) -> None:
+    with pytest.raises(Conflict) as refused:
+        await start(parts, col, col.embedding_model)
+    assert refused.value.extra["errors"][0]["field"] == "embedding_model"
+    assert "already the collection's model" in refused.value.extra["errors"][0]["message"]
+
+
+async def stored_before_the_revision(
+    parts: IngestComponents, parsers: ParserPool, col: Collection, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """After the upgrade to the 7-bit weights a collection's 8-bit vectors stayed until each
-    document was submitted again: a re-embedding to the collection's own model was refused
-    (409 "already the collection's model"). It is taken while the collection holds vectors of
-    another revision, replaces them all, and is refused again once none is left."""
-    col = await parts.registry.create(T, f"r-{uuid.uuid4().hex[:8]}", TO)
+    """Two documents stored by the software before TO had a revision (no revision on their
+    chunks), and one after."""
     current = MODEL_SPECS[TO]
-    with pytest.raises(Exception, match="already"):  # empty: nothing to bring over
-        await start(parts, col, TO)
-    with monkeypatch.context() as before:  # the software before the revision
+    with monkeypatch.context() as before:
         before.setitem(MODEL_SPECS, TO, dataclasses.replace(current, revision=""))
         for doc in ("a", "b"):
             text = f"Plums of kind {doc} keep for a week.".encode()
@@ -741,16 +753,92 @@ async def test_a_collection_holding_an_earlier_revision_is_re_embedded_with_its_
     )
     assert chunk.model_revision == current.revision
 
-    result = await run(parts, await start(parts, col, TO))
-    assert result["status"] == "switched"
-    assert result["chunks_embedded"] == 3
+
+async def every_vector_current(parts: IngestComponents, col: Collection) -> None:
     after = await parts.registry.get(T, col.name)
     assert after.embedding_model == TO
     assert after.chroma_id != col.chroma_id
     held = await shadow_holds(parts, after)
     for doc, tag in held.items():
         [copied] = await parts.chunks.version(after.chroma_id, doc, tag)
-        assert copied.model_revision == current.revision, doc
-    assert not await parts.chunks.holds_other_revision(after.chroma_id, current.revision)
-    with pytest.raises(Exception, match="already"):
-        await start(parts, after, TO)
+        assert copied.model_revision == MODEL_SPECS[TO].revision, doc
+    assert not await parts.chunks.holds_other_revision(after.chroma_id, MODEL_SPECS[TO].revision)
+    await refused_as_its_own_model(parts, after)
+
+
+async def test_a_collection_holding_an_earlier_revision_is_re_embedded_with_its_own_model(
+    parts: IngestComponents, parsers: ParserPool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """After the upgrade to the 7-bit weights a collection's 8-bit vectors stayed until each
+    document was submitted again: a re-embedding to the collection's own model was refused
+    (409 "already the collection's model"). It is taken while the collection holds vectors of
+    another revision, replaces them all, and is refused again once none is left."""
+    col = await parts.registry.create(T, f"r-{uuid.uuid4().hex[:8]}", TO)
+    await refused_as_its_own_model(parts, col)  # empty: nothing to bring over
+    await stored_before_the_revision(parts, parsers, col, monkeypatch)
+
+    result = await run(parts, await start(parts, col, TO))
+    assert result["status"] == "switched"
+    assert result["chunks_embedded"] == 3
+    await every_vector_current(parts, col)
+
+
+async def stopped_half_way_by_the_former_software(
+    parts: IngestComponents, parsers: ParserPool, monkeypatch: pytest.MonkeyPatch
+) -> tuple[Collection, Migration]:
+    """A re-embedding of a collection stored before the revision to its own model, which the
+    software of the former revision (a worker not yet upgraded) copies one document of, then
+    dies (its job dead): the collection, and its stopped migration."""
+    col = await parts.registry.create(T, f"r-{uuid.uuid4().hex[:8]}", TO)
+    await stored_before_the_revision(parts, parsers, col, monkeypatch)
+    job = await start(parts, col, TO)
+    parts.settings.reembed_batch_documents = 1
+    with monkeypatch.context() as before:
+        before.setitem(MODEL_SPECS, TO, dataclasses.replace(MODEL_SPECS[TO], revision=""))
+        stopped = await dead_after_first_copy_step(parts, col, job)
+    assert await parts.chunks.holds_other_revision(stopped.chroma_id, MODEL_SPECS[TO].revision)
+    return col, stopped
+
+
+async def resumed(parts: IngestComponents, col: Collection, stopped: Migration) -> dict[str, Any]:
+    job = await start(parts, await parts.registry.get(T, col.name), TO)
+    migration = (await parts.registry.get(T, col.name)).migration
+    assert migration is not None
+    assert migration.chroma_id == stopped.chroma_id  # the same shadow, resumed
+    result = await run(parts, job)
+    assert result["status"] == "switched"
+    await every_vector_current(parts, col)
+    return result
+
+
+async def test_a_shadow_resumed_after_an_upgrade_copies_again_what_it_holds_of_another_revision(
+    parts: IngestComponents, parsers: ParserPool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Resumed by the new software, the shadow's version copied by the former one counted as
+    held whole: it was skipped and its vectors of the former weights switched in. Only
+    vectors of the current revision count as copied now."""
+    col, stopped = await stopped_half_way_by_the_former_software(parts, parsers, monkeypatch)
+    result = await resumed(parts, col, stopped)
+    assert result["chunks_already_copied"] == 0
+    assert result["chunks_embedded"] == 3
+
+
+async def test_a_stopped_re_embedding_to_its_own_model_resumes_with_nothing_else_to_bring_over(
+    parts: IngestComponents, parsers: ParserPool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Once every document was submitted again (its vectors now of the current weights), a
+    stopped re-embedding to the collection's own model was refused as nothing to do, and its
+    shadow stayed until cancelled: it is resumed as any stopped re-embedding is."""
+    col, stopped = await stopped_half_way_by_the_former_software(parts, parsers, monkeypatch)
+    for doc in ("a", "b"):
+        text = f"Plums of kind {doc} keep for a week.".encode()
+        result, _ = await one_chunk_document(
+            parts, parsers, col, Submission(text, where="d", document_id=doc)
+        )
+        assert result["status"] == "replaced"
+    cleanups = parts.keys.cleanups()  # the replaced versions' grace is over
+    await parts.redis.zadd(cleanups, dict.fromkeys(await parts.redis.zrange(cleanups, 0, -1), 0))
+    await drain(parts)
+    fresh = await parts.registry.get(T, col.name)
+    assert not await parts.chunks.holds_other_revision(fresh.chroma_id, MODEL_SPECS[TO].revision)
+    assert (await resumed(parts, col, stopped))["chunks_embedded"] == 3

@@ -239,7 +239,8 @@ def collections_reembed(
     wait: Annotated[bool, typer.Option("--wait/--no-wait", help="Follow the job")] = True,
 ) -> None:
     """Re-embed a collection with another model, without downtime: search keeps answering
-    with the current model until the new one has every chunk, then switches at once."""
+    with the current model until the new one has every chunk, then switches at once. Its own
+    model replaces vectors of an earlier revision of that model (after an upgrade)."""
     with client() as rag:
         if cancel:
             job = rag.cancel_reembedding(name)

@@ -197,7 +197,7 @@ class ChunkStore(Protocol):
     ) -> dict[str, list[StoredChunk]]: ...
     async def stored_versions(self, collection_id: str, document_id: str) -> set[str]: ...
     async def version_counts(
-        self, collection_id: str, document_ids: Sequence[str]
+        self, collection_id: str, document_ids: Sequence[str], *, revision: str | None = None
     ) -> dict[tuple[str, str], int]: ...
     async def nearest(
         self,
@@ -292,9 +292,10 @@ class ChromaChunkStore:
         return {str(m[_VER]) for m in rows.metadatas}
 
     async def version_counts(
-        self, collection_id: str, document_ids: Sequence[str]
+        self, collection_id: str, document_ids: Sequence[str], *, revision: str | None = None
     ) -> dict[tuple[str, str], int]:
-        """How many chunks each stored (document, version) of ``document_ids`` has."""
+        """How many chunks each stored (document, version) of ``document_ids`` has; with
+        ``revision``, only those whose vector is of that revision of the model."""
         counts: dict[tuple[str, str], int] = {}
         docs = sorted(set(document_ids))
         for start in range(0, len(docs), FETCH_DOCUMENTS):
@@ -302,6 +303,8 @@ class ChromaChunkStore:
             where = {_DOC: batch[0]} if len(batch) == 1 else {_DOC: {"$in": batch}}
             rows = await self.chroma.get(collection_id, where=where, documents=False)
             for metadata in rows.metadatas:
+                if revision is not None and str(metadata.get(_REVISION, "")) != revision:
+                    continue
                 key = (str(metadata[_DOC]), str(metadata[_VER]))
                 counts[key] = counts.get(key, 0) + 1
         return counts
@@ -341,9 +344,14 @@ class ChromaChunkStore:
     async def holds_other_revision(self, collection_id: str, revision: str) -> bool:
         """Whether any chunk's vector is of another revision of its model than ``revision``
         (chunks stored before revisions were recorded have none: they are other)."""
-        rows = await self.chroma.get(
-            collection_id, where={_REVISION: {"$ne": revision}}, limit=1, documents=False
-        )
+        try:
+            rows = await self.chroma.get(
+                collection_id, where={_REVISION: {"$ne": revision}}, limit=1, documents=False
+            )
+        except ChromaRequestError as exc:
+            if exc.extra.get("chroma_status") == 404:
+                raise CollectionMissing(collection_id) from exc
+            raise
         return bool(rows.ids)
 
     async def delete_version(self, collection_id: str, document_id: str, tag: str) -> int:

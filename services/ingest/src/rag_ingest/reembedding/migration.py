@@ -283,7 +283,11 @@ class _Run:
         past it): then it can never be switched in again, even by a job writing into the
         shadow after the switch."""
         ids = sorted(set(document_ids))
+        revision = model_revision(self.migration.model)
         held = await self.o.chunks.version_counts(shadow_id, ids)
+        # Whole only in vectors of the model's current revision: a shadow resumed after an
+        # upgrade (or written by a worker not upgraded yet) may hold others, copied again.
+        current = await self.o.chunks.version_counts(shadow_id, ids, revision=revision)
         records = {r.id: r for r in await self.o.documents.get_many(self.tenant, self.name, ids)}
         other = sorted({doc for doc, tag in held if _tag_of(records.get(doc)) != tag})
         if other:
@@ -297,7 +301,7 @@ class _Run:
         wanted = {
             doc: record.tag
             for doc, record in records.items()
-            if held.get((doc, record.tag), 0) < record.chunk_count
+            if current.get((doc, record.tag), 0) < record.chunk_count
         }
         self.skipped += sum(
             record.chunk_count for doc, record in records.items() if doc not in wanted
@@ -309,7 +313,6 @@ class _Run:
         # Embedded as the worker embeds now (CHUNK_HEADER_EMBEDDED), by the model's current
         # revision. (The versions' hashes name the former model: each document's next
         # submission is a new version whatever it says.)
-        revision = model_revision(self.migration.model)
         for chunk in chunks:
             chunk.header_embedded = self.o.settings.chunk_header_embedded
             chunk.model_revision = revision

@@ -35,7 +35,9 @@ class ReembedController(Controller):
     ) -> JobView:
         """A job (kind `reembed`) builds a shadow collection from the stored chunks with the new
         model while the collection serves as before, applies the writes made meanwhile, then
-        switches at once. Follow it at /v1/jobs/{id} or /v1/jobs/{id}/events."""
+        switches at once. Follow it at /v1/jobs/{id} or /v1/jobs/{id}/events. The collection's
+        own model is taken while some of its vectors are of an earlier revision of that model
+        (the int8 model's former 8-bit weights): all are made again with the current one."""
         record = await reembedding.start(
             tenant,
             name,

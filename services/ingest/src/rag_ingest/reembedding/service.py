@@ -6,7 +6,8 @@ import time
 from collections.abc import Callable
 
 from rag_config import IngestSettings
-from rag_core.chunks import ChunkStore
+from rag_core.catalog import Collection
+from rag_core.chunks import ChunkStore, CollectionMissing
 from rag_core.embedding.models import ModelSpec
 from rag_core.errors import Conflict, NotFound
 
@@ -69,8 +70,8 @@ class ReembedService:
                     )
                 replacing = running.job_id
             if model == collection.embedding_model and not (
-                spec.revision
-                and await self.chunks.holds_other_revision(collection.chroma_id, spec.revision)
+                (running is not None and running.model == model)  # a stopped one: resumed
+                or await self._holds_other_revision(collection, spec)
             ):
                 weights = f", every vector of its current weights ({spec.revision})"
                 raise Conflict.for_field(
@@ -114,6 +115,17 @@ class ReembedService:
         raise Conflict(
             f"collection {name!r} changed while the re-embedding was being started; try again"
         )
+
+    async def _holds_other_revision(self, collection: Collection, spec: ModelSpec) -> bool:
+        """Whether some of the collection's vectors are of another revision of its model
+        (never for a model without revisions). NotFound if the collection was deleted."""
+        if not spec.revision:
+            return False
+        try:
+            return await self.chunks.holds_other_revision(collection.chroma_id, spec.revision)
+        except CollectionMissing:  # deleted meanwhile (or re-embedded: then it is not)
+            await self.registry.get(collection.namespace, collection.name)
+            return True
 
     async def _end(self, record: JobRecord, reason: str) -> None:
         record.state, record.stage, record.error = "failed", "queued", reason
