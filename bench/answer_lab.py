@@ -19,6 +19,7 @@ import inspect
 import itertools
 import json
 import random
+import re
 import sys
 import time
 from collections.abc import Sequence
@@ -48,6 +49,7 @@ from rag_query.retrieval.search import SCORE_FLOORS, Hit
 
 ROOT = Path(__file__).resolve().parents[1]
 QUESTIONS = ROOT / "bench" / "docs_questions.jsonl"
+APART = ROOT / "bench" / "docs_questions_apart.jsonl"  # written apart from the generator
 CACHE = ROOT / ".dev" / "quality-lab"
 MODELS = ROOT / ".dev" / "bench-data" / "models"
 EXCLUDED = {"docs/benchmarks.md"}  # its figures change with every run
@@ -130,24 +132,74 @@ def build(
 def retrieve(corpus: Corpus, embedder: LocalEmbedder, question: str) -> list[Hit]:
     """Hybrid search as the query service runs it with its default settings."""
     settings = QuerySettings(_env_file=None)
-    depth = settings.search_candidates
     query = np.asarray(embedder.embed_sync([question])[0], dtype=np.float32)
-    sims = corpus.vectors @ query
-    dense = [(corpus.chunks[i].id, float(sims[i])) for i in np.argsort(-sims, kind="stable")]
-    lexical = corpus.index.search(question, depth)
     if settings.fusion == "convex":
-        share = settings.convex_dense_share
-        fused = fuse_scores(
-            {"dense": dense[:depth], "lexical": lexical},
-            {"dense": share, "lexical": 1 - share},
-            SCORE_FLOORS,
-        )
+        fused = search(corpus, query, question, "convex", settings.convex_dense_share)
     else:
-        rankings = {"dense": [c for c, _ in dense[:depth]], "lexical": [c for c, _ in lexical]}
-        weights = {"dense": settings.dense_weight, "lexical": settings.lexical_weight}
-        fused = fuse_rankings(rankings, weights, settings.rrf_k)
+        fused = search(corpus, query, question, "rrf", settings.dense_weight)
     by_id = {c.id: c for c in corpus.chunks}
     return [Hit(c, by_id[c], score) for c, score in fused[:TOP_K]]
+
+
+def search(
+    corpus: Corpus, query: NDArray[np.float32], question: str, fusion: str, weight: float
+) -> list[tuple[str, float]]:
+    """Chunk ids best first, fused as the query service fuses: ``convex`` with ``weight`` the
+    dense share, or ``rrf`` with ``weight`` the dense ranks' (lexical 1, k 60)."""
+    settings = QuerySettings(_env_file=None)
+    depth = settings.search_candidates
+    sims = corpus.vectors @ query
+    top = np.argsort(-sims, kind="stable")[:depth]
+    dense = [(corpus.chunks[i].id, float(sims[i])) for i in top]
+    lexical = corpus.index.search(question, depth)
+    if fusion == "convex":
+        weights = {"dense": weight, "lexical": 1 - weight}
+        return fuse_scores({"dense": dense, "lexical": lexical}, weights, SCORE_FLOORS)
+    rankings = {"dense": [c for c, _ in dense], "lexical": [c for c, _ in lexical]}
+    return fuse_rankings(rankings, {"dense": weight, "lexical": 1.0}, settings.rrf_k)
+
+
+FUSIONS = [("convex", w) for w in (0.0, 0.3, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)] + [("rrf", 1.0)]
+
+
+def fusion_sweep(bench: Bench) -> list[tuple[str, float, dict[str, float]]]:
+    """The fusion settings (chosen on SciFact) on another domain: for each question, the rank
+    among the first TOP_K chunks of the first one holding its sentence or an ``also`` passage
+    (by their first 60 letters and digits, whatever the wrapping and markup). MRR@10, hit@1
+    and hit@5 per setting."""
+    texts = [_plain(c.text) for c in bench.corpus.chunks]
+    relevant = [
+        {i for i, t in enumerate(texts) if any(_plain(a)[:60] in t for a in expected_answers(c))}
+        for c in bench.cases
+    ]
+    queries = np.asarray(
+        bench.embedder.embed_sync([c["query"] for c in bench.cases]), dtype=np.float32
+    )
+    position = {c.id: i for i, c in enumerate(bench.corpus.chunks)}
+    rows = []
+    for fusion, weight in FUSIONS:
+        firsts = []
+        for q, case in enumerate(bench.cases):
+            fused = search(bench.corpus, queries[q], case["query"], fusion, weight)[:TOP_K]
+            ranks = [r for r, (c, _) in enumerate(fused) if position[c] in relevant[q]]
+            firsts.append(ranks[0] if ranks else None)
+        rows.append(
+            (
+                fusion,
+                weight,
+                {
+                    "MRR@10": float(np.mean([1 / (r + 1) if r is not None else 0 for r in firsts])),
+                    "hit@1": float(np.mean([r == 0 for r in firsts])),
+                    "hit@5": float(np.mean([r is not None and r < 5 for r in firsts])),
+                    "found": sum(1 for r in relevant if r),
+                },
+            )
+        )
+    return rows
+
+
+def _plain(text: str) -> str:
+    return re.sub(r"[\W_]+", " ", text).lower().strip()
 
 
 def recall(expected: Sequence[str], answer: str, analyzer: Analyzer) -> float | None:
@@ -367,7 +419,27 @@ def main() -> None:
         default="",
         help="constants of extractive.py to try, every combination: 'A=1,2;B=0.5,0.7'",
     )
+    parser.add_argument(
+        "--fusion-sweep",
+        action="store_true",
+        help="passage retrieval of both question sets for each fusion setting, nothing else",
+    )
     args = parser.parse_args()
+    if args.fusion_sweep:
+        bench = Bench(args.header_chars, [QUESTIONS, APART])
+        print(
+            "| fusion | dense share or weight | MRR@10 | hit@1 | hit@5 |\n|---|---:|---:|---:|---:|"
+        )
+        for fusion, weight, scores in fusion_sweep(bench):
+            print(
+                f"| {fusion} | {weight} | {scores['MRR@10']:.4f} | {scores['hit@1']:.3f} | "
+                f"{scores['hit@5']:.3f} |"
+            )
+        print(
+            f"({len(bench.cases)} questions, a passage found in the chunks for {scores['found']})"
+        )
+        bench.close()
+        return
     bench = Bench(args.header_chars, args.questions, header_embedded=not args.header_for_bm25_only)
     generator = bench.generator(by_meaning=not args.lexical_only, other=args.generator_from)
     axes = [
