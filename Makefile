@@ -7,7 +7,7 @@ PY := .venv/bin/python
 export ORT_DISABLE_TELEMETRY := 1
 export UV_PYTHON_DOWNLOADS := never
 
-.PHONY: help setup dev test test-docker lint fmt bench bench-ocr bench-mcp bench-reembed bench-quality soak fuzz open-webui-check up down logs ps clean
+.PHONY: help setup dev test test-docker lint fmt bench bench-ocr bench-mcp bench-reembed bench-quality docs-snapshot soak fuzz open-webui-check up down logs ps clean
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-8s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -63,6 +63,14 @@ bench-reembed: setup ## A collection moved to another embedding model while sear
 
 bench-quality: setup ## Quality ablations (2-fold CV on SciFact), SciFact and docs/ answers through the API (docs/benchmarks.md; ~60 min)
 	$(PY) bench/quality.py $(BENCH_ARGS)
+
+docs-snapshot: ## Freeze README.md, docs/ and the docs question sets as the corpus of make test's docs gates (then re-measure them: tests/fixtures/docs_snapshot/SNAPSHOT.md)
+	rm -rf tests/fixtures/docs_snapshot/docs tests/fixtures/docs_snapshot/questions
+	mkdir -p tests/fixtures/docs_snapshot/docs tests/fixtures/docs_snapshot/questions
+	cp README.md tests/fixtures/docs_snapshot/
+	cp docs/*.md tests/fixtures/docs_snapshot/docs/
+	rm tests/fixtures/docs_snapshot/docs/benchmarks.md
+	cp bench/docs_questions*.jsonl bench/docs_conversations*.jsonl tests/fixtures/docs_snapshot/questions/
 
 SOAK_SECONDS ?= 600
 SOAK_RATE ?= 30
