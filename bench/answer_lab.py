@@ -145,7 +145,8 @@ def search(
     corpus: Corpus, query: NDArray[np.float32], question: str, fusion: str, weight: float
 ) -> list[tuple[str, float]]:
     """Chunk ids best first, fused as the query service fuses: ``convex`` with ``weight`` the
-    dense share, or ``rrf`` with ``weight`` the dense ranks' (lexical 1, k 60)."""
+    dense share, or ``rrf`` with ``weight`` the dense ranks' (LEXICAL_WEIGHT the lexical
+    ranks', RRF_K the constant)."""
     settings = QuerySettings(_env_file=None)
     depth = settings.search_candidates
     sims = corpus.vectors @ query
@@ -156,7 +157,9 @@ def search(
         weights = {"dense": weight, "lexical": 1 - weight}
         return fuse_scores({"dense": dense, "lexical": lexical}, weights, SCORE_FLOORS)
     rankings = {"dense": [c for c, _ in dense], "lexical": [c for c, _ in lexical]}
-    return fuse_rankings(rankings, {"dense": weight, "lexical": 1.0}, settings.rrf_k)
+    return fuse_rankings(
+        rankings, {"dense": weight, "lexical": settings.lexical_weight}, settings.rrf_k
+    )
 
 
 FUSIONS = [("convex", w) for w in (0.0, 0.3, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)] + [("rrf", 1.0)]
@@ -164,12 +167,18 @@ FUSIONS = [("convex", w) for w in (0.0, 0.3, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)] + [(
 
 def fusion_sweep(bench: Bench) -> list[tuple[str, float, dict[str, float]]]:
     """The fusion settings (chosen on SciFact) on another domain: for each question, the rank
-    among the first TOP_K chunks of the first one holding its sentence or an ``also`` passage
-    (by their first 60 letters and digits, whatever the wrapping and markup). MRR@10, hit@1
-    and hit@5 per setting."""
+    among the first TOP_K chunks of the first one of its own or an ``also`` file holding the
+    start of its sentence or of that file's passage (60 characters of them as letters, digits
+    and single spaces, whatever the wrapping and markup). MRR@10, hit@1 and hit@5 per
+    setting."""
     texts = [_plain(c.text) for c in bench.corpus.chunks]
     relevant = [
-        {i for i, t in enumerate(texts) if any(_plain(a)[:60] in t for a in expected_answers(c))}
+        {
+            i
+            for i, t in enumerate(texts)
+            if bench.corpus.chunks[i].document_id in relevant_documents(c)
+            and any(_plain(a)[:60] in t for a in expected_answers(c))
+        }
         for c in bench.cases
     ]
     queries = np.asarray(

@@ -1,13 +1,15 @@
 """Sentence-level dense scores on BEIR SciFact, in-process, with 2-fold cross-validation.
 
 Each abstract's sentences (the extractive generator's splitter) are embedded after the
-document's title, as a chunk is; a document's sentence score is its best sentence's cosine
-with the query. Three ways of using it are tried against the shipped settings
-(``quality_lab.SHIPPED``): fused with the shipped hybrid's document ranking (RRF with a weight,
-or a min-max convex combination), in place of the chunk-level dense side of the shipped fusion,
-and as the better of a document's chunk and sentence scores on that side. Each fold (the
-lab's: query ids alternately) picks the best among them and the shipped settings, and is
-scored on the other.
+document's title, as a chunk is (``chunk_header``); a document's sentence score is its best
+sentence's cosine with the query. Three ways of using it are tried against the shipped
+settings (``quality_lab.SHIPPED``): fused with the shipped hybrid's document ranking (RRF with a
+weight, or a min-max convex combination); and fused with BM25 by documents (each document's
+best chunk on each side, the product's convex fusion) with the sentence scores as the dense
+side, or the better of a document's chunk and sentence scores, against the same fusion by
+documents with the chunk scores alone (the control: fusing by documents instead of by chunks
+is a change of its own). Each fold (the lab's: query ids alternately) picks the best among them
+and the shipped settings, and is scored on the other.
 
     .venv/bin/python bench/sentence_lab.py
 
@@ -23,7 +25,8 @@ from typing import Any
 import ir_measures
 import numpy as np
 from ir_measures import nDCG
-from quality_lab import SHIPPED, Lab, _documents, load
+from quality_lab import HEADER_CHARS, SHIPPED, Lab, _documents, load
+from rag_ingest.worker.pipeline import chunk_header
 from rag_query.generation.extractive import split_sentences
 from rag_query.retrieval.fusion import fuse_scores
 from rag_query.retrieval.search import SCORE_FLOORS
@@ -38,7 +41,7 @@ def sentence_rankings(lab: Lab) -> list[Ranking]:
     for n, (title, body) in enumerate(zip(lab.corpus.titles, lab.corpus.bodies, strict=True)):
         for sentence in split_sentences(body):
             owner.append(n)
-            texts.append(f"{title}\n{sentence}")
+            texts.append(f"{chunk_header(title, (), HEADER_CHARS)}\n{sentence}")
     print(f"{len(texts)} sentences", flush=True)
     vectors = lab._embed(texts, "sentences-title")
     of = np.asarray(owner)
@@ -77,6 +80,7 @@ def main() -> None:
     lab = Lab(corpus, queries, qrels)
     sentences = sentence_rankings(lab)
     chunks = lab.chunks(SHIPPED)
+    print(f"{len(chunks.texts)} chunks", flush=True)
 
     def docs(hits: list[tuple[int, float]]) -> Ranking:
         return _documents([(int(chunks.doc_of[c]), s) for c, s in hits])
@@ -112,7 +116,9 @@ def main() -> None:
 
     def dense_side(how: str, alpha: float) -> Callable[[int], Ranking]:
         def rank(q: int) -> Ranking:
-            if how == "sentence":
+            if how == "chunk":  # the control
+                side = dense(q)
+            elif how == "sentence":
                 side = sentences[q]
             else:  # a document's better score, chunk or sentence
                 best = dict(dense(q))
@@ -134,6 +140,7 @@ def main() -> None:
     for w in (0.1, 0.2, 0.3, 0.5):
         ways[f"convex(shipped, sentences {w})"] = convex(w)
     for alpha in (0.7, 0.8, 0.9):
+        ways[f"by documents, chunks as the dense side, alpha {alpha}"] = dense_side("chunk", alpha)
         ways[f"sentences as the dense side, alpha {alpha}"] = dense_side("sentence", alpha)
         ways[f"max(chunk, sentence) as the dense side, alpha {alpha}"] = dense_side("max", alpha)
     scores = {name: per_query(lab, rank) for name, rank in ways.items()}
