@@ -266,6 +266,43 @@ def test_a_title_and_headings_reach_every_chunk_as_its_header(
     assert headers <= {"Quarterly zebra census", "Field guide", "Field guide > Okapi"}
 
 
+def test_a_document_of_a_title_alone_is_indexed_by_its_title(
+    ingest: IngestClient, query: QueryClient
+) -> None:
+    """A record with a title and no text (BEIR's TREC-COVID and SciDocs corpora have such, a
+    paper without its abstract) refused the whole batch: 422 "documents[i] is empty". Its
+    title is its text now, said once (no header repeating it); with neither, it is still 422."""
+    name = ingest.create_collection()
+    jobs = ingest.ingest_ok(
+        name,
+        [
+            {"id": "zinc", "title": "Zinc deficiency stunts maize seedlings", "text": " \n"},
+            {"id": "otters", "title": "Otter census", "text": "Otters were counted on the river."},
+        ],
+    )
+    assert {job["state"] for job in ingest.wait(jobs)} == {"succeeded"}
+    document = ingest.document(name, "zinc").json()
+    assert document["title"] == "Zinc deficiency stunts maize seedlings"
+    [chunk] = document["chunks"]
+    assert chunk["text"] == "Zinc deficiency stunts maize seedlings"
+    assert "header" not in chunk
+    query.wait_for(name, "zinc maize", "zinc")
+    for mode in ("lexical", "dense", "hybrid"):
+        assert query.hits(name, "zinc deficiency in maize", mode=mode, top_k=1)[0][
+            "document_id"
+        ] == ("zinc"), mode
+    replaced = ingest.http.put(
+        f"/v1/collections/{name}/documents/otters", json={"text": "", "title": "Otter tally"}
+    )
+    assert replaced.status_code == 202, replaced.text
+    assert ingest.wait([j["job_id"] for j in replaced.json()["jobs"]])[0]["state"] == "succeeded"
+    [chunk] = ingest.document(name, "otters").json()["chunks"]
+    assert chunk["text"] == "Otter tally"
+    empty = ingest.ingest(name, [{"id": "none", "title": " ", "text": ""}])
+    assert empty.status_code == 422, empty.text
+    assert empty.json()["errors"][0]["field"] == "documents[0]"
+
+
 def _stored_metadata(stack: NativeStack, collection: str) -> dict:
     """Every chunk's metadata as Chroma holds it (read from Chroma itself, not the API)."""
     chroma = f"http://127.0.0.1:{stack.ports.chroma}{CHROMA_API}"

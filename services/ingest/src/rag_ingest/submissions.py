@@ -58,6 +58,13 @@ def task_of(record: JobRecord) -> str:
     return "reembed_collection" if record.kind == "reembed" else "ingest_document"
 
 
+def text_or_title(text: str, title: str | None) -> bytes:
+    """A JSON document's text, or its title where it has none (a record of a title alone, as
+    some BEIR corpora have and as a catalogue of papers without abstracts does: indexed by its
+    title rather than refused). Neither is still "empty" (422)."""
+    return (text if text.strip() else title or "").encode("utf-8")
+
+
 def new_job_id() -> str:
     # Time-ordered (sortable in listings), unique without coordination.
     return f"{int(time.time() * 1000):013x}{uuid.uuid4().hex[:12]}"

@@ -24,7 +24,7 @@ from rag_ingest.documents.forms import read_upload_form
 from rag_ingest.documents.service import DocumentService, IngestService
 from rag_ingest.idempotency import IdempotencyGuard, fingerprint
 from rag_ingest.jobs.model import JobRecord
-from rag_ingest.submissions import PLAIN_TEXT, Submission
+from rag_ingest.submissions import PLAIN_TEXT, Submission, text_or_title
 
 MetadataValue = str | int | float | bool
 
@@ -178,7 +178,7 @@ class DocumentController(Controller):
         """202 with one job per document. Honours `Idempotency-Key`."""
         items = [
             Submission(
-                payload=doc.text.encode("utf-8"),
+                payload=text_or_title(doc.text, doc.title),
                 where=f"documents[{i}]",
                 document_id=doc.id,
                 content_type=PLAIN_TEXT,
@@ -373,7 +373,7 @@ class DocumentController(Controller):
     ) -> Response[IngestAccepted]:
         """Readers see the old version until the new one is complete, then only the new one."""
         item = Submission(
-            payload=data.text.encode("utf-8"),
+            payload=text_or_title(data.text, data.title),
             where="text",
             document_id=document_id,
             content_type=PLAIN_TEXT,

@@ -114,6 +114,9 @@ def stored_chunk(
     ``header_embedded``, by the embedder too, and the revision of the model it is embedded
     with."""
     assert job.document_id is not None
+    header = chunk_header(title, chunk.heading_path, header_chars)
+    if header == " ".join(chunk.text.split()):
+        header = None  # the chunk is its header (a document of a title alone): said once
     return StoredChunk(
         id=chunk_id(job.document_id, tag, chunk.position),
         document_id=job.document_id,
@@ -126,7 +129,7 @@ def stored_chunk(
         format=prepared.format,
         page=chunk.page,
         heading=" > ".join(chunk.heading_path) if chunk.heading_path else None,
-        header=chunk_header(title, chunk.heading_path, header_chars),
+        header=header,
         header_embedded=header_embedded,
         model_revision=revision,
     )
