@@ -28,9 +28,6 @@ def _problem(response: httpx.Response, status: int) -> dict:
 @pytest.mark.parametrize(
     ("documents", "status", "names"),
     [
-        ([{"text": ""}], 422, "documents[0]"),
-        ([{"text": "ok"}, {"text": "   "}], 422, "documents[1]"),
-        ([{"text": " ", "title": " \n"}], 422, "documents[0]"),  # (a title alone is its text)
         ([{"text": "x", "metadata": {"_doc": "steal"}}], 422, "documents[0].metadata._doc"),
         ([{"text": "x", "metadata": {"nested": {"a": 1}}}], 400, "metadata"),
         ([{"text": "x", "id": "has space"}], 422, "documents[0].id"),

@@ -266,12 +266,14 @@ def test_a_title_and_headings_reach_every_chunk_as_its_header(
     assert headers <= {"Quarterly zebra census", "Field guide", "Field guide > Okapi"}
 
 
-def test_a_document_of_a_title_alone_is_indexed_by_its_title(
+def test_a_document_of_a_title_alone_is_indexed_by_its_title_and_one_of_neither_is_empty(
     ingest: IngestClient, query: QueryClient
 ) -> None:
-    """A record with a title and no text (BEIR's TREC-COVID and SciDocs corpora have such, a
-    paper without its abstract) refused the whole batch: 422 "documents[i] is empty". Its
-    title is its text now, said once (no header repeating it); with neither, it is still 422."""
+    """A record with a title and no text (a paper without its abstract), or with neither (FiQA's
+    BEIR corpus has five), refused the whole batch: 422 "documents[i] is empty". A title alone
+    is the document's text now, said once (no header repeating it); with neither, the document
+    is stored empty (no chunks, found by no search), and a PUT with neither empties one. An
+    empty file is still refused."""
     name = ingest.create_collection()
     jobs = ingest.ingest_ok(
         name,
@@ -298,9 +300,20 @@ def test_a_document_of_a_title_alone_is_indexed_by_its_title(
     assert ingest.wait([j["job_id"] for j in replaced.json()["jobs"]])[0]["state"] == "succeeded"
     [chunk] = ingest.document(name, "otters").json()["chunks"]
     assert chunk["text"] == "Otter tally"
-    empty = ingest.ingest(name, [{"id": "none", "title": " ", "text": ""}])
-    assert empty.status_code == 422, empty.text
-    assert empty.json()["errors"][0]["field"] == "documents[0]"
+    [job] = ingest.wait(ingest.ingest_ok(name, [{"id": "none", "title": " ", "text": ""}]))
+    assert job["state"] == "succeeded", job
+    assert job["result"]["empty"] is True
+    none = ingest.document(name, "none").json()
+    assert (none["chunk_count"], none["chunks"]) == (0, [])
+    emptied = ingest.http.put(f"/v1/collections/{name}/documents/zinc", json={"text": "\t"})
+    assert emptied.status_code == 202, emptied.text
+    assert ingest.wait([j["job_id"] for j in emptied.json()["jobs"]])[0]["state"] == "succeeded"
+    assert ingest.document(name, "zinc").json()["chunks"] == []
+    query.wait_for(name, "zinc maize", "zinc", present=False)
+    assert "zinc" not in {h["document_id"] for h in query.hits(name, "zinc maize", top_k=10)}
+    file = ingest.upload(name, [("empty.txt", b" ", "text/plain")])
+    assert file.status_code == 422, file.text
+    assert file.json()["errors"][0]["field"] == "file[0]"
 
 
 def _stored_metadata(stack: NativeStack, collection: str) -> dict:

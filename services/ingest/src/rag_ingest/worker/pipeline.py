@@ -181,16 +181,21 @@ class IngestPipeline:
             return _duplicate(doc_id, owner)
 
         await progress("parsing", 0.05)
-        try:
-            prepared = await self._prepare(job, payload, progress)
-        except ParseError as exc:
-            raise BadDocument("parsing", str(exc)) from None
-        except TooManyChunks as exc:
-            raise BadDocument("chunking", str(exc)) from None
+        if payload.isspace() or not payload:
+            # JSON with no text nor title (the API takes no other empty document): a version
+            # with no chunks, which no search finds.
+            prepared = PreparedDocument("text", None, None, [], 0.0, 0.0)
+        else:
+            try:
+                prepared = await self._prepare(job, payload, progress)
+            except ParseError as exc:
+                raise BadDocument("parsing", str(exc)) from None
+            except TooManyChunks as exc:
+                raise BadDocument("chunking", str(exc)) from None
+            if not prepared.chunks:
+                raise BadDocument("chunking", "the document contains no text to index")
         timings.add("parse", prepared.parse_seconds)
         timings.add("chunk", prepared.chunk_seconds)
-        if not prepared.chunks:
-            raise BadDocument("chunking", "the document contains no text to index")
         embedder = self.embedders(collection.embedding_model)
         await progress("chunking", 0.15)
 
@@ -266,6 +271,8 @@ class IngestPipeline:
             TOKENS_EMBEDDED.inc(record.token_count)
             result = self._published(record, outcome.collection_version, timings, outcome.previous)
             result["status"] = outcome.status
+            if not chunks:
+                result["empty"] = True  # no text: stored, and found by no search
             if owner is not None:
                 result["same_text_as"] = owner
                 result["chunks_reused"] = reused
