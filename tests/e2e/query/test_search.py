@@ -300,11 +300,20 @@ def test_a_document_of_a_title_alone_is_indexed_by_its_title_and_one_of_neither_
     assert ingest.wait([j["job_id"] for j in replaced.json()["jobs"]])[0]["state"] == "succeeded"
     [chunk] = ingest.document(name, "otters").json()["chunks"]
     assert chunk["text"] == "Otter tally"
-    [job] = ingest.wait(ingest.ingest_ok(name, [{"id": "none", "title": " ", "text": ""}]))
+    blank = [{"id": "none", "title": " ", "text": ""}, {"id": "nbsp", "title": "\u00a0"}]
+    for job in ingest.wait(ingest.ingest_ok(name, [{"text": "", **doc} for doc in blank])):
+        assert job["state"] == "succeeded", job
+        assert job["result"]["empty"] is True
+        assert "same_text_as" not in job["result"], job  # no two empty documents are copies
+        none = ingest.document(name, job["document_id"]).json()
+        assert (none["chunk_count"], none["chunks"]) == (0, [])
+    unnamed = ingest.ingest(name, [{"text": "x"}, {"text": " "}])  # its bytes cannot name it
+    assert unnamed.status_code == 422, unnamed.text
+    assert unnamed.json()["errors"][0]["field"] == "documents[1].id"
+    long_title = "Effects of " + " and ".join(f"compound {i}" for i in range(30))  # > 200
+    [job] = ingest.wait(ingest.ingest_ok(name, [{"id": "long", "title": long_title, "text": ""}]))
     assert job["state"] == "succeeded", job
-    assert job["result"]["empty"] is True
-    none = ingest.document(name, "none").json()
-    assert (none["chunk_count"], none["chunks"]) == (0, [])
+    assert not any("header" in c for c in ingest.document(name, "long").json()["chunks"])
     emptied = ingest.http.put(f"/v1/collections/{name}/documents/zinc", json={"text": "\t"})
     assert emptied.status_code == 202, emptied.text
     assert ingest.wait([j["job_id"] for j in emptied.json()["jobs"]])[0]["state"] == "succeeded"

@@ -62,13 +62,15 @@ def text_or_title(text: str, title: str | None) -> bytes:
     """A JSON document's text, or its title where it has none (a record of a title alone, as
     some BEIR corpora have and as a catalogue of papers without abstracts does: indexed by its
     title rather than refused). With neither, the document is stored empty (no chunks)."""
-    return (text if text.strip() else title or "").encode("utf-8")
+    if text.strip():
+        return text.encode("utf-8")
+    return (title if title and title.strip() else "").encode("utf-8")
 
 
 def is_json_text(item: Submission) -> bool:
     """A document sent as JSON text (not a file): blank, it is a document with no text, stored
-    empty (a record of FiQA's corpus, or a page emptied at its source), never a refusal of the
-    whole batch. An empty file is still refused."""
+    empty (as five records of FiQA's BEIR corpus are), not a refusal of the whole batch. It
+    needs an id (its bytes cannot name it). An empty file is still refused."""
     return item.content_type == PLAIN_TEXT and item.filename is None
 
 
@@ -137,8 +139,16 @@ def check_submissions(items: Sequence[Submission], settings: IngestSettings) -> 
             item.source, f"{item.where}.source", settings.max_source_chars, "MAX_SOURCE_CHARS"
         )
         check_length(item.title, f"{item.where}.title", settings.max_title_chars, "MAX_TITLE_CHARS")
-        if (not item.payload or item.payload.isspace()) and not is_json_text(item):
+        blank = not item.payload or item.payload.isspace()
+        if blank and not is_json_text(item):
             raise InvalidInput.for_field(item.where, "empty", detail=f"{item.where} is empty")
+        if blank and item.document_id is None:
+            raise InvalidInput.for_field(
+                f"{item.where}.id",
+                "required for a document with no text",
+                detail=f"{item.where} has no text nor title: give it an id to store it empty "
+                "(content alone names a document, and there is none)",
+            )
         if len(item.payload) > settings.max_file_bytes:
             raise PayloadTooLarge(
                 f"{item.where} is {len(item.payload)} bytes; the limit is "

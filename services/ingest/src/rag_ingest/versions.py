@@ -146,7 +146,7 @@ if prev and prev.content_hash ~= ARGV[5]
    and redis.call('HGET', KEYS[3], prev.content_hash) == ARGV[2] then
   redis.call('HDEL', KEYS[3], prev.content_hash)
 end
-if not owner then redis.call('HSET', KEYS[3], ARGV[5], ARGV[2]) end
+if not owner and tonumber(ARGV[7]) > 0 then redis.call('HSET', KEYS[3], ARGV[5], ARGV[2]) end
 redis.call('ZADD', KEYS[4], 'NX', ARGV[8], ARGV[2])
 local delta = tonumber(ARGV[7]) - (prev and tonumber(prev.chunk_count) or 0)
 redis.call('HINCRBY', KEYS[5], 'chunk_count', delta)

@@ -86,6 +86,14 @@ def chunk_limits(settings: IngestSettings) -> ChunkLimits:
     )
 
 
+def _words(payload: bytes, title: str) -> str | None:
+    """The payload's words, one space apart, if it may be ``title`` (no longer than it may
+    be in UTF-8): else None, without decoding it."""
+    if len(payload) > 4 * len(title) + 64:
+        return None
+    return " ".join(payload.decode("utf-8", "replace").split())
+
+
 def chunk_header(title: str | None, heading_path: Sequence[str], limit: int) -> str | None:
     """The title and the headings above a chunk, each once ("Gateway > Credentials"; a
     Markdown document's title is its first heading), cut to ``limit`` characters."""
@@ -114,9 +122,6 @@ def stored_chunk(
     ``header_embedded``, by the embedder too, and the revision of the model it is embedded
     with."""
     assert job.document_id is not None
-    header = chunk_header(title, chunk.heading_path, header_chars)
-    if header == " ".join(chunk.text.split()):
-        header = None  # the chunk is its header (a document of a title alone): said once
     return StoredChunk(
         id=chunk_id(job.document_id, tag, chunk.position),
         document_id=job.document_id,
@@ -129,7 +134,7 @@ def stored_chunk(
         format=prepared.format,
         page=chunk.page,
         heading=" > ".join(chunk.heading_path) if chunk.heading_path else None,
-        header=header,
+        header=chunk_header(title, chunk.heading_path, header_chars),
         header_embedded=header_embedded,
         model_revision=revision,
     )
@@ -173,7 +178,9 @@ class IngestPipeline:
         if current is not None and current.version_hash == version:
             DOCUMENTS_DEDUPLICATED.inc()
             return _unchanged(current)
-        owner = await self.documents.owner_of(tenant, collection.name, digest)
+        blank = payload.isspace() or not payload  # (JSON with no text nor title: stored empty)
+        # (An empty version owns no content: no two empty documents are copies of each other.)
+        owner = None if blank else await self.documents.owner_of(tenant, collection.name, digest)
         if owner == doc_id:
             owner = None
         if current is None and owner is not None and not is_named(doc_id, digest):
@@ -181,7 +188,7 @@ class IngestPipeline:
             return _duplicate(doc_id, owner)
 
         await progress("parsing", 0.05)
-        if payload.isspace() or not payload:
+        if blank:
             # JSON with no text nor title (the API takes no other empty document): a version
             # with no chunks, which no search finds.
             prepared = PreparedDocument("text", None, None, [], 0.0, 0.0)
@@ -204,6 +211,9 @@ class IngestPipeline:
         own = job_cleanup(job, collection)
         await self.documents.reserve_cleanup(own, time.time() + self.settings.version_grace_seconds)
         title = self.title_of(job, prepared)
+        # A document of its title alone (JSON with a title and no text) is not indexed after
+        # its title again: the title is said once.
+        header_title = None if title is not None and _words(payload, title) == title else title
         chunks = [
             stored_chunk(
                 job,
@@ -211,7 +221,7 @@ class IngestPipeline:
                 tag=tag,
                 digest=digest,
                 prepared=prepared,
-                title=title,
+                title=header_title,
                 header_chars=self.settings.chunk_header_max_chars,
                 header_embedded=self.settings.chunk_header_embedded,
                 revision=model_revision(collection.embedding_model),
