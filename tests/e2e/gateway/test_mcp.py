@@ -261,7 +261,7 @@ def test_hostile_arguments_are_refused_naming_what_is_wrong(edge: Edge, writer: 
     huge = refusal(call(edge, writer, "search", collection="handbook", query="x", top_k=10**6))
     assert huge.endswith("422 Invalid input: top_k: must be 1-100 (MAX_TOP_K)"), huge
     long = refusal(call(edge, writer, "search", collection="handbook", query="leave " * 20_000))
-    assert long.endswith("query: longer than 4000 characters (MAX_QUERY_CHARS)"), long
+    assert long.endswith("query: longer than 16000 characters (MAX_QUERY_CHARS)"), long
     # A body over MAX_INSPECTED_BODY_BYTES is refused whole.
     request = initialize(writer)
     request["json"]["params"]["padding"] = "x" * (2 * 1024 * 1024)

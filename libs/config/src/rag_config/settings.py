@@ -703,7 +703,12 @@ class RetrievalSettings(_EnvSettings):
         0.5, ge=0, le=1, description="MMR trade-off: 1 relevance only, 0 diversity only."
     )
     max_query_chars: int = Field(
-        4000, ge=16, le=100_000, description="Longest query text (or chat message) accepted."
+        16_000,
+        ge=16,
+        le=100_000,
+        description="Longest query text (or chat message) accepted: a query may be a whole "
+        "passage (search by example; BEIR's ArguAna asks with arguments of 1,200 characters on "
+        "average), a chat message a pasted page.",
     )
 
 
