@@ -335,8 +335,33 @@ def prod(docker: Docker, images: None) -> Stack:
     stack = Stack(docker, "compose.prod.yml", "ragtest-prod", {**_ports(), **secrets_env})
     FIGURES["prod_up_seconds"] = stack.up()
     # As deploy.sh does: nginx resolves every query replica when it loads its configuration.
-    stack.compose("exec", "-T", "nginx", "nginx", "-s", "reload")
+    _reload_nginx(stack)
     return stack
+
+
+# The PIDs of nginx's worker processes (their titles say so), read from /proc in its container.
+_WORKERS = (
+    'for p in /proc/[0-9]*; do case "$(tr "\\0" " " < "$p/cmdline" 2>/dev/null)" in '
+    '*"worker "process*) echo "${p#/proc/}" ;; esac; done'
+)
+
+
+def _reload_nginx(stack: Stack) -> None:
+    """``nginx -s reload`` returns at once; the former workers finish what they serve, then
+    close their kept-alive connections. A client that reused one of those got "Server
+    disconnected without sending a response" on its next request (the user flow's upload, once
+    in make test-docker). Returns once every former worker is gone."""
+
+    def workers() -> set[str]:
+        return set(stack.compose("exec", "-T", "nginx", "sh", "-c", _WORKERS).split())
+
+    former = workers()
+    assert former, "no nginx worker process found"
+    stack.compose("exec", "-T", "nginx", "nginx", "-s", "reload")
+    deadline = time.monotonic() + 60
+    while (now := workers()) & former or not now:
+        assert time.monotonic() < deadline, f"nginx workers {sorted(now & former)} still serve"
+        time.sleep(0.2)
 
 
 def test_the_production_stack_serves_a_user_flow(prod: Stack) -> None:
