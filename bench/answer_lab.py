@@ -133,10 +133,9 @@ def retrieve(corpus: Corpus, embedder: LocalEmbedder, question: str) -> list[Hit
     """Hybrid search as the query service runs it with its default settings."""
     settings = QuerySettings(_env_file=None)
     query = np.asarray(embedder.embed_sync([question])[0], dtype=np.float32)
-    if settings.fusion == "convex":
-        fused = search(corpus, query, question, "convex", settings.convex_dense_share)
-    else:
-        fused = search(corpus, query, question, "rrf", settings.dense_weight)
+    convex = settings.fusion == "convex"
+    weight = settings.convex_dense_share if convex else settings.dense_weight
+    fused = search(corpus, query, question, settings.fusion, weight)
     by_id = {c.id: c for c in corpus.chunks}
     return [Hit(c, by_id[c], score) for c, score in fused[:TOP_K]]
 

@@ -69,12 +69,6 @@ def per_query(lab: Lab, rank: Callable[[int], Ranking]) -> dict[str, float]:
     return {query_id: found.get(query_id, 0.0) for query_id in lab.query_ids}
 
 
-def _minmax(ranking: Ranking) -> dict[int, float]:
-    values = [s for _, s in ranking]
-    low, high = min(values), max(values)
-    return {d: (s - low) / ((high - low) or 1.0) for d, s in ranking}
-
-
 def main() -> None:
     corpus, queries, qrels = load(None)
     lab = Lab(corpus, queries, qrels)
@@ -107,10 +101,10 @@ def main() -> None:
         return rank
 
     def convex(weight: float) -> Callable[[int], Ranking]:
-        def rank(q: int) -> Ranking:
-            a, b = _minmax(shipped(q)[:DEPTH]), _minmax(sentences[q])
-            scores = {d: (1 - weight) * a.get(d, 0) + weight * b.get(d, 0) for d in a.keys() | b}
-            return sorted(scores.items(), key=lambda p: (-p[1], p[0]))
+        def rank(q: int) -> Ranking:  # min-max: the product's fusion with no floors
+            scored: Any = {"shipped": shipped(q)[:DEPTH], "sentences": sentences[q]}
+            weights = {"shipped": 1 - weight, "sentences": weight}
+            return fuse_scores(scored, weights, {})  # type: ignore[return-value]
 
         return rank
 

@@ -67,6 +67,12 @@ def text_or_title(text: str, title: str | None) -> bytes:
     return (title if title and title.strip() else "").encode("utf-8")
 
 
+def is_blank(payload: bytes) -> bool:
+    """No text at all: empty, or ASCII white space only (what ``text_or_title`` leaves of a
+    JSON document with neither text nor title)."""
+    return not payload or payload.isspace()
+
+
 def is_json_text(item: Submission) -> bool:
     """A document sent as JSON text (not a file): blank, it is a document with no text, stored
     empty (as five records of FiQA's BEIR corpus are), not a refusal of the whole batch. It
@@ -139,7 +145,7 @@ def check_submissions(items: Sequence[Submission], settings: IngestSettings) -> 
             item.source, f"{item.where}.source", settings.max_source_chars, "MAX_SOURCE_CHARS"
         )
         check_length(item.title, f"{item.where}.title", settings.max_title_chars, "MAX_TITLE_CHARS")
-        blank = not item.payload or item.payload.isspace()
+        blank = is_blank(item.payload)
         if blank and not is_json_text(item):
             raise InvalidInput.for_field(item.where, "empty", detail=f"{item.where} is empty")
         if blank and item.document_id is None:

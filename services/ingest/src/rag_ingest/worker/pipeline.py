@@ -31,6 +31,7 @@ from rag_ingest.metrics import (
 from rag_ingest.parsing import OcrLimits, ParseError, ParseLimits, detect_format
 from rag_ingest.parsing.pool import ParserPool
 from rag_ingest.preparing import ChunkLimits, PreparedDocument, prepare_document, read_progress
+from rag_ingest.submissions import is_blank
 from rag_ingest.versions import Cleanup, DocumentStore, is_named
 
 log = get_logger("rag.worker")
@@ -178,7 +179,7 @@ class IngestPipeline:
         if current is not None and current.version_hash == version:
             DOCUMENTS_DEDUPLICATED.inc()
             return _unchanged(current)
-        blank = payload.isspace() or not payload  # (JSON with no text nor title: stored empty)
+        blank = is_blank(payload)  # (JSON with no text nor title: stored empty)
         # (An empty version owns no content: no two empty documents are copies of each other.)
         owner = None if blank else await self.documents.owner_of(tenant, collection.name, digest)
         if owner == doc_id:
