@@ -32,6 +32,7 @@ from numpy.typing import NDArray
 from rag_config import IngestSettings, QuerySettings
 from rag_core.chunks import StoredChunk, embedded_text, indexed_text
 from rag_core.embedding.local import INT8_FILE, LocalEmbedder
+from rag_core.embedding.models import model_spec
 from rag_core.embedding.wordpiece import token_spans
 from rag_core.tokens import count_tokens
 from rag_ingest.chunking import chunk_sections
@@ -50,10 +51,14 @@ from rag_query.retrieval.search import SCORE_FLOORS, Hit
 ROOT = Path(__file__).resolve().parents[1]
 QUESTIONS = ROOT / "bench" / "docs_questions.jsonl"
 APART = ROOT / "bench" / "docs_questions_apart.jsonl"  # written apart from the generator
+# Questions the docs do not answer, written apart from the generator: `kind` in-domain (about
+# this product), near (general, on subjects the docs touch) or off-topic (other fields).
+UNANSWERABLE = ROOT / "bench" / "docs_questions_unanswerable.jsonl"
 CACHE = ROOT / ".dev" / "quality-lab"
 MODELS = ROOT / ".dev" / "bench-data" / "models"
 EXCLUDED = {"docs/benchmarks.md"}  # its figures change with every run
 TOP_K = 10
+MODEL = "all-MiniLM-L6-v2-int8"  # the default collection's
 _INGEST = IngestSettings(_env_file=None)
 CHUNK_SIZE, CHUNK_OVERLAP = _INGEST.chunk_size_tokens, _INGEST.chunk_overlap_tokens
 CONTEXT_TOKENS = 3000
@@ -68,12 +73,17 @@ def load_questions(path: Path) -> list[dict[str, Any]]:
 
 def relevant_documents(case: dict[str, Any]) -> list[str]:
     """Every file that answers the question: its own, then those of ``also``. The other files
-    were judged over every file of the corpus without seeing any answer (docs/benchmarks.md)."""
+    were judged over every file of the corpus without seeing any answer (docs/benchmarks.md).
+    None for a question the docs do not answer (bench/docs_questions_unanswerable.jsonl)."""
+    if "document" not in case:
+        return []
     return [case["document"], *(other["document"] for other in case.get("also", []))]
 
 
 def expected_answers(case: dict[str, Any]) -> list[str]:
     """Every passage that answers the question: its own sentence, then those of ``also``."""
+    if "sentence" not in case:
+        return []
     return [case["sentence"], *(other["passage"] for other in case.get("also", []))]
 
 
@@ -238,13 +248,16 @@ def evaluate(
         text = asyncio.run(answer(generator, case["query"], sources))
         seconds += time.perf_counter() - started
         cited = [s.document_id for s in sources if s.number in cited_numbers(text, sources)]
-        found = recall(expected_answers(case), text, analyzer)
+        found = recall(expected_answers(case), text, analyzer) if "sentence" in case else None
+        own = case.get("document")
         row = {
-            "retrieved": any(s.document_id == case["document"] for s in sources),
+            "retrieved": any(s.document_id == own for s in sources) if own else None,
             "precision": metrics.citation_precision(
                 cited, dict.fromkeys(relevant_documents(case), 1)
-            ),
-            "strict": metrics.citation_precision(cited, {case["document"]: 1}),
+            )
+            if own
+            else None,
+            "strict": metrics.citation_precision(cited, {own: 1}) if own else None,
             "support": metrics.answer_support(text, {s.number: s.text for s in sources}, analyzer),
             "recall": found,
             "holds": None if found is None else found >= 0.8,
@@ -308,7 +321,10 @@ class Bench:
                 options["embed"] = self.embed if by_meaning else None
             return module.ExtractiveGenerator(self.analyzer, **options)
         return ExtractiveGenerator(
-            self.analyzer, idf=self.corpus.index.idf, embed=self.embed if by_meaning else None
+            self.analyzer,
+            idf=self.corpus.index.idf,
+            embed=self.embed if by_meaning else None,
+            min_similarity=model_spec(MODEL).min_answer_similarity,
         )
 
     def score(
@@ -385,6 +401,91 @@ def cross_validate_prior(bench: Bench, repeats: int = 50, seed: int = 11) -> dic
         "cross_validated": sum(tests) / len(tests),
         "picks": picks,
         "all": {value: mean(value, everyone) for value in PRIORS},
+    }
+
+
+class _Nearest(ExtractiveGenerator):
+    """The shipped generator, answering always, that keeps each question's similarity to its
+    nearest sentence scored by meaning (what min_similarity is compared with)."""
+
+    def __init__(self, *args: Any, **options: Any) -> None:
+        super().__init__(*args, **options)
+        self.nearest: list[float] = []  # one per answer
+
+    async def _by_meaning(self, question: str, pool: list[Any]) -> list[Any]:
+        scored = await super()._by_meaning(question, pool)
+        self.nearest.append(max(s.similarity for s in scored if s.similarity is not None))
+        return scored
+
+
+THRESHOLDS = tuple(round(0.2 + 0.01 * i, 2) for i in range(21))  # min_similarity, 0.2 to 0.4
+KINDS = ("in-domain", "near", "off-topic")
+
+
+def abstention_sweep(bench: Bench, repeats: int = 50, seed: int = 11) -> dict[str, Any]:
+    """Over a bench of the answerable sets and UNANSWERABLE: each question's similarity to
+    its nearest sentence; for each threshold, the share of answerable questions still
+    answered and their citation precision, and the share of each kind of unanswerable one
+    declined; and the rule "the highest threshold at which every answerable question is
+    still answered" by 2-fold cross-validation (``repeats`` random splits of each group in
+    halves: chosen on one half, scored on the other)."""
+    generator = _Nearest(bench.analyzer, idf=bench.corpus.index.idf, embed=bench.embed)
+    cases: list[tuple[str, float, float | None]] = []  # kind, nearest, precision
+    for case, sources in zip(bench.cases, bench.prepared, strict=True):
+        generator.nearest.clear()
+        text = asyncio.run(answer(generator, case["query"], sources))
+        assert len(generator.nearest) == 1, case["id"]
+        cited = [s.document_id for s in sources if s.number in cited_numbers(text, sources)]
+        relevant = dict.fromkeys(relevant_documents(case), 1)
+        precision = metrics.citation_precision(cited, relevant) if relevant else None
+        cases.append((case.get("kind", "answerable"), generator.nearest[0], precision))
+    answerable = [(n, p) for kind, n, p in cases if kind == "answerable"]
+    unanswerable = [(kind, n) for kind, n, _ in cases if kind != "answerable"]
+
+    def row(threshold: float) -> dict[str, float]:
+        kept = [p for n, p in answerable if n >= threshold and p is not None]
+        declined = {kind: [n < threshold for k, n in unanswerable if k == kind] for kind in KINDS}
+        return {
+            "answered": sum(n >= threshold for n, _ in answerable) / len(answerable),
+            "precision": sum(kept) / len(kept),
+            **{kind: sum(d) / len(d) for kind, d in declined.items()},
+            "declined": sum(n < threshold for _, n in unanswerable) / len(unanswerable),
+        }
+
+    rng = random.Random(seed)  # noqa: S311 (a reproducible split, not a secret)
+    tests: list[tuple[float, float, float]] = []
+    for _ in range(repeats):
+        a = rng.sample(answerable, len(answerable))
+        u = rng.sample(unanswerable, len(unanswerable))
+        for tune, test_a, test_u in (
+            (a[0::2], a[1::2], u[1::2]),
+            (a[1::2], a[0::2], u[0::2]),
+        ):
+            lowest = min(n for n, _ in tune)
+            threshold = max((t for t in THRESHOLDS if t <= lowest), default=0.0)
+            tests.append(
+                (
+                    threshold,
+                    sum(n >= threshold for n, _ in test_a) / len(test_a),
+                    sum(n < threshold for _, n in test_u) / len(test_u),
+                )
+            )
+    return {
+        "answerable": len(answerable),
+        "unanswerable": {kind: sum(k == kind for k, _ in unanswerable) for kind in KINDS},
+        "lowest_answerable": min(n for n, _ in answerable),
+        # Of the answerable questions whose cited files all answer them, and of the others.
+        "median_right": float(np.median([n for n, p in answerable if p == 1.0])),
+        "median_wrong": float(np.median([n for n, p in answerable if p is not None and p < 1])),
+        "highest_off_topic": max(n for k, n in unanswerable if k == "off-topic"),
+        "rows": {t: row(t) for t in THRESHOLDS},
+        "cross_validated": {
+            "repeats": repeats,
+            "threshold": sum(t for t, _, _ in tests) / len(tests),
+            "answered": sum(a for _, a, _ in tests) / len(tests),
+            "worst_answered": min(a for _, a, _ in tests),
+            "declined": sum(d for _, _, d in tests) / len(tests),
+        },
     }
 
 

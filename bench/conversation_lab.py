@@ -22,7 +22,7 @@ from pathlib import Path
 from answer_lab import Bench, recall, retrieve
 from rag_core.tokens import count_tokens
 from rag_query.generation.base import Message, Usage
-from rag_query.generation.extractive import ExtractiveGenerator
+from rag_query.generation.extractive import NOT_ANSWERED, ExtractiveGenerator
 from rag_query.generation.sources import Source, select_sources
 from rag_query.retrieval.fusion import fuse_rankings
 from rag_query.retrieval.history import history_queries, refers_back
@@ -92,11 +92,13 @@ METHODS: dict[str, Search] = {
 }
 
 
-def converse(bench: Bench, turns: list[str], method: Search) -> tuple[list[Hit], str]:
+def converse(bench: Bench, turns: list[str], method: Search) -> tuple[list[Hit], str, int]:
     """Asks every turn as a chat client would, sending the answers back (the generator is
     given the conversation, as the service gives it, but for the method of before, which
-    used none of it); the last turn's hits and answer."""
+    used none of it); the last turn's hits and answer, and how many turns were answered
+    that the documents do not answer."""
     history: list[Message] = []
+    declined = 0
     generator = bench.generator()
     if method is latest:
         generator.history_turns = 0
@@ -104,8 +106,9 @@ def converse(bench: Bench, turns: list[str], method: Search) -> tuple[list[Hit],
         hits = method(bench, turn, history)[:HIT_AT]
         sources = select_sources(hits, CONTEXT_TOKENS, count_tokens)
         text = asyncio.run(_answer(generator, turn, sources, history))
+        declined += text == NOT_ANSWERED
         if index == len(turns) - 1:
-            return hits, text
+            return hits, text, declined
         history += [Message("user", turn), Message("assistant", text)]
     raise ValueError("a conversation without turns")
 
@@ -132,10 +135,12 @@ def main() -> None:
     bench = Bench()
     print(f"{len(cases)} conversations, hit@{HIT_AT} of the last turn")
     for label, method in METHODS.items():
-        hits = holds = 0
+        hits = holds = declined = turns = 0
         switches = [0, 0]
         for case in cases:
-            found, text = converse(bench, case["turns"], method)
+            found, text, said = converse(bench, case["turns"], method)
+            declined += said
+            turns += len(case["turns"])
             hit = any(_flat(case["passage"]) in _flat(h.text) for h in found)
             hits += hit
             holds += (recall([case["passage"]], text, bench.analyzer) or 0.0) >= 0.8
@@ -150,7 +155,8 @@ def main() -> None:
         print(
             f"{label}: {hits / len(cases):.3f} ({hits}/{len(cases)}; follow-ups "
             f"{hits - switches[0]}/{len(cases) - switches[1]}, topic switches "
-            f"{switches[0]}/{switches[1]}) | the answer holds the passage {holds}/{len(cases)}",
+            f"{switches[0]}/{switches[1]}) | the answer holds the passage {holds}/{len(cases)} "
+            f"| turns answered that the documents do not answer: {declined}/{turns}",
             flush=True,
         )
     bench.close()

@@ -11,7 +11,10 @@
    (bench/docs_questions.jsonl) and on a set written apart from it and from the generator
    (bench/docs_questions_apart.jsonl), the cross-validated choice of DOCUMENT_PRIOR over
    both, and the generator's steps in-process (bench/answer_lab.py): a section of its own,
-   which ``--answers-only`` measures alone (a stack with docs/ only, a few minutes).
+   which ``--answers-only`` measures alone (a stack with docs/ only, a few minutes);
+4. with it, questions the docs do not answer (bench/docs_questions_unanswerable.jsonl): how
+   many the offline generator says it cannot answer, through the API, and in-process for
+   each level of EXTRACTIVE_MIN_SIMILARITY against the answerable questions it would lose.
 
     .venv/bin/python bench/quality.py [--skip-lab | --answers-only]
 """
@@ -33,6 +36,7 @@ import ir_measures
 import quality_lab
 from ingest_throughput import DOC, commit, machine, replace_section
 from ir_measures import R, nDCG
+from rag_core.embedding.models import model_spec
 from rag_devstack import NativeStack, StackPorts
 from rag_query.generation import extractive
 
@@ -122,6 +126,16 @@ def scifact_through_api(stack: NativeStack) -> dict[str, Any]:
     return result
 
 
+def evaluate_docs(query: httpx.Client, cases: list[dict[str, Any]]) -> dict[str, Any]:
+    """``cases`` answered over the collection docs_answers made, through POST /v1/evaluate."""
+    response = query.post(
+        "/v1/evaluate",
+        json={"collection": "docs", "answers": True, "background": False, "cases": cases},
+    )
+    response.raise_for_status()
+    return dict(response.json())
+
+
 def docs_answers(stack: NativeStack) -> dict[str, dict[str, Any]]:
     """Each question set of QUESTION_SETS asked of a collection of README.md and docs/."""
     ingest = httpx.Client(base_url=stack.api_url("ingest"), timeout=120)
@@ -143,25 +157,18 @@ def docs_answers(stack: NativeStack) -> dict[str, dict[str, Any]]:
     def evaluate(
         cases: list[dict[str, Any]], relevant: Callable[[dict[str, Any]], list[str]]
     ) -> dict[str, Any]:
-        response = query.post(
-            "/v1/evaluate",
-            json={
-                "collection": "docs",
-                "answers": True,
-                "background": False,
-                "cases": [
-                    {
-                        "id": c["id"],
-                        "query": c["query"],
-                        "relevant": [document_id(d) for d in relevant(c)],
-                        "expected_answer": answer_lab.expected_answers(c),
-                    }
-                    for c in cases
-                ],
-            },
+        return evaluate_docs(
+            query,
+            [
+                {
+                    "id": c["id"],
+                    "query": c["query"],
+                    "relevant": [document_id(d) for d in relevant(c)],
+                    "expected_answer": answer_lab.expected_answers(c),
+                }
+                for c in cases
+            ],
         )
-        response.raise_for_status()
-        return dict(response.json())
 
     results = {}
     for name, path in QUESTION_SETS.items():
@@ -177,6 +184,89 @@ def docs_answers(stack: NativeStack) -> dict[str, dict[str, Any]]:
         print(f"  docs answers, {name}: {result['answers']}, holds {result['holds']:.2f}")
         results[name] = result
     return results
+
+
+def unanswerable_through_api(stack: NativeStack) -> dict[str, Any]:
+    """The questions of answer_lab.UNANSWERABLE asked of the collection docs_answers made:
+    the share of each kind the answer declines (cites nothing)."""
+    query = httpx.Client(base_url=stack.api_url("query"), timeout=600)
+    cases = answer_lab.load_questions(answer_lab.UNANSWERABLE)
+    result = evaluate_docs(query, [{"id": c["id"], "query": c["query"]} for c in cases])
+    answered = {row["id"]: row["answered"] for row in result["per_case"]}
+    declined = {
+        kind: sum(answered[c["id"]] == 0 for c in cases if c["kind"] == kind)
+        for kind in answer_lab.KINDS
+    }
+    print(f"  unanswerable, declined: {declined}")
+    return declined
+
+
+def abstain_section(
+    sweep: dict[str, Any], api: dict[str, int], answers: dict[str, dict[str, Any]]
+) -> str:
+    counts = sweep["unanswerable"]
+    answered = ", ".join(
+        f"{round(result['answers']['answered'] * result['cases'])} of {result['cases']} {name}"
+        for name, result in answers.items()
+    )
+    shipped = model_spec(answer_lab.MODEL).min_answer_similarity
+    cv = sweep["cross_validated"]
+    kinds = ", ".join(f"{api[k]} of {counts[k]} {k}" for k in answer_lab.KINDS)
+    lines = [
+        "<!-- quality-abstain:begin -->",
+        "### Questions the docs do not answer",
+        "",
+        f"`bench/quality.py --answers-only`, {time.strftime('%Y-%m-%d')}, commit {commit()}. "
+        f"bench/docs_questions_unanswerable.jsonl has {sum(counts.values())} questions that "
+        "README.md and docs/ do not answer, written apart from the generator (by a session "
+        "that read the docs, not the code, and checked each by searching the docs for its "
+        f"terms): {counts['in-domain']} about this product (*in-domain*: its licence, a Slack "
+        f"bot, a Terraform module...), {counts['near']} general ones on subjects the docs touch "
+        f"(*near*: what HNSW's M and ef_construction control...) and {counts['off-topic']} "
+        "from other fields (*off-topic*), about half of those in the docs' own words (a car "
+        "key, subway tokens, physiotherapy sessions, a beef stew's chunks). Before, the "
+        "offline generator answered each with the sentences least unrelated to it, cited. "
+        "Now, when the question's similarity to its nearest sentence is below the model's "
+        "`min_answer_similarity` "
+        f"({shipped:g} for all-MiniLM-L6-v2), it answers that the documents found do not answer "
+        f"and cites nothing. Through `POST /v1/evaluate` it says so for {kinds}; of the "
+        f"answerable questions it answers {answered} (*answered* in the table above).",
+        "",
+        f"In-process, each level against the {sweep['answerable']} answerable questions "
+        "(*answered*, and the citation precision of those answered):",
+        "",
+        "| min similarity | answered | citation precision | declined: in-domain | near "
+        "| off-topic | all |",
+        "|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for threshold, row in sweep["rows"].items():
+        if round(threshold * 100) % 2 and threshold != shipped:
+            continue  # every other level, and the shipped one
+        mark = "**" if threshold == shipped else ""
+        lines.append(
+            f"| {mark}{threshold:.2f}{mark} | {row['answered']:.3f} | {row['precision']:.3f} "
+            f"| {row['in-domain']:.2f} | {row['near']:.2f} | {row['off-topic']:.2f} "
+            f"| {row['declined']:.2f} |"
+        )
+    lines += [
+        "",
+        f"The nearest sentence of the least similar answerable question is at "
+        f"{sweep['lowest_answerable']:.3f}; of the most similar off-topic one, at "
+        f'{sweep["highest_off_topic"]:.3f}. The rule "the highest level at which every '
+        'answerable question is still answered", chosen on half the questions and scored on '
+        f"the other half ({cv['repeats']} random splits, both ways), picks "
+        f"{cv['threshold']:.3f} on average, keeps {cv['answered']:.3f} of the other half's "
+        f"answerable questions (in the worst split {cv['worst_answered']:.3f}) and declines "
+        f"{cv['declined']:.2f} of its unanswerable ones: a level fitted this close to the "
+        "answerable questions loses some of the next ones. The shipped level stays well below "
+        "them, giving up the questions about this product that its docs do not answer (their "
+        "nearest sentences are as near as an answer's) for those from other fields. Declining "
+        "is no way to a higher citation precision: the answerable questions whose answer cites "
+        f"a file that does not answer them come nearly as near to their nearest sentences "
+        f"(median {sweep['median_wrong']:.3f}) as the others ({sweep['median_right']:.3f}).",
+        "<!-- quality-abstain:end -->",
+    ]
+    return "\n".join(lines)
 
 
 def lab_section(
@@ -337,14 +427,14 @@ def answers_section(
         "the second table below has it now). So `DOCUMENT_PRIOR` is now "
         "chosen by cross-validation over both sets, and neither is held out any more:",
         "",
-        "| questions | citation precision | own file only | answer support | answer recall "
-        "| holds an answer | own file retrieved (R@10) |",
-        "|---|---:|---:|---:|---:|---:|---:|",
+        "| questions | answered | citation precision | own file only | answer support "
+        "| answer recall | holds an answer | own file retrieved (R@10) |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for name, result in answers.items():
         scores = result["answers"]
         lines.append(
-            f"| {name}: {result['file']} ({result['cases']}) "
+            f"| {name}: {result['file']} ({result['cases']}) | {scores['answered']:.3f} "
             f"| {scores['citation_precision']:.3f} | {result['own_file_precision']:.3f} "
             f"| {scores['answer_support']:.3f} | {scores['answer_recall']:.3f} "
             f"| {result['holds']:.3f} | {result['own_file_retrieved']:.3f} |"
@@ -433,6 +523,11 @@ def main() -> None:
         prior = answer_lab.cross_validate_prior(both)
     finally:
         both.close()
+    every = answer_lab.Bench(questions=[*QUESTION_SETS.values(), answer_lab.UNANSWERABLE])
+    try:
+        sweep = answer_lab.abstention_sweep(every)
+    finally:
+        every.close()
     with tempfile.TemporaryDirectory(prefix="rag-quality-") as tmp:
         stack = NativeStack(
             Path(tmp), StackPorts.free(), env={"DATA_DIR": str(CACHE), "LOG_LEVEL": "WARNING"}
@@ -445,10 +540,12 @@ def main() -> None:
                 api = scifact_through_api(stack)
             print("answers over docs/...", flush=True)
             answers = docs_answers(stack)
+            declined = unanswerable_through_api(stack)
     text = DOC.read_text() if DOC.exists() else "# Benchmarks\n"
     if api is not None:
         text = replace_section(text, "quality", section(lab_result, api))
     text = replace_section(text, "quality-answers", answers_section(answers, ablation, prior))
+    text = replace_section(text, "quality-abstain", abstain_section(sweep, declined, answers))
     DOC.write_text(text)
     print(f"wrote {DOC}", flush=True)
 

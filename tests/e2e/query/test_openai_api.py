@@ -177,6 +177,30 @@ def test_a_frontends_task_about_the_conversation_gets_a_short_reply(
         )
 
 
+def test_a_question_the_collection_does_not_answer_is_said_not_to_be(
+    sdk: openai.OpenAI, handbook: str
+) -> None:
+    """Asked how long a steak should rest, the offline generator quoted the handbook's least
+    unrelated sentences, each cited, and listed them as sources. Now it says the documents
+    found do not answer, cites and lists nothing (the sources found are still in `sources`);
+    and a frontend's title task quoting that answer is still told apart from a question."""
+    question = [{"role": "user", "content": "How long should a steak rest after the grill?"}]
+    reply = sdk.chat.completions.create(model=handbook, messages=question)
+    content = reply.choices[0].message.content
+    assert content == "The documents found do not answer this question."
+    assert (reply.model_extra or {})["sources"]  # what was found, none of it cited
+    stream = sdk.chat.completions.create(model=handbook, messages=question, stream=True)
+    assert "".join(c.choices[0].delta.content or "" for c in stream if c.choices) == content
+    task = (
+        "Write a short title for this chat, as JSON.\n<chat_history>\nUSER: How long should a "
+        f"steak rest after the grill?\nASSISTANT: {content}\n</chat_history>"
+    )
+    titled = sdk.chat.completions.create(
+        model=handbook, messages=[{"role": "user", "content": task}]
+    )
+    assert "cannot write titles" in (titled.choices[0].message.content or "")
+
+
 def test_the_request_librechat_sends_is_answered(query: QueryClient, handbook: str) -> None:
     """LibreChat's custom endpoints send OpenAI's default parameters, a `user` and a `name` on
     system and assistant messages (its documentation's request shape), streamed."""

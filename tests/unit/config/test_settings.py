@@ -120,6 +120,9 @@ def test_blank_secret_means_unset(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("JWT_SECRET", "  ")
     assert load_settings(QuerySettings).google_api_key is None
     assert load_settings(GatewaySettings).jwt_secret is None
+    # .env.example's "# EXTRACTIVE_MIN_SIMILARITY=" uncommented as it stands: the model's own.
+    monkeypatch.setenv("EXTRACTIVE_MIN_SIMILARITY", "")
+    assert load_settings(QuerySettings).extractive_min_similarity is None
 
 
 def test_production_gateway_requires_a_strong_jwt_secret(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -1,7 +1,11 @@
 from __future__ import annotations
 
+from rag_config import QuerySettings
+from rag_query.answers.service import AnswerOptions, _cache_params
 from rag_query.evaluation.metrics import answer_recall, answer_support, fuzzy_match
+from rag_query.generation.extractive import NOT_ANSWERED
 from rag_query.retrieval.analyzer import Analyzer
+from rag_query.retrieval.search import SearchRequest
 
 EXPECTED = "Redis keeps only a SHA-256 of the secret."
 
@@ -50,3 +54,22 @@ def test_several_expected_answers_score_the_best_of_each_measure() -> None:
     assert against_expected(answer, others[::-1], analyzer) == scores
     assert against_expected(answer, [], analyzer) == dict.fromkeys(scores)
     assert against_expected(answer, ["[1] the"], analyzer)["answer_recall"] is None
+
+
+def test_an_answer_cached_under_other_extractive_settings_is_not_found() -> None:
+    """The cache key held nothing of the offline generator's settings: after
+    EXTRACTIVE_MIN_SIMILARITY (or EXTRACTIVE_EMBED_SENTENCES) changed, a question asked before
+    got the answer the generator would no longer give until it expired."""
+    options = AnswerOptions(search=SearchRequest(query="How many days of leave?"))
+    shipped = _cache_params(options, "extractive", QuerySettings(_env_file=None))
+    assert shipped == _cache_params(options, "extractive", QuerySettings(_env_file=None))
+    for changed in ({"extractive_min_similarity": 0.4}, {"extractive_embed_sentences": 0}):
+        settings = QuerySettings(_env_file=None, **changed)  # type: ignore[arg-type]
+        assert _cache_params(options, "extractive", settings) != shipped, changed
+
+
+def test_the_answer_that_the_documents_do_not_answer_claims_nothing_to_support() -> None:
+    """It cites nothing, and is no claim a source should hold: not judged (it scored 0)."""
+    assert answer_support(NOT_ANSWERED, {1: "Staff get 25 days."}, Analyzer()) is None
+    answer = "Staff get 25 days. [1]"
+    assert answer_support(answer, {1: "Staff get 25 days."}, Analyzer()) == 1.0

@@ -10,6 +10,7 @@ import pytest
 from rag_query.generation.base import Message, Usage
 from rag_query.generation.extractive import (
     LONGEST_JOINED,
+    NOT_ANSWERED,
     ExtractiveGenerator,
     prose,
     split_sentences,
@@ -408,3 +409,33 @@ async def test_a_follow_ups_sentences_are_scored_after_the_conversation() -> Non
     alone = ExtractiveGenerator(Analyzer(), history_turns=0)
     text = "".join([p async for p in alone.answer("for how long?", sources, history, Usage())])
     assert text.startswith("A long document")
+
+
+async def test_a_question_no_sentence_comes_near_is_not_answered_with_quotes() -> None:
+    """Asked something the documents do not cover, the generator quoted whatever sentences
+    were least unrelated and cited them; below the model's similarity level it says that the
+    documents do not answer, and cites nothing."""
+    sources = [
+        Source(1, "c1", "leave", "Alpha beta gamma one. Alpha beta gamma two."),
+        Source(2, "c2", "expenses", "Alpha beta gamma three."),
+    ]
+    embed = _similar({"one": 0.31, "two": 0.2, "three": 0.29})
+    question = "Alpha gamma?"
+    text = await _answer(ExtractiveGenerator(Analyzer(), embed=embed), question, sources)
+    assert text == "Alpha beta gamma one. [1] Alpha beta gamma two. [1]"  # 0: always answers
+    near = ExtractiveGenerator(Analyzer(), embed=embed, min_similarity=0.3)
+    assert await _answer(near, question, sources) == text  # the best, 0.31, is near enough
+    far = ExtractiveGenerator(Analyzer(), embed=embed, min_similarity=0.32)
+    assert await _answer(far, question, sources) == NOT_ANSWERED
+    assert cited_numbers(NOT_ANSWERED, sources) == []
+
+    async def broken(texts: Sequence[str]) -> np.ndarray:
+        raise ConnectionError("the hosted embedder is down")
+
+    # 0 answers always, even where every similarity is below it (cosines can be negative).
+    opposed = _similar({"one": -0.2, "two": -0.3, "three": -0.25})
+    always = ExtractiveGenerator(Analyzer(), embed=opposed)
+    assert (await _answer(always, question, sources)).startswith("Alpha beta gamma one. [1]")
+    # Without similarities there is nothing to judge by: it answers by words.
+    by_words = ExtractiveGenerator(Analyzer(), embed=broken, min_similarity=0.9)
+    assert (await _answer(by_words, question, sources)).endswith("[1]")

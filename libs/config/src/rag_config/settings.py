@@ -723,6 +723,20 @@ class GenerationSettings(_EnvSettings):
         description="Sentences of the sources the offline generator scores by meaning (the "
         "collection's embedder) per answer, in source order; 0: by shared words only.",
     )
+    extractive_min_similarity: float | None = Field(
+        None,
+        ge=0,
+        le=1,
+        description="The offline generator answers that the documents found do not answer the "
+        "question when no sentence scored by meaning is this similar to it; unset or empty: "
+        "each collection's embedding model's own measured level (0.25 for all-MiniLM-L6-v2; 0 "
+        "for hosted models: always answers); set, it is every collection's, whatever its model "
+        "(models' similarities run on different scales); 0: always answers.",
+    )
+
+    _blank_min_similarity = field_validator("extractive_min_similarity", mode="before")(
+        _blank_to_none
+    )
     generator_fallback: str = Field(
         "extractive",
         description="Comma-separated generators tried in order when the chosen one fails.",

@@ -25,14 +25,26 @@ class ModelSpec:
     # changed since the name was first used: documents stored before are a new version at
     # their next submission, and their vectors are never reused for another's text.
     revision: str = ""
+    # The offline generator's: below this similarity of the question to its nearest sentence
+    # (embedded after its title and headings), the sources do not answer it (measured over
+    # docs/: docs/benchmarks.md); 0, never judged so (a hosted model's scale, unmeasured).
+    min_answer_similarity: float = 0.0
 
 
 MODELS: dict[str, ModelSpec] = {
     spec.name: spec
     for spec in (
-        ModelSpec("all-MiniLM-L6-v2", "local", "fp32", 384, 254),
+        ModelSpec("all-MiniLM-L6-v2", "local", "fp32", 384, 254, min_answer_similarity=0.25),
         # w7: weights in 7 bits, the same vectors on every x86 CPU (rag_core.embedding.local).
-        ModelSpec("all-MiniLM-L6-v2-int8", "local", "int8", 384, 254, revision="w7"),
+        ModelSpec(
+            "all-MiniLM-L6-v2-int8",
+            "local",
+            "int8",
+            384,
+            254,
+            revision="w7",
+            min_answer_similarity=0.25,
+        ),
         ModelSpec("openai/text-embedding-3-small", "openai", "text-embedding-3-small", 1536, 8000),
         ModelSpec("openai/text-embedding-3-large", "openai", "text-embedding-3-large", 3072, 8000),
         ModelSpec("google/gemini-embedding-001", "google", "gemini-embedding-001", 768, 2000),

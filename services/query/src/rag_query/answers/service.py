@@ -15,6 +15,7 @@ from typing import Any
 
 from rag_config import QuerySettings
 from rag_core.catalog import Collection, CollectionCatalog
+from rag_core.embedding.models import MODELS
 from rag_core.errors import DependencyUnavailable, InvalidInput
 from rag_core.tokens import count_tokens
 from rag_telemetry import get_logger
@@ -194,7 +195,9 @@ class AnswerService:
         elif options.use_cache and self.cache.enabled:
             version = self.served.version(collection)
             if version is not None:
-                params = _cache_params(options, options.generator or self.settings.generator)
+                params = _cache_params(
+                    options, options.generator or self.settings.generator, self.settings
+                )
                 prepared.cache_key = self.cache.key(collection, version, question, params)
                 prepared.cached = await self.cache.get(prepared.cache_key)
                 if prepared.cached is not None:
@@ -294,6 +297,7 @@ class AnswerService:
             max_embedded=self.settings.extractive_embed_sentences,
             # A question an LLM made standalone needs no earlier turns to be understood.
             history_turns=0 if prepared.condensed else self.settings.history_search_turns,
+            min_similarity=self._min_answer_similarity(prepared.collection.embedding_model),
         )
         failures: list[str] = []
         for generator in self.generators.chain(prepared.options.generator, extractive=extractive):
@@ -329,6 +333,13 @@ class AnswerService:
             yield DoneEvent({**result, "timings": prepared.timings})
             return
         yield ErrorEvent("no generator could answer: " + "; ".join(failures), True)
+
+    def _min_answer_similarity(self, model: str) -> float:
+        """EXTRACTIVE_MIN_SIMILARITY, or else the level measured for the collection's model."""
+        if self.settings.extractive_min_similarity is not None:
+            return self.settings.extractive_min_similarity
+        spec = MODELS.get(model)
+        return spec.min_answer_similarity if spec is not None else 0.0
 
     def _result(
         self,
@@ -372,7 +383,9 @@ class AnswerService:
             )
 
 
-def _cache_params(options: AnswerOptions, generator: str) -> dict[str, Any]:
+def _cache_params(
+    options: AnswerOptions, generator: str, settings: QuerySettings
+) -> dict[str, Any]:
     search = options.search
     return {
         "top_k": search.top_k,
@@ -387,6 +400,9 @@ def _cache_params(options: AnswerOptions, generator: str) -> dict[str, Any]:
         "generator": generator,
         "strategy": options.strategy,
         "rerank": options.rerank,
+        # The offline generator's settings (it is every chain's last resort): a changed one
+        # must not find the answers it would no longer give.
+        "extractive": [settings.extractive_embed_sentences, settings.extractive_min_similarity],
     }
 
 

@@ -3,7 +3,8 @@
 - citation precision: of the sources an answer cites, the share whose document is relevant;
 - answer support: of the answer's sentences, the share that cite a source whose text contains
   most of the sentence's words (an extractive answer scores 1.0; a model that cites a source
-  for something the source does not say does not);
+  for something the source does not say does not; the offline generator's answer that the
+  documents found do not answer claims nothing, and is not judged);
 - exact match and fuzzy match (token F1, as SQuAD scores it) against an expected answer;
 - answer recall: the share of the expected answer's terms the answer holds (an extractive
   answer of three sentences that includes the expected one scores 1.0, where its F1 would be
@@ -20,6 +21,7 @@ import string
 from collections import Counter
 from collections.abc import Mapping, Sequence
 
+from rag_query.generation.extractive import NOT_ANSWERED
 from rag_query.generation.sources import CITATION
 from rag_query.retrieval.analyzer import Analyzer
 
@@ -62,8 +64,8 @@ def answer_support(answer: str, sources: Mapping[int, str], analyzer: Analyzer) 
     for sentence in sentences:
         numbers = [int(n) for n in CITATION.findall(sentence)]
         words = _terms(sentence, analyzer)
-        if not words:
-            continue  # a bare citation or punctuation
+        if not words or sentence == NOT_ANSWERED:
+            continue  # a bare citation or punctuation, or no claim at all
         judged += 1
         for number in numbers:
             source_terms = set(analyzer.terms(sources.get(number, "")))

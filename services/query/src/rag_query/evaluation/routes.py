@@ -52,6 +52,7 @@ class CaseResult(msgspec.Struct, kw_only=True, omit_defaults=True):
     retrieved: list[str]
     answer: str | None = None
     answer_error: str | None = None
+    answered: float | None = None
     citation_precision: float | None = None
     answer_support: float | None = None
     exact_match: float | None = None
@@ -61,8 +62,12 @@ class CaseResult(msgspec.Struct, kw_only=True, omit_defaults=True):
 
 
 class AnswerScores(msgspec.Struct):
-    """Each answer measure's mean over the cases it applies to (null when none)."""
+    """Each answer measure's mean over the cases it applies to (null when none); `answered`:
+    the share of answers citing a source (the offline generator's answer that the documents
+    do not answer cites none, and so does an LLM's answer without citations), over which
+    citation precision is taken."""
 
+    answered: float | None
     citation_precision: float | None
     answer_support: float | None
     exact_match: float | None

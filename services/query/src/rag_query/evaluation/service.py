@@ -75,6 +75,7 @@ class Evaluator:
         run: list[ir_measures.ScoredDoc] = []
         per_case = []
         answer_scores: dict[str, list[float | None]] = {
+            "answered": [],
             "citation_precision": [],
             "answer_support": [],
             "exact_match": [],
@@ -150,6 +151,8 @@ class Evaluator:
         sources = {s.number: s.text for s in prepared.sources}
         row: dict[str, Any] = {"answer": answer}
         values = {
+            # Cites a source: an answer that says the documents do not answer cites none.
+            "answered": 1.0 if cited_docs else 0.0,
             "citation_precision": metrics.citation_precision(cited_docs, case.relevant)
             if case.relevant
             else None,

@@ -1,7 +1,8 @@
 """The offline generator: picks the sentences of the sources that best answer the question
 and stitches them together in source order, each followed by its citation.
 
-Nothing is invented: every word of the answer is a sentence of a cited source. Only prose
+Nothing is invented: every word of the answer is a sentence of a cited source (or, when none
+comes near the question, the one sentence NOT_ANSWERED, citing nothing). Only prose
 is a candidate: headings, table rows, fenced code, lines that look like code and sentences
 that are mostly links are passed over, so a Markdown source answers with what it says, not
 with its layout; a lead-in ("To revoke a key:") brings the short code block or table it
@@ -15,7 +16,9 @@ carries a Content-Security-Policy" answers a question about the playground becau
 under it. The answer keeps to one document, the one with the most support (its best
 sentence, and a little of how highly and how often retrieval found it): a second document's
 sentence is more often beside the point than not, and each citation of it would point the
-reader elsewhere.
+reader elsewhere. When no sentence comes near the question by meaning (the best similarity
+below ``min_similarity``: a question the documents do not answer), it says so and cites
+nothing rather than quote the least unrelated sentences.
 """
 
 from __future__ import annotations
@@ -56,6 +59,7 @@ LEXICAL_SHARE = 0.3  # of the normalised word overlap added to the similarity
 RANK_PRIOR_DENSE = 0.05
 DOCUMENT_PRIOR = 0.15  # of the sum of 1/rank of a document's sources, added in choosing it
 CONTEXT = True  # sentences are scored by meaning after their source's title and headings
+NOT_ANSWERED = "The documents found do not answer this question."
 
 # Abbreviations a sentence does not end with ("no." and "etc." often end one).
 _ABBREVIATION = re.compile(r"(?:^|[\s(])(?:e\.g|i\.e|cf|vs|approx|incl|resp|fig|eq)\.$", re.I)
@@ -90,6 +94,7 @@ class _Sentence:
     position: int
     score: float
     context: str = ""  # the source's title and heading path
+    similarity: float | None = None  # to the question, by the embedder (when scored by meaning)
 
     @property
     def text(self) -> str:
@@ -280,14 +285,20 @@ class ExtractiveGenerator:
         embed: Embed | None = None,
         max_embedded: int = MAX_EMBEDDED,
         history_turns: int = 2,
+        min_similarity: float = 0.0,
     ) -> None:
         self.analyzer = analyzer
         self.idf = idf or (lambda _term: 1.0)
         self.embed = embed
         self.max_embedded = max_embedded
         self.history_turns = history_turns
+        # Below it, the best sentence by meaning does not answer: the embedder's own scale
+        # (rag_core.embedding.models: ModelSpec.min_answer_similarity); 0 answers always.
+        self.min_similarity = min_similarity
 
-    async def select(self, question: str, sources: Sequence[Source]) -> list[_Sentence]:
+    async def select(self, question: str, sources: Sequence[Source]) -> list[_Sentence] | None:
+        """The sentences of the answer, in source order; None when no sentence comes near
+        the question by meaning (below ``min_similarity``): the sources do not answer it."""
         wanted = set(self.analyzer.terms(question))
         pool: list[_Sentence] = []
         for rank, source in enumerate(sources):
@@ -312,6 +323,11 @@ class ExtractiveGenerator:
                 candidates = await self._by_meaning(question, pool)
             except Exception as exc:
                 log.warning("extractive_embedding_failed", error=f"{type(exc).__name__}: {exc}")
+            similarities = [s.similarity for s in candidates if s.similarity is not None]
+            nearest = max(similarities, default=1.0)
+            if self.min_similarity > 0 and nearest < self.min_similarity:
+                log.info("extractive_not_answered", similarity=round(nearest, 3))
+                return None
         if not candidates:
             candidates = [
                 replace(s, score=s.score + RANK_PRIOR / (s.rank + 1)) for s in pool if s.score > 0
@@ -371,6 +387,7 @@ class ExtractiveGenerator:
             replace(
                 s,
                 score=float(sim) + LEXICAL_SHARE * s.score / top + RANK_PRIOR_DENSE / (s.rank + 1),
+                similarity=float(sim),
             )
             for s, sim in zip(considered, similarity, strict=True)
         ]
@@ -389,7 +406,7 @@ class ExtractiveGenerator:
         # Counted as an LLM's usage is, in tokens (rag_core.tokens: WordPiece, within a few
         # percent of an LLM's tokenizer on English): what it read, what it wrote.
         usage.input_tokens = sum(count_tokens(s.text) for s in sources)
-        text = render(chosen)
+        text = NOT_ANSWERED if chosen is None else render(chosen)
         usage.output_tokens = count_tokens(text)
         for word in word_pieces(text):
             yield word

@@ -3,7 +3,8 @@
 Chat frontends use the chat's own model for their background tasks: a title, tags, suggested
 follow-ups (Open WebUI, LibreChat). Their prompts quote the conversation, and with it an
 earlier answer of this route, whose list of sources (openai_api.citations) no question over
-the collection contains. That is how such a request is told apart, without guessing at any
+the collection contains, or the offline generator's answer that the documents do not answer
+(which cites, so lists, nothing). That is how such a request is told apart, without guessing at any
 frontend's wording. The offline generator can only quote the collection, and an answer
 quoted back was a dump of passages where a title was wanted; so it gets a one-line reply
 instead, with no sources (a frontend that wanted JSON then falls back to its own default: Open
@@ -20,6 +21,7 @@ from rag_core.tokens import count_tokens
 
 from rag_query.answers.service import DoneEvent, Event, TokenEvent
 from rag_query.generation.base import word_pieces
+from rag_query.generation.extractive import NOT_ANSWERED
 from rag_query.openai_api.citations import HEADING
 
 # The list's heading, then its first item, as citations.citation_list writes them.
@@ -27,8 +29,9 @@ _QUOTED_ANSWER = re.compile(re.escape(HEADING) + r"[ \t]*+\n[ \t]*+- \[\d+\]")
 
 
 def about_the_conversation(message: str) -> bool:
-    """Whether a message quotes an earlier answer of this route (its list of sources)."""
-    return bool(_QUOTED_ANSWER.search(message))
+    """Whether a message quotes an earlier answer of this route (its list of sources, or the
+    answer that the documents do not answer)."""
+    return bool(_QUOTED_ANSWER.search(message)) or NOT_ANSWERED in message
 
 
 def reply_text(collection: str) -> str:
