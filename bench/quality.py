@@ -216,21 +216,21 @@ def abstain_section(
         "<!-- quality-abstain:begin -->",
         "### Questions the docs do not answer",
         "",
-        f"`bench/quality.py --answers-only`, {time.strftime('%Y-%m-%d')}, commit {commit()}. "
-        f"bench/docs_questions_unanswerable.jsonl has {sum(counts.values())} questions that "
-        "README.md and docs/ do not answer, written apart from the generator (by a session "
-        "that read the docs, not the code, and checked each by searching the docs for its "
-        f"terms): {counts['in-domain']} about this product (*in-domain*: its licence, a Slack "
-        f"bot, a Terraform module...), {counts['near']} general ones on subjects the docs touch "
-        f"(*near*: what HNSW's M and ef_construction control...) and {counts['off-topic']} "
-        "from other fields (*off-topic*), about half of those in the docs' own words (a car "
-        "key, subway tokens, physiotherapy sessions, a beef stew's chunks). Before, the "
-        "offline generator answered each with the sentences least unrelated to it, cited. "
-        "Now, when the question's similarity to its nearest sentence is below the model's "
-        "`min_answer_similarity` "
-        f"({shipped:g} for all-MiniLM-L6-v2), it answers that the documents found do not answer "
-        f"and cites nothing. Through `POST /v1/evaluate` it says so for {kinds}; of the "
-        f"answerable questions it answers {answered} (*answered* in the table above).",
+        f"`bench/quality.py --answers-only` on {machine()}, {time.strftime('%Y-%m-%d')}, "
+        f"commit {commit()}. bench/docs_questions_unanswerable.jsonl has "
+        f"{sum(counts.values())} questions that README.md and docs/ do not answer, written "
+        "apart from the generator (by a session that read the docs, not the code, and checked "
+        f"each by searching the docs for its terms): {counts['in-domain']} about this product "
+        f"(*in-domain*: its licence, a Slack bot, a Terraform module...), {counts['near']} "
+        "general ones on subjects the docs touch (*near*: what HNSW's M and ef_construction "
+        f"control...) and {counts['off-topic']} from other fields (*off-topic*), about half "
+        "of those in the docs' own words (a car key, subway tokens, physiotherapy sessions, a "
+        "beef stew's chunks). Before, the offline generator answered each with the sentences "
+        "least unrelated to it, cited. Now, when the question's similarity to its nearest "
+        f"sentence is below the model's `min_answer_similarity` ({shipped:g} for "
+        "all-MiniLM-L6-v2), it answers that the documents found do not answer and cites "
+        f"nothing. Through `POST /v1/evaluate` it says so for {kinds}; of the answerable "
+        f"questions it answers {answered} (*answered* in the table above).",
         "",
         f"In-process, each level against the {sweep['answerable']} answerable questions "
         "(*answered*, and the citation precision of those answered):",
@@ -259,9 +259,10 @@ def abstain_section(
         f"answerable questions (in the worst split {cv['worst_answered']:.3f}) and declines "
         f"{cv['declined']:.2f} of its unanswerable ones: a level fitted this close to the "
         "answerable questions loses some of the next ones. The shipped level stays well below "
-        "them, giving up the questions about this product that its docs do not answer (their "
-        "nearest sentences are as near as an answer's) for those from other fields. Declining "
-        "is no way to a higher citation precision: the answerable questions whose answer cites "
+        "them, giving up most of the questions about this product that its docs do not answer "
+        "(their nearest sentences are as near as an answer's) for those from other fields. "
+        "Declining is no way to a higher citation precision: the answerable questions whose "
+        "answer cites "
         f"a file that does not answer them come nearly as near to their nearest sentences "
         f"(median {sweep['median_wrong']:.3f}) as the others ({sweep['median_right']:.3f}).",
         "<!-- quality-abstain:end -->",
