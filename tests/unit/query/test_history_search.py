@@ -3,8 +3,9 @@ stands alone."""
 
 from __future__ import annotations
 
+from rag_core.tokens import count_tokens
 from rag_query.generation.base import Message
-from rag_query.retrieval.history import history_queries, refers_back
+from rag_query.retrieval.history import history_queries, refers_back, with_conversation
 
 KEYS = [
     Message("user", "How are API keys stored?"),
@@ -34,3 +35,16 @@ def test_only_the_last_turns_are_searched_and_zero_turns_turns_it_off() -> None:
     [_, (query, _)] = history_queries("and then?", history, turns=2)
     assert query == "question 3 about keys question 4 about keys and then?"
     assert history_queries("and then?", history, turns=0) == [("and then?", 1.0)]
+
+
+def test_a_follow_up_after_long_turns_stays_within_what_the_embedder_reads() -> None:
+    """The earlier turns (up to 2,000 characters) came first, and all-MiniLM-L6-v2 reads the
+    first 254 tokens: after a pasted paragraph, "and how do I revoke one?" was cut off, and
+    the search and the answer's sentences went by the paragraph alone."""
+    pasted = "Our security team asked how the gateway keeps API keys at rest. " * 30
+    history = [Message("user", pasted), Message("assistant", "Only a SHA-256. [1]")]
+    together = with_conversation("and how do I revoke one?", history)
+    assert together is not None
+    assert together.endswith("API keys at rest. and how do I revoke one?")
+    assert count_tokens(together) <= 254 - 2  # [CLS] and [SEP]
+    assert count_tokens(together) > 128  # as much of the conversation as fits

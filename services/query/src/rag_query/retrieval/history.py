@@ -15,9 +15,15 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 
+from rag_core.tokens import last_tokens
+
 from rag_query.generation.base import Message
 
 MAX_CONTEXT_CHARS = 2000  # of the earlier turns searched with the follow-up
+# Of the earlier turns, at most: the follow-up comes after them, and the local embedder reads
+# the first 254 tokens of a text only, so that longer earlier turns pushed it out of the vector
+# (searched and scored as the earlier turns alone).
+MAX_CONTEXT_TOKENS = 128
 CONVERSATION_WEIGHT = 2.0  # of the conversation's search in RRF; the message's own is 1
 SHORT_WORDS = 4  # a message this short leans on the conversation whatever its words
 
@@ -44,7 +50,8 @@ def with_conversation(question: str, history: Sequence[Message], turns: int = 2)
     earlier = earlier[-turns:] if turns > 0 else []
     if not earlier or not refers_back(question):
         return None
-    return f"{' '.join(earlier)[-MAX_CONTEXT_CHARS:]} {question}"
+    context = last_tokens(" ".join(earlier)[-MAX_CONTEXT_CHARS:], MAX_CONTEXT_TOKENS)
+    return f"{context} {question}"
 
 
 def history_queries(
