@@ -244,6 +244,7 @@ def test_metrics_count_retrieval_generation_cache_and_reranking(
     query.answer(handbook, "car park hours")
     query.answer(handbook, "car park hours")  # a cache hit
     query.answer(handbook, "anything", filter={"year": 1800}, cache=False)  # nothing found
+    query.answer(handbook, "How long should a steak rest after the grill?", cache=False)
     llm.script((200, "cohere_rerank.json"))
     query.answer(handbook, "parking", rerank="cohere", cache=False)
     after = httpx.get(url).text
@@ -256,6 +257,9 @@ def test_metrics_count_retrieval_generation_cache_and_reranking(
     assert delta("rag_query_answer_cache_total", outcome="hit") == 1
     assert delta("rag_query_answer_cache_total", outcome="miss") >= 1
     assert delta("rag_query_empty_retrievals_total", mode="hybrid") == 1
+    # Questions the collection does not cover: nothing found, or nothing that answers.
+    assert delta("rag_query_uncited_answers_total", generator="none") == 1
+    assert delta("rag_query_uncited_answers_total", generator="extractive") == 1
     assert delta("rag_query_rerank_seconds_count", reranker="cohere") == 1
     assert delta("rag_query_llm_tokens_total", generator="extractive", direction="output") > 0
 

@@ -1,4 +1,5 @@
-"""Query metrics: retrieval and generation latency, tokens, cache, empty retrievals, rerank."""
+"""Query metrics: retrieval and generation latency, tokens, cache, empty retrievals, answers
+citing nothing, rerank."""
 
 from __future__ import annotations
 
@@ -25,6 +26,12 @@ TOKENS = Counter(
     "rag_query_llm_tokens_total",
     "Tokens sent to (input) and received from (output) each generator.",
     ["generator", "direction"],
+)
+UNCITED_ANSWERS = Counter(
+    "rag_query_uncited_answers_total",
+    "Answers generated citing no source, by generator (none: nothing was found; extractive: "
+    "the documents found do not answer): questions the collection does not cover.",
+    ["generator"],
 )
 ANSWER_CACHE = Counter(
     "rag_query_answer_cache_total", "Answer cache lookups, by outcome (hit, miss).", ["outcome"]

@@ -27,7 +27,7 @@ from rag_query.generation.base import GenerationError, Message, Usage, word_piec
 from rag_query.generation.extractive import ExtractiveGenerator
 from rag_query.generation.prompts import Prompts
 from rag_query.generation.sources import Source, cited_numbers, select_sources
-from rag_query.metrics import GENERATION_SECONDS, TOKENS
+from rag_query.metrics import GENERATION_SECONDS, TOKENS, UNCITED_ANSWERS
 from rag_query.retrieval.analyzer import Analyzer
 from rag_query.retrieval.fusion import fuse_rankings
 from rag_query.retrieval.history import history_queries
@@ -285,6 +285,7 @@ class AnswerService:
         if not prepared.sources:
             if streaming:
                 yield TokenEvent(NO_DOCUMENTS)
+            UNCITED_ANSWERS.labels("none").inc()
             yield DoneEvent(self._result(prepared, NO_DOCUMENTS, "none", Usage(), []))
             return
         index = self.served.get(prepared.collection.namespace, prepared.collection.name)
@@ -327,6 +328,8 @@ class AnswerService:
             prepared.timings["generate_ms"] = _ms(started)
             answer = "".join(pieces).strip()
             result = self._result(prepared, answer, generator.name, usage, failures)
+            if not result["cited"]:
+                UNCITED_ANSWERS.labels(generator.name).inc()
             if prepared.cache_key is not None:
                 await self.cache.put(prepared.cache_key, result)
             await self._remember(prepared, answer)
