@@ -38,7 +38,7 @@ PEER_LABEL = "peer: LlamaIndex retriever (dense, same model), in-process"
 
 def load_test_queries(scifact: Path) -> tuple[dict[str, str], list[ir_measures.Qrel]]:
     with (scifact / "qrels" / "test.tsv").open() as handle:
-        rows = list(csv.reader(handle, delimiter="\t"))[1:]
+        rows = list(csv.reader(handle, delimiter="\t", quoting=csv.QUOTE_NONE))[1:]
     qrels = [ir_measures.Qrel(q, d, int(s)) for q, d, s in rows]
     wanted = {q.query_id for q in qrels}
     queries = {}

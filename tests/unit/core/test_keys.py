@@ -13,12 +13,16 @@ from hypothesis import strategies as st
 from rag_core.catalog import Keys
 from rag_core.tenancy import TENANT_PATTERN
 from rag_ingest.collections.registry import NAME_PATTERN
-from rag_ingest.submissions import DOCUMENT_ID
+from rag_ingest.submissions import valid_document_id
 
 KEYS = Keys("rag")
 tenants = st.from_regex(TENANT_PATTERN, fullmatch=True)
 collections = st.from_regex(NAME_PATTERN, fullmatch=True)
-documents = st.from_regex(DOCUMENT_ID, fullmatch=True)
+documents = st.text(
+    st.characters(exclude_categories=("Cc", "Cs", "Zs"), exclude_characters="/\\?#%"),
+    min_size=1,
+    max_size=256,
+).filter(valid_document_id)
 # Shapes that collide when names are joined with '-': tenant "a-b" + "c" against "a" + "b-c".
 dashed = st.sampled_from(["acme", "acme-x", "x-hbk", "hbk", "hbk-x", "a_b", "a-b", "b-c", "abc"])
 places = st.tuples(tenants | dashed, collections | dashed.filter(NAME_PATTERN.match))

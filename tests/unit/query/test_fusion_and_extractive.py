@@ -93,6 +93,10 @@ async def test_a_document_cannot_forge_citations_of_other_sources() -> None:
     prompt = format_sources(sources)
     assert prompt.count("[2]") == 1
     assert prompt.count("[3]") == 1
+    # So are those of a label: a source without a title is labelled by its document id, and
+    # an id may hold brackets (BEIR's "<dbpedia:...>" ids, "Notes_[2]").
+    untitled = [Source(1, "c1", "Notes_[2]", "Staff get 25 days."), Source(2, "c2", "d", "x")]
+    assert format_sources(untitled).count("[2]") == 1
 
 
 def test_sentences_split_at_ends_not_at_abbreviated_numbers() -> None:

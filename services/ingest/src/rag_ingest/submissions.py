@@ -8,8 +8,8 @@ re-enqueues any queued job arq does not know.
 
 from __future__ import annotations
 
-import re
 import time
+import unicodedata
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -27,10 +27,33 @@ from rag_ingest.jobs.store import JobStore
 from rag_ingest.parsing import UnsupportedFormat, detect_format
 from rag_ingest.versions import DocumentStore, content_hash, derived_id, version_hash
 
-DOCUMENT_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:@-]{0,255}$")
+# Any printable character but / \ ? # %: a corpus's own ids are kept as they are (BEIR's
+# DBPedia-entity has "<dbpedia:Animalia_(book)>", its FEVER sets Wikipedia titles with
+# accents, apostrophes and brackets). Never '/' (an id is one path segment; the gateway refuses
+# an encoded one), nor '.' or '..' (a dot segment), nor the characters a URL or a proxy reads
+# for itself; no control, format or space character (invisible, or a header split).
+DOCUMENT_ID_MAX_CHARS = 256
+_ID_REFUSED = frozenset("/\\?#%")
+# '.' and '..' are dot segments; 'upload' and 'url' name the ingest routes at the same place
+# (POST .../documents/upload), so a document so named could not be fetched or deleted.
+_ID_RESERVED = frozenset({".", "..", "upload", "url"})
+_ID_INVISIBLE = ("C", "Z")  # Unicode categories: control, format, unassigned...; separators
 DOCUMENT_ID_RULE = (
-    "1-256 characters: letters, digits and . _ : @ -, starting with a letter or digit"
+    f"1-{DOCUMENT_ID_MAX_CHARS} characters, none of them a space, a control character or "
+    "/ \\ ? # %, and not . .. upload or url"
 )
+
+
+def valid_document_id(document_id: str) -> bool:
+    return (
+        0 < len(document_id) <= DOCUMENT_ID_MAX_CHARS
+        and document_id not in _ID_RESERVED
+        and not any(
+            ch in _ID_REFUSED or unicodedata.category(ch)[0] in _ID_INVISIBLE for ch in document_id
+        )
+    )
+
+
 INT64 = (-(2**63), 2**63 - 1)
 METADATA_KEY_RULE = (
     "metadata keys are 1-128 characters and may not start with '_', '$' or '#' "
@@ -161,7 +184,7 @@ def check_submissions(items: Sequence[Submission], settings: IngestSettings) -> 
                 f"{settings.max_file_bytes} (MAX_FILE_BYTES)",
                 extra={"limit": "MAX_FILE_BYTES", "max_bytes": settings.max_file_bytes},
             )
-        if item.document_id is not None and not DOCUMENT_ID.match(item.document_id):
+        if item.document_id is not None and not valid_document_id(item.document_id):
             raise InvalidInput.for_field(
                 f"{item.where}.id",
                 DOCUMENT_ID_RULE,

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import re
 import time
 from collections.abc import Awaitable, Callable
 from typing import Annotated, Any, Literal, ParamSpec, TypeVar
 
-from mcp.server.mcpserver import Context, MCPServer
+from mcp.server.mcpserver import Context, MCPServer, ResourceSecurity
 from mcp.server.mcpserver.exceptions import ResourceError, ResourceNotFoundError, ToolError
 from mcp_types import ToolAnnotations
 from pydantic import BaseModel, Field
@@ -260,6 +261,10 @@ def build_server(api_of: Any, *, max_document_chunks: int) -> MCPServer[Any]:
         description="A document's text as Markdown, its title and headings kept (the chunks "
         "in order; a very long one up to the server's limit).",
         mime_type="text/markdown",
+        # A document id is no file path: the SDK's checks took "c:notes" for a Windows drive
+        # and refused it. It is one segment of the API's path (rag_gateway.mcp.calls.path
+        # quotes it, and a '/' or dot segment is refused there), never a file's name.
+        security=ResourceSecurity(exempt_params={"document_id"}),
     )
     async def document_text(collection: str, document_id: str, ctx: Context) -> str:
         api: Api = api_of(ctx)
@@ -288,7 +293,7 @@ def build_server(api_of: Any, *, max_document_chunks: int) -> MCPServer[Any]:
 def as_markdown(document: dict[str, Any], max_chunks: int) -> str:
     """A document of the API (with its chunks) as Markdown: its title, then each chunk's text
     under its heading path when that changes; the overlap between chunks is not removed."""
-    lines = [f"# {document.get('title') or document['id']}", ""]
+    lines = [f"# {document.get('title') or _code_span(document['id'])}", ""]
     if document.get("source"):
         lines += [f"Source: {document['source']}", ""]
     heading = None
@@ -325,3 +330,12 @@ def measured(tool: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
 def _given(body: dict[str, Any]) -> dict[str, Any]:
     """The fields that were given: the API's defaults hold for the others."""
     return {k: v for k, v in body.items() if v is not None}
+
+
+def _code_span(text: str) -> str:
+    """``text`` as inline code, shown as itself (an id such as ``[x](javascript:y)`` or ``<b>``
+    is no link or markup): fenced by one backtick more than its longest run of them."""
+    longest = max((len(run) for run in re.findall(r"`+", text)), default=0)
+    pad = " " if text.startswith("`") or text.endswith("`") else ""
+    fence = "`" * (longest + 1)
+    return f"{fence}{pad}{text}{pad}{fence}"

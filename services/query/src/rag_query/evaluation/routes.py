@@ -287,7 +287,9 @@ class EvaluationController(Controller):
         queries = await _read(form.get("queries"), "queries")
         qrels = await _read(form.get("qrels"), "qrels")
         judgements: dict[str, dict[str, int]] = {}
-        rows = list(csv.reader(io.StringIO(qrels), delimiter="\t"))
+        # Fields as written: a corpus id may start with a quote ('"Heroes"_(album)'), which
+        # the csv module's default quoting took for one and dropped.
+        rows = list(csv.reader(io.StringIO(qrels), delimiter="\t", quoting=csv.QUOTE_NONE))
         for number, row in enumerate(
             rows[1:] if rows and not rows[0][-1].lstrip("-").isdigit() else rows, start=1
         ):
@@ -301,7 +303,9 @@ class EvaluationController(Controller):
                 "qrels", "no judgements (query-id, corpus-id, score per line)"
             )
         cases = []
-        for number, line in enumerate(queries.splitlines(), start=1):
+        # Lines end at "\n" only: splitlines() also splits at U+2028 and others, which JSON
+        # allows inside a string.
+        for number, line in enumerate(queries.split("\n"), start=1):
             if not line.strip():
                 continue
             try:

@@ -75,7 +75,7 @@ def quoted(text: str) -> str:
 
 
 def format_sources(sources: Sequence[Source]) -> str:
-    return "\n\n".join(f"[{s.number}] ({s.label()})\n{quoted(s.text)}" for s in sources)
+    return "\n\n".join(f"[{s.number}] ({quoted(s.label())})\n{quoted(s.text)}" for s in sources)
 
 
 def cited_numbers(answer: str, sources: Sequence[Source]) -> list[int]:
