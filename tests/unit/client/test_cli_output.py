@@ -134,3 +134,13 @@ def test_an_error_is_one_line_whatever_its_length(tmp_path: Path) -> None:
     assert result.exit_code == cli.EXIT_USAGE, result.output
     [line] = [row for row in result.output.splitlines() if row.startswith("error:")]
     assert f"{deep}: not JSON" in line
+
+
+def test_evaluation_cases_split_at_newlines_only(tmp_path: Path) -> None:
+    """A case's query holding U+2028 (JSON allows it raw in a string) was split in two by
+    splitlines() and refused as "not JSON"; CRLF and CR-only files still read."""
+    cases = [{"query": "line\u2028separated"}, {"query": "next\u0085one"}]
+    for end in ("\n", "\r\n", "\r"):
+        path = tmp_path / "cases.jsonl"
+        path.write_text(end.join(json.dumps(c, ensure_ascii=False) for c in cases), newline="")
+        assert cli.read_cases(path) == cases, repr(end)

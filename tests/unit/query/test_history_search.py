@@ -48,3 +48,17 @@ def test_a_follow_up_after_long_turns_stays_within_what_the_embedder_reads() -> 
     assert together.endswith("API keys at rest. and how do I revoke one?")
     assert count_tokens(together) <= 254 - 2  # [CLS] and [SEP]
     assert count_tokens(together) > 128  # as much of the conversation as fits
+
+
+def test_a_long_follow_up_keeps_its_own_words_within_the_window() -> None:
+    """A message that refers back and is long itself ("... and is it kept ...") left less room
+    than the earlier turns took: its end fell outside what the embedder reads."""
+    pasted = "Our security team asked how the gateway keeps API keys at rest. " * 30
+    history = [Message("user", pasted)]
+    question = "Thanks. " * 80 + "And is it kept encrypted?"
+    together = with_conversation(question, history)
+    assert together is not None
+    assert together.endswith(question)
+    assert count_tokens(together) <= 254
+    # A message that fills the window alone is searched alone.
+    assert with_conversation("Is it? " * 100, history) is None

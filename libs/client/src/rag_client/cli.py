@@ -761,7 +761,9 @@ def read_cases(path: Path) -> list[dict[str, Any]]:
     rows: Any
     try:
         if path.suffix == ".jsonl":
-            rows = [json.loads(line) for line in text.splitlines() if line.strip()]
+            # At newlines only: splitlines() also splits at U+2028, which a JSON string may hold.
+            lines = re.split(r"\r\n?|\n", text)
+            rows = [json.loads(line) for line in lines if line.strip()]
         else:
             loaded = json.loads(text)
             rows = loaded.get("cases") if isinstance(loaded, dict) else loaded

@@ -14,8 +14,14 @@ def count_tokens(text: str) -> int:
 
 
 def last_tokens(text: str, limit: int) -> str:
-    """The end of ``text`` that holds at most ``limit`` tokens, from a token's start."""
+    """The end of ``text`` that holds at most ``limit`` tokens, from a word's start (a
+    word's last pieces alone, "##ism", would count as other tokens once cut)."""
     if limit <= 0:
         return ""
-    offsets = counting_tokenizer().encode(text, add_special_tokens=False).offsets
-    return text if len(offsets) <= limit else text[offsets[-limit][0] :]
+    encoding = counting_tokenizer().encode(text, add_special_tokens=False)
+    if len(encoding.ids) <= limit:
+        return text
+    first = len(encoding.ids) - limit
+    while first < len(encoding.ids) and encoding.tokens[first].startswith("##"):
+        first += 1
+    return text[encoding.offsets[first][0] :] if first < len(encoding.ids) else ""

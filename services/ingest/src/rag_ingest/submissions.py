@@ -27,20 +27,23 @@ from rag_ingest.jobs.store import JobStore
 from rag_ingest.parsing import UnsupportedFormat, detect_format
 from rag_ingest.versions import DocumentStore, content_hash, derived_id, version_hash
 
-# Any printable character but / \ ? # %: a corpus's own ids are kept as they are (BEIR's
+# Any printable character but / \ ? #: a corpus's own ids are kept as they are (BEIR's
 # DBPedia-entity has "<dbpedia:Animalia_(book)>", its FEVER sets Wikipedia titles with
 # accents, apostrophes and brackets). Never '/' (an id is one path segment; the gateway refuses
-# an encoded one), nor '.' or '..' (a dot segment), nor the characters a URL or a proxy reads
-# for itself; no control, format or space character (invisible, or a header split).
+# an encoded one), nor '.' or '..' (a dot segment), nor '?' and '#', which end a path written
+# unencoded; '%' is kept ("100%"): every server on the way decodes a path once. No control,
+# format or space character (unseen, or a header split), nor U+FFFD, which is what a byte
+# that was not UTF-8 became (Latin-1 "Beyonc%E9" and "Beyonc%E8" would be one id).
 DOCUMENT_ID_MAX_CHARS = 256
-_ID_REFUSED = frozenset("/\\?#%")
+_ID_REFUSED = frozenset("/\\?#\ufffd")
 # '.' and '..' are dot segments; 'upload' and 'url' name the ingest routes at the same place
 # (POST .../documents/upload), so a document so named could not be fetched or deleted.
 _ID_RESERVED = frozenset({".", "..", "upload", "url"})
 _ID_INVISIBLE = ("C", "Z")  # Unicode categories: control, format, unassigned...; separators
 DOCUMENT_ID_RULE = (
-    f"1-{DOCUMENT_ID_MAX_CHARS} characters, none of them a space, a control character or "
-    "/ \\ ? # %, and not . .. upload or url"
+    f"1-{DOCUMENT_ID_MAX_CHARS} characters, none of them a space, a control or format "
+    "character (or one this server's Unicode tables do not know), U+FFFD or / \\ ? #, and "
+    "not . .. upload or url"
 )
 
 
@@ -52,6 +55,16 @@ def valid_document_id(document_id: str) -> bool:
             ch in _ID_REFUSED or unicodedata.category(ch)[0] in _ID_INVISIBLE for ch in document_id
         )
     )
+
+
+def check_document_id(document_id: str, field: str) -> None:
+    """422 naming ``field`` unless ``document_id`` may be one."""
+    if not valid_document_id(document_id):
+        raise InvalidInput.for_field(
+            field,
+            DOCUMENT_ID_RULE,
+            detail=f"{field}: document id {document_id!r} is not allowed: {DOCUMENT_ID_RULE}",
+        )
 
 
 INT64 = (-(2**63), 2**63 - 1)
@@ -184,13 +197,8 @@ def check_submissions(items: Sequence[Submission], settings: IngestSettings) -> 
                 f"{settings.max_file_bytes} (MAX_FILE_BYTES)",
                 extra={"limit": "MAX_FILE_BYTES", "max_bytes": settings.max_file_bytes},
             )
-        if item.document_id is not None and not valid_document_id(item.document_id):
-            raise InvalidInput.for_field(
-                f"{item.where}.id",
-                DOCUMENT_ID_RULE,
-                detail=f"{item.where}: document id {item.document_id!r} is not allowed: "
-                f"{DOCUMENT_ID_RULE}",
-            )
+        if item.document_id is not None:
+            check_document_id(item.document_id, f"{item.where}.id")
         check_metadata(item.metadata, f"{item.where}.metadata", settings.max_metadata_bytes)
         doc_id = item.document_id or derived_id(item.payload)
         if doc_id in seen:

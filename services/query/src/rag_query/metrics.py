@@ -30,7 +30,8 @@ TOKENS = Counter(
 UNCITED_ANSWERS = Counter(
     "rag_query_uncited_answers_total",
     "Answers generated citing no source, by generator (none: nothing was found; extractive: "
-    "the documents found do not answer): questions the collection does not cover.",
+    "the documents found do not answer; an LLM's: it cited nothing), evaluations' answers "
+    "included, cached ones not.",
     ["generator"],
 )
 ANSWER_CACHE = Counter(

@@ -24,7 +24,7 @@ from rag_ingest.documents.forms import read_upload_form
 from rag_ingest.documents.service import DocumentService, IngestService
 from rag_ingest.idempotency import IdempotencyGuard, fingerprint
 from rag_ingest.jobs.model import JobRecord
-from rag_ingest.submissions import PLAIN_TEXT, Submission, text_or_title
+from rag_ingest.submissions import PLAIN_TEXT, Submission, check_document_id, text_or_title
 
 MetadataValue = str | int | float | bool
 
@@ -372,6 +372,7 @@ class DocumentController(Controller):
         tenant: NamedDependency[str],
     ) -> Response[IngestAccepted]:
         """Readers see the old version until the new one is complete, then only the new one."""
+        check_document_id(document_id, "document_id")  # the path's, named as such
         item = Submission(
             payload=text_or_title(data.text, data.title),
             where="text",

@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 from collections.abc import Sized
 from typing import Any, Literal, Self
 
@@ -23,6 +24,8 @@ from rag_core.tenancy import tenant_of
 from rag_query.answers.generators import Generators
 from rag_query.evaluation.service import Case, EvaluationJobs, EvaluationRecord, Evaluator, Plan
 from rag_query.retrieval.routes import SearchBody, search_request
+
+_LINE_END = re.compile(r"\r\n?|\n")
 
 
 class EvalCase(msgspec.Struct, forbid_unknown_fields=True):
@@ -289,7 +292,11 @@ class EvaluationController(Controller):
         judgements: dict[str, dict[str, int]] = {}
         # Fields as written: a corpus id may start with a quote ('"Heroes"_(album)'), which
         # the csv module's default quoting took for one and dropped.
-        rows = list(csv.reader(io.StringIO(qrels), delimiter="\t", quoting=csv.QUOTE_NONE))
+        try:
+            lines = io.StringIO("\n".join(_LINE_END.split(qrels)))  # CRLF and CR files too
+            rows = [r for r in csv.reader(lines, delimiter="\t", quoting=csv.QUOTE_NONE) if r]
+        except csv.Error as exc:  # a field over the csv module's limit
+            raise InvalidInput.for_field("qrels", f"not a TSV file: {exc}") from None
         for number, row in enumerate(
             rows[1:] if rows and not rows[0][-1].lstrip("-").isdigit() else rows, start=1
         ):
@@ -303,9 +310,9 @@ class EvaluationController(Controller):
                 "qrels", "no judgements (query-id, corpus-id, score per line)"
             )
         cases = []
-        # Lines end at "\n" only: splitlines() also splits at U+2028 and others, which JSON
-        # allows inside a string.
-        for number, line in enumerate(queries.split("\n"), start=1):
+        # Lines end at a newline or carriage return: splitlines() also split at U+2028 and
+        # others, which JSON allows inside a string (a raw CR or LF it does not).
+        for number, line in enumerate(_LINE_END.split(queries), start=1):
             if not line.strip():
                 continue
             try:

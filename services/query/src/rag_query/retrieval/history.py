@@ -15,15 +15,16 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 
-from rag_core.tokens import last_tokens
+from rag_core.tokens import count_tokens, last_tokens
 
 from rag_query.generation.base import Message
 
 MAX_CONTEXT_CHARS = 2000  # of the earlier turns searched with the follow-up
-# Of the earlier turns, at most: the follow-up comes after them, and the local embedder reads
-# the first 254 tokens of a text only, so that longer earlier turns pushed it out of the vector
-# (searched and scored as the earlier turns alone).
+# Of the earlier turns, at most, and no more than leave the follow-up within the first
+# EMBEDDER_TOKENS: the local embedder reads no further, so that longer earlier turns pushed the
+# follow-up out of its own vector (searched and scored as the earlier turns alone).
 MAX_CONTEXT_TOKENS = 128
+EMBEDDER_TOKENS = 254  # all-MiniLM-L6-v2's, [CLS] and [SEP] aside
 CONVERSATION_WEIGHT = 2.0  # of the conversation's search in RRF; the message's own is 1
 SHORT_WORDS = 4  # a message this short leans on the conversation whatever its words
 
@@ -50,8 +51,9 @@ def with_conversation(question: str, history: Sequence[Message], turns: int = 2)
     earlier = earlier[-turns:] if turns > 0 else []
     if not earlier or not refers_back(question):
         return None
-    context = last_tokens(" ".join(earlier)[-MAX_CONTEXT_CHARS:], MAX_CONTEXT_TOKENS)
-    return f"{context} {question}"
+    room = min(MAX_CONTEXT_TOKENS, EMBEDDER_TOKENS - count_tokens(question))
+    context = last_tokens(" ".join(earlier)[-MAX_CONTEXT_CHARS:], room)
+    return f"{context} {question}" if context else None
 
 
 def history_queries(
