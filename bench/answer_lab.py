@@ -248,7 +248,7 @@ def evaluate(
         text = asyncio.run(answer(generator, case["query"], sources))
         seconds += time.perf_counter() - started
         cited = [s.document_id for s in sources if s.number in cited_numbers(text, sources)]
-        found = recall(expected_answers(case), text, analyzer) if "sentence" in case else None
+        found = recall(expected_answers(case), text, analyzer)
         own = case.get("document")
         row = {
             "retrieved": any(s.document_id == own for s in sources) if own else None,

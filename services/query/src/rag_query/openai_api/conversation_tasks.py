@@ -4,8 +4,8 @@ Chat frontends use the chat's own model for their background tasks: a title, tag
 follow-ups (Open WebUI, LibreChat). Their prompts quote the conversation, and with it an
 earlier answer of this route, whose list of sources (openai_api.citations) no question over
 the collection contains, or the offline generator's answer that the documents do not answer
-(which cites, so lists, nothing). That is how such a request is told apart, without guessing at any
-frontend's wording. The offline generator can only quote the collection, and an answer
+(which cites, so lists, nothing). That is how such a request is told apart, without guessing
+at any frontend's wording. The offline generator can only quote the collection, and an answer
 quoted back was a dump of passages where a title was wanted; so it gets a one-line reply
 instead, with no sources (a frontend that wanted JSON then falls back to its own default: Open
 WebUI titles the chat with its first question). With an LLM as the generator the request is

@@ -15,6 +15,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 
+from rag_core.embedding.models import MODELS
 from rag_core.tokens import count_tokens, last_tokens
 
 from rag_query.generation.base import Message
@@ -24,7 +25,7 @@ MAX_CONTEXT_CHARS = 2000  # of the earlier turns searched with the follow-up
 # EMBEDDER_TOKENS: the local embedder reads no further, so that longer earlier turns pushed the
 # follow-up out of its own vector (searched and scored as the earlier turns alone).
 MAX_CONTEXT_TOKENS = 128
-EMBEDDER_TOKENS = 254  # all-MiniLM-L6-v2's, [CLS] and [SEP] aside
+EMBEDDER_TOKENS = MODELS["all-MiniLM-L6-v2"].max_tokens  # [CLS] and [SEP] aside
 CONVERSATION_WEIGHT = 2.0  # of the conversation's search in RRF; the message's own is 1
 SHORT_WORDS = 4  # a message this short leans on the conversation whatever its words
 
