@@ -65,6 +65,20 @@ def test_bad_value_names_the_variable_and_what_is_allowed(
     assert "\n" not in message
 
 
+@pytest.mark.parametrize("value", ["Voir [1].", "Voir [2", "Deux\nlignes.", "   "])
+@pytest.mark.parametrize("variable", ["ANSWER_NOT_ANSWERED", "ANSWER_NO_DOCUMENTS"])
+def test_an_answer_text_is_one_line_that_cites_nothing(
+    monkeypatch: pytest.MonkeyPatch, variable: str, value: str
+) -> None:
+    """Its brackets would be read as citations ("[1]" would cite the first source)."""
+    monkeypatch.setenv(variable, value)
+    with pytest.raises(SettingsError, match=variable):
+        load_settings(QuerySettings)
+    monkeypatch.setenv(variable, "  Les documents trouvés ne répondent pas.  ")
+    settings = load_settings(QuerySettings)
+    assert getattr(settings, variable.lower()) == "Les documents trouvés ne répondent pas."
+
+
 def test_cross_field_rules_name_both_variables(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("POOL_SIZE", "50")
     monkeypatch.setenv("MAX_CONNECTIONS", "10")

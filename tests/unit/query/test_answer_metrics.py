@@ -63,7 +63,11 @@ def test_an_answer_cached_under_other_extractive_settings_is_not_found() -> None
     options = AnswerOptions(search=SearchRequest(query="How many days of leave?"))
     shipped = _cache_params(options, "extractive", QuerySettings(_env_file=None))
     assert shipped == _cache_params(options, "extractive", QuerySettings(_env_file=None))
-    for changed in ({"extractive_min_similarity": 0.4}, {"extractive_embed_sentences": 0}):
+    for changed in (
+        {"extractive_min_similarity": 0.4},
+        {"extractive_embed_sentences": 0},
+        {"answer_not_answered": "Les documents ne répondent pas."},
+    ):
         settings = QuerySettings(_env_file=None, **changed)  # type: ignore[arg-type]
         assert _cache_params(options, "extractive", settings) != shipped, changed
 
@@ -71,5 +75,33 @@ def test_an_answer_cached_under_other_extractive_settings_is_not_found() -> None
 def test_the_answer_that_the_documents_do_not_answer_claims_nothing_to_support() -> None:
     """It cites nothing, and is no claim a source should hold: not judged (it scored 0)."""
     assert answer_support(NOT_ANSWERED, {1: "Staff get 25 days."}, Analyzer()) is None
+    # Nor are the operator's own texts (ANSWER_NOT_ANSWERED, ANSWER_NO_DOCUMENTS), of any
+    # number of sentences: the no-documents answer scored 0.
+    settings = QuerySettings(_env_file=None, answer_not_answered="Rien ici. Désolé.")
+    no_claims = (settings.answer_not_answered, settings.answer_no_documents)
+    for text in no_claims:
+        assert answer_support(text, {}, Analyzer(), no_claims) is None
+    assert answer_support("Rien ici. Désolé.", {}, Analyzer()) == 0.0  # not the default's
     answer = "Staff get 25 days. [1]"
     assert answer_support(answer, {1: "Staff get 25 days."}, Analyzer()) == 1.0
+
+
+def test_the_default_not_answered_text_is_the_generators() -> None:
+    """The generator's own default (for its other callers: the labs, the tests) and the
+    setting's are one text."""
+    assert QuerySettings(_env_file=None).answer_not_answered == NOT_ANSWERED
+
+
+def test_a_task_quoting_an_answer_that_cites_nothing_is_known_by_the_operators_text() -> None:
+    """A frontend's title task quoting the answer that the documents do not answer is told
+    apart from a question by that answer's text: the operator's (ANSWER_NOT_ANSWERED), and
+    the no-documents answer too (it was searched as a question)."""
+    from rag_query.openai_api.conversation_tasks import about_the_conversation
+
+    settings = QuerySettings(_env_file=None, answer_not_answered="Rien ne répond ici.")
+    no_claims = (settings.answer_not_answered, settings.answer_no_documents)
+    for answer in no_claims:
+        task = f"Titre de cette conversation ?\nUSER: Et le télétravail ?\nASSISTANT: {answer}"
+        assert about_the_conversation(task, no_claims)
+        assert not about_the_conversation(task)  # the default texts only
+    assert not about_the_conversation("Et le télétravail ?", no_claims)

@@ -443,3 +443,14 @@ async def test_a_question_no_sentence_comes_near_is_not_answered_with_quotes() -
     # Without similarities there is nothing to judge by: it answers by words.
     by_words = ExtractiveGenerator(Analyzer(), embed=broken, min_similarity=0.9)
     assert (await _answer(by_words, question, sources)).endswith("[1]")
+
+
+async def test_the_answer_that_the_documents_do_not_answer_is_the_operators_text() -> None:
+    """It was English whatever the documents' language (ANSWER_NOT_ANSWERED)."""
+    sources = [Source(1, "c1", "congés", "Les salariés ont vingt-cinq jours de congés.")]
+    embed = _similar({"congés": 0.1})
+    french = "Les documents trouvés ne répondent pas à cette question."
+    generator = ExtractiveGenerator(
+        Analyzer(), embed=embed, min_similarity=0.25, not_answered=french
+    )
+    assert await _answer(generator, "Combien de jours de télétravail ?", sources) == french

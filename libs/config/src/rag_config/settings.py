@@ -737,6 +737,33 @@ class GenerationSettings(_EnvSettings):
     _blank_min_similarity = field_validator("extractive_min_similarity", mode="before")(
         _blank_to_none
     )
+    answer_not_answered: str = Field(
+        "The documents found do not answer this question.",
+        min_length=1,
+        max_length=500,
+        description="The offline generator's answer when the documents found do not answer "
+        "the question (EXTRACTIVE_MIN_SIMILARITY): in your documents' language; it cites "
+        "nothing, so it holds no square brackets.",
+    )
+    answer_no_documents: str = Field(
+        "No relevant documents were found in this collection for the question.",
+        min_length=1,
+        max_length=500,
+        description="The answer, whatever the generator, when the search finds nothing: in "
+        "your documents' language; no square brackets.",
+    )
+
+    @field_validator("answer_not_answered", "answer_no_documents", mode="before")
+    @classmethod
+    def _one_plain_line(cls, value: Any) -> Any:
+        """Stripped; one line, and no bracket a citation could be read from ("[1]")."""
+        if not isinstance(value, str):
+            return value
+        value = value.strip()
+        if any(ch in value for ch in "[]") or any(ch.isspace() and ch != " " for ch in value):
+            raise ValueError("allowed: one line of text without square brackets")
+        return value
+
     generator_fallback: str = Field(
         "extractive",
         description="Comma-separated generators tried in order when the chosen one fails.",

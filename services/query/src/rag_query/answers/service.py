@@ -42,7 +42,6 @@ from rag_query.retrieval.served import ServedCollections
 from rag_query.retrieval.strategies import Strategy, rewrite
 
 log = get_logger("rag.answers")
-NO_DOCUMENTS = "No relevant documents were found in this collection for the question."
 
 
 @dataclass(frozen=True)
@@ -284,9 +283,11 @@ class AnswerService:
         yield SourcesEvent(sources)
         if not prepared.sources:
             if streaming:
-                yield TokenEvent(NO_DOCUMENTS)
+                yield TokenEvent(self.settings.answer_no_documents)
             UNCITED_ANSWERS.labels("none").inc()
-            yield DoneEvent(self._result(prepared, NO_DOCUMENTS, "none", Usage(), []))
+            yield DoneEvent(
+                self._result(prepared, self.settings.answer_no_documents, "none", Usage(), [])
+            )
             return
         index = self.served.get(prepared.collection.namespace, prepared.collection.name)
         extractive = ExtractiveGenerator(
@@ -299,6 +300,7 @@ class AnswerService:
             # A question an LLM made standalone needs no earlier turns to be understood.
             history_turns=0 if prepared.condensed else self.settings.history_search_turns,
             min_similarity=self._min_answer_similarity(prepared.collection.embedding_model),
+            not_answered=self.settings.answer_not_answered,
         )
         failures: list[str] = []
         for generator in self.generators.chain(prepared.options.generator, extractive=extractive):
@@ -405,7 +407,11 @@ def _cache_params(
         "rerank": options.rerank,
         # The offline generator's settings (it is every chain's last resort): a changed one
         # must not find the answers it would no longer give.
-        "extractive": [settings.extractive_embed_sentences, settings.extractive_min_similarity],
+        "extractive": [
+            settings.extractive_embed_sentences,
+            settings.extractive_min_similarity,
+            settings.answer_not_answered,
+        ],
     }
 
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 import re
 import string
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 
 from rag_query.generation.extractive import NOT_ANSWERED
 from rag_query.generation.sources import CITATION
@@ -56,16 +56,24 @@ def _claims(answer: str) -> list[str]:
     return claims + [s.strip() for s in _SENTENCES.split(answer[done:]) if s.strip()]
 
 
-def answer_support(answer: str, sources: Mapping[int, str], analyzer: Analyzer) -> float | None:
-    """``sources``: source number -> its text."""
+def answer_support(
+    answer: str,
+    sources: Mapping[int, str],
+    analyzer: Analyzer,
+    no_claims: Collection[str] = (NOT_ANSWERED,),
+) -> float | None:
+    """``sources``: source number -> its text; ``no_claims``: the answers that claim nothing
+    (ANSWER_NOT_ANSWERED, ANSWER_NO_DOCUMENTS): not judged."""
+    if answer.strip() in no_claims:
+        return None
     sentences = _claims(answer)
     judged = 0
     supported = 0
     for sentence in sentences:
         numbers = [int(n) for n in CITATION.findall(sentence)]
         words = _terms(sentence, analyzer)
-        if not words or sentence == NOT_ANSWERED:
-            continue  # a bare citation or punctuation, or no claim at all
+        if not words:
+            continue  # a bare citation or punctuation
         judged += 1
         for number in numbers:
             source_terms = set(analyzer.terms(sources.get(number, "")))

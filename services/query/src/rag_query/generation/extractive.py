@@ -286,6 +286,7 @@ class ExtractiveGenerator:
         max_embedded: int = MAX_EMBEDDED,
         history_turns: int = 2,
         min_similarity: float = 0.0,
+        not_answered: str = NOT_ANSWERED,
     ) -> None:
         self.analyzer = analyzer
         self.idf = idf or (lambda _term: 1.0)
@@ -295,6 +296,7 @@ class ExtractiveGenerator:
         # Below it, the best sentence by meaning does not answer: the embedder's own scale
         # (rag_core.embedding.models: ModelSpec.min_answer_similarity); 0 answers always.
         self.min_similarity = min_similarity
+        self.not_answered = not_answered  # the answer then (ANSWER_NOT_ANSWERED)
 
     async def select(self, question: str, sources: Sequence[Source]) -> list[_Sentence] | None:
         """The sentences of the answer, in source order; None when no sentence comes near
@@ -406,7 +408,7 @@ class ExtractiveGenerator:
         # Counted as an LLM's usage is, in tokens (rag_core.tokens: WordPiece, within a few
         # percent of an LLM's tokenizer on English): what it read, what it wrote.
         usage.input_tokens = sum(count_tokens(s.text) for s in sources)
-        text = NOT_ANSWERED if chosen is None else render(chosen)
+        text = self.not_answered if chosen is None else render(chosen)
         usage.output_tokens = count_tokens(text)
         for word in word_pieces(text):
             yield word

@@ -15,7 +15,7 @@ answered as any other.
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Collection
 
 from rag_core.tokens import count_tokens
 
@@ -28,10 +28,10 @@ from rag_query.openai_api.citations import HEADING
 _QUOTED_ANSWER = re.compile(re.escape(HEADING) + r"[ \t]*+\n[ \t]*+- \[\d+\]")
 
 
-def about_the_conversation(message: str) -> bool:
-    """Whether a message quotes an earlier answer of this route (its list of sources, or the
-    answer that the documents do not answer)."""
-    return bool(_QUOTED_ANSWER.search(message)) or NOT_ANSWERED in message
+def about_the_conversation(message: str, no_claims: Collection[str] = (NOT_ANSWERED,)) -> bool:
+    """Whether a message quotes an earlier answer of this route: its list of sources, or one
+    of ``no_claims``, the answers citing nothing (ANSWER_NOT_ANSWERED, ANSWER_NO_DOCUMENTS)."""
+    return bool(_QUOTED_ANSWER.search(message)) or any(text in message for text in no_claims)
 
 
 def reply_text(collection: str) -> str:

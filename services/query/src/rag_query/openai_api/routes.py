@@ -287,7 +287,10 @@ class OpenAIController(Controller):
         history = tuple(_earlier_turn(m) for m in turns[:-1])
         style = data.citations or settings.chat_citations
         events: Callable[[bool], AsyncIterator[Event]]
-        if (generator or settings.generator) == "extractive" and about_the_conversation(question):
+        no_claims = (settings.answer_not_answered, settings.answer_no_documents)
+        if (generator or settings.generator) == "extractive" and about_the_conversation(
+            question, no_claims
+        ):
             await catalog.get(tenant_of(request), collection)  # 404 as for any request
 
             def events(streaming: bool) -> AsyncIterator[Event]:
