@@ -169,6 +169,39 @@ def test_bad_evaluations_are_refused(
     assert bad_qrels.json()["errors"][0]["field"] == "qrels"
 
 
+def test_judgements_whose_grades_crashed_the_scorer_are_refused(
+    query: QueryClient, medical: str
+) -> None:
+    """trec_eval (pytrec_eval) takes memory in proportion to the highest relevance grade: a
+    qrels line graded 3000000000 had the query service killed, one over 2**63 crashed it
+    (SIGSEGV), and a grade of "²" (str.isdigit) or of 5,000 digits was a 500. Each is now a
+    422 naming the field and EVAL_MAX_GRADE, and the service still answers."""
+    for grade in ("3000000000", "-3000000000", "99999999999999999999", "²", "9" * 5000, "101"):
+        refused = query.http.post(
+            "/v1/evaluate/beir",
+            files={
+                "queries": ("q.jsonl", b'{"_id": "q1", "text": "coffee"}', "application/jsonl"),
+                "qrels": ("t.tsv", f"q1\td4\t{grade}\n".encode(), "text/plain"),
+            },
+            data={"collection": medical},
+        )
+        assert refused.status_code == 422, (grade[:20], refused.text)
+        assert refused.json()["errors"][0]["field"] == "qrels"
+    assert "EVAL_MAX_GRADE" in refused.text
+    for grade in (3_000_000_000, -3_000_000_000, 101):
+        body = {"collection": medical, "cases": [{"query": "x", "relevant": {"d4": grade}}]}
+        response = query.http.post("/v1/evaluate", json=body)
+        assert response.status_code == 422, (grade, response.text)
+        assert response.json()["errors"][0]["field"] == "cases[0].relevant"
+    huge = {"collection": medical, "cases": [{"query": "x", "relevant": {"d4": 2**64}}]}
+    assert query.http.post("/v1/evaluate", json=huge).status_code in (400, 422)
+    # The bounds themselves are grades (TREC's -2 for junk too), and the service is up.
+    cases = [{"query": "Does coffee cause cancer?", "relevant": {"d4": 100, "d1": -100}}]
+    scored = query.http.post("/v1/evaluate", json={"collection": medical, "cases": cases})
+    assert scored.status_code == 200, scored.text
+    assert scored.json()["retrieval"]["nDCG@10"] > 0
+
+
 @pytest.fixture
 def held_replica(query_stack: NativeStack, llm: Replay) -> Iterator[str]:
     """A second query replica whose LLM calls wait as long as the LLM holds them (the module's

@@ -826,6 +826,13 @@ class EvaluationSettings(_EnvSettings):
         description="Most expected answers one evaluation case may list (each is scored "
         "against the answer).",
     )
+    eval_max_grade: int = Field(
+        100,
+        ge=1,
+        le=1_000_000,
+        description="Highest relevance grade a judgement may give (and the lowest, negated: "
+        "TREC's -2 for junk): the scorer, trec_eval, takes memory in proportion to it.",
+    )
     max_evaluations_per_tenant: int = Field(
         2,
         ge=1,

@@ -26,6 +26,7 @@ from rag_query.evaluation.service import Case, EvaluationJobs, EvaluationRecord,
 from rag_query.retrieval.routes import SearchBody, search_request
 
 _LINE_END = re.compile(r"\r\n?|\n")
+_GRADE = re.compile(r"-?[0-9]{1,10}")  # a qrels line's last field (str.isdigit takes "²")
 
 
 class EvalCase(msgspec.Struct, forbid_unknown_fields=True):
@@ -120,6 +121,18 @@ def _check_count(cases: Sized, settings: QuerySettings) -> None:
         )
 
 
+def _grade_refused(grade: int, settings: QuerySettings) -> str | None:
+    """Why a judgement's relevance grade is refused, if it is: trec_eval takes memory in
+    proportion to the highest (3,000,000,000 took the query service down), and one over a C
+    int crashed it."""
+    if abs(grade) > settings.eval_max_grade:
+        return (
+            f"relevance grade {grade}: allowed -{settings.eval_max_grade} to "
+            f"{settings.eval_max_grade} (EVAL_MAX_GRADE)"
+        )
+    return None
+
+
 def _cases(cases: list[EvalCase], settings: QuerySettings) -> list[Case]:
     """The cases checked in order, once there are not too many: the first bad field of the
     first bad case is named."""
@@ -152,13 +165,19 @@ def _cases(cases: list[EvalCase], settings: QuerySettings) -> list[Case]:
             if not answer.strip():
                 field = f"{where}.expected_answer" + (f"[{number}]" if listed else "")
                 raise InvalidInput.for_field(field, "must not be empty")
+        relevant = (
+            dict.fromkeys(case.relevant, 1)
+            if isinstance(case.relevant, list)
+            else dict(case.relevant or {})
+        )
+        for document, grade in relevant.items():
+            if refused := _grade_refused(grade, settings):
+                raise InvalidInput.for_field(f"{where}.relevant", f"{document!r}: {refused}")
         checked.append(
             Case(
                 id=case.id or f"q{index + 1}",
                 query=case.query,
-                relevant=dict.fromkeys(case.relevant, 1)
-                if isinstance(case.relevant, list)
-                else dict(case.relevant or {}),
+                relevant=relevant,
                 expected_answers=answers,
             )
         )
@@ -298,12 +317,14 @@ class EvaluationController(Controller):
         except csv.Error as exc:  # a field over the csv module's limit
             raise InvalidInput.for_field("qrels", f"not a TSV file: {exc}") from None
         for number, row in enumerate(
-            rows[1:] if rows and not rows[0][-1].lstrip("-").isdigit() else rows, start=1
+            rows[1:] if rows and not _GRADE.fullmatch(rows[0][-1]) else rows, start=1
         ):
-            if len(row) < 3 or not row[-1].lstrip("-").isdigit():
+            if len(row) < 3 or not _GRADE.fullmatch(row[-1]):
                 raise InvalidInput.for_field(
                     "qrels", f"line {number}: expected query-id, corpus-id, score"
                 )
+            if refused := _grade_refused(int(row[-1]), settings):
+                raise InvalidInput.for_field("qrels", f"line {number}: {refused}")
             judgements.setdefault(row[0], {})[row[1]] = int(row[-1])
         if not judgements:
             raise InvalidInput.for_field(
