@@ -148,6 +148,11 @@ def test_the_llm_judge_scores_faithfulness(query: QueryClient, medical: str, llm
         # More than EVAL_MAX_CASES (20,000): refused as a whole, before any case is read.
         ({"cases": [{"query": " "}] * 20_001}, 422, "cases"),
         ({"cases": [{"query": "x"}], "collection": "missing-one"}, 404, None),
+        # Scored by id: two cases of one id were scored as one, "\u0000" as "".
+        ({"cases": [{"query": "x", "id": "a"}, {"query": "y", "id": "a"}]}, 422, "cases[1].id"),
+        ({"cases": [{"query": "x", "id": "q2"}, {"query": "y"}]}, 422, "cases[1].id"),
+        ({"cases": [{"query": "x", "id": "\u0000"}]}, 422, "cases[0].id"),
+        ({"cases": [{"query": "x" * 16_001}]}, 422, "cases[0].query"),  # MAX_QUERY_CHARS
     ],
 )
 def test_bad_evaluations_are_refused(
@@ -195,11 +200,76 @@ def test_judgements_whose_grades_crashed_the_scorer_are_refused(
         assert response.json()["errors"][0]["field"] == "cases[0].relevant"
     huge = {"collection": medical, "cases": [{"query": "x", "relevant": {"d4": 2**64}}]}
     assert query.http.post("/v1/evaluate", json=huge).status_code in (400, 422)
-    # The bounds themselves are grades (TREC's -2 for junk too), and the service is up.
-    cases = [{"query": "Does coffee cause cancer?", "relevant": {"d4": 100, "d1": -100}}]
+    # The bounds themselves are grades, and the service is up.
+    cases = [{"query": "Does coffee cause cancer?", "relevant": {"d4": 100, "d1": 0}}]
     scored = query.http.post("/v1/evaluate", json={"collection": medical, "cases": cases})
     assert scored.status_code == 200, scored.text
     assert scored.json()["retrieval"]["nDCG@10"] > 0
+
+
+def test_negative_grades_count_as_not_relevant(query: QueryClient, medical: str) -> None:
+    """A case judged only below -1 (TREC's -2 for junk), after any other evaluation, crashed
+    the query service (SIGSEGV in trec_eval); a negative grade now counts as 0, as trec_eval
+    counts it."""
+    coffee = "Does coffee cause cancer?"
+    results = []
+    for relevant in ({"d4": 1}, {"d4": -2}, {"d4": -100}, {"d4": 0}, {"d4": 1, "d1": -2}):
+        cases = [{"query": coffee, "relevant": relevant}]
+        response = query.http.post("/v1/evaluate", json={"collection": medical, "cases": cases})
+        assert response.status_code == 200, (relevant, response.text)
+        results.append(response.json()["retrieval"])
+    assert results[1] == results[2] == results[3]  # -2, -100 and 0: not relevant
+    assert results[1]["nDCG@10"] == 0
+    assert results[4] == results[0]
+    beir = query.http.post(
+        "/v1/evaluate/beir",
+        files={
+            "queries": ("q.jsonl", json.dumps({"_id": "q1", "text": coffee}).encode(), "x/y"),
+            "qrels": ("t.tsv", b"q1\td4\t-2\n", "text/plain"),
+        },
+        data={"collection": medical},
+    )
+    assert beir.status_code == 200, beir.text
+    assert beir.json()["retrieval"] == results[1]
+
+
+def test_bad_beir_files_and_fields_are_refused_naming_them(
+    query: QueryClient, medical: str
+) -> None:
+    """Each was a 500, or a 200 with every score 0: a top_k of "²" (str.isdigit), a query
+    with a lone surrogate (json.loads lets "\\ud800" through to the embedder), a null text
+    (searched as "None"), an _id twice (scored as one), a mode that does not exist."""
+    good_queries = b'{"_id": "q1", "text": "coffee"}'
+    qrels = b"q1\td4\t1\n"
+    bad: list[tuple[bytes, dict[str, str], str]] = [
+        (good_queries, {"top_k": "\u00b2"}, "top_k"),
+        (good_queries, {"mode": "fuzzy"}, "mode"),
+        (b'{"_id": "q1", "text": "coffee \\ud800"}', {}, "queries"),
+        (b'{"_id": "q1", "text": null}', {}, "queries"),
+        (b'{"_id": "q1", "text": {"a": 1}}', {}, "queries"),
+        (good_queries + b'\n{"_id": "q1", "text": "tea"}', {}, "queries"),
+    ]
+    for queries, fields, field in bad:
+        refused = query.http.post(
+            "/v1/evaluate/beir",
+            files={
+                "queries": ("q.jsonl", queries, "application/jsonl"),
+                "qrels": ("t.tsv", qrels, "text/plain"),
+            },
+            data={"collection": medical, **fields},
+        )
+        assert refused.status_code == 422, (queries, fields, refused.text)
+        assert refused.json()["errors"][0]["field"] == field, refused.text
+    numeric = query.http.post(  # a number as _id, as some files have
+        "/v1/evaluate/beir",
+        files={
+            "queries": ("q.jsonl", b'{"_id": 1, "text": "coffee cancer"}', "application/jsonl"),
+            "qrels": ("t.tsv", b"1\td4\t1\n", "text/plain"),
+        },
+        data={"collection": medical, "mode": "lexical", "top_k": "5"},
+    )
+    assert numeric.status_code == 200, numeric.text
+    assert numeric.json()["retrieval"]["nDCG@10"] == 1.0
 
 
 @pytest.fixture
@@ -277,6 +347,12 @@ def test_background_evaluations_are_capped_per_tenant_across_replicas(
         assert int(refused.headers["retry-after"]) > 0
         assert "MAX_EVALUATIONS_PER_TENANT" in refused.json()["detail"]
     assert query.http.post("/v1/evaluate", json={**body, "background": False}).status_code == 200
+    # More cases than EVAL_SYNC_MAX_CASES (50) asked to run in the request take a slot too:
+    # they ran outside the cap, as many at once as a tenant sent.
+    many = [{"query": f"Does aspirin help? ({n})", "relevant": ["d1"]} for n in range(51)]
+    held_up = query.http.post("/v1/evaluate", json={**body, "cases": many, "background": False})
+    assert held_up.status_code == 429, held_up.text
+    assert "MAX_EVALUATIONS_PER_TENANT" in held_up.json()["detail"]
     # Another tenant is not held up; its runs that fail give their slot back.
     other = {"X-RAG-Tenant": "other-tenant"}
     for _ in range(3):

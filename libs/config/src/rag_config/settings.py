@@ -830,8 +830,9 @@ class EvaluationSettings(_EnvSettings):
         100,
         ge=1,
         le=1_000_000,
-        description="Highest relevance grade a judgement may give (and the lowest, negated: "
-        "TREC's -2 for junk): the scorer, trec_eval, takes memory in proportion to it.",
+        description="Highest relevance grade a judgement may give (and the lowest, negated; a "
+        "negative grade, such as TREC's -2 for junk, counts as 0): the scorer, trec_eval, takes "
+        "memory in proportion to it.",
     )
     max_evaluations_per_tenant: int = Field(
         2,

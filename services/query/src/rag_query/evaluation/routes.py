@@ -7,6 +7,7 @@ import csv
 import io
 import json
 import re
+import unicodedata
 from collections.abc import Sized
 from typing import Any, Literal, Self
 
@@ -26,6 +27,8 @@ from rag_query.evaluation.service import Case, EvaluationJobs, EvaluationRecord,
 from rag_query.retrieval.routes import SearchBody, search_request
 
 _LINE_END = re.compile(r"\r\n?|\n")
+MODES = ("hybrid", "dense", "lexical")
+MAX_CASE_ID_CHARS = 256
 _GRADE = re.compile(r"-?[0-9]{1,10}")  # a qrels line's last field (str.isdigit takes "²")
 
 
@@ -124,13 +127,19 @@ def _check_count(cases: Sized, settings: QuerySettings) -> None:
 def _grade_refused(grade: int, settings: QuerySettings) -> str | None:
     """Why a judgement's relevance grade is refused, if it is: trec_eval takes memory in
     proportion to the highest (3,000,000,000 took the query service down), and one over a C
-    int crashed it."""
+    int crashed it. A negative grade that is not refused counts as 0 (``_scored``)."""
     if abs(grade) > settings.eval_max_grade:
         return (
             f"relevance grade {grade}: allowed -{settings.eval_max_grade} to "
             f"{settings.eval_max_grade} (EVAL_MAX_GRADE)"
         )
     return None
+
+
+def _scored(grade: int) -> int:
+    """A negative grade (TREC's -2 for junk) as 0, not relevant: as trec_eval counts it, and
+    a case judged only below -1 crashed trec_eval (SIGSEGV) after any other evaluation."""
+    return max(grade, 0)
 
 
 def _cases(cases: list[EvalCase], settings: QuerySettings) -> list[Case]:
@@ -173,6 +182,7 @@ def _cases(cases: list[EvalCase], settings: QuerySettings) -> list[Case]:
         for document, grade in relevant.items():
             if refused := _grade_refused(grade, settings):
                 raise InvalidInput.for_field(f"{where}.relevant", f"{document!r}: {refused}")
+            relevant[document] = _scored(grade)
         checked.append(
             Case(
                 id=case.id or f"q{index + 1}",
@@ -197,9 +207,32 @@ def _plan(
     generators: Generators,
 ) -> Plan:
     _check_count(cases, settings)
+    if mode is not None and mode not in MODES:
+        raise InvalidInput.for_field("mode", f"allowed: {', '.join(MODES)}")
+    first: dict[str, int] = {}
     for index, case in enumerate(cases):
+        where = f"cases[{index}]"
         if not case.query.strip():
-            raise InvalidInput.for_field(f"cases[{index}].query", "must not be empty")
+            raise InvalidInput.for_field(f"{where}.query", "must not be empty")
+        if len(case.query) > settings.max_query_chars:
+            raise InvalidInput.for_field(
+                f"{where}.query",
+                f"longer than {settings.max_query_chars} characters (MAX_QUERY_CHARS)",
+            )
+        # Scored by id (trec_eval reads it up to a NUL): two cases of one id were scored as
+        # one, and "\u0000" as "".
+        if not 1 <= len(case.id) <= MAX_CASE_ID_CHARS or any(
+            unicodedata.category(ch).startswith("C") for ch in case.id
+        ):
+            raise InvalidInput.for_field(
+                f"{where}.id",
+                f"1-{MAX_CASE_ID_CHARS} characters, none of them control or invisible",
+            )
+        if case.id in first:
+            raise InvalidInput.for_field(
+                f"{where}.id", f"{case.id!r} is cases[{first[case.id]}]'s id too"
+            )
+        first[case.id] = index
     if answers:
         generators.check(generator or settings.generator)
     if judge and generators.language_model(generator) is None:
@@ -226,7 +259,10 @@ async def _respond(
             EvaluationStarted,
         )
         return Response(started, status_code=HTTP_202_ACCEPTED)
-    result = await evaluator.run(plan, namespace)
+    if len(plan.cases) > settings.eval_sync_max_cases:  # "background": false
+        result = await jobs.run_held(plan, namespace)
+    else:
+        result = await evaluator.run(plan, namespace)
     return Response(msgspec.convert(result, EvaluationResult), status_code=HTTP_200_OK)
 
 
@@ -325,12 +361,12 @@ class EvaluationController(Controller):
                 )
             if refused := _grade_refused(int(row[-1]), settings):
                 raise InvalidInput.for_field("qrels", f"line {number}: {refused}")
-            judgements.setdefault(row[0], {})[row[1]] = int(row[-1])
+            judgements.setdefault(row[0], {})[row[1]] = _scored(int(row[-1]))
         if not judgements:
             raise InvalidInput.for_field(
                 "qrels", "no judgements (query-id, corpus-id, score per line)"
             )
-        cases = []
+        cases_by_id: dict[str, Case] = {}
         # Lines end at a newline or carriage return: splitlines() also split at U+2028 and
         # others, which JSON allows inside a string (a raw CR or LF it does not).
         for number, line in enumerate(_LINE_END.split(queries), start=1):
@@ -338,13 +374,22 @@ class EvaluationController(Controller):
                 continue
             try:
                 item = json.loads(line)
-                query_id, text = str(item["_id"]), str(item["text"])
+                query_id, text = item["_id"], item["text"]
+                if isinstance(query_id, int) and not isinstance(query_id, bool):
+                    query_id = str(query_id)
+                if not isinstance(query_id, str) or not isinstance(text, str):
+                    raise TypeError
+                (query_id + text).encode()  # a lone surrogate ("\ud800") is no text
             except (ValueError, KeyError, TypeError):
                 raise InvalidInput.for_field(
-                    "queries", f"line {number}: expected a JSON object with _id and text"
+                    "queries",
+                    f"line {number}: expected a JSON object with _id and text, both text",
                 ) from None
+            if query_id in cases_by_id:
+                raise InvalidInput.for_field("queries", f"line {number}: _id {query_id!r} again")
             if query_id in judgements:
-                cases.append(Case(query_id, text, judgements[query_id]))
+                cases_by_id[query_id] = Case(query_id, text, judgements[query_id])
+        cases = list(cases_by_id.values())
         plan = _plan(
             collection,
             cases,
@@ -390,6 +435,6 @@ def _number(form: Any, name: str, default: int) -> int:
     value = _field(form, name)
     if value is None:
         return default
-    if not value.isdigit():
+    if not re.fullmatch(r"[0-9]{1,9}", value):  # str.isdigit takes "²"
         raise InvalidInput.for_field(name, "must be a whole number")
     return int(value)

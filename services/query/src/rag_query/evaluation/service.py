@@ -269,6 +269,20 @@ class EvaluationJobs:
         task.add_done_callback(self._tasks.discard)
         return record
 
+    async def run_held(self, plan: Plan, namespace: str) -> dict[str, Any]:
+        """Run ``plan`` within the request, holding one of its tenant's slots as a background
+        run does (429 when none is free): more cases than EVAL_SYNC_MAX_CASES asked to run
+        synchronously ran outside MAX_EVALUATIONS_PER_TENANT, as many at once as a tenant
+        sent."""
+        slot = uuid.uuid4().hex
+        await self.slots.take(namespace, slot)
+        lease = asyncio.create_task(self.slots.keep(namespace, slot))
+        try:
+            return await self.evaluator.run(plan, namespace)
+        finally:
+            lease.cancel()
+            await self.slots.give_back(namespace, slot)
+
     async def get(self, namespace: str, evaluation_id: str) -> EvaluationRecord | None:
         raw = await self.redis.get(self._key(namespace, evaluation_id))
         return msgspec.json.decode(raw, type=EvaluationRecord) if raw else None
