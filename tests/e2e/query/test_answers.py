@@ -172,9 +172,12 @@ def test_rerankers_reorder_the_candidates(query: QueryClient, handbook: str, llm
 def test_unconfigured_or_unknown_options_are_422(query: QueryClient, handbook: str) -> None:
     response = query.ask(handbook, "x", generator="gpt")
     assert response.status_code == 400  # not one of the allowed values
-    response = query.ask(handbook, "x", session_id="bad id!")
-    assert response.status_code == 422
-    assert response.json()["errors"][0]["field"] == "session_id"
+    # "." and ".." were sessions their GET and DELETE could never reach (dot segments); "a\n"
+    # passed the check's "$".
+    for session_id in ("bad id!", ".", "..", "s-1\n"):
+        response = query.ask(handbook, "x", session_id=session_id)
+        assert response.status_code == 422, session_id
+        assert response.json()["errors"][0]["field"] == "session_id"
 
 
 def test_sessions_keep_the_conversation_and_make_follow_ups_standalone(
@@ -283,6 +286,37 @@ def test_a_collection_deleted_and_created_again_never_serves_the_old_answers(
     assert again["cached"] is False
     assert "curry" in again["answer"]
     assert "soup" not in again["answer"]
+
+
+def test_a_cached_answer_is_given_with_the_askers_session_and_kept_in_it(
+    query: QueryClient, handbook: str
+) -> None:
+    """A cached answer carried the session id of whoever's answer was cached, to every later
+    asker, who could then read and continue that conversation; a cached or nothing-found
+    answer was never kept in the asker's session unless streamed."""
+    question = "Where must expenses be submitted with receipts, and by when?"
+    first = query.answer(handbook, question, session_id="alice-private-1")
+    assert first["session_id"] == "alice-private-1"
+    assert not first["cached"]
+    anyone = query.answer(handbook, question)
+    assert anyone["cached"]
+    assert "session_id" not in anyone
+    bob = query.answer(handbook, question, session_id="bob-1")
+    assert bob["cached"]
+    assert bob["session_id"] == "bob-1"
+    streamed = query.stream(handbook, question, session_id="carol-1")
+    assert streamed[-1].data["cached"]
+    assert streamed[-1].data["session_id"] == "carol-1"
+    for session in ("bob-1", "carol-1"):
+        turns = query.http.get(f"/v1/sessions/{session}").json()["turns"]
+        assert [t["role"] for t in turns] == ["user", "assistant"], session
+        assert turns[1]["content"] == first["answer"]
+    nothing = query.answer(handbook, "annual leave", filter={"year": 1990}, session_id="dave-1")
+    assert nothing["sources"] == []
+    turns = query.http.get("/v1/sessions/dave-1").json()["turns"]
+    assert turns[1]["content"] == nothing["answer"]
+    alice = query.http.get("/v1/sessions/alice-private-1").json()["turns"]
+    assert len(alice) == 2  # nobody else's turns
 
 
 def test_a_session_stays_with_the_collection_it_was_started_on(

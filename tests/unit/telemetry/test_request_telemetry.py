@@ -129,3 +129,15 @@ async def test_spans_are_named_by_route_template_and_probes_are_not_traced(
     assert names == ["GET /items/{item_id}", "GET <unmatched>"]
     attributes = exporter.get_finished_spans()[0].attributes or {}
     assert attributes["http.route"] == "/items/{item_id}"
+
+
+def test_a_request_id_ending_in_a_newline_is_not_taken() -> None:
+    """ "$" matched before a final newline: "abc\n" was taken as the request's id, to be
+    written into log lines and echoed in a header."""
+    from rag_telemetry.middleware import incoming_request_id
+
+    def scope(value: bytes) -> dict:
+        return {"headers": [(b"x-request-id", value)]}
+
+    assert incoming_request_id(scope(b"req-abc.123")) == "req-abc.123"  # type: ignore[arg-type]
+    assert incoming_request_id(scope(b"req-abc.123\n")) is None  # type: ignore[arg-type]

@@ -15,7 +15,7 @@ TEMPLATE = Path(__file__).resolve().parents[4] / "deploy" / "nginx" / "rag.conf.
 TLS_TEMPLATE = TEMPLATE.with_name("rag-tls.conf.template")
 DEFAULT_MAX_BODY = 50 * 1024 * 1024  # ingest's MAX_REQUEST_BYTES default
 DEFAULT_CLIENT_BODY_TIMEOUT = "30s"  # NGINX_CLIENT_BODY_TIMEOUT in .env.example
-_NGINX_TIME = re.compile(r"^[1-9][0-9]*(ms|s|m)?$")
+_NGINX_TIME = re.compile(r"[1-9][0-9]*(ms|s|m)?\Z")
 _VARIABLE = re.compile(r"\$\{([A-Z][A-Z0-9_]*)\}")
 
 

@@ -26,7 +26,7 @@ from rag_telemetry.metrics import (
 
 REQUEST_ID_HEADER = "x-request-id"
 # Accept a caller's id only if it is short and plain, so it cannot inject into logs or headers.
-_VALID_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
+_VALID_REQUEST_ID = re.compile(r"[A-Za-z0-9._:\-]{1,128}\Z")
 # Probes and scrapes: no metrics, no log line, no span.
 OPS_PATHS = frozenset({"/health", "/ready", "/metrics"})
 

@@ -271,13 +271,18 @@ class AnswerService:
         """The answer as events: sources, then tokens (only when ``streaming``), then done; or
         an error event once nothing else can be tried."""
         if prepared.cached is not None:
-            cached = prepared.cached
+            # The asker's session, not the one of whoever's answer was cached (it was handed
+            # to every later asker, who could then read and continue that conversation).
+            cached = {k: v for k, v in prepared.cached.items() if k != "session_id"}
+            if prepared.options.session_id:
+                cached["session_id"] = prepared.options.session_id
             yield SourcesEvent(cached["sources"])
             if streaming:  # as a fresh answer streams, not in one piece
                 for piece in word_pieces(cached["answer"]):
                     yield TokenEvent(piece)
-            yield DoneEvent({**cached, "cached": True, "timings": prepared.timings})
+            # Before the done event: a caller stops reading at it (the turn was never kept).
             await self._remember(prepared, cached["answer"])
+            yield DoneEvent({**cached, "cached": True, "timings": prepared.timings})
             return
         sources = [source_dict(s) for s in prepared.sources]
         yield SourcesEvent(sources)
@@ -285,6 +290,7 @@ class AnswerService:
             if streaming:
                 yield TokenEvent(self.settings.answer_no_documents)
             UNCITED_ANSWERS.labels("none").inc()
+            await self._remember(prepared, self.settings.answer_no_documents)
             yield DoneEvent(
                 self._result(prepared, self.settings.answer_no_documents, "none", Usage(), [])
             )
@@ -332,8 +338,10 @@ class AnswerService:
             result = self._result(prepared, answer, generator.name, usage, failures)
             if not result["cited"]:
                 UNCITED_ANSWERS.labels(generator.name).inc()
-            if prepared.cache_key is not None:
-                await self.cache.put(prepared.cache_key, result)
+            if prepared.cache_key is not None:  # for any asker: without this one's session
+                await self.cache.put(
+                    prepared.cache_key, {k: v for k, v in result.items() if k != "session_id"}
+                )
             await self._remember(prepared, answer)
             yield DoneEvent({**result, "timings": prepared.timings})
             return

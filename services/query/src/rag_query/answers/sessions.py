@@ -16,7 +16,9 @@ from redis.asyncio import Redis
 
 from rag_query.generation.base import Message
 
-SESSION_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+# Not dots only: "." and ".." were sessions that GET and DELETE /v1/sessions/{id} could never
+# reach (a dot segment); \Z, as "$" let a trailing newline through.
+SESSION_ID = re.compile(r"(?!\.+\Z)[A-Za-z0-9._:-]{1,128}\Z")
 
 
 class Turn(msgspec.Struct):
@@ -37,7 +39,9 @@ class SessionStore:
     def check_id(session_id: str) -> str:
         if not SESSION_ID.match(session_id):
             raise InvalidInput.for_field(
-                "session_id", "invalid", detail="session_id: 1-128 letters, digits and . _ : -"
+                "session_id",
+                "invalid",
+                detail="session_id: 1-128 letters, digits and . _ : -, not dots only",
             )
         return session_id
 
