@@ -56,6 +56,10 @@ def test_filters_apply_to_dense_and_lexical_hits_alike(query: QueryClient, handb
         ({"mmr_lambda": 2}, "mmr_lambda"),
         ({"query": "  "}, "query"),
         ({"max_per_document": 0}, "max_per_document"),
+        # Beyond 64 bits: Chroma's 400 "Invalid where clause" naming nothing (dense), and
+        # 200 with nothing found (lexical).
+        ({"filter": {"year": 2**63}}, "filter.year"),
+        ({"filter": {"year": {"$in": [1, -(2**63) - 1]}}, "mode": "lexical"}, "filter.year.$in[1]"),
     ],
 )
 def test_invalid_requests_are_422_naming_the_field(

@@ -18,6 +18,7 @@ MEMBERSHIP = frozenset({"$in", "$nin"})
 LOGICAL = frozenset({"$and", "$or"})
 MAX_DEPTH = 8
 MAX_TERMS = 100
+INT64 = (-(2**63), 2**63 - 1)  # the integers Chroma stores and compares
 Scalar = str | int | float | bool
 
 
@@ -31,6 +32,9 @@ def _fail(path: str, message: str) -> InvalidFilter:
 
 
 def _scalar(value: Any, path: str) -> Scalar:
+    if isinstance(value, int) and not isinstance(value, bool) and not INT64[0] <= value <= INT64[1]:
+        # Chroma refused it ("Invalid where clause", its 400 as ours), BM25 matched nothing.
+        raise _fail(path, "an integer beyond 64 bits, which no stored value can be")
     if isinstance(value, bool | int | str) or (isinstance(value, float) and math.isfinite(value)):
         return value
     raise _fail(path, "must be a string, number or boolean")
