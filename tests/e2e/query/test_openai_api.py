@@ -274,6 +274,41 @@ def test_errors_use_the_openai_shape(sdk: openai.OpenAI, handbook: str) -> None:
     assert unknown.value.param == "model"
 
 
+def test_bad_chat_requests_are_refused_naming_their_field(
+    sdk: openai.OpenAI, handbook: str
+) -> None:
+    """Each was answered: a top_k of 0 as the default 5, an unknown role left out, a text part
+    of null asked as "None"; a frontend's task skipped every check (a session id "bad id!",
+    top_k 100000); and an over-long question named `query`, which this API has not."""
+    question = {"role": "user", "content": "What must laptops use?"}
+    task = {
+        "role": "user",
+        "content": "Title?\nASSISTANT: The documents found do not answer this question.",
+    }
+    bad: list[tuple[list[dict], dict, str]] = [
+        ([question], {"top_k": 0}, "top_k"),
+        ([{"role": "wizard", "content": "hi"}, question], {}, "messages[0].role"),
+        (
+            [{"role": "user", "content": [{"type": "text", "text": None}]}],
+            {},
+            "messages[0].content",
+        ),
+        ([{"role": "user", "content": "x" * 16_001}], {}, "messages"),
+        ([task], {"session_id": "bad id!"}, "session_id"),
+        ([task], {"top_k": 100_000}, "top_k"),
+    ]
+    for messages, extra, param in bad:
+        with pytest.raises(openai.BadRequestError) as refused:
+            sdk.chat.completions.create(model=handbook, messages=messages, extra_body=extra)  # type: ignore[arg-type]
+        assert refused.value.param == param, (messages, extra, refused.value)
+    parts = [{"type": "text", "text": "What must "}, {"type": "text", "text": "laptops use?"}]
+    answered = sdk.chat.completions.create(
+        model=handbook,
+        messages=[{"role": "system", "content": "Be brief."}, {"role": "user", "content": parts}],  # type: ignore[list-item]
+    )
+    assert "full-disk encryption" in (answered.choices[0].message.content or "")
+
+
 def test_the_openai_generator_against_a_real_openai_compatible_server(
     query_stack: NativeStack, handbook: str
 ) -> None:

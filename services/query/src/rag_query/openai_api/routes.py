@@ -40,6 +40,7 @@ from rag_query.answers.service import (
     Event,
     TokenEvent,
 )
+from rag_query.answers.sessions import SessionStore
 from rag_query.generation.base import Message
 from rag_query.openai_api.citations import CitationStyle, citation_list, without_citation_list
 from rag_query.openai_api.conversation_tasks import about_the_conversation, reply_events
@@ -182,12 +183,17 @@ def _model_ids(name: str, generators: Generators, settings: QuerySettings) -> li
     return [name, *(f"{name}:{generator}" for generator in others)]
 
 
-def _text(content: str | list[dict[str, Any]] | None) -> str:
+# OpenAI's roles; the system's and tools' turns are not the conversation's.
+ROLES = frozenset({"system", "developer", "user", "assistant", "tool", "function"})
+
+
+def _text(content: str | list[dict[str, Any]] | None, where: str = "messages") -> str:
     if isinstance(content, str):
         return content
-    return "".join(
-        str(part.get("text", "")) for part in content or [] if part.get("type") == "text"
-    )
+    texts = [part.get("text") for part in content or [] if part.get("type") == "text"]
+    if any(not isinstance(text, str) for text in texts):  # a null one was asked as "None"
+        raise InvalidInput.for_field(f"{where}.content", "a text part's text must be a string")
+    return "".join(texts)  # type: ignore[arg-type]  # all str, checked above
 
 
 def _earlier_turn(message: ChatMessage) -> Message:
@@ -276,6 +282,12 @@ class OpenAIController(Controller):
             max_completion_tokens=data.max_completion_tokens, max_tokens=data.max_tokens
         )
         limit = OutputLimit(max_tokens, stop)
+        for index, message in enumerate(data.messages):
+            if message.role not in ROLES:  # silently left out before
+                raise InvalidInput.for_field(
+                    f"messages[{index}].role", f"allowed: {', '.join(sorted(ROLES))}"
+                )
+            _text(message.content, f"messages[{index}]")
         turns = [m for m in data.messages if m.role in ("user", "assistant")]
         if not turns or turns[-1].role != "user" or not _text(turns[-1].content).strip():
             raise InvalidInput.for_field(
@@ -284,7 +296,19 @@ class OpenAIController(Controller):
                 detail="messages: the last message must be a non-empty user message (the question)",
             )
         question = _text(turns[-1].content)
+        if len(question) > settings.max_query_chars:  # named "query", which this API has not
+            raise InvalidInput.for_field(
+                "messages",
+                f"the question is longer than {settings.max_query_chars} characters "
+                "(MAX_QUERY_CHARS)",
+            )
         history = tuple(_earlier_turn(m) for m in turns[:-1])
+        # Checked before anything is answered, a frontend's task too (it skipped them).
+        search = search_request(
+            SearchBody(query=question, top_k=5 if data.top_k is None else data.top_k), settings
+        )  # a top_k of 0 was the default 5
+        if data.session_id is not None:
+            SessionStore.check_id(data.session_id)
         style = data.citations or settings.chat_citations
         events: Callable[[bool], AsyncIterator[Event]]
         no_claims = (settings.answer_not_answered, settings.answer_no_documents)
@@ -298,7 +322,7 @@ class OpenAIController(Controller):
 
         else:
             options = AnswerOptions(
-                search=search_request(SearchBody(query=question, top_k=data.top_k or 5), settings),
+                search=search,
                 generator=generator,
                 session_id=data.session_id,
                 history=history,
