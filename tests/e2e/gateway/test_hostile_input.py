@@ -106,6 +106,44 @@ def test_a_1_gb_upload_is_refused_by_its_size_before_it_is_read(
     assert sent < 64 * 1024 * 1024, f"{sent} bytes were taken before the refusal"
 
 
+def _raw_answer(url: str, request: bytes) -> tuple[str, dict[str, str], bytes]:
+    """Status line, headers and body of nginx's answer to ``request`` sent as it is."""
+    parts = urlsplit(url)
+    with socket.create_connection((parts.hostname, parts.port), timeout=30) as sock:
+        sock.sendall(request)
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    head, _, body = answer.partition(b"\r\n\r\n")
+    status, *lines = head.decode("latin-1").split("\r\n")
+    headers = {k.strip().lower(): v.strip() for k, v in (line.split(":", 1) for line in lines)}
+    return status, headers, body
+
+
+def test_nginxs_own_refusals_are_problem_details(edge: Edge, writer: dict[str, str]) -> None:
+    """A body over the limit and a path nginx cannot read were answered with nginx's HTML
+    pages: the limit's 413 could never be the problem details the docs promise."""
+    host = urlsplit(edge.url).netloc
+    too_large = (
+        "POST /v1/collections/hostile/documents HTTP/1.1\r\n"
+        f"Host: {host}\r\nAuthorization: {writer['Authorization']}\r\n"
+        "Content-Type: application/json\r\n"
+        f"Content-Length: {GIB}\r\nConnection: close\r\n\r\n"
+    ).encode()
+    unreadable = f"GET /v1/collections/a% HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
+    for request, status, names in (
+        (too_large, 413, "MAX_REQUEST_BYTES"),
+        (unreadable.encode(), 400, ""),
+    ):
+        line, headers, body = _raw_answer(edge.url, request)
+        assert f" {status} " in line, (line, body[:200])
+        assert headers["content-type"] == "application/problem+json", (headers, body[:200])
+        problem = json.loads(body)
+        assert problem["status"] == status
+        assert names in problem["detail"]
+        assert headers["x-content-type-options"] == "nosniff"
+
+
 def test_a_chunked_upload_is_refused_before_the_limit(edge: Edge, writer: dict[str, str]) -> None:
     """No Content-Length to refuse by: refused (411, uploads need their length) or cut at the
     limit (413), never read to the end."""
