@@ -207,3 +207,42 @@ def test_multipart_bodies_get_the_reason_they_fail(client: IngestClient) -> None
     fine = client.http.post(url, content=body, headers={"content-type": content_type})
     assert fine.status_code == 202, fine.text
     assert client.http.get("/v1/jobs", params={"collection": collection}).json()["jobs"]
+
+
+@pytest.mark.parametrize(
+    ("path", "params", "status", "field"),
+    [
+        ("/v1/jobs", {"before": "nan"}, 422, "before"),
+        ("/v1/jobs", {"before": "inf"}, 422, "before"),
+        ("/v1/jobs", {"before": "-inf"}, 422, "before"),
+        ("/v1/jobs", {"before": "1e400"}, 400, "before"),  # not a number it can read
+        ("/v1/collections/{c}/documents", {"offset": str(10**20)}, 400, "offset"),
+        ("/v1/collections/{c}/documents", {"offset": str(2**63)}, 400, "offset"),
+        ("/v1/collections/{c}/documents", {"offset": str(2**31)}, 400, "offset"),
+    ],
+)
+def test_paging_parameters_out_of_range_are_refused_naming_them(
+    client: IngestClient, path: str, params: dict, status: int, field: str
+) -> None:
+    """Redis refuses them (a NaN score, an index past 64 bits): a 4xx naming the parameter,
+    not a 500."""
+    collection = client.create_collection()
+    body = _problem(client.http.get(path.format(c=collection), params=params), status)
+    assert body["errors"][0]["field"] == field
+
+
+def test_the_largest_allowed_offset_and_a_finite_before_still_page(client: IngestClient) -> None:
+    collection = client.create_collection()
+    [job_id] = client.ingest_ok(collection, [{"text": "one document"}])
+    client.wait([job_id])
+    listed = client.http.get(
+        f"/v1/collections/{collection}/documents", params={"offset": 2**31 - 1}
+    )
+    assert listed.status_code == 200, listed.text
+    assert listed.json()["documents"] == []
+    created = client.job(job_id)["created_at"]
+    older = client.http.get("/v1/jobs", params={"collection": collection, "before": created})
+    assert older.status_code == 200, older.text
+    assert older.json()["jobs"] == []
+    newer = client.http.get("/v1/jobs", params={"collection": collection, "before": created + 1})
+    assert [j["id"] for j in newer.json()["jobs"]] == [job_id]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 
+import httpx
 import pytest
 
 from tests.support.ingest import IngestClient
@@ -101,3 +102,50 @@ def test_idempotency_key_replays_the_same_jobs(client: IngestClient) -> None:
     assert "different request" in different.json()["detail"]
     jobs = client.wait([j["job_id"] for j in first.json()["jobs"]])
     assert all(job["state"] == "succeeded" for job in jobs)
+
+
+def test_an_upload_that_differs_in_any_part_under_the_same_key_is_409(
+    client: IngestClient,
+) -> None:
+    """The fingerprint covers what changes the result: the part's content type and charset
+    (how its bytes are read), its file name and the form's fields."""
+    collection = client.create_collection()
+    key = {"Idempotency-Key": f"upload-{uuid.uuid4()}"}
+    data = "Cr\u00e8me br\u00fbl\u00e9e".encode("latin-1")
+
+    def upload(content_type: str, filename: str = "menu.txt", **form: str) -> httpx.Response:
+        return client.http.post(
+            f"/v1/collections/{collection}/documents/upload",
+            files=[("file", (filename, data, content_type))],
+            data=form,
+            headers=key,
+        )
+
+    first = upload("text/plain")
+    assert first.status_code == 202, first.text
+    replay = upload("text/plain")
+    assert replay.status_code == 202
+    assert replay.headers["idempotent-replayed"] == "true"
+    assert replay.json() == first.json()
+    for changed in (
+        upload("text/plain; charset=latin-1"),
+        upload("text/markdown"),
+        upload("text/plain", filename="other.txt"),
+        upload("text/plain", title="Menu"),
+        upload("text/plain", id="menu"),
+        upload("text/plain", source="kitchen"),
+        upload("text/plain", metadata='{"lang": "fr"}'),
+    ):
+        assert changed.status_code == 409, changed.text
+        assert changed.headers["content-type"] == "application/problem+json"
+        assert "different request" in changed.json()["detail"]
+    # Under a key of its own, the declared charset is honoured: the text is read as Latin-1.
+    own_key = {"Idempotency-Key": f"upload-{uuid.uuid4()}"}
+    latin = client.http.post(
+        f"/v1/collections/{collection}/documents/upload",
+        files=[("file", ("menu.txt", data, "text/plain; charset=latin-1"))],
+        headers=own_key,
+    )
+    assert latin.status_code == 202, latin.text
+    [job] = client.wait([latin.json()["jobs"][0]["job_id"]])
+    assert job["state"] == "succeeded", job

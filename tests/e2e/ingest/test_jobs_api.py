@@ -262,3 +262,47 @@ def test_retrying_a_failed_job_never_brings_back_content_older_than_the_document
     assert "changed since" in refused.json()["detail"]
     assert client.job(failed["id"])["run"] == 1, "the old job was not started again"
     assert client.document(collection, "report").json()["version"] == 1
+
+
+@pytest.mark.parametrize(
+    "last_event_id", ["abc", "-", "1-", "-1", "1-2-3", "1.5", "$", str(2**64), f"1-{2**64}"]
+)
+def test_a_last_event_id_that_is_no_event_id_is_refused_before_the_stream_starts(
+    client: IngestClient, last_event_id: str
+) -> None:
+    """Not a 200 with an empty stream (Redis refusing the id once the response had started):
+    a problem naming the header."""
+    collection = client.create_collection()
+    [job_id] = client.ingest_ok(collection, [{"text": "a short document"}])
+    response = httpx.get(
+        f"{client.base_url}/v1/jobs/{job_id}/events",
+        headers={"Last-Event-ID": last_event_id},
+        timeout=30,
+    )
+    assert response.status_code == 422, response.text
+    assert response.headers["content-type"] == "application/problem+json"
+    assert response.json()["errors"][0]["field"] == "Last-Event-ID"
+
+
+def test_every_event_id_the_stream_sends_resumes_it(client: IngestClient) -> None:
+    collection = client.create_collection()
+    [job_id] = client.ingest_ok(collection, [{"text": "a short document"}])
+    client.wait([job_id])
+    url = f"{client.base_url}/v1/jobs/{job_id}/events"
+
+    def ids(headers: dict[str, str]) -> list[str]:
+        response = httpx.get(url, headers=headers, timeout=30)
+        assert response.status_code == 200, response.text
+        return [
+            line.split(":", 1)[1].strip()
+            for line in response.text.splitlines()
+            if line.startswith("id:")
+        ]
+
+    sent = ids({})
+    assert len(sent) >= 3
+    for index, event_id in enumerate(sent):
+        assert ids({"Last-Event-ID": event_id}) == sent[index + 1 :]
+    # A stream id without its sequence number (Redis reads it as <ms>-0) resumes too.
+    milliseconds = sent[1].split("-")[0]
+    assert ids({"Last-Event-ID": milliseconds})[0] in sent[1:]

@@ -314,3 +314,56 @@ def test_invalid_url_requests(client: IngestClient, body: dict, status: int, fie
     response = client.http.post(f"/v1/collections/{collection}/documents/url", json=body)
     assert response.status_code == status, response.text
     assert field in response.text
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://[::1/",
+        "http://[zz]/",
+        "http://127.0.0.1:abc/",
+        "http://[::1]:99999/",
+        f"http://{'a' * 64}.example.org/",
+    ],
+)
+def test_malformed_hosts_and_ports_are_refused_naming_url(client: IngestClient, url: str) -> None:
+    """422 at once, not a 500 (a bracketed host urllib cannot read) nor a job that crashes
+    in the worker until it is dead (a port that is not a number)."""
+    collection = client.create_collection()
+    response = client.http.post(f"/v1/collections/{collection}/documents/url", json={"url": url})
+    assert response.status_code == 422, response.text
+    assert response.headers["content-type"] == "application/problem+json"
+    assert response.json()["errors"][0]["field"] == "url"
+    assert client.http.get("/v1/jobs", params={"collection": collection}).json()["jobs"] == []
+
+
+def test_a_redirect_to_a_malformed_url_fails_once_with_the_reason(
+    fetching_client: IngestClient,
+) -> None:
+    """A Location the worker cannot read fails the job, with a sentence, on its first
+    attempt; it is not an internal error retried until the job is dead."""
+    targets = {"/bad-port": "http://127.0.0.2:abc/", "/bad-host": "http://[::1/"}
+
+    class Redirect(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(302)
+            self.send_header("Location", targets[self.path])
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer((ALLOWED_HOST, 0), Redirect)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        collection = fetching_client.create_collection()
+        base = f"http://{ALLOWED_HOST}:{server.server_address[1]}"
+        for path, location in targets.items():
+            job = _ingest_url(fetching_client, collection, url=f"{base}{path}")
+            assert job["state"] == "failed", (job["state"], job["error"], job["attempts"])
+            assert job["attempts"] == 1
+            assert job["error_stage"] == "fetching"
+            assert location in job["error"]
+    finally:
+        server.shutdown()

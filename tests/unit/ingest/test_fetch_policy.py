@@ -3,7 +3,14 @@
 from __future__ import annotations
 
 import pytest
-from rag_ingest.fetching.fetcher import FetchPolicy, FetchRefused, check_url_syntax, resolve_allowed
+from rag_ingest.fetching.fetcher import (
+    FetchPolicy,
+    FetchRefused,
+    check_url_syntax,
+    extract_links,
+    fetch,
+    resolve_allowed,
+)
 
 
 @pytest.mark.parametrize(
@@ -55,3 +62,38 @@ async def test_allow_list_permits_a_network() -> None:
 def test_url_syntax_is_checked(url: str) -> None:
     with pytest.raises(FetchRefused):
         check_url_syntax(url)
+
+
+@pytest.mark.parametrize(
+    ("url", "reason"),
+    [
+        ("http://[::1/", "host"),
+        ("http://[zz]/", "host"),
+        ("http://127.0.0.1:abc/", "port"),
+        ("http://[::1]:99999/", "port"),
+        ("http://example.org:-1/", "port"),
+        (f"http://{'a' * 64}.example.org/", "host"),  # a DNS label is at most 63 characters
+        ("http://a..example.org/", "host"),
+    ],
+)
+def test_malformed_hosts_and_ports_are_refused_with_a_reason(url: str, reason: str) -> None:
+    """Not a ValueError from urllib (a 500 at submit, a crash retried until dead in the
+    worker): a refusal whose sentence says what is wrong."""
+    with pytest.raises(FetchRefused, match=reason):
+        check_url_syntax(url)
+
+
+async def test_fetching_a_malformed_url_is_refused_not_crashed() -> None:
+    policy = FetchPolicy(timeout_seconds=5, max_bytes=1000, max_redirects=2)
+    for url in ("http://[::1/", "http://127.0.0.1:abc/", f"http://{'a' * 64}.org/"):
+        with pytest.raises(FetchRefused):
+            await fetch(url, policy)
+
+
+def test_links_that_cannot_be_parsed_are_skipped() -> None:
+    page = (
+        b'<a href="http://[::1/">a</a> <a href="http://[zz]/">b</a> '
+        b'<a href="http://x.org:abc/">c</a> <a href="/fine">d</a>'
+    )
+    links = extract_links(page, "http://x.org/", same_domain=False)
+    assert links == ["http://x.org:abc/", "http://x.org/fine"]

@@ -27,6 +27,7 @@ from rag_ingest.jobs.model import JobRecord
 from rag_ingest.submissions import PLAIN_TEXT, Submission, check_document_id, text_or_title
 
 MetadataValue = str | int | float | bool
+MAX_OFFSET = 2**31 - 1
 
 
 class DocumentIn(msgspec.Struct, forbid_unknown_fields=True):
@@ -250,14 +251,18 @@ class DocumentController(Controller):
             )
             for index, upload in enumerate(form.files)
         ]
+        # Everything of each submission, its bytes by their hash: a part's content type and
+        # charset decide how the bytes are read, so a change of them is another request.
         request_fingerprint = fingerprint(
             "files",
             collection,
-            metadata,
-            source,
-            doc_id,
-            title,
-            [(i.filename, hashlib.sha256(i.payload).hexdigest()) for i in items],
+            [
+                {
+                    **{k: v for k, v in vars(i).items() if k != "payload"},
+                    "sha256": hashlib.sha256(i.payload).hexdigest(),
+                }
+                for i in items
+            ],
         )
         return await _accepted(
             request,
@@ -316,7 +321,8 @@ class DocumentController(Controller):
         collection: FromPath[str],
         document_service: NamedDependency[DocumentService],
         tenant: NamedDependency[str],
-        offset: Annotated[int, QueryParameter(ge=0)] = 0,
+        # Bounded: Redis refuses an index past 64 bits (a 500), and no collection comes near.
+        offset: Annotated[int, QueryParameter(ge=0, le=MAX_OFFSET)] = 0,
         limit: Annotated[int, QueryParameter(ge=1, le=500)] = 50,
         where: Annotated[str | None, QueryParameter(description="JSON metadata filter")] = None,
     ) -> DocumentPage:

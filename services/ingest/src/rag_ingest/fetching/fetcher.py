@@ -73,13 +73,30 @@ class Fetched:
 
 
 def check_url_syntax(url: str) -> str:
-    parts = urlsplit(url)
+    """``url`` without its fragment, if it is one the fetcher can fetch: FetchRefused, saying
+    why, for any other (urllib's ValueErrors included: a bracketed host that is no IPv6
+    address, a port that is no number from 0 to 65535)."""
+    try:
+        parts = urlsplit(url)
+    except ValueError as exc:  # "Invalid IPv6 URL", "'zz' does not appear to be an IPv4..."
+        raise FetchRefused(f"the URL's host cannot be read ({exc})") from None
     if parts.scheme not in ("http", "https"):
         raise FetchRefused(f"only http and https URLs can be fetched, not {parts.scheme or 'none'}")
     if not parts.hostname:
         raise FetchRefused("the URL has no host")
     if parts.username or parts.password:
         raise FetchRefused("URLs with credentials are not fetched")
+    try:
+        parts.port  # noqa: B018 - read for the ValueError it raises
+    except ValueError as exc:  # "Port could not be cast to integer value as 'abc'"
+        raise FetchRefused(f"the URL's port is not a number from 0 to 65535 ({exc})") from None
+    try:
+        parts.hostname.encode("idna")  # what resolving it does; a ValueError there is a crash
+    except UnicodeError:
+        raise FetchRefused(
+            f"the URL's host {parts.hostname[:100]!r} is not a valid host name (a label is "
+            "empty or longer than 63 characters)"
+        ) from None
     return urlunsplit(parts._replace(fragment=""))
 
 
@@ -253,7 +270,12 @@ def _tls() -> ssl.SSLContext:
 async def _fetch(url: str, policy: FetchPolicy) -> Fetched:
     deadline = time.monotonic() + policy.timeout_seconds
     current = check_url_syntax(url)
-    async with httpx.AsyncClient(follow_redirects=False, trust_env=False, verify=_tls()) as client:
+    async with httpx.AsyncClient(
+        follow_redirects=False,
+        trust_env=False,
+        verify=_tls(),
+        event_hooks={"response": [_refuse_unreadable_location]},
+    ) as client:
         for _hop in range(policy.max_redirects + 1):
             parts = urlsplit(current)
             assert parts.hostname is not None
@@ -282,7 +304,7 @@ async def _fetch(url: str, policy: FetchPolicy) -> Fetched:
                         location = response.headers.get("location")
                         if not location:
                             raise FetchRefused(f"{current} redirects without a Location")
-                        current = check_url_syntax(urljoin(current, location))
+                        current = check_url_syntax(_redirect_target(current, location))
                         continue
                     if response.status_code >= 500 or response.status_code == 429:
                         raise FetchFailed(f"{current} answered {response.status_code}")
@@ -315,6 +337,30 @@ async def _fetch(url: str, policy: FetchPolicy) -> Fetched:
     raise FetchRefused(f"more than {policy.max_redirects} redirects (FETCH_MAX_REDIRECTS)")
 
 
+async def _refuse_unreadable_location(response: httpx.Response) -> None:
+    """httpx reads a redirect's Location before it hands the response over, even when not
+    following it, and answers one it cannot read with RemoteProtocolError: a transport error,
+    retried until the job is dead. It is the page's fault, refused here for good."""
+    location = response.headers.get("location")
+    if not response.has_redirect_location or location is None:
+        return
+    try:
+        httpx.URL(location)
+    except httpx.InvalidURL as exc:
+        raise FetchRefused(
+            f"redirected to {location[:200]!r}, a URL that cannot be read ({exc})"
+        ) from None
+
+
+def _redirect_target(current: str, location: str) -> str:
+    try:
+        return urljoin(current, location)
+    except ValueError as exc:  # urljoin parses the Location as urlsplit does
+        raise FetchRefused(
+            f"{current} redirects to {location[:200]!r}, whose host cannot be read ({exc})"
+        ) from None
+
+
 def extract_links(html: bytes, base_url: str, *, same_domain: bool) -> list[str]:
     """Absolute http(s) links of a page, fragment-free, in page order, without repeats."""
     from bs4 import BeautifulSoup  # noqa: PLC0415
@@ -326,8 +372,11 @@ def extract_links(html: bytes, base_url: str, *, same_domain: bool) -> list[str]
         href = str(anchor["href"]).strip()
         if not href or href.startswith(("mailto:", "javascript:", "tel:", "#")):
             continue
-        absolute = urlunsplit(urlsplit(urljoin(base_url, href))._replace(fragment=""))
-        parts = urlsplit(absolute)
+        try:
+            absolute = urlunsplit(urlsplit(urljoin(base_url, href))._replace(fragment=""))
+            parts = urlsplit(absolute)
+        except ValueError:  # a malformed link is not followed; it does not end the crawl
+            continue
         if parts.scheme not in ("http", "https"):
             continue
         if same_domain and parts.hostname != base_host:

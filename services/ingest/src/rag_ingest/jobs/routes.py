@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+import re
 import weakref
 from collections.abc import AsyncGenerator
 from typing import Annotated, Any
@@ -13,7 +15,7 @@ from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import FromPath, FromQuery, QueryParameter
 from litestar.response import ServerSentEvent, ServerSentEventMessage
 from litestar.status_codes import HTTP_200_OK, HTTP_202_ACCEPTED
-from rag_core.errors import NotFound
+from rag_core.errors import InvalidInput, NotFound
 
 from rag_ingest.documents.service import IngestService
 from rag_ingest.jobs.events import EventStreams
@@ -21,6 +23,29 @@ from rag_ingest.jobs.model import FINAL_STATES, JobState, JobView
 from rag_ingest.jobs.store import JobStore
 
 HEARTBEAT_MS = 15_000
+# A Redis stream id, as each event of /events is sent with: <milliseconds>-<sequence>, each
+# an unsigned 64-bit number; Redis also reads <milliseconds> alone (sequence 0).
+STREAM_ID = re.compile(r"(?P<ms>[0-9]{1,20})(?:-(?P<seq>[0-9]{1,20}))?")
+UINT64_MAX = 2**64 - 1
+
+
+def resume_after(last_event_id: str | None) -> str:
+    """The stream id to read after: "0" (from the start) without a Last-Event-ID, else the
+    header, which must be an id this API sends (``id:`` of its events); 422 naming it if not,
+    before the stream starts (Redis would refuse it once the response had begun)."""
+    if not last_event_id:
+        return "0"
+    found = STREAM_ID.fullmatch(last_event_id)
+    if found is None or any(
+        int(part) > UINT64_MAX for part in found.group("ms", "seq") if part is not None
+    ):
+        raise InvalidInput.for_field(
+            "Last-Event-ID",
+            "not an event id",
+            detail="Last-Event-ID must be the id of an event of this stream (<ms>-<seq>, as "
+            f"sent in its id: lines), not {last_event_id[:64]!r}",
+        )
+    return last_event_id
 
 
 class JobList(msgspec.Struct):
@@ -51,6 +76,13 @@ class JobController(Controller):
         limit: Annotated[int, QueryParameter(ge=1, le=500)] = 50,
         before: FromQuery[float | None] = None,
     ) -> JobList:
+        if before is not None and not math.isfinite(before):
+            # Redis refuses a NaN bound; infinities page nowhere (next_before is finite).
+            raise InvalidInput.for_field(
+                "before",
+                "not a finite number",
+                detail=f"before: a created_at from a listing (next_before), not {before!r}",
+            )
         found = await jobs.find(
             tenant, state=job_state, collection=collection, limit=limit, before=before
         )
@@ -94,13 +126,14 @@ class JobController(Controller):
         tenant: NamedDependency[str],
     ) -> ServerSentEvent:
         """Replays the job's events so far, then follows it; ends after its final state.
-        ``Last-Event-ID`` resumes after a reconnect. 429 when the tenant has
+        ``Last-Event-ID`` (an event's id) resumes after a reconnect; 422 for any other value,
+        before the stream starts. 429 when the tenant has
         MAX_EVENT_STREAMS_PER_TENANT open, 503 when the process has MAX_EVENT_STREAMS open."""
+        after = resume_after(request.headers.get("last-event-id"))
         record = await jobs.get(tenant, job_id)
         if record is None:
             raise NotFound(f"job {job_id!r} does not exist (or has expired)")
         slot = event_streams.reserve(tenant)
-        after = request.headers.get("last-event-id") or "0"
         # A job already over has all its events written: read them without waiting (a client
         # resuming after the last one used to wait a whole heartbeat for the stream to end).
         block: int | None = None if record.state in FINAL_STATES else HEARTBEAT_MS
