@@ -11,13 +11,18 @@ from __future__ import annotations
 
 import json
 import time
+from dataclasses import dataclass, field
 from typing import Annotated
 
 import msgspec
+from rag_telemetry import get_logger
 from redis.asyncio import Redis
+from redis.commands.core import AsyncScript
 
 from rag_core.catalog import Keys
 from rag_core.errors import InvalidInput
+
+log = get_logger("rag.quota")
 
 INGEST_QUOTA_HEADER = "x-rag-ingest-quota"
 DAY_SECONDS = 86_400
@@ -31,6 +36,15 @@ end
 redis.call('INCRBY', KEYS[1], ARGV[1])
 if redis.call('PTTL', KEYS[1]) < 0 then redis.call('PEXPIRE', KEYS[1], ARGV[3]) end
 return {1, 0}
+"""
+
+# KEYS: counter; ARGV: amount. Gives back at most what the counter holds (never below 0, and
+# never makes a counter that has lapsed); keeps its expiry. Returns what was given back.
+GIVE_BACK_SCRIPT = """
+local used = tonumber(redis.call('GET', KEYS[1]) or '0')
+local back = math.min(used, tonumber(ARGV[1]))
+if back > 0 then redis.call('DECRBY', KEYS[1], back) end
+return back
 """
 
 
@@ -68,6 +82,27 @@ def seconds_left_today(now: float | None = None) -> float:
     return (int(now // DAY_SECONDS) + 1) * DAY_SECONDS - now
 
 
+@dataclass
+class QuotaCharge:
+    """Bytes counted against one day's quota (that day's counter, even when the work ends
+    after midnight), to give back once if the work is refused after all."""
+
+    counter: str
+    amount: int
+    _give_back: AsyncScript = field(repr=False)
+    _given_back: bool = field(default=False, init=False)
+
+    async def refund(self) -> None:
+        """Give the bytes back (once); a Redis failure only loses the refund, never the answer."""
+        if self._given_back:
+            return
+        self._given_back = True
+        try:
+            await self._give_back(keys=[self.counter], args=[self.amount])
+        except Exception as exc:  # the caller's answer matters more than the refund
+            log.warning("ingest_quota_refund_failed", error=type(exc).__name__)
+
+
 class DailyIngestBytes:
     """The counters, shared by every gateway replica and every ingest worker."""
 
@@ -75,18 +110,25 @@ class DailyIngestBytes:
         self.redis = redis
         self.keys = keys
         self._take = redis.register_script(TAKE_SCRIPT)
+        self._give_back = redis.register_script(GIVE_BACK_SCRIPT)
 
     def _counter(self, grant: QuotaGrant, now: float) -> str:
         return self.keys.ingest_quota(grant.identity, int(now // DAY_SECONDS))
 
-    async def spend(self, grant: QuotaGrant, amount: int) -> bool:
-        """Count ``amount`` bytes if they fit in today's quota; a refusal counts nothing."""
+    async def charge(self, grant: QuotaGrant, amount: int) -> QuotaCharge | None:
+        """Count ``amount`` bytes if they fit in today's quota: the charge, to refund if the
+        work is refused; None when they do not fit (nothing counted)."""
         now = time.time()
+        counter = self._counter(grant, now)
         allowed, _pttl = await self._take(
-            keys=[self._counter(grant, now)],
+            keys=[counter],
             args=[amount, grant.bytes_per_day, int(seconds_left_today(now) * 1000) + 60_000],
         )
-        return bool(int(allowed))
+        return QuotaCharge(counter, amount, self._give_back) if int(allowed) else None
+
+    async def spend(self, grant: QuotaGrant, amount: int) -> bool:
+        """Count ``amount`` bytes if they fit in today's quota; a refusal counts nothing."""
+        return await self.charge(grant, amount) is not None
 
     async def remaining(self, grant: QuotaGrant) -> int:
         used = await self.redis.get(self._counter(grant, time.time()))

@@ -31,14 +31,15 @@ from rag_core.errors import InvalidInput, problem_type
 
 TENANT_HEADER = "x-rag-tenant"
 INTERNAL_TOKEN_HEADER = "x-rag-internal-token"  # noqa: S105 - a header name
-TENANT_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_-]{0,31}$")
+# \Z, not $: `$` also matches before a final newline, and "t2\n" is no tenant.
+TENANT_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_-]{0,31}\Z")
 TENANT_RULE = (
     "1-32 characters: lower-case letters, digits, '-' and '_', starting with a letter or digit"
 )
 
 
 def check_tenant(tenant: str, field: str = "tenant") -> str:
-    if not TENANT_PATTERN.match(tenant):
+    if not TENANT_PATTERN.fullmatch(tenant):
         raise InvalidInput.for_field(
             field, TENANT_RULE, detail=f"{field} {tenant!r} is not allowed: {TENANT_RULE}"
         )

@@ -2,8 +2,9 @@
 service and its policy, rag_gateway.policy admits the request under it, and this forwards
 exactly the path authorised to ingest or query and streams the answer back. A long-lived
 stream counts against the open-stream limits while it is open; an upload holds its place under
-the uploads-in-progress limits until the service has its body. On OpenAI's paths errors are
-answered in OpenAI's shape."""
+the uploads-in-progress limits until the service has its body, and gives the bytes it counted
+against the daily ingest quota back when it is refused (a 4xx or 5xx answer, or none). On
+OpenAI's paths errors are answered in OpenAI's shape."""
 
 from __future__ import annotations
 
@@ -103,6 +104,11 @@ async def forward(
         content = await _body(request, target, admission)
         await admission.check_owner(forwarder, headers)
         query = request.scope.get("query_string", b"").decode("latin-1")
+        if admission.lists_own_jobs:
+            listing = await admission.own_jobs(forwarder, headers, query)
+            if isinstance(listing, Whole):
+                return listing.response()
+            return Response(listing, status_code=200)
         long_lived = target.streams == "always" or (
             target.streams == "when_asked" and _asks_to_stream(content)
         )
@@ -120,9 +126,13 @@ async def forward(
         for held in (lease, upload):
             if held is not None:
                 held.close()
+        await admission.refund_ingest()  # nothing was stored: the quota is not spent
         raise
     if upload is not None:
         await upload.release()  # the service has read the body (or refused it)
+    status = upstream.status if isinstance(upstream, Whole) else upstream.status_code
+    if status >= 400:
+        await admission.refund_ingest()  # refused (or failed): a refused upload costs nothing
     if admission.filters_answer:
         whole = upstream if isinstance(upstream, Whole) else await buffered(upstream)
         if whole.status != 200:

@@ -1,7 +1,9 @@
 """Per-key limits in Redis, so every gateway replica counts against the same numbers:
 requests per minute, and bytes of documents sent per UTC day (the same daily counter the
 ingest worker charges with the pages a URL ingest fetches: rag_core.quota). Over a limit: 429
-with Retry-After."""
+with Retry-After. The bytes of a document request are counted when it is admitted and given
+back when it is refused (a 4xx or 5xx answer, or no answer): a refused upload uses none of
+the quota."""
 
 from __future__ import annotations
 
@@ -9,12 +11,18 @@ import time
 
 from rag_core.catalog import Keys
 from rag_core.errors import TooManyRequests
-from rag_core.quota import TAKE_SCRIPT, DailyIngestBytes, QuotaGrant, seconds_left_today
+from rag_core.quota import (
+    TAKE_SCRIPT,
+    DailyIngestBytes,
+    QuotaCharge,
+    QuotaGrant,
+    seconds_left_today,
+)
 from redis.asyncio import Redis
 
 from rag_gateway.auth.principal import Principal
 
-__all__ = ["Limits", "TooManyRequests"]
+__all__ = ["Limits", "QuotaCharge", "TooManyRequests"]
 
 
 class Limits:
@@ -50,11 +58,15 @@ class Limits:
         the pages a URL ingest fetches count against the same quota."""
         return QuotaGrant(principal.identity, principal.ingest_bytes_per_day or self.bytes_per_day)
 
-    async def ingest_bytes(self, principal: Principal, size: int) -> None:
+    async def ingest_bytes(self, principal: Principal, size: int) -> QuotaCharge:
+        """Count ``size`` bytes against today's quota (429 over it): the charge, to refund if
+        the request is refused. The counter is the one ingest's worker charges too."""
         grant = self.ingest_grant(principal)
-        if not await self.ingest_quota.spend(grant, size):
+        charge = await self.ingest_quota.charge(grant, size)
+        if charge is None:
             raise TooManyRequests(
                 grant.refusal(f"this request ({size} bytes)"),
                 extra={"limit": "INGEST_BYTES_PER_DAY", "bytes_per_day": grant.bytes_per_day},
                 headers={"Retry-After": str(int(seconds_left_today()) + 1)},
             )
+        return charge

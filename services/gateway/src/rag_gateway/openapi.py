@@ -72,7 +72,8 @@ COMMON_ERRORS = {
     "400": "The request cannot be read: among others, a path with a dot segment ('.', '..', "
     "also percent-encoded) or an encoded '/'",
     "401": "No valid credential",
-    "403": "The credential lacks the scope or the collection",
+    "403": "The credential lacks the scope or the collection (or, on /v1/admin/keys, asks for "
+    "a key more powerful than itself, or another tenant's)",
     "408": "An upload's body did not arrive in time (UPLOAD_BODY_TIMEOUT_SECONDS)",
     "413": "The body is over a size limit",
     "429": "Over the rate limit, the daily ingest quota, the open-stream limits or the "

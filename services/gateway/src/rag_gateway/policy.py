@@ -10,7 +10,9 @@ credential; /v1/admin/keys: the `admin` scope). ``admit`` applies it, in this or
 4. the collection the path names (404, the answer for a collection that does not exist);
 5. an upload's place under the uploads-in-progress limits (429), taken before the daily ingest
    quota is spent, so that a refused upload uses none of it; then that quota (411 without a
-   Content-Length, 429 over it); a route closed to keys limited to some collections (403).
+   Content-Length, 429 over it), given back if the request is refused after all (here, or by
+   its service: rag_gateway.forwarding); a route closed to keys limited to some collections
+   (403).
 
 Handlers receive the outcome as the dependency ``principal`` (the gateway's own routes) or
 ``admission`` (forwarded ones); /v1/admin/keys admits in a guard, before its body is read.
@@ -20,9 +22,11 @@ from the same Policy."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from dataclasses import dataclass, replace
 from typing import Any
+from urllib.parse import parse_qsl, urlencode
 
 from litestar import Request
 from litestar.connection import ASGIConnection
@@ -33,10 +37,15 @@ from rag_core.tenancy import TENANT_HEADER, check_tenant
 
 from rag_gateway.auth.authenticate import Authenticator
 from rag_gateway.auth.principal import Forbidden, Principal
-from rag_gateway.limits import Limits
-from rag_gateway.proxy import Forwarder
+from rag_gateway.limits import Limits, QuotaCharge
+from rag_gateway.proxy import Forwarder, Whole, buffered
 from rag_gateway.routing import Policy, Route, Upstream
 from rag_gateway.streams import Lease, StreamLeases
+
+# GET /v1/jobs for a key limited to some collections asks ingest once per collection: at most
+# this many at a time, on the pool of ordinary requests. The page size is ingest's default.
+JOB_LISTING_FAN_OUT = 8
+JOB_PAGE_DEFAULT = 50
 
 
 class ModelNotFound(NotFound):
@@ -60,10 +69,17 @@ class Admission:
     route: Route | None = None  # None: one of the gateway's own routes
     upload: Lease | None = None  # its place under the uploads-in-progress limits
     ingest_grant: QuotaGrant | None = None  # whose daily ingest bytes it spends, and how many
+    ingest_charge: QuotaCharge | None = None  # the bytes of its body counted against them
 
     @property
     def policy(self) -> Policy:
         return self.route.policy if self.route is not None else Policy()
+
+    async def refund_ingest(self) -> None:
+        """The request was refused (a 4xx or 5xx answer, or none): its body's bytes go back
+        to the daily quota."""
+        if self.ingest_charge is not None:
+            await self.ingest_charge.refund()
 
     @property
     def limited(self) -> bool:
@@ -110,6 +126,55 @@ class Admission:
         if status != 200 or not self.principal.may_use(str(found.get("collection"))):
             raise NotFound(f"{what} does not exist (or has expired)")
 
+    @property
+    def lists_own_jobs(self) -> bool:
+        """Whether the answer is a job listing the gateway assembles from the caller's own
+        collections (a listing filtered after ingest paged it would miss jobs)."""
+        return self.limited and self.policy.answer == "jobs"
+
+    async def own_jobs(
+        self, forwarder: Forwarder, headers: dict[str, str], query: str
+    ) -> dict[str, Any] | Whole:
+        """GET /v1/jobs as a key limited to some collections sees it: ingest lists each of them
+        (`collection=`), and the pages are merged newest first, so `limit` and `next_before`
+        count only the caller's jobs. A `collection` it may not use is 404, as one that does not
+        exist; a refusal of the service (a bad `limit`) comes back as it is."""
+        first: dict[str, str] = {}
+        named: list[str] = []
+        for key, value in parse_qsl(query, keep_blank_values=True):
+            if key == "collection":
+                named.append(value)
+            else:
+                first.setdefault(key, value)  # as the service reads a repeated parameter
+        for name in named:
+            self.principal.require_collection(name)
+        first.setdefault("limit", str(JOB_PAGE_DEFAULT))
+        wanted = sorted(set(named) or (self.principal.collections or frozenset()))
+        if not wanted:  # a key limited to no collection at all
+            return {"jobs": [], "next_before": None}
+        slots = asyncio.Semaphore(JOB_LISTING_FAN_OUT)
+
+        async def page(collection: str) -> Whole:
+            path = "/v1/jobs?" + urlencode({**first, "collection": collection})
+            async with slots:
+                answer = await forwarder.exchange(
+                    "ingest", "GET", path, headers, None, reads_only=True
+                )
+                return answer if isinstance(answer, Whole) else await buffered(answer)
+
+        jobs: list[dict[str, Any]] = []
+        for answer in await asyncio.gather(*(page(c) for c in wanted)):
+            if answer.status != 200:
+                return answer
+            jobs += json.loads(answer.body)["jobs"]
+        limit = int(first["limit"])  # the service took it: 1 to its maximum
+        jobs.sort(key=lambda job: float(job["created_at"]), reverse=True)
+        shown = [j for j in jobs[:limit] if self.principal.may_use(str(j["collection"]))]
+        return {
+            "jobs": shown,
+            "next_before": jobs[limit - 1]["created_at"] if len(jobs) >= limit else None,
+        }
+
     def visible(self, body: Any) -> Any:
         """The answer (decoded JSON) as the caller may see it: listings keep only its
         collections' items; a model or an evaluation of another collection is 404."""
@@ -148,16 +213,19 @@ async def admit(
     grant = limits.ingest_grant(principal) if policy.ingest_quota else None
     uploads: StreamLeases = state.upload_leases
     upload = await uploads.open(principal) if policy.upload else None
+    charge: QuotaCharge | None = None
     try:
         if grant is not None:
-            await _spend_ingest_quota(connection, limits, principal)
+            charge = await _spend_ingest_quota(connection, limits, principal)
         if policy.closed_to_limited_keys is not None and principal.collections is not None:
             raise Forbidden(policy.closed_to_limited_keys)
     except BaseException:
+        if charge is not None:
+            await charge.refund()
         if upload is not None:
             upload.close()
         raise
-    return Admission(principal, route, upload, grant)
+    return Admission(principal, route, upload, grant, charge)
 
 
 async def provide_principal(request: Request[Any, Any, Any]) -> Principal:
@@ -188,10 +256,10 @@ async def _caller(
 
 async def _spend_ingest_quota(
     connection: ASGIConnection[Any, Any, Any, Any], limits: Limits, principal: Principal
-) -> None:
+) -> QuotaCharge:
     length = connection.headers.get("content-length")
     if length is None or not length.isdigit():
         raise LengthRequired(
             "send documents with a Content-Length (it counts against the daily quota)"
         )
-    await limits.ingest_bytes(principal, int(length))
+    return await limits.ingest_bytes(principal, int(length))

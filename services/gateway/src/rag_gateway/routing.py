@@ -165,7 +165,7 @@ class NoRoute(Exception):
 
 def classify(method: str, path: str) -> Route:
     for pattern, methods in TABLE:
-        match = pattern.match(path)
+        match = pattern.fullmatch(path)
         if match is None:
             continue
         if method not in methods:
@@ -179,8 +179,8 @@ def classify(method: str, path: str) -> Route:
             groups.get("collection"),
             groups.get("job"),
             groups.get("session"),
-            next((how for found, how in STREAMING if found.match(path)), "never"),
-            reads_only=method in ("GET", "HEAD") or SEARCH.match(path) is not None,
+            next((how for found, how in STREAMING if found.fullmatch(path)), "never"),
+            reads_only=method in ("GET", "HEAD") or SEARCH.fullmatch(path) is not None,
         )
     raise NoRoute([])
 

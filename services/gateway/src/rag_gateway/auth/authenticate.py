@@ -19,10 +19,10 @@ from rag_core.catalog import DEFAULT_NAMESPACE
 from rag_core.tenancy import TENANT_PATTERN
 
 from rag_gateway.auth.keys import KEY_PATTERN, ApiKeyStore
-from rag_gateway.auth.principal import SCOPES, Principal, Unauthorized
+from rag_gateway.auth.principal import BOOTSTRAP_ADMIN, SCOPES, Principal, Unauthorized
 
 # header.payload.signature, each base64url: anything else is no JWT, whatever the secret.
-_JWT_SHAPE = re.compile(r"^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*$")
+_JWT_SHAPE = re.compile(r"^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*\Z")
 INVALID_KEY = "the API key is not valid (unknown, wrong or revoked)"
 
 # Which setting asks for a claim PyJWT found missing (exp is always required).
@@ -51,8 +51,8 @@ class Authenticator:
         if not token:
             raise Unauthorized("no credential: send 'Authorization: Bearer <API key or JWT>'")
         if self.admin_key and hmac.compare_digest(token.encode(), self.admin_key.encode()):
-            return Principal("admin:bootstrap", DEFAULT_NAMESPACE, Principal.expand(["admin"]))
-        if KEY_PATTERN.match(token):
+            return Principal(BOOTSTRAP_ADMIN, DEFAULT_NAMESPACE, Principal.expand(["admin"]))
+        if KEY_PATTERN.fullmatch(token):
             record = await self.keys.verify(token)
             if record is None:
                 raise Unauthorized(INVALID_KEY)
@@ -64,7 +64,7 @@ class Authenticator:
                 record.requests_per_minute,
                 record.ingest_bytes_per_day,
             )
-        if not _JWT_SHAPE.match(token):
+        if not _JWT_SHAPE.fullmatch(token):
             # An OpenAI-style key, a chat UI's placeholder: a wrong API key, not a JWT problem.
             raise Unauthorized(INVALID_KEY)
         return self._from_jwt(token)
@@ -100,7 +100,7 @@ class Authenticator:
         except jwt.InvalidTokenError as exc:
             raise Unauthorized(f"the token is not valid ({type(exc).__name__})") from None
         tenant = claims.get("tenant")
-        if not isinstance(tenant, str) or not TENANT_PATTERN.match(tenant):
+        if not isinstance(tenant, str) or not TENANT_PATTERN.fullmatch(tenant):
             raise Unauthorized("the token has no valid 'tenant' claim")
         raw_scopes = claims.get("scopes", claims.get("scope", ""))
         scopes = raw_scopes.split() if isinstance(raw_scopes, str) else list(raw_scopes or [])

@@ -17,7 +17,7 @@ import msgspec
 from rag_core.catalog import Keys
 from redis.asyncio import Redis
 
-KEY_PATTERN = re.compile(r"^rag_([a-f0-9]{16})_([A-Za-z0-9_-]{32,64})$")
+KEY_PATTERN = re.compile(r"^rag_([a-f0-9]{16})_([A-Za-z0-9_-]{32,64})\Z")  # \Z: no final \n
 
 
 class ApiKey(msgspec.Struct, kw_only=True, omit_defaults=True):
@@ -67,7 +67,7 @@ class ApiKeyStore:
 
     async def verify(self, presented: str) -> ApiKey | None:
         """The live key ``presented`` is, or None (malformed, unknown, wrong secret, revoked)."""
-        match = KEY_PATTERN.match(presented)
+        match = KEY_PATTERN.fullmatch(presented)
         if not match:
             return None
         record = await self.get(match.group(1))

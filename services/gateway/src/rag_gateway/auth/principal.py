@@ -10,6 +10,8 @@ from rag_core.errors import RagError
 
 Scope = Literal["ingest:read", "ingest:write", "query:read", "admin"]
 SCOPES: tuple[Scope, ...] = ("ingest:read", "ingest:write", "query:read", "admin")
+# The identity of the bootstrap admin key (ADMIN_API_KEY): the one credential over every tenant.
+BOOTSTRAP_ADMIN = "admin:bootstrap"
 IMPLIED: dict[str, frozenset[str]] = {
     "admin": frozenset(SCOPES),
     "ingest:write": frozenset({"ingest:write", "ingest:read"}),
@@ -46,6 +48,10 @@ class Principal:
         for scope in scopes:
             found |= IMPLIED.get(scope, {scope})
         return frozenset(found)
+
+    @property
+    def is_bootstrap_admin(self) -> bool:
+        return self.identity == BOOTSTRAP_ADMIN
 
     def require(self, scope: str) -> None:
         if scope not in self.scopes:

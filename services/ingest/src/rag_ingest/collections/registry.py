@@ -19,7 +19,8 @@ from rag_core.embedding.models import ModelSpec, model_spec
 from rag_core.errors import Conflict, InvalidInput
 from redis.asyncio import Redis
 
-NAME_PATTERN = re.compile(r"^[a-z0-9](?:[a-z0-9_-]{1,61})[a-z0-9]$")
+# \Z, not $: `$` also matches before a final newline ("handbook\n" would twin "handbook").
+NAME_PATTERN = re.compile(r"^[a-z0-9](?:[a-z0-9_-]{1,61})[a-z0-9]\Z")
 NAME_RULE = (
     "3-63 characters: lower-case letters, digits, '-' and '_', "
     "starting and ending with a letter or digit"
@@ -43,7 +44,7 @@ return chroma_name
 
 
 def validate_name(name: str) -> str:
-    if not NAME_PATTERN.match(name):
+    if not NAME_PATTERN.fullmatch(name):
         raise InvalidInput.for_field(
             "name", NAME_RULE, detail=f"collection name {name!r} is not allowed: {NAME_RULE}"
         )
