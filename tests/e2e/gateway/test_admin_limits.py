@@ -229,3 +229,16 @@ def test_names_with_a_trailing_newline_are_refused(edge: Edge) -> None:
     # A token whose tenant claim ends in a newline is no valid credential (it was a 500).
     token = edge.bearer(make_jwt("t2\n", "ingest:read"))
     _problem(edge.http.get("/v1/collections", headers=token), 401, "tenant")
+
+
+def test_a_key_names_only_collections_that_can_exist(edge: Edge) -> None:
+    """Names no collection can have ("", "NOT VALID/NAME") were kept as written (201)."""
+    tenant = _tenant("names")
+    for names, field in ((["ok-1", ""], "collections[1]"), (["NOT VALID/NAME"], "collections[0]")):
+        made = edge.http.post(
+            "/v1/admin/keys",
+            json={"tenant": tenant, "scopes": ["ingest:read"], "collections": names},
+            headers=edge.admin(),
+        )
+        _problem(made, 422, field)
+        assert made.json()["errors"][0]["field"] == field

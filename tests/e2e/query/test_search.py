@@ -71,6 +71,13 @@ def test_invalid_requests_are_422_naming_the_field(
     assert response.json()["errors"][0]["field"] == field
 
 
+def test_an_empty_filter_field_is_said_to_be_empty(query: QueryClient, handbook: str) -> None:
+    """It was refused as a field "starting with '_'"."""
+    response = query.search(handbook, query="leave", filter={"": 1})
+    assert response.status_code == 422, response.text
+    assert response.json()["errors"][0]["message"] == "a field name must not be empty"
+
+
 def test_unknown_collection_is_404(query: QueryClient) -> None:
     assert query.search("no-such-collection", "x").status_code == 404
 

@@ -5,7 +5,13 @@ from __future__ import annotations
 from http import HTTPStatus
 from typing import Any, Self
 
-from litestar.exceptions import HTTPException, ValidationException
+import msgspec
+from litestar.exceptions import (
+    ClientException,
+    HTTPException,
+    SerializationException,
+    ValidationException,
+)
 from litestar.plugins.problem_details import (
     ProblemDetailsConfig,
     ProblemDetailsException,
@@ -131,6 +137,18 @@ def http_exception_to_problem(exc: HTTPException) -> ProblemDetailsException:
         extra = {"errors": errors}
         if errors and errors[0]["field"]:
             detail = f"{errors[0]['field']}: {errors[0]['message']}"
+    elif isinstance(exc, ValidationException | ClientException) and isinstance(
+        exc.__cause__, SerializationException | msgspec.DecodeError
+    ):
+        # A body the JSON decoder refused before any field was read: named as the body (the
+        # decoder's own path, "$[...][0]", hides the keys), with msgspec's one message for two
+        # causes said as both.
+        if detail == "Input data was truncated":
+            detail = (
+                "the body is not valid JSON: it ends too early, or holds half of a character "
+                "(a lone surrogate escape such as \\ud800)"
+            )
+        extra = field_errors("body", detail)
     elif isinstance(exc.extra, dict):
         extra = exc.extra
     return ProblemDetailsException(

@@ -63,7 +63,9 @@ def _validate(where: Any, path: str, depth: int, counter: list[int]) -> dict[str
             clauses.append({key: parts})
         elif key.startswith("$"):
             raise _fail(here, f"unknown operator (use {', '.join(sorted(LOGICAL))} here)")
-        elif key.startswith("_") or not key:
+        elif not key:
+            raise _fail(here, "a field name must not be empty")
+        elif key.startswith("_"):
             raise _fail(here, "fields starting with '_' are internal and cannot be filtered")
         else:
             clauses.append({key: _condition(value, here)})

@@ -46,6 +46,24 @@ def check_tenant(tenant: str, field: str = "tenant") -> str:
     return tenant
 
 
+# \Z, not $: `$` also matches before a final newline ("handbook\n" would twin "handbook").
+COLLECTION_PATTERN = re.compile(r"^[a-z0-9](?:[a-z0-9_-]{1,61})[a-z0-9]\Z")
+COLLECTION_RULE = (
+    "3-63 characters: lower-case letters, digits, '-' and '_', "
+    "starting and ending with a letter or digit"
+)
+
+
+def check_collection_name(name: str, field: str = "name") -> str:
+    if not COLLECTION_PATTERN.fullmatch(name):
+        raise InvalidInput.for_field(
+            field,
+            COLLECTION_RULE,
+            detail=f"collection name {name!r} is not allowed: {COLLECTION_RULE}",
+        )
+    return name
+
+
 def tenant_of(request: Request[Any, Any, Any]) -> str:
     """The namespace a request is served in (the default one without the header)."""
     value = request.headers.get(TENANT_HEADER)

@@ -18,7 +18,7 @@ from litestar.handlers.base import BaseRouteHandler
 from litestar.params import FromPath, FromQuery, JSONBody
 from litestar.status_codes import HTTP_200_OK, HTTP_201_CREATED
 from rag_core.errors import InvalidInput, NotFound, RagError
-from rag_core.tenancy import check_tenant
+from rag_core.tenancy import check_collection_name, check_tenant
 
 from rag_gateway.auth.keys import ApiKey, ApiKeyStore
 from rag_gateway.auth.principal import SCOPES, Forbidden, Principal
@@ -152,6 +152,9 @@ class AdminController(Controller):
         ):
             if value is not None and value < 1:
                 raise InvalidInput.for_field(name, "must be at least 1")
+        for index, collection in enumerate(data.collections or []):
+            # A name no collection can have ("", "NOT VALID/NAME") was kept as written.
+            check_collection_name(collection, f"collections[{index}]")
         fields: dict[str, Any] = {
             "tenant": data.tenant,
             "scopes": sorted(set(data.scopes)),

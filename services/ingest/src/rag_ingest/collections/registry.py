@@ -8,7 +8,6 @@ A collection's embedding model is set at creation and changed only by a re-embed
 from __future__ import annotations
 
 import contextlib
-import re
 import time
 from collections.abc import Callable
 from typing import Any
@@ -16,15 +15,11 @@ from typing import Any
 from rag_core.catalog import Collection, CollectionCatalog, Keys
 from rag_core.chunks import ChunkStore
 from rag_core.embedding.models import ModelSpec, model_spec
-from rag_core.errors import Conflict, InvalidInput
+from rag_core.errors import Conflict
+from rag_core.tenancy import COLLECTION_PATTERN, check_collection_name
 from redis.asyncio import Redis
 
-# \Z, not $: `$` also matches before a final newline ("handbook\n" would twin "handbook").
-NAME_PATTERN = re.compile(r"^[a-z0-9](?:[a-z0-9_-]{1,61})[a-z0-9]\Z")
-NAME_RULE = (
-    "3-63 characters: lower-case letters, digits, '-' and '_', "
-    "starting and ending with a letter or digit"
-)
+NAME_PATTERN = COLLECTION_PATTERN
 
 CLAIM_EXPIRY_SECONDS = 120
 
@@ -44,11 +39,7 @@ return chroma_name
 
 
 def validate_name(name: str) -> str:
-    if not NAME_PATTERN.fullmatch(name):
-        raise InvalidInput.for_field(
-            "name", NAME_RULE, detail=f"collection name {name!r} is not allowed: {NAME_RULE}"
-        )
-    return name
+    return check_collection_name(name)
 
 
 class CollectionRegistry(CollectionCatalog):
