@@ -21,6 +21,7 @@ from rag_config import IngestSettings
 from rag_core.catalog import Collection
 from rag_core.embedding.models import model_revision
 from rag_core.errors import InvalidInput, PayloadTooLarge, UnsupportedMediaType, field_errors
+from rag_core.filters import INT64  # the integers Chroma stores
 
 from rag_ingest.jobs.model import JobKind, JobRecord
 from rag_ingest.jobs.store import JobStore
@@ -67,7 +68,6 @@ def check_document_id(document_id: str, field: str) -> None:
         )
 
 
-INT64 = (-(2**63), 2**63 - 1)
 METADATA_KEY_RULE = (
     "metadata keys are 1-128 characters and may not start with '_', '$' or '#' "
     "or with 'chroma:' (reserved by the store)"
