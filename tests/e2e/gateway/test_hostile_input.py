@@ -131,9 +131,18 @@ def test_nginxs_own_refusals_are_problem_details(edge: Edge, writer: dict[str, s
         f"Content-Length: {GIB}\r\nConnection: close\r\n\r\n"
     ).encode()
     unreadable = f"GET /v1/collections/a% HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
+    long_uri = (
+        f"GET /v1/collections/{'c' * 20_000} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
+    )
+    big_header = (
+        f"GET /v1/collections HTTP/1.1\r\nHost: {host}\r\nX-Big: {'h' * 20_000}\r\n"
+        "Connection: close\r\n\r\n"
+    )
     for request, status, names in (
         (too_large, 413, "MAX_REQUEST_BYTES"),
         (unreadable.encode(), 400, ""),
+        (long_uri.encode(), 414, "request line"),
+        (big_header.encode(), 400, "header"),
     ):
         line, headers, body = _raw_answer(edge.url, request)
         assert f" {status} " in line, (line, body[:200])

@@ -16,6 +16,7 @@ import aiohttp
 import msgspec
 from mcp.server.mcpserver.exceptions import ToolError
 from rag_core.errors import RagError
+from rag_core.tenancy import check_collection_name
 from rag_telemetry import current_request_id
 
 from rag_gateway.auth.principal import Principal
@@ -27,6 +28,10 @@ from rag_gateway.streams import StreamLeases
 
 # The longest line of a streamed answer (its events are a token, or its sources: kilobytes).
 SSE_LINE_BYTES = 1024 * 1024
+# The longest path a tool sends: a collection name (63) and a document id (256 characters, up
+# to 12 bytes each percent-encoded) fit; nginx's internal listener answered a longer one with
+# its HTML 414, which reached the tool as a 502.
+MAX_PATH_CHARS = 4096
 
 
 def path(*segments: str, query: dict[str, Any] | None = None) -> str:
@@ -96,7 +101,14 @@ class Api:
             raise ToolError(f"405 Method not allowed: {method} {raw_path} is not for tools")
         self.principal.require(route.scope)
         if route.collection is not None:
+            # A name no collection can have is said so (a 12,000-character one was a 502).
+            check_collection_name(route.collection, "collection")
             self.principal.require_collection(route.collection)
+        if len(raw_path) > MAX_PATH_CHARS:
+            raise ToolError(
+                f"414 URI too long: over {MAX_PATH_CHARS} characters (a collection's name has "
+                "at most 63, a document id 256)"
+            )
         admission = Admission(self.principal, route)
         if body is not None:
             admission.check_body(body)
