@@ -110,6 +110,15 @@ def test_the_playground_in_chromium(
     page.get_by_role("textbox", name="API key", exact=True).fill(key)
     page.get_by_role("button", name="Use key", exact=True).click()
     expect(page.locator("#key-status")).to_have_text("Key in use for this tab.")
+    # The API reference (Swagger UI, scripts from a CDN) opens in a tab of its own, which does
+    # not hold the key: opened in this tab, its scripts could read this tab's sessionStorage.
+    with context.expect_page() as opened_reference:
+        page.get_by_role("link", name="API reference", exact=True).click()
+    reference = opened_reference.value
+    reference.wait_for_load_state("domcontentloaded")
+    assert reference.url.endswith("/schema")
+    assert reference.evaluate("() => sessionStorage.length") == 0
+    reference.close()
     page.get_by_role("textbox", name="New collection name", exact=True).fill("Not A Name!")
     page.get_by_role("button", name="Create collection", exact=True).click()
     problem = page.get_by_role("alert")

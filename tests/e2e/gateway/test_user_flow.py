@@ -3,6 +3,9 @@ a search, a streamed answer, and the OpenAI SDK."""
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import re
 import ssl
 import subprocess
 import time
@@ -139,6 +142,22 @@ def test_the_public_schema_describes_the_whole_api(edge: Edge) -> None:
     assert page.status_code == 200
     assert "SwaggerUIBundle" in page.text
     assert "/v1/chat/completions" in page.text  # the whole document, browsable
+    # The page shares the playground's origin and tab storage (its API key): its CDN files
+    # are held to their hashes, nothing else may run or be reached, nothing from a mutable
+    # path (it loaded Swagger UI unhashed, and an icon from a branch).
+    policy = page.headers["content-security-policy"]
+    inline = re.search(r"<script type='text/javascript'>(.*?)</script>", page.text, re.S)
+    assert inline is not None
+    digest = base64.b64encode(hashlib.sha256(inline.group(1).encode()).digest()).decode()
+    assert f"'sha256-{digest}'" in policy
+    assert "connect-src 'self'" in policy
+    assert "'unsafe-inline'" not in policy.split("script-src", 1)[1].split(";")[0]
+    sources = re.findall(r'<(?:script src|link href)="(https://[^"]+)"([^>]*)>', page.text)
+    assert len(sources) == 3, sources
+    for url, attributes in sources:
+        assert "@5.18.2/" in url, url
+        assert 'integrity="sha384-' in attributes, url
+    assert "@main" not in page.text
 
 
 def test_readiness_covers_what_the_gateway_routes_to(edge: Edge) -> None:

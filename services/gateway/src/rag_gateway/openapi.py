@@ -5,6 +5,9 @@ the gateway exposes them), the gateway's own admin routes, and how to authentica
 from __future__ import annotations
 
 import asyncio
+import base64
+import hashlib
+import re
 from typing import Any
 
 from litestar import Litestar, Request, get
@@ -178,9 +181,62 @@ async def openapi_document(
     return await schema.document(request.app)
 
 
+# Swagger UI, from the CDN at one version, each file held to its hash (Subresource Integrity:
+# SHA-384 of swagger-ui-dist 5.18.2 as the npm registry ships it, which the CDN serves as it
+# is). The page shares the playground's origin, and so its tab's sessionStorage, where the
+# playground keeps the API key: a changed file on the CDN would have read it. Refused now.
+SWAGGER_UI_VERSION = "5.18.2"
+SWAGGER_UI_BASE = f"https://cdn.jsdelivr.net/npm/swagger-ui-dist@{SWAGGER_UI_VERSION}"
+SWAGGER_UI_INTEGRITY = {
+    "swagger-ui-bundle.js": (
+        "sha384-NXtFPpN61oWCuN4D42K6Zd5Rt2+uxeIT36R7kpXBuY9tLnZorzrJ4ykpqwJfgjpZ"
+    ),
+    "swagger-ui-standalone-preset.js": (
+        "sha384-qr68CD0cvHa88PmVu7e1a58Ego4qvKtcvcLdS2a8Mo5zILI01gyIV9jVwJk7X2NU"
+    ),
+    "swagger-ui.css": ("sha384-rcbEi6xgdPk0iWkAQzT2F3FeBJXdG+ydrawGlfHAFIZG7wU6aKbQaRewysYpmrlW"),
+}
+_INLINE_SCRIPT = re.compile(rb"<script type='text/javascript'>(.*?)</script>", re.S)
+
+
+def swagger_page(html: bytes, base: str = SWAGGER_UI_BASE) -> tuple[bytes, str]:
+    """Litestar's Swagger UI page with each CDN file held to its hash, and the
+    Content-Security-Policy that lets only those files and the page's own script (by its
+    hash: it holds the document) run, and lets the page reach only this origin."""
+    for name, integrity in SWAGGER_UI_INTEGRITY.items():
+        url = f'"{base}/{name}"'.encode()
+        if html.count(url) != 1:
+            raise RuntimeError(f"the Swagger UI page no longer loads {name} as expected")
+        html = html.replace(url, url + f' integrity="{integrity}"'.encode())
+    html = html.replace(b" crossorigin>", b' crossorigin="anonymous">')
+    html = html.replace(b'rel="stylesheet">', b'rel="stylesheet" crossorigin="anonymous">')
+    inline = _INLINE_SCRIPT.search(html)
+    if inline is None:
+        raise RuntimeError("the Swagger UI page no longer has its inline script")
+    digest = base64.b64encode(hashlib.sha256(inline.group(1)).digest()).decode()
+    policy = "; ".join(
+        [
+            "default-src 'none'",
+            f"script-src 'sha256-{digest}' {base}/",
+            f"style-src 'unsafe-inline' {base}/",  # Swagger UI styles inline too
+            "img-src 'self' data:",
+            "connect-src 'self'",
+            "base-uri 'none'",
+            "form-action 'self'",
+            "frame-ancestors 'none'",
+        ]
+    )
+    return html, policy
+
+
 @get("/schema", include_in_schema=False)
 async def openapi_page(
     request: Request[Any, Any, Any], schema: NamedDependency[PublicSchema]
 ) -> Response[bytes]:
     document = await schema.document(request.app)
-    return Response(SwaggerRenderPlugin().render(request, document), media_type="text/html")
+    plugin = SwaggerRenderPlugin(
+        version=SWAGGER_UI_VERSION,
+        favicon="<link rel='icon' href='/playground/favicon.svg'>",  # not a mutable CDN path
+    )
+    html, policy = swagger_page(plugin.render(request, document))
+    return Response(html, media_type="text/html", headers={"Content-Security-Policy": policy})
