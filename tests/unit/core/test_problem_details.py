@@ -122,3 +122,37 @@ async def test_a_body_the_decoder_refuses_is_named_as_the_body(
         problem = response.json()
         assert problem["errors"][0]["field"] == "body", problem
         assert says in problem["detail"], problem
+
+
+async def test_a_client_gone_before_its_body_is_no_server_error() -> None:
+    """A client that closed the connection while sending its body was logged and counted as
+    a 500, which any client could add to at will: it is nginx's 499 now."""
+    app = Litestar(
+        route_handlers=[create_collection], plugins=[problem_details_plugin()], logging_config=None
+    )
+    sent: list[dict] = []
+
+    async def receive() -> dict:
+        return {"type": "http.disconnect"}
+
+    async def send(message: dict) -> None:
+        sent.append(message)
+
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": "/collections",
+        "raw_path": b"/collections",
+        "query_string": b"",
+        "root_path": "",
+        "headers": [(b"content-type", b"application/json"), (b"content-length", b"100")],
+        "client": ("127.0.0.1", 1),
+        "server": ("127.0.0.1", 80),
+        "state": {},
+    }
+    await app(scope, receive, send)  # type: ignore[arg-type]
+    start = next(m for m in sent if m["type"] == "http.response.start")
+    assert start["status"] == 499

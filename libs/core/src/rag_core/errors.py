@@ -9,6 +9,7 @@ import msgspec
 from litestar.exceptions import (
     ClientException,
     HTTPException,
+    InternalServerException,
     SerializationException,
     ValidationException,
 )
@@ -119,8 +120,22 @@ def rag_error_to_problem(exc: RagError) -> ProblemDetailsException:
     )
 
 
+# nginx's status for a client that closed the connection first (no answer reaches it).
+CLIENT_CLOSED_REQUEST = 499
+_CLIENT_GONE = "client disconnected prematurely"  # Litestar's, reading a body
+
+
 def http_exception_to_problem(exc: HTTPException) -> ProblemDetailsException:
     """Litestar's own errors (routing, validation) in the same shape as ours."""
+    if isinstance(exc, InternalServerException) and exc.detail == _CLIENT_GONE:
+        # The client went away while sending its body: not the server's failure, which it
+        # was logged and counted as (a 500 any client could add to at will).
+        return ProblemDetailsException(
+            status_code=CLIENT_CLOSED_REQUEST,
+            type_=problem_type("client-closed-request"),
+            title="Client Closed Request",
+            detail="the client closed the connection before its body was read",
+        )
     status = HTTPStatus(exc.status_code)
     extra: dict[str, Any] | None = None
     detail = exc.detail if exc.detail != status.phrase else ""
