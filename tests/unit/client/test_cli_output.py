@@ -144,3 +144,55 @@ def test_evaluation_cases_split_at_newlines_only(tmp_path: Path) -> None:
         path = tmp_path / "cases.jsonl"
         path.write_text(end.join(json.dumps(c, ensure_ascii=False) for c in cases), newline="")
         assert cli.read_cases(path) == cases, repr(end)
+
+
+def nested(depth: int) -> str:
+    return "[" * depth + "]" * depth
+
+
+@pytest.mark.parametrize(
+    "depth",
+    [
+        100_000,  # past what the decoder follows: a RecursionError traceback (exit 1)
+        980,  # decoded, then past what the encoder follows when sent: the same
+        101,  # the bound: 100 levels
+    ],
+)
+def test_json_nested_too_deeply_is_bad_usage(tmp_path: Path, depth: int) -> None:
+    """JSON nested too deeply is refused like other bad JSON: exit 2, "not JSON"."""
+    (tmp_path / "cases.json").write_text(nested(depth))
+    (tmp_path / "cases.jsonl").write_text('{"query": "q"}\n' + nested(depth))
+    (tmp_path / "file.txt").write_text("text")
+    option = nested(min(depth, 5000))  # an argument of 200,000 characters is refused by exec
+    for args, said in (
+        (["eval", str(tmp_path / "cases.json"), "-c", "docs"], "cases.json: not JSON"),
+        (["eval", str(tmp_path / "cases.jsonl"), "-c", "docs"], "cases.jsonl: not JSON"),
+        (["search", "q", "-c", "docs", "--filter", option], "--filter: not JSON"),
+        (["query", "q", "-c", "docs", "--filter", option], "--filter: not JSON"),
+        (["ingest", str(tmp_path), "-c", "docs", "--metadata", option], "--metadata: not JSON"),
+    ):
+        result = CliRunner().invoke(cli.app, args, env=ENV)
+        assert result.exit_code == cli.EXIT_USAGE, (args, repr(result.exception))
+        assert f"{said} (nested deeper than 100 levels" in words(result.output), args
+    jsonl = CliRunner().invoke(cli.app, ["eval", str(tmp_path / "cases.jsonl"), "-c", "d"], env=ENV)
+    assert "(nested deeper than 100 levels: line 2)" in words(jsonl.output)
+
+
+def test_json_nested_within_the_bound_is_sent(monkeypatch: pytest.MonkeyPatch) -> None:
+    sent: list[object] = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        sent.append(json.loads(request.read())["filter"])
+        found = {"collection": "docs", "query": "q", "mode": "hybrid", "results": []}
+        return httpx.Response(200, json=found)
+
+    run(monkeypatch, answer, "search", "q", "-c", "docs", "--filter", nested(100))
+    assert sent == [json.loads(nested(100))]
+
+
+def test_a_bad_json_lines_case_is_named_by_its_line_in_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "cases.jsonl"
+    path.write_text('{"query": "a"}\n\n{"query": "b"}\n{"query": }\n{"query": "c"}\n')
+    result = CliRunner().invoke(cli.app, ["eval", str(path), "-c", "docs"], env=ENV)
+    assert result.exit_code == cli.EXIT_USAGE, result.output
+    assert f"{path}: not JSON (Expecting value: line 4 column 11)" in words(result.output)

@@ -26,8 +26,9 @@ from rich.text import Text
 
 from rag_client.client import DEFAULT_URL, Client, Settings
 from rag_client.errors import APIError, ConnectionFailed
-from rag_client.ingest_view import IngestRun, collect_files
+from rag_client.ingest_view import DEFAULT_MAX_FILE_BYTES, IngestRun, collect_files
 from rag_client.models import DoneEvent, ErrorEvent, Job, Model, SourcesEvent, TokenEvent
+from rag_client.terminal import plain
 
 EXIT_API, EXIT_USAGE, EXIT_UNREACHABLE, EXIT_FAILED = 1, 2, 3, 4
 R = TypeVar("R")
@@ -91,22 +92,6 @@ def options(
     }
 
 
-# What a terminal would act on rather than show: C0 controls but tab and newline, DEL, C1
-# controls (CSI among them), and the bidirectional overrides that reorder what is shown.
-_UNSAFE = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
-
-
-def _visible(match: re.Match[str]) -> str:
-    code = ord(match.group())
-    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
-
-
-def plain(text: str) -> Text:
-    """Text from documents or the server, made inert: no markup, no emoji codes, and control
-    characters shown as escapes (``\\x1b``) instead of reaching the terminal."""
-    return Text(_UNSAFE.sub(_visible, text.replace("\r\n", "\n")))
-
-
 def fail(code: int, message: str) -> typer.Exit:
     err.print(Text.assemble(("error:", "bold red"), " ", plain(message)), soft_wrap=True)
     return typer.Exit(code)
@@ -147,11 +132,40 @@ def show(value: Any, human: Any) -> None:
         out.print(human)
 
 
+# Far deeper than any filter (the server takes 8 levels), metadata or test case, and far from
+# the recursion limit: JSON a little shallower than that decodes, then fails to encode.
+MAX_JSON_DEPTH = 100
+
+
+def nesting(value: Any) -> int:
+    """How deeply lists and objects nest in ``value`` (counted without recursion)."""
+    deepest, pending = 0, [(value, 1)]
+    while pending:
+        item, depth = pending.pop()
+        if isinstance(item, dict | list):
+            deepest = max(deepest, depth)
+            inside = item.values() if isinstance(item, dict) else item
+            pending.extend((child, depth + 1) for child in inside)
+    return deepest
+
+
+def load_json(text: str) -> Any:
+    """``json.loads``; ValueError for JSON nested deeper than MAX_JSON_DEPTH too."""
+    try:
+        value = json.loads(text)
+    except RecursionError:
+        value = None
+    else:
+        if nesting(value) <= MAX_JSON_DEPTH:
+            return value
+    raise ValueError(f"nested deeper than {MAX_JSON_DEPTH} levels")
+
+
 def parse_json_option(name: str, text: str | None) -> Any:
     if text is None:
         return None
     try:
-        return json.loads(text)
+        return load_json(text)
     except ValueError as exc:
         raise fail(EXIT_USAGE, f"{name}: not JSON ({exc})") from None
 
@@ -293,10 +307,12 @@ def ingest(
     if meta is not None and not isinstance(meta, dict):
         raise fail(EXIT_USAGE, "--metadata: must be a JSON object")
     try:
-        files = collect_files(paths, recursive=recursive, pattern=pattern)
+        found = collect_files(paths, recursive=recursive, pattern=pattern)
     except FileNotFoundError as exc:
         raise fail(EXIT_USAGE, str(exc)) from None
-    if not files:
+    if not found.files:
+        for left_out in found.skipped:
+            err.print(plain(f"skipped {left_out.path}: {left_out.reason}", one_line=True))
         raise fail(EXIT_USAGE, "no files to upload (check the paths, --recursive and --pattern)")
     with client() as rag:
         try:
@@ -309,7 +325,9 @@ def ingest(
         run = IngestRun(
             rag,
             collection,
-            files,
+            found.files,
+            skipped=found.skipped,
+            max_file_bytes=largest_file(rag),
             metadata=meta,
             console=err,
             live=err.is_terminal and not state.as_json,
@@ -318,6 +336,16 @@ def ingest(
     show(run.summary(), run.table())
     if any(r.state in ("failed", "dead", "refused") for r in results):
         raise typer.Exit(EXIT_FAILED)
+
+
+def largest_file(rag: Client) -> int:
+    """The largest file the server takes: ingest's MAX_FILE_BYTES as it tells it, or that
+    setting's default when it does not (ingest not ready, an older server)."""
+    try:
+        told = rag.get_system_info().max_file_bytes
+    except (APIError, ValueError):  # no GET /v1/system, or an answer of another shape
+        told = None
+    return told or DEFAULT_MAX_FILE_BYTES
 
 
 def follow(
@@ -762,10 +790,19 @@ def read_cases(path: Path) -> list[dict[str, Any]]:
     try:
         if path.suffix == ".jsonl":
             # At newlines only: splitlines() also splits at U+2028, which a JSON string may hold.
-            lines = re.split(r"\r\n?|\n", text)
-            rows = [json.loads(line) for line in lines if line.strip()]
+            rows = []
+            for number, line in enumerate(re.split(r"\r\n?|\n", text), 1):
+                if not line.strip():
+                    continue
+                try:
+                    rows.append(load_json(line))
+                except ValueError as exc:  # its line in the file, not "line 1" of itself
+                    where = f"{exc}: line {number}"
+                    if isinstance(exc, json.JSONDecodeError):
+                        where = f"{exc.msg}: line {number} column {exc.colno}"
+                    raise fail(EXIT_USAGE, f"{path}: not JSON ({where})") from None
         else:
-            loaded = json.loads(text)
+            loaded = load_json(text)
             rows = loaded.get("cases") if isinstance(loaded, dict) else loaded
     except ValueError as exc:
         raise fail(EXIT_USAGE, f"{path}: not JSON ({exc})") from None

@@ -4,9 +4,13 @@ otherwise; then a summary with every failure and its reason."""
 
 from __future__ import annotations
 
+import errno
 import fnmatch
+import os
+import stat
 import time
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -25,31 +29,144 @@ from rich.table import Table
 from rag_client.client import Client
 from rag_client.errors import APIError
 from rag_client.models import Job
+from rag_client.terminal import plain, visible
 
 UPLOAD_SHARE = 20  # of a file's 100 progress units: the upload; the job's progress is the rest
 
 
-def collect_files(paths: list[Path], *, recursive: bool, pattern: str | None) -> list[Path]:
+# Ingest's MAX_FILE_BYTES default: the limit assumed when the server does not tell its own.
+DEFAULT_MAX_FILE_BYTES = 25 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class FoundFile:
+    """A file to upload. ``path`` is where it was found, its folder resolved but its own name
+    kept (a link's, not its target's): that name is shown and sent. ``target`` is what is
+    read: the file itself, or the file a link points to."""
+
+    path: Path
+    target: Path
+    size: int
+
+
+@dataclass(frozen=True)
+class SkippedFile:
+    path: Path
+    reason: str
+
+
+@dataclass
+class Collected:
+    files: list[FoundFile] = field(default_factory=list)
+    skipped: list[SkippedFile] = field(default_factory=list)
+
+
+def collect_files(paths: list[Path], *, recursive: bool, pattern: str | None) -> Collected:
     """The files named, and those in the folders named (their subfolders with ``recursive``),
-    matching ``pattern``; hidden files in folders are skipped. FileNotFoundError for a path
-    that does not exist."""
-    found: list[Path] = []
+    matching ``pattern``. In folders, hidden files are left out without a word; links that
+    lead out of the folder named or to a hidden file, links to folders (not followed), broken
+    links and anything but a regular file are skipped, with the reason. A file named is read
+    wherever a link leads. FileNotFoundError for a path that does not exist."""
+    collected = Collected()
     for path in paths:
         if path.is_file():
             if pattern is None or fnmatch.fnmatch(path.name, pattern):
-                found.append(path)
+                _add(collected, path.parent.resolve() / path.name, Path(os.path.realpath(path)))
         elif path.is_dir():
-            walk = path.rglob("*") if recursive else path.glob("*")
-            for item in sorted(walk):
-                relative = item.relative_to(path).parts
-                if any(part.startswith(".") for part in relative) or not item.is_file():
-                    continue
-                if pattern is None or fnmatch.fnmatch(item.name, pattern):
-                    found.append(item)
+            top = Path(os.path.realpath(path))
+            _read_folder(collected, top, top, recursive=recursive, pattern=pattern)
         else:
             raise FileNotFoundError(f"{path}: no such file or folder")
-    unique: dict[Path, None] = dict.fromkeys(p.resolve() for p in found)
-    return list(unique)
+    files: dict[Path, FoundFile] = {}
+    for found in collected.files:  # named twice, or named and in a folder named: sent once
+        files.setdefault(found.path, found)
+    skipped: dict[Path, SkippedFile] = {}
+    for left_out in collected.skipped:
+        if left_out.path not in files:  # a link named is read, even if its folder's walk skips it
+            skipped.setdefault(left_out.path, left_out)
+    return Collected(list(files.values()), list(skipped.values()))
+
+
+def _add(collected: Collected, path: Path, target: Path) -> None:
+    try:
+        size = target.stat().st_size
+    except OSError as exc:
+        collected.skipped.append(SkippedFile(path, f"cannot read it: {exc.strerror}"))
+    else:
+        collected.files.append(FoundFile(path, target, size))
+
+
+def _read_folder(
+    collected: Collected, folder: Path, top: Path, *, recursive: bool, pattern: str | None
+) -> None:
+    """``folder`` (a real path: no link in it) within ``top``, depth first in name order."""
+    try:
+        with os.scandir(folder) as listing:
+            entries = sorted(listing, key=lambda entry: entry.name)
+    except OSError as exc:
+        collected.skipped.append(SkippedFile(folder, f"cannot read the folder: {exc.strerror}"))
+        return
+    for entry in entries:
+        path = folder / entry.name
+        if entry.name.startswith("."):
+            continue  # hidden, and all it holds: left out without a word
+        if entry.is_dir(follow_symlinks=False):
+            if recursive:
+                _read_folder(collected, path, top, recursive=recursive, pattern=pattern)
+            continue
+        if pattern is not None and not fnmatch.fnmatch(entry.name, pattern):
+            continue
+        if entry.is_symlink():
+            target = _link_target(path, top)
+            if isinstance(target, str):
+                collected.skipped.append(SkippedFile(path, target))
+            else:
+                _add(collected, path, target)
+        elif entry.is_file(follow_symlinks=False):
+            _add(collected, path, path)
+        else:  # a FIFO (opening it would wait for a writer), a socket, a device
+            collected.skipped.append(SkippedFile(path, "not a regular file"))
+
+
+def _link_target(link: Path, top: Path) -> Path | str:
+    """The regular file ``link`` leads to within ``top``, or why it is not read."""
+    try:
+        target = Path(os.path.realpath(link, strict=True))
+    except OSError as exc:  # missing, or a loop
+        return f"a broken link ({exc.strerror})"
+    if not target.is_relative_to(top):
+        return "a link to outside the folder"
+    if any(part.startswith(".") for part in target.relative_to(top).parts):
+        return "a link to a hidden file or folder"
+    if target.is_dir():
+        return "a link to a folder (not followed)"
+    if not target.is_file():
+        return "not a regular file"
+    return target
+
+
+class FileTooLarge(Exception):
+    pass
+
+
+def read_within(path: Path, limit: int) -> bytes:
+    """The content of the regular file ``path``, never more than ``limit`` bytes of it in
+    memory: FileTooLarge from its size before reading, or if it grew past it since."""
+    flags = os.O_RDONLY | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NONBLOCK", 0)
+    # Not through a link put there since it was listed (the path found has none).
+    flags |= getattr(os, "O_NOFOLLOW", 0)
+    with open(os.open(path, flags), "rb") as file:
+        info = os.fstat(file.fileno())
+        if not stat.S_ISREG(info.st_mode):  # replaced since it was listed
+            raise OSError(errno.EINVAL, "not a regular file")
+        if info.st_size > limit:
+            raise FileTooLarge
+        content = file.read(info.st_size + 1)
+        if len(content) > info.st_size:  # it grows: read on, to one byte past the limit
+            content += file.read(limit + 1 - len(content))
+    if len(content) > limit:
+        raise FileTooLarge
+    return content
 
 
 def size_text(size: float) -> str:
@@ -62,7 +179,8 @@ def size_text(size: float) -> str:
 
 @dataclass
 class FileResult:
-    path: Path
+    path: Path  # as found: shown, and its name sent
+    target: Path  # what is read
     size: int
     job_id: str | None = None
     state: str = "pending"  # pending, queued, running, succeeded, failed, dead, refused
@@ -81,8 +199,10 @@ class IngestRun:
         self,
         client: Client,
         collection: str,
-        files: list[Path],
+        files: list[FoundFile],
         *,
+        skipped: Sequence[SkippedFile] = (),
+        max_file_bytes: int = DEFAULT_MAX_FILE_BYTES,
         metadata: dict[str, Any] | None,
         console: Console,
         live: bool,
@@ -92,7 +212,9 @@ class IngestRun:
         self.metadata = metadata
         self.console = console
         self.live = live
-        self.results = [FileResult(path, path.stat().st_size) for path in files]
+        self.max_file_bytes = max_file_bytes
+        self.results = [FileResult(f.path, f.target, f.size) for f in files]
+        self.skipped = list(skipped)
         self.by_job: dict[str, FileResult] = {}
         self.started = time.monotonic()
         self.progress: Progress | None = None
@@ -115,9 +237,10 @@ class IngestRun:
             f"{len(self.results)} done · {failed} failed"
         )
 
-    def say(self, text: str) -> None:
-        if not self.live:
-            self.console.print(text, highlight=False, markup=False, soft_wrap=True)
+    def say(self, text: str, *, live_too: bool = False) -> None:
+        """One line per event (file names and the server's reasons in it made inert)."""
+        if live_too or not self.live:
+            self.console.print(plain(text, one_line=True), highlight=False, soft_wrap=True)
 
     # Progress -------------------------------------------------------------------------------
 
@@ -172,13 +295,22 @@ class IngestRun:
 
     def upload(self, result: FileResult) -> None:
         try:
+            if result.size > self.max_file_bytes:  # told from its size, never read
+                raise FileTooLarge
+            content = read_within(result.target, self.max_file_bytes)
             accepted = self.client.upload_files(
-                self.collection, [result.path], metadata=self.metadata
+                self.collection, [(result.path.name, content)], metadata=self.metadata
             )
         except APIError as exc:
             if exc.status in (401, 403, 404):
                 raise  # every other file would be refused the same way
             result.state, result.reason = "refused", f"{exc.status} {exc.detail or exc.title}"
+            self.say(f"{result.path.name}: refused: {result.reason}")
+        except FileTooLarge:
+            result.state = "refused"
+            result.reason = (
+                f"larger than the server takes (MAX_FILE_BYTES, {self.max_file_bytes} bytes)"
+            )
             self.say(f"{result.path.name}: refused: {result.reason}")
         except OSError as exc:  # unreadable here (permissions, gone since it was listed)
             result.state, result.reason = "refused", f"cannot read it: {exc.strerror}"
@@ -191,6 +323,8 @@ class IngestRun:
         self.refresh(result)
 
     def execute(self, *, wait: bool) -> list[FileResult]:
+        for left_out in self.skipped:
+            self.say(f"skipped {left_out.path.name}: {left_out.reason}", live_too=True)
         if self.live:
             with Progress(
                 TextColumn("{task.description}"),
@@ -209,7 +343,9 @@ class IngestRun:
                 )
                 for result in self.results:
                     self.tasks[result.path] = progress.add_task(
-                        escape(result.path.name), total=100, status="waiting"
+                        escape(visible(result.path.name, one_line=True)),
+                        total=100,
+                        status="waiting",
                     )
                 self.run(wait=wait)
             self.progress = None
@@ -245,6 +381,7 @@ class IngestRun:
                 }
                 for r in self.results
             ],
+            "skipped": [{"file": str(s.path), "reason": s.reason} for s in self.skipped],
             "succeeded": done,
             "failed": failed,
             "bytes": uploaded,
@@ -253,8 +390,9 @@ class IngestRun:
 
     def table(self) -> Table:
         done, failed, _ = self.counts()
+        skipped = f", {len(self.skipped)} skipped" if self.skipped else ""
         table = Table(
-            title=f"Ingested into {self.collection}: {done} succeeded, {failed} failed",
+            title=f"Ingested into {self.collection}: {done} succeeded, {failed} failed{skipped}",
             title_justify="left",
         )
         for name, justify in (
@@ -270,10 +408,18 @@ class IngestRun:
                 r.state, "red"
             )
             table.add_row(
-                escape(r.path.name),
+                plain(r.path.name, one_line=True),
                 size_text(r.size),
                 f"[{colour}]{r.state}[/]",
                 "-" if r.chunks is None else str(r.chunks),
-                escape(r.reason or ""),
+                plain(r.reason or ""),
+            )
+        for left_out in self.skipped:
+            table.add_row(
+                plain(left_out.path.name, one_line=True),
+                "-",
+                "[yellow]skipped[/]",
+                "-",
+                plain(left_out.reason),
             )
         return table

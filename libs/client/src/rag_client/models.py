@@ -294,6 +294,13 @@ class SystemInfo(Model):
         value = ingest.facts.get("embedding_model") if ingest else None
         return str(value) if value is not None else None
 
+    @property
+    def max_file_bytes(self) -> int | None:
+        """Ingest's MAX_FILE_BYTES: the largest file it takes (None if it does not tell)."""
+        ingest = self.services.get("ingest")
+        value = ingest.facts.get("max_file_bytes") if ingest else None
+        return value if type(value) is int and value > 0 else None
+
 
 __all__ = [
     "Accepted",
