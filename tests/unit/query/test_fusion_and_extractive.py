@@ -454,3 +454,50 @@ async def test_the_answer_that_the_documents_do_not_answer_is_the_operators_text
         Analyzer(), embed=embed, min_similarity=0.25, not_answered=french
     )
     assert await _answer(generator, "Combien de jours de télétravail ?", sources) == french
+
+
+async def test_a_documents_markup_reaches_the_answer_as_text() -> None:
+    """Links whose brackets defeated the patterns (a javascript: or data: target), images
+    two brackets deep (a tracking pixel), raw HTML and autolinks, and escaped or entity
+    citation look-alikes came into answers as they were, live in any Markdown renderer (chat
+    frontends render answers)."""
+    from markdown_it import MarkdownIt
+
+    hostile = [
+        "The remote policy is [remote work policy [v2]](javascript:alert(document.cookie)).",
+        "The parking map is [the parking map [pdf]](data:text/html;base64,PHNjcmlwdD4=).",
+        "The portal is at [employee portal](javascript:alert[0]) for all staff.",
+        "The policy pixel ![x [a [b]]](https://evil.example/pixel.png?leak=1) tracks staff.",
+        'The policy says <a href="javascript:alert(1)" onclick="alert(2)">click</a> now.',
+        "The policy svg <svg onload=alert(1)> and <iframe src=https://evil.example> load.",
+        "The policy autolink <javascript:alert(1)> is there.",
+        "The policy cites \\[2\\] and &#91;3&#93; as sources.",
+    ]
+    sources = [Source(1, f"c{i}", f"d{i}", text) for i, text in enumerate(hostile)]
+    generator = ExtractiveGenerator(Analyzer())
+    for source in sources:
+        answer = await _answer(generator, "What does the policy say?", [source])
+        html = MarkdownIt("commonmark").render(answer)
+        for live in ("<a href", "<img", "<svg", "<iframe", 'javascript:alert(1)">', "onclick="):
+            assert live not in html, (source.text, answer, html)
+        assert "[2]" not in html.replace("[1]", ""), html  # only its own marker cites
+        assert "[3]" not in html, html
+    # Links a reader can follow, code spans and plain comparisons stay as they were.
+    kept = Source(
+        1, "c", "d", "The guide is at [the guide](https://example.com/g) and `<b>` if a < b."
+    )
+    answer = await _answer(generator, "Where is the guide?", [kept])
+    html = MarkdownIt("commonmark").render(answer)
+    assert '<a href="https://example.com/g">the guide</a>' in html
+    assert "<code>&lt;b&gt;</code>" in html
+    assert "a &lt; b" in html
+
+
+async def test_sources_without_a_sentence_to_quote_are_said_not_to_answer() -> None:
+    """A table or a code block alone gave the answer "" (an empty chat message)."""
+    sources = [
+        Source(1, "c1", "grades", "| grade | annual leave days |\n|---|---|\n| senior | 30 |"),
+        Source(2, "c2", "code", "```python\nleave = {'senior': 30}\n```"),
+    ]
+    question = "How many annual leave days does a senior grade get?"
+    assert await _answer(ExtractiveGenerator(Analyzer()), question, sources) == NOT_ANSWERED

@@ -34,7 +34,7 @@ from rag_core.tokens import count_tokens
 from rag_telemetry import get_logger
 
 from rag_query.generation.base import Message, Usage, word_pieces
-from rag_query.generation.markdown import clean_inline, paragraphs
+from rag_query.generation.markdown import clean_inline, inert, paragraphs
 from rag_query.generation.sources import Source, quoted
 from rag_query.retrieval.analyzer import Analyzer
 from rag_query.retrieval.history import with_conversation
@@ -258,7 +258,7 @@ def render(chosen: Sequence[_Sentence]) -> str:
             other is not None and other.piece.item and other.source == sentence.source
             for other in (before, after)
         )
-        text = f"{'- ' if listed else ''}{quoted(sentence.text)} [{sentence.source}]"
+        text = f"{'- ' if listed else ''}{inert(quoted(sentence.text))} [{sentence.source}]"
         if before is None:
             parts.append(text)
         elif listed and before.piece.item and before.source == sentence.source:
@@ -300,7 +300,8 @@ class ExtractiveGenerator:
 
     async def select(self, question: str, sources: Sequence[Source]) -> list[_Sentence] | None:
         """The sentences of the answer, in source order; None when no sentence comes near
-        the question by meaning (below ``min_similarity``): the sources do not answer it."""
+        the question by meaning (below ``min_similarity``), or the sources hold no sentence
+        to quote: they do not answer it."""
         wanted = set(self.analyzer.terms(question))
         pool: list[_Sentence] = []
         for rank, source in enumerate(sources):
@@ -318,7 +319,7 @@ class ExtractiveGenerator:
                     )
                 )
         if not pool:
-            return []
+            return None  # no prose to quote (a table, a code block): an empty answer was given
         candidates: list[_Sentence] = []
         if self.embed is not None and self.max_embedded:
             try:
@@ -408,7 +409,7 @@ class ExtractiveGenerator:
         # Counted as an LLM's usage is, in tokens (rag_core.tokens: WordPiece, within a few
         # percent of an LLM's tokenizer on English): what it read, what it wrote.
         usage.input_tokens = sum(count_tokens(s.text) for s in sources)
-        text = self.not_answered if chosen is None else render(chosen)
+        text = render(chosen) if chosen else self.not_answered
         usage.output_tokens = count_tokens(text)
         for word in word_pieces(text):
             yield word

@@ -37,6 +37,13 @@ _LINK = re.compile(
 _REFERENCE_LINK = re.compile(r"(?<!!)\[([^\]\[]++)\]\[[^\]\[]*+\]")
 _FOLLOWABLE = re.compile(r"^(?:https?://|mailto:)", re.I)
 _CITATION_LIKE = re.compile(r"\[\d{1,3}\]")
+# A link clean_inline kept (its target one a reader can follow), or a code span: what inert()
+# leaves as Markdown. Possessive: one pass over any text.
+_KEPT_LINK = re.compile(r"\[([^\]\[]*+)\]\(((?:https?://|mailto:)[^)\s]*+)\)", re.I)
+# What a Markdown renderer would read as markup rather than text: a tag, comment or autolink
+# ("<" before a letter, "/", "!" or "?"), link and image brackets, an entity ("&#91;3&#93;"
+# shows as a citation) and a backslash (which would undo an escape). "a < b" stays as it is.
+_MARKUP = re.compile(r"(\\|<(?=[A-Za-z/!?])|[\[\]]|&(?=#?[0-9A-Za-z]+;))")
 
 
 @dataclass(frozen=True)
@@ -156,7 +163,7 @@ def paragraphs(text: str) -> list[Paragraph]:
             end = i
             while end < len(lines) and _TABLE_ROW.match(lines[end]):
                 end += 1
-            attach([clean_inline(row) for row in lines[i:end]])
+            attach([inert(clean_inline(row)) for row in lines[i:end]])
             i = end
             continue
         i += 1
@@ -179,6 +186,32 @@ def paragraphs(text: str) -> list[Paragraph]:
         current.append(line)
     flush()
     return found
+
+
+def _escaped(text: str) -> str:
+    return _MARKUP.sub(r"\\\1", text)
+
+
+def inert(text: str) -> str:
+    """A quoted sentence as a Markdown renderer shows it word for word: everything a
+    document's author could make live (raw HTML such as ``<svg onload=...>``, autolinks, links
+    and images whose brackets defeat clean_inline's patterns, entities) backslash-escaped. Code
+    spans, and the links clean_inline kept (http, https, mailto), stay Markdown."""
+    parts = text.split("`")
+    if len(parts) % 2 == 0:  # an unpaired backtick (clean_inline drops them): no code span
+        parts = [text]
+    out: list[str] = []
+    for index, part in enumerate(parts):
+        if index % 2:  # inside a code span: shown as it is
+            out.append(f"`{part}`")
+            continue
+        at = 0
+        for link in _KEPT_LINK.finditer(part):
+            out.append(_escaped(part[at : link.start()]))
+            out.append(f"[{_escaped(link.group(1))}]({link.group(2)})")
+            at = link.end()
+        out.append(_escaped(part[at:]))
+    return "".join(out)
 
 
 def clean_inline(text: str, base_url: str | None = None) -> str:
