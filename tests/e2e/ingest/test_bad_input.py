@@ -11,7 +11,7 @@ import httpx
 import pytest
 from rag_devstack import NativeStack
 
-from tests.support.documents import make_docx_bomb, make_pdf
+from tests.support.documents import make_docx, make_docx_bomb, make_pdf
 from tests.support.ingest import IngestClient
 
 pytestmark = pytest.mark.e2e
@@ -176,6 +176,30 @@ def test_long_names_urls_and_zip_directories_are_refused_before_any_work(
             archive.writestr(f"x/{i}", b"")
     refused = client.upload(collection, [("many.docx", many.getvalue(), "application/zip")])
     assert "MAX_ARCHIVE_ENTRIES" in _problem(refused, 415)["detail"]
+
+
+def _lying_docx(extra_entries: int) -> bytes:
+    """A real DOCX whose central directory holds ``extra_entries`` more entries (copies of
+    its first) than its end record says."""
+    data = make_docx([("Heading 1", "Leave"), ("", "Staff get 25 days.")])
+    end = data.rfind(b"PK\x05\x06")
+    size = int.from_bytes(data[end + 12 : end + 16], "little")
+    offset = int.from_bytes(data[end + 16 : end + 20], "little")
+    directory = data[offset : offset + size]
+    lengths = sum(int.from_bytes(directory[i : i + 2], "little") for i in (28, 30, 32))
+    grown = directory + directory[: 46 + lengths] * extra_entries
+    record = data[end : end + 12] + len(grown).to_bytes(4, "little") + data[end + 16 :]
+    return data[:offset] + grown + record
+
+
+def test_a_zip_that_lies_about_its_entry_count_is_refused_unlisted(client: IngestClient) -> None:
+    """Its end record said a handful of files, its directory held 300,000 more: the API
+    listed all of them in its event loop (500,000 held it 2.3 s) and took the archive. It
+    reads no more entries than the end record declares, and finds the directory longer."""
+    collection = client.create_collection()
+    lying = _lying_docx(300_000)
+    refused = client.upload(collection, [("lying.docx", lying, "application/zip")])
+    assert "damaged ZIP archive" in _problem(refused, 415)["detail"]
 
 
 def _multipart(parts: list[tuple[str, str | None, bytes]]) -> tuple[bytes, str]:

@@ -43,6 +43,23 @@ def test_characters_bound_a_chunk_even_when_its_tokens_fit() -> None:
     assert max(len(c) for c in chunks) > LONGEST_TOKEN_CHARS
 
 
+def test_characters_that_make_no_tokens_count_against_max_chars_too() -> None:
+    """Zero-width spaces, combining marks and control characters make no tokens: a paragraph
+    of ten tokens and 95,000 zero-width spaces was one chunk of 95,043 characters (a search
+    returned 5.7 MB)."""
+    sentence = "Staff get 25 days of annual leave per year."
+    text = "\n\n".join(sentence + "\u200b" * 95_000 for _ in range(20))
+    chunks = _chunk(text, size=200, overlap=40, max_chars=4000)
+    assert len(chunks) == 20
+    assert all(c.startswith(sentence) and len(c) <= 4000 for c in chunks)
+    for invisible in ("\u200b", "\u0301", "\x07"):
+        for text in (invisible * 5000 + sentence, sentence + invisible * 5000):
+            chunks = _chunk(text, max_chars=1000)
+            assert chunks, repr(invisible)
+            assert max(len(c) for c in chunks) <= 1000, repr(invisible)
+            assert any("annual leave" in c for c in chunks), repr(invisible)
+
+
 def test_a_huge_document_stops_at_the_chunk_limit_without_reading_it_all() -> None:
     text = "Lorem ipsum dolor sit amet, consectetur adipiscing elit. " * 200_000  # 11 MB
     seen: list[int] = []

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import codecs
 import json
+import subprocess
+import sys
 
 import pytest
 from rag_ingest.parsing import (
@@ -230,3 +233,123 @@ def test_a_pdf_without_text_says_so() -> None:
 def test_pathological_nesting_fails_with_a_reason_not_a_crash() -> None:
     with pytest.raises(ParseError):
         parse_document(b"[" * 100_000 + b"]" * 100_000)
+
+
+def _finishes(code: str, *, deadline: float = 20.0) -> str:
+    """What ``code`` prints, run in a fresh interpreter that is killed after ``deadline``
+    seconds: a regular expression that backtracks exponentially cannot be interrupted in the
+    process that runs it. The inputs below take milliseconds, or days on a backtracking
+    pattern; the deadline is generous so that a busy machine never fails the test."""
+    try:
+        done = subprocess.run(
+            [sys.executable, "-c", code],
+            capture_output=True,
+            text=True,
+            timeout=deadline,
+            check=False,
+        )
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"still running after {deadline:.0f} s (catastrophic backtracking)")
+    assert done.returncode == 0, done.stderr
+    return done.stdout.strip()
+
+
+def test_leading_html_comments_are_sniffed_in_linear_time() -> None:
+    """``(<!--.*?-->\\s*)*`` with re.S grouped n comments 2^(n-1) ways when no <html>
+    followed: 24 froze the ingest API's event loop for 5 s, and the worker's for 13 s."""
+    out = _finishes(
+        "from rag_ingest.parsing import detect_format\n"
+        "data = b'<!---->' * 64 + b'\\nplain text\\n'\n"
+        "print(detect_format(data, filename='notes.txt', sniff=True),"
+        " detect_format(data, filename='notes.txt'))\n"
+    )
+    assert out == "text text"
+    # Comments before the start of a page still make it HTML.
+    page = b"<!-- built --> \n<!-- a -- b --><!---->\n<!DOCTYPE html><title>T</title>"
+    assert detect_format(page, sniff=True) == "html"
+    assert detect_format(b"<!-- x --><html lang=en><p>y", filename="page.txt") == "html"
+    assert detect_format(b"<!-- x --> <htmlish> notes", filename="notes.txt") == "text"
+
+
+def test_a_long_markdown_heading_line_parses_in_linear_time() -> None:
+    """``(.+?)[ \\t]*#*[ \\t]*$`` is cubic in a heading line's blanks: "# a", 2,000 spaces
+    and "x" took 11 s, and 5,000 reached the parse timeout."""
+    out = _finishes(
+        "from rag_ingest.parsing import parse_document\n"
+        "line = '# a' + ' ' * 200_000 + 'x' + ' ' * 200_000 + '#' * 50_000\n"
+        "parsed = parse_document((line + '\\n\\nbody\\n').encode(), filename='h.md')\n"
+        "[heading] = parsed.sections[0].heading_path\n"
+        "print(len(heading), heading[:1], heading[-1:])\n"
+    )
+    assert out == "200002 a x"
+
+
+@pytest.mark.parametrize(
+    ("line", "heading"),
+    [
+        ("# Install ##", "Install"),
+        ("## Install #\t ", "Install"),
+        ("# Install\t#", "Install"),
+        ("# C#", "C#"),  # a closing run counts only after a blank
+        ("# Install#", "Install#"),
+        ("# #hashtag", "#hashtag"),
+        ("#  Spaced   out  ", "Spaced   out"),
+        ("### Use ### more", "Use ### more"),
+    ],
+)
+def test_markdown_headings_lose_their_closing_sequence(line: str, heading: str) -> None:
+    parsed = parse_document(f"{line}\n\nBody text.\n".encode(), filename="doc.md")
+    assert parsed.sections[0].heading_path == (heading,)
+
+
+def test_a_markdown_heading_of_closing_hashes_alone_is_empty() -> None:
+    """``## ##`` is an empty heading (CommonMark): it ends the section above, names none."""
+    parsed = parse_document(b"# Guide\n\nIntro.\n\n## ##\n\nLoose text.\n", filename="doc.md")
+    assert [s.heading_path for s in parsed.sections] == [("Guide",), ("Guide",)]
+    assert parsed.sections[1].text == "## ##\n\nLoose text."
+
+
+def test_undecodable_utf16_fails_with_its_reason_not_a_crash() -> None:
+    """A BOM-marked UTF-16 file with a lone surrogate: the UnicodeDecodeError escaped
+    detection, and the worker retried it five times as an internal error."""
+    data = (
+        b"\xff\xfe" + '{"policy": "x'.encode("utf-16-le") + b"\x00\xd8" + '"}'.encode("utf-16-le")
+    )
+    reason = r"not valid UTF-16 text \(byte 28\)"
+    with pytest.raises(ParseError, match=reason):
+        detect_format(data, filename="lone.json")
+    with pytest.raises(ParseError, match=reason):
+        parse_document(data, filename="lone.json")
+    with pytest.raises(ParseError, match=r"not valid UTF-8 text \(byte 5\)"):
+        parse_document(codecs.BOM_UTF8 + b"ab\xff", filename="notes.txt")
+
+
+def _lying_docx(extra_entries: int) -> bytes:
+    """A real DOCX whose central directory holds ``extra_entries`` more entries (copies of
+    its first) than its end record says: the end record claims the original count."""
+    data = make_docx([("Heading 1", "Leave"), ("", "Staff get 25 days.")])
+    end = data.rfind(b"PK\x05\x06")
+    size = int.from_bytes(data[end + 12 : end + 16], "little")
+    offset = int.from_bytes(data[end + 16 : end + 20], "little")
+    directory = data[offset : offset + size]
+    first = directory[
+        : 46 + sum(int.from_bytes(directory[i : i + 2], "little") for i in (28, 30, 32))
+    ]
+    grown = directory + first * extra_entries
+    record = data[end : end + 12] + len(grown).to_bytes(4, "little") + data[end + 16 :]
+    return data[:offset] + grown + record
+
+
+def test_a_zip_that_lies_about_its_entry_count_is_refused() -> None:
+    """The end record said 1, the directory held 500,000 more: the API listed all of it in
+    its event loop (2.3 s), and the parse took the archive."""
+    honest = make_docx([("", "Staff get 25 days.")])
+    assert detect_format(honest, sniff=True, max_archive_entries=20) == "docx"
+    lying = _lying_docx(20_000)
+    # Sniffing reads no more entries than the end record declares, and finds it damaged.
+    with pytest.raises(UnsupportedFormat, match="damaged ZIP"):
+        detect_format(lying, sniff=True, max_archive_entries=100)
+    # The parser counts the directory's real entries against MAX_ARCHIVE_ENTRIES.
+    with pytest.raises(UnsupportedFormat, match=r"more than 100 files \(MAX_ARCHIVE_ENTRIES\)"):
+        parse_document(lying, limits=ParseLimits(max_archive_entries=100))
+    assert parse_document(_lying_docx(10), limits=ParseLimits(max_archive_entries=100)).sections

@@ -156,10 +156,13 @@ def _chunk_text(
     spans = _bounded(token_spans(text))
     if not spans:
         return
-    if len(spans) <= size and spans[-1][1] - spans[0][0] <= max_chars:
+    whole = text.strip()
+    # The whole text, not its first token to its last: characters that make no token (a
+    # zero-width space, a combining mark, a control) are characters of the chunk all the same.
+    if len(spans) <= size and len(whole) <= max_chars:
         chunks.append(
             Chunk(
-                text.strip(),
+                whole,
                 len(chunks),
                 len(spans),
                 section.heading_path,

@@ -24,7 +24,9 @@ from rag_ingest.parsing.model import (
 # a few characters: a scan with a stamp or a page number on it); if OCR reads nothing there,
 # its own text is kept. A page with neither (a blank or a drawing) is not read.
 OCR_BELOW_CHARS = 20
-_ATX_HEADING = re.compile(r"^(#{1,6})[ \t]+(.+?)[ \t]*#*[ \t]*$")
+# Only the opening: a closing run of "#" is stripped in plain Python (see _heading_text), as
+# any pattern matching it after a lazy text ("(.+?)[ \t]*#*[ \t]*$") backtracks on a long line.
+_ATX_HEADING = re.compile(r"(#{1,6})[ \t]+(.*)")
 _FENCE = re.compile(r"^(```|~~~)")
 _BLANK_RUNS = re.compile(r"\n{3,}")
 _SPACES = re.compile(r"[ \t\u00a0]+")
@@ -38,6 +40,18 @@ def _clean(text: str) -> str:
 def parse_text(data: bytes, charset: str | None = None) -> ParsedDocument:
     text = _clean(decode_text(data, charset))
     return ParsedDocument("text", [Section(text)] if text else [])
+
+
+def _heading_text(rest: str) -> str:
+    """An ATX heading's text without its closing sequence: a run of "#" that is the whole
+    text, or follows a space or tab (CommonMark: "# C#" is "C#", "# Setup ##" is "Setup")."""
+    text = rest.rstrip(" \t")
+    opened = text.rstrip("#")
+    if not opened:
+        return ""
+    if opened != text and opened[-1] in " \t":
+        text = opened
+    return text.strip()
 
 
 def parse_markdown(data: bytes, charset: str | None = None) -> ParsedDocument:
@@ -62,7 +76,9 @@ def parse_markdown(data: bytes, charset: str | None = None) -> ParsedDocument:
             flush()
             level = len(heading.group(1))
             path[:] = [(lvl, title) for lvl, title in path if lvl < level]
-            path.append((level, heading.group(2).strip()))
+            name = _heading_text(heading.group(2))
+            if name:  # an empty heading ("## ##") ends the section above, names none
+                path.append((level, name))
             body.append(line)  # the heading stays in its section's text, for retrieval
         else:
             body.append(line)

@@ -106,6 +106,13 @@ def chunk_header(title: str | None, heading_path: Sequence[str], limit: int) -> 
     return " > ".join(parts)[:limit].strip() or None
 
 
+def stored_heading(heading_path: Sequence[str], limit: int) -> str | None:
+    """The headings above a chunk ("Gateway > Credentials"), cut to ``limit`` characters
+    (MAX_TITLE_CHARS): every chunk of a section stores it, so a heading of 300 KB on one line
+    would be stored, and returned, once per chunk."""
+    return " > ".join(part[:limit] for part in heading_path)[:limit].strip() or None
+
+
 def stored_chunk(
     job: JobRecord,
     chunk: Chunk,
@@ -113,15 +120,16 @@ def stored_chunk(
     tag: str,
     digest: str,
     prepared: PreparedDocument,
+    heading_chars: int,
     title: str | None = None,
     header_chars: int = 0,
     header_embedded: bool = True,
     revision: str = "",
 ) -> StoredChunk:
     """What every chunk carries: where it comes from, which version, the caller's metadata,
-    the header it is indexed after (``header_chars`` of it; 0: none), by BM25 and, with
-    ``header_embedded``, by the embedder too, and the revision of the model it is embedded
-    with."""
+    its heading path (``heading_chars`` of it), the header it is indexed after
+    (``header_chars`` of it; 0: none), by BM25 and, with ``header_embedded``, by the embedder
+    too, and the revision of the model it is embedded with."""
     assert job.document_id is not None
     return StoredChunk(
         id=chunk_id(job.document_id, tag, chunk.position),
@@ -134,7 +142,7 @@ def stored_chunk(
         content_hash=digest,
         format=prepared.format,
         page=chunk.page,
-        heading=" > ".join(chunk.heading_path) if chunk.heading_path else None,
+        heading=stored_heading(chunk.heading_path, heading_chars),
         header=chunk_header(title, chunk.heading_path, header_chars),
         header_embedded=header_embedded,
         model_revision=revision,
@@ -222,6 +230,7 @@ class IngestPipeline:
                 tag=tag,
                 digest=digest,
                 prepared=prepared,
+                heading_chars=self.settings.max_title_chars,
                 title=header_title,
                 header_chars=self.settings.chunk_header_max_chars,
                 header_embedded=self.settings.chunk_header_embedded,
@@ -349,9 +358,7 @@ class IngestPipeline:
             "limits": parse_limits(self.settings),
             "chunking": chunk_limits(self.settings),
         }
-        if len(payload) <= INLINE_TEXT_BYTES and (
-            detect_format(payload, filename=job.filename, content_type=job.content_type) == "text"
-        ):
+        if len(payload) <= INLINE_TEXT_BYTES and self._plain_text(job, payload):
             return await asyncio.to_thread(prepare_document, payload, **options)
         with tempfile.TemporaryDirectory(prefix="rag-parse-") as where:
             pages = Path(where) / "pages"
@@ -372,6 +379,23 @@ class IngestPipeline:
                 return await parsing
             finally:
                 parsing.cancel()
+
+    def _plain_text(self, job: JobRecord, payload: bytes) -> bool:
+        """Whether sniffing says plain text. Only sniffing, as this is the event loop: JSON to
+        parse, a ZIP directory to list, text that does not decode are the parser pool's to
+        read, and to fail with the reason."""
+        try:
+            kind = detect_format(
+                payload,
+                filename=job.filename,
+                content_type=job.content_type,
+                max_archive_entries=self.settings.max_archive_entries,
+                sniff=True,
+                images=self.settings.ocr_enabled,
+            )
+        except ParseError:
+            return False
+        return kind == "text"
 
     async def _vectors_of(self, collection: Collection, document_id: str) -> dict[str, Any]:
         """The active chunks' vectors of ``document_id``, by the text each is the embedding
