@@ -472,13 +472,21 @@ async def test_a_documents_markup_reaches_the_answer_as_text() -> None:
         "The policy svg <svg onload=alert(1)> and <iframe src=https://evil.example> load.",
         "The policy autolink <javascript:alert(1)> is there.",
         "The policy cites \\[2\\] and &#91;3&#93; as sources.",
+        # An unbalanced "(" in a kept link's target: the rest was live Markdown and HTML.
+        "The policy is at [a](https://x(<style>*{display:none}</style>) now.",
+        "The policy is at [a](https://x(![[[b]]](https://evil.example/p.png) now.",
+        "The policy is at [a](https://x([[b]](javascript:alert%281%29) now.",
+        # Fences a renderer does not read as fences (our split did): the code was live.
+        "The policy command is this:\n```a`\n<img src=x onerror=alert(1)>\n```",
+        "The policy command is this:\n\n    ```\n    <img src=x onerror=alert(1)>\n    ```",
+        "The policy command is this:\n\u00a0```\n<img src=x onerror=alert(1)>\n```",
     ]
     sources = [Source(1, f"c{i}", f"d{i}", text) for i, text in enumerate(hostile)]
     generator = ExtractiveGenerator(Analyzer())
     for source in sources:
         answer = await _answer(generator, "What does the policy say?", [source])
         html = MarkdownIt("commonmark").render(answer)
-        for live in ("<a href", "<img", "<svg", "<iframe", 'javascript:alert(1)">', "onclick="):
+        for live in ("<a href", "<img", "<svg", "<iframe", "<style"):  # live elements
             assert live not in html, (source.text, answer, html)
         assert "[2]" not in html.replace("[1]", ""), html  # only its own marker cites
         assert "[3]" not in html, html

@@ -12,6 +12,7 @@ from litestar import Litestar, MediaType, get
 from litestar.datastructures import State
 from litestar.di import Provide
 from litestar.openapi import OpenAPIConfig
+from litestar.openapi.plugins import JsonRenderPlugin
 from litestar.types import ControllerRouterHandler
 from rag_config import ChromaSettings, PoolSettings, ServiceSettings
 from rag_telemetry import get_logger, instrument_app
@@ -155,6 +156,10 @@ def build_service_app(
             version=spec.version,
             description=description,
             path=openapi_path,
+            # The document only: Litestar's default pages (Redoc, RapiDoc, Elements, Swagger)
+            # load scripts from CDNs without integrity hashes, and the gateway's would share
+            # the playground's origin (its tab keeps the API key); /schema is the public page.
+            render_plugins=[JsonRenderPlugin()],
         ),
         logging_config=None,
         debug=False,

@@ -39,7 +39,11 @@ _FOLLOWABLE = re.compile(r"^(?:https?://|mailto:)", re.I)
 _CITATION_LIKE = re.compile(r"\[\d{1,3}\]")
 # A link clean_inline kept (its target one a reader can follow), or a code span: what inert()
 # leaves as Markdown. Possessive: one pass over any text.
-_KEPT_LINK = re.compile(r"\[([^\]\[]*+)\]\(((?:https?://|mailto:)[^)\s]*+)\)", re.I)
+# Its target only of characters that end no link and open nothing ("(" unbalanced made the
+# "link" text, and what followed it live Markdown: an image, raw HTML).
+_KEPT_LINK = re.compile(
+    r"\[([^\]\[]*+)\]\(((?:https?://|mailto:)[A-Za-z0-9\-._~:/?#@!$*+,;=%]*+)\)", re.I
+)
 # What a Markdown renderer would read as markup rather than text: a tag, comment or autolink
 # ("<" before a letter, "/", "!" or "?"), link and image brackets, an entity ("&#91;3&#93;"
 # shows as a citation) and a backslash (which would undo an escape). "a < b" stays as it is.
@@ -126,6 +130,24 @@ def _short_block(lines: list[str]) -> str:
     return block
 
 
+_LANGUAGE = re.compile(r"[A-Za-z0-9_+#.-]{1,30}")
+_BACKTICKS = re.compile(r"`+")
+
+
+def _refenced(lines: list[str]) -> list[str]:
+    """A fenced block (its opening and closing lines included) inside a fence made here: one
+    a Markdown renderer always reads as a fence, longer than any backtick run in the code. The
+    source's own was copied, and where renderers read it otherwise (an info string with a
+    backtick, four spaces or a no-break space before it) its lines were live Markdown and
+    HTML."""
+    code = lines[1:-1]
+    info = lines[0].strip().lstrip("`~").strip().split(" ", 1)[0]
+    language = info if _LANGUAGE.fullmatch(info) else ""
+    longest = max((len(run) for line in code for run in _BACKTICKS.findall(line)), default=0)
+    fence = "`" * max(3, longest + 1)
+    return [f"{fence}{language}", *code, fence]
+
+
 def paragraphs(text: str) -> list[Paragraph]:
     """The prose paragraphs of a Markdown text, each with the block that follows it."""
     lines = _outside_fences(text).splitlines()
@@ -155,7 +177,7 @@ def paragraphs(text: str) -> list[Paragraph]:
         line = lines[i]
         if i in closing_of:
             flush()
-            attach(lines[i : closing_of[i] + 1])
+            attach(_refenced(lines[i : closing_of[i] + 1]))
             i = closing_of[i] + 1
             continue
         if _TABLE_ROW.match(line):
