@@ -97,3 +97,13 @@ def test_links_that_cannot_be_parsed_are_skipped() -> None:
     )
     links = extract_links(page, "http://x.org/", same_domain=False)
     assert links == ["http://x.org:abc/", "http://x.org/fine"]
+
+
+def test_an_international_host_is_fetched_by_its_ascii_name() -> None:
+    """It passed the check, then httpx raised UnicodeEncodeError writing the Host header."""
+
+    assert check_url_syntax("http://Bücher.example:81/a?x=1#f") == (
+        "http://xn--bcher-kva.example:81/a?x=1"
+    )
+    # An ASCII URL is kept as written (its document id is made from it).
+    assert check_url_syntax("https://EXAMPLE.com/p#f") == "https://EXAMPLE.com/p"

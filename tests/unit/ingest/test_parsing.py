@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import codecs
+import contextlib
 import json
 import subprocess
 import sys
@@ -353,3 +354,40 @@ def test_a_zip_that_lies_about_its_entry_count_is_refused() -> None:
     with pytest.raises(UnsupportedFormat, match=r"more than 100 files \(MAX_ARCHIVE_ENTRIES\)"):
         parse_document(lying, limits=ParseLimits(max_archive_entries=100))
     assert parse_document(_lying_docx(10), limits=ParseLimits(max_archive_entries=100)).sections
+
+
+@pytest.mark.parametrize("sniff", [True, False])
+def test_a_declared_charset_never_fails_detection_with_another_error(sniff: bool) -> None:
+    """UTF-16 declared without a byte-order mark is text (the incremental decoder raised
+    UnicodeError: "does not start with BOM", which crashed the worker's event loop); a
+    charset that is no text encoding is refused with the reason, never another exception."""
+    text = "Staff get 25 days of annual leave."
+    for charset, data in (
+        ("utf-16", text.encode("utf-16-le")),
+        ("utf-32", text.encode("utf-32-le")),
+    ):
+        assert (
+            detect_format(data, content_type=f"text/plain; charset={charset}", sniff=sniff)
+            == "text"
+        )
+    for charset in ("idna", "punycode", "hex", "base64", "rot13"):
+        # Refused with its reason (UnsupportedFormat is a ParseError), or read: nothing else.
+        with contextlib.suppress(ParseError):
+            detect_format(
+                b"h\x00i\x00 leave", content_type=f"text/plain; charset={charset}", sniff=sniff
+            )
+
+
+def test_a_zip_name_flagged_utf8_that_is_not_is_a_damaged_archive() -> None:
+    """zipfile raised UnicodeDecodeError (not BadZipFile) while listing it: not the
+    document's fault as far as the worker could tell, so retried until dead."""
+    import io
+    import zipfile
+
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        archive.writestr("word/document.xml", "<w:document/>")
+        archive.writestr("x\u00e9.txt", "x")  # its name is written as UTF-8, flag 0x800 set
+    data = buffer.getvalue().replace("x\u00e9".encode(), b"x\xff\xfe")  # invalid UTF-8 now
+    with pytest.raises(ParseError):
+        detect_format(data, filename="a.docx")

@@ -22,7 +22,7 @@ from rag_telemetry import current_request_id
 
 from rag_gateway.paths import AmbiguousPath, checked_path
 from rag_gateway.policy import Admission, provide_admission
-from rag_gateway.proxy import Forwarder, Whole, buffered, stream_back
+from rag_gateway.proxy import Forwarder, GatewayTimeout, Whole, buffered, stream_back
 from rag_gateway.routing import NoRoute, Route, classify, is_openai_path
 from rag_gateway.streams import StreamLeases
 from rag_gateway.uploads import body_within
@@ -122,11 +122,14 @@ async def forward(
             pool="streams" if long_lived else "uploads" if upload is not None else "ordinary",
             reads_only=target.reads_only,
         )
-    except BaseException:
+    except BaseException as exc:
         for held in (lease, upload):
             if held is not None:
                 held.close()
-        await admission.refund_ingest()  # nothing was stored: the quota is not spent
+        if not isinstance(exc, GatewayTimeout):
+            # Nothing was stored: the quota is not spent. A service that took the body and
+            # then did not answer in time may have stored it, so that one stays counted.
+            await admission.refund_ingest()
         raise
     if upload is not None:
         await upload.release()  # the service has read the body (or refused it)

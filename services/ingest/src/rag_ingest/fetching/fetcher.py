@@ -87,16 +87,21 @@ def check_url_syntax(url: str) -> str:
     if parts.username or parts.password:
         raise FetchRefused("URLs with credentials are not fetched")
     try:
-        parts.port  # noqa: B018 - read for the ValueError it raises
+        port = parts.port
     except ValueError as exc:  # "Port could not be cast to integer value as 'abc'"
         raise FetchRefused(f"the URL's port is not a number from 0 to 65535 ({exc})") from None
     try:
-        parts.hostname.encode("idna")  # what resolving it does; a ValueError there is a crash
+        host = parts.hostname.encode("idna").decode("ascii")  # as resolving it does
     except UnicodeError:
         raise FetchRefused(
             f"the URL's host {parts.hostname[:100]!r} is not a valid host name (a label is "
             "empty or longer than 63 characters)"
         ) from None
+    if not parts.hostname.isascii():
+        # In its ASCII form ("bücher.example" as "xn--bcher-kva.example"): the Host header
+        # and the TLS server name must be ASCII (httpx raised UnicodeEncodeError). An ASCII
+        # URL is kept as written: its document id is made from it.
+        parts = parts._replace(netloc=host + ("" if port is None else f":{port}"))
     return urlunsplit(parts._replace(fragment=""))
 
 

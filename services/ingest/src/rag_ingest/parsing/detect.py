@@ -69,12 +69,21 @@ def _head_text(data: bytes, charset: str | None) -> str | None:
     """The start of ``data`` as text, in its BOM's encoding or its declared charset (None
     when neither applies, or the charset is unknown: the parser will say so)."""
     sample = data[:8192]
-    encoding = next((enc for bom, enc in _BOMS if sample.startswith(bom)), charset)
+    by_bom = next((enc for bom, enc in _BOMS if sample.startswith(bom)), None)
+    encoding = by_bom or charset
     if encoding is None:
         return None
     try:
+        if by_bom is None:
+            # Declared without a BOM, read as bytes.decode reads it (little-endian); the
+            # incremental decoder refuses a stream that does not start with one.
+            name = codecs.lookup(encoding).name
+            encoding = {"utf-16": "utf-16-le", "utf-32": "utf-32-le"}.get(name, encoding)
         return codecs.getincrementaldecoder(encoding)(errors="replace").decode(sample)
-    except (LookupError, TypeError):  # unknown, or not a bytes-to-text codec
+    except (LookupError, TypeError, ValueError, AssertionError):
+        # Unknown, or not a bytes-to-text codec, or one that fails with errors="replace"
+        # anyway ("utf-16" without a BOM, "idna", "punycode": UnicodeError; "hex": an
+        # AssertionError): the parser says why, in the pool.
         return None
 
 
@@ -179,8 +188,8 @@ def detect_format(
             try:
                 with zipfile.ZipFile(BytesIO(data)) as archive:
                     listed = archive.namelist()
-            except zipfile.BadZipFile:
-                raise damaged from None
+            except (zipfile.BadZipFile, ValueError, NotImplementedError, EOFError, OSError):
+                raise damaged from None  # a name flagged UTF-8 that is not: UnicodeDecodeError
             if len(listed) > max_archive_entries:
                 raise UnsupportedFormat(
                     f"the archive holds more than {max_archive_entries} files (MAX_ARCHIVE_ENTRIES)"

@@ -393,7 +393,7 @@ class IngestPipeline:
                 sniff=True,
                 images=self.settings.ocr_enabled,
             )
-        except ParseError:
+        except Exception:  # any failure to sniff: the pool parses it, and says why
             return False
         return kind == "text"
 
