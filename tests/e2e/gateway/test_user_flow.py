@@ -158,6 +158,11 @@ def test_the_public_schema_describes_the_whole_api(edge: Edge) -> None:
         assert "@5.18.2/" in url, url
         assert 'integrity="sha384-' in attributes, url
     assert "@main" not in page.text
+    # Litestar's own pages (Redoc, RapiDoc, Elements, Swagger: CDN scripts without hashes) are
+    # not served on this origin; the gateway's own document still is.
+    for other in ("redoc", "rapidoc", "elements", "swagger"):
+        assert edge.http.get(f"/schema/gateway/{other}").status_code == 404, other
+    assert edge.http.get("/schema/gateway/openapi.json").status_code == 200
 
 
 def test_readiness_covers_what_the_gateway_routes_to(edge: Edge) -> None:
