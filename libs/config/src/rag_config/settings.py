@@ -753,6 +753,12 @@ class GenerationSettings(_EnvSettings):
         "your documents' language; no square brackets.",
     )
 
+    @property
+    def no_claims(self) -> tuple[str, str]:
+        """The answers that cite nothing and claim nothing (not judged, and known when a
+        frontend's task quotes one)."""
+        return (self.answer_not_answered, self.answer_no_documents)
+
     @field_validator("answer_not_answered", "answer_no_documents", mode="before")
     @classmethod
     def _one_plain_line(cls, value: Any) -> Any:

@@ -114,10 +114,13 @@ def zip_entry_count(data: bytes) -> int | None:
     """How many files a ZIP archive says it holds, read from its end record alone (no
     directory is parsed); None if there is no such record."""
     at = _zip_end(data)
-    if at is None:
-        return None
-    count = int.from_bytes(data[at + 10 : at + 12], "little")
-    return None if count == 0xFFFF else count  # 0xFFFF: ZIP64 keeps the count elsewhere
+    return None if at is None else _declared_count(data, at)
+
+
+def _declared_count(data: bytes, end: int) -> int | None:
+    """The entry count of the end record at ``end``; None for ZIP64 (0xFFFF: kept elsewhere)."""
+    count = int.from_bytes(data[end + 10 : end + 12], "little")
+    return None if count == 0xFFFF else count
 
 
 def declared_zip_names(data: bytes) -> list[str] | None:
@@ -125,8 +128,8 @@ def declared_zip_names(data: bytes) -> list[str] | None:
     record declares (so no more than MAX_ARCHIVE_ENTRIES once that count is checked); None
     when the directory is not exactly those entries: damaged, or lying about its count."""
     end = _zip_end(data)
-    count = zip_entry_count(data)
-    if end is None or count is None:
+    count = None if end is None else _declared_count(data, end)
+    if end is None or count is None:  # (one scan of the tail for its end record, not two)
         return None
     size = int.from_bytes(data[end + 12 : end + 16], "little")
     at = end - size  # where zipfile reads it too (whatever the offset says: data may precede)

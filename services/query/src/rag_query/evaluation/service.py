@@ -149,7 +149,6 @@ class Evaluator:
             elif isinstance(event, ErrorEvent):
                 return {"answer_error": event.message}
         sources = {s.number: s.text for s in prepared.sources}
-        settings = self.answers.settings
         row: dict[str, Any] = {"answer": answer}
         values = {
             # Cites a source: an answer that says the documents do not answer cites none.
@@ -158,10 +157,7 @@ class Evaluator:
             if case.relevant
             else None,
             "answer_support": metrics.answer_support(
-                answer,
-                sources,
-                self.analyzer,
-                (settings.answer_not_answered, settings.answer_no_documents),
+                answer, sources, self.analyzer, self.answers.settings.no_claims
             ),
             **metrics.against_expected(answer, case.expected_answers, self.analyzer),
             "faithfulness": await self._judge(prepared.sources, answer) if plan.judge else None,

@@ -311,7 +311,7 @@ class OpenAIController(Controller):
             SessionStore.check_id(data.session_id)
         style = data.citations or settings.chat_citations
         events: Callable[[bool], AsyncIterator[Event]]
-        no_claims = (settings.answer_not_answered, settings.answer_no_documents)
+        no_claims = settings.no_claims
         if (generator or settings.generator) == "extractive" and about_the_conversation(
             question, no_claims
         ):
